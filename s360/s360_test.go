@@ -1,0 +1,115 @@
+package s360
+
+import (
+	"testing"
+)
+
+func TestClassify(t *testing.T) {
+	cl := Classifier{Extra: []string{"setupService/listSeasons", "contactService/*"}}
+	cases := []struct {
+		path  string
+		ok    bool
+		class Class
+	}{
+		{"/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed", true, Catalog},
+		{"/tnseb/backend-apis/catalogService/v1_33/getPOSConfig", true, Catalog},
+		{"/tnseb/backend-apis/catalogService/v1_33/getLastSetupUpdate", true, Uncached},
+		{"/tnseb/backend-apis/catalogService/v1_33/isCatalogServiceAlive", true, Uncached},
+		{"/tnseb/backend-apis/availabilityService/v1_33/getEventAvailability", true, Availability},
+		{"/tnseb/backend-apis/availabilityService/v1_19/getUpdatedAvailabilities", true, Uncached},
+		{"/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder", true, Order},
+		{"/tnseb/backend-apis/externalOrderFacade/v1_33/createPaymentsAndCloseOrder", true, Denied},
+		{"/tnseb/backend-apis/externalOrderHistoryService/v1_34/listTicketsByCriteria", true, Denied},
+		{"/tnseb/backend-apis/setupService/v1_33/listSeasons", true, Uncached},
+		{"/tnseb/backend-apis/setupService/v1_33/listVatCodes", true, Denied},
+		{"/tnseb/backend-apis/contactService/v2_21/anything", true, Uncached},
+		{"/tnseb/backend-apis/catalogService/latest/getCatalog", false, Denied},
+		{"/tnseb/backend-apis/catalogService/v1_33", false, Denied},
+		{"/tnseb/backend-apis/catalogService/v1_33/getCatalog/extra", false, Denied},
+		{"/tnseb/backend-apis/catalogService/v1_33/../../x/v1_1/y", false, Denied},
+		{"/tnseb/backend-apis/catalog%2FService/v1_33/getCatalog", false, Denied},
+		{"/index.html", false, Denied},
+	}
+	for _, c := range cases {
+		call, ok := cl.Classify(c.path)
+		if ok != c.ok || call.Class != c.class {
+			t.Errorf("Classify(%q) = %v %v, want %v %v", c.path, call.Class, ok, c.class, c.ok)
+		}
+		if ok && call.Path() != c.path {
+			t.Errorf("Path() = %q, want %q", call.Path(), c.path)
+		}
+	}
+	var zero Classifier
+	if c, _ := zero.Classify("/tnseb/backend-apis/setupService/v1_33/listSeasons"); c.Class != Denied {
+		t.Errorf("default allow-list lets setupService through: %v", c.Class)
+	}
+}
+
+func TestValidPattern(t *testing.T) {
+	for _, p := range []string{"*", "a/b", "a/*", "setupService/listSeasons"} {
+		if !ValidPattern(p) {
+			t.Errorf("ValidPattern(%q) = false", p)
+		}
+	}
+	for _, p := range []string{"", "a", "a/", "/b", "a/b/c", "*/b", "a b/c"} {
+		if ValidPattern(p) {
+			t.Errorf("ValidPattern(%q) = true", p)
+		}
+	}
+}
+
+func TestCanonical(t *testing.T) {
+	same := []string{
+		`{"b":1,"a":[1,2,{"y":"x","x":null}],"requestId":7}`,
+		"{ \"a\" : [ 1 , 2 , { \"x\" : null , \"y\" : \"x\" } ] ,\n\t\"b\" : 1 }",
+		`{"requestId":99,"a":[1,2,{"x":null,"y":"\u0078"}],"b":1}`,
+	}
+	want := `{"a":[1,2,{"x":null,"y":"x"}],"b":1}`
+	for _, s := range same {
+		got, err := Canonical([]byte(s))
+		if err != nil || string(got) != want {
+			t.Errorf("Canonical(%s) = %s, %v; want %s", s, got, err, want)
+		}
+	}
+	differ := []string{`{"a":[2,1,{"x":null,"y":"x"}],"b":1}`, `{"a":[1,2,{"x":null,"y":"x"}],"b":1.0}`, `{"a":[1,2,{"y":"x"}],"b":1}`, `{"a":[1,2,{"x":null,"y":"x","requestId":1}],"b":1}`}
+	for _, s := range differ {
+		got, err := Canonical([]byte(s))
+		if err != nil || string(got) == want {
+			t.Errorf("Canonical(%s) = %s, %v; want something else than %s", s, got, err, want)
+		}
+	}
+	if got, _ := Canonical([]byte(`{"html":"<a&b>"}`)); string(got) != `{"html":"<a&b>"}` {
+		t.Errorf("HTML escaped: %s", got)
+	}
+	for _, bad := range []string{``, `{`, `[]`, `"x"`, `12`, `null`, `{"a":1} {"b":2}`, `{"a":1}x`, "\xff"} {
+		if _, err := Canonical([]byte(bad)); err == nil {
+			t.Errorf("Canonical(%q) accepted", bad)
+		}
+	}
+}
+
+func TestKey(t *testing.T) {
+	c := Call{Service: "catalogService", Version: "v1_33", Method: "getCatalogDetailed"}
+	k1 := Key("MOSA", c, []byte(`{}`))
+	c.Version = "v1_34"
+	if k2 := Key("MOSA", c, []byte(`{}`)); k1 == k2 {
+		t.Error("version not in key")
+	}
+	if Key("PLAY", c, []byte(`{}`)) == Key("MOSA", c, []byte(`{}`)) {
+		t.Error("institution not in key")
+	}
+}
+
+func TestSuccess(t *testing.T) {
+	if !Success(200, []byte(`{"statusCode":"success"}`)) {
+		t.Error("success not recognised")
+	}
+	for _, b := range []string{`{"statusCode":"in_progress"}`, `{"statusCode":"error"}`, `{}`, `not json`} {
+		if Success(200, []byte(b)) {
+			t.Errorf("%s counted as success", b)
+		}
+	}
+	if Success(509, []byte(`{"statusCode":"success"}`)) {
+		t.Error("509 counted as success")
+	}
+}
