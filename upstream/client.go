@@ -1,0 +1,278 @@
+// Package upstream is the sidecar's HTTP client for the S-360 web services:
+// it holds the operator's credentials, fetches and reuses the API token, and
+// turns transport failures into typed errors the handler maps to statuses.
+//
+// It imports nothing of Caddy.
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// AuthPath is the S-360 token endpoint (S360-API.md §2.1).
+const AuthPath = "/tnai/backend-apis/v1/auth"
+
+// Defaults, chosen for S-360's slowest documented call: getCatalogDetailed
+// takes about 20 s and 10 MB (S360-API.md §5.1).
+const (
+	DefaultTimeout          = 60 * time.Second
+	DefaultMaxResponseBytes = 64 << 20
+	// defaultTokenLifetime is assumed for tokens without a readable exp.
+	defaultTokenLifetime = time.Minute
+)
+
+// Config configures a Client.
+type Config struct {
+	BaseURL          string // scheme://host of the institution, e.g. https://mosa.ws.secutix.com
+	Operator         string
+	Secret           string
+	Partner          string
+	Timeout          time.Duration // per call; DefaultTimeout when 0
+	MaxResponseBytes int64         // DefaultMaxResponseBytes when 0
+	Transport        http.RoundTripper
+	Now              func() time.Time
+	// Wait, when set, is called before every upstream call (token calls
+	// included) and may block or refuse: it is the rate budget's hook.
+	Wait func(ctx context.Context, path string) error
+}
+
+// Kind classifies a failed call.
+type Kind int
+
+const (
+	Unreachable Kind = iota // connection refused, reset, DNS, TLS
+	Timeout                 // the upstream did not answer within Config.Timeout
+	Canceled                // the caller went away
+	AuthFailed              // the token endpoint refused the operator's credentials
+	TooLarge                // the answer exceeded MaxResponseBytes
+	Refused                 // the Wait hook refused the call (budget)
+)
+
+// Error is a failed call. Its message never holds the secret or the token.
+type Error struct {
+	Kind Kind
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Response is an upstream answer, body decompressed.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// Client calls one S-360 institution. It is safe for concurrent use.
+type Client struct {
+	cfg  Config
+	http *http.Client
+
+	mu     sync.Mutex
+	token  string
+	expiry time.Time
+	fetch  singleflight.Group
+}
+
+// New returns a client for cfg.
+func New(cfg Config) *Client {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxResponseBytes <= 0 {
+		cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
+	tr := cfg.Transport
+	if tr == nil {
+		tr = &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConnsPerHost:   32,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		}
+	}
+	// Go's transport asks for gzip and decompresses it transparently as
+	// long as we do not set Accept-Encoding ourselves.
+	return &Client{cfg: cfg, http: &http.Client{Transport: tr, CheckRedirect: noRedirects}}
+}
+
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// Do POSTs body to path (an S-360 REST-RPC path) with the operator's token.
+// A 401 answer refreshes the token and retries once: S-360 rejected the
+// call before running it, so the retry is safe even for orders.
+func (c *Client) Do(ctx context.Context, path string, body []byte) (*Response, error) {
+	tok, err := c.Token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.post(ctx, path, body, tok)
+	if err != nil || resp.Status != http.StatusUnauthorized {
+		return resp, err
+	}
+	c.invalidate(tok)
+	if tok, err = c.Token(ctx); err != nil {
+		return nil, err
+	}
+	return c.post(ctx, path, body, tok)
+}
+
+// Token returns a valid token, fetching one when the cached token is within
+// its refresh margin. Concurrent callers share one fetch.
+func (c *Client) Token(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	tok, exp := c.token, c.expiry
+	c.mu.Unlock()
+	if tok != "" && c.cfg.Now().Before(exp) {
+		return tok, nil
+	}
+	ch := c.fetch.DoChan("token", func() (any, error) {
+		// Detached from the first caller: if it goes away, the others
+		// still need the token.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
+		defer cancel()
+		return c.fetchToken(ctx)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return r.Val.(string), nil
+	case <-ctx.Done():
+		return "", &Error{Kind: Canceled, Err: fmt.Errorf("waiting for the S-360 token: %w", ctx.Err())}
+	}
+}
+
+func (c *Client) invalidate(tok string) {
+	c.mu.Lock()
+	if c.token == tok {
+		c.token = ""
+	}
+	c.mu.Unlock()
+}
+
+func (c *Client) fetchToken(ctx context.Context) (string, error) {
+	creds, _ := json.Marshal(map[string]string{"operator": c.cfg.Operator, "partner": c.cfg.Partner, "secret": c.cfg.Secret})
+	resp, err := c.post(ctx, AuthPath, creds, "")
+	if err != nil {
+		return "", err
+	}
+	var out struct {
+		Token string `json:"token"`
+	}
+	if resp.Status != http.StatusOK || json.Unmarshal(resp.Body, &out) != nil || out.Token == "" {
+		// The body may echo what we sent; keep it out of the message.
+		return "", &Error{Kind: AuthFailed, Err: fmt.Errorf("getting an S-360 token for operator %q: upstream answered HTTP %d", c.cfg.Operator, resp.Status)}
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	c.token, c.expiry = out.Token, refreshAt(out.Token, now)
+	c.mu.Unlock()
+	return out.Token, nil
+}
+
+// refreshAt is when a token should be replaced: a quarter of its lifetime
+// (at most 30 s) before its exp claim.
+func refreshAt(tok string, now time.Time) time.Time {
+	exp, ok := expiry(tok)
+	if !ok || !exp.After(now) {
+		return now.Add(defaultTokenLifetime * 3 / 4)
+	}
+	margin := min(exp.Sub(now)/4, 30*time.Second)
+	return exp.Add(-margin)
+}
+
+// expiry reads the exp claim of a JWT without verifying it: the sidecar is
+// not the audience, it only wants to know when to renew.
+func expiry(tok string) (time.Time, bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp json.Number `json:"exp"`
+	}
+	if json.Unmarshal(raw, &claims) != nil {
+		return time.Time{}, false
+	}
+	sec, err := claims.Exp.Float64()
+	if err != nil || sec <= 0 {
+		return time.Time{}, false
+	}
+	if sec > 1e12 { // epoch millis, as one S-360 page says iat is
+		sec /= 1000
+	}
+	return time.Unix(int64(sec), 0), true
+}
+
+func (c *Client) post(ctx context.Context, path string, body []byte, tok string) (*Response, error) {
+	if c.cfg.Wait != nil {
+		if err := c.cfg.Wait(ctx, path); err != nil {
+			return nil, &Error{Kind: Refused, Err: err}
+		}
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.Timeout, errUpstreamTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.BaseURL+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, &Error{Kind: Unreachable, Err: fmt.Errorf("building the upstream request: %w", err)}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.classify(ctx, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
+	if err != nil {
+		return nil, c.classify(ctx, path, err)
+	}
+	if int64(len(data)) > c.cfg.MaxResponseBytes {
+		return nil, &Error{Kind: TooLarge, Err: fmt.Errorf("reading %s: answer larger than %d bytes", path, c.cfg.MaxResponseBytes)}
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}, nil
+}
+
+var errUpstreamTimeout = errors.New("upstream timeout")
+
+func (c *Client) classify(ctx context.Context, path string, err error) error {
+	// url.Error's message holds the full URL, which has no secret in it
+	// (credentials travel in the body and the Authorization header).
+	switch {
+	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
+		return &Error{Kind: Timeout, Err: fmt.Errorf("calling %s: no answer within %s", path, c.cfg.Timeout)}
+	case ctx.Err() != nil:
+		return &Error{Kind: Canceled, Err: fmt.Errorf("calling %s: %w", path, context.Canceled)}
+	}
+	return &Error{Kind: Unreachable, Err: fmt.Errorf("calling %s: %w", path, err)}
+}

@@ -1,0 +1,274 @@
+package upstream
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeS360 is a minimal token endpoint plus one method, counting calls.
+type fakeS360 struct {
+	auths, calls atomic.Int32
+	ttl          time.Duration
+	now          func() time.Time
+	reject       atomic.Int32 // answer 401 to the next N method calls
+	authGate     chan struct{}
+	handler      http.HandlerFunc
+}
+
+func jwt(exp time.Time, n int32) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	claims := fmt.Sprintf(`{"sub":"MOSA","exp":%d,"n":%d}`, exp.Unix(), n)
+	return enc([]byte(`{"alg":"HS256"}`)) + "." + enc([]byte(claims)) + ".sig"
+}
+
+func (f *fakeS360) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == AuthPath {
+		n := f.auths.Add(1)
+		if f.authGate != nil {
+			<-f.authGate
+		}
+		var creds map[string]string
+		json.NewDecoder(r.Body).Decode(&creds)
+		if creds["secret"] != "s3cret" || r.Header.Get("Authorization") != "" {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"error":"bad credentials for %s"}`, creds["secret"])
+			return
+		}
+		fmt.Fprintf(w, `{"token":%q}`, jwt(f.now().Add(f.ttl), n))
+		return
+	}
+	f.calls.Add(1)
+	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") || f.reject.Load() > 0 {
+		f.reject.Add(-1)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	if f.handler != nil {
+		f.handler(w, r)
+		return
+	}
+	io.WriteString(w, `{"statusCode":"success","auth":"`+r.Header.Get("Authorization")+`"}`)
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func setup(t *testing.T, mod func(*Config, *fakeS360)) (*Client, *fakeS360, *clock) {
+	t.Helper()
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	f := &fakeS360{ttl: 40 * time.Second, now: clk.Now}
+	cfg := Config{Operator: "MOSA_WEB", Secret: "s3cret", Partner: "p", Now: clk.Now}
+	if mod != nil {
+		mod(&cfg, f)
+	}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	cfg.BaseURL = srv.URL
+	return New(cfg), f, clk
+}
+
+const path = "/tnseb/backend-apis/catalogService/v1_33/getPOSConfig"
+
+func TestTokenReusedThenRefreshedBeforeExpiry(t *testing.T) {
+	c, f, clk := setup(t, nil)
+	ctx := context.Background()
+	for range 3 {
+		if r, err := c.Do(ctx, path, []byte(`{}`)); err != nil || r.Status != 200 {
+			t.Fatalf("Do: %v %v", r, err)
+		}
+	}
+	if f.auths.Load() != 1 {
+		t.Fatalf("token fetched %d times for 3 calls, want 1", f.auths.Load())
+	}
+	clk.Add(29 * time.Second) // 40 s token: refresh margin is 10 s
+	c.Do(ctx, path, []byte(`{}`))
+	if f.auths.Load() != 1 {
+		t.Fatalf("token refreshed too early")
+	}
+	clk.Add(2 * time.Second)
+	c.Do(ctx, path, []byte(`{}`))
+	if f.auths.Load() != 2 {
+		t.Fatalf("token not refreshed within its margin: %d fetches", f.auths.Load())
+	}
+}
+
+func TestUnauthorizedRefreshesOnceAndRetriesOnce(t *testing.T) {
+	c, f, _ := setup(t, nil)
+	ctx := context.Background()
+	c.Do(ctx, path, []byte(`{}`))
+	f.reject.Store(1)
+	r, err := c.Do(ctx, path, []byte(`{}`))
+	if err != nil || r.Status != 200 {
+		t.Fatalf("after one 401: %v %v", r, err)
+	}
+	if f.auths.Load() != 2 || f.calls.Load() != 3 {
+		t.Fatalf("auths=%d calls=%d, want 2 and 3", f.auths.Load(), f.calls.Load())
+	}
+	f.reject.Store(5)
+	r, err = c.Do(ctx, path, []byte(`{}`))
+	if err != nil || r.Status != 401 {
+		t.Fatalf("persistent 401 should come back as the answer: %v %v", r, err)
+	}
+	if f.calls.Load() != 5 {
+		t.Fatalf("retried more than once: calls=%d", f.calls.Load())
+	}
+}
+
+func TestBadCredentialsNeverLeakTheSecret(t *testing.T) {
+	c, _, _ := setup(t, func(cfg *Config, _ *fakeS360) { cfg.Secret = "wrong-secret-xyz" })
+	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	var ue *Error
+	if !errors.As(err, &ue) || ue.Kind != AuthFailed {
+		t.Fatalf("want AuthFailed, got %v", err)
+	}
+	if strings.Contains(err.Error(), "wrong-secret-xyz") {
+		t.Fatalf("secret in error: %v", err)
+	}
+}
+
+func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
+	gate := make(chan struct{})
+	c, f, _ := setup(t, func(_ *Config, f *fakeS360) { f.authGate = gate })
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Do(context.Background(), path, []byte(`{}`))
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.auths.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.auths.Load() != 1 {
+		t.Fatalf("%d token fetches, want 1", f.auths.Load())
+	}
+}
+
+func TestFailureKinds(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	c, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
+		cfg.Timeout = 200 * time.Millisecond
+		f.handler = func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-block:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	var ue *Error
+	if !errors.As(err, &ue) || ue.Kind != Timeout {
+		t.Fatalf("want Timeout, got %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Do(ctx, path, []byte(`{}`)); !errors.As(err, &ue) || ue.Kind != Canceled {
+		t.Fatalf("want Canceled, got %v", err)
+	}
+
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	c2 := New(Config{BaseURL: dead.URL, Secret: "s3cret"})
+	if _, err := c2.Do(context.Background(), path, []byte(`{}`)); !errors.As(err, &ue) || ue.Kind != Unreachable {
+		t.Fatalf("want Unreachable, got %v", err)
+	}
+}
+
+func TestGzipAndSizeLimit(t *testing.T) {
+	big := `{"statusCode":"success","pad":"` + strings.Repeat("x", 5000) + `"}`
+	c, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
+		cfg.MaxResponseBytes = 6000
+		f.handler = func(w http.ResponseWriter, r *http.Request) {
+			if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+				t.Error("gzip not asked for")
+			}
+			w.Header().Set("Content-Encoding", "gzip")
+			gz := gzip.NewWriter(w)
+			if strings.HasSuffix(r.URL.Path, "big") {
+				io.WriteString(gz, big+strings.Repeat(" ", 2000))
+			} else {
+				io.WriteString(gz, big)
+			}
+			gz.Close()
+		}
+	})
+	r, err := c.Do(context.Background(), path, []byte(`{}`))
+	if err != nil || string(r.Body) != big {
+		t.Fatalf("gzip body not decoded: %v %.40q", err, r.Body)
+	}
+	_, err = c.Do(context.Background(), path+"big", []byte(`{}`))
+	var ue *Error
+	if !errors.As(err, &ue) || ue.Kind != TooLarge {
+		t.Fatalf("want TooLarge, got %v", err)
+	}
+}
+
+func TestWaitHookGuardsEveryCall(t *testing.T) {
+	var waits atomic.Int32
+	c, _, _ := setup(t, func(cfg *Config, _ *fakeS360) {
+		cfg.Wait = func(ctx context.Context, p string) error {
+			if waits.Add(1) > 2 {
+				return errors.New("budget spent")
+			}
+			return nil
+		}
+	})
+	if _, err := c.Do(context.Background(), path, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	var ue *Error
+	if !errors.As(err, &ue) || ue.Kind != Refused || waits.Load() != 3 {
+		t.Fatalf("want Refused after token+call, got %v (waits %d)", err, waits.Load())
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	if at := refreshAt(jwt(now.Add(20*time.Second), 1), now); !at.Equal(now.Add(15 * time.Second)) {
+		t.Errorf("20 s token refreshed at %v", at.Sub(now))
+	}
+	if at := refreshAt(jwt(now.Add(time.Hour), 1), now); !at.Equal(now.Add(time.Hour - 30*time.Second)) {
+		t.Errorf("1 h token refreshed at %v", at.Sub(now))
+	}
+	for _, tok := range []string{"opaque", "a.b.c", jwt(now.Add(-time.Second), 1)} {
+		if at := refreshAt(tok, now); !at.Equal(now.Add(45 * time.Second)) {
+			t.Errorf("%q refreshed at %v", tok, at.Sub(now))
+		}
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	ms := enc([]byte(`{}`)) + "." + enc([]byte(fmt.Sprintf(`{"exp":%d}`, now.Add(time.Minute).UnixMilli()))) + ".x"
+	if exp, ok := expiry(ms); !ok || !exp.Equal(now.Add(time.Minute)) {
+		t.Errorf("millisecond exp read as %v %v", exp, ok)
+	}
+}
