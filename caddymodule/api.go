@@ -1,0 +1,119 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+// serveAPI answers one S-360 REST-RPC call. Nothing reaches the upstream
+// before the request is known to be allowed and well-formed.
+func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
+	call, ok := h.classifier.Classify(r.URL.Path)
+	if !ok {
+		return writeError(w, &apiError{Status: http.StatusNotFound, Code: "not_found", Message: "not an S-360 web service path: want /tnseb/backend-apis/<service>/<version>/<method>"})
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "S-360 web services take POST only"})
+	}
+	if call.Class == s360.Denied {
+		return writeError(w, &apiError{Status: http.StatusForbidden, Code: "method_denied", Message: fmt.Sprintf("%s is not on this sidecar's allow-list", call.Name())})
+	}
+	body, canonical, aerr := h.readBody(w, r)
+	if aerr != nil {
+		return writeError(w, aerr)
+	}
+	if call.Class.Cacheable() {
+		// What goes upstream is what the cache key says, so two requests
+		// sharing an entry asked S-360 the same question.
+		body = canonical
+	}
+	resp, err := h.client.Do(r.Context(), call.Path(), body)
+	if err != nil {
+		return writeError(w, h.upstreamError(call, err))
+	}
+	w.Header().Set("Cache-Status", "s360edge; fwd=bypass")
+	return h.writeUpstream(w, call, resp)
+}
+
+// readBody reads and validates the JSON body, returning it with its
+// canonical form.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, []byte, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBodySize))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: fmt.Sprintf("the request body exceeds %d bytes", h.MaxBodySize)}
+	case err != nil:
+		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "bad_body", Message: "the request body could not be read"}
+	case len(body) == 0:
+		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body is empty: S-360 methods take a JSON object, {} when they have no parameter"}
+	}
+	canonical, err := s360.Canonical(body)
+	if err != nil {
+		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body must be a JSON object: " + err.Error()}
+	}
+	return body, canonical, nil
+}
+
+// writeUpstream relays an upstream answer, mapping S-360's failure statuses
+// to the sidecar's JSON errors.
+func (h *Handler) writeUpstream(w http.ResponseWriter, call s360.Call, resp *upstream.Response) error {
+	switch {
+	case resp.Status == 509 || resp.Status == http.StatusTooManyRequests:
+		return writeError(w, &apiError{Status: http.StatusTooManyRequests, Code: "upstream_rate_limited", Message: "S-360 refused the call: the institution's rate limit is reached", RetryAfter: h.retryAfter(resp)})
+	case resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
+		h.logger.Error("S-360 refused the operator's token", zap.String("method", call.Name()), zap.Int("status", resp.Status))
+		return writeError(w, &apiError{Status: http.StatusBadGateway, Code: "upstream_auth_failed", Message: "S-360 refused the sidecar's credentials"})
+	case resp.Status >= 500:
+		return writeError(w, &apiError{Status: http.StatusBadGateway, Code: "upstream_error", Message: fmt.Sprintf("S-360 answered HTTP %d", resp.Status)})
+	}
+	ct := resp.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "application/json"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(resp.Status)
+	_, err := w.Write(resp.Body)
+	return err
+}
+
+func (h *Handler) upstreamError(call s360.Call, err error) *apiError {
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		return &apiError{Status: http.StatusBadGateway, Code: "upstream_error", Message: "the call to S-360 failed"}
+	}
+	switch ue.Kind {
+	case upstream.Canceled:
+		return &apiError{Status: 499, Code: "client_closed_request", Message: "the client went away"}
+	case upstream.Timeout:
+		return &apiError{Status: http.StatusGatewayTimeout, Code: "upstream_timeout", Message: fmt.Sprintf("S-360 did not answer %s in time", call.Name())}
+	case upstream.AuthFailed:
+		h.logger.Error("cannot get an S-360 token: check operator and secret", zap.Error(err))
+		return &apiError{Status: http.StatusBadGateway, Code: "upstream_auth_failed", Message: "the sidecar could not authenticate with S-360"}
+	case upstream.TooLarge:
+		return &apiError{Status: http.StatusBadGateway, Code: "upstream_too_large", Message: "S-360's answer exceeded the sidecar's size limit"}
+	case upstream.Refused:
+		return &apiError{Status: http.StatusTooManyRequests, Code: "budget_exhausted", Message: "the institution's call budget is spent; try again later", RetryAfter: time.Duration(h.RateLimit.Window) / time.Duration(h.RateLimit.Calls)}
+	}
+	h.logger.Warn("S-360 unreachable", zap.String("method", call.Name()), zap.Error(err))
+	return &apiError{Status: http.StatusBadGateway, Code: "upstream_unreachable", Message: "S-360 could not be reached"}
+}
+
+// retryAfter honours the upstream's Retry-After (seconds) when it sends
+// one, which S-360 is not known to do; else one rate window.
+func (h *Handler) retryAfter(resp *upstream.Response) time.Duration {
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return time.Duration(h.RateLimit.Window)
+}

@@ -1,0 +1,211 @@
+package caddymodule
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+// fakeUpstream stands in for S-360 in this package's unit tests; the real
+// simulator is used by the integration tests.
+type fakeUpstream struct {
+	calls   atomic.Int32
+	lastReq atomic.Value // string: Authorization + " " + body
+	answer  func(w http.ResponseWriter, r *http.Request)
+}
+
+func (f *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == upstream.AuthPath {
+		io.WriteString(w, `{"token":"operator-token"}`)
+		return
+	}
+	f.calls.Add(1)
+	b, _ := io.ReadAll(r.Body)
+	f.lastReq.Store(r.Header.Get("Authorization") + " " + string(b))
+	if f.answer != nil {
+		f.answer(w, r)
+		return
+	}
+	io.WriteString(w, `{"statusCode":"success","ok":true}`)
+}
+
+func newTestHandler(t *testing.T, f *fakeUpstream, timeout time.Duration) *Handler {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return &Handler{
+		MaxBodySize: 100,
+		RateLimit:   &RateLimit{Calls: 60, Window: caddy.Duration(time.Minute)},
+		logger:      zap.NewNop(),
+		classifier:  s360.Classifier{},
+		localToken:  newLocalTokens("x", "X_WEB"),
+		client:      upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Timeout: timeout}),
+	}
+}
+
+type nextHandler struct{ called bool }
+
+func (n *nextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	n.called = true
+	w.WriteHeader(http.StatusTeapot)
+	return nil
+}
+
+func serve(h *Handler, method, path, body string, hdr map[string]string) (*httptest.ResponseRecorder, *nextHandler) {
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	next := &nextHandler{}
+	h.ServeHTTP(w, r, next)
+	return w, next
+}
+
+const catalogPath = "/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed"
+
+func TestRejectedRequestsNeverReachUpstream(t *testing.T) {
+	f := &fakeUpstream{}
+	h := newTestHandler(t, f, time.Second)
+	cases := []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{"GET", catalogPath, "", 405, "method_not_allowed"},
+		{"PUT", catalogPath, "{}", 405, "method_not_allowed"},
+		{"POST", "/tnseb/backend-apis/externalOrderHistoryService/v1_34/listTicketsByCriteria", "{}", 403, "method_denied"},
+		{"POST", "/tnseb/backend-apis/catalogService/getCatalog", "{}", 404, "not_found"},
+		{"POST", catalogPath, "", 400, "invalid_json"},
+		{"POST", catalogPath, "not json", 400, "invalid_json"},
+		{"POST", catalogPath, "[1,2]", 400, "invalid_json"},
+		{"POST", catalogPath, `{"a":1}{"b":2}`, 400, "invalid_json"},
+		{"POST", catalogPath, `{"pad":"` + strings.Repeat("x", 200) + `"}`, 413, "body_too_large"},
+	}
+	for _, c := range cases {
+		w, next := serve(h, c.method, c.path, c.body, nil)
+		var e apiError
+		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || w.Code != c.status || e.Code != c.code || e.Message == "" || next.called {
+			t.Errorf("%s %s %.20q: got %d %s (next %v), want %d %s", c.method, c.path, c.body, w.Code, w.Body, next.called, c.status, c.code)
+		}
+		if w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: error not JSON typed", c.method, c.path)
+		}
+	}
+	if n := f.calls.Load(); n != 0 {
+		t.Fatalf("upstream called %d times for rejected requests", n)
+	}
+}
+
+func TestOtherPathsGoToTheWebsite(t *testing.T) {
+	h := newTestHandler(t, &fakeUpstream{}, time.Second)
+	for _, p := range []string{"/", "/index.html", "/tnseb/apidocs/x.html", "/tnai/other"} {
+		w, next := serve(h, "GET", p, "", nil)
+		if !next.called || w.Code != http.StatusTeapot {
+			t.Errorf("%s not passed on", p)
+		}
+	}
+}
+
+func TestCallCarriesOperatorTokenNotTheWebsites(t *testing.T) {
+	f := &fakeUpstream{}
+	h := newTestHandler(t, f, time.Second)
+	w, _ := serve(h, "POST", catalogPath, "{ \"b\":1, \"a\":2, \"requestId\": 5 }", map[string]string{"Authorization": "Bearer website-token"})
+	if w.Code != 200 || w.Body.String() != `{"statusCode":"success","ok":true}` {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+	if got := f.lastReq.Load(); got != `Bearer operator-token {"a":2,"b":1}` {
+		t.Fatalf("upstream saw %q", got)
+	}
+	if cs := w.Header().Get("Cache-Status"); !strings.HasPrefix(cs, "s360edge;") {
+		t.Fatalf("Cache-Status %q", cs)
+	}
+	// Orders go upstream exactly as sent.
+	order := `{"pointOfSalesId":1,"requestId":9}`
+	serve(h, "POST", "/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder", order, nil)
+	if got := f.lastReq.Load(); got != "Bearer operator-token "+order {
+		t.Fatalf("order body changed: %q", got)
+	}
+}
+
+func TestUpstreamFailuresMapToGatewayErrors(t *testing.T) {
+	cases := []struct {
+		answer     func(w http.ResponseWriter, r *http.Request)
+		status     int
+		code       string
+		retryAfter string
+	}{
+		{func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }, 502, "upstream_error", ""},
+		{func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(509) }, 429, "upstream_rate_limited", "60"},
+		{func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Retry-After", "7"); w.WriteHeader(429) }, 429, "upstream_rate_limited", "7"},
+		{func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(401) }, 502, "upstream_auth_failed", ""},
+		{func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, 504, "upstream_timeout", ""},
+	}
+	for i, c := range cases {
+		h := newTestHandler(t, &fakeUpstream{answer: c.answer}, 300*time.Millisecond)
+		w, _ := serve(h, "POST", catalogPath, "{}", nil)
+		var e apiError
+		json.Unmarshal(w.Body.Bytes(), &e)
+		if w.Code != c.status || e.Code != c.code || w.Header().Get("Retry-After") != c.retryAfter {
+			t.Errorf("case %d: got %d %s Retry-After=%q", i, w.Code, w.Body, w.Header().Get("Retry-After"))
+		}
+	}
+	// Business errors are HTTP 200 envelopes and pass through untouched.
+	biz := `{"statusCode":"error","statusDetail":"bad request"}`
+	h := newTestHandler(t, &fakeUpstream{answer: func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, biz) }}, time.Second)
+	if w, _ := serve(h, "POST", catalogPath, "{}", nil); w.Code != 200 || w.Body.String() != biz {
+		t.Errorf("business error changed: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestLocalTokenEndpoint(t *testing.T) {
+	f := &fakeUpstream{}
+	h := newTestHandler(t, f, time.Second)
+	for _, p := range []string{"/tnai/backend-apis/v1/auth", "/tnco/backend-apis/v1/auth"} {
+		w, _ := serve(h, "POST", p, `{"operator":"OLD","secret":"website-secret"}`, nil)
+		var out struct{ Token string }
+		if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || w.Code != 200 || strings.Count(out.Token, ".") != 2 {
+			t.Fatalf("%s: %d %s", p, w.Code, w.Body)
+		}
+		if strings.Contains(w.Body.String(), "operator-token") {
+			t.Fatal("operator token handed to the website")
+		}
+		if exp, ok := upstreamExpiry(out.Token); !ok || time.Until(exp) < 50*time.Minute {
+			t.Fatalf("local token exp %v %v", exp, ok)
+		}
+	}
+	if w, _ := serve(h, "GET", "/tnai/backend-apis/v1/auth", "", nil); w.Code != 405 {
+		t.Fatalf("GET token: %d", w.Code)
+	}
+	if f.calls.Load() != 0 {
+		t.Fatal("local token endpoint called upstream")
+	}
+}
+
+func upstreamExpiry(tok string) (time.Time, bool) {
+	parts := strings.Split(tok, ".")
+	var c struct{ Exp int64 }
+	b, err := jsonB64(parts[1])
+	if err != nil || json.Unmarshal(b, &c) != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(c.Exp, 0), true
+}
+
+func jsonB64(s string) ([]byte, error) {
+	return base64URL.DecodeString(s)
+}
+
+var base64URL = base64.RawURLEncoding

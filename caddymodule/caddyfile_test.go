@@ -1,0 +1,123 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfileFull(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`s360 {
+		upstream     https://myinstit.ws.secutix.com
+		operator     {env.S360_OPERATOR}
+		secret       {env.S360_SECRET}
+		partner      my-website
+		shop         https://pfx-myinstit.shop.secutix.com
+		storage      /var/lib/s360edge
+		rate_limit   150 1m
+		setup_poll   1m
+		updates_poll 0
+		min_interval catalogService/getCatalogDetailed 10m
+		min_interval availabilityService/* 1m
+		timeout      90s
+		max_body_size 64KB
+		allow        setupService/listSeasons setupService/listPriceLevels
+		oidc {
+			issuer        https://idp.example.com
+			client_id     website
+			client_secret {env.OIDC_SECRET}
+			cookie_secret {env.S360_COOKIE_KEY}
+		}
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(h)
+	want := `{"upstream":"https://myinstit.ws.secutix.com","operator":"{env.S360_OPERATOR}","secret":"{env.S360_SECRET}",` +
+		`"partner":"my-website","shop":"https://pfx-myinstit.shop.secutix.com","storage":"/var/lib/s360edge",` +
+		`"rate_limit":{"calls":150,"window":60000000000},"setup_poll":60000000000,"updates_poll":0,` +
+		`"min_interval":{"availabilityService/*":60000000000,"catalogService/getCatalogDetailed":600000000000},` +
+		`"timeout":90000000000,"max_body_size":64000,"allow":["setupService/listSeasons","setupService/listPriceLevels"],` +
+		`"oidc":{"issuer":"https://idp.example.com","client_id":"website","client_secret":"{env.OIDC_SECRET}","cookie_secret":"{env.S360_COOKIE_KEY}"}}`
+	if string(got) != want {
+		t.Fatalf("JSON config:\n got %s\nwant %s", got, want)
+	}
+	// JSON round trip: the Caddyfile maps 1:1 onto the JSON config.
+	var back Handler
+	if err := json.Unmarshal(got, &back); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := json.Marshal(back)
+	if string(again) != string(got) {
+		t.Fatalf("JSON round trip differs:\n%s\n%s", again, got)
+	}
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	cases := map[string]string{
+		"s360 extra {\n}":                         "wrong argument count",
+		"s360 {\n bogus 1\n}":                     `unknown subdirective "bogus"`,
+		"s360 {\n upstream\n}":                    "wrong argument count",
+		"s360 {\n upstream a b\n}":                "wrong argument count",
+		"s360 {\n upstream a\n upstream b\n}":     "upstream given twice",
+		"s360 {\n rate_limit 150\n}":              "wrong argument count",
+		"s360 {\n rate_limit x 1m\n}":             "calls must be a positive integer",
+		"s360 {\n rate_limit 0 1m\n}":             "calls must be a positive integer",
+		"s360 {\n rate_limit 10 soon\n}":          "window must be a positive duration",
+		"s360 {\n setup_poll often\n}":            `setup_poll: want a duration`,
+		"s360 {\n updates_poll -1m\n}":            `updates_poll: want a duration`,
+		"s360 {\n min_interval a/b\n}":            "wrong argument count",
+		"s360 {\n min_interval a/b never\n}":      "bad duration",
+		"s360 {\n max_body_size huge\n}":          "max_body_size: want a size",
+		"s360 {\n allow\n}":                       "wrong argument count",
+		"s360 {\n oidc {\n  issuer\n }\n}":        "wrong argument count",
+		"s360 {\n oidc {\n  scopes openid\n }\n}": `unknown oidc subdirective "scopes"`,
+	}
+	for in, want := range cases {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want an error containing %q", in, err, want)
+		}
+	}
+}
+
+func TestCheckRejectsUnusableConfig(t *testing.T) {
+	valid := func() *Handler {
+		d := caddy.Duration(time.Minute)
+		return &Handler{Upstream: "https://x.ws.secutix.com", Shop: "https://p-x.shop.secutix.com", Operator: "X_WEB", Secret: "s3cret-value",
+			RateLimit: &RateLimit{Calls: 10, Window: caddy.Duration(time.Minute)}, SetupPoll: &d, UpdatesPoll: &d}
+	}
+	if err := valid().check(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+	cases := map[string]func(*Handler){
+		"upstream is required":          func(h *Handler) { h.Upstream = "" },
+		`upstream "ftp://x"`:            func(h *Handler) { h.Upstream = "ftp://x" },
+		`upstream "https://x/tnseb"`:    func(h *Handler) { h.Upstream = "https://x/tnseb" },
+		`shop "https://u:p@x"`:          func(h *Handler) { h.Shop = "https://u:p@x" },
+		"secret is required":            func(h *Handler) { h.Secret = "" },
+		"operator is required":          func(h *Handler) { h.Operator = "" },
+		`allow "nope"`:                  func(h *Handler) { h.Allow = []string{"nope"} },
+		`min_interval "a"`:              func(h *Handler) { h.MinInterval = map[string]caddy.Duration{"a": 1} },
+		"oidc is not implemented":       func(h *Handler) { h.OIDC = &OIDC{} },
+		"rate_limit must be a positive": func(h *Handler) { h.RateLimit.Calls = 0 },
+		"max_body_size cannot be":       func(h *Handler) { h.MaxBodySize = -1 },
+	}
+	for want, mod := range cases {
+		h := valid()
+		mod(h)
+		err := h.check()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want an error containing %q", err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret-value") {
+			t.Errorf("secret in error: %v", err)
+		}
+	}
+}

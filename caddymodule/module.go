@@ -1,0 +1,271 @@
+// Package caddymodule is the Caddy glue of s360edge: the http.handlers.s360
+// handler, its Caddyfile directive, and the long-lived edge it shares across
+// config reloads. The S-360 knowledge lives in packages that do not import
+// Caddy (s360, upstream, cachestore).
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults. S-360's guidance (S360-API.md §4) is 180 calls a minute for the
+// whole institution, getCatalogDetailed at most every 10 minutes and
+// availability at most once a minute; the defaults stay inside it.
+const (
+	DefaultRateLimit   = 150
+	DefaultRateWindow  = time.Minute
+	DefaultPoll        = time.Minute
+	DefaultMaxBodySize = 1 << 20
+	DefaultPartner     = "s360edge"
+)
+
+// Handler is the s360 HTTP handler: it answers the S-360 REST-RPC paths
+// (/tnseb/backend-apis/...) for the website, with the operator's
+// credentials, and hands every other request to the next handler.
+type Handler struct {
+	// Upstream is the S-360 web services base URL of the institution,
+	// e.g. https://myinstit.ws.secutix.com. Required.
+	Upstream string `json:"upstream,omitempty"`
+	// Operator is the virtual operator login, e.g. MYINSTIT_WEB. Required.
+	// Placeholders such as {env.S360_OPERATOR} are replaced at provision.
+	Operator string `json:"operator,omitempty"`
+	// Secret is the operator's secret. Required. Use a placeholder such
+	// as {env.S360_SECRET} so that it stays out of the JSON config.
+	Secret string `json:"secret,omitempty"`
+	// Partner is sent to the token endpoint. Default "s360edge".
+	Partner string `json:"partner,omitempty"`
+	// Shop is the S-360 ticket shop base URL, the only host order
+	// answers redirect to, e.g. https://pfx-myinstit.shop.secutix.com.
+	// Required.
+	Shop string `json:"shop,omitempty"`
+	// Storage is the cache directory (Badger). Default:
+	// <caddy data dir>/s360/<upstream host>. One directory per institution.
+	Storage string `json:"storage,omitempty"`
+	// RateLimit bounds upstream calls for the whole institution.
+	// Default 150 calls per 1m, under S-360's 180/min.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// SetupPoll is the getLastSetupUpdate interval; 0 turns it off.
+	// Default 1m.
+	SetupPoll *caddy.Duration `json:"setup_poll,omitempty"`
+	// UpdatesPoll is the getUpdatedAvailabilities interval; 0 turns it
+	// off. Default 1m.
+	UpdatesPoll *caddy.Duration `json:"updates_poll,omitempty"`
+	// MinInterval holds per-method floors between upstream calls of one
+	// cache key, keyed "service/method" ("service/*" allowed). Defaults:
+	// catalogService/getCatalogDetailed 10m, availabilityService/* 1m.
+	MinInterval map[string]caddy.Duration `json:"min_interval,omitempty"`
+	// Timeout bounds one upstream call. Default 60s: getCatalogDetailed
+	// takes about 20 s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// MaxBodySize bounds a request body, in bytes. Default 1 MiB.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// Allow lists extra "service/method" patterns the website may call;
+	// they pass through uncached. Default: none beyond the built-in
+	// catalog, availability and createOrUpdateOrder.
+	Allow []string `json:"allow,omitempty"`
+	// OIDC configures buyer login. Not implemented yet: setting it is
+	// an error rather than a silent no-op.
+	OIDC *OIDC `json:"oidc,omitempty"`
+
+	logger      *zap.Logger
+	classifier  s360.Classifier
+	client      *upstream.Client
+	institution string
+	edge        *edge
+	edgeKey     string
+	localToken  *localTokens
+}
+
+// RateLimit is a number of calls per window.
+type RateLimit struct {
+	Calls  int            `json:"calls,omitempty"`
+	Window caddy.Duration `json:"window,omitempty"`
+}
+
+// OIDC is the buyer login configuration (see the oidc Caddyfile block).
+type OIDC struct {
+	Issuer       string `json:"issuer,omitempty"`
+	ClientID     string `json:"client_id,omitempty"`
+	ClientSecret string `json:"client_secret,omitempty"`
+	CookieSecret string `json:"cookie_secret,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.s360",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision applies defaults, replaces placeholders and acquires the edge.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	for _, s := range []*string{&h.Upstream, &h.Operator, &h.Secret, &h.Partner, &h.Shop, &h.Storage} {
+		*s = strings.TrimSpace(repl.ReplaceKnown(*s, ""))
+	}
+	if h.Partner == "" {
+		h.Partner = DefaultPartner
+	}
+	if h.RateLimit == nil {
+		h.RateLimit = &RateLimit{Calls: DefaultRateLimit, Window: caddy.Duration(DefaultRateWindow)}
+	}
+	if h.SetupPoll == nil {
+		d := caddy.Duration(DefaultPoll)
+		h.SetupPoll = &d
+	}
+	if h.UpdatesPoll == nil {
+		d := caddy.Duration(DefaultPoll)
+		h.UpdatesPoll = &d
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(upstream.DefaultTimeout)
+	}
+	if h.MaxBodySize == 0 {
+		h.MaxBodySize = DefaultMaxBodySize
+	}
+	if err := h.check(); err != nil {
+		return err
+	}
+	h.warnBelowGuidance()
+
+	u, _ := url.Parse(h.Upstream)
+	h.institution = u.Host
+	if h.Storage == "" {
+		h.Storage = filepath.Join(caddy.AppDataDir(), "s360", u.Host)
+	}
+	dir, err := filepath.Abs(h.Storage)
+	if err != nil {
+		return fmt.Errorf("resolving storage %q: %w", h.Storage, err)
+	}
+	h.Storage = dir
+	h.classifier = s360.Classifier{Extra: h.Allow}
+	h.localToken = newLocalTokens(h.institution, h.Operator)
+	h.client = upstream.New(upstream.Config{
+		BaseURL:  h.Upstream,
+		Operator: h.Operator,
+		Secret:   h.Secret,
+		Partner:  h.Partner,
+		Timeout:  time.Duration(h.Timeout),
+	})
+
+	e, _, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) { return newEdge(dir) })
+	if err != nil {
+		return fmt.Errorf("opening the edge for %s: %w", dir, err)
+	}
+	h.edge, h.edgeKey = e.(*edge), dir
+	return nil
+}
+
+// check rejects configurations that cannot work; it runs in Provision,
+// after placeholders are replaced, and never prints the secret.
+func (h *Handler) check() error {
+	var errs []error
+	if err := checkBaseURL("upstream", h.Upstream); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkBaseURL("shop", h.Shop); err != nil {
+		errs = append(errs, err)
+	}
+	if h.Operator == "" {
+		errs = append(errs, errors.New("operator is required (is its environment variable set?)"))
+	}
+	if h.Secret == "" {
+		errs = append(errs, errors.New("secret is required (is its environment variable set?)"))
+	}
+	if h.RateLimit.Calls <= 0 || h.RateLimit.Window <= 0 {
+		errs = append(errs, fmt.Errorf("rate_limit must be a positive number of calls per positive window, got %d per %s", h.RateLimit.Calls, time.Duration(h.RateLimit.Window)))
+	}
+	if *h.SetupPoll < 0 || *h.UpdatesPoll < 0 || h.Timeout < 0 {
+		errs = append(errs, errors.New("setup_poll, updates_poll and timeout cannot be negative"))
+	}
+	if h.MaxBodySize < 0 {
+		errs = append(errs, errors.New("max_body_size cannot be negative"))
+	}
+	for pat, d := range h.MinInterval {
+		if !s360.ValidPattern(pat) || d < 0 {
+			errs = append(errs, fmt.Errorf("min_interval %q %s: want service/method (or service/*) and a duration >= 0", pat, time.Duration(d)))
+		}
+	}
+	for _, pat := range h.Allow {
+		if !s360.ValidPattern(pat) {
+			errs = append(errs, fmt.Errorf("allow %q: want service/method or service/*", pat))
+		}
+	}
+	if h.OIDC != nil {
+		errs = append(errs, errors.New("oidc is not implemented in this version of s360edge; remove the oidc block"))
+	}
+	return errors.Join(errs...)
+}
+
+func checkBaseURL(name, raw string) error {
+	if raw == "" {
+		return fmt.Errorf("%s is required", name)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("%s %q: want a base URL such as https://host[:port], with no path, query or credentials", name, raw)
+	}
+	return nil
+}
+
+// warnBelowGuidance logs intervals faster than S-360's guidance: they are
+// accepted so that tests and demos run fast.
+func (h *Handler) warnBelowGuidance() {
+	for name, d := range map[string]*caddy.Duration{"setup_poll": h.SetupPoll, "updates_poll": h.UpdatesPoll} {
+		if *d > 0 && time.Duration(*d) < time.Minute {
+			h.logger.Warn("interval below S-360's guidance of one minute", zap.String("subdirective", name), zap.Duration("value", time.Duration(*d)))
+		}
+	}
+	if per := time.Duration(h.RateLimit.Window) / time.Duration(max(h.RateLimit.Calls, 1)); per < time.Minute/180 {
+		h.logger.Warn("rate_limit above S-360's documented 180 calls per minute", zap.Int("calls", h.RateLimit.Calls), zap.Duration("window", time.Duration(h.RateLimit.Window)))
+	}
+}
+
+// Cleanup releases the edge this handler acquired; the edge stays open
+// while another config (e.g. the one a reload brought in) still uses it.
+func (h *Handler) Cleanup() error {
+	if h.edgeKey == "" {
+		return nil
+	}
+	_, err := edges.Delete(h.edgeKey)
+	h.edgeKey, h.edge = "", nil
+	return err
+}
+
+// ServeHTTP answers S-360 paths and passes everything else on.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	p := r.URL.Path
+	switch {
+	case p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth":
+		return h.serveLocalToken(w, r)
+	case strings.HasPrefix(p, s360.APIPrefix):
+		return h.serveAPI(w, r)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
