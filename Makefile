@@ -1,0 +1,59 @@
+# s360edge. `make run` and `make test` are the two commands the README promises.
+GO      ?= go
+BIN     := bin
+XCADDY  := $(shell jq -r .xcaddy xcaddy.json 2>/dev/null || echo v0.4.5)
+CADDYV  := $(shell jq -r .caddy xcaddy.json 2>/dev/null || echo v2.11.9)
+
+export S360_OPERATOR ?= MOSA_WEB
+export S360_SECRET   ?= sim-secret
+S360SIM_ADDR ?= 127.0.0.1:8081
+
+.PHONY: all build run test unit integration xcaddy fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/s360edge ./cmd/s360edge
+	$(GO) build -o $(BIN)/s360sim ./cmd/s360sim
+
+# Runs the simulator and the sidecar in front of it, in the foreground;
+# Ctrl-C stops both.
+run: build
+	@mkdir -p tmp
+	@echo "starting s360sim on $(S360SIM_ADDR) and s360edge on 127.0.0.1:8080 (admin localhost:2019)"
+	@$(BIN)/s360sim -addr $(S360SIM_ADDR) -institution MOSA -operator $$S360_OPERATOR -secret $$S360_SECRET 2>tmp/s360sim.log & \
+	sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	for i in $$(seq 1 50); do curl -fs http://$(S360SIM_ADDR)/_sim/fixtures >/dev/null 2>&1 && break; sleep 0.1; done; \
+	echo; echo "try:"; \
+	echo "  curl -s -X POST -H 'Content-Type: application/json' -d '{}' http://127.0.0.1:8080/tnseb/backend-apis/catalogService/v1_33/getPOSConfig"; \
+	echo "  curl -s -X POST -H 'Content-Type: application/json' -d '{}' http://127.0.0.1:8080/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed | head -c 600"; \
+	echo "  curl -s http://$(S360SIM_ADDR)/_sim/fixtures   # ids for availability and order calls"; \
+	echo "  curl -s http://$(S360SIM_ADDR)/_sim/counters   # what reached the simulator"; \
+	echo; \
+	$(BIN)/s360edge run --config Caddyfile.example --adapter caddyfile
+
+# Unit and integration tests, with the race detector. The integration tests
+# build both binaries and run them as processes on free loopback ports.
+test:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration:
+	$(GO) test -race -count=1 -v -timeout 15m ./integration/
+
+# Builds the same module with xcaddy, from xcaddy.json.
+xcaddy:
+	$(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY)
+	XCADDY_SKIP_CLEANUP=0 $$($(GO) env GOPATH)/bin/xcaddy build $(CADDYV) \
+		--output $(BIN)/s360edge-xcaddy \
+		--with github.com/s360edge/s360edge@v0.0.0=./
+	$(BIN)/s360edge-xcaddy list-modules | grep -x 'http.handlers.s360'
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzCanonical -fuzztime 30s ./s360/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./cachestore/
+
+clean:
+	rm -rf $(BIN) tmp

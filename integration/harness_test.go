@@ -1,0 +1,316 @@
+// Package integration runs the real s360edge and s360sim binaries as
+// processes on free loopback ports and talks to them over HTTP.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "s360edge-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	for _, b := range []string{"s360edge", "s360sim"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b), "../cmd/"+b)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n", b, err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running binary whose output is kept for assertions and for
+// the failure report.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *proc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func start(t *testing.T, name string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop(t)
+		if t.Failed() {
+			t.Logf("--- %s output ---\n%s", name, tail(p.Output(), 8000))
+		}
+	})
+	return p
+}
+
+// Stop sends SIGTERM and waits; it is idempotent.
+func (p *proc) Stop(t *testing.T) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not stop on SIGTERM", p.name)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sim is a running simulator.
+type sim struct {
+	*proc
+	URL string
+}
+
+const (
+	simOperator = "MOSA_WEB"
+	simSecret   = "integration-secret-3f9a"
+)
+
+func startSim(t *testing.T, args ...string) *sim {
+	t.Helper()
+	addr := freeAddr(t)
+	args = append([]string{"-addr", addr, "-operator", simOperator, "-secret", simSecret}, args...)
+	s := &sim{proc: start(t, "s360sim", nil, args...), URL: "http://" + addr}
+	waitFor(t, "s360sim to listen", 20*time.Second, func() bool {
+		resp, err := http.Get(s.URL + "/_sim/fixtures")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	return s
+}
+
+type counters struct {
+	Calls       map[string]int `json:"calls"`
+	Statuses    map[string]int `json:"statuses"`
+	RateLimited int            `json:"rateLimited"`
+	Total       int            `json:"total"`
+}
+
+func (s *sim) Counters(t *testing.T) counters {
+	t.Helper()
+	var c counters
+	getJSON(t, s.URL+"/_sim/counters", &c)
+	return c
+}
+
+type fixtures struct {
+	Institution string `json:"institution"`
+	PosID       int64  `json:"posId"`
+	Products    []struct {
+		ID           int64  `json:"id"`
+		Name         string `json:"name"`
+		Performances []struct {
+			ID                     int64   `json:"id"`
+			State                  string  `json:"state"`
+			SeatCategoryIDs        []int64 `json:"seatCategoryIds"`
+			AudienceSubCategoryIDs []int64 `json:"audienceSubCategoryIds"`
+		} `json:"performances"`
+	} `json:"products"`
+}
+
+func (s *sim) Fixtures(t *testing.T) fixtures {
+	t.Helper()
+	var f fixtures
+	getJSON(t, s.URL+"/_sim/fixtures", &f)
+	return f
+}
+
+func (s *sim) Control(t *testing.T, path, body string) {
+	t.Helper()
+	resp, err := http.Post(s.URL+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("POST %s %s: %d %s", path, body, resp.StatusCode, b)
+	}
+}
+
+// edge is a running s360edge.
+type edge struct {
+	*proc
+	URL, Admin, Config string
+	t                  *testing.T
+}
+
+// startEdge writes the Caddyfile (with %[1]s for the listen address,
+// %[2]s for the admin address) and runs s360edge on it.
+func startEdge(t *testing.T, caddyfile string, env ...string) *edge {
+	t.Helper()
+	dir := t.TempDir()
+	e := &edge{URL: "http://" + freeAddr(t), Admin: freeAddr(t), Config: filepath.Join(dir, "Caddyfile"), t: t}
+	e.write(caddyfile)
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("website"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env = append(env, "S360_OPERATOR="+simOperator, "S360_SECRET="+simSecret, "XDG_DATA_HOME="+dir, "HOME="+dir)
+	e.proc = start(t, "s360edge", env, "run", "--config", e.Config, "--adapter", "caddyfile")
+	waitFor(t, "s360edge to listen", 30*time.Second, func() bool {
+		resp, err := http.Get(e.URL + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		select {
+		case <-e.done:
+			t.Fatalf("s360edge exited:\n%s", e.Output())
+		default:
+		}
+		return err == nil
+	})
+	return e
+}
+
+func (e *edge) write(caddyfile string) {
+	listen := strings.TrimPrefix(e.URL, "http://")
+	if err := os.WriteFile(e.Config, []byte(fmt.Sprintf(caddyfile, listen, e.Admin)), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// Reload runs `s360edge reload` with a new Caddyfile and fails the test if
+// the reload is refused.
+func (e *edge) Reload(t *testing.T, caddyfile string) {
+	t.Helper()
+	e.write(caddyfile)
+	out, err := exec.Command(filepath.Join(binDir, "s360edge"), "reload", "--config", e.Config, "--adapter", "caddyfile", "--address", e.Admin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+}
+
+// post calls the sidecar and returns status, headers and body.
+func post(t *testing.T, url, body string, hdr ...string) (int, http.Header, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+var noRedirect = &http.Client{
+	Timeout:       2 * time.Minute,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// lines returns the log lines of p containing s.
+func lines(p *proc, s string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(p.Output()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), s) {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
+}
+
+func newRequest(method, url, body string) (*http.Request, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err == nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, err
+}

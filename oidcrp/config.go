@@ -1,0 +1,149 @@
+package oidcrp
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config configures the relying party. Only Issuer, ClientID, ClientSecret
+// and CookieSecret are required.
+type Config struct {
+	// Issuer is the provider's issuer URL; discovery is fetched from
+	// Issuer + "/.well-known/openid-configuration" on first use.
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+
+	// CookieSecret encrypts and authenticates the session and login-state
+	// cookies: base64 of at least 32 random bytes, or a raw string of at least
+	// 32 characters. Changing it logs every buyer out.
+	CookieSecret string
+
+	// RedirectURL is the absolute callback URL registered at the provider.
+	// Default: derived per request from the request's scheme and Host plus
+	// CallbackPath (set it explicitly in production so the Host header never
+	// chooses it).
+	RedirectURL string
+
+	// Scopes requested at login. Default: openid profile email. "openid" is
+	// always added.
+	Scopes []string
+
+	// Endpoint paths. Defaults: /auth/login, /auth/callback, /auth/logout,
+	// /auth/userinfo.
+	LoginPath, CallbackPath, LogoutPath, UserinfoPath string
+
+	// CookieName is the session cookie; the login state cookie is
+	// CookieName + "_state". Default: s360_session.
+	CookieName string
+
+	// SessionTTL caps a session's life, refreshes included. Default: 12h.
+	SessionTTL time.Duration
+
+	// PostLogoutRedirect is where logout ends (also sent to the provider as
+	// post_logout_redirect_uri, made absolute). Default: "/".
+	PostLogoutRedirect string
+
+	// HTTPClient talks to the provider. Default: a client with a 10s timeout.
+	HTTPClient *http.Client
+
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+
+	// Logger receives operational events, never tokens, codes or cookies.
+	// Default: no logging.
+	Logger *zap.Logger
+}
+
+// Defaults for Config fields left empty.
+const (
+	DefaultLoginPath    = "/auth/login"
+	DefaultCallbackPath = "/auth/callback"
+	DefaultLogoutPath   = "/auth/logout"
+	DefaultUserinfoPath = "/auth/userinfo"
+	DefaultCookieName   = "s360_session"
+	DefaultSessionTTL   = 12 * time.Hour
+)
+
+// withDefaults returns a copy of c with defaults applied.
+func (c Config) withDefaults() Config {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.LoginPath, DefaultLoginPath)
+	def(&c.CallbackPath, DefaultCallbackPath)
+	def(&c.LogoutPath, DefaultLogoutPath)
+	def(&c.UserinfoPath, DefaultUserinfoPath)
+	def(&c.CookieName, DefaultCookieName)
+	def(&c.PostLogoutRedirect, "/")
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = DefaultSessionTTL
+	}
+	if len(c.Scopes) == 0 {
+		c.Scopes = []string{"openid", "profile", "email"}
+	} else if !slices.Contains(c.Scopes, "openid") {
+		c.Scopes = append([]string{"openid"}, c.Scopes...)
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// validate reads only; it runs after withDefaults.
+func (c Config) validate() error {
+	var errs []error
+	u, err := url.Parse(c.Issuer)
+	if c.Issuer == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("issuer must be an absolute http(s) URL, got %q", c.Issuer))
+	}
+	if c.ClientID == "" {
+		errs = append(errs, errors.New("client_id is required"))
+	}
+	if c.ClientSecret == "" {
+		errs = append(errs, errors.New("client_secret is required"))
+	}
+	if _, err := decodeSecret(c.CookieSecret); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RedirectURL != "" {
+		if u, err := url.Parse(c.RedirectURL); err != nil || !u.IsAbs() || u.Host == "" {
+			errs = append(errs, fmt.Errorf("redirect_url must be an absolute URL, got %q", c.RedirectURL))
+		}
+	}
+	paths := map[string]string{}
+	for _, p := range [][2]string{{"login_path", c.LoginPath}, {"callback_path", c.CallbackPath}, {"logout_path", c.LogoutPath}, {"userinfo_path", c.UserinfoPath}} {
+		if !strings.HasPrefix(p[1], "/") {
+			errs = append(errs, fmt.Errorf("%s must start with /, got %q", p[0], p[1]))
+		}
+		if other, dup := paths[p[1]]; dup {
+			errs = append(errs, fmt.Errorf("%s and %s are both %q", other, p[0], p[1]))
+		}
+		paths[p[1]] = p[0]
+	}
+	if (&http.Cookie{Name: c.CookieName, Value: "x"}).Valid() != nil {
+		errs = append(errs, fmt.Errorf("invalid cookie name %q", c.CookieName))
+	}
+	if u, err := url.Parse(c.PostLogoutRedirect); err != nil || (!u.IsAbs() && !strings.HasPrefix(c.PostLogoutRedirect, "/")) {
+		errs = append(errs, fmt.Errorf("post_logout_redirect must be a path or an absolute URL, got %q", c.PostLogoutRedirect))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("validating oidc config: %w", err)
+	}
+	return nil
+}
