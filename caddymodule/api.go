@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
@@ -33,16 +34,52 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 		return writeError(w, aerr)
 	}
 	if call.Class.Cacheable() {
-		// What goes upstream is what the cache key says, so two requests
+		// What goes upstream is the canonical body, so every request
 		// sharing an entry asked S-360 the same question.
-		body = canonical
+		return h.writeResult(w, call, h.edge.Serve(r.Context(), h.client, call, canonical))
 	}
-	resp, err := h.client.Do(r.Context(), call.Path(), body)
+	ctx := r.Context()
+	if call.Class == s360.Order {
+		ctx = edge.WithPriority(ctx, edge.PriorityOrder)
+	}
+	resp, err := h.client.Do(ctx, call.Path(), body)
+	h.edge.CountUpstream(call.Class, resp, err)
+	w.Header().Set("Cache-Status", "s360edge; fwd=bypass")
 	if err != nil {
 		return writeError(w, h.upstreamError(call, err))
 	}
-	w.Header().Set("Cache-Status", "s360edge; fwd=bypass")
 	return h.writeUpstream(w, call, resp)
+}
+
+// writeResult writes what the edge answered for a cacheable call.
+func (h *Handler) writeResult(w http.ResponseWriter, call s360.Call, res edge.Result) error {
+	if res.CacheStatus != "" {
+		w.Header().Set("Cache-Status", res.CacheStatus)
+	}
+	switch {
+	case res.Entry != nil:
+		hdr := w.Header()
+		for k, v := range res.Entry.Header {
+			hdr[k] = v
+		}
+		if res.Hit {
+			age := max(time.Since(res.Entry.StoredAt), 0)
+			hdr.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+		}
+		hdr.Set("Content-Length", strconv.Itoa(len(res.Entry.Body)))
+		w.WriteHeader(res.Entry.Status)
+		// The body is shared by every reader of the entry: written as
+		// is, never copied per request.
+		_, err := w.Write(res.Entry.Body)
+		return err
+	case res.Resp != nil:
+		return h.writeUpstream(w, call, res.Resp)
+	}
+	var fe *edge.FloorError
+	if errors.As(res.Err, &fe) {
+		return writeError(w, &apiError{Status: http.StatusTooManyRequests, Code: "min_interval", Message: fe.Error(), RetryAfter: fe.Wait})
+	}
+	return writeError(w, h.upstreamError(call, res.Err))
 }
 
 // readBody reads and validates the JSON body, returning it with its
@@ -112,8 +149,8 @@ func (h *Handler) upstreamError(call s360.Call, err error) *apiError {
 // retryAfter honours the upstream's Retry-After (seconds) when it sends
 // one, which S-360 is not known to do; else one rate window.
 func (h *Handler) retryAfter(resp *upstream.Response) time.Duration {
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
+	if d := edge.RetryAfter(resp.Header); d > 0 {
+		return d
 	}
 	return time.Duration(h.RateLimit.Window)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
@@ -45,7 +46,13 @@ func newTestHandler(t *testing.T, f *fakeUpstream, timeout time.Duration) *Handl
 	t.Helper()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
+	e, err := edge.Open(edge.Options{Dir: t.TempDir(), Institution: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
 	return &Handler{
+		edge:        e,
 		MaxBodySize: 100,
 		RateLimit:   &RateLimit{Calls: 60, Window: caddy.Duration(time.Minute)},
 		logger:      zap.NewNop(),

@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/s360edge/s360edge/edge"
 )
 
 // edges holds one edge per storage directory. Caddy provisions a new config
@@ -9,15 +11,16 @@ import (
 // shares it instead of fighting over Badger's directory lock.
 var edges = caddy.NewUsagePool()
 
-// edge is the long-lived state of one institution: it outlives config
-// reloads and is destroyed when the last handler using it is cleaned up.
-type edge struct {
-	dir string
-}
+// pooledEdge adapts an edge to caddy.Destructor: the edge is closed when
+// the last handler using it is cleaned up.
+type pooledEdge struct{ *edge.Edge }
 
-func newEdge(dir string) (*edge, error) {
-	return &edge{dir: dir}, nil
-}
+func (p pooledEdge) Destruct() error { return p.Close() }
 
-// Destruct implements caddy.Destructor.
-func (e *edge) Destruct() error { return nil }
+// eachEdge calls fn for every open edge (admin API, metrics).
+func eachEdge(fn func(*edge.Edge)) {
+	edges.Range(func(_, v any) bool {
+		fn(v.(pooledEdge).Edge)
+		return true
+	})
+}

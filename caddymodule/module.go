@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
@@ -80,6 +81,20 @@ type Handler struct {
 	// they pass through uncached. Default: none beyond the built-in
 	// catalog, availability and createOrUpdateOrder.
 	Allow []string `json:"allow,omitempty"`
+	// MaxAge is how long an answer stays fresh, per "service/method"
+	// pattern. Defaults: catalogService/* 24h (and until the setup
+	// generation changes), availabilityService/* 1h.
+	MaxAge map[string]caddy.Duration `json:"max_age,omitempty"`
+	// StaleWhileRevalidate is how long past its freshness an answer is
+	// still served at once while one background call refreshes it.
+	// Default 1h.
+	StaleWhileRevalidate caddy.Duration `json:"stale_while_revalidate,omitempty"`
+	// StaleIfError is how long past its freshness an answer is still
+	// served when S-360 fails, throttles, or the budget is spent.
+	// Default 24h.
+	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
+	// MaxSize bounds the store on disk, in bytes. Default 1 GiB.
+	MaxSize int64 `json:"max_size,omitempty"`
 	// OIDC configures buyer login. Not implemented yet: setting it is
 	// an error rather than a silent no-op.
 	OIDC *OIDC `json:"oidc,omitempty"`
@@ -88,7 +103,7 @@ type Handler struct {
 	classifier  s360.Classifier
 	client      *upstream.Client
 	institution string
-	edge        *edge
+	edge        *edge.Edge
 	edgeKey     string
 	localToken  *localTokens
 }
@@ -159,20 +174,48 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.Storage = dir
 	h.classifier = s360.Classifier{Extra: h.Allow}
 	h.localToken = newLocalTokens(h.institution, h.Operator)
+	policy := h.policy()
+	v, _, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
+		// The edge outlives this config: it gets the process-wide
+		// logger, never this config's context.
+		e, err := edge.Open(edge.Options{
+			Dir:         dir,
+			Institution: h.institution,
+			Policy:      policy,
+			MaxBytes:    h.MaxSize,
+			Timeout:     time.Duration(h.Timeout),
+			Logger:      caddy.Log().Named("s360.edge"),
+		})
+		return pooledEdge{e}, err
+	})
+	if err != nil {
+		return fmt.Errorf("opening the cache in %s: %w", dir, err)
+	}
+	h.edge, h.edgeKey = v.(pooledEdge).Edge, dir
+	h.edge.Update(policy, h.institution)
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
 		Secret:   h.Secret,
 		Partner:  h.Partner,
 		Timeout:  time.Duration(h.Timeout),
+		Wait:     h.edge.Wait,
+		Observe:  h.edge.Observe,
 	})
-
-	e, _, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) { return newEdge(dir) })
-	if err != nil {
-		return fmt.Errorf("opening the edge for %s: %w", dir, err)
-	}
-	h.edge, h.edgeKey = e.(*edge), dir
+	h.edge.Attach(h.client)
 	return nil
+}
+
+func (h *Handler) policy() edge.Policy {
+	p := edge.Policy{
+		MaxAge:               edge.DefaultMaxAge(),
+		StaleWhileRevalidate: time.Duration(h.StaleWhileRevalidate),
+		StaleIfError:         time.Duration(h.StaleIfError),
+	}
+	for pat, d := range h.MaxAge {
+		p.MaxAge[pat] = time.Duration(d)
+	}
+	return p
 }
 
 // check rejects configurations that cannot work; it runs in Provision,
@@ -199,6 +242,14 @@ func (h *Handler) check() error {
 	}
 	if h.MaxBodySize < 0 {
 		errs = append(errs, errors.New("max_body_size cannot be negative"))
+	}
+	if h.StaleWhileRevalidate < 0 || h.StaleIfError < 0 || h.MaxSize < 0 {
+		errs = append(errs, errors.New("stale_while_revalidate, stale_if_error and max_size cannot be negative"))
+	}
+	for pat, d := range h.MaxAge {
+		if !s360.ValidPattern(pat) || d <= 0 {
+			errs = append(errs, fmt.Errorf("max_age %q %s: want service/method (or service/*) and a positive duration", pat, time.Duration(d)))
+		}
 	}
 	for pat, d := range h.MinInterval {
 		if !s360.ValidPattern(pat) || d < 0 {
@@ -246,6 +297,7 @@ func (h *Handler) Cleanup() error {
 	if h.edgeKey == "" {
 		return nil
 	}
+	h.edge.Detach(h.client)
 	_, err := edges.Delete(h.edgeKey)
 	h.edgeKey, h.edge = "", nil
 	return err

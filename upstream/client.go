@@ -47,6 +47,9 @@ type Config struct {
 	// Wait, when set, is called before every upstream call (token calls
 	// included) and may block or refuse: it is the rate budget's hook.
 	Wait func(ctx context.Context, path string) error
+	// Observe, when set, sees the status and headers of every upstream
+	// answer: the budget's pushback hook (509/429).
+	Observe func(status int, header http.Header)
 }
 
 // Kind classifies a failed call.
@@ -253,6 +256,9 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 		return nil, c.classify(ctx, path, err)
 	}
 	defer resp.Body.Close()
+	if c.cfg.Observe != nil {
+		c.cfg.Observe(resp.StatusCode, resp.Header)
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
 	if err != nil {
 		return nil, c.classify(ctx, path, err)

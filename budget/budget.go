@@ -1,0 +1,593 @@
+package budget
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Priority orders the callers competing for upstream slots.
+type Priority int
+
+const (
+	Order      Priority = iota // order creation: a buyer is paying
+	Foreground                 // a website request that missed the cache
+	Background                 // watchers, refresh-ahead: may not use the reserve
+	numPriorities
+)
+
+var priorityNames = [...]string{"order", "foreground", "background"}
+
+func (p Priority) String() string {
+	if p >= 0 && p < numPriorities {
+		return priorityNames[p]
+	}
+	return fmt.Sprintf("priority(%d)", int(p))
+}
+
+// Defaults, applied to zero fields of Config. 150 per minute stays below
+// S-360's documented 180 with headroom for other clients of the institution.
+const (
+	DefaultCalls        = 150
+	DefaultWindow       = time.Minute
+	DefaultMaxPause     = 10 * time.Minute
+	DefaultProbeTimeout = 30 * time.Second
+)
+
+// Config configures a Budget.
+type Config struct {
+	// Calls is the most calls granted in any interval of length Window.
+	// Default DefaultCalls.
+	Calls int
+	// Window is the length of the sliding window. Default DefaultWindow.
+	Window time.Duration
+	// Reserve is the number of slots of each window Background may not
+	// use. 0 means Calls/10, at least 1 when Calls >= 2; negative means no
+	// reserve. It is capped at Calls-1 so Background is never shut out
+	// entirely.
+	Reserve int
+	// Floors maps "service/method" or "service/*" to the minimum interval
+	// between upstream calls of one cache key. Each entry replaces the
+	// default of the same pattern (DefaultFloors); the exact name wins over
+	// the wildcard.
+	Floors map[string]time.Duration
+	// FirstPause is the pause after a pushback without Retry-After; it
+	// doubles on each further pushback until a Success. Default Window:
+	// S-360 asks clients to stop until the window has passed.
+	FirstPause time.Duration
+	// MaxPause caps every pause, Retry-After included. Default
+	// DefaultMaxPause.
+	MaxPause time.Duration
+	// ProbeTimeout is how long the single probe after a pause may stay
+	// unanswered (no Success, no Pushback: the call failed some other way)
+	// before another probe is let through. Default DefaultProbeTimeout.
+	ProbeTimeout time.Duration
+	// Clock is the time source. Default RealClock(). Only New reads it:
+	// Update keeps the clock the budget was made with.
+	Clock Clock
+}
+
+func (c Config) withDefaults() Config {
+	if c.Calls <= 0 {
+		c.Calls = DefaultCalls
+	}
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
+	}
+	switch {
+	case c.Reserve < 0:
+		c.Reserve = 0
+	case c.Reserve == 0:
+		c.Reserve = c.Calls / 10
+		if c.Reserve < 1 && c.Calls >= 2 {
+			c.Reserve = 1
+		}
+	}
+	c.Reserve = min(c.Reserve, c.Calls-1)
+	if c.MaxPause <= 0 {
+		c.MaxPause = DefaultMaxPause
+	}
+	if c.FirstPause <= 0 {
+		c.FirstPause = c.Window
+	}
+	c.FirstPause = min(c.FirstPause, c.MaxPause)
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = DefaultProbeTimeout
+	}
+	if c.Clock == nil {
+		c.Clock = RealClock()
+	}
+	return c
+}
+
+// ErrPaused says S-360 pushed back and the pause is still in force.
+var ErrPaused = errors.New("upstream asked to pause")
+
+// ErrLimited says the configured rate limit has no slot free in time.
+var ErrLimited = errors.New("upstream rate limit reached")
+
+// WaitError is returned by Acquire when no slot was granted. It matches
+// ErrPaused or ErrLimited (why there was no slot) and, when the caller's
+// context ended, the context's error.
+type WaitError struct {
+	Reason  error         // ErrPaused or ErrLimited; nil when the context had ended before Acquire
+	Cause   error         // ctx.Err() when the context ended; nil when Acquire gave up at once
+	RetryIn time.Duration // when a slot frees or the pause ends, for Retry-After
+}
+
+func (e *WaitError) Error() string {
+	s := "waiting for an upstream slot"
+	if e.Reason != nil {
+		s += fmt.Sprintf(": %v (retry in %v)", e.Reason, e.RetryIn.Round(time.Millisecond))
+	}
+	if e.Cause != nil {
+		s += ": " + e.Cause.Error()
+	}
+	return s
+}
+
+func (e *WaitError) Unwrap() []error {
+	var errs []error
+	for _, err := range []error{e.Reason, e.Cause} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// Stats is a snapshot of a Budget.
+type Stats struct {
+	Limit       int           // Config.Calls
+	Window      time.Duration // Config.Window
+	Reserve     int           // slots Background may not use
+	Calls       int           // calls granted in the window ending now
+	Remaining   int           // Limit - Calls (Background may use Remaining - Reserve); a pause is in PausedUntil
+	Waiting     int           // callers queued in Acquire now
+	Granted     uint64        // slots granted since New
+	Waits       uint64        // Acquire calls that had to queue
+	Rejections  uint64        // TryAcquire refusals and Acquire failures
+	Pauses      uint64        // pauses started by Pushback (extensions not counted)
+	Pushbacks   uint64        // Pushback calls (upstream 509/429 answers)
+	PausedUntil time.Time     // end of the pause in force; zero when not paused
+	Probing     bool          // after a pause, one call at a time until a Success
+	FloorKeys   int           // cache keys remembered for floors
+}
+
+// Budget is the rate limiter of one S-360 institution. It is safe for
+// concurrent use and lives as long as the edge, across config reloads.
+type Budget struct {
+	clock Clock
+
+	mu      sync.Mutex
+	cfg     Config
+	horizon time.Duration // longest Window configured: how far back log reaches
+	log     []time.Time   // grant times, oldest first
+	queues  [numPriorities]list.List
+	waiting int
+
+	pausedUntil time.Time
+	backoff     time.Duration // last pause without Retry-After; 0 after a Success
+	probing     bool          // after a pause: one call until Success or Pushback
+	probeUntil  time.Time     // the probe's lease; zero when none is out
+
+	// One timer, armed for the next instant the first waiter could be
+	// served; gen tells a stale callback from the current one.
+	timer    Timer
+	timerAt  time.Time
+	timerGen uint64
+
+	granted, waits, rejections, pauses, pushbacks uint64
+
+	// Floors have their own lock: they are consulted on cache paths that
+	// never contend for slots.
+	fmu       sync.Mutex
+	floors    map[string]time.Duration
+	fetched   map[string]fetch
+	nextPrune time.Time
+}
+
+type waiter struct {
+	p       Priority
+	elem    *list.Element
+	ready   chan struct{} // closed when granted
+	granted bool
+	at      time.Time // grant time, to refund it
+	lease   time.Time // the probe lease it was granted, if it was the probe
+}
+
+// New returns a budget with cfg's limits (zero fields take the defaults).
+func New(cfg Config) *Budget {
+	cfg = cfg.withDefaults()
+	return &Budget{
+		clock:   cfg.Clock,
+		cfg:     cfg,
+		horizon: cfg.Window,
+		floors:  mergeFloors(cfg.Floors),
+		fetched: make(map[string]fetch),
+	}
+}
+
+// Update applies a reloaded config. The call history, the pause and the
+// floors' memory are kept: lowering Calls below the calls already made in
+// the window makes callers wait until enough of them age out. A longer
+// Window counts the calls the previous window still held, not older ones.
+func (b *Budget) Update(cfg Config) {
+	cfg.Clock = b.clock
+	cfg = cfg.withDefaults()
+	floors := mergeFloors(cfg.Floors)
+
+	b.fmu.Lock()
+	b.floors = floors
+	b.fmu.Unlock()
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock.Now()
+	b.cfg = cfg
+	// A longer window must still see the calls of the old one.
+	b.horizon = max(b.horizon, cfg.Window)
+	if limit := now.Add(cfg.MaxPause); b.pausedUntil.After(limit) {
+		b.pausedUntil = limit
+	}
+	b.backoff = min(b.backoff, cfg.MaxPause)
+	b.dispatchLocked(now)
+}
+
+// TryAcquire takes a slot if one is free for p now, without waiting. When
+// it is not, retryIn is when one may be: a slot for p frees, the pause
+// ends, or the probe's lease runs out.
+func (b *Budget) TryAcquire(p Priority) (ok bool, retryIn time.Duration) {
+	p = p.valid()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock.Now()
+	if b.waiting > 0 {
+		b.dispatchLocked(now) // serve waiters whose time came before the timer fired
+	}
+	if !b.aheadLocked(p) && b.canGrantLocked(p, now) {
+		b.grantLocked(now)
+		return true, 0
+	}
+	b.rejections++
+	return false, b.retryInLocked(p, now, true)
+}
+
+// Acquire waits for a slot for p. The context's deadline is the caller's
+// longest wait: when the pause or the window cannot free a slot before it,
+// Acquire gives up at once instead of holding the caller. Errors are
+// *WaitError, matching ErrPaused or ErrLimited and the context's error.
+// Waiters are served by priority, FIFO within one.
+func (b *Budget) Acquire(ctx context.Context, p Priority) error {
+	p = p.valid()
+	b.mu.Lock()
+	now := b.clock.Now()
+	if err := ctx.Err(); err != nil {
+		// Not granted even if a slot is free: the call would not be made.
+		b.rejections++
+		b.mu.Unlock()
+		return &WaitError{Cause: err}
+	}
+	if b.waiting > 0 {
+		b.dispatchLocked(now)
+	}
+	if !b.aheadLocked(p) && b.canGrantLocked(p, now) {
+		b.grantLocked(now)
+		b.mu.Unlock()
+		return nil
+	}
+	// Only firm obstacles (pause, full window) make waiting pointless; a
+	// probe may answer any moment.
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < b.retryInLocked(p, now, false) {
+		b.rejections++
+		e := b.errLocked(p, now, nil)
+		b.mu.Unlock()
+		return e
+	}
+	w := &waiter{p: p, ready: make(chan struct{})}
+	w.elem = b.queues[p].PushBack(w)
+	b.waiting++
+	b.waits++
+	b.armLocked(now)
+	b.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now = b.clock.Now()
+	if w.granted {
+		// Granted while the context ended: the call will not be made, so
+		// the slot goes back to the next waiter.
+		b.refundLocked(w)
+	} else {
+		b.queues[p].Remove(w.elem)
+		b.waiting--
+	}
+	b.rejections++
+	err := b.errLocked(p, now, ctx.Err())
+	b.dispatchLocked(now)
+	return err
+}
+
+// Pushback reports a 509/429 from S-360 and pauses all calls until
+// retryAfter has passed or, without it, for an exponential backoff
+// (FirstPause, doubling, capped at MaxPause). Pushbacks that arrive during
+// a pause are the echo of calls already in flight when it began: they may
+// lengthen it to their Retry-After but do not double the backoff. After
+// the pause, a single probe is let through.
+func (b *Budget) Pushback(retryAfter time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock.Now()
+	b.pushbacks++
+	paused := now.Before(b.pausedUntil)
+	var d time.Duration
+	switch {
+	case retryAfter > 0:
+		d = retryAfter
+	case !paused:
+		if b.backoff == 0 {
+			b.backoff = b.cfg.FirstPause
+		} else {
+			b.backoff = min(2*b.backoff, b.cfg.MaxPause)
+		}
+		d = b.backoff
+	}
+	d = min(d, b.cfg.MaxPause)
+	if until := now.Add(d); until.After(b.pausedUntil) {
+		if !paused {
+			b.pauses++
+		}
+		b.pausedUntil = until
+	}
+	b.probing = true
+	b.probeUntil = time.Time{}
+	b.dispatchLocked(now)
+}
+
+// Success reports an upstream answer that was not a pushback (any status
+// but 509/429): the probe is answered, so everyone may call again, and the
+// backoff starts over. During a pause it is ignored: the call was sent
+// before the pause and says nothing about the upstream now.
+func (b *Budget) Success() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock.Now()
+	if now.Before(b.pausedUntil) {
+		return
+	}
+	b.backoff = 0
+	if b.probing {
+		b.probing = false
+		b.probeUntil = time.Time{}
+		b.dispatchLocked(now)
+	}
+}
+
+// Stats returns a snapshot of the budget's state and counters.
+func (b *Budget) Stats() Stats {
+	b.fmu.Lock()
+	keys := len(b.fetched)
+	b.fmu.Unlock()
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock.Now()
+	b.pruneLocked(now)
+	used := b.usedLocked(now)
+	s := Stats{
+		Limit:      b.cfg.Calls,
+		Window:     b.cfg.Window,
+		Reserve:    b.cfg.Reserve,
+		Calls:      used,
+		Remaining:  max(b.cfg.Calls-used, 0),
+		Waiting:    b.waiting,
+		Granted:    b.granted,
+		Waits:      b.waits,
+		Rejections: b.rejections,
+		Pauses:     b.pauses,
+		Pushbacks:  b.pushbacks,
+		Probing:    b.probing,
+		FloorKeys:  keys,
+	}
+	if now.Before(b.pausedUntil) {
+		s.PausedUntil = b.pausedUntil
+	}
+	return s
+}
+
+// valid maps an unknown priority to the least privileged one.
+func (p Priority) valid() Priority {
+	if p < 0 || p >= numPriorities {
+		return Background
+	}
+	return p
+}
+
+func (b *Budget) allowance(p Priority) int {
+	if p == Background {
+		return b.cfg.Calls - b.cfg.Reserve
+	}
+	return b.cfg.Calls
+}
+
+// pruneLocked drops the grants older than any window can see. The log is
+// re-sliced, not copied: append reallocates once the capacity is used, so
+// the backing array stays within twice the grants of a window.
+func (b *Budget) pruneLocked(now time.Time) {
+	cut := now.Add(-b.horizon)
+	i := 0
+	for i < len(b.log) && !b.log[i].After(cut) {
+		i++
+	}
+	b.log = b.log[i:]
+}
+
+// usedLocked counts the grants in the window ending at t.
+func (b *Budget) usedLocked(t time.Time) int {
+	return len(b.log) - b.windowStartLocked(t)
+}
+
+// windowStartLocked is the index of the first grant inside the window
+// ending at t: a grant at g occupies its slot during [g, g+Window).
+func (b *Budget) windowStartLocked(t time.Time) int {
+	start := t.Add(-b.cfg.Window)
+	return sort.Search(len(b.log), func(i int) bool { return b.log[i].After(start) })
+}
+
+// slotAtLocked is the earliest instant, not before t, at which p has a
+// slot by the window alone.
+func (b *Budget) slotAtLocked(p Priority, t time.Time) time.Time {
+	used := b.usedLocked(t)
+	excess := used - b.allowance(p) // this many+1 grants must age out
+	if excess < 0 {
+		return t
+	}
+	return b.log[b.windowStartLocked(t)+excess].Add(b.cfg.Window)
+}
+
+func (b *Budget) canGrantLocked(p Priority, now time.Time) bool {
+	if now.Before(b.pausedUntil) || (b.probing && now.Before(b.probeUntil)) {
+		return false
+	}
+	return b.usedLocked(now) < b.allowance(p)
+}
+
+// nextLocked is the earliest instant p could be granted by time alone,
+// ignoring waiters ahead of it. With probe false an outstanding probe is
+// ignored, since its answer may come at any moment.
+func (b *Budget) nextLocked(p Priority, now time.Time, probe bool) time.Time {
+	t := now
+	if t.Before(b.pausedUntil) {
+		t = b.pausedUntil
+	}
+	if probe && b.probing && t.Before(b.probeUntil) {
+		t = b.probeUntil
+	}
+	return b.slotAtLocked(p, t)
+}
+
+func (b *Budget) retryInLocked(p Priority, now time.Time, probe bool) time.Duration {
+	return b.nextLocked(p, now, probe).Sub(now)
+}
+
+func (b *Budget) errLocked(p Priority, now time.Time, cause error) error {
+	reason := ErrLimited
+	if now.Before(b.pausedUntil) {
+		reason = ErrPaused
+	}
+	return &WaitError{Reason: reason, Cause: cause, RetryIn: b.retryInLocked(p, now, true)}
+}
+
+// grantLocked records a grant; after a pause it is the probe.
+func (b *Budget) grantLocked(now time.Time) (probe bool) {
+	b.pruneLocked(now)
+	b.log = append(b.log, now)
+	b.granted++
+	if b.probing {
+		b.probeUntil = now.Add(b.cfg.ProbeTimeout)
+		return true
+	}
+	return false
+}
+
+// refundLocked takes back a grant whose call was never made.
+func (b *Budget) refundLocked(w *waiter) {
+	for i := len(b.log) - 1; i >= 0 && !b.log[i].Before(w.at); i-- {
+		if b.log[i].Equal(w.at) {
+			b.log = append(b.log[:i], b.log[i+1:]...)
+			break
+		}
+	}
+	b.granted--
+	if !w.lease.IsZero() && b.probeUntil.Equal(w.lease) {
+		b.probeUntil = time.Time{} // the next waiter becomes the probe
+	}
+}
+
+// aheadLocked reports whether a waiter of p's priority or a higher one is
+// queued: a newcomer must not overtake it.
+func (b *Budget) aheadLocked(p Priority) bool {
+	for q := Order; q <= p; q++ {
+		if b.queues[q].Len() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Budget) headLocked() *waiter {
+	for q := range b.queues {
+		if e := b.queues[q].Front(); e != nil {
+			return e.Value.(*waiter)
+		}
+	}
+	return nil
+}
+
+// dispatchLocked grants slots to waiters in order for as long as the head
+// waiter can be served. Stopping at the first one that cannot keeps the
+// order strict: every lower priority has the same or a smaller allowance,
+// so nobody behind it could be served either.
+func (b *Budget) dispatchLocked(now time.Time) {
+	for {
+		w := b.headLocked()
+		if w == nil || !b.canGrantLocked(w.p, now) {
+			break
+		}
+		b.queues[w.p].Remove(w.elem)
+		b.waiting--
+		w.granted, w.at = true, now
+		if b.grantLocked(now) {
+			w.lease = b.probeUntil
+		}
+		close(w.ready)
+	}
+	b.armLocked(now)
+}
+
+// armLocked keeps the timer set for the next instant the head waiter could
+// be served, or stopped when nobody waits.
+func (b *Budget) armLocked(now time.Time) {
+	w := b.headLocked()
+	if w == nil {
+		if b.timer != nil {
+			b.timer.Stop()
+			b.timer = nil
+		}
+		return
+	}
+	at := b.nextLocked(w.p, now, true)
+	if b.timer != nil && b.timerAt.Equal(at) {
+		return
+	}
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	b.timerGen++
+	gen := b.timerGen
+	// at is after now whenever the head cannot be served; the floor only
+	// guards against spinning should that ever not hold.
+	d := max(at.Sub(now), time.Millisecond)
+	b.timerAt = at
+	b.timer = b.clock.AfterFunc(d, func() { b.fire(gen) })
+}
+
+func (b *Budget) fire(gen uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if gen != b.timerGen {
+		return // stopped or replaced after it had already fired
+	}
+	b.timer = nil
+	b.dispatchLocked(b.clock.Now())
+}

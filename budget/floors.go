@@ -1,0 +1,106 @@
+package budget
+
+import (
+	"strings"
+	"time"
+)
+
+// DefaultFloors returns the per-key minimum intervals S-360 publishes
+// (S360-API.md §4): the catalog at most once per 10 minutes, availability
+// at most once a minute. getUpdatedAvailabilities is the change feed that
+// replaces availability polling; its watcher polls it on its own schedule,
+// so it has no floor. The map is a fresh copy.
+func DefaultFloors() map[string]time.Duration {
+	return map[string]time.Duration{
+		"catalogService/getCatalogDetailed":            10 * time.Minute,
+		"catalogService/getCatalog":                    10 * time.Minute,
+		"availabilityService/*":                        time.Minute,
+		"availabilityService/getUpdatedAvailabilities": 0,
+	}
+}
+
+// mergeFloors lays the configured floors over the defaults: a configured
+// pattern replaces the default of the same pattern only, so configuring
+// "availabilityService/*" leaves getUpdatedAvailabilities at 0.
+func mergeFloors(conf map[string]time.Duration) map[string]time.Duration {
+	m := DefaultFloors()
+	for k, v := range conf {
+		m[k] = max(v, 0)
+	}
+	return m
+}
+
+// floorOf finds the floor of "service/method": the exact name wins over
+// "service/*".
+func floorOf(floors map[string]time.Duration, name string) time.Duration {
+	if d, ok := floors[name]; ok {
+		return d
+	}
+	if svc, _, ok := strings.Cut(name, "/"); ok {
+		return floors[svc+"/*"]
+	}
+	return 0
+}
+
+// fetch is the last upstream call of one cache key.
+type fetch struct {
+	at      time.Time
+	expires time.Time // at + the floor when marked: after it the key is forgotten
+}
+
+// Floor returns the minimum interval between upstream calls of one cache
+// key of the method name ("service/method"); 0 means none.
+func (b *Budget) Floor(name string) time.Duration {
+	b.fmu.Lock()
+	defer b.fmu.Unlock()
+	return floorOf(b.floors, name)
+}
+
+// FloorWait returns how long until the cache key (of method name,
+// "service/method") may be fetched upstream again; 0 means now.
+func (b *Budget) FloorWait(key, name string) time.Duration {
+	b.fmu.Lock()
+	defer b.fmu.Unlock()
+	f, ok := b.fetched[key]
+	if !ok {
+		return 0
+	}
+	now := b.clock.Now()
+	if !now.Before(f.expires) {
+		delete(b.fetched, key)
+	}
+	// The current floor, not the one at marking time, so a reload that
+	// shortens a floor takes effect at once.
+	return max(f.at.Add(floorOf(b.floors, name)).Sub(now), 0)
+}
+
+// MarkFetched records an upstream call of the cache key, for its floor.
+//
+// Memory stays bounded: a key is forgotten once its floor has passed,
+// swept at most once per pruneEvery, and since every upstream call also
+// passes Acquire, the map never holds more keys than calls the rate limit
+// allows during the longest floor.
+func (b *Budget) MarkFetched(key, name string) {
+	b.fmu.Lock()
+	defer b.fmu.Unlock()
+	now := b.clock.Now()
+	if !now.Before(b.nextPrune) {
+		for k, f := range b.fetched {
+			if !now.Before(f.expires) {
+				delete(b.fetched, k)
+			}
+		}
+		b.nextPrune = now.Add(pruneEvery)
+	}
+	d := floorOf(b.floors, name)
+	if d <= 0 {
+		delete(b.fetched, key)
+		return
+	}
+	b.fetched[key] = fetch{at: now, expires: now.Add(d)}
+}
+
+// pruneEvery spaces the sweeps of forgotten keys: often enough that the map
+// holds little more than the keys within their floor, rarely enough that
+// the sweep costs nothing next to the upstream call it accompanies.
+const pruneEvery = time.Minute

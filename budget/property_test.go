@@ -1,0 +1,147 @@
+package budget
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestNeverMoreThanCallsInAnyWindow drives a budget with random arrivals of
+// every priority, blocking and non-blocking, cancellations, pushbacks and
+// successes over a fake clock, records the instant of every grant, and
+// checks every window-length interval of them.
+func TestNeverMoreThanCallsInAnyWindow(t *testing.T) {
+	for seed := uint64(1); seed <= 12; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { runProperty(t, seed) })
+	}
+}
+
+func runProperty(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 42))
+	calls := 1 + rng.IntN(8)
+	const window = time.Minute
+	b, clk := newTest(Config{Calls: calls, Window: window, ProbeTimeout: 5 * time.Second, MaxPause: 4 * time.Minute})
+
+	var (
+		mu                sync.Mutex
+		grants            []time.Time
+		started, finished atomic.Int64
+		cancels           []context.CancelFunc
+	)
+	record := func() {
+		mu.Lock()
+		grants = append(grants, clk.Now())
+		mu.Unlock()
+	}
+	// settled: every goroutine started has returned or is queued, and
+	// every grant is recorded, so the clock may move on.
+	settle := func() {
+		waitFor(t, "goroutines to settle", func() bool {
+			f := finished.Load()
+			s := b.Stats()
+			mu.Lock()
+			n := len(grants)
+			mu.Unlock()
+			return f+int64(s.Waiting) == started.Load() && uint64(n) == s.Granted
+		})
+	}
+	// advance steps from timer to timer, so that a grant made by the
+	// budget's timer is recorded at the instant it was made.
+	advance := func(d time.Duration) {
+		target := clk.Now().Add(d)
+		for {
+			due, ok := clk.Next()
+			if !ok || due.After(target) {
+				break
+			}
+			clk.Advance(due.Sub(clk.Now()))
+			settle()
+		}
+		clk.Advance(target.Sub(clk.Now()))
+		settle()
+	}
+	acquire := func(ctx context.Context, p Priority) {
+		started.Add(1)
+		go func() {
+			defer finished.Add(1)
+			if b.Acquire(ctx, p) == nil {
+				record()
+			}
+		}()
+	}
+
+	for range 400 {
+		switch r := rng.IntN(100); {
+		case r < 45:
+			for range 1 + rng.IntN(4) {
+				p := Priority(rng.IntN(int(numPriorities)))
+				switch rng.IntN(4) {
+				case 0:
+					if ok, _ := b.TryAcquire(p); ok {
+						record()
+					}
+				case 1:
+					acquire(context.Background(), p)
+				case 2:
+					ctx, cancel := context.WithCancel(context.Background())
+					cancels = append(cancels, cancel)
+					acquire(ctx, p)
+				case 3:
+					// Gives up at once when a pause outlasts it.
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+					cancels = append(cancels, cancel)
+					acquire(ctx, p)
+				}
+			}
+			settle()
+		case r < 85:
+			advance(time.Duration(rng.IntN(20_000)) * time.Millisecond)
+		case r < 93:
+			if len(cancels) > 0 {
+				i := rng.IntN(len(cancels))
+				cancels[i]()
+				cancels = slices.Delete(cancels, i, i+1)
+				settle()
+			}
+		case r < 96:
+			b.Pushback(time.Duration(rng.IntN(3)) * 30 * time.Second)
+			settle()
+		default:
+			b.Success()
+			settle()
+		}
+	}
+	for _, c := range cancels {
+		c()
+	}
+	settle()
+	for b.Stats().Waiting > 0 {
+		b.Success()
+		advance(window)
+	}
+	settle()
+
+	slices.SortFunc(grants, func(a, b time.Time) int { return a.Compare(b) })
+	if s := b.Stats(); uint64(len(grants)) != s.Granted || len(grants) < 2*calls {
+		t.Fatalf("%d grants recorded, %d counted (limit %d)", len(grants), s.Granted, calls)
+	}
+	for i, g := range grants {
+		end := g.Add(window)
+		n := 0
+		for _, h := range grants[i:] {
+			if !h.Before(end) {
+				break
+			}
+			n++
+		}
+		if n > calls {
+			t.Fatalf("%d grants in [%v, %v), limit %d", n, g.Sub(t0), end.Sub(t0), calls)
+		}
+	}
+	t.Logf("limit %d: %d grants over %v, %+v", calls, len(grants), clk.Now().Sub(t0), b.Stats())
+}

@@ -1,0 +1,241 @@
+// Package edge is the long-lived heart of s360edge for one S-360
+// institution: the Badger store, the upstream gate (rate budget), the
+// singleflight group that coalesces identical misses, and the freshness
+// policy. The Caddy handler classifies a request and calls Serve.
+//
+// It imports nothing of Caddy; caddymodule keeps one Edge per storage
+// directory in a caddy.UsagePool so that it survives config reloads.
+package edge
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+// Priority orders upstream calls in the budget: orders first, then
+// requests a buyer waits for, then background work.
+type Priority int
+
+const (
+	PriorityOrder Priority = iota
+	PriorityForeground
+	PriorityBackground
+)
+
+// Gate is the upstream budget as the edge sees it (package budget).
+type Gate interface {
+	Acquire(ctx context.Context, p Priority) error
+	FloorWait(key, name string) time.Duration
+	MarkFetched(key, name string)
+	Pushback(retryAfter time.Duration)
+	Success()
+}
+
+// Policy is the freshness policy. Durations are per "service/method"
+// pattern ("service/*" allowed; the exact name wins).
+type Policy struct {
+	// MaxAge is how long an answer is fresh. Defaults: catalogService/*
+	// 24h (the catalog also goes stale when the setup generation
+	// changes), availabilityService/* 1h.
+	MaxAge map[string]time.Duration
+	// StaleWhileRevalidate: a stale entry this much past its freshness is
+	// served at once while one background call refreshes it. Default 1h.
+	StaleWhileRevalidate time.Duration
+	// StaleIfError: a stale entry this much past its freshness is served
+	// when the upstream fails (5xx, timeout, 509/429, in_progress) or the
+	// budget is spent. Default 24h.
+	StaleIfError time.Duration
+}
+
+// DefaultMaxAge follows S360-API.md §10.
+func DefaultMaxAge() map[string]time.Duration {
+	return map[string]time.Duration{
+		"catalogService/*":      24 * time.Hour,
+		"availabilityService/*": time.Hour,
+	}
+}
+
+func (p Policy) maxAge(c s360.Call) time.Duration {
+	if d, ok := p.MaxAge[c.Name()]; ok {
+		return d
+	}
+	if d, ok := p.MaxAge[c.Service+"/*"]; ok {
+		return d
+	}
+	return DefaultMaxAge()[c.Service+"/*"]
+}
+
+// Options configures an Edge.
+type Options struct {
+	Dir         string
+	Institution string // part of every cache key
+	Policy      Policy
+	Gate        Gate
+	MaxBytes    int64 // store size bound; cachestore default when 0
+	Waits       Waits
+	// Timeout bounds a fetch that no buyer is waiting for any more.
+	Timeout time.Duration
+	Now     func() time.Time
+	Logger  *zap.Logger
+}
+
+// Edge serves cacheable S-360 calls from the store, coalescing misses.
+type Edge struct {
+	opts   Options
+	store  *cachestore.Store
+	flight singleflight.Group
+	gen    atomic.Uint64
+	stats  stats
+	// waiting counts callers blocked on a fetch (coalesced ones included).
+	waiting atomic.Int64
+
+	mu       sync.Mutex
+	clients  []*upstream.Client // attached handlers' clients, newest last
+	bg       sync.WaitGroup     // background refreshes
+	closing  chan struct{}
+	closeErr error
+	closed   bool
+}
+
+const metaGeneration = "generation"
+
+// Open opens the store in opts.Dir and restores the catalog generation.
+func Open(opts Options) (*Edge, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = upstream.DefaultTimeout
+	}
+	if opts.Waits.Foreground <= 0 {
+		opts.Waits.Foreground = 3 * time.Second
+	}
+	if opts.Waits.Order <= 0 {
+		opts.Waits.Order = 30 * time.Second
+	}
+	if opts.Policy.StaleWhileRevalidate == 0 {
+		opts.Policy.StaleWhileRevalidate = time.Hour
+	}
+	if opts.Policy.StaleIfError == 0 {
+		opts.Policy.StaleIfError = 24 * time.Hour
+	}
+	store, err := cachestore.Open(cachestore.Options{Dir: opts.Dir, MaxBytes: opts.MaxBytes, Now: opts.Now, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	e := &Edge{opts: opts, store: store, closing: make(chan struct{})}
+	if b, err := store.GetMeta(metaGeneration); err == nil && len(b) == 8 {
+		e.gen.Store(binary.BigEndian.Uint64(b))
+	} else if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
+		store.Close()
+		return nil, fmt.Errorf("reading the catalog generation: %w", err)
+	}
+	return e, nil
+}
+
+// Store gives the admin API and watchers access to the store.
+func (e *Edge) Store() *cachestore.Store { return e.store }
+
+// Generation is the current catalog generation.
+func (e *Edge) Generation() uint64 { return e.gen.Load() }
+
+// Update applies a reloaded config's policy and gate settings.
+func (e *Edge) Update(p Policy, institution string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p.StaleWhileRevalidate == 0 {
+		p.StaleWhileRevalidate = e.opts.Policy.StaleWhileRevalidate
+	}
+	if p.StaleIfError == 0 {
+		p.StaleIfError = e.opts.Policy.StaleIfError
+	}
+	e.opts.Policy, e.opts.Institution = p, institution
+}
+
+func (e *Edge) policy() (Policy, string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.opts.Policy, e.opts.Institution
+}
+
+// Attach registers a handler's client; background work uses the newest
+// attached client. Detach undoes it when the handler is cleaned up.
+func (e *Edge) Attach(c *upstream.Client) {
+	e.mu.Lock()
+	e.clients = append(e.clients, c)
+	e.mu.Unlock()
+}
+
+func (e *Edge) Detach(c *upstream.Client) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, x := range e.clients {
+		if x == c {
+			e.clients = append(e.clients[:i], e.clients[i+1:]...)
+			return
+		}
+	}
+}
+
+// Client is the newest attached client, or nil.
+func (e *Edge) Client() *upstream.Client {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.clients) == 0 {
+		return nil
+	}
+	return e.clients[len(e.clients)-1]
+}
+
+// Close waits for background refreshes and closes the store.
+func (e *Edge) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return e.closeErr
+	}
+	e.closed = true
+	close(e.closing)
+	e.mu.Unlock()
+	e.bg.Wait()
+	e.closeErr = e.store.Close()
+	return e.closeErr
+}
+
+// background runs fn as a refresh owned by the edge, unless it is closing.
+func (e *Edge) background(fn func(ctx context.Context)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-e.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		fn(ctx)
+	}()
+}

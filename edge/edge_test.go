@@ -1,0 +1,297 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// fakeS360 counts method calls; answer decides each answer. A fake is
+// fine here: the integration tests use the real simulator.
+type fakeS360 struct {
+	calls  atomic.Int32
+	answer atomic.Value // func(w, r)
+	gate   chan struct{}
+}
+
+func (f *fakeS360) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == upstream.AuthPath {
+		io.WriteString(w, `{"token":"t"}`)
+		return
+	}
+	f.calls.Add(1)
+	if f.gate != nil {
+		<-f.gate
+	}
+	if a, ok := f.answer.Load().(func(http.ResponseWriter, *http.Request)); ok {
+		a(w, r)
+		return
+	}
+	b, _ := io.ReadAll(r.Body)
+	io.WriteString(w, `{"statusCode":"success","echo":`+string(b)+`}`)
+}
+
+func (f *fakeS360) set(status int, body string) {
+	f.answer.Store(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status); io.WriteString(w, body) })
+}
+
+// fakeGate records floors like the budget does, without rate limits.
+type fakeGate struct {
+	mu      sync.Mutex
+	floor   time.Duration
+	fetched map[string]time.Time
+	now     func() time.Time
+}
+
+func (g *fakeGate) Acquire(ctx context.Context, p Priority) error { return nil }
+func (g *fakeGate) Pushback(time.Duration)                        {}
+func (g *fakeGate) Success()                                      {}
+func (g *fakeGate) FloorWait(key, name string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if at, ok := g.fetched[key]; ok && g.now().Sub(at) < g.floor {
+		return g.floor - g.now().Sub(at)
+	}
+	return 0
+}
+func (g *fakeGate) MarkFetched(key, name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fetched[key] = g.now()
+}
+
+type env struct {
+	e      *Edge
+	f      *fakeS360
+	clk    *clock
+	client *upstream.Client
+	dir    string
+	gate   *fakeGate
+}
+
+func newEnv(t *testing.T, f *fakeS360, dir string) *env {
+	t.Helper()
+	if f == nil {
+		f = &fakeS360{}
+	}
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	gate := &fakeGate{fetched: map[string]time.Time{}, now: clk.Now}
+	e, err := Open(Options{Dir: dir, Institution: "mosa", Now: clk.Now, Gate: gate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Now: clk.Now, Wait: e.Wait, Observe: e.Observe})
+	e.Attach(c)
+	return &env{e: e, f: f, clk: clk, client: c, dir: dir, gate: gate}
+}
+
+var (
+	catalog = s360.Call{Service: "catalogService", Version: "v1_33", Method: "getCatalogDetailed", Class: s360.Catalog}
+	avail   = s360.Call{Service: "availabilityService", Version: "v1_33", Method: "getEventAvailability", Class: s360.Availability}
+)
+
+func (v *env) serve(t *testing.T, call s360.Call, body string) Result {
+	t.Helper()
+	c, err := s360.Canonical([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.e.Serve(context.Background(), v.client, call, c)
+}
+
+func expect(t *testing.T, r Result, status string, body string) {
+	t.Helper()
+	if r.CacheStatus != status {
+		t.Errorf("Cache-Status = %q, want %q", r.CacheStatus, status)
+	}
+	var got string
+	switch {
+	case r.Entry != nil:
+		got = string(r.Entry.Body)
+	case r.Resp != nil:
+		got = string(r.Resp.Body)
+	}
+	if !strings.Contains(got, body) {
+		t.Errorf("body %q does not contain %q (err %v)", got, body, r.Err)
+	}
+}
+
+func TestMissThenHitAcrossKeyOrderAndRestart(t *testing.T) {
+	v := newEnv(t, nil, "")
+	expect(t, v.serve(t, catalog, `{"b":1,"a":2}`), "s360edge; fwd=miss; stored", `"echo":{"a":2,"b":1}`)
+	v.clk.Add(10 * time.Second)
+	r := v.serve(t, catalog, "{ \"a\":2, \"b\":1, \"requestId\": 3 }")
+	expect(t, r, "s360edge; hit; ttl=86390", `"echo"`)
+	if !r.Hit {
+		t.Error("hit not flagged")
+	}
+	expect(t, v.serve(t, catalog, `{"a":3,"b":1}`), "s360edge; fwd=miss; stored", `"a":3`)
+	if n := v.f.calls.Load(); n != 2 {
+		t.Fatalf("%d upstream calls, want 2", n)
+	}
+	// Restart: the entry comes from disk, no upstream call.
+	v.e.Close()
+	v2 := newEnv(t, v.f, v.dir)
+	v2.clk.Add(20 * time.Second)
+	expect(t, v2.serve(t, catalog, `{"a":2,"b":1}`), "s360edge; hit; ttl=86380", `"echo"`)
+	if n := v.f.calls.Load(); n != 2 {
+		t.Fatalf("restart made an upstream call: %d", n)
+	}
+}
+
+func TestOnlySuccessIsStored(t *testing.T) {
+	v := newEnv(t, nil, "")
+	v.f.set(200, `{"statusCode":"in_progress"}`)
+	expect(t, v.serve(t, catalog, `{}`), "s360edge; fwd=miss", "in_progress")
+	v.f.set(503, `oops`)
+	r := v.serve(t, catalog, `{}`)
+	if r.Resp == nil || r.Resp.Status != 503 {
+		t.Fatalf("503 not passed back: %+v", r)
+	}
+	v.f.set(509, `{}`)
+	v.serve(t, catalog, `{}`)
+	if n := v.f.calls.Load(); n != 3 {
+		t.Fatalf("%d calls: something was stored", n)
+	}
+	if st := v.e.Store().Stats(); st.Entries != 0 {
+		t.Fatalf("%d entries stored", st.Entries)
+	}
+}
+
+func TestStaleWhileRevalidateAndStaleIfError(t *testing.T) {
+	v := newEnv(t, nil, "")
+	v.serve(t, avail, `{"performanceIds":[1]}`)
+	v.clk.Add(time.Hour + time.Minute) // fresh for 1h, SWR for 1h after
+	r := v.serve(t, avail, `{"performanceIds":[1]}`)
+	expect(t, r, "s360edge; hit; ttl=-60; detail=stale-while-revalidate", "echo")
+	waitCalls(t, v.f, 2)
+	v.e.bg.Wait()
+	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=3600", "echo")
+
+	// Past the SWR window, the call is synchronous; on failure the old
+	// entry is served within StaleIfError.
+	v.clk.Add(3 * time.Hour)
+	v.f.set(503, "down")
+	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-7200; detail=stale-if-error", "echo")
+	v.f.set(200, `{"statusCode":"in_progress"}`)
+	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-7200; detail=stale-if-error", "echo")
+	v.f.set(509, `{}`)
+	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-7200; detail=stale-throttled", "echo")
+	v.f.answer.Store(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"statusCode":"success","new":true}`)
+	})
+	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; fwd=stale; stored", `"new":true`)
+}
+
+func TestFloorServesStaleOrRefuses(t *testing.T) {
+	v := newEnv(t, nil, "")
+	v.gate.floor = 10 * time.Minute
+	v.f.set(200, `{"statusCode":"in_progress"}`) // not stored: no floor mark
+	v.serve(t, catalog, `{}`)
+	v.f.answer.Store(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"statusCode":"success"}`) })
+	expect(t, v.serve(t, catalog, `{}`), "s360edge; fwd=miss; stored", "success")
+	v.e.Store().PurgeAll()
+	r := v.serve(t, catalog, `{}`)
+	var fe *FloorError
+	if !errors.As(r.Err, &fe) || fe.Wait != 10*time.Minute {
+		t.Fatalf("want a FloorError of 10m, got %+v", r)
+	}
+	if n := v.f.calls.Load(); n != 2 {
+		t.Fatalf("floor let a call through: %d calls", n)
+	}
+}
+
+func TestGenerationMakesCatalogStaleAtOnce(t *testing.T) {
+	v := newEnv(t, nil, "")
+	v.serve(t, catalog, `{}`)
+	v.serve(t, avail, `{"performanceIds":[1]}`)
+	v.e.gen.Add(1)
+	expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400; detail=generation", "echo")
+	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=3600", "echo")
+	waitCalls(t, v.f, 3)
+	v.e.bg.Wait()
+	expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400", "echo")
+}
+
+func TestCoalescingAndLeaderLeaving(t *testing.T) {
+	f := &fakeS360{gate: make(chan struct{})}
+	v := newEnv(t, f, "")
+	body, _ := s360.Canonical([]byte(`{"x":1}`))
+	leaderCtx, leave := context.WithCancel(context.Background())
+	leaderDone := make(chan Result)
+	go func() { leaderDone <- v.e.Serve(leaderCtx, v.client, catalog, body) }()
+	waitCalls(t, f, 1)
+	const n = 50
+	results := make(chan Result, n)
+	for range n {
+		go func() { results <- v.e.Serve(context.Background(), v.client, catalog, body) }()
+	}
+	// Let the followers join the flight, then the leader leaves.
+	deadline := time.Now().Add(5 * time.Second)
+	for v.e.flightWaiters() < n+1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	leave()
+	if r := <-leaderDone; r.Err == nil {
+		t.Fatalf("leader that left got an answer: %+v", r)
+	}
+	close(f.gate)
+	for range n {
+		r := <-results
+		if r.Entry == nil || r.CacheStatus != "s360edge; fwd=miss; stored; detail=coalesced" {
+			t.Fatalf("follower got %+v", r)
+		}
+	}
+	if c := f.calls.Load(); c != 1 {
+		t.Fatalf("%d upstream calls for %d identical requests", c, n+1)
+	}
+	if st := v.e.Store().Stats(); st.Entries != 1 {
+		t.Fatal("answer not stored after the leader left")
+	}
+}
+
+func waitCalls(t *testing.T, f *fakeS360, n int32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.calls.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream calls stuck at %d, want %d", f.calls.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestTags(t *testing.T) {
+	c, _ := s360.Canonical([]byte(`{"pointOfSalesId":9,"productIds":[1,2],"performanceIds":[3],"eventIds":[4],"performanceId":5}`))
+	got := strings.Join(Tags(avail, c), ",")
+	if got != "product:1,product:2,performance:3,performance:5,event:4" {
+		t.Fatalf("tags %s", got)
+	}
+	if Tags(catalog, c) != nil {
+		t.Fatal("catalog entries tagged")
+	}
+}

@@ -1,0 +1,79 @@
+package edge
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+type priorityKey struct{}
+
+// WithPriority marks ctx with the budget priority of the calls made under
+// it; the upstream client's Wait hook reads it.
+func WithPriority(ctx context.Context, p Priority) context.Context {
+	return context.WithValue(ctx, priorityKey{}, p)
+}
+
+// PriorityOf returns ctx's priority; unmarked calls are foreground.
+func PriorityOf(ctx context.Context) Priority {
+	if p, ok := ctx.Value(priorityKey{}).(Priority); ok {
+		return p
+	}
+	return PriorityForeground
+}
+
+// Waits bounds how long a call may wait for a budget slot, by priority:
+// a buyer waits a little, an order longer, background work until its
+// context ends.
+type Waits struct {
+	Foreground time.Duration // default 3s
+	Order      time.Duration // default 30s
+}
+
+// Wait is the upstream client's Wait hook: every upstream call, token
+// calls included, takes a slot of the budget first.
+func (e *Edge) Wait(ctx context.Context, path string) error {
+	if e.opts.Gate == nil {
+		return nil
+	}
+	p := PriorityOf(ctx)
+	var limit time.Duration
+	switch p {
+	case PriorityForeground:
+		limit = e.opts.Waits.Foreground
+	case PriorityOrder:
+		limit = e.opts.Waits.Order
+	}
+	if limit > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
+	return e.opts.Gate.Acquire(ctx, p)
+}
+
+// Observe is the upstream client's Observe hook: S-360's 509/429 pauses
+// the whole institution's calls; any other answer below 500 ends a pause's
+// probe.
+func (e *Edge) Observe(status int, header http.Header) {
+	if e.opts.Gate == nil {
+		return
+	}
+	switch {
+	case status == 509 || status == http.StatusTooManyRequests:
+		e.stats.pushbacks.Add(1)
+		e.opts.Gate.Pushback(RetryAfter(header))
+	case status < 500:
+		e.opts.Gate.Success()
+	}
+}
+
+// RetryAfter reads a Retry-After header in seconds (S-360 is not known to
+// send one); 0 when absent or unreadable.
+func RetryAfter(h http.Header) time.Duration {
+	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return 0
+}

@@ -1,0 +1,121 @@
+package edge
+
+import (
+	"errors"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+// Outcomes of a cacheable request, a bounded metric label.
+const (
+	outcomeHit = iota
+	outcomeMiss
+	outcomeCoalesced
+	outcomeStale
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"hit", "miss", "coalesced", "stale"}
+
+// Results of an upstream call, a bounded metric label.
+const (
+	upSuccess    = iota // 2xx/4xx answer with a success envelope
+	upNotSuccess        // answer without a success envelope (in_progress, business error)
+	upThrottled         // 509/429
+	upError             // 5xx
+	upTimeout
+	upUnreachable
+	upRefused // budget
+	upCanceled
+	numUpstream
+)
+
+var upstreamNames = [numUpstream]string{"success", "not_success", "throttled", "error", "timeout", "unreachable", "refused", "canceled"}
+
+const numClasses = int(s360.Uncached) + 1
+
+type stats struct {
+	requests  [numClasses][numOutcomes]atomic.Uint64
+	calls     [numClasses][numUpstream]atomic.Uint64
+	stored    atomic.Uint64
+	pushbacks atomic.Uint64
+	gens      atomic.Uint64
+}
+
+func (s *stats) count(c s360.Class, outcome int) { s.requests[c][outcome].Add(1) }
+
+func (s *stats) upstream(c s360.Class, resp *upstream.Response, err error) {
+	s.calls[c][upstreamOutcome(resp, err)].Add(1)
+}
+
+func upstreamOutcome(resp *upstream.Response, err error) int {
+	var ue *upstream.Error
+	switch {
+	case errors.As(err, &ue):
+		switch ue.Kind {
+		case upstream.Timeout:
+			return upTimeout
+		case upstream.Refused:
+			return upRefused
+		case upstream.Canceled:
+			return upCanceled
+		}
+		return upUnreachable
+	case err != nil:
+		return upUnreachable
+	case resp.Status == 509 || resp.Status == http.StatusTooManyRequests:
+		return upThrottled
+	case resp.Status >= 500:
+		return upError
+	case s360.Success(resp.Status, resp.Body):
+		return upSuccess
+	}
+	return upNotSuccess
+}
+
+// Counter is one metric sample: a name, bounded labels and a value.
+type Counter struct {
+	Class   string `json:"class"`
+	Outcome string `json:"outcome"`
+	Value   uint64 `json:"value"`
+}
+
+// Snapshot is the edge's statistics, for the admin API and metrics.
+type Snapshot struct {
+	Dir         string    `json:"dir"`
+	Generation  uint64    `json:"generation"`
+	Requests    []Counter `json:"requests"`       // cacheable requests by class and outcome
+	Upstream    []Counter `json:"upstream_calls"` // upstream calls by class and outcome
+	Stored      uint64    `json:"stored"`
+	Pushbacks   uint64    `json:"pushbacks"`
+	Generations uint64    `json:"generation_changes"`
+	Store       any       `json:"store"`
+}
+
+// CountUpstream records an upstream call made outside Serve (orders and
+// pass-through calls), so metrics cover every call.
+func (e *Edge) CountUpstream(c s360.Class, resp *upstream.Response, err error) {
+	e.stats.upstream(c, resp, err)
+}
+
+// Stats returns a snapshot; counters that are zero are left out.
+func (e *Edge) Stats() Snapshot {
+	s := Snapshot{Dir: e.opts.Dir, Generation: e.gen.Load(), Stored: e.stats.stored.Load(),
+		Pushbacks: e.stats.pushbacks.Load(), Generations: e.stats.gens.Load(), Store: e.store.Stats()}
+	for c := range numClasses {
+		for o := range numOutcomes {
+			if v := e.stats.requests[c][o].Load(); v > 0 {
+				s.Requests = append(s.Requests, Counter{s360.Class(c).String(), outcomeNames[o], v})
+			}
+		}
+		for o := range numUpstream {
+			if v := e.stats.calls[c][o].Load(); v > 0 {
+				s.Upstream = append(s.Upstream, Counter{s360.Class(c).String(), upstreamNames[o], v})
+			}
+		}
+	}
+	return s
+}

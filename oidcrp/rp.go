@@ -1,0 +1,268 @@
+// Package oidcrp is the OpenID Connect relying party of s360edge: buyers log
+// in with the institution's provider (authorization code flow with PKCE), the
+// session lives in an encrypted cookie, and the verified identity is handed to
+// the website as headers. It has no Caddy imports; caddymodule wires it in.
+package oidcrp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
+)
+
+// Errors returned by Identify, to tell the caller which answer fits.
+var (
+	// ErrProviderUnavailable: discovery failed (answer 503); retried later.
+	ErrProviderUnavailable = errors.New("oidc provider unavailable")
+	// ErrInvalidToken: an Authorization: Bearer token failed verification.
+	ErrInvalidToken = errors.New("invalid bearer token")
+	// ErrSessionExpired: the session cookie's life or its tokens ran out.
+	ErrSessionExpired = errors.New("session expired")
+	// ErrInvalidSession: the session cookie was tampered with, sealed with
+	// another secret, or garbage.
+	ErrInvalidSession = errors.New("invalid session cookie")
+)
+
+const (
+	// discoveryRetry spaces discovery attempts after a failure, so a down
+	// provider is not hammered by every request.
+	discoveryRetry = 5 * time.Second
+	// providerTimeout bounds one discovery, exchange or refresh.
+	providerTimeout = 10 * time.Second
+	// stateTTL is how long a buyer may stay at the provider during login.
+	stateTTL = 10 * time.Minute
+)
+
+// RP is the relying party. It is safe for concurrent use and holds no
+// goroutines, so it needs no cleanup.
+type RP struct {
+	cfg     Config
+	log     *zap.Logger
+	session *cookieCodec
+	state   *cookieCodec
+
+	mu       sync.Mutex
+	prov     *provider
+	inflight chan struct{} // closed when the running discovery ends
+	lastErr  error
+	retryAt  time.Time
+
+	refreshes singleflight.Group
+	recentMu  sync.Mutex
+	recent    map[string]recentRefresh
+}
+
+// provider is what discovery yields.
+type provider struct {
+	oauth      *oauth2.Config
+	verifier   *oidc.IDTokenVerifier
+	endSession string
+}
+
+// New validates cfg and returns an RP. It does no network I/O: discovery
+// happens on first use, so a provider that is down never blocks a config load.
+func New(cfg Config) (*RP, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	secret, err := decodeSecret(cfg.CookieSecret)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := newCookieCodec(secret, cfg.CookieName)
+	if err != nil {
+		return nil, err
+	}
+	stc, err := newCookieCodec(secret, cfg.CookieName+"_state")
+	if err != nil {
+		return nil, err
+	}
+	return &RP{cfg: cfg, log: cfg.Logger, session: sc, state: stc, recent: map[string]recentRefresh{}}, nil
+}
+
+// provider returns the discovered provider, discovering it if needed. One
+// discovery runs at a time; concurrent callers wait for it (or their own
+// context). After a failure, callers get the same error until discoveryRetry
+// has passed.
+func (rp *RP) provider(ctx context.Context) (*provider, error) {
+	for {
+		rp.mu.Lock()
+		if rp.prov != nil {
+			p := rp.prov
+			rp.mu.Unlock()
+			return p, nil
+		}
+		if ch := rp.inflight; ch != nil {
+			rp.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, ctx.Err())
+			}
+		}
+		if rp.cfg.Now().Before(rp.retryAt) {
+			err := rp.lastErr
+			rp.mu.Unlock()
+			return nil, err
+		}
+		ch := make(chan struct{})
+		rp.inflight = ch
+		rp.mu.Unlock()
+
+		p, err := rp.discover()
+
+		rp.mu.Lock()
+		rp.inflight = nil
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
+			rp.lastErr = err
+			rp.retryAt = rp.cfg.Now().Add(discoveryRetry)
+			rp.log.Warn("oidc discovery failed; will retry", zap.String("issuer", rp.cfg.Issuer), zap.Duration("retry_in", discoveryRetry), zap.Error(err))
+		} else {
+			rp.prov = p
+			rp.log.Info("oidc provider discovered", zap.String("issuer", rp.cfg.Issuer))
+		}
+		close(ch)
+		rp.mu.Unlock()
+		return p, err
+	}
+}
+
+// discover runs on a context detached from any request, so that one buyer
+// closing a tab does not fail the discovery the others are waiting for.
+func (rp *RP) discover() (*provider, error) {
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(context.Background(), rp.cfg.HTTPClient), providerTimeout)
+	defer cancel()
+	p, err := oidc.NewProvider(ctx, rp.cfg.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("discovering %s: %w", rp.cfg.Issuer, err)
+	}
+	var meta struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	if err := p.Claims(&meta); err != nil {
+		return nil, fmt.Errorf("reading discovery document: %w", err)
+	}
+	if u, err := url.Parse(meta.EndSession); err != nil || (u.Scheme != "https" && u.Scheme != "http") {
+		meta.EndSession = ""
+	}
+	return &provider{
+		// RedirectURL stays empty: redirect_uri is passed per login because
+		// it may be derived from the request.
+		oauth: &oauth2.Config{
+			ClientID:     rp.cfg.ClientID,
+			ClientSecret: rp.cfg.ClientSecret,
+			Endpoint:     p.Endpoint(),
+			Scopes:       rp.cfg.Scopes,
+		},
+		// The verifier fetches JWKS with the client given to NewProvider.
+		verifier:   p.Verifier(&oidc.Config{ClientID: rp.cfg.ClientID, Now: rp.cfg.Now}),
+		endSession: meta.EndSession,
+	}, nil
+}
+
+// clientCtx makes x/oauth2 use our HTTP client, on a context that outlives
+// the caller's cancellation but not providerTimeout.
+func (rp *RP) clientCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), providerTimeout)
+	return context.WithValue(ctx, oauth2.HTTPClient, rp.cfg.HTTPClient), cancel
+}
+
+// Handles reports whether path is one of the RP's endpoints.
+func (rp *RP) Handles(path string) bool {
+	switch path {
+	case rp.cfg.LoginPath, rp.cfg.CallbackPath, rp.cfg.LogoutPath, rp.cfg.UserinfoPath:
+		return true
+	}
+	return false
+}
+
+// ServeHTTP serves the login, callback, logout and userinfo endpoints.
+func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case rp.cfg.LoginPath:
+		if allowMethods(w, r, http.MethodGet, http.MethodHead) {
+			rp.serveLogin(w, r)
+		}
+	case rp.cfg.CallbackPath:
+		if allowMethods(w, r, http.MethodGet) {
+			rp.serveCallback(w, r)
+		}
+	case rp.cfg.LogoutPath:
+		if allowMethods(w, r, http.MethodGet, http.MethodPost) {
+			rp.serveLogout(w, r)
+		}
+	case rp.cfg.UserinfoPath:
+		if allowMethods(w, r, http.MethodGet, http.MethodHead) {
+			rp.serveUserinfo(w, r)
+		}
+	default:
+		writeError(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no such authentication endpoint"})
+	}
+}
+
+func allowMethods(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeError(w, http.StatusMethodNotAllowed, apiError{Error: "method_not_allowed", Message: "use " + strings.Join(methods, " or ")})
+	return false
+}
+
+// LoginURL is the path that starts a login and comes back to returnTo
+// (sanitised to a same-site path).
+func (rp *RP) LoginURL(returnTo string) string {
+	return rp.cfg.LoginPath + "?return_to=" + url.QueryEscape(SanitizeReturnTo(returnTo))
+}
+
+// isSecure says whether cookies must be Secure: the buyer reached us over
+// TLS, directly or through a proxy that says so.
+func (rp *RP) isSecure(r *http.Request) bool {
+	if r.TLS != nil || strings.HasPrefix(rp.cfg.RedirectURL, "https://") {
+		return true
+	}
+	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	return strings.EqualFold(strings.TrimSpace(proto), "https")
+}
+
+// origin is scheme://host of the request, as the buyer sees it.
+func (rp *RP) origin(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	} else if proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ","); strings.EqualFold(strings.TrimSpace(proto), "https") {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func (rp *RP) redirectURL(r *http.Request) string {
+	if rp.cfg.RedirectURL != "" {
+		return rp.cfg.RedirectURL
+	}
+	return rp.origin(r) + rp.cfg.CallbackPath
+}
+
+func (rp *RP) stateCookieName() string { return rp.cfg.CookieName + "_state" }
+
+// redirect answers 302 without http.Redirect's path cleaning and HTML body.
+func redirect(w http.ResponseWriter, location string) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", location)
+	w.WriteHeader(http.StatusFound)
+}

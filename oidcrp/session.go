@@ -1,0 +1,312 @@
+package oidcrp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+const (
+	// refreshMargin: a session's tokens are refreshed this long before the
+	// ID token expires, so requests in flight never carry an expired one.
+	refreshMargin = time.Minute
+	// recentRefreshTTL: how long a refresh result is reused for the same old
+	// refresh token (see recentRefresh).
+	recentRefreshTTL = time.Minute
+	// refreshFailureTTL: how long a failed refresh is not retried.
+	refreshFailureTTL = 5 * time.Second
+	// maxClaimLen caps the claims kept in the cookie, so an odd provider
+	// cannot make it exceed the browser's limit.
+	maxClaimLen = 256
+)
+
+// session is the cookie's content. Exp is the hard end (login+SessionTTL);
+// TokExp is the ID token's expiry: past it the session needs a refresh.
+type session struct {
+	Sub    string `json:"s"`
+	Email  string `json:"e,omitempty"`
+	Name   string `json:"n,omitempty"`
+	Exp    int64  `json:"x"`
+	TokExp int64  `json:"t"`
+	RT     string `json:"r,omitempty"`
+	IDT    string `json:"i,omitempty"`
+}
+
+// Identity is a verified buyer.
+type Identity struct {
+	Subject string
+	Email   string
+	Name    string
+	// Claims are all the ID token's claims for a Bearer token, and only
+	// sub, email and name for a cookie session.
+	Claims map[string]any
+	// Expiry is when this identity stops being valid without a refresh.
+	Expiry time.Time
+}
+
+func (s *session) setFromIDToken(idt *oidc.IDToken, raw string) error {
+	var c struct {
+		Email             string `json:"email"`
+		Name              string `json:"name"`
+		PreferredUsername string `json:"preferred_username"`
+	}
+	if err := idt.Claims(&c); err != nil {
+		return fmt.Errorf("reading ID token claims: %w", err)
+	}
+	// Subjects are never truncated: two long ones could become equal.
+	if idt.Subject == "" || len(idt.Subject) > 255 {
+		return errors.New("ID token has no usable subject")
+	}
+	if c.Name == "" {
+		c.Name = c.PreferredUsername
+	}
+	s.Sub, s.Email, s.Name = idt.Subject, truncate(c.Email), truncate(c.Name)
+	s.TokExp = idt.Expiry.Unix()
+	s.IDT = raw
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) <= maxClaimLen {
+		return s
+	}
+	s = s[:maxClaimLen]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func (s *session) identity() *Identity {
+	exp := time.Unix(s.Exp, 0)
+	if tok := time.Unix(s.TokExp, 0); s.RT == "" && tok.Before(exp) {
+		exp = tok
+	}
+	return &Identity{
+		Subject: s.Sub, Email: s.Email, Name: s.Name, Expiry: exp,
+		Claims: map[string]any{"sub": s.Sub, "email": s.Email, "name": s.Name},
+	}
+}
+
+// setSession seals s into the session cookie. When the cookie would be too
+// big for browsers it drops the ID token (logout then goes without
+// id_token_hint), then the refresh token (the session then ends when the ID
+// token expires).
+func (rp *RP) setSession(w http.ResponseWriter, r *http.Request, s session) error {
+	if w == nil {
+		return nil
+	}
+	var value string
+	for attempt := 0; ; attempt++ {
+		payload, _ := json.Marshal(s)
+		v, err := rp.session.encode(payload, time.Unix(s.Exp, 0))
+		if err != nil {
+			return err
+		}
+		if len(v) <= maxCookieValue {
+			value = v
+			break
+		}
+		switch {
+		case s.IDT != "":
+			rp.log.Info("session cookie too large; dropping the ID token", zap.Int("size", len(v)))
+			s.IDT = ""
+		case s.RT != "":
+			rp.log.Warn("session cookie too large; dropping the refresh token, the session will not be refreshed", zap.Int("size", len(v)))
+			s.RT = ""
+		default:
+			return fmt.Errorf("session cookie is %d bytes even without tokens", len(v))
+		}
+	}
+	maxAge := int(time.Unix(s.Exp, 0).Sub(rp.cfg.Now()).Seconds())
+	if maxAge <= 0 {
+		maxAge = -1
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: rp.cfg.CookieName, Value: value, Path: "/",
+		MaxAge:   maxAge,
+		HttpOnly: true, Secure: rp.isSecure(r), SameSite: http.SameSiteLaxMode,
+	})
+	return nil
+}
+
+func (rp *RP) clearSession(w http.ResponseWriter, r *http.Request) {
+	if w == nil {
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: rp.cfg.CookieName, Path: "/", MaxAge: -1, HttpOnly: true, Secure: rp.isSecure(r), SameSite: http.SameSiteLaxMode})
+}
+
+func (rp *RP) readSession(value string) (session, error) {
+	var s session
+	payload, err := rp.session.decode(value, rp.cfg.Now())
+	if errors.Is(err, errCookieExpired) {
+		return s, ErrSessionExpired
+	}
+	if err != nil || json.Unmarshal(payload, &s) != nil || s.Sub == "" {
+		return s, ErrInvalidSession
+	}
+	return s, nil
+}
+
+// Identify returns the buyer making r: from `Authorization: Bearer <ID
+// token>` when present, else from the session cookie, refreshing its tokens
+// shortly before they expire (the new cookie is set on w; w may be nil to
+// skip that). It returns nil, nil for an anonymous request, and an error
+// (ErrInvalidToken, ErrSessionExpired, ErrInvalidSession,
+// ErrProviderUnavailable) for credentials that cannot be accepted; a bad
+// session cookie is also cleared on w.
+func (rp *RP) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error) {
+	if raw, ok := bearerToken(r); ok {
+		return rp.identifyBearer(r.Context(), raw)
+	}
+	c, err := r.Cookie(rp.cfg.CookieName)
+	if err != nil || c.Value == "" {
+		return nil, nil
+	}
+	s, err := rp.readSession(c.Value)
+	if err != nil {
+		rp.clearSession(w, r)
+		return nil, err
+	}
+	now := rp.cfg.Now()
+	if s.RT != "" && now.Add(refreshMargin).Unix() >= s.TokExp {
+		ns, err := rp.refresh(r.Context(), s)
+		if err == nil {
+			s = ns
+			if err := rp.setSession(w, r, s); err != nil {
+				rp.log.Error("sealing refreshed session", zap.Error(err))
+			}
+		} else {
+			// Not fatal while the ID token is still valid: the next
+			// request tries again.
+			rp.log.Warn("session refresh failed", zap.Error(err))
+		}
+	}
+	if now.Unix() >= s.TokExp {
+		rp.clearSession(w, r)
+		return nil, ErrSessionExpired
+	}
+	return s.identity(), nil
+}
+
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
+}
+
+func (rp *RP) identifyBearer(ctx context.Context, raw string) (*Identity, error) {
+	p, err := rp.provider(ctx)
+	if err != nil {
+		return nil, err
+	}
+	idt, err := p.verifier.Verify(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	claims := map[string]any{}
+	if err := idt.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	var s session
+	if err := s.setFromIDToken(idt, raw); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	return &Identity{Subject: s.Sub, Email: s.Email, Name: s.Name, Claims: claims, Expiry: idt.Expiry}, nil
+}
+
+// recentRefresh remembers a refresh result by the refresh token it used.
+// A page fires several requests with the same cookie; with providers that
+// rotate refresh tokens, replaying the old one would fail or even revoke
+// the session, so the requests that arrive before the browser has the new
+// cookie reuse the result instead. Failures are remembered briefly too, so
+// a revoked grant does not send every request to the provider.
+type recentRefresh struct {
+	s     session
+	err   error
+	until time.Time
+}
+
+func (rp *RP) refresh(ctx context.Context, old session) (session, error) {
+	sum := sha256.Sum256([]byte(old.RT))
+	key := string(sum[:])
+	now := rp.cfg.Now()
+
+	rp.recentMu.Lock()
+	if rr, ok := rp.recent[key]; ok && now.Before(rr.until) {
+		rp.recentMu.Unlock()
+		return rr.s, rr.err
+	}
+	rp.recentMu.Unlock()
+
+	v, err, _ := rp.refreshes.Do(key, func() (any, error) {
+		s, err := rp.doRefresh(ctx, old)
+		rr := recentRefresh{s: s, err: err, until: now.Add(recentRefreshTTL)}
+		if err != nil {
+			rr.until = now.Add(refreshFailureTTL)
+		}
+		rp.recentMu.Lock()
+		for k, old := range rp.recent {
+			if !now.Before(old.until) {
+				delete(rp.recent, k)
+			}
+		}
+		rp.recent[key] = rr
+		rp.recentMu.Unlock()
+		return s, err
+	})
+	if err != nil {
+		return old, err
+	}
+	return v.(session), nil
+}
+
+func (rp *RP) doRefresh(ctx context.Context, old session) (session, error) {
+	p, err := rp.provider(ctx)
+	if err != nil {
+		return old, err
+	}
+	// Detached from the first caller's cancellation: others share the result.
+	ctx, cancel := rp.clientCtx(ctx)
+	defer cancel()
+	tok, err := p.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: old.RT}).Token()
+	if err != nil {
+		return old, fmt.Errorf("refreshing tokens: %w", redactedRetrieveError(err))
+	}
+	s := old
+	s.RT = tok.RefreshToken // x/oauth2 keeps the old one when none is returned
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		// The refresh proves the grant is still alive; without a new ID token
+		// the access token's lifetime is the best bound we have.
+		s.TokExp = rp.cfg.Now().Add(5 * time.Minute).Unix()
+		if !tok.Expiry.IsZero() && tok.Expiry.After(rp.cfg.Now()) && tok.Expiry.Before(rp.cfg.Now().Add(time.Hour)) {
+			s.TokExp = tok.Expiry.Unix()
+		}
+		return s, nil
+	}
+	idt, err := p.verifier.Verify(ctx, raw)
+	if err != nil {
+		return old, fmt.Errorf("verifying refreshed ID token: %w", err)
+	}
+	if idt.Subject != old.Sub {
+		return old, errors.New("refreshed ID token is for another subject")
+	}
+	if err := s.setFromIDToken(idt, raw); err != nil {
+		return old, err
+	}
+	return s, nil
+}
