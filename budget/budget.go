@@ -441,7 +441,7 @@ func (b *Budget) usedLocked(t time.Time) int {
 // ending at t: a grant at g occupies its slot during [g, g+Window).
 func (b *Budget) windowStartLocked(t time.Time) int {
 	start := t.Add(-b.cfg.Window)
-	return sort.Search(len(b.log), func(i int) bool { return b.log[i].After(start) })
+	return sort.Search(len(b.log), func(i int) bool { return !b.log[i].Before(start) })
 }
 
 // slotAtLocked is the earliest instant, not before t, at which p has a

@@ -122,6 +122,7 @@ func runProperty(t *testing.T, seed uint64) {
 	settle()
 	for b.Stats().Waiting > 0 {
 		b.Success()
+		settle()
 		advance(window)
 	}
 	settle()

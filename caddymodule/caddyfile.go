@@ -34,6 +34,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		setup_poll   <duration>
 //		updates_poll <duration>
 //		min_interval <service/method> <duration>
+//		max_age      <service/method> <duration>
+//		stale_while_revalidate <duration>
+//		stale_if_error <duration>
+//		max_size     <size>
 //		timeout      <duration>
 //		max_body_size <size>
 //		allow        <service/method>...
@@ -47,7 +51,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] && name != "min_interval" && name != "allow" {
+		if seen[name] && name != "min_interval" && name != "max_age" && name != "allow" {
 			return d.Errf("%s given twice", name)
 		}
 		seen[name] = true
@@ -89,27 +93,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Timeout = *t
 			}
 		case "min_interval":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(args[1])
-			if err != nil || dur < 0 {
-				return d.Errf("min_interval %s: bad duration %q", args[0], args[1])
-			}
-			if h.MinInterval == nil {
-				h.MinInterval = map[string]caddy.Duration{}
-			}
-			h.MinInterval[args[0]] = caddy.Duration(dur)
-		case "max_body_size":
-			var v string
-			if err = oneArg(d, &v); err == nil {
-				n, perr := humanize.ParseBytes(v)
-				if perr != nil || n == 0 || n > 1<<30 {
-					return d.Errf("max_body_size: want a size such as 1MB, got %q", v)
+			err = patternDuration(d, &h.MinInterval)
+		case "max_age":
+			err = patternDuration(d, &h.MaxAge)
+		case "stale_while_revalidate", "stale_if_error":
+			var t *caddy.Duration
+			if t, err = durationArg(d); err == nil {
+				if name == "stale_if_error" {
+					h.StaleIfError = *t
+				} else {
+					h.StaleWhileRevalidate = *t
 				}
-				h.MaxBodySize = int64(n)
 			}
+		case "max_size":
+			err = sizeArg(d, &h.MaxSize, 1<<50)
+		case "max_body_size":
+			err = sizeArg(d, &h.MaxBodySize, 1<<30)
 		case "allow":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -136,6 +135,38 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	return nil
+}
+
+// patternDuration parses "<service/method> <duration>" into m.
+func patternDuration(d *caddyfile.Dispenser, m *map[string]caddy.Duration) error {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(args[1])
+	if err != nil || dur < 0 {
+		return d.Errf("%s %s: bad duration %q", name, args[0], args[1])
+	}
+	if *m == nil {
+		*m = map[string]caddy.Duration{}
+	}
+	(*m)[args[0]] = caddy.Duration(dur)
+	return nil
+}
+
+// sizeArg parses one size such as 64KB or 1GiB, at most limit bytes.
+func sizeArg(d *caddyfile.Dispenser, dst *int64, limit uint64) error {
+	name, v := d.Val(), ""
+	if err := oneArg(d, &v); err != nil {
+		return err
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n == 0 || n > limit {
+		return d.Errf("%s: want a size such as 1MB, got %q", name, v)
+	}
+	*dst = int64(n)
 	return nil
 }
 

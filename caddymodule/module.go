@@ -203,6 +203,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Observe:  h.edge.Observe,
 	})
 	h.edge.Attach(h.client)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	return nil
 }
 

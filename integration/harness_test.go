@@ -314,3 +314,21 @@ func newRequest(method, url, body string) (*http.Request, error) {
 	}
 	return req, err
 }
+
+// restartEdge starts a new s360edge process on the stopped one's config,
+// ports and storage.
+func restartEdge(t *testing.T, old *edge) *edge {
+	t.Helper()
+	e := &edge{URL: old.URL, Admin: old.Admin, Config: old.Config, t: t}
+	dir := filepath.Dir(old.Config)
+	env := []string{"S360_OPERATOR=" + simOperator, "S360_SECRET=" + simSecret, "XDG_DATA_HOME=" + dir, "HOME=" + dir}
+	e.proc = start(t, "s360edge", env, "run", "--config", e.Config, "--adapter", "caddyfile")
+	waitFor(t, "s360edge to listen again", 30*time.Second, func() bool {
+		resp, err := http.Get(e.URL + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	return e
+}

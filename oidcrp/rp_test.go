@@ -810,3 +810,31 @@ func TestNewValidates(t *testing.T) {
 		t.Fatalf("short secret error %v", err)
 	}
 }
+
+func TestCallbackNonceMismatch(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	cb := e.startLogin(e.browser, "/")
+	// Rewrite the sealed login state with another nonce, as if the ID token
+	// had been minted for a different login.
+	u, _ := url.Parse(e.srv.URL + "/auth/callback")
+	var st loginState
+	for _, ck := range e.browser.Jar.Cookies(u) {
+		if ck.Name == "s360_session_state" {
+			payload, err := e.rp.state.decode(ck.Value, e.clock.Now())
+			if err != nil || json.Unmarshal(payload, &st) != nil {
+				t.Fatalf("state cookie: %v", err)
+			}
+		}
+	}
+	st.Nonce = "another-nonce"
+	payload, _ := json.Marshal(st)
+	v, err := e.rp.state.encode(payload, e.clock.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.browser.Jar.SetCookies(u, []*http.Cookie{{Name: "s360_session_state", Value: v, Path: "/auth/callback"}})
+	res := e.get(e.browser, cb.String())
+	if res.status != http.StatusBadGateway || res.json(t)["error"] != "invalid_id_token" || res.cookie[DefaultCookieName] != nil {
+		t.Fatalf("nonce mismatch: %d %s", res.status, res.body)
+	}
+}

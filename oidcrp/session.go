@@ -259,8 +259,8 @@ func (rp *RP) refresh(ctx context.Context, old session) (session, error) {
 			rr.until = now.Add(refreshFailureTTL)
 		}
 		rp.recentMu.Lock()
-		for k, old := range rp.recent {
-			if !now.Before(old.until) {
+		for k, prev := range rp.recent {
+			if !now.Before(prev.until) {
 				delete(rp.recent, k)
 			}
 		}

@@ -1,0 +1,144 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/edge"
+)
+
+func init() {
+	caddy.RegisterModule(Admin{})
+}
+
+// Admin is the admin.api.s360 module: cache statistics and purges on
+// Caddy's admin endpoint, under /s360/.
+//
+//	GET  /s360/stats        every edge's counters, store size and generation
+//	GET  /s360/generation   the catalog generation of every edge
+//	POST /s360/purge        {} purges everything; {"class": "catalog"|"availability"},
+//	                        {"key": "<canonical key>"} or {"tag": "product:<id>"} purge less;
+//	                        "storage": "<dir>" picks one edge when there are several
+type Admin struct{}
+
+// CaddyModule returns the Caddy module information.
+func (Admin) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.s360",
+		New: func() caddy.Module { return new(Admin) },
+	}
+}
+
+// Routes returns the admin routes.
+func (Admin) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/s360/stats", Handler: caddy.AdminHandlerFunc(handleStats)},
+		{Pattern: "/s360/generation", Handler: caddy.AdminHandlerFunc(handleGeneration)},
+		{Pattern: "/s360/purge", Handler: caddy.AdminHandlerFunc(handlePurge)},
+	}
+}
+
+func handleStats(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return apiErr(http.StatusMethodNotAllowed, "use GET")
+	}
+	out := []edge.Snapshot{}
+	eachEdge(func(e *edge.Edge) { out = append(out, e.Stats()) })
+	return writeJSON(w, map[string]any{"edges": out})
+}
+
+func handleGeneration(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return apiErr(http.StatusMethodNotAllowed, "use GET")
+	}
+	out := map[string]uint64{}
+	eachEdge(func(e *edge.Edge) { out[e.Store().Dir()] = e.Generation() })
+	return writeJSON(w, map[string]any{"generations": out})
+}
+
+type purgeRequest struct {
+	Storage string `json:"storage"`
+	Class   string `json:"class"`
+	Key     string `json:"key"`
+	Tag     string `json:"tag"`
+}
+
+func handlePurge(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return apiErr(http.StatusMethodNotAllowed, "use POST")
+	}
+	var req purgeRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		return apiErr(http.StatusBadRequest, "want a JSON object with optional storage, class, key or tag: "+err.Error())
+	}
+	set := 0
+	for _, s := range []string{req.Class, req.Key, req.Tag} {
+		if s != "" {
+			set++
+		}
+	}
+	if set > 1 {
+		return apiErr(http.StatusBadRequest, "give at most one of class, key and tag")
+	}
+	var class cachestore.Class
+	if req.Class != "" {
+		c, err := cachestore.ParseClass(req.Class)
+		if err != nil || c == cachestore.Other {
+			return apiErr(http.StatusBadRequest, fmt.Sprintf("class %q: want catalog or availability", req.Class))
+		}
+		class = c
+	}
+	purged, matched := 0, 0
+	var failed error
+	eachEdge(func(e *edge.Edge) {
+		s := e.Store()
+		if req.Storage != "" && s.Dir() != req.Storage {
+			return
+		}
+		matched++
+		var n int
+		var err error
+		switch {
+		case req.Key != "":
+			if _, gerr := s.Get(req.Key); gerr == nil {
+				n = 1
+			}
+			err = s.Delete(req.Key)
+		case req.Tag != "":
+			n, err = s.PurgeTag(req.Tag)
+		case class != 0:
+			n, err = s.PurgeClass(class)
+		default:
+			n, err = s.PurgeAll()
+		}
+		purged += n
+		failed = errors.Join(failed, err)
+	})
+	if failed != nil {
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: failed, Message: "purge failed: " + failed.Error()}
+	}
+	if req.Storage != "" && matched == 0 {
+		return apiErr(http.StatusNotFound, fmt.Sprintf("no s360 cache open in %q", req.Storage))
+	}
+	return writeJSON(w, map[string]int{"purged": purged})
+}
+
+func apiErr(status int, msg string) error {
+	return caddy.APIError{HTTPStatus: status, Err: errors.New(msg), Message: msg}
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(v)
+}
+
+// Interface guards
+var _ caddy.AdminRouter = (*Admin)(nil)
