@@ -48,6 +48,9 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return writeError(w, h.upstreamError(call, err))
 	}
+	if call.Class == s360.Order {
+		return h.writeOrder(w, r, call, resp)
+	}
 	return h.writeUpstream(w, call, resp)
 }
 

@@ -29,6 +29,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		secret       <secret>
 //		partner      <name>
 //		shop         <url>
+//		cart_target  cart|checkout
 //		storage      <dir>
 //		rate_limit   <calls> <window>
 //		setup_poll   <duration>
@@ -67,6 +68,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.Partner)
 		case "shop":
 			err = oneArg(d, &h.Shop)
+		case "cart_target":
+			err = oneArg(d, &h.CartTarget)
 		case "storage":
 			err = oneArg(d, &h.Storage)
 		case "rate_limit":

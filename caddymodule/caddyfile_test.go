@@ -95,7 +95,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 func TestCheckRejectsUnusableConfig(t *testing.T) {
 	valid := func() *Handler {
 		d := caddy.Duration(time.Minute)
-		return &Handler{Upstream: "https://x.ws.secutix.com", Shop: "https://p-x.shop.secutix.com", Operator: "X_WEB", Secret: "s3cret-value",
+		return &Handler{CartTarget: "cart", Upstream: "https://x.ws.secutix.com", Shop: "https://p-x.shop.secutix.com", Operator: "X_WEB", Secret: "s3cret-value",
 			RateLimit: &RateLimit{Calls: 10, Window: caddy.Duration(time.Minute)}, SetupPoll: &d, UpdatesPoll: &d}
 	}
 	if err := valid().check(); err != nil {

@@ -26,5 +26,9 @@ func writeError(w http.ResponseWriter, e *apiError) error {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	w.WriteHeader(e.Status)
-	return json.NewEncoder(w).Encode(e)
+	return jsonEncode(w, e)
+}
+
+func jsonEncode(w http.ResponseWriter, v any) error {
+	return json.NewEncoder(w).Encode(v)
 }

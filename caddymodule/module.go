@@ -56,6 +56,9 @@ type Handler struct {
 	// answers redirect to, e.g. https://pfx-myinstit.shop.secutix.com.
 	// Required.
 	Shop string `json:"shop,omitempty"`
+	// CartTarget is where a successful order sends the buyer: "cart"
+	// (default) or "checkout", i.e. <shop>/api/1/redirect/<target>.
+	CartTarget string `json:"cart_target,omitempty"`
 	// Storage is the cache directory (Badger). Default:
 	// <caddy data dir>/s360/<upstream host>. One directory per institution.
 	Storage string `json:"storage,omitempty"`
@@ -136,6 +139,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	for _, s := range []*string{&h.Upstream, &h.Operator, &h.Secret, &h.Partner, &h.Shop, &h.Storage} {
 		*s = strings.TrimSpace(repl.ReplaceKnown(*s, ""))
+	}
+	if h.CartTarget == "" {
+		h.CartTarget = "cart"
 	}
 	if h.Partner == "" {
 		h.Partner = DefaultPartner
@@ -230,6 +236,9 @@ func (h *Handler) check() error {
 	}
 	if err := checkBaseURL("shop", h.Shop); err != nil {
 		errs = append(errs, err)
+	}
+	if h.CartTarget != "cart" && h.CartTarget != "checkout" {
+		errs = append(errs, fmt.Errorf("cart_target %q: want cart or checkout", h.CartTarget))
 	}
 	if h.Operator == "" {
 		errs = append(errs, errors.New("operator is required (is its environment variable set?)"))

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"io"
+	"net/http"
 	"fmt"
 	"strings"
 	"testing"
@@ -75,9 +76,40 @@ func TestProxyAgainstSimulator(t *testing.T) {
 		order := fmt.Sprintf(`{"pointOfSalesId":%d,"orderType":"SALE","isResumeAllOptionOperations":false,"isResumeAllReservationOperations":false,
 			"singleEntryAttributionOperations":[{"performanceId":%d,"seatCategoryId":%d,"audienceSubCategoryId":%d,"quantity":2}]}`,
 			fx.PosID, perf.ID, perf.SeatCategoryIDs[0], perf.AudienceSubCategoryIDs[0])
-		status, _, body := post(t, e.URL+api+"externalOrderFacade/v1_33/createOrUpdateOrder", order, "Accept", "application/json")
-		if status != 200 || !strings.Contains(string(body), `"orderId"`) {
+		url := e.URL + api + "externalOrderFacade/v1_33/createOrUpdateOrder"
+		status, _, body := post(t, url+"?lang=en", order, "Accept", "application/json")
+		var out struct {
+			RedirectURL string
+			Data        struct{ OrderID int64 } `json:"orderUpdateData"`
+		}
+		if err := json.Unmarshal(body, &out); err != nil || status != 200 || out.Data.OrderID == 0 {
 			t.Fatalf("order: %d %.400s", status, body)
+		}
+		if want := fmt.Sprintf("%s/api/1/redirect/cart?lang=en&orderId=%d", s.URL, out.Data.OrderID); out.RedirectURL != want {
+			t.Fatalf("redirectUrl %q, want %q", out.RedirectURL, want)
+		}
+
+		// A browser navigation gets a 303 that lands on the shop's cart.
+		status, hdr, _ := post(t, url, order, "Accept", "text/html,*/*;q=0.8")
+		if status != 303 || !strings.HasPrefix(hdr.Get("Location"), s.URL+"/api/1/redirect/cart?orderId=") {
+			t.Fatalf("browser order: %d Location=%q", status, hdr.Get("Location"))
+		}
+		resp, err := http.Get(hdr.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		id := strings.TrimPrefix(hdr.Get("Location"), s.URL+"/api/1/redirect/cart?orderId=")
+		if resp.StatusCode != 200 || !strings.Contains(string(page), `<span id="order-id">`+id+`</span>`) {
+			t.Fatalf("cart page for order %s: %d %.300s", id, resp.StatusCode, page)
+		}
+
+		// Sold out: a clear 409 with S-360's own fields.
+		s.Control(t, "/_sim/stock", fmt.Sprintf(`{"performanceId":%d,"seatCategoryId":%d,"quantity":1}`, perf.ID, perf.SeatCategoryIDs[0]))
+		status, _, body = post(t, url, order, "Accept", "application/json")
+		if status != 409 || !strings.Contains(string(body), `"error":"not_available"`) || !strings.Contains(string(body), "error.order.availability") {
+			t.Fatalf("sold-out order: %d %s", status, body)
 		}
 	})
 

@@ -1,0 +1,75 @@
+package s360
+
+import (
+	"errors"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/tidwall/gjson"
+)
+
+// OrderResult is what the sidecar needs of a createOrUpdateOrder answer.
+type OrderResult struct {
+	Success       bool
+	OrderID       string // digits only
+	StatusCode    string
+	StatusDetail  string
+	StatusMessage string
+}
+
+// ErrBadOrderAnswer is returned for an answer that is not a JSON object, or
+// a success without a usable orderId.
+var ErrBadOrderAnswer = errors.New("S-360 order answer is not usable")
+
+var digits = regexp.MustCompile(`^[0-9]{1,20}$`)
+
+// ParseOrder reads an OrderUpdateResult (S360-API.md §7.3).
+func ParseOrder(body []byte) (OrderResult, error) {
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		return OrderResult{}, ErrBadOrderAnswer
+	}
+	r := OrderResult{
+		StatusCode:    gjson.GetBytes(body, "statusCode").String(),
+		StatusDetail:  gjson.GetBytes(body, "statusDetail").String(),
+		StatusMessage: gjson.GetBytes(body, "statusMessage").String(),
+	}
+	if r.StatusCode != "success" {
+		return r, nil
+	}
+	id := gjson.GetBytes(body, "orderUpdateData.orderId")
+	if id.Type != gjson.Number || !digits.MatchString(id.Raw) {
+		return r, ErrBadOrderAnswer
+	}
+	r.Success, r.OrderID = true, id.Raw
+	return r, nil
+}
+
+// NotAvailable reports whether the failure is S-360's
+// error.order.availability, wherever the envelope carries the code
+// (S360-API.md §3: the field is not documented).
+func (r OrderResult) NotAvailable() bool {
+	for _, s := range []string{r.StatusCode, r.StatusDetail, r.StatusMessage} {
+		if strings.Contains(s, "error.order.availability") {
+			return true
+		}
+	}
+	return false
+}
+
+var lang = regexp.MustCompile(`^[a-z]{2}$`)
+
+// ValidLang reports whether s is an ISO 639-1 code as the shop takes it.
+func ValidLang(s string) bool { return lang.MatchString(s) }
+
+// CartURL is the ticket shop redirect for an order (S360-API.md §8):
+// <shop>/api/1/redirect/<target>?orderId=<id>[&lang=<lang>]. The host is
+// always the configured shop: nothing of the request or the upstream answer
+// but the numeric order id and a checked language code goes into it.
+func CartURL(shop, target, orderID, language string) string {
+	q := url.Values{"orderId": {orderID}}
+	if ValidLang(language) {
+		q.Set("lang", language)
+	}
+	return strings.TrimRight(shop, "/") + "/api/1/redirect/" + target + "?" + q.Encode()
+}
