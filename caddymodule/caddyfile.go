@@ -42,7 +42,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		timeout      <duration>
 //		max_body_size <size>
 //		allow        <service/method>...
-//		oidc { issuer <url>; client_id <id>; client_secret <s>; cookie_secret <s> }
+//		oidc {
+//			issuer        <url>
+//			client_id     <id>
+//			client_secret <secret>
+//			cookie_secret <secret>
+//			redirect_url  <url>
+//			scopes        <scope>...
+//			protect       <path or prefix*>...
+//			path_prefix   <path>
+//		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -194,6 +203,21 @@ func parseOIDC(d *caddyfile.Dispenser) (*OIDC, error) {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var dst *string
 		switch d.Val() {
+		case "scopes", "protect":
+			name, args := d.Val(), d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			if name == "scopes" {
+				o.Scopes = append(o.Scopes, args...)
+			} else {
+				o.Protect = append(o.Protect, args...)
+			}
+			continue
+		case "redirect_url":
+			dst = &o.RedirectURL
+		case "path_prefix":
+			dst = &o.PathPrefix
 		case "issuer":
 			dst = &o.Issuer
 		case "client_id":

@@ -35,6 +35,10 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 			client_id     website
 			client_secret {env.OIDC_SECRET}
 			cookie_secret {env.S360_COOKIE_KEY}
+			redirect_url  https://www.example.com/auth/callback
+			scopes        openid email
+			protect       /tnseb/backend-apis/externalOrderFacade/* /account
+			path_prefix   /login
 		}
 	}`)
 	var h Handler
@@ -48,7 +52,8 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 		`"min_interval":{"availabilityService/*":60000000000,"catalogService/getCatalogDetailed":600000000000},` +
 		`"timeout":90000000000,"max_body_size":64000,"allow":["setupService/listSeasons","setupService/listPriceLevels"],` +
 		`"max_age":{"catalogService/getPOSConfig":43200000000000},"stale_while_revalidate":600000000000,"stale_if_error":172800000000000,"max_size":2000000000,` +
-		`"oidc":{"issuer":"https://idp.example.com","client_id":"website","client_secret":"{env.OIDC_SECRET}","cookie_secret":"{env.S360_COOKIE_KEY}"}}`
+		`"oidc":{"issuer":"https://idp.example.com","client_id":"website","client_secret":"{env.OIDC_SECRET}","cookie_secret":"{env.S360_COOKIE_KEY}",` +
+		`"redirect_url":"https://www.example.com/auth/callback","scopes":["openid","email"],"protect":["/tnseb/backend-apis/externalOrderFacade/*","/account"],"path_prefix":"/login"}}`
 	if string(got) != want {
 		t.Fatalf("JSON config:\n got %s\nwant %s", got, want)
 	}
@@ -65,23 +70,24 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 
 func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	cases := map[string]string{
-		"s360 extra {\n}":                         "wrong argument count",
-		"s360 {\n bogus 1\n}":                     `unknown subdirective "bogus"`,
-		"s360 {\n upstream\n}":                    "wrong argument count",
-		"s360 {\n upstream a b\n}":                "wrong argument count",
-		"s360 {\n upstream a\n upstream b\n}":     "upstream given twice",
-		"s360 {\n rate_limit 150\n}":              "wrong argument count",
-		"s360 {\n rate_limit x 1m\n}":             "calls must be a positive integer",
-		"s360 {\n rate_limit 0 1m\n}":             "calls must be a positive integer",
-		"s360 {\n rate_limit 10 soon\n}":          "window must be a positive duration",
-		"s360 {\n setup_poll often\n}":            `setup_poll: want a duration`,
-		"s360 {\n updates_poll -1m\n}":            `updates_poll: want a duration`,
-		"s360 {\n min_interval a/b\n}":            "wrong argument count",
-		"s360 {\n min_interval a/b never\n}":      "bad duration",
-		"s360 {\n max_body_size huge\n}":          "max_body_size: want a size",
-		"s360 {\n allow\n}":                       "wrong argument count",
-		"s360 {\n oidc {\n  issuer\n }\n}":        "wrong argument count",
-		"s360 {\n oidc {\n  scopes openid\n }\n}": `unknown oidc subdirective "scopes"`,
+		"s360 extra {\n}":                       "wrong argument count",
+		"s360 {\n bogus 1\n}":                   `unknown subdirective "bogus"`,
+		"s360 {\n upstream\n}":                  "wrong argument count",
+		"s360 {\n upstream a b\n}":              "wrong argument count",
+		"s360 {\n upstream a\n upstream b\n}":   "upstream given twice",
+		"s360 {\n rate_limit 150\n}":            "wrong argument count",
+		"s360 {\n rate_limit x 1m\n}":           "calls must be a positive integer",
+		"s360 {\n rate_limit 0 1m\n}":           "calls must be a positive integer",
+		"s360 {\n rate_limit 10 soon\n}":        "window must be a positive duration",
+		"s360 {\n setup_poll often\n}":          `setup_poll: want a duration`,
+		"s360 {\n updates_poll -1m\n}":          `updates_poll: want a duration`,
+		"s360 {\n min_interval a/b\n}":          "wrong argument count",
+		"s360 {\n min_interval a/b never\n}":    "bad duration",
+		"s360 {\n max_body_size huge\n}":        "max_body_size: want a size",
+		"s360 {\n allow\n}":                     "wrong argument count",
+		"s360 {\n oidc {\n  issuer\n }\n}":      "wrong argument count",
+		"s360 {\n oidc {\n  roles admin\n }\n}": `unknown oidc subdirective "roles"`,
+		"s360 {\n oidc {\n  protect\n }\n}":     "wrong argument count",
 	}
 	for in, want := range cases {
 		var h Handler
@@ -110,7 +116,7 @@ func TestCheckRejectsUnusableConfig(t *testing.T) {
 		"operator is required":          func(h *Handler) { h.Operator = "" },
 		`allow "nope"`:                  func(h *Handler) { h.Allow = []string{"nope"} },
 		`min_interval "a"`:              func(h *Handler) { h.MinInterval = map[string]caddy.Duration{"a": 1} },
-		"oidc is not implemented":       func(h *Handler) { h.OIDC = &OIDC{} },
+		`oidc protect "orders"`:         func(h *Handler) { h.OIDC = &OIDC{Protect: []string{"orders"}} },
 		"rate_limit must be a positive": func(h *Handler) { h.RateLimit.Calls = 0 },
 		"max_body_size cannot be":       func(h *Handler) { h.MaxBodySize = -1 },
 	}

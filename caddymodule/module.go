@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/oidcrp"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
@@ -109,6 +110,7 @@ type Handler struct {
 	edge        *edge.Edge
 	edgeKey     string
 	localToken  *localTokens
+	rp          *oidcrp.RP
 }
 
 // RateLimit is a number of calls per window.
@@ -118,11 +120,28 @@ type RateLimit struct {
 }
 
 // OIDC is the buyer login configuration (see the oidc Caddyfile block).
+// Issuer, ClientID, ClientSecret and CookieSecret are required; the
+// secrets take placeholders such as {env.OIDC_SECRET}.
 type OIDC struct {
 	Issuer       string `json:"issuer,omitempty"`
 	ClientID     string `json:"client_id,omitempty"`
 	ClientSecret string `json:"client_secret,omitempty"`
+	// CookieSecret encrypts the session cookie: base64 of at least 32
+	// random bytes, or at least 32 characters.
 	CookieSecret string `json:"cookie_secret,omitempty"`
+	// RedirectURL is the absolute callback URL registered at the
+	// provider. Default: the request's scheme and host + /auth/callback;
+	// set it in production.
+	RedirectURL string `json:"redirect_url,omitempty"`
+	// Scopes requested. Default: openid profile email.
+	Scopes []string `json:"scopes,omitempty"`
+	// Protect lists request paths that need a logged-in buyer: an exact
+	// path, or a prefix ending in "*". Navigations are sent to login,
+	// API calls get 401 JSON. Default: none.
+	Protect []string `json:"protect,omitempty"`
+	// PathPrefix moves the login, callback, logout and userinfo
+	// endpoints. Default: /auth.
+	PathPrefix string `json:"path_prefix,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -167,6 +186,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.warnBelowGuidance()
+	if err := h.provisionOIDC(); err != nil {
+		return err
+	}
 
 	u, _ := url.Parse(h.Upstream)
 	h.institution = u.Host
@@ -274,7 +296,11 @@ func (h *Handler) check() error {
 		}
 	}
 	if h.OIDC != nil {
-		errs = append(errs, errors.New("oidc is not implemented in this version of s360edge; remove the oidc block"))
+		for _, p := range h.OIDC.Protect {
+			if !strings.HasPrefix(p, "/") {
+				errs = append(errs, fmt.Errorf("oidc protect %q: want a path starting with /", p))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -318,6 +344,23 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP answers S-360 paths and passes everything else on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	p := r.URL.Path
+	if h.rp != nil && h.rp.Handles(p) {
+		h.rp.ServeHTTP(w, r)
+		return nil
+	}
+	var id *oidcrp.Identity
+	if h.rp != nil {
+		if h.protected(p) {
+			var ok bool
+			if id, ok = h.rp.Require(w, r); !ok {
+				return nil
+			}
+		} else {
+			id, _ = h.rp.Identify(w, r)
+		}
+	}
+	// Identity headers come from the sidecar only, never from the client.
+	oidcrp.SetIdentityHeaders(r.Header, id)
 	switch {
 	case p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth":
 		return h.serveLocalToken(w, r)
