@@ -148,7 +148,7 @@ type Stats struct {
 	Calls       int           // calls granted in the window ending now
 	Remaining   int           // Limit - Calls (Background may use Remaining - Reserve); a pause is in PausedUntil
 	Waiting     int           // callers queued in Acquire now
-	Granted     uint64        // slots granted since New
+	Granted     uint64        // slots granted since New (handed-back ones not counted)
 	Waits       uint64        // Acquire calls that had to queue
 	Rejections  uint64        // TryAcquire refusals and Acquire failures
 	Pauses      uint64        // pauses started by Pushback (extensions not counted)
@@ -166,7 +166,8 @@ type Budget struct {
 	mu      sync.Mutex
 	cfg     Config
 	horizon time.Duration // longest Window configured: how far back log reaches
-	log     []time.Time   // grant times, oldest first
+	log     []time.Time   // grant times, oldest first, from head on
+	head    int
 	queues  [numPriorities]list.List
 	waiting int
 
@@ -259,9 +260,11 @@ func (b *Budget) TryAcquire(p Priority) (ok bool, retryIn time.Duration) {
 
 // Acquire waits for a slot for p. The context's deadline is the caller's
 // longest wait: when the pause or the window cannot free a slot before it,
-// Acquire gives up at once instead of holding the caller. Errors are
-// *WaitError, matching ErrPaused or ErrLimited and the context's error.
-// Waiters are served by priority, FIFO within one.
+// Acquire gives up at once instead of holding the caller (deadlines are
+// wall-clock times, so with a FakeClock they are compared as durations
+// from now). Errors are *WaitError, matching ErrPaused or ErrLimited and
+// the context's error; RetryIn is for a Retry-After header. Waiters are
+// served by priority, FIFO within one.
 func (b *Budget) Acquire(ctx context.Context, p Priority) error {
 	p = p.valid()
 	b.mu.Lock()
@@ -420,28 +423,36 @@ func (b *Budget) allowance(p Priority) int {
 	return b.cfg.Calls
 }
 
-// pruneLocked drops the grants older than any window can see. The log is
-// re-sliced, not copied: append reallocates once the capacity is used, so
-// the backing array stays within twice the grants of a window.
+// pruneLocked drops the grants older than any window can see. It moves
+// head rather than reslicing, and moves the live part to the front once
+// the dead prefix is as long as it: the backing array is reused, so a call
+// makes no garbage, and it stays within twice the grants a window holds.
 func (b *Budget) pruneLocked(now time.Time) {
 	cut := now.Add(-b.horizon)
-	i := 0
-	for i < len(b.log) && !b.log[i].After(cut) {
-		i++
+	for b.head < len(b.log) && !b.log[b.head].After(cut) {
+		b.head++
 	}
-	b.log = b.log[i:]
+	if b.head > 0 && b.head >= len(b.log)-b.head {
+		n := copy(b.log, b.log[b.head:])
+		b.log = b.log[:n]
+		b.head = 0
+	}
 }
+
+// live is the log still in use, oldest first.
+func (b *Budget) live() []time.Time { return b.log[b.head:] }
 
 // usedLocked counts the grants in the window ending at t.
 func (b *Budget) usedLocked(t time.Time) int {
-	return len(b.log) - b.windowStartLocked(t)
+	return len(b.live()) - b.windowStartLocked(t)
 }
 
-// windowStartLocked is the index of the first grant inside the window
-// ending at t: a grant at g occupies its slot during [g, g+Window).
+// windowStartLocked is the index in live() of the first grant inside the
+// window ending at t: a grant at g occupies its slot during [g, g+Window).
 func (b *Budget) windowStartLocked(t time.Time) int {
 	start := t.Add(-b.cfg.Window)
-	return sort.Search(len(b.log), func(i int) bool { return !b.log[i].Before(start) })
+	live := b.live()
+	return sort.Search(len(live), func(i int) bool { return live[i].After(start) })
 }
 
 // slotAtLocked is the earliest instant, not before t, at which p has a
@@ -452,7 +463,7 @@ func (b *Budget) slotAtLocked(p Priority, t time.Time) time.Time {
 	if excess < 0 {
 		return t
 	}
-	return b.log[b.windowStartLocked(t)+excess].Add(b.cfg.Window)
+	return b.live()[b.windowStartLocked(t)+excess].Add(b.cfg.Window)
 }
 
 func (b *Budget) canGrantLocked(p Priority, now time.Time) bool {
@@ -502,7 +513,7 @@ func (b *Budget) grantLocked(now time.Time) (probe bool) {
 
 // refundLocked takes back a grant whose call was never made.
 func (b *Budget) refundLocked(w *waiter) {
-	for i := len(b.log) - 1; i >= 0 && !b.log[i].Before(w.at); i-- {
+	for i := len(b.log) - 1; i >= b.head && !b.log[i].Before(w.at); i-- {
 		if b.log[i].Equal(w.at) {
 			b.log = append(b.log[:i], b.log[i+1:]...)
 			break

@@ -71,7 +71,7 @@ func TestBackgroundCannotTakeTheReserve(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 	clk.Advance(time.Minute)
-	if err := <-bg; err != nil {
+	if err := recv(t, bg); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -103,7 +103,7 @@ func TestWaitersServedByPriorityThenFIFO(t *testing.T) {
 
 	for i, want := range []string{"o1", "f1", "f2", "b1", "b2"} {
 		clk.Advance(time.Minute)
-		if g := <-got; g != want {
+		if g := recv(t, got); g != want {
 			t.Fatalf("grant %d went to %s, want %s", i, g, want)
 		}
 		if w := b.Stats().Waiting; w != 4-i {
@@ -124,7 +124,7 @@ func TestCancelledWaiterLeavesItsPlace(t *testing.T) {
 
 	clk.Advance(20 * time.Second)
 	cancel()
-	err := <-first
+	err := recv(t, first)
 	var we *WaitError
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrLimited) || !errors.As(err, &we) || we.RetryIn != 40*time.Second {
 		t.Fatalf("cancelled waiter: %v", err)
@@ -133,7 +133,7 @@ func TestCancelledWaiterLeavesItsPlace(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 	clk.Advance(40 * time.Second)
-	if err := <-second; err != nil {
+	if err := recv(t, second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -194,7 +194,7 @@ func TestPushbackPausesEveryoneThenProbes(t *testing.T) {
 			t.Fatalf("%d waiting before the pause of %v ended, want %d", w, pause, left+1)
 		}
 		clk.Advance(time.Nanosecond)
-		if err := <-ch; err != nil {
+		if err := recv(t, ch); err != nil {
 			t.Fatal(err)
 		}
 		if w := b.Stats().Waiting; w != left {
@@ -260,7 +260,7 @@ func TestUnansweredProbeIsReplacedAfterProbeTimeout(t *testing.T) {
 	mustRefuse(t, b, Foreground, 10*time.Second)
 	w := acquireAsync(t, context.Background(), b, Foreground)
 	clk.Advance(10 * time.Second)
-	if err := <-w; err != nil {
+	if err := recv(t, w); err != nil {
 		t.Fatal(err)
 	}
 	if !b.Stats().Probing {
@@ -289,7 +289,7 @@ func TestUpdateKeepsHistoryAndPause(t *testing.T) {
 		t.Fatal("granted before enough calls aged out")
 	}
 	clk.Advance(time.Nanosecond)
-	if err := <-w; err != nil {
+	if err := recv(t, w); err != nil {
 		t.Fatal(err)
 	}
 
@@ -297,7 +297,7 @@ func TestUpdateKeepsHistoryAndPause(t *testing.T) {
 	mustRefuse(t, b, Order, time.Second)
 	w = acquireAsync(t, context.Background(), b, Foreground)
 	b.Update(Config{Calls: 20, Window: time.Minute})
-	if err := <-w; err != nil {
+	if err := recv(t, w); err != nil {
 		t.Fatal(err)
 	}
 	b.Pushback(0)
@@ -420,4 +420,32 @@ func TestRealClock(t *testing.T) {
 	if d := time.Since(start); d < 30*time.Millisecond {
 		t.Fatalf("third call after %v, within the window", d)
 	}
+}
+
+// A probe granted to a waiter whose context ended at the same moment is
+// handed back: the slot and the probe role go to the next caller. The race
+// cannot be provoked from outside, so the waiter is driven by hand.
+func TestRefundedProbe(t *testing.T) {
+	b, clk := newTest(Config{Calls: 10, Window: time.Minute})
+	b.Pushback(0)
+	clk.Advance(time.Minute)
+	w := &waiter{p: Foreground, ready: make(chan struct{})}
+	b.mu.Lock()
+	w.elem = b.queues[Foreground].PushBack(w)
+	b.waiting++
+	b.dispatchLocked(clk.Now())
+	b.mu.Unlock()
+	if !w.granted || w.lease.IsZero() {
+		t.Fatalf("waiter not granted the probe: %+v", w)
+	}
+	mustRefuse(t, b, Order, DefaultProbeTimeout)
+	b.mu.Lock()
+	b.refundLocked(w)
+	b.dispatchLocked(clk.Now())
+	b.mu.Unlock()
+	if s := b.Stats(); s.Calls != 0 || s.Granted != 0 {
+		t.Fatalf("refund not counted: %+v", s)
+	}
+	mustTry(t, b, Order)
+	mustRefuse(t, b, Order, DefaultProbeTimeout)
 }

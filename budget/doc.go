@@ -37,5 +37,8 @@
 //
 // Some methods have their own, per-request limit (getCatalogDetailed once
 // per 10 minutes, availability once a minute). FloorWait and MarkFetched
-// enforce a minimum interval between upstream calls of one cache key.
+// keep a minimum interval between upstream calls of one cache key: the
+// caller (which already coalesces calls per key) asks FloorWait before it
+// asks for a slot, serves what it has while the floor runs, and calls
+// MarkFetched when it makes the call.
 package budget

@@ -76,10 +76,10 @@ func (b *Budget) FloorWait(key, name string) time.Duration {
 
 // MarkFetched records an upstream call of the cache key, for its floor.
 //
-// Memory stays bounded: a key is forgotten once its floor has passed,
-// swept at most once per pruneEvery, and since every upstream call also
-// passes Acquire, the map never holds more keys than calls the rate limit
-// allows during the longest floor.
+// Memory stays bounded: a key is forgotten once its floor has passed (a
+// sweep runs at most once a minute, piggybacked on this call), and since
+// every upstream call also passes Acquire, the map holds at most the calls
+// the rate limit allows during the longest floor plus a minute.
 func (b *Budget) MarkFetched(key, name string) {
 	b.fmu.Lock()
 	defer b.fmu.Unlock()

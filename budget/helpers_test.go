@@ -64,3 +64,19 @@ func mustRefuse(t *testing.T, b *Budget, p Priority, wantRetry time.Duration) {
 }
 
 func pending(ch <-chan error) bool { return len(ch) == 0 }
+
+// recv returns what ch delivers, failing instead of hanging when nothing
+// comes: grants happen inside Advance, so the result is due at once.
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	var v T
+	waitFor(t, "a result", func() bool {
+		select {
+		case v = <-ch:
+			return true
+		default:
+			return false
+		}
+	})
+	return v
+}

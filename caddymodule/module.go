@@ -99,8 +99,7 @@ type Handler struct {
 	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
 	// MaxSize bounds the store on disk, in bytes. Default 1 GiB.
 	MaxSize int64 `json:"max_size,omitempty"`
-	// OIDC configures buyer login. Not implemented yet: setting it is
-	// an error rather than a silent no-op.
+	// OIDC configures buyer login. Default: off.
 	OIDC *OIDC `json:"oidc,omitempty"`
 
 	logger      *zap.Logger

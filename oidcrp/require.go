@@ -18,7 +18,7 @@ func (rp *RP) Require(w http.ResponseWriter, r *http.Request) (*Identity, bool) 
 	if id != nil {
 		return id, true
 	}
-	loginURL := rp.LoginURL(r.URL.RequestURI())
+	loginURL := rp.LoginURL(returnTarget(r))
 	switch {
 	case errors.Is(err, ErrProviderUnavailable):
 		writeUnavailable(w)
@@ -26,6 +26,12 @@ func (rp *RP) Require(w http.ResponseWriter, r *http.Request) (*Identity, bool) 
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		writeError(w, http.StatusUnauthorized, apiError{Error: "invalid_token", Message: "the bearer token is invalid or expired"})
 	case isNavigation(r):
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			// A form post: the browser comes back with a GET.
+			w.Header().Set("Location", loginURL)
+			w.WriteHeader(http.StatusSeeOther)
+			break
+		}
 		redirect(w, loginURL)
 	default:
 		msg := "log in to continue"
@@ -37,10 +43,23 @@ func (rp *RP) Require(w http.ResponseWriter, r *http.Request) (*Identity, bool) 
 	return nil, false
 }
 
+// returnTarget is where the buyer comes back to after logging in: the page
+// itself for a GET, else the same-site page that made the request (an API
+// path that takes POST is no place to land), else "/".
+func returnTarget(r *http.Request) string {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return r.URL.RequestURI()
+	}
+	if ref, err := url.Parse(r.Referer()); err == nil && ref.Host == r.Host {
+		return SanitizeReturnTo(ref.RequestURI())
+	}
+	return "/"
+}
+
 // isNavigation tells a browser loading a page (which can follow a redirect
 // to the provider) from a script or API client (which cannot usefully).
 func isNavigation(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodPost {
 		return false
 	}
 	if r.Header.Get("X-Requested-With") != "" {

@@ -663,25 +663,33 @@ func TestDiscoveryRetry(t *testing.T) {
 func TestRequireAnonymous(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	html := "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	self := "/app/book?show=1&seat=2"
 	for _, tc := range []struct {
 		name, method string
 		header       http.Header
-		navigation   bool
+		status       int    // 302/303 to login, or 401 JSON
+		back         string // return_to
 	}{
-		{"browser navigation", "GET", http.Header{"Accept": {html}, "Sec-Fetch-Mode": {"navigate"}}, true},
-		{"old browser", "GET", http.Header{"Accept": {html}}, true},
-		{"fetch", "GET", http.Header{"Accept": {html}, "Sec-Fetch-Mode": {"cors"}}, false},
-		{"xhr", "GET", http.Header{"Accept": {html}, "X-Requested-With": {"XMLHttpRequest"}}, false},
-		{"json", "GET", http.Header{"Accept": {"application/json"}}, false},
-		{"json preferred", "GET", http.Header{"Accept": {"application/json, text/html;q=0.5"}}, false},
-		{"any", "GET", http.Header{"Accept": {"*/*"}}, false},
-		{"form post", "POST", http.Header{"Accept": {html}}, false},
+		{"browser navigation", "GET", http.Header{"Accept": {html}, "Sec-Fetch-Mode": {"navigate"}}, http.StatusFound, self},
+		{"old browser", "GET", http.Header{"Accept": {html}}, http.StatusFound, self},
+		{"fetch", "GET", http.Header{"Accept": {html}, "Sec-Fetch-Mode": {"cors"}}, http.StatusUnauthorized, self},
+		{"xhr", "GET", http.Header{"Accept": {html}, "X-Requested-With": {"XMLHttpRequest"}}, http.StatusUnauthorized, self},
+		{"json", "GET", http.Header{"Accept": {"application/json"}}, http.StatusUnauthorized, self},
+		{"json preferred", "GET", http.Header{"Accept": {"application/json, text/html;q=0.5"}}, http.StatusUnauthorized, self},
+		{"any", "GET", http.Header{"Accept": {"*/*"}}, http.StatusUnauthorized, self},
+		{"form post comes back to its page", "POST", http.Header{"Accept": {html}, "Referer": {"SELF/show/7"}}, http.StatusSeeOther, "/show/7"},
+		{"form post without referer", "POST", http.Header{"Accept": {html}}, http.StatusSeeOther, "/"},
+		{"fetch post comes back to its page", "POST", http.Header{"Accept": {"application/json"}, "Referer": {"SELF/show/7?x=1"}}, http.StatusUnauthorized, "/show/7?x=1"},
+		{"foreign referer is ignored", "POST", http.Header{"Accept": {"application/json"}, "Referer": {"https://evil.example/x"}}, http.StatusUnauthorized, "/"},
 	} {
-		res := e.do(e.browser, tc.method, "/app/book?show=1&seat=2", tc.header)
-		want := "/auth/login?return_to=" + url.QueryEscape("/app/book?show=1&seat=2")
-		if tc.navigation {
-			if res.status != http.StatusFound || res.header.Get("Location") != want {
-				t.Errorf("%s: %d %v", tc.name, res.status, res.header)
+		if ref := tc.header.Get("Referer"); strings.HasPrefix(ref, "SELF") {
+			tc.header.Set("Referer", e.srv.URL+strings.TrimPrefix(ref, "SELF"))
+		}
+		res := e.do(e.browser, tc.method, self, tc.header)
+		want := "/auth/login?return_to=" + url.QueryEscape(tc.back)
+		if tc.status != http.StatusUnauthorized {
+			if res.status != tc.status || res.header.Get("Location") != want {
+				t.Errorf("%s: %d %v, want %d to %s", tc.name, res.status, res.header, tc.status, want)
 			}
 			continue
 		}
@@ -690,7 +698,7 @@ func TestRequireAnonymous(t *testing.T) {
 			continue
 		}
 		if j := res.json(t); j["error"] != "login_required" || j["login_url"] != want || j["message"] == "" {
-			t.Errorf("%s: %v", tc.name, j)
+			t.Errorf("%s: %v, want login_url %s", tc.name, j, want)
 		}
 	}
 }
