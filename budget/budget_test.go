@@ -338,6 +338,19 @@ func TestFloors(t *testing.T) {
 	if d := DefaultFloors()["availabilityService/*"]; d != time.Minute {
 		t.Errorf("default availability floor %v", d)
 	}
+	// A configured wildcard covers the service's exact defaults too,
+	// unless an exact floor is configured beside it.
+	wild := New(Config{Floors: map[string]time.Duration{"catalogService/*": 0}})
+	if got := wild.Floor("catalogService/getCatalogDetailed"); got != 0 {
+		t.Errorf("catalogService/* 0 left getCatalogDetailed at %v", got)
+	}
+	both := New(Config{Floors: map[string]time.Duration{"catalogService/*": 0, "catalogService/getCatalog": time.Hour}})
+	if got := both.Floor("catalogService/getCatalog"); got != time.Hour {
+		t.Errorf("exact floor beside a wildcard: %v", got)
+	}
+	if got := New(Config{Floors: map[string]time.Duration{"availabilityService/*": time.Hour}}).Floor("availabilityService/getUpdatedAvailabilities"); got != 0 {
+		t.Errorf("the feed got a floor from a wildcard: %v", got)
+	}
 
 	const cat = "catalogService/getCatalogDetailed"
 	if w := b.FloorWait("k1", cat); w != 0 {

@@ -19,11 +19,26 @@ func DefaultFloors() map[string]time.Duration {
 	}
 }
 
-// mergeFloors lays the configured floors over the defaults: a configured
-// pattern replaces the default of the same pattern only, so configuring
-// "availabilityService/*" leaves getUpdatedAvailabilities at 0.
+// mergeFloors lays the configured floors over the defaults. A configured
+// pattern replaces the default of the same pattern, and a configured
+// "service/*" also replaces the defaults of that service's single methods
+// (what an operator writing "catalogService/* 0" means), except the change
+// feed's 0: getUpdatedAvailabilities never gets a floor from a wildcard.
 func mergeFloors(conf map[string]time.Duration) map[string]time.Duration {
 	m := DefaultFloors()
+	for k := range conf {
+		svc, method, _ := strings.Cut(k, "/")
+		if method != "*" {
+			continue
+		}
+		for d, v := range DefaultFloors() {
+			if strings.HasPrefix(d, svc+"/") && d != k && v > 0 {
+				if _, exact := conf[d]; !exact {
+					delete(m, d)
+				}
+			}
+		}
+	}
 	for k, v := range conf {
 		m[k] = max(v, 0)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/edge"
 )
@@ -48,9 +49,22 @@ func handleStats(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return apiErr(http.StatusMethodNotAllowed, "use GET")
 	}
-	out := []edge.Snapshot{}
-	eachEdge(func(e *edge.Edge) { out = append(out, e.Stats()) })
+	out := []statsView{}
+	eachEdge(func(e *edge.Edge) { out = append(out, statsView{e.Stats(), budgetStats(e)}) })
 	return writeJSON(w, map[string]any{"edges": out})
+}
+
+// statsView is one edge's statistics with its budget's.
+type statsView struct {
+	edge.Snapshot
+	Budget budget.Stats `json:"budget"`
+}
+
+func budgetStats(e *edge.Edge) budget.Stats {
+	if b, ok := e.Gate().(*budget.Budget); ok {
+		return b.Stats()
+	}
+	return budget.Stats{}
 }
 
 func handleGeneration(w http.ResponseWriter, r *http.Request) error {

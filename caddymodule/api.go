@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
@@ -143,7 +144,12 @@ func (h *Handler) upstreamError(call s360.Call, err error) *apiError {
 	case upstream.TooLarge:
 		return &apiError{Status: http.StatusBadGateway, Code: "upstream_too_large", Message: "S-360's answer exceeded the sidecar's size limit"}
 	case upstream.Refused:
-		return &apiError{Status: http.StatusTooManyRequests, Code: "budget_exhausted", Message: "the institution's call budget is spent; try again later", RetryAfter: time.Duration(h.RateLimit.Window) / time.Duration(h.RateLimit.Calls)}
+		retry := time.Duration(h.RateLimit.Window) / time.Duration(h.RateLimit.Calls)
+		var we *budget.WaitError
+		if errors.As(err, &we) && we.RetryIn > 0 {
+			retry = we.RetryIn
+		}
+		return &apiError{Status: http.StatusTooManyRequests, Code: "budget_exhausted", Message: "the institution's S-360 call budget is spent for now; try again later", RetryAfter: max(retry, time.Second)}
 	}
 	h.logger.Warn("S-360 unreachable", zap.String("method", call.Name()), zap.Error(err))
 	return &apiError{Status: http.StatusBadGateway, Code: "upstream_unreachable", Message: "S-360 could not be reached"}

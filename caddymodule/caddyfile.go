@@ -32,6 +32,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cart_target  cart|checkout
 //		storage      <dir>
 //		rate_limit   <calls> <window>
+//		max_wait     <duration>
 //		setup_poll   <duration>
 //		updates_poll <duration>
 //		min_interval <service/method> <duration>
@@ -95,6 +96,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("rate_limit: window must be a positive duration, got %q", args[1])
 			}
 			h.RateLimit = &RateLimit{Calls: n, Window: caddy.Duration(w)}
+		case "max_wait":
+			var t *caddy.Duration
+			if t, err = durationArg(d); err == nil {
+				h.MaxWait = *t
+			}
 		case "setup_poll":
 			h.SetupPoll, err = durationArg(d)
 		case "updates_poll":

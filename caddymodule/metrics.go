@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/edge"
 )
@@ -30,10 +31,19 @@ var (
 		"Entries in the cache store.", nil, nil)
 	descBytes = prometheus.NewDesc("caddy_s360_cache_bytes",
 		"Bytes of entries in the cache store.", nil, nil)
+	descBudgetRemaining = prometheus.NewDesc("caddy_s360_budget_remaining",
+		"Upstream calls left in the current rate window.", nil, nil)
+	descBudgetWaits = prometheus.NewDesc("caddy_s360_budget_waits_total",
+		"Upstream calls that had to wait for a budget slot.", nil, nil)
+	descBudgetRejections = prometheus.NewDesc("caddy_s360_budget_rejections_total",
+		"Upstream calls refused by the budget (no slot in time).", nil, nil)
+	descBudgetPauses = prometheus.NewDesc("caddy_s360_budget_pauses_total",
+		"Pauses of all upstream calls after S-360 answered 509/429.", nil, nil)
 )
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descUpstream, descStored, descPushbacks, descGenerations, descEntries, descBytes} {
+	for _, d := range []*prometheus.Desc{descRequests, descUpstream, descStored, descPushbacks, descGenerations, descEntries, descBytes,
+		descBudgetRemaining, descBudgetWaits, descBudgetRejections, descBudgetPauses} {
 		ch <- d
 	}
 }
@@ -43,7 +53,13 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	req, up := map[lk]uint64{}, map[lk]uint64{}
 	var stored, pushbacks, gens uint64
 	var entries, bytes int64
+	var budgets budget.Stats
 	eachEdge(func(e *edge.Edge) {
+		b := budgetStats(e)
+		budgets.Remaining += b.Remaining
+		budgets.Waits += b.Waits
+		budgets.Rejections += b.Rejections
+		budgets.Pauses += b.Pauses
 		s := e.Stats()
 		for _, c := range s.Requests {
 			req[lk{c.Class, c.Outcome}] += c.Value
@@ -69,6 +85,10 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descGenerations, prometheus.CounterValue, float64(gens))
 	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(entries))
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(bytes))
+	ch <- prometheus.MustNewConstMetric(descBudgetRemaining, prometheus.GaugeValue, float64(budgets.Remaining))
+	ch <- prometheus.MustNewConstMetric(descBudgetWaits, prometheus.CounterValue, float64(budgets.Waits))
+	ch <- prometheus.MustNewConstMetric(descBudgetRejections, prometheus.CounterValue, float64(budgets.Rejections))
+	ch <- prometheus.MustNewConstMetric(descBudgetPauses, prometheus.CounterValue, float64(budgets.Pauses))
 }
 
 // registerMetrics adds the collector to a config's registry once.

@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/oidcrp"
 	"github.com/s360edge/s360edge/s360"
@@ -66,6 +67,9 @@ type Handler struct {
 	// RateLimit bounds upstream calls for the whole institution.
 	// Default 150 calls per 1m, under S-360's 180/min.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// MaxWait is how long a request that has no stale answer waits for a
+	// budget slot before it gets 429. Default 3s. Orders wait up to 30s.
+	MaxWait caddy.Duration `json:"max_wait,omitempty"`
 	// SetupPoll is the getLastSetupUpdate interval; 0 turns it off.
 	// Default 1m.
 	SetupPoll *caddy.Duration `json:"setup_poll,omitempty"`
@@ -201,14 +205,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.Storage = dir
 	h.classifier = s360.Classifier{Extra: h.Allow}
 	h.localToken = newLocalTokens(h.institution, h.Operator)
-	policy := h.policy()
-	v, _, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
+	policy, limits := h.policy(), h.budgetConfig()
+	waits := edge.Waits{Foreground: time.Duration(h.MaxWait)}
+	v, loaded, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
 		// The edge outlives this config: it gets the process-wide
 		// logger, never this config's context.
 		e, err := edge.Open(edge.Options{
 			Dir:         dir,
 			Institution: h.institution,
 			Policy:      policy,
+			Gate:        budget.New(limits),
+			Waits:       waits,
 			MaxBytes:    h.MaxSize,
 			Timeout:     time.Duration(h.Timeout),
 			Logger:      caddy.Log().Named("s360.edge"),
@@ -219,7 +226,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening the cache in %s: %w", dir, err)
 	}
 	h.edge, h.edgeKey = v.(pooledEdge).Edge, dir
-	h.edge.Update(policy, h.institution)
+	if loaded {
+		// A reload: the edge, its budget and call history stay; the new
+		// settings apply.
+		h.edge.Update(policy, h.institution)
+		h.edge.SetWaits(waits)
+		h.edge.Gate().(*budget.Budget).Update(limits)
+	}
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -230,10 +243,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Observe:  h.edge.Observe,
 	})
 	h.edge.Attach(h.client)
+	h.edge.SetWatch(edge.Watch{SetupPoll: time.Duration(*h.SetupPoll), UpdatesPoll: time.Duration(*h.UpdatesPoll)})
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	return nil
+}
+
+func (h *Handler) budgetConfig() budget.Config {
+	c := budget.Config{Calls: h.RateLimit.Calls, Window: time.Duration(h.RateLimit.Window), Floors: map[string]time.Duration{}}
+	for pat, d := range h.MinInterval {
+		c.Floors[pat] = time.Duration(d)
+	}
+	return c
 }
 
 func (h *Handler) policy() edge.Policy {
@@ -270,8 +292,8 @@ func (h *Handler) check() error {
 	if h.RateLimit.Calls <= 0 || h.RateLimit.Window <= 0 {
 		errs = append(errs, fmt.Errorf("rate_limit must be a positive number of calls per positive window, got %d per %s", h.RateLimit.Calls, time.Duration(h.RateLimit.Window)))
 	}
-	if *h.SetupPoll < 0 || *h.UpdatesPoll < 0 || h.Timeout < 0 {
-		errs = append(errs, errors.New("setup_poll, updates_poll and timeout cannot be negative"))
+	if *h.SetupPoll < 0 || *h.UpdatesPoll < 0 || h.Timeout < 0 || h.MaxWait < 0 {
+		errs = append(errs, errors.New("setup_poll, updates_poll, timeout and max_wait cannot be negative"))
 	}
 	if h.MaxBodySize < 0 {
 		errs = append(errs, errors.New("max_body_size cannot be negative"))

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
@@ -26,12 +27,12 @@ import (
 
 // Priority orders upstream calls in the budget: orders first, then
 // requests a buyer waits for, then background work.
-type Priority int
+type Priority = budget.Priority
 
 const (
-	PriorityOrder Priority = iota
-	PriorityForeground
-	PriorityBackground
+	PriorityOrder      = budget.Order
+	PriorityForeground = budget.Foreground
+	PriorityBackground = budget.Background
 )
 
 // Gate is the upstream budget as the edge sees it (package budget).
@@ -100,6 +101,7 @@ type Edge struct {
 	stats  stats
 	// waiting counts callers blocked on a fetch (coalesced ones included).
 	waiting atomic.Int64
+	watch   watchState
 
 	mu       sync.Mutex
 	clients  []*upstream.Client // attached handlers' clients, newest last
@@ -202,7 +204,7 @@ func (e *Edge) Client() *upstream.Client {
 	return e.clients[len(e.clients)-1]
 }
 
-// Close waits for background refreshes and closes the store.
+// Close stops the watchers, waits for background work and closes the store.
 func (e *Edge) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -211,6 +213,7 @@ func (e *Edge) Close() error {
 	}
 	e.closed = true
 	close(e.closing)
+	e.stopWatchLocked()
 	e.mu.Unlock()
 	e.bg.Wait()
 	e.closeErr = e.store.Close()

@@ -39,12 +39,14 @@ func (e *Edge) Wait(ctx context.Context, path string) error {
 	}
 	p := PriorityOf(ctx)
 	var limit time.Duration
+	e.mu.Lock()
 	switch p {
 	case PriorityForeground:
 		limit = e.opts.Waits.Foreground
 	case PriorityOrder:
 		limit = e.opts.Waits.Order
 	}
+	e.mu.Unlock()
 	if limit > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, limit)
@@ -76,4 +78,20 @@ func RetryAfter(h http.Header) time.Duration {
 		return time.Duration(s) * time.Second
 	}
 	return 0
+}
+
+// Gate is the edge's budget, for config reloads and statistics.
+func (e *Edge) Gate() Gate { return e.opts.Gate }
+
+// SetWaits applies a reloaded config's wait bounds; zero fields keep the
+// current value.
+func (e *Edge) SetWaits(w Waits) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w.Foreground > 0 {
+		e.opts.Waits.Foreground = w.Foreground
+	}
+	if w.Order > 0 {
+		e.opts.Waits.Order = w.Order
+	}
 }

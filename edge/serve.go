@@ -138,9 +138,12 @@ func (f *fetched) staleReason() string {
 // detached from the caller: if the caller that started it goes away, the
 // others still get the answer, and it is still stored. err is set only
 // when this caller's own context ended first.
-func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte, p Priority) (f *fetched, leader bool, err error) {
+func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte, p Priority) (*fetched, bool, error) {
+	// led is written by the flight goroutine only if this caller started
+	// the flight; it is read only after the flight's answer arrived.
+	led := false
 	ch := e.flight.DoChan(key, func() (any, error) {
-		leader = true
+		led = true
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.Timeout+time.Minute)
 		defer cancel()
 		return e.fetchAndStore(WithPriority(fctx, p), client, call, key, canonical), nil
@@ -149,7 +152,7 @@ func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Cal
 	defer e.waiting.Add(-1)
 	select {
 	case r := <-ch:
-		return r.Val.(*fetched), leader, nil
+		return r.Val.(*fetched), led, nil
 	case <-ctx.Done():
 		return nil, false, &upstream.Error{Kind: upstream.Canceled, Err: fmt.Errorf("waiting for %s: %w", call.Name(), ctx.Err())}
 	}
@@ -164,6 +167,10 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			return &fetched{err: &FloorError{Name: call.Name(), Wait: wait}}
 		}
 	}
+	// The answer belongs to the generation current when it was asked
+	// for: a setup change during a 20 s getCatalogDetailed must leave it
+	// stale.
+	gen := e.gen.Load()
 	resp, err := client.Do(ctx, call.Path(), canonical)
 	e.stats.upstream(call.Class, resp, err)
 	if err != nil {
@@ -186,7 +193,7 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 		FreshUntil: fresh,
 		StaleUntil: fresh.Add(max(policy.StaleWhileRevalidate, policy.StaleIfError)),
 		Class:      storeClass(call.Class),
-		Generation: e.gen.Load(),
+		Generation: gen,
 		Tags:       Tags(call, canonical),
 	}
 	if err := e.store.Put(key, ent); err != nil {
@@ -200,6 +207,14 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 // refreshLater refreshes a stale entry in the background, once per key.
 func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string, canonical []byte) {
 	e.background(func(ctx context.Context) {
+		// Another refresh (refresh-ahead, or an earlier request) may have
+		// stored a fresh answer since this request looked.
+		policy, _ := e.policy()
+		if ent, err := e.store.Get(key); err == nil {
+			if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); fresh {
+				return
+			}
+		}
 		e.fetch(ctx, client, call, key, canonical, PriorityBackground)
 	})
 }

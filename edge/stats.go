@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
@@ -43,6 +44,19 @@ type stats struct {
 	stored    atomic.Uint64
 	pushbacks atomic.Uint64
 	gens      atomic.Uint64
+
+	// Watchers (watch.go). Times are Unix nanoseconds, 0 = never.
+	setupPolls, updatesPolls, pollFailures atomic.Uint64
+	invalidated, refreshes                 atomic.Uint64
+	lastSetupChange, lastSetupPoll         atomic.Int64
+	lastUpdatesPoll                        atomic.Int64
+}
+
+func unixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
 }
 
 func (s *stats) count(c s360.Class, outcome int) { s.requests[c][outcome].Add(1) }
@@ -93,6 +107,18 @@ type Snapshot struct {
 	Pushbacks   uint64    `json:"pushbacks"`
 	Generations uint64    `json:"generation_changes"`
 	Store       any       `json:"store"`
+
+	// Watchers: last setup change and last successful polls (absent when
+	// none yet), polls made, failed polls, availability entries purged by
+	// getUpdatedAvailabilities, catalog entries refreshed ahead.
+	LastSetupChange time.Time `json:"last_setup_change,omitzero"`
+	LastSetupPoll   time.Time `json:"last_setup_poll,omitzero"`
+	LastUpdatesPoll time.Time `json:"last_updates_poll,omitzero"`
+	SetupPolls      uint64    `json:"setup_polls"`
+	UpdatesPolls    uint64    `json:"updates_polls"`
+	PollFailures    uint64    `json:"poll_failures"`
+	Invalidated     uint64    `json:"invalidated"`
+	Refreshes       uint64    `json:"refreshes"`
 }
 
 // CountUpstream records an upstream call made outside Serve (orders and
@@ -104,7 +130,11 @@ func (e *Edge) CountUpstream(c s360.Class, resp *upstream.Response, err error) {
 // Stats returns a snapshot; counters that are zero are left out.
 func (e *Edge) Stats() Snapshot {
 	s := Snapshot{Dir: e.opts.Dir, Generation: e.gen.Load(), Stored: e.stats.stored.Load(),
-		Pushbacks: e.stats.pushbacks.Load(), Generations: e.stats.gens.Load(), Store: e.store.Stats()}
+		Pushbacks: e.stats.pushbacks.Load(), Generations: e.stats.gens.Load(), Store: e.store.Stats(),
+		LastSetupChange: unixNano(e.stats.lastSetupChange.Load()), LastSetupPoll: unixNano(e.stats.lastSetupPoll.Load()),
+		LastUpdatesPoll: unixNano(e.stats.lastUpdatesPoll.Load()), SetupPolls: e.stats.setupPolls.Load(),
+		UpdatesPolls: e.stats.updatesPolls.Load(), PollFailures: e.stats.pollFailures.Load(),
+		Invalidated: e.stats.invalidated.Load(), Refreshes: e.stats.refreshes.Load()}
 	for c := range numClasses {
 		for o := range numOutcomes {
 			if v := e.stats.requests[c][o].Load(); v > 0 {

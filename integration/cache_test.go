@@ -138,7 +138,7 @@ func TestCacheHitsCoalescingAndRestart(t *testing.T) {
 
 func TestStaleIfErrorWithSimulatorDown(t *testing.T) {
 	s := startSim(t, "-availability-floor", "0")
-	e := startEdge(t, caddyfile(s, "max_age availabilityService/* 1s\n\t\tstale_while_revalidate 1ms"))
+	e := startEdge(t, caddyfile(s, "max_age availabilityService/* 1s\n\t\tstale_while_revalidate 1ms\n\t\tmin_interval availabilityService/* 0"))
 	fx := s.Fixtures(t)
 	url := e.URL + api + "availabilityService/v1_33/getEventAvailability"
 	body := fmt.Sprintf(`{"pointOfSalesId":%d,"performanceIds":[%d]}`, fx.PosID, fx.Products[0].Performances[0].ID)

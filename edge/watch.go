@@ -1,0 +1,530 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/s360"
+)
+
+// Watch configures the edge's S-360-aware invalidation: the setup watcher
+// (getLastSetupUpdate → catalog generations, then refresh-ahead) and the
+// availability watcher (getUpdatedAvailabilities → per-product purges).
+type Watch struct {
+	SetupPoll   time.Duration // getLastSetupUpdate interval; 0 = off
+	UpdatesPoll time.Duration // getUpdatedAvailabilities interval; 0 = off
+	Version     string        // service version of the watchers' calls; default "v1_33"
+	BatchSize   int           // product ids per getUpdatedAvailabilities call; default 100
+}
+
+const (
+	DefaultWatchVersion = "v1_33"
+	DefaultBatchSize    = 100
+
+	metaSetupLast  = "setup.last"        // canonical body of the last successful getLastSetupUpdate
+	metaUpdatesRef = "updates.reference" // start of the last successful updates poll, RFC 3339
+
+	// maxBackoff caps the interval multiplier after consecutive failed polls.
+	maxBackoff = 4
+	// maxRefreshFailures bounds the retries of one key's refresh-ahead
+	// when S-360 fails (floors are waited out, not counted): buyers'
+	// requests still refresh the entry on their own.
+	maxRefreshFailures = 5
+	// updatesOverlap is subtracted from the reference date: S-360 stamps
+	// changes with its own clock, in milliseconds, so a change in the same
+	// millisecond as our previous poll, or hidden by a small clock skew,
+	// would otherwise be missed for good. The cost is that such a change
+	// is reported (and purged) twice.
+	updatesOverlap = time.Second
+	refDateLayout  = "2006-01-02T15:04:05.000Z"
+)
+
+func (w Watch) withDefaults() Watch {
+	if w.Version == "" {
+		w.Version = DefaultWatchVersion
+	}
+	if w.BatchSize <= 0 {
+		w.BatchSize = DefaultBatchSize
+	}
+	return w
+}
+
+// watchState is the watchers' part of the Edge. cfg, cancel and retries
+// are guarded by Edge.mu.
+type watchState struct {
+	cfg     Watch
+	cancel  context.CancelFunc // stops the running poll loops
+	starts  int                // times the loops were (re)started, for tests
+	retries map[string]*time.Timer
+
+	setupMu   sync.Mutex // one setup poll at a time, also across a restart of the loops
+	updatesMu sync.Mutex // one updates poll at a time
+}
+
+// SetWatch (re)configures the watchers. It is called on every config load:
+// the same settings leave the running loops alone, different ones restart
+// them. The loops stop in Close. The first poll happens at once, so that a
+// setup change made while the sidecar was down is seen right after start.
+func (e *Edge) SetWatch(w Watch) {
+	w = w.withDefaults()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || (e.watch.cancel != nil && e.watch.cfg == w) {
+		return
+	}
+	if e.watch.cancel != nil {
+		e.watch.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.watch.cfg, e.watch.cancel = w, cancel
+	e.watch.starts++
+	if w.SetupPoll > 0 {
+		e.pollLoop(ctx, w.SetupPoll, e.pollSetup)
+	}
+	if w.UpdatesPoll > 0 {
+		e.pollLoop(ctx, w.UpdatesPoll, e.pollUpdates)
+	}
+}
+
+// stopWatchLocked stops the loops and pending refresh retries; Close calls
+// it with e.mu held.
+func (e *Edge) stopWatchLocked() {
+	if e.watch.cancel != nil {
+		e.watch.cancel()
+	}
+	for k, t := range e.watch.retries {
+		t.Stop()
+		delete(e.watch.retries, k)
+	}
+}
+
+func (e *Edge) watchConfig() Watch {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.watch.cfg.withDefaults()
+}
+
+// pollLoop runs poll now and then every interval, doubling the interval
+// after each consecutive failure up to maxBackoff times. Called with e.mu
+// held and the edge open, so Close's bg.Wait sees the Add.
+func (e *Edge) pollLoop(ctx context.Context, every time.Duration, poll func(context.Context) error) {
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		failures := 0
+		for {
+			if poll(ctx) != nil {
+				failures++
+			} else {
+				failures = 0
+			}
+			t := time.NewTimer(backoff(every, failures))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// backoff is the delay before the next poll after failures consecutive
+// failed ones.
+func backoff(every time.Duration, failures int) time.Duration {
+	f := 1
+	for range failures {
+		if f *= 2; f >= maxBackoff {
+			return every * maxBackoff
+		}
+	}
+	return every * time.Duration(f)
+}
+
+// watchCall makes one watcher call at background priority. Only an HTTP 200
+// success envelope counts; anything else is an error.
+func (e *Edge) watchCall(ctx context.Context, call s360.Call, body []byte) ([]byte, error) {
+	client := e.Client()
+	if client == nil {
+		return nil, errNoClient
+	}
+	ctx, cancel := context.WithTimeout(WithPriority(ctx, PriorityBackground), e.opts.Timeout+time.Minute)
+	defer cancel()
+	resp, err := client.Do(ctx, call.Path(), body)
+	e.stats.upstream(call.Class, resp, err)
+	if err != nil {
+		return nil, fmt.Errorf("calling %s: %w", call.Name(), err)
+	}
+	if !s360.Success(resp.Status, resp.Body) {
+		return nil, fmt.Errorf("calling %s: S-360 answered HTTP %d with statusCode %q", call.Name(), resp.Status, s360.StatusCode(resp.Body))
+	}
+	return resp.Body, nil
+}
+
+var errNoClient = errors.New("no upstream client attached")
+
+// pollFailed counts and logs a failed poll, unless the poll was stopped
+// (reload with new settings, Close): that is no failure of S-360.
+func (e *Edge) pollFailed(ctx context.Context, method string, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	e.stats.pollFailures.Add(1)
+	e.opts.Logger.Warn("S-360 poll failed; nothing changes until the next one", zap.String("method", method), zap.Error(err))
+	return err
+}
+
+// pollSetup asks S-360 whether the catalog setup changed and, if so,
+// starts a new catalog generation and refreshes the catalog ahead.
+//
+// The whole answer body counts (canonical, requestId dropped): its field
+// name is not documented. The first poll ever has nothing to compare with:
+// if the store already holds catalog entries (a store from before the
+// watcher, or one whose meta was lost) their age is unknown, so a new
+// generation is started; with no catalog cached, the value is just
+// recorded.
+func (e *Edge) pollSetup(ctx context.Context) error {
+	e.watch.setupMu.Lock()
+	defer e.watch.setupMu.Unlock()
+	if e.Client() == nil {
+		return nil // not attached yet: nothing to poll with
+	}
+	w := e.watchConfig()
+	e.stats.setupPolls.Add(1)
+	call := s360.Call{Service: "catalogService", Version: w.Version, Method: "getLastSetupUpdate", Class: s360.Uncached}
+	body, err := e.watchCall(ctx, call, []byte("{}"))
+	if err != nil {
+		return e.pollFailed(ctx, call.Method, err)
+	}
+	value, err := s360.Canonical(body)
+	if err != nil {
+		return e.pollFailed(ctx, call.Method, fmt.Errorf("reading getLastSetupUpdate: %w", err))
+	}
+	prev, err := e.store.GetMeta(metaSetupLast)
+	var changed bool
+	switch {
+	case errors.Is(err, cachestore.ErrNotFound):
+		changed = e.hasCatalog()
+	case err != nil:
+		return e.pollFailed(ctx, call.Method, err)
+	default:
+		changed = !bytes.Equal(prev, value)
+	}
+	if changed {
+		// The generation is persisted before the value: a crash in
+		// between repeats the bump at the next start, never loses it.
+		if err := e.newGeneration(); err != nil {
+			return e.pollFailed(ctx, call.Method, err)
+		}
+	}
+	if changed || prev == nil {
+		if err := e.store.PutMeta(metaSetupLast, value); err != nil {
+			return e.pollFailed(ctx, call.Method, err)
+		}
+	}
+	e.stats.lastSetupPoll.Store(e.opts.Now().UnixNano())
+	if changed {
+		e.refreshAhead()
+	}
+	return nil
+}
+
+func (e *Edge) hasCatalog() bool {
+	found := false
+	e.store.Keys(cachestore.Catalog, func(string, *cachestore.Entry) bool {
+		found = true
+		return false
+	})
+	return found
+}
+
+// newGeneration makes every catalog entry stale at once: entries carry the
+// generation they were fetched in, and Serve compares it with the current
+// one.
+func (e *Edge) newGeneration() error {
+	g := e.gen.Add(1)
+	if err := e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, g)); err != nil {
+		return fmt.Errorf("storing the catalog generation: %w", err)
+	}
+	e.stats.gens.Add(1)
+	e.stats.lastSetupChange.Store(e.opts.Now().UnixNano())
+	e.opts.Logger.Info("S-360 setup changed: new catalog generation", zap.Uint64("generation", g))
+	return nil
+}
+
+// refreshAhead refetches, one at a time, the cached catalog entries of an
+// older generation, so that buyers get hits rather than wait for S-360.
+// Until an entry is refreshed, Serve answers with it (detail=generation).
+func (e *Edge) refreshAhead() {
+	e.background(func(ctx context.Context) {
+		var keys []string
+		gen := e.gen.Load()
+		err := e.store.Keys(cachestore.Catalog, func(key string, ent *cachestore.Entry) bool {
+			if ent.Generation != gen {
+				keys = append(keys, key)
+			}
+			return true
+		})
+		if err != nil {
+			e.opts.Logger.Warn("listing catalog entries to refresh failed", zap.Error(err))
+		}
+		for _, k := range keys {
+			if ctx.Err() != nil {
+				return
+			}
+			e.refreshKey(ctx, k, 0)
+		}
+	})
+}
+
+// refreshKey refetches one catalog key through the coalescing fetch, so it
+// shares the call with a buyer's miss and respects the floors. A floor is
+// waited out on a timer; a failure is retried at the setup poll interval.
+func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
+	_, inst := e.policy()
+	call, canonical, ok := parseKey(key)
+	if !ok || !strings.HasPrefix(key, inst+"|") {
+		return // not ours to refresh (another institution's key on this directory)
+	}
+	ent, err := e.store.Get(key)
+	if err != nil || ent.Generation == e.gen.Load() {
+		return // gone, or a buyer's request already refreshed it
+	}
+	f, _, err := e.fetch(ctx, e.Client(), call, key, canonical, PriorityBackground)
+	if err != nil {
+		return // closing
+	}
+	var fe *FloorError
+	switch {
+	case f.entry != nil:
+		e.stats.refreshes.Add(1)
+	case errors.As(f.err, &fe):
+		e.retryRefresh(key, fe.Wait, failures)
+	case failures+1 < maxRefreshFailures:
+		e.retryRefresh(key, max(e.watchConfig().SetupPoll, time.Second), failures+1)
+	}
+}
+
+func (e *Edge) retryRefresh(key string, after time.Duration, failures int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	if e.watch.retries == nil {
+		e.watch.retries = map[string]*time.Timer{}
+	}
+	if old := e.watch.retries[key]; old != nil {
+		old.Stop()
+	}
+	var t *time.Timer
+	t = time.AfterFunc(after, func() {
+		e.mu.Lock()
+		if e.watch.retries[key] == t {
+			delete(e.watch.retries, key)
+		}
+		e.mu.Unlock()
+		e.background(func(ctx context.Context) { e.refreshKey(ctx, key, failures) })
+	})
+	e.watch.retries[key] = t
+}
+
+// parseKey recovers the call and canonical body from a key built by
+// s360.Key: "inst|service/version/method|canonical". The institution (a
+// host name) has no "|"; the canonical body may.
+func parseKey(key string) (s360.Call, []byte, bool) {
+	_, rest, ok := strings.Cut(key, "|")
+	if !ok {
+		return s360.Call{}, nil, false
+	}
+	path, canonical, ok := strings.Cut(rest, "|")
+	if !ok {
+		return s360.Call{}, nil, false
+	}
+	call, ok := s360.Classifier{}.Classify(s360.APIPrefix + path)
+	if !ok || !call.Class.Cacheable() {
+		return s360.Call{}, nil, false
+	}
+	return call, []byte(canonical), true
+}
+
+// pollUpdates asks S-360 which products of the cached catalog had their
+// availability changed since the previous successful poll, and purges the
+// availability entries tagged with them. The reference date advances only
+// when every batch succeeded, so that no change is missed.
+func (e *Edge) pollUpdates(ctx context.Context) error {
+	e.watch.updatesMu.Lock()
+	defer e.watch.updatesMu.Unlock()
+	if e.Client() == nil {
+		return nil
+	}
+	const method = "getUpdatedAvailabilities"
+	w := e.watchConfig()
+	start := e.opts.Now()
+	ref, err := e.updatesReference(start)
+	if err != nil {
+		return e.pollFailed(ctx, method, err)
+	}
+	products, pos := e.scanCatalog()
+	if len(products) == 0 {
+		return nil // no catalog cached yet: no product ids to ask about
+	}
+	e.stats.updatesPolls.Add(1)
+	if pos == "" {
+		if pos, err = e.fetchPOS(ctx, w.Version); err != nil {
+			return e.pollFailed(ctx, method, err)
+		}
+	}
+	call := s360.Call{Service: "availabilityService", Version: w.Version, Method: method, Class: s360.Uncached}
+	ids := make([]json.RawMessage, 0, len(products))
+	for id := range products {
+		ids = append(ids, json.RawMessage(id))
+	}
+	slices.SortFunc(ids, func(a, b json.RawMessage) int { return bytes.Compare(a, b) })
+	for batch := range slices.Chunk(ids, w.BatchSize) {
+		body, err := json.Marshal(map[string]any{
+			"pointOfSalesId": json.RawMessage(pos),
+			"productIds":     batch,
+			"referenceDate":  ref.UTC().Format(refDateLayout),
+		})
+		if err != nil {
+			return e.pollFailed(ctx, method, fmt.Errorf("encoding the request: %w", err))
+		}
+		answer, err := e.watchCall(ctx, call, body)
+		if err != nil {
+			return e.pollFailed(ctx, method, err)
+		}
+		for _, v := range gjson.GetBytes(answer, "availabilityUpdateData.#.productId").Array() {
+			id := v.String() // the digits, whether S-360 sent a number or a string
+			if id == "" {
+				continue
+			}
+			if err := e.purgeProduct(id, products[id]); err != nil {
+				return e.pollFailed(ctx, method, err)
+			}
+		}
+	}
+	if err := e.store.PutMeta(metaUpdatesRef, []byte(start.UTC().Format(refDateLayout))); err != nil {
+		return e.pollFailed(ctx, method, err)
+	}
+	e.stats.lastUpdatesPoll.Store(start.UnixNano())
+	return nil
+}
+
+// updatesReference is the referenceDate of this poll: the start of the
+// previous successful one, less updatesOverlap. The first poll ever starts
+// the clock at now, persisted at once, so that even polls that fail or
+// find no catalog yet count from there.
+func (e *Edge) updatesReference(now time.Time) (time.Time, error) {
+	b, err := e.store.GetMeta(metaUpdatesRef)
+	if err == nil {
+		if t, err := time.Parse(time.RFC3339Nano, string(b)); err == nil {
+			return t.Add(-updatesOverlap), nil
+		}
+	} else if !errors.Is(err, cachestore.ErrNotFound) {
+		return time.Time{}, err
+	}
+	if err := e.store.PutMeta(metaUpdatesRef, []byte(now.UTC().Format(refDateLayout))); err != nil {
+		return time.Time{}, err
+	}
+	return now, nil
+}
+
+// scanCatalog reads the cached catalog: for each product id (a JSON
+// number, as written by S-360) the tags of the availability entries that
+// concern it, and the point of sales id from a cached getPOSConfig.
+// Availability requests name products, events (S-360's examples use the
+// product id as event id; the event's own id is tagged too) or
+// performances; see Tags.
+func (e *Edge) scanCatalog() (products map[string][]string, pos string) {
+	_, inst := e.policy()
+	products = map[string][]string{}
+	err := e.store.Keys(cachestore.Catalog, func(key string, ent *cachestore.Entry) bool {
+		call, _, ok := parseKey(key)
+		if !ok || !strings.HasPrefix(key, inst+"|") {
+			return true
+		}
+		switch call.Method {
+		case "getPOSConfig":
+			if v := gjson.GetBytes(ent.Body, "posConfigData.posId"); v.Type == gjson.Number {
+				pos = v.Raw
+			}
+		case "getCatalogDetailed":
+			gjson.GetBytes(ent.Body, "catalogData.seasons").ForEach(func(_, season gjson.Result) bool {
+				season.Get("products").ForEach(func(_, p gjson.Result) bool {
+					id := p.Get("id")
+					if id.Type != gjson.Number {
+						return true
+					}
+					tags := append(products[id.Raw], "product:"+id.Raw, "event:"+id.Raw)
+					if ev := p.Get("event.id"); ev.Type == gjson.Number {
+						tags = append(tags, "event:"+ev.Raw)
+					}
+					for _, perf := range p.Get("event.performances.#.id").Array() {
+						if perf.Type == gjson.Number {
+							tags = append(tags, "performance:"+perf.Raw)
+						}
+					}
+					products[id.Raw] = tags
+					return true
+				})
+				return true
+			})
+		}
+		return true
+	})
+	if err != nil {
+		e.opts.Logger.Warn("reading the cached catalog failed", zap.Error(err))
+	}
+	return products, pos
+}
+
+// fetchPOS gets the point of sales id when no getPOSConfig is cached; the
+// answer is stored, so this happens once per catalog lifetime.
+func (e *Edge) fetchPOS(ctx context.Context, version string) (string, error) {
+	_, inst := e.policy()
+	call := s360.Call{Service: "catalogService", Version: version, Method: "getPOSConfig", Class: s360.Catalog}
+	body := []byte("{}")
+	f, _, err := e.fetch(ctx, e.Client(), call, s360.Key(inst, call, body), body, PriorityBackground)
+	switch {
+	case err != nil:
+		return "", err
+	case f.err != nil:
+		return "", fmt.Errorf("getting the point of sales: %w", f.err)
+	case f.entry == nil:
+		return "", fmt.Errorf("getting the point of sales: S-360 answered HTTP %d with statusCode %q", f.resp.Status, s360.StatusCode(f.resp.Body))
+	}
+	v := gjson.GetBytes(f.entry.Body, "posConfigData.posId")
+	if v.Type != gjson.Number {
+		return "", errors.New("getting the point of sales: getPOSConfig has no posConfigData.posId")
+	}
+	return v.Raw, nil
+}
+
+// purgeProduct drops the availability entries of one changed product.
+func (e *Edge) purgeProduct(id string, tags []string) error {
+	if tags == nil { // not in the cached catalog (any more): its direct tags still work
+		tags = []string{"product:" + id, "event:" + id}
+	}
+	slices.Sort(tags)
+	for _, tag := range slices.Compact(tags) {
+		n, err := e.store.PurgeTag(tag)
+		if err != nil {
+			return err
+		}
+		e.stats.invalidated.Add(uint64(n))
+	}
+	return nil
+}

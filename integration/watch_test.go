@@ -1,0 +1,223 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// watchCaddyfile polls every second (the default is a minute) and sets our
+// own floors to 0, so that a refresh follows a change at once. SIMURL is
+// replaced by the simulator's URL; %[1]s and %[2]s are for startEdge.
+const watchCaddyfile = `{
+	admin %[2]s
+}
+http://%[1]s {
+	s360 {
+		upstream     SIMURL
+		operator     {env.S360_OPERATOR}
+		secret       {env.S360_SECRET}
+		shop         SIMURL
+		storage      {env.XDG_DATA_HOME}/store
+		setup_poll   1s
+		updates_poll 1s
+		min_interval catalogService/* 0
+		min_interval availabilityService/* 0
+	}
+	root * {env.XDG_DATA_HOME}
+	file_server
+}
+`
+
+func watchConfig(s *sim) string { return strings.ReplaceAll(watchCaddyfile, "SIMURL", s.URL) }
+
+// startWatchSim runs the simulator without its per-request floors (the
+// tests fetch the same catalog again within seconds) but with its
+// institution rate limit, which the sidecar must never trip.
+func startWatchSim(t *testing.T) *sim {
+	return startSim(t, "-catalog-floor", "0", "-availability-floor", "0")
+}
+
+type watchStats struct {
+	Generation      uint64    `json:"generation"`
+	Generations     uint64    `json:"generation_changes"`
+	LastSetupPoll   time.Time `json:"last_setup_poll"`
+	LastUpdatesPoll time.Time `json:"last_updates_poll"`
+	SetupPolls      uint64    `json:"setup_polls"`
+	UpdatesPolls    uint64    `json:"updates_polls"`
+	PollFailures    uint64    `json:"poll_failures"`
+	Invalidated     uint64    `json:"invalidated"`
+	Refreshes       uint64    `json:"refreshes"`
+}
+
+func (e *edge) watchStats(t *testing.T) watchStats {
+	t.Helper()
+	var out struct{ Edges []watchStats }
+	getJSON(t, "http://"+e.Admin+"/s360/stats", &out)
+	if len(out.Edges) != 1 {
+		t.Fatalf("%d edges in the stats", len(out.Edges))
+	}
+	return out.Edges[0]
+}
+
+// waitSetupPolls waits for n more successful setup polls.
+func (e *edge) waitSetupPolls(t *testing.T, n int) {
+	t.Helper()
+	start := e.watchStats(t)
+	waitFor(t, fmt.Sprintf("%d setup polls", n), time.Duration(n)*time.Second+10*time.Second, func() bool {
+		st := e.watchStats(t)
+		return st.SetupPolls >= start.SetupPolls+uint64(n) && st.LastSetupPoll.After(start.LastSetupPoll)
+	})
+}
+
+func no509(t *testing.T, s *sim) {
+	t.Helper()
+	if c := s.Counters(t); c.Statuses["509"] != 0 || c.RateLimited != 0 {
+		t.Errorf("the simulator rate-limited the sidecar: %+v", c.Statuses)
+	}
+}
+
+const getCatalog = api + "catalogService/v1_33/getCatalogDetailed"
+
+func TestSetupChangeRefreshesCatalog(t *testing.T) {
+	s := startWatchSim(t)
+	e := startEdge(t, watchConfig(s))
+	fx := s.Fixtures(t)
+	// The first poll, on an empty store, records the setup.
+	waitFor(t, "the first setup poll", 10*time.Second, func() bool { return !e.watchStats(t).LastSetupPoll.IsZero() })
+
+	bodies := []string{`{}`, `{"scope":"EXTENDED"}`}
+	for _, b := range bodies {
+		if _, hdr, _ := post(t, e.URL+getCatalog, b); hdr.Get("Cache-Status") != "s360edge; fwd=miss; stored" {
+			t.Fatalf("catalog %s: %q", b, hdr.Get("Cache-Status"))
+		}
+	}
+	calls := func() int { return s.Counters(t).Calls["catalogService/getCatalogDetailed"] }
+	if n := calls(); n != 2 {
+		t.Fatalf("%d getCatalogDetailed calls, want 2", n)
+	}
+
+	// No setup change: no catalog call over several polls.
+	e.waitSetupPolls(t, 3)
+	if n, st := calls(), e.watchStats(t); n != 2 || st.Generations != 0 {
+		t.Fatalf("without a setup change: %d getCatalogDetailed calls, %d generation changes", n, st.Generations)
+	}
+
+	s.Control(t, "/_sim/setup", `{}`)
+	renamed := fx.Products[0].Name + " v2"
+	// One refresh per distinct catalog key, without a buyer asking.
+	waitFor(t, "the catalog refresh", 10*time.Second, func() bool { return calls() >= 4 })
+	for _, b := range bodies {
+		status, hdr, body := post(t, e.URL+getCatalog, b)
+		if cs := hdr.Get("Cache-Status"); status != 200 || !strings.HasPrefix(cs, "s360edge; hit;") || strings.Contains(cs, "detail=") || !strings.Contains(string(body), renamed) {
+			t.Fatalf("catalog %s after the setup change: %d %q, new name present: %v", b, status, cs, strings.Contains(string(body), renamed))
+		}
+	}
+	e.waitSetupPolls(t, 2)
+	if n, st := calls(), e.watchStats(t); n != 4 || st.Generations != 1 || st.Generation != 1 {
+		t.Fatalf("after a setup change: %d getCatalogDetailed calls (want 4), stats %+v", n, st)
+	}
+	no509(t, s)
+}
+
+func TestStockChangeInvalidatesOnlyThatProduct(t *testing.T) {
+	s := startWatchSim(t)
+	simUp := time.Now() // the simulator stamps every product with its start time
+	e := startEdge(t, watchConfig(s))
+	fx := s.Fixtures(t)
+	waitFor(t, "the first setup poll", 10*time.Second, func() bool { return !e.watchStats(t).LastSetupPoll.IsZero() })
+	post(t, e.URL+getCatalog, `{}`)
+	// Polls overlap by a second (edge.updatesOverlap): wait until the next
+	// poll's reference date is past the simulator's start, or every
+	// product would be reported as changed once.
+	waitFor(t, "an updates poll past the simulator's start", 15*time.Second, func() bool {
+		return e.watchStats(t).LastUpdatesPoll.After(simUp.Add(1500 * time.Millisecond))
+	})
+
+	a := fx.Products[0]
+	b := fx.Products[0]
+	for _, p := range fx.Products[1:] {
+		// A performance has its product's state; only sellable products
+		// are in the catalog, and so in the updates poll.
+		if len(p.Performances) > 0 && p.Performances[0].State == "RUNNING" {
+			b = p
+			break
+		}
+	}
+	if b.ID == a.ID {
+		t.Fatal("no second RUNNING product in the fixtures")
+	}
+	url := e.URL + api + "availabilityService/v1_33/getEventAvailability"
+	bodyA := fmt.Sprintf(`{"pointOfSalesId":%d,"performanceIds":[%d],"seatCategoryIds":[-1]}`, fx.PosID, a.Performances[0].ID)
+	bodyB := fmt.Sprintf(`{"pointOfSalesId":%d,"performanceIds":[%d],"seatCategoryIds":[-1]}`, fx.PosID, b.Performances[0].ID)
+	for _, body := range []string{bodyA, bodyB} {
+		if _, hdr, _ := post(t, url, body); hdr.Get("Cache-Status") != "s360edge; fwd=miss; stored" {
+			t.Fatalf("availability %s: %q", body, hdr.Get("Cache-Status"))
+		}
+	}
+	// Let an updates poll run with both cached and nothing changed.
+	cached := time.Now()
+	waitFor(t, "an updates poll", 15*time.Second, func() bool { return e.watchStats(t).LastUpdatesPoll.After(cached) })
+	for _, body := range []string{bodyA, bodyB} {
+		if _, hdr, _ := post(t, url, body); !strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; hit;") {
+			t.Fatalf("availability %s after an updates poll with no change: %q", body, hdr.Get("Cache-Status"))
+		}
+	}
+	calls := func() int { return s.Counters(t).Calls["availabilityService/getEventAvailability"] }
+	if n := calls(); n != 2 {
+		t.Fatalf("%d getEventAvailability calls, want 2", n)
+	}
+
+	s.Control(t, "/_sim/stock", fmt.Sprintf(`{"performanceId":%d,"seatCategoryId":%d,"quantity":3}`, a.Performances[0].ID, a.Performances[0].SeatCategoryIDs[0]))
+	waitFor(t, "A's availability to be refetched", 15*time.Second, func() bool {
+		_, hdr, body := post(t, url, bodyA)
+		return strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; fwd=miss") && strings.Contains(string(body), `"availableQuantity":3,`)
+	})
+	if _, hdr, _ := post(t, url, bodyB); !strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; hit;") {
+		t.Fatalf("B's availability after A's stock changed: %q", hdr.Get("Cache-Status"))
+	}
+	if n := calls(); n != 3 {
+		t.Fatalf("%d getEventAvailability calls, want 3 (A refetched once, B never)", n)
+	}
+	if st := e.watchStats(t); st.Invalidated == 0 || st.PollFailures != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	no509(t, s)
+}
+
+func TestSetupChangeWhileDownIsDetectedAtStart(t *testing.T) {
+	s := startWatchSim(t)
+	e := startEdge(t, watchConfig(s))
+	fx := s.Fixtures(t)
+	waitFor(t, "the first setup poll", 10*time.Second, func() bool { return !e.watchStats(t).LastSetupPoll.IsZero() })
+	_, _, first := post(t, e.URL+getCatalog, `{}`)
+	calls := func() int { return s.Counters(t).Calls["catalogService/getCatalogDetailed"] }
+
+	// Restart without a change: the catalog stays valid.
+	e.Stop(t)
+	e = restartEdge(t, e)
+	waitFor(t, "a setup poll after the restart", 10*time.Second, func() bool { return !e.watchStats(t).LastSetupPoll.IsZero() })
+	status, hdr, body := post(t, e.URL+getCatalog, `{}`)
+	if cs := hdr.Get("Cache-Status"); status != 200 || !strings.HasPrefix(cs, "s360edge; hit;") || strings.Contains(cs, "detail=") || string(body) != string(first) {
+		t.Fatalf("after a restart without a setup change: %d %q", status, cs)
+	}
+	if n, st := calls(), e.watchStats(t); n != 1 || st.Generations != 0 {
+		t.Fatalf("after a restart without a setup change: %d getCatalogDetailed calls, stats %+v", n, st)
+	}
+
+	// Change the setup while the sidecar is down.
+	e.Stop(t)
+	s.Control(t, "/_sim/setup", `{}`)
+	e = restartEdge(t, e)
+	renamed := fx.Products[0].Name + " v2"
+	waitFor(t, "the stale catalog to be refreshed", 10*time.Second, func() bool { return calls() == 2 })
+	status, hdr, body = post(t, e.URL+getCatalog, `{}`)
+	if cs := hdr.Get("Cache-Status"); status != 200 || !strings.HasPrefix(cs, "s360edge; hit;") || strings.Contains(cs, "detail=") || !strings.Contains(string(body), renamed) {
+		t.Fatalf("after a restart with a setup change: %d %q, new name present: %v", status, cs, strings.Contains(string(body), renamed))
+	}
+	if st := e.watchStats(t); st.Generations != 1 || st.Generation != 1 || st.LastSetupPoll.IsZero() {
+		t.Fatalf("stats %+v", st)
+	}
+	no509(t, s)
+}
