@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# make bench: the performance evidence of issue 3 (item 7) and DESIGN.md's
+# targets. Builds the binaries into bench/bin, runs them on free loopback
+# ports, drives them with wrk and small Go clients, stops every process by
+# its PID and rewrites the "bench" section of ../BENCHMARKS.md.
+#
+#   ROUNDS=3 DURATION=10s CONNS=50 THREADS=2 ./run.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+BENCH=$PWD
+ROOT=$(cd .. && pwd)
+BIN=$BENCH/bin
+WORK=$BENCH/work
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-2}
+GO=${GO:-go}
+OUT=$WORK/report.md
+
+rm -rf "$WORK"
+mkdir -p "$BIN" "$WORK"
+
+# ---------------------------------------------------------------- build
+echo "== building"
+(cd "$ROOT" && $GO build -o "$BIN/s360edge" ./cmd/s360edge && $GO build -o "$BIN/s360sim" ./cmd/s360sim)
+$GO build -o "$BIN/benchcaddy" ./cmd/benchcaddy
+$GO build -o "$BIN/misses" ./cmd/misses
+$GO build -o "$BIN/freeport" ./cmd/freeport
+$GO build -o "$BIN/mdsection" ./cmd/mdsection
+CH_BUILD="built"
+if ! (cd cmd/cachehandler && $GO build -o "$BIN/cachehandler" .) >"$WORK/cachehandler-build.log" 2>&1; then
+	CH_BUILD="FAILED: $(tail -5 "$WORK/cachehandler-build.log" | tr '\n' ' ')"
+	rm -f "$BIN/cachehandler"
+fi
+
+# ---------------------------------------------------------------- processes
+PIDS=()
+# start NAME CMD...: runs CMD in the background with its own HOME and data
+# directories under work/, output in work/NAME.log; sets LAST_PID.
+start() {
+	local name=$1
+	shift
+	env HOME="$WORK" XDG_DATA_HOME="$WORK/data" XDG_CONFIG_HOME="$WORK/config" "$@" >"$WORK/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+stop() { # PID: SIGTERM and wait
+	kill -TERM "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+wait_up() { # URL
+	for _ in $(seq 1 300); do
+		curl -s -o /dev/null "$1" && return 0
+		sleep 0.1
+	done
+	echo "timed out waiting for $1" >&2
+	exit 1
+}
+post() { # URL BODY OUTFILE HEADERFILE -> prints "time_total http_code"
+	curl -s -X POST -H 'Content-Type: application/json' --data-binary "$2" -o "$3" -D "$4" \
+		-w '%{time_total} %{http_code}' "$1"
+}
+hdr() { grep -i "^$1:" "$2" | head -1 | cut -d' ' -f2- | tr -d '\r'; }
+sim_total() { curl -s "$1/_sim/counters" | jq .total; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+rss() { grep -E "^$2:" "/proc/$1/status" | awk '{printf "%.1f", $2/1024}'; } # PID VmRSS|VmHWM -> MiB
+
+read -r P_SIM P_ADMIN P_S360 P_STATIC P_CHADMIN P_CH P_SIM2 P_EDGE P_EADMIN P_SIM3 < <("$BIN/freeport" 10 | tr '\n' ' ')
+API=/tnseb/backend-apis
+AVAIL=$API/availabilityService/v1_33/getEventAvailability
+CATALOG=$API/catalogService/v1_33/getCatalogDetailed
+POSCONF=$API/catalogService/v1_33/getPOSConfig
+LOAD_START=$(load)
+
+# ======================================================= 1-2. hit vs baselines
+echo "== 1-2: hit vs static_bytes vs cache-handler"
+SIM=http://127.0.0.1:$P_SIM
+start sim1 "$BIN/s360sim" -addr "127.0.0.1:$P_SIM" -products 280
+SIM1_PID=$LAST_PID
+wait_up "$SIM/_sim/fixtures"
+curl -s "$SIM/_sim/fixtures" >"$WORK/fixtures.json"
+POS=$(jq .posId "$WORK/fixtures.json")
+# ~2 KB: the availability of 26 performances.
+BODY_2k="{\"pointOfSalesId\":$POS,\"performanceIds\":$(jq -c '[.products[:26][].performances[0].id]' "$WORK/fixtures.json")}"
+BODY_1m='{}'
+PATH_2k=$AVAIL
+PATH_1m=$CATALOG
+
+export ADMIN_PORT=$P_ADMIN S360_PORT=$P_S360 STATIC_PORT=$P_STATIC SIM_URL=$SIM WORK CH_ADMIN_PORT=$P_CHADMIN CH_PORT=$P_CH
+: >"$WORK/body-2k.json"
+: >"$WORK/body-1m.json"
+start benchcaddy "$BIN/benchcaddy" run --config Caddyfile.hit --adapter caddyfile
+BC_PID=$LAST_PID
+wait_up "http://127.0.0.1:$P_S360/"
+# The bodies come from the sidecar (a miss that stores them), then the
+# static site is reloaded to serve exactly those bytes.
+for s in 2k 1m; do
+	p=PATH_$s b=BODY_$s
+	post "http://127.0.0.1:$P_S360${!p}" "${!b}" "$WORK/body-$s.json" "$WORK/miss-$s.hdr" >/dev/null
+	grep -qi 'fwd=miss' "$WORK/miss-$s.hdr" || { echo "warm-up of $s was not a miss" >&2; cat "$WORK/miss-$s.hdr" >&2; exit 1; }
+done
+env HOME="$WORK" "$BIN/benchcaddy" reload --config Caddyfile.hit --adapter caddyfile --address "127.0.0.1:$P_ADMIN" >"$WORK/reload.log" 2>&1
+SIZE_2k=$(stat -c %s "$WORK/body-2k.json")
+SIZE_1m=$(stat -c %s "$WORK/body-1m.json")
+
+TARGETS="static s360"
+URL_static=http://127.0.0.1:$P_STATIC
+URL_s360=http://127.0.0.1:$P_S360
+URL_cachehandler=http://127.0.0.1:$P_CH
+if [ -x "$BIN/cachehandler" ]; then
+	start cachehandler "$BIN/cachehandler" run --config Caddyfile.cachehandler --adapter caddyfile
+	CH_PID=$LAST_PID
+	wait_up "$URL_cachehandler/"
+	TARGETS="static s360 cachehandler"
+fi
+
+# Every target must answer the same bytes, and the caches must hit.
+CHECKS=""
+for s in 2k 1m; do
+	p=PATH_$s b=BODY_$s
+	for t in $TARGETS; do
+		u=URL_$t
+		post "${!u}${!p}" "${!b}" "$WORK/check-$t-$s.json" "$WORK/check-$t-$s.hdr" >/dev/null # warms cache-handler
+		post "${!u}${!p}" "${!b}" "$WORK/check-$t-$s.json" "$WORK/check-$t-$s.hdr" >/dev/null
+		cmp -s "$WORK/check-$t-$s.json" "$WORK/body-$s.json" || { echo "$t $s: body differs" >&2; exit 1; }
+		cs=$(hdr Cache-Status "$WORK/check-$t-$s.hdr")
+		case $t in
+		s360) [[ $cs == "s360edge; hit"* ]] || { echo "s360 $s not a hit: $cs" >&2; exit 1; } ;;
+		cachehandler) [[ $cs == *hit* ]] || { echo "cache-handler $s not a hit: $cs" >&2; exit 1; } ;;
+		esac
+		CHECKS+="| $s | $t | $(hdr Content-Type "$WORK/check-$t-$s.hdr") | $(hdr Content-Length "$WORK/check-$t-$s.hdr") | ${cs:--} |"$'\n'
+	done
+done
+SIM_BEFORE=$(sim_total "$SIM")
+
+declare -A RPS P50 P99
+ROWS=""
+for s in 2k 1m; do
+	p=PATH_$s b=BODY_$s
+	for r in $(seq 1 "$ROUNDS"); do
+		order=$TARGETS
+		[ $((r % 2)) -eq 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')
+		for t in $order; do
+			u=URL_$t
+			l=$(load)
+			echo "   $s round $r $t (load $l)"
+			res=$(WRK_BODY=${!b} wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s wrk.lua "${!u}${!p}" | tee "$WORK/wrk-$s-$t-$r.txt" | grep '^RESULT')
+			read -r _ rps p50 p99 mx non2xx sockerr <<<"$res"
+			RPS[$s,$t]+="$rps "
+			P50[$s,$t]+="$p50 "
+			P99[$s,$t]+="$p99 "
+			ROWS+="| $s | $t | $r | $rps | $p50 | $p99 | $mx | $non2xx | $sockerr | $l |"$'\n'
+		done
+	done
+done
+SIM_AFTER=$(sim_total "$SIM")
+
+SUMMARY=""
+declare -A MED
+for s in 2k 1m; do
+	for t in $TARGETS; do
+		# shellcheck disable=SC2086
+		MED[$s,$t]=$(median ${RPS[$s,$t]})
+	done
+done
+for s in 2k 1m; do
+	size=SIZE_$s
+	st=${MED[$s,static]} sh=${MED[$s,s360]}
+	ratio=$(awk -v a="$sh" -v b="$st" 'BEGIN {printf "%.1f", 100*a/b}')
+	met=$(awk -v a="$sh" -v b="$st" 'BEGIN {print (a >= 0.9*b) ? "met" : "**missed**"}')
+	line="| $s (${!size} B) | $st | $(median ${P50[$s,static]}) / $(median ${P99[$s,static]}) | $sh | $(median ${P50[$s,s360]}) / $(median ${P99[$s,s360]}) | **$ratio %** ($met)"
+	if [[ $TARGETS == *cachehandler* ]]; then
+		ch=${MED[$s,cachehandler]}
+		line+=" | $ch | $(median ${P50[$s,cachehandler]}) / $(median ${P99[$s,cachehandler]}) | $(awk -v a="$ch" -v b="$st" 'BEGIN {printf "%.1f %%", 100*a/b}')"
+	else
+		line+=" | n/a | n/a | n/a"
+	fi
+	SUMMARY+="$line |"$'\n'
+done
+
+# Where the time goes: CPU profiles of the hit and of the baseline, 2 KB.
+echo "== profiles"
+PROFILES=""
+for t in s360 static; do
+	u=URL_$t
+	WRK_BODY=$BODY_2k wrk -t"$THREADS" -c"$CONNS" -d12s -s wrk.lua "${!u}$PATH_2k" >/dev/null &
+	WRK_PID=$!
+	sleep 1
+	curl -s -o "$WORK/cpu-$t-2k.pprof" "http://127.0.0.1:$P_ADMIN/debug/pprof/profile?seconds=10"
+	wait "$WRK_PID"
+	PROFILES+="$t, 2 KB, top 25 by flat CPU (\`go tool pprof -top -nodecount=25 bench/bin/benchcaddy cpu-$t-2k.pprof\`):"$'\n\n```\n'
+	PROFILES+="$($GO tool pprof -top -nodecount=25 "$BIN/benchcaddy" "$WORK/cpu-$t-2k.pprof" 2>/dev/null | sed -n '4,31p')"$'\n```\n\n'
+	PROFILES+="$t, 2 KB, cumulative, s360edge and net/http frames:"$'\n\n```\n'
+	PROFILES+="$($GO tool pprof -top -cum -nodecount=400 "$BIN/benchcaddy" "$WORK/cpu-$t-2k.pprof" 2>/dev/null | grep -E 's360edge|caddyhttp\.\(\*Server\)\.ServeHTTP|net/http\.\(\*conn\)\.serve|encoding/json|staticbytes|runtime\.gcBgMarkWorker|syscall\.Syscall' | head -30)"$'\n```\n\n'
+done
+stop "$BC_PID"
+[ -n "${CH_PID:-}" ] && stop "$CH_PID"
+stop "$SIM1_PID"
+
+# ======================================================= 3. 1,000 identical misses
+echo "== 3: 1,000 concurrent identical misses"
+SIM2=http://127.0.0.1:$P_SIM2
+start sim2 "$BIN/s360sim" -addr "127.0.0.1:$P_SIM2" -latency 1s
+SIM2_PID=$LAST_PID
+wait_up "$SIM2/_sim/fixtures"
+POS2=$(curl -s "$SIM2/_sim/fixtures" | jq .posId)
+PERF2=$(curl -s "$SIM2/_sim/fixtures" | jq '.products[0].performances[0].id')
+export EDGE_PORT=$P_EDGE ADMIN_PORT=$P_EADMIN SIM_URL=$SIM2 STORE=store-misses
+start edge-misses "$BIN/s360edge" run --config Caddyfile.edge --adapter caddyfile
+EDGE_PID=$LAST_PID
+wait_up "http://127.0.0.1:$P_EDGE/"
+# One call first so that the token is held and the storm costs one call.
+post "http://127.0.0.1:$P_EDGE$POSCONF" '{}' /dev/null /dev/null >/dev/null
+MISS_BODY="{\"pointOfSalesId\":$POS2,\"performanceIds\":[$PERF2]}"
+MISSES=$("$BIN/misses" -edge "http://127.0.0.1:$P_EDGE" -sim "$SIM2" -n 1000 -body "$MISS_BODY")
+MISSES_LOAD=$(load)
+stop "$EDGE_PID"
+stop "$SIM2_PID"
+
+# ======================================================= 4-5. 10 MB catalog, restart
+echo "== 4-5: 10 MB catalog, restart"
+SIM3=http://127.0.0.1:$P_SIM3
+start sim3 "$BIN/s360sim" -addr "127.0.0.1:$P_SIM3" -products 3000
+SIM3_PID=$LAST_PID
+wait_up "$SIM3/_sim/fixtures"
+export SIM_URL=$SIM3 STORE=store-big
+start edge-big-1 "$BIN/s360edge" run --config Caddyfile.edge --adapter caddyfile
+EDGE_PID=$LAST_PID
+E=http://127.0.0.1:$P_EDGE
+wait_up "$E/"
+read -r T_MISS_CAT C_MISS_CAT < <(post "$E$CATALOG" '{}' "$WORK/cat.json" "$WORK/cat-miss.hdr")
+read -r T_MISS_POS _ < <(post "$E$POSCONF" '{}' /dev/null "$WORK/pos-miss.hdr")
+CAT_SIZE=$(stat -c %s "$WORK/cat.json")
+CS_MISS_CAT=$(hdr Cache-Status "$WORK/cat-miss.hdr")
+stop "$EDGE_PID"
+
+BEFORE_RESTART=$(curl -s "$SIM3/_sim/counters" | jq -c '{total, calls}')
+start edge-big-2 "$BIN/s360edge" run --config Caddyfile.edge --adapter caddyfile
+EDGE_PID=$LAST_PID
+wait_up "$E/"
+read -r T_HIT_CAT C_HIT_CAT < <(post "$E$CATALOG" '{}' "$WORK/cat-hit.json" "$WORK/cat-hit.hdr")
+read -r T_HIT_POS C_HIT_POS < <(post "$E$POSCONF" '{}' /dev/null "$WORK/pos-hit.hdr")
+read -r T_HIT2_CAT _ < <(post "$E$CATALOG" '{}' /dev/null "$WORK/cat-hit2.hdr")
+AFTER_RESTART=$(curl -s "$SIM3/_sim/counters" | jq -c '{total, calls}')
+cmp -s "$WORK/cat.json" "$WORK/cat-hit.json" && SAME_CAT=yes || SAME_CAT=NO
+RSS_IDLE=$(rss "$EDGE_PID" VmRSS)
+HWM_IDLE=$(rss "$EDGE_PID" VmHWM)
+BIG_LOAD=$(load)
+BIG=$(wrk -t"$THREADS" -c100 -d15s --latency -s wrk.lua "$E$CATALOG" | tee "$WORK/wrk-10mb.txt")
+read -r _ BIG_RPS BIG_P50 BIG_P99 BIG_MAX BIG_NON2XX BIG_SOCK <<<"$(grep '^RESULT' <<<"$BIG")"
+RSS_AFTER=$(rss "$EDGE_PID" VmRSS)
+HWM_AFTER=$(rss "$EDGE_PID" VmHWM)
+TOTAL_AFTER_LOAD=$(sim_total "$SIM3")
+stop "$EDGE_PID"
+stop "$SIM3_PID"
+
+# ======================================================= 6. Go benchmarks
+echo "== 6: go test -bench"
+GOBENCH=$(cd "$ROOT" && $GO test -run '^$' -bench . -benchmem -count 1 ./s360/ ./edge/ ./cachestore/ 2>&1) || true
+LOAD_END=$(load)
+
+# ======================================================= report
+CAT_MIB=$(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", b/1048576}')
+{
+	echo "## make bench — results"
+	echo
+	echo "Generated by \`make bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), $(uname -sr). $($GO version | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). Commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') ($(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths). Load average (1/5/15 min) at start $LOAD_START, at end $LOAD_END; other builds may share the 2 cores, so compare columns of one run only."
+	echo
+	echo "### 1-2. Cache hit vs static bytes from memory vs cache-handler"
+	echo
+	echo "One binary, \`bench/bin/benchcaddy\` (Caddy v2.11.9 standard modules + s360edge + the bench-only \`http.handlers.static_bytes\`), config \`bench/Caddyfile.hit\`: site \`s360\` in front of \`s360sim -products 280\` (cache warmed, every measured request a hit) and site \`static_bytes\` serving the body saved from the sidecar's answer, on the same paths. Reference: \`bench/bin/cachehandler\` (Caddy v2.11.9 + caddyserver/cache-handler v0.16.0, its own module in bench/cmd/cachehandler, build: $CH_BUILD), config \`bench/Caddyfile.cachehandler\`, \`cache\` + \`reverse_proxy\` to the static site as origin, Souin's default in-memory storage, \`allowed_http_verbs GET POST\`."
+	echo
+	echo "Each round, per body: \`WRK_BODY='<body>' wrk -t$THREADS -c$CONNS -d$DURATION --latency -s bench/wrk.lua http://127.0.0.1:<port><path>\` against each target in turn (order reversed in even rounds), $ROUNDS rounds. 2k: POST \`$PATH_2k\` with \`{\"pointOfSalesId\":…,\"performanceIds\":[26 ids]}\`; 1m: POST \`$PATH_1m\` with \`{}\`. Simulator API calls during the measured runs: $((SIM_AFTER - SIM_BEFORE)) (all hits)."
+	echo
+	echo "Checked before the runs (second request of each; bodies byte-identical to the saved body):"
+	echo
+	echo "| body | target | Content-Type | Content-Length | Cache-Status |"
+	echo "| --- | --- | --- | --- | --- |"
+	printf '%s' "$CHECKS"
+	echo
+	echo "Medians of the rounds (req/s; latency p50 / p99 in ms; ratio = hit / static):"
+	echo
+	echo "| body | static req/s | static p50/p99 | s360 hit req/s | s360 p50/p99 | s360 / static (target ≥ 90 %) | cache-handler req/s | cache-handler p50/p99 | cache-handler / static |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	printf '%s' "$SUMMARY"
+	echo
+	echo "All rounds:"
+	echo
+	echo "| body | target | round | req/s | p50 ms | p99 ms | max ms | non-2xx | socket errors | load before |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	printf '%s' "$ROWS"
+	echo
+	echo "<details><summary>CPU profiles (Caddy admin /debug/pprof/profile?seconds=10 during a 12 s wrk run, 2 KB)</summary>"
+	echo
+	printf '%s' "$PROFILES"
+	echo "</details>"
+	echo
+	echo "### 3. 1,000 concurrent identical misses, simulator \`-latency 1s\`"
+	echo
+	echo "\`bench/bin/s360edge\` (the product binary, \`bench/Caddyfile.edge\`) in front of \`s360sim -latency 1s\`; one getPOSConfig call first so the token is held; then \`bench/bin/misses -n 1000 -body '$MISS_BODY'\` (1,000 goroutines, own connections, released together). Load after: $MISSES_LOAD."
+	echo
+	echo "| | |"
+	echo "| --- | --- |"
+	echo "$MISSES"
+	echo
+	echo "### 4. 10 MB catalog hit, 100 concurrent readers"
+	echo
+	echo "\`s360sim -products 3000\`; getCatalogDetailed answer $CAT_SIZE B ($CAT_MIB MiB). After the restart below, \`wrk -t$THREADS -c100 -d15s --latency -s bench/wrk.lua http://127.0.0.1:<port>$CATALOG\` (load before: $BIG_LOAD). RSS from /proc/PID/status of the s360edge process."
+	echo
+	echo "| | |"
+	echo "| --- | --- |"
+	echo "| req/s | $BIG_RPS ($(awk -v r="$BIG_RPS" -v b="$CAT_SIZE" 'BEGIN {printf "%.0f MiB/s", r*b/1048576}')) |"
+	echo "| latency p50 / p99 / max | $BIG_P50 / $BIG_P99 / $BIG_MAX ms |"
+	echo "| non-2xx / socket errors | $BIG_NON2XX / $BIG_SOCK |"
+	echo "| VmRSS after the first hits, before the load | $RSS_IDLE MiB |"
+	echo "| **VmHWM (peak RSS) after the load** | **$HWM_AFTER MiB = $(awk -v h="$HWM_AFTER" -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", h*1048576/b}') × the body** (was $HWM_IDLE MiB before the load) |"
+	echo "| VmRSS after the load | $RSS_AFTER MiB |"
+	echo "| 100 private copies of the body would be | $(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.0f MiB", 100*b/1048576}') |"
+	echo "| simulator calls during the load | $((TOTAL_AFTER_LOAD - $(jq .total <<<"$AFTER_RESTART"))) |"
+	echo
+	echo "### 5. Restart: first hit from disk"
+	echo
+	echo "Same store: the first process fetched the catalog (miss, $T_MISS_CAT s, HTTP $C_MISS_CAT, \`$CS_MISS_CAT\`) and getPOSConfig (miss, $T_MISS_POS s), was stopped with SIGTERM, and a new process was started on the same storage."
+	echo
+	echo "| | |"
+	echo "| --- | --- |"
+	echo "| simulator counters before the restart | \`$BEFORE_RESTART\` |"
+	echo "| first request after the restart: getCatalogDetailed ($CAT_MIB MiB) | HTTP $C_HIT_CAT in **$T_HIT_CAT s**, \`$(hdr Cache-Status "$WORK/cat-hit.hdr")\`, body identical: $SAME_CAT |"
+	echo "| then getPOSConfig | HTTP $C_HIT_POS in **$T_HIT_POS s**, \`$(hdr Cache-Status "$WORK/pos-hit.hdr")\` |"
+	echo "| second getCatalogDetailed (memory layer) | $T_HIT2_CAT s |"
+	echo "| simulator counters after | \`$AFTER_RESTART\` |"
+	echo
+	echo "(curl \`time_total\` on loopback, body written to a file.)"
+	echo
+	echo "### 6. Go benchmarks"
+	echo
+	echo "\`go test -run '^\$' -bench . -benchmem -count 1 ./s360/ ./edge/ ./cachestore/\`"
+	echo
+	echo '```'
+	echo "$GOBENCH"
+	echo '```'
+} >"$OUT"
+
+"$BIN/mdsection" "$ROOT/BENCHMARKS.md" bench <"$OUT"
+echo "== wrote the bench section of $ROOT/BENCHMARKS.md"
