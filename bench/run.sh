@@ -72,7 +72,8 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rss() { grep -E "^$2:" "/proc/$1/status" | awk '{printf "%.1f", $2/1024}'; } # PID VmRSS|VmHWM -> MiB
 
-read -r P_SIM P_ADMIN P_S360 P_STATIC P_CHADMIN P_CH P_SIM2 P_EDGE P_EADMIN P_SIM3 < <("$BIN/freeport" 10 | tr '\n' ' ')
+mapfile -t PORTS < <("$BIN/freeport" 10)
+read -r P_SIM P_ADMIN P_S360 P_STATIC P_CHADMIN P_CH P_SIM2 P_EDGE P_EADMIN P_SIM3 <<<"${PORTS[*]}"
 API=/tnseb/backend-apis
 AVAIL=$API/availabilityService/v1_33/getEventAvailability
 CATALOG=$API/catalogService/v1_33/getCatalogDetailed

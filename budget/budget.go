@@ -142,20 +142,20 @@ func (e *WaitError) Unwrap() []error {
 
 // Stats is a snapshot of a Budget.
 type Stats struct {
-	Limit       int           // Config.Calls
-	Window      time.Duration // Config.Window
-	Reserve     int           // slots Background may not use
-	Calls       int           // calls granted in the window ending now
-	Remaining   int           // Limit - Calls (Background may use Remaining - Reserve); a pause is in PausedUntil
-	Waiting     int           // callers queued in Acquire now
-	Granted     uint64        // slots granted since New (handed-back ones not counted)
-	Waits       uint64        // Acquire calls that had to queue
-	Rejections  uint64        // TryAcquire refusals and Acquire failures
-	Pauses      uint64        // pauses started by Pushback (extensions not counted)
-	Pushbacks   uint64        // Pushback calls (upstream 509/429 answers)
-	PausedUntil time.Time     // end of the pause in force; zero when not paused
-	Probing     bool          // after a pause, one call at a time until a Success
-	FloorKeys   int           // cache keys remembered for floors
+	Limit       int           `json:"limit"`                 // Config.Calls
+	Window      time.Duration `json:"window"`                // Config.Window
+	Reserve     int           `json:"reserve"`               // slots Background may not use
+	Calls       int           `json:"calls"`                 // calls granted in the window ending now
+	Remaining   int           `json:"remaining"`             // Limit - Calls (Background may use Remaining - Reserve); a pause is in PausedUntil
+	Waiting     int           `json:"waiting"`               // callers queued in Acquire now
+	Granted     uint64        `json:"granted"`               // slots granted since New (handed-back ones not counted)
+	Waits       uint64        `json:"waits"`                 // Acquire calls that had to queue
+	Rejections  uint64        `json:"rejections"`            // TryAcquire refusals and Acquire failures
+	Pauses      uint64        `json:"pauses"`                // pauses started by Pushback (extensions not counted)
+	Pushbacks   uint64        `json:"pushbacks"`             // Pushback calls (upstream 509/429 answers)
+	PausedUntil time.Time     `json:"paused_until,omitzero"` // end of the pause in force; zero when not paused
+	Probing     bool          `json:"probing"`               // after a pause, one call at a time until a Success
+	FloorKeys   int           `json:"floor_keys"`            // cache keys remembered for floors
 }
 
 // Budget is the rate limiter of one S-360 institution. It is safe for

@@ -62,17 +62,17 @@ type Options struct {
 // Stats are the store's counters. Entries and Bytes describe what is stored now; the others
 // count since Open.
 type Stats struct {
-	Entries       int64 // stored entries
-	Bytes         int64 // sum of their encoded sizes
-	MaxBytes      int64 // the bound on Bytes
-	MemoryEntries int64 // entries in the memory layer
-	MemoryBytes   int64 // approximate bytes held by the memory layer
-	Corrupt       uint64
-	Evictions     uint64
-	Expired       uint64 // entries removed by the expiry sweep
-	MemoryHits    uint64
-	DiskHits      uint64
-	Misses        uint64 // Get calls answered ErrNotFound (missing, expired or corrupt)
+	Entries       int64  `json:"entries"`        // stored entries
+	Bytes         int64  `json:"bytes"`          // sum of their encoded sizes
+	MaxBytes      int64  `json:"max_bytes"`      // the bound on Bytes
+	MemoryEntries int64  `json:"memory_entries"` // entries in the memory layer
+	MemoryBytes   int64  `json:"memory_bytes"`   // approximate bytes held by the memory layer
+	Corrupt       uint64 `json:"corrupt"`
+	Evictions     uint64 `json:"evictions"`
+	Expired       uint64 `json:"expired"` // entries removed by the expiry sweep
+	MemoryHits    uint64 `json:"memory_hits"`
+	DiskHits      uint64 `json:"disk_hits"`
+	Misses        uint64 `json:"misses"` // Get calls answered ErrNotFound (missing, expired or corrupt)
 }
 
 // Store is the cache. All methods are safe for concurrent use.
