@@ -6,7 +6,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/s360edge/s360edge/budget"
-	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/edge"
 )
 
@@ -21,58 +20,82 @@ var (
 		"Cacheable S-360 requests by class and outcome (hit, miss, coalesced, stale).", []string{"class", "outcome"}, nil)
 	descUpstream = prometheus.NewDesc("caddy_s360_upstream_calls_total",
 		"Calls made to S-360 by class and outcome.", []string{"class", "outcome"}, nil)
-	descStored = prometheus.NewDesc("caddy_s360_stored_total",
-		"Answers stored in the cache.", nil, nil)
-	descPushbacks = prometheus.NewDesc("caddy_s360_upstream_pushbacks_total",
-		"509/429 answers from S-360, each pausing the institution's calls.", nil, nil)
-	descGenerations = prometheus.NewDesc("caddy_s360_generation_changes_total",
-		"Catalog generation changes (getLastSetupUpdate changed).", nil, nil)
-	descEntries = prometheus.NewDesc("caddy_s360_cache_entries",
-		"Entries in the cache store.", nil, nil)
-	descBytes = prometheus.NewDesc("caddy_s360_cache_bytes",
-		"Bytes of entries in the cache store.", nil, nil)
-	descBudgetRemaining = prometheus.NewDesc("caddy_s360_budget_remaining",
-		"Upstream calls left in the current rate window.", nil, nil)
-	descBudgetWaits = prometheus.NewDesc("caddy_s360_budget_waits_total",
-		"Upstream calls that had to wait for a budget slot.", nil, nil)
-	descBudgetRejections = prometheus.NewDesc("caddy_s360_budget_rejections_total",
-		"Upstream calls refused by the budget (no slot in time).", nil, nil)
-	descBudgetPauses = prometheus.NewDesc("caddy_s360_budget_pauses_total",
-		"Pauses of all upstream calls after S-360 answered 509/429.", nil, nil)
 )
 
+// scalar is a metric without labels, summed over the edges.
+type scalar struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(edge.Snapshot, budget.Stats) float64
+}
+
+func counter(name, help string, v func(edge.Snapshot, budget.Stats) float64) scalar {
+	return scalar{prometheus.NewDesc(name, help, nil, nil), prometheus.CounterValue, v}
+}
+
+func gauge(name, help string, v func(edge.Snapshot, budget.Stats) float64) scalar {
+	return scalar{prometheus.NewDesc(name, help, nil, nil), prometheus.GaugeValue, v}
+}
+
+type (
+	snap  = edge.Snapshot
+	bstat = budget.Stats
+)
+
+var scalars = []scalar{
+	counter("caddy_s360_stored_total", "Answers stored in the cache.",
+		func(s snap, _ bstat) float64 { return float64(s.Stored) }),
+	counter("caddy_s360_upstream_pushbacks_total", "509/429 answers from S-360.",
+		func(s snap, _ bstat) float64 { return float64(s.Pushbacks) }),
+	counter("caddy_s360_generation_changes_total", "Catalog generation changes (getLastSetupUpdate changed).",
+		func(s snap, _ bstat) float64 { return float64(s.Generations) }),
+	counter("caddy_s360_setup_polls_total", "getLastSetupUpdate polls.",
+		func(s snap, _ bstat) float64 { return float64(s.SetupPolls) }),
+	counter("caddy_s360_updates_polls_total", "getUpdatedAvailabilities polls.",
+		func(s snap, _ bstat) float64 { return float64(s.UpdatesPolls) }),
+	counter("caddy_s360_poll_failures_total", "Failed watcher polls.",
+		func(s snap, _ bstat) float64 { return float64(s.PollFailures) }),
+	counter("caddy_s360_invalidated_total", "Availability entries purged because their product changed.",
+		func(s snap, _ bstat) float64 { return float64(s.Invalidated) }),
+	counter("caddy_s360_refreshes_total", "Catalog entries refreshed ahead after a setup change.",
+		func(s snap, _ bstat) float64 { return float64(s.Refreshes) }),
+	gauge("caddy_s360_cache_entries", "Entries in the cache store.",
+		func(s snap, _ bstat) float64 { return float64(s.Store.Entries) }),
+	gauge("caddy_s360_cache_bytes", "Bytes of entries in the cache store.",
+		func(s snap, _ bstat) float64 { return float64(s.Store.Bytes) }),
+	gauge("caddy_s360_budget_remaining", "Upstream calls left in the current rate window.",
+		func(_ snap, b bstat) float64 { return float64(b.Remaining) }),
+	counter("caddy_s360_budget_waits_total", "Upstream calls that had to wait for a budget slot.",
+		func(_ snap, b bstat) float64 { return float64(b.Waits) }),
+	counter("caddy_s360_budget_rejections_total", "Upstream calls refused by the budget (no slot in time).",
+		func(_ snap, b bstat) float64 { return float64(b.Rejections) }),
+	counter("caddy_s360_budget_pauses_total", "Pauses of all upstream calls after S-360 answered 509/429.",
+		func(_ snap, b bstat) float64 { return float64(b.Pauses) }),
+}
+
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descUpstream, descStored, descPushbacks, descGenerations, descEntries, descBytes,
-		descBudgetRemaining, descBudgetWaits, descBudgetRejections, descBudgetPauses} {
-		ch <- d
+	ch <- descRequests
+	ch <- descUpstream
+	for _, s := range scalars {
+		ch <- s.desc
 	}
 }
 
 func (collector) Collect(ch chan<- prometheus.Metric) {
 	type lk struct{ class, outcome string }
 	req, up := map[lk]uint64{}, map[lk]uint64{}
-	var stored, pushbacks, gens uint64
-	var entries, bytes int64
-	var budgets budget.Stats
+	sums := make([]float64, len(scalars))
 	eachEdge(func(e *edge.Edge) {
-		b := budgetStats(e)
-		budgets.Remaining += b.Remaining
-		budgets.Waits += b.Waits
-		budgets.Rejections += b.Rejections
-		budgets.Pauses += b.Pauses
-		s := e.Stats()
+		s, b := e.Stats(), budgetStats(e)
 		for _, c := range s.Requests {
 			req[lk{c.Class, c.Outcome}] += c.Value
 		}
 		for _, c := range s.Upstream {
 			up[lk{c.Class, c.Outcome}] += c.Value
 		}
-		stored += s.Stored
-		pushbacks += s.Pushbacks
-		gens += s.Generations
-		st := s.Store.(cachestore.Stats)
-		entries += st.Entries
-		bytes += st.Bytes
+		for i, sc := range scalars {
+			sums[i] += sc.value(s, b)
+		}
 	})
 	for k, v := range req {
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(v), k.class, k.outcome)
@@ -80,15 +103,9 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range up {
 		ch <- prometheus.MustNewConstMetric(descUpstream, prometheus.CounterValue, float64(v), k.class, k.outcome)
 	}
-	ch <- prometheus.MustNewConstMetric(descStored, prometheus.CounterValue, float64(stored))
-	ch <- prometheus.MustNewConstMetric(descPushbacks, prometheus.CounterValue, float64(pushbacks))
-	ch <- prometheus.MustNewConstMetric(descGenerations, prometheus.CounterValue, float64(gens))
-	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(entries))
-	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(bytes))
-	ch <- prometheus.MustNewConstMetric(descBudgetRemaining, prometheus.GaugeValue, float64(budgets.Remaining))
-	ch <- prometheus.MustNewConstMetric(descBudgetWaits, prometheus.CounterValue, float64(budgets.Waits))
-	ch <- prometheus.MustNewConstMetric(descBudgetRejections, prometheus.CounterValue, float64(budgets.Rejections))
-	ch <- prometheus.MustNewConstMetric(descBudgetPauses, prometheus.CounterValue, float64(budgets.Pauses))
+	for i, sc := range scalars {
+		ch <- prometheus.MustNewConstMetric(sc.desc, sc.kind, sums[i])
+	}
 }
 
 // registerMetrics adds the collector to a config's registry once.

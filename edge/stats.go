@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
@@ -99,14 +100,14 @@ type Counter struct {
 
 // Snapshot is the edge's statistics, for the admin API and metrics.
 type Snapshot struct {
-	Dir         string    `json:"dir"`
-	Generation  uint64    `json:"generation"`
-	Requests    []Counter `json:"requests"`       // cacheable requests by class and outcome
-	Upstream    []Counter `json:"upstream_calls"` // upstream calls by class and outcome
-	Stored      uint64    `json:"stored"`
-	Pushbacks   uint64    `json:"pushbacks"`
-	Generations uint64    `json:"generation_changes"`
-	Store       any       `json:"store"`
+	Dir         string           `json:"dir"`
+	Generation  uint64           `json:"generation"`
+	Requests    []Counter        `json:"requests"`       // cacheable requests by class and outcome
+	Upstream    []Counter        `json:"upstream_calls"` // upstream calls by class and outcome
+	Stored      uint64           `json:"stored"`
+	Pushbacks   uint64           `json:"pushbacks"`
+	Generations uint64           `json:"generation_changes"`
+	Store       cachestore.Stats `json:"store"`
 
 	// Watchers: last setup change and last successful polls (absent when
 	// none yet), polls made, failed polls, availability entries purged by
