@@ -138,11 +138,11 @@ func validVersion(v string) bool {
 // serveAPI runs the pipeline shared by the auth endpoint and every tnseb call.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	key, ok := parseAPIPath(r.URL.Path)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &StatusWriter{ResponseWriter: w}
 	limited, recorded := false, false
 	defer func() {
 		if !recorded {
-			s.record(key, sw.code, limited)
+			s.record(key, sw.Code, limited)
 		}
 	}()
 	if !ok {
@@ -294,24 +294,25 @@ func acceptsGzip(r *http.Request) bool {
 	return false
 }
 
-// statusWriter remembers the status for the counters.
-type statusWriter struct {
+// StatusWriter remembers the status written, for the counters and the
+// request log; Code stays 0 when the connection closed without an answer.
+type StatusWriter struct {
 	http.ResponseWriter
-	code int
+	Code int
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
+func (w *StatusWriter) WriteHeader(code int) {
+	if w.Code == 0 {
+		w.Code = code
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
+func (w *StatusWriter) Write(b []byte) (int, error) {
+	if w.Code == 0 {
+		w.Code = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

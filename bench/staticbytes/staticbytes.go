@@ -55,15 +55,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, _ *http.Request, _ caddyhttp.
 	return err
 }
 
-// UnmarshalCaddyfile: static_bytes <file>
+// UnmarshalCaddyfile reads
+//
+//	static_bytes {
+//		file <path>
+//	}
+//
+// (a block, because an argument starting with / would be taken for a path
+// matcher).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	h.File = d.Val()
 	if d.NextArg() {
 		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "file":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.File = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unknown subdirective %q", d.Val())
+		}
+	}
+	if h.File == "" {
+		return d.Err("static_bytes needs a file")
 	}
 	return nil
 }

@@ -108,31 +108,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func logRequests(l *log.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &recorder{ResponseWriter: w}
+		rec := &sim.StatusWriter{ResponseWriter: w}
 		defer func() {
-			l.Printf("%s %s %d %s", r.Method, r.URL.Path, rec.status, time.Since(start).Round(time.Microsecond))
+			l.Printf("%s %s %d %s", r.Method, r.URL.Path, rec.Code, time.Since(start).Round(time.Microsecond))
 		}()
 		h.ServeHTTP(rec, r)
 	})
 }
-
-type recorder struct {
-	http.ResponseWriter
-	status int // 0: connection closed without an answer
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
