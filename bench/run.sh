@@ -107,7 +107,7 @@ for s in 2k 1m; do
 	post "http://127.0.0.1:$P_S360${!p}" "${!b}" "$WORK/body-$s.json" "$WORK/miss-$s.hdr" >/dev/null
 	grep -qi 'fwd=miss' "$WORK/miss-$s.hdr" || { echo "warm-up of $s was not a miss" >&2; cat "$WORK/miss-$s.hdr" >&2; exit 1; }
 done
-env HOME="$WORK" "$BIN/benchcaddy" reload --config Caddyfile.hit --adapter caddyfile --address "127.0.0.1:$P_ADMIN" >"$WORK/reload.log" 2>&1
+env HOME="$WORK" "$BIN/benchcaddy" reload --force --config Caddyfile.hit --adapter caddyfile --address "127.0.0.1:$P_ADMIN" >"$WORK/reload.log" 2>&1
 SIZE_2k=$(stat -c %s "$WORK/body-2k.json")
 SIZE_1m=$(stat -c %s "$WORK/body-1m.json")
 
