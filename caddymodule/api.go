@@ -99,7 +99,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, []by
 	case len(body) == 0:
 		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body is empty: S-360 methods take a JSON object, {} when they have no parameter"}
 	}
-	canonical, err := s360.Canonical(body)
+	canonical, err := h.canon.Canonical(body)
 	if err != nil {
 		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body must be a JSON object: " + err.Error()}
 	}

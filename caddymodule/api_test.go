@@ -57,6 +57,7 @@ func newTestHandler(t *testing.T, f *fakeUpstream, timeout time.Duration) *Handl
 		RateLimit:   &RateLimit{Calls: 60, Window: caddy.Duration(time.Minute)},
 		logger:      zap.NewNop(),
 		classifier:  s360.Classifier{},
+		canon:       new(s360.CanonicalMemo),
 		localToken:  newLocalTokens("x", "X_WEB"),
 		client:      upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Timeout: timeout}),
 	}

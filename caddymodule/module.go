@@ -114,6 +114,7 @@ type Handler struct {
 	edgeKey     string
 	localToken  *localTokens
 	rp          *oidcrp.RP
+	canon       *s360.CanonicalMemo
 }
 
 // RateLimit is a number of calls per window.
@@ -204,6 +205,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.Storage = dir
 	h.classifier = s360.Classifier{Extra: h.Allow}
+	h.canon = new(s360.CanonicalMemo)
 	h.localToken = newLocalTokens(h.institution, h.Operator)
 	policy, limits := h.policy(), h.budgetConfig()
 	waits := edge.Waits{Foreground: time.Duration(h.MaxWait)}

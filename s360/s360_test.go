@@ -1,6 +1,8 @@
 package s360
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -111,5 +113,38 @@ func TestSuccess(t *testing.T) {
 	}
 	if Success(509, []byte(`{"statusCode":"success"}`)) {
 		t.Error("509 counted as success")
+	}
+}
+
+func TestCanonicalMemo(t *testing.T) {
+	var m CanonicalMemo
+	for range 2 {
+		got, err := m.Canonical([]byte(`{"b":1,"a":2,"requestId":3}`))
+		if err != nil || string(got) != `{"a":2,"b":1}` {
+			t.Fatalf("memo: %s %v", got, err)
+		}
+	}
+	if _, err := m.Canonical([]byte(`{"a":`)); err == nil {
+		t.Fatal("invalid body accepted")
+	}
+	if _, err := m.Canonical([]byte(`{"a":`)); err == nil {
+		t.Fatal("invalid body accepted from the memo")
+	}
+	// Filling the memo past its bound keeps answers right and memory bounded.
+	for i := range memoMaxEntries + 10 {
+		body := []byte(`{"n":` + strconv.Itoa(i) + `}`)
+		if got, _ := m.Canonical(body); string(got) != string(body) {
+			t.Fatalf("entry %d: %s", i, got)
+		}
+	}
+	if n := len(m.m); n > memoMaxEntries {
+		t.Fatalf("memo holds %d entries", n)
+	}
+	big := []byte(`{"pad":"` + strings.Repeat("x", memoMaxBody) + `"}`)
+	if got, err := m.Canonical(big); err != nil || string(got) != string(big) {
+		t.Fatalf("big body: %v", err)
+	}
+	if _, ok := m.m[string(big)]; ok {
+		t.Fatal("big body memoized")
 	}
 }
