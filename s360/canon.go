@@ -17,6 +17,14 @@ var ErrNotObject = errors.New("body is not a JSON object")
 // so 1 and 1.0 stay distinct, as they may for S-360. Strings are re-encoded,
 // so equal strings written with different escapes are equal.
 func Canonical(body []byte) ([]byte, error) {
+	if out, err := canonicalFast(body); err == nil {
+		return out, nil
+	}
+	return canonicalRef(body)
+}
+
+// canonicalRef is the reference: encoding/json's own decode and encode.
+func canonicalRef(body []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any

@@ -57,3 +57,28 @@ func FuzzCanonical(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCanonicalFast checks that the scanner never disagrees with the
+// encoding/json reference it stands in for.
+func FuzzCanonicalFast(f *testing.F) {
+	for _, s := range []string{`{}`, `{"b":1,"a":[true,false,null,-0.5e+3]}`, `{"a":1,"a":2}`, `{"requestId":1,"x":{"requestId":2}}`,
+		`{"s":"\u00e9\u2028<&>","\u0061":1}`, "{\"k\":\"\xff\"}", `{"n":01}`, `{"a":[1,]}`, ` {"a" : "b" } `, `{"request\u0049d":5}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, err := canonicalFast(b)
+		ref, refErr := canonicalRef(b)
+		if err != nil {
+			if err != errFallback {
+				t.Fatalf("fast path error %v", err)
+			}
+			return
+		}
+		if refErr != nil {
+			t.Fatalf("fast path accepted %q, reference says %v", b, refErr)
+		}
+		if !bytes.Equal(fast, ref) {
+			t.Fatalf("%q: fast %q, reference %q", b, fast, ref)
+		}
+	})
+}

@@ -148,3 +148,16 @@ func TestCanonicalMemo(t *testing.T) {
 		t.Fatal("big body memoized")
 	}
 }
+
+func TestCanonicalFastTakesOrdinaryBodies(t *testing.T) {
+	for _, b := range []string{
+		`{"pointOfSalesId":10228100000100,"performanceIds":[10228231109243,10228231109244],"seatCategoryIds":[-1],"requestId":7}`,
+		`{"scope":"EXTENDED","seasonCode":"S2025","nested":{"b":[1.5e3,true,null],"a":"é"}}`,
+	} {
+		fast, err := canonicalFast([]byte(b))
+		ref, _ := canonicalRef([]byte(b))
+		if err != nil || string(fast) != string(ref) {
+			t.Errorf("%s: fast %s (%v), reference %s", b, fast, err, ref)
+		}
+	}
+}
