@@ -50,6 +50,11 @@ type Config struct {
 	// reserve. It is capped at Calls-1 so Background is never shut out
 	// entirely.
 	Reserve int
+	// OrderReserve is the number of slots of each window only orders may
+	// use, so that a storm of buyers' misses cannot keep a paying buyer's
+	// order out. 0 means Calls/20, at least 1 when Calls >= 3; negative
+	// means none. Background is kept out of it too.
+	OrderReserve int
 	// Floors maps "service/method" or "service/*" to the minimum interval
 	// between upstream calls of one cache key. Each entry replaces the
 	// default of the same pattern (DefaultFloors); the exact name wins over
@@ -87,7 +92,18 @@ func (c Config) withDefaults() Config {
 			c.Reserve = 1
 		}
 	}
-	c.Reserve = min(c.Reserve, c.Calls-1)
+	switch {
+	case c.OrderReserve < 0:
+		c.OrderReserve = 0
+	case c.OrderReserve == 0:
+		c.OrderReserve = c.Calls / 20
+		if c.OrderReserve < 1 && c.Calls >= 3 {
+			c.OrderReserve = 1
+		}
+	}
+	c.OrderReserve = min(c.OrderReserve, c.Calls-1)
+	// Background keeps at least one slot of the window.
+	c.Reserve = max(min(c.Reserve, c.Calls-c.OrderReserve-1), 0)
 	if c.MaxPause <= 0 {
 		c.MaxPause = DefaultMaxPause
 	}
@@ -142,20 +158,21 @@ func (e *WaitError) Unwrap() []error {
 
 // Stats is a snapshot of a Budget.
 type Stats struct {
-	Limit       int           `json:"limit"`                 // Config.Calls
-	Window      time.Duration `json:"window"`                // Config.Window
-	Reserve     int           `json:"reserve"`               // slots Background may not use
-	Calls       int           `json:"calls"`                 // calls granted in the window ending now
-	Remaining   int           `json:"remaining"`             // Limit - Calls (Background may use Remaining - Reserve); a pause is in PausedUntil
-	Waiting     int           `json:"waiting"`               // callers queued in Acquire now
-	Granted     uint64        `json:"granted"`               // slots granted since New (handed-back ones not counted)
-	Waits       uint64        `json:"waits"`                 // Acquire calls that had to queue
-	Rejections  uint64        `json:"rejections"`            // TryAcquire refusals and Acquire failures
-	Pauses      uint64        `json:"pauses"`                // pauses started by Pushback (extensions not counted)
-	Pushbacks   uint64        `json:"pushbacks"`             // Pushback calls (upstream 509/429 answers)
-	PausedUntil time.Time     `json:"paused_until,omitzero"` // end of the pause in force; zero when not paused
-	Probing     bool          `json:"probing"`               // after a pause, one call at a time until a Success
-	FloorKeys   int           `json:"floor_keys"`            // cache keys remembered for floors
+	Limit        int           `json:"limit"`                 // Config.Calls
+	Window       time.Duration `json:"window"`                // Config.Window
+	Reserve      int           `json:"reserve"`               // slots Background may not use
+	OrderReserve int           `json:"order_reserve"`         // slots only orders may use
+	Calls        int           `json:"calls"`                 // calls granted in the window ending now
+	Remaining    int           `json:"remaining"`             // Limit - Calls (Background may use Remaining - Reserve); a pause is in PausedUntil
+	Waiting      int           `json:"waiting"`               // callers queued in Acquire now
+	Granted      uint64        `json:"granted"`               // slots granted since New (handed-back ones not counted)
+	Waits        uint64        `json:"waits"`                 // Acquire calls that had to queue
+	Rejections   uint64        `json:"rejections"`            // TryAcquire refusals and Acquire failures
+	Pauses       uint64        `json:"pauses"`                // pauses started by Pushback (extensions not counted)
+	Pushbacks    uint64        `json:"pushbacks"`             // Pushback calls (upstream 509/429 answers)
+	PausedUntil  time.Time     `json:"paused_until,omitzero"` // end of the pause in force; zero when not paused
+	Probing      bool          `json:"probing"`               // after a pause, one call at a time until a Success
+	FloorKeys    int           `json:"floor_keys"`            // cache keys remembered for floors
 }
 
 // Budget is the rate limiter of one S-360 institution. It is safe for
@@ -388,19 +405,20 @@ func (b *Budget) Stats() Stats {
 	b.pruneLocked(now)
 	used := b.usedLocked(now)
 	s := Stats{
-		Limit:      b.cfg.Calls,
-		Window:     b.cfg.Window,
-		Reserve:    b.cfg.Reserve,
-		Calls:      used,
-		Remaining:  max(b.cfg.Calls-used, 0),
-		Waiting:    b.waiting,
-		Granted:    b.granted,
-		Waits:      b.waits,
-		Rejections: b.rejections,
-		Pauses:     b.pauses,
-		Pushbacks:  b.pushbacks,
-		Probing:    b.probing,
-		FloorKeys:  keys,
+		Limit:        b.cfg.Calls,
+		Window:       b.cfg.Window,
+		Reserve:      b.cfg.Reserve,
+		OrderReserve: b.cfg.OrderReserve,
+		Calls:        used,
+		Remaining:    max(b.cfg.Calls-used, 0),
+		Waiting:      b.waiting,
+		Granted:      b.granted,
+		Waits:        b.waits,
+		Rejections:   b.rejections,
+		Pauses:       b.pauses,
+		Pushbacks:    b.pushbacks,
+		Probing:      b.probing,
+		FloorKeys:    keys,
 	}
 	if now.Before(b.pausedUntil) {
 		s.PausedUntil = b.pausedUntil
@@ -416,11 +434,17 @@ func (p Priority) valid() Priority {
 	return p
 }
 
+// allowance is how many calls of a window priority p may take: orders
+// all of them, buyers' misses all but the order reserve, background work
+// all but both reserves.
 func (b *Budget) allowance(p Priority) int {
-	if p == Background {
-		return b.cfg.Calls - b.cfg.Reserve
+	switch p {
+	case Order:
+		return b.cfg.Calls
+	case Foreground:
+		return b.cfg.Calls - b.cfg.OrderReserve
 	}
-	return b.cfg.Calls
+	return b.cfg.Calls - b.cfg.OrderReserve - b.cfg.Reserve
 }
 
 // pruneLocked drops the grants older than any window can see. It moves

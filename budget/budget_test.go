@@ -9,20 +9,22 @@ import (
 
 func TestDefaults(t *testing.T) {
 	for _, tc := range []struct {
-		in          Config
-		calls, resv int
+		in                 Config
+		calls, resv, order int
 	}{
-		{Config{}, DefaultCalls, DefaultCalls / 10},
-		{Config{Calls: 1}, 1, 0},
-		{Config{Calls: 2}, 2, 1},
-		{Config{Calls: 15}, 15, 1},
-		{Config{Calls: 60}, 60, 6},
-		{Config{Calls: 10, Reserve: -1}, 10, 0},
-		{Config{Calls: 10, Reserve: 50}, 10, 9},
+		{Config{}, DefaultCalls, DefaultCalls / 10, DefaultCalls / 20},
+		{Config{Calls: 1}, 1, 0, 0},
+		{Config{Calls: 2}, 2, 1, 0},
+		{Config{Calls: 3}, 3, 1, 1},
+		{Config{Calls: 15}, 15, 1, 1},
+		{Config{Calls: 60}, 60, 6, 3},
+		{Config{Calls: 10, Reserve: -1, OrderReserve: -1}, 10, 0, 0},
+		{Config{Calls: 10, Reserve: 50}, 10, 8, 1},
+		{Config{Calls: 10, OrderReserve: 50}, 10, 0, 9},
 	} {
 		c := tc.in.withDefaults()
-		if c.Calls != tc.calls || c.Reserve != tc.resv {
-			t.Errorf("%+v: calls %d reserve %d, want %d %d", tc.in, c.Calls, c.Reserve, tc.calls, tc.resv)
+		if c.Calls != tc.calls || c.Reserve != tc.resv || c.OrderReserve != tc.order {
+			t.Errorf("%+v: calls %d reserve %d order reserve %d, want %d %d %d", tc.in, c.Calls, c.Reserve, c.OrderReserve, tc.calls, tc.resv, tc.order)
 		}
 	}
 	c := Config{}.withDefaults()
@@ -49,6 +51,33 @@ func TestSlidingWindowAllowsNoBurstAtTheBoundary(t *testing.T) {
 	mustRefuse(t, b, Foreground, 10*time.Second)
 	if s := b.Stats(); s.Calls != 3 || s.Remaining != 0 || s.Granted != 4 || s.Rejections != 3 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestOnlyOrdersTakeTheOrderReserve(t *testing.T) {
+	b, clk := newTest(Config{Calls: 10, Window: time.Minute, Reserve: 2, OrderReserve: 2})
+	for range 6 {
+		mustTry(t, b, Background)
+	}
+	mustRefuse(t, b, Background, time.Minute)
+	mustTry(t, b, Foreground)
+	mustTry(t, b, Foreground)
+	mustRefuse(t, b, Foreground, time.Minute)
+	// A storm of buyers' misses queued for the window leaves the order
+	// slots alone.
+	fg := acquireAsync(t, context.Background(), b, Foreground)
+	mustTry(t, b, Order)
+	mustTry(t, b, Order)
+	mustRefuse(t, b, Order, time.Minute)
+	if !pending(fg) {
+		t.Fatal("a buyer's miss took an order slot")
+	}
+	if s := b.Stats(); s.OrderReserve != 2 || s.Calls != 10 {
+		t.Fatalf("stats %+v", s)
+	}
+	clk.Advance(time.Minute)
+	if err := recv(t, fg); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -277,7 +306,7 @@ func TestUpdateKeepsHistoryAndPause(t *testing.T) {
 		mustTry(t, b, Foreground)
 		clk.Advance(time.Second)
 	} // grants at t0 .. t0+7s, now t0+8s
-	b.Update(Config{Calls: 5, Window: time.Minute})
+	b.Update(Config{Calls: 5, Window: time.Minute, OrderReserve: -1})
 	// 8 calls in the window, 5 allowed: 4 must age out, the 4th at t0+3s.
 	mustRefuse(t, b, Foreground, 55*time.Second)
 	if s := b.Stats(); s.Limit != 5 || s.Calls != 8 || s.Remaining != 0 || s.Reserve != 1 {

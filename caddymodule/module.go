@@ -242,6 +242,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Partner:  h.Partner,
 		Timeout:  time.Duration(h.Timeout),
 		Wait:     h.edge.Wait,
+		MaxWait:  h.edge.MaxWait,
 		Observe:  h.edge.Observe,
 	})
 	h.edge.Attach(h.client)

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/s360edge/s360edge/upstream"
 )
 
 type priorityKey struct{}
@@ -38,21 +40,35 @@ func (e *Edge) Wait(ctx context.Context, path string) error {
 		return nil
 	}
 	p := PriorityOf(ctx)
-	var limit time.Duration
-	e.mu.Lock()
-	switch p {
-	case PriorityForeground:
-		limit = e.opts.Waits.Foreground
-	case PriorityOrder:
-		limit = e.opts.Waits.Order
+	if path == upstream.AuthPath {
+		// Every call needs the token: renewing it goes first.
+		p = PriorityOrder
 	}
-	e.mu.Unlock()
-	if limit > 0 {
+	if limit := e.waitLimit(p); limit > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
 	return e.opts.Gate.Acquire(ctx, p)
+}
+
+// MaxWait is the upstream client's MaxWait hook: a caller waits for a
+// token being renewed no longer than for a budget slot.
+func (e *Edge) MaxWait(ctx context.Context) time.Duration {
+	return e.waitLimit(PriorityOf(ctx))
+}
+
+// waitLimit is how long a call of priority p may wait; 0 is unbounded.
+func (e *Edge) waitLimit(p Priority) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch p {
+	case PriorityForeground:
+		return e.opts.Waits.Foreground
+	case PriorityOrder:
+		return e.opts.Waits.Order
+	}
+	return 0
 }
 
 // Observe is the upstream client's Observe hook: S-360's 509/429 pauses

@@ -47,6 +47,10 @@ type Config struct {
 	// Wait, when set, is called before every upstream call (token calls
 	// included) and may block or refuse: it is the rate budget's hook.
 	Wait func(ctx context.Context, path string) error
+	// MaxWait, when set, bounds how long a caller waits for a token
+	// fetch that another call started (0: until the caller's context
+	// ends), so that a buyer's max_wait holds while the token is renewed.
+	MaxWait func(ctx context.Context) time.Duration
 	// Observe, when set, sees the status and headers of every upstream
 	// answer: the budget's pushback hook (509/429).
 	Observe func(status int, header http.Header)
@@ -157,12 +161,22 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 		defer cancel()
 		return c.fetchToken(ctx)
 	})
+	var timeout <-chan time.Time
+	if c.cfg.MaxWait != nil {
+		if d := c.cfg.MaxWait(ctx); d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			timeout = t.C
+		}
+	}
 	select {
 	case r := <-ch:
 		if r.Err != nil {
 			return "", r.Err
 		}
 		return r.Val.(string), nil
+	case <-timeout:
+		return "", &Error{Kind: Refused, Err: errors.New("waiting for the S-360 token: not renewed in time")}
 	case <-ctx.Done():
 		return "", &Error{Kind: Canceled, Err: fmt.Errorf("waiting for the S-360 token: %w", ctx.Err())}
 	}

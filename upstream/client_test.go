@@ -272,3 +272,20 @@ func TestExpiry(t *testing.T) {
 		t.Errorf("millisecond exp read as %v %v", exp, ok)
 	}
 }
+
+func TestTokenWaitIsBoundedByMaxWait(t *testing.T) {
+	gate := make(chan struct{})
+	defer close(gate)
+	c, f, _ := setup(t, func(cfg *Config, f *fakeS360) {
+		f.authGate = gate
+		cfg.MaxWait = func(context.Context) time.Duration { return 50 * time.Millisecond }
+	})
+	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	var ue *Error
+	if !errors.As(err, &ue) || ue.Kind != Refused {
+		t.Fatalf("want Refused while the token is stuck, got %v", err)
+	}
+	if f.calls.Load() != 0 {
+		t.Fatal("call made without a token")
+	}
+}

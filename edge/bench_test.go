@@ -1,0 +1,82 @@
+package edge
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+// benchServeEnv opens an edge on a tiny upstream that answers a success
+// envelope of about size bytes, and warms one key.
+func benchServeEnv(b *testing.B, size int) (*Edge, *upstream.Client, []byte) {
+	b.Helper()
+	answer := `{"statusCode":"success","data":"` + strings.Repeat("x", max(size-33, 0)) + `"}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == upstream.AuthPath {
+			w.Write([]byte(`{"token":"t"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(answer))
+	}))
+	b.Cleanup(srv.Close)
+	e, err := Open(Options{Dir: b.TempDir(), Institution: "mosa"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Close() })
+	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Wait: e.Wait, Observe: e.Observe})
+	e.Attach(c)
+	canonical, err := s360.Canonical([]byte(`{"performanceIds":[10228231500032],"pointOfSalesId":10228100000100}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if r := e.Serve(context.Background(), c, avail, canonical); r.Entry == nil || len(r.Entry.Body) != len(answer) {
+		b.Fatalf("warming the key: %+v", r)
+	}
+	if r := e.Serve(context.Background(), c, avail, canonical); !r.Hit {
+		b.Fatalf("second call not a hit: %q", r.CacheStatus)
+	}
+	return e, c, canonical
+}
+
+// BenchmarkServeHit is Serve on a warm key: the edge's share of a cache
+// hit (key, memory-layer lookup, freshness, Cache-Status), without HTTP.
+func BenchmarkServeHit(b *testing.B) {
+	for _, bs := range []struct {
+		name string
+		size int
+	}{{"2KB", 2 << 10}, {"1MB", 1 << 20}} {
+		b.Run(bs.name, func(b *testing.B) {
+			e, c, canonical := benchServeEnv(b, bs.size)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if r := e.Serve(ctx, c, avail, canonical); !r.Hit {
+					b.Fatalf("not a hit: %q", r.CacheStatus)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkServeHitParallel is the same under contention (GOMAXPROCS
+// goroutines on one key).
+func BenchmarkServeHitParallel(b *testing.B) {
+	e, c, canonical := benchServeEnv(b, 2<<10)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if r := e.Serve(ctx, c, avail, canonical); !r.Hit {
+				b.Errorf("not a hit: %q", r.CacheStatus)
+				return
+			}
+		}
+	})
+}
