@@ -348,6 +348,13 @@ func (h *Handler) warnBelowGuidance() {
 			h.logger.Warn("interval below S-360's guidance of one minute", zap.String("subdirective", name), zap.Duration("value", time.Duration(*d)))
 		}
 	}
+	floors := budget.New(budget.Config{})
+	for pat, d := range h.MinInterval {
+		name := strings.Replace(pat, "/*", "/any", 1)
+		if def := floors.Floor(name); time.Duration(d) < def {
+			h.logger.Warn("min_interval below S-360's guidance", zap.String("method", pat), zap.Duration("value", time.Duration(d)), zap.Duration("guidance", def))
+		}
+	}
 	if per := time.Duration(h.RateLimit.Window) / time.Duration(max(h.RateLimit.Calls, 1)); per < time.Minute/180 {
 		h.logger.Warn("rate_limit above S-360's documented 180 calls per minute", zap.Int("calls", h.RateLimit.Calls), zap.Duration("window", time.Duration(h.RateLimit.Window)))
 	}
