@@ -1,6 +1,11 @@
 package s360
 
-import "sync"
+import (
+	"bytes"
+	"sync"
+)
+
+var requestIDField = []byte(`"requestId"`)
 
 // CanonicalMemo remembers the canonical form of request bodies seen
 // recently. A website's scripts send the same bytes again and again, and
@@ -21,7 +26,9 @@ const (
 // Canonical is s360.Canonical, memoized. The returned slice is shared:
 // callers must not modify it.
 func (c *CanonicalMemo) Canonical(body []byte) ([]byte, error) {
-	if len(body) > memoMaxBody {
+	// A body with a requestId is, by S-360's design, different on every
+	// call: remembering it would only churn the memo.
+	if len(body) > memoMaxBody || bytes.Contains(body, requestIDField) {
 		return Canonical(body)
 	}
 	c.mu.RLock()

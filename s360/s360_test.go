@@ -140,6 +140,12 @@ func TestCanonicalMemo(t *testing.T) {
 	if n := len(m.m); n > memoMaxEntries {
 		t.Fatalf("memo holds %d entries", n)
 	}
+	if got, err := m.Canonical([]byte(`{"requestId":9,"z":1}`)); err != nil || string(got) != `{"z":1}` {
+		t.Fatalf("body with requestId: %s %v", got, err)
+	}
+	if _, ok := m.m[`{"requestId":9,"z":1}`]; ok {
+		t.Fatal("a body with a requestId was memoized")
+	}
 	big := []byte(`{"pad":"` + strings.Repeat("x", memoMaxBody) + `"}`)
 	if got, err := m.Canonical(big); err != nil || string(got) != string(big) {
 		t.Fatalf("big body: %v", err)
