@@ -57,3 +57,19 @@ fuzz:
 
 clean:
 	rm -rf $(BIN) tmp
+
+# Performance evidence, in bench/ (its own Go module, so the product's go.mod
+# stays clean). `make bench` runs bench/run.sh (hit vs baselines, coalescing,
+# 10 MB catalog, restart, Go benchmarks; about 7 minutes); `make storm` the
+# issue-5 storm at full size (about 4 minutes). Each rewrites its own section
+# of BENCHMARKS.md.
+bench:
+	cd bench && GO=$(GO) ./run.sh
+
+storm:
+	cd bench && $(GO) build -o bin/storm ./cmd/storm
+	$(GO) build -o bench/bin/s360edge ./cmd/s360edge
+	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
+	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm -md BENCHMARKS.md
+
+.PHONY: storm

@@ -64,16 +64,16 @@ wait_up() { # URL
 }
 post() { # URL BODY OUTFILE HEADERFILE -> prints "time_total http_code"
 	curl -s -X POST -H 'Content-Type: application/json' --data-binary "$2" -o "$3" -D "$4" \
-		-w '%{time_total} %{http_code}' "$1"
+		-w '%{time_total} %{http_code}\n' "$1"
 }
-hdr() { grep -i "^$1:" "$2" | head -1 | cut -d' ' -f2- | tr -d '\r'; }
+hdr() { { grep -i "^$1:" "$2" || true; } | head -1 | cut -d' ' -f2- | tr -d '\r'; }
 sim_total() { curl -s "$1/_sim/counters" | jq .total; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rss() { grep -E "^$2:" "/proc/$1/status" | awk '{printf "%.1f", $2/1024}'; } # PID VmRSS|VmHWM -> MiB
 
-mapfile -t PORTS < <("$BIN/freeport" 10)
-read -r P_SIM P_ADMIN P_S360 P_STATIC P_CHADMIN P_CH P_SIM2 P_EDGE P_EADMIN P_SIM3 <<<"${PORTS[*]}"
+mapfile -t PORTS < <("$BIN/freeport" 12)
+read -r P_SIM P_ADMIN P_S360 P_STATIC P_CHADMIN P_CH P_SIM2 P_EDGE P_EADMIN P_SIM3 P_STATIC2 P_SADMIN2 <<<"${PORTS[*]}"
 API=/tnseb/backend-apis
 AVAIL=$API/availabilityService/v1_33/getEventAvailability
 CATALOG=$API/catalogService/v1_33/getCatalogDetailed
@@ -139,20 +139,30 @@ for s in 2k 1m; do
 		CHECKS+="| $s | $t | $(hdr Content-Type "$WORK/check-$t-$s.hdr") | $(hdr Content-Length "$WORK/check-$t-$s.hdr") | ${cs:--} |"$'\n'
 	done
 done
+RID_BODY="{\"requestId\":\"check-1\",${BODY_2k:1}"
+post "$URL_s360$PATH_2k" "$RID_BODY" "$WORK/check-s360-2kr.json" "$WORK/check-s360-2kr.hdr" >/dev/null
+cmp -s "$WORK/check-s360-2kr.json" "$WORK/body-2k.json" || { echo "s360 2kr: body differs" >&2; exit 1; }
+cs=$(hdr Cache-Status "$WORK/check-s360-2kr.hdr")
+[[ $cs == "s360edge; hit"* ]] || { echo "s360 2kr not a hit: $cs" >&2; exit 1; }
+CHECKS+="| 2kr | s360 | $(hdr Content-Type "$WORK/check-s360-2kr.hdr") | $(hdr Content-Length "$WORK/check-s360-2kr.hdr") | $cs |"$'\n'
 SIM_BEFORE=$(sim_total "$SIM")
 
+# 2kr: the 2k request with a unique requestId in every body (WRK_RID=1).
+PATH_2kr=$PATH_2k BODY_2kr=$BODY_2k SIZE_2kr=$SIZE_2k
+TARGETS_2k=$TARGETS TARGETS_1m=$TARGETS TARGETS_2kr="static s360"
+RID_2k=0 RID_2kr=1 RID_1m=0
 declare -A RPS P50 P99
 ROWS=""
-for s in 2k 1m; do
-	p=PATH_$s b=BODY_$s
+for s in 2k 2kr 1m; do
+	p=PATH_$s b=BODY_$s tg=TARGETS_$s rid=RID_$s
 	for r in $(seq 1 "$ROUNDS"); do
-		order=$TARGETS
-		[ $((r % 2)) -eq 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')
+		order=${!tg}
+		[ $((r % 2)) -eq 0 ] && order=$(echo "${!tg}" | tr ' ' '\n' | tac | tr '\n' ' ')
 		for t in $order; do
 			u=URL_$t
 			l=$(load)
 			echo "   $s round $r $t (load $l)"
-			res=$(WRK_BODY=${!b} wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s wrk.lua "${!u}${!p}" | tee "$WORK/wrk-$s-$t-$r.txt" | grep '^RESULT')
+			res=$(WRK_BODY=${!b} WRK_RID=${!rid} wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 10s --latency -s wrk.lua "${!u}${!p}" | tee "$WORK/wrk-$s-$t-$r.txt" | grep '^RESULT')
 			read -r _ rps p50 p99 mx non2xx sockerr <<<"$res"
 			RPS[$s,$t]+="$rps "
 			P50[$s,$t]+="$p50 "
@@ -165,19 +175,20 @@ SIM_AFTER=$(sim_total "$SIM")
 
 SUMMARY=""
 declare -A MED
-for s in 2k 1m; do
-	for t in $TARGETS; do
+for s in 2k 2kr 1m; do
+	tg=TARGETS_$s
+	for t in ${!tg}; do
 		# shellcheck disable=SC2086
 		MED[$s,$t]=$(median ${RPS[$s,$t]})
 	done
 done
-for s in 2k 1m; do
-	size=SIZE_$s
+for s in 2k 2kr 1m; do
+	size=SIZE_$s tg=TARGETS_$s
 	st=${MED[$s,static]} sh=${MED[$s,s360]}
 	ratio=$(awk -v a="$sh" -v b="$st" 'BEGIN {printf "%.1f", 100*a/b}')
 	met=$(awk -v a="$sh" -v b="$st" 'BEGIN {print (a >= 0.9*b) ? "met" : "**missed**"}')
 	line="| $s (${!size} B) | $st | $(median ${P50[$s,static]}) / $(median ${P99[$s,static]}) | $sh | $(median ${P50[$s,s360]}) / $(median ${P99[$s,s360]}) | **$ratio %** ($met)"
-	if [[ $TARGETS == *cachehandler* ]]; then
+	if [[ ${!tg} == *cachehandler* ]]; then
 		ch=${MED[$s,cachehandler]}
 		line+=" | $ch | $(median ${P50[$s,cachehandler]}) / $(median ${P99[$s,cachehandler]}) | $(awk -v a="$ch" -v b="$st" 'BEGIN {printf "%.1f %%", 100*a/b}')"
 	else
@@ -189,17 +200,21 @@ done
 # Where the time goes: CPU profiles of the hit and of the baseline, 2 KB.
 echo "== profiles"
 PROFILES=""
-for t in s360 static; do
+for prof in $TARGETS s360-rid; do
+	t=${prof%-rid} rid=0
+	[ "$prof" = s360-rid ] && rid=1
 	u=URL_$t
-	WRK_BODY=$BODY_2k wrk -t"$THREADS" -c"$CONNS" -d12s -s wrk.lua "${!u}$PATH_2k" >/dev/null &
+	adm=$P_ADMIN exe=$BIN/benchcaddy
+	[ "$t" = cachehandler ] && adm=$P_CHADMIN exe=$BIN/cachehandler
+	WRK_BODY=$BODY_2k WRK_RID=$rid wrk -t"$THREADS" -c"$CONNS" -d12s -s wrk.lua "${!u}$PATH_2k" >/dev/null &
 	WRK_PID=$!
 	sleep 1
-	curl -s -o "$WORK/cpu-$t-2k.pprof" "http://127.0.0.1:$P_ADMIN/debug/pprof/profile?seconds=10"
+	curl -s -o "$WORK/cpu-$prof-2k.pprof" "http://127.0.0.1:$adm/debug/pprof/profile?seconds=10"
 	wait "$WRK_PID"
-	PROFILES+="$t, 2 KB, top 25 by flat CPU (\`go tool pprof -top -nodecount=25 bench/bin/benchcaddy cpu-$t-2k.pprof\`):"$'\n\n```\n'
-	PROFILES+="$($GO tool pprof -top -nodecount=25 "$BIN/benchcaddy" "$WORK/cpu-$t-2k.pprof" 2>/dev/null | sed -n '4,31p')"$'\n```\n\n'
-	PROFILES+="$t, 2 KB, cumulative, s360edge and net/http frames:"$'\n\n```\n'
-	PROFILES+="$($GO tool pprof -top -cum -nodecount=400 "$BIN/benchcaddy" "$WORK/cpu-$t-2k.pprof" 2>/dev/null | grep -E 's360edge|caddyhttp\.\(\*Server\)\.ServeHTTP|net/http\.\(\*conn\)\.serve|encoding/json|staticbytes|runtime\.gcBgMarkWorker|syscall\.Syscall' | head -30)"$'\n```\n\n'
+	PROFILES+="$prof, 2 KB, top 25 by flat CPU (\`go tool pprof -top -nodecount=25 bench/bin/$(basename "$exe") cpu-$prof-2k.pprof\`):"$'\n\n```\n'
+	PROFILES+="$($GO tool pprof -top -nodecount=25 "$exe" "$WORK/cpu-$prof-2k.pprof" 2>/dev/null | sed -n '4,31p')"$'\n```\n\n'
+	PROFILES+="$prof, 2 KB, cumulative, selected frames (\`go tool pprof -top -cum\`, filtered):"$'\n\n```\n'
+	PROFILES+="$($GO tool pprof -top -cum -nodecount=400 "$exe" "$WORK/cpu-$prof-2k.pprof" 2>/dev/null | grep -E 's360edge|souin|cache-handler|storages|caddyhttp\.\(\*Server\)\.ServeHTTP|net/http\.\(\*conn\)\.serve|encoding/json|staticbytes|runtime\.gcBgMarkWorker|syscall\.Syscall' | head -30)"$'\n```\n\n'
 done
 stop "$BC_PID"
 [ -n "${CH_PID:-}" ] && stop "$CH_PID"
@@ -246,19 +261,55 @@ BEFORE_RESTART=$(curl -s "$SIM3/_sim/counters" | jq -c '{total, calls}')
 start edge-big-2 "$BIN/s360edge" run --config Caddyfile.edge --adapter caddyfile
 EDGE_PID=$LAST_PID
 wait_up "$E/"
+RSS_START=$(rss "$EDGE_PID" VmRSS)
 read -r T_HIT_CAT C_HIT_CAT < <(post "$E$CATALOG" '{}' "$WORK/cat-hit.json" "$WORK/cat-hit.hdr")
 read -r T_HIT_POS C_HIT_POS < <(post "$E$POSCONF" '{}' /dev/null "$WORK/pos-hit.hdr")
 read -r T_HIT2_CAT _ < <(post "$E$CATALOG" '{}' /dev/null "$WORK/cat-hit2.hdr")
 AFTER_RESTART=$(curl -s "$SIM3/_sim/counters" | jq -c '{total, calls}')
 cmp -s "$WORK/cat.json" "$WORK/cat-hit.json" && SAME_CAT=yes || SAME_CAT=NO
 RSS_IDLE=$(rss "$EDGE_PID" VmRSS)
-HWM_IDLE=$(rss "$EDGE_PID" VmHWM)
-BIG_LOAD=$(load)
-BIG=$(wrk -t"$THREADS" -c100 -d15s --latency -s wrk.lua "$E$CATALOG" | tee "$WORK/wrk-10mb.txt")
-read -r _ BIG_RPS BIG_P50 BIG_P99 BIG_MAX BIG_NON2XX BIG_SOCK <<<"$(grep '^RESULT' <<<"$BIG")"
+heap() { curl -s "http://127.0.0.1:$1/debug/vars" | jq -r '.memstats | "HeapInuse \(.HeapInuse/1048576*10|floor/10) MiB, HeapSys \(.HeapSys/1048576*10|floor/10) MiB, NumGC \(.NumGC)"'; }
+HEAP_IDLE=$(heap "$P_EADMIN")
+
+# Baseline: benchcaddy serving the same 10 MB from memory (static_bytes).
+start static-10m env ADMIN_PORT="$P_SADMIN2" STATIC_PORT="$P_STATIC2" STATIC_FILE="$WORK/cat.json" \
+	"$BIN/benchcaddy" run --config Caddyfile.static --adapter caddyfile
+STATIC10_PID=$LAST_PID
+S10=http://127.0.0.1:$P_STATIC2
+wait_up "$S10/"
+post "$S10$CATALOG" '{}' "$WORK/cat-static.json" /dev/null >/dev/null
+cmp -s "$WORK/cat.json" "$WORK/cat-static.json" || { echo "static 10 MB body differs" >&2; exit 1; }
+S_RSS_IDLE=$(rss "$STATIC10_PID" VmRSS)
+
+declare -A PID_10=([s360]=$EDGE_PID [static]=$STATIC10_PID) URL_10=([s360]=$E [static]=$S10)
+ROWS_10=""
+for r in $(seq 1 "$ROUNDS"); do
+	order="static s360"
+	[ $((r % 2)) -eq 0 ] && order="s360 static"
+	for t in $order; do
+		l=$(load)
+		echo "   10 MB round $r $t (load $l)"
+		wrk -t"$THREADS" -c100 -d15s --timeout 10s --latency -s wrk.lua "${URL_10[$t]}$CATALOG" >"$WORK/wrk-10mb-$t-$r.txt" &
+		WRK_PID=$!
+		samples=""
+		while kill -0 "$WRK_PID" 2>/dev/null; do
+			sleep 1
+			samples+="$(rss "${PID_10[$t]}" VmRSS) "
+		done
+		wait "$WRK_PID"
+		read -r _ rps p50 p99 mx non2xx sockerr <<<"$(grep '^RESULT' "$WORK/wrk-10mb-$t-$r.txt")"
+		RPS[10m,$t]+="$rps "
+		P50[10m,$t]+="$p50 "
+		P99[10m,$t]+="$p99 "
+		ROWS_10+="| $t | $r | $rps | $p50 | $p99 | $mx | $non2xx | $sockerr | $(rss "${PID_10[$t]}" VmHWM) | $samples | $l |"$'\n'
+	done
+done
+HEAP_AFTER=$(heap "$P_EADMIN")
 RSS_AFTER=$(rss "$EDGE_PID" VmRSS)
 HWM_AFTER=$(rss "$EDGE_PID" VmHWM)
+S_HWM_AFTER=$(rss "$STATIC10_PID" VmHWM)
 TOTAL_AFTER_LOAD=$(sim_total "$SIM3")
+stop "$STATIC10_PID"
 stop "$EDGE_PID"
 stop "$SIM3_PID"
 
@@ -278,7 +329,7 @@ CAT_MIB=$(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", b/1048576}')
 	echo
 	echo "One binary, \`bench/bin/benchcaddy\` (Caddy v2.11.9 standard modules + s360edge + the bench-only \`http.handlers.static_bytes\`), config \`bench/Caddyfile.hit\`: site \`s360\` in front of \`s360sim -products 280\` (cache warmed, every measured request a hit) and site \`static_bytes\` serving the body saved from the sidecar's answer, on the same paths. Reference: \`bench/bin/cachehandler\` (Caddy v2.11.9 + caddyserver/cache-handler v0.16.0, its own module in bench/cmd/cachehandler, build: $CH_BUILD), config \`bench/Caddyfile.cachehandler\`, \`cache\` + \`reverse_proxy\` to the static site as origin, Souin's default in-memory storage, \`allowed_http_verbs GET POST\`."
 	echo
-	echo "Each round, per body: \`WRK_BODY='<body>' wrk -t$THREADS -c$CONNS -d$DURATION --latency -s bench/wrk.lua http://127.0.0.1:<port><path>\` against each target in turn (order reversed in even rounds), $ROUNDS rounds. 2k: POST \`$PATH_2k\` with \`{\"pointOfSalesId\":…,\"performanceIds\":[26 ids]}\`; 1m: POST \`$PATH_1m\` with \`{}\`. Simulator API calls during the measured runs: $((SIM_AFTER - SIM_BEFORE)) (all hits)."
+	echo "Each round, per body: \`WRK_BODY='<body>' wrk -t$THREADS -c$CONNS -d$DURATION --timeout 10s --latency -s bench/wrk.lua http://127.0.0.1:<port><path>\` against each target in turn (order reversed in even rounds), $ROUNDS rounds. 2k: POST \`$PATH_2k\` with \`{\"pointOfSalesId\":…,\"performanceIds\":[26 ids]}\` (the same bytes every time); 2kr: the same request with a unique \`\"requestId\"\` in every body (\`WRK_RID=1\`; same cache key, new raw body each time; static and s360 only: cache-handler keys on the raw body); 1m: POST \`$PATH_1m\` with \`{}\`. Simulator API calls during the measured runs: $((SIM_AFTER - SIM_BEFORE)) (all hits)."
 	echo
 	echo "Checked before the runs (second request of each; bodies byte-identical to the saved body):"
 	echo
@@ -298,7 +349,7 @@ CAT_MIB=$(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", b/1048576}')
 	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 	printf '%s' "$ROWS"
 	echo
-	echo "<details><summary>CPU profiles (Caddy admin /debug/pprof/profile?seconds=10 during a 12 s wrk run, 2 KB)</summary>"
+	echo "<details><summary>CPU profiles (Caddy admin /debug/pprof/profile?seconds=10 during a 12 s wrk run, 2 KB; s360-rid = with a unique requestId per request)</summary>"
 	echo
 	printf '%s' "$PROFILES"
 	echo "</details>"
@@ -313,18 +364,22 @@ CAT_MIB=$(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", b/1048576}')
 	echo
 	echo "### 4. 10 MB catalog hit, 100 concurrent readers"
 	echo
-	echo "\`s360sim -products 3000\`; getCatalogDetailed answer $CAT_SIZE B ($CAT_MIB MiB). After the restart below, \`wrk -t$THREADS -c100 -d15s --latency -s bench/wrk.lua http://127.0.0.1:<port>$CATALOG\` (load before: $BIG_LOAD). RSS from /proc/PID/status of the s360edge process."
+	echo "\`s360sim -products 3000\`; getCatalogDetailed answer $CAT_SIZE B ($CAT_MIB MiB). Subject: the s360edge process restarted below (hits from the store's memory layer after the first one). Baseline: \`bench/bin/benchcaddy\` with \`bench/Caddyfile.static\` serving the same bytes with \`static_bytes\`. Per round and target: \`wrk -t$THREADS -c100 -d15s --timeout 10s --latency -s bench/wrk.lua http://127.0.0.1:<port>$CATALOG\`, $ROUNDS rounds, order alternated. RSS from /proc/PID/status (VmRSS sampled each second during the run; VmHWM = peak since the process started)."
 	echo
-	echo "| | |"
-	echo "| --- | --- |"
-	echo "| req/s | $BIG_RPS ($(awk -v r="$BIG_RPS" -v b="$CAT_SIZE" 'BEGIN {printf "%.0f MiB/s", r*b/1048576}')) |"
-	echo "| latency p50 / p99 / max | $BIG_P50 / $BIG_P99 / $BIG_MAX ms |"
-	echo "| non-2xx / socket errors | $BIG_NON2XX / $BIG_SOCK |"
-	echo "| VmRSS after the first hits, before the load | $RSS_IDLE MiB |"
-	echo "| **VmHWM (peak RSS) after the load** | **$HWM_AFTER MiB = $(awk -v h="$HWM_AFTER" -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", h*1048576/b}') × the body** (was $HWM_IDLE MiB before the load) |"
-	echo "| VmRSS after the load | $RSS_AFTER MiB |"
-	echo "| 100 private copies of the body would be | $(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.0f MiB", 100*b/1048576}') |"
-	echo "| simulator calls during the load | $((TOTAL_AFTER_LOAD - $(jq .total <<<"$AFTER_RESTART"))) |"
+	echo "| target | round | req/s | p50 ms | p99 ms | max ms | non-2xx | timeouts/socket errors (> 10 s) | VmHWM after, MiB | VmRSS each second, MiB | load before |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	printf '%s' "$ROWS_10"
+	echo
+	echo "| | s360edge hit | static_bytes |"
+	echo "| --- | --- | --- |"
+	echo "| median req/s | $(median ${RPS[10m,s360]}) ($(awk -v r="$(median ${RPS[10m,s360]})" -v b="$CAT_SIZE" 'BEGIN {printf "%.0f MiB/s", r*b/1048576}')) | $(median ${RPS[10m,static]}) |"
+	echo "| median p50 / p99 ms | $(median ${P50[10m,s360]}) / $(median ${P99[10m,s360]}) | $(median ${P50[10m,static]}) / $(median ${P99[10m,static]}) |"
+	echo "| VmRSS before the load | $RSS_IDLE MiB (fresh process: $RSS_START MiB) | $S_RSS_IDLE MiB |"
+	echo "| **peak RSS (VmHWM) after all rounds** | **$HWM_AFTER MiB = $(awk -v h="$HWM_AFTER" -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", h*1048576/b}') × the body** | $S_HWM_AFTER MiB = $(awk -v h="$S_HWM_AFTER" -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", h*1048576/b}') × the body |"
+	echo "| growth of the peak over the fresh process | $(awk -v h="$HWM_AFTER" -v i="$RSS_START" -v b="$CAT_SIZE" 'BEGIN {printf "%+.1f MiB = %.1f × the body", h-i, (h-i)*1048576/b}') | |"
+	echo "| Go heap (admin /debug/vars) before → after the load | $HEAP_IDLE → $HEAP_AFTER | |"
+	echo "| 100 private copies of the body would be | $(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.0f MiB", 100*b/1048576}') | |"
+	echo "| simulator calls during the load | $((TOTAL_AFTER_LOAD - $(jq .total <<<"$AFTER_RESTART"))) | |"
 	echo
 	echo "### 5. Restart: first hit from disk"
 	echo
