@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -217,3 +218,42 @@ func jsonB64(s string) ([]byte, error) {
 }
 
 var base64URL = base64.RawURLEncoding
+
+func TestClientGoneIs499AndNothingIsStoredForOthersToMiss(t *testing.T) {
+	release := make(chan struct{})
+	f := &fakeUpstream{answer: func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, `{"statusCode":"success"}`)
+	}}
+	h := newTestHandler(t, f, 5*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := httptest.NewRequest("POST", catalogPath, strings.NewReader(`{}`)).WithContext(ctx)
+	w := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() { h.ServeHTTP(w, r, &nextHandler{}); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.calls.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	if w.Code != 499 || !strings.Contains(w.Body.String(), "client_closed_request") {
+		t.Fatalf("client gone: %d %s", w.Code, w.Body)
+	}
+	// The call still completes and is stored: the next buyer gets a hit.
+	close(release)
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		w2, _ := serve(h, "POST", catalogPath, `{}`, nil)
+		if strings.HasPrefix(w2.Header().Get("Cache-Status"), "s360edge; hit") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("answer of the abandoned call not stored: %s", w2.Header().Get("Cache-Status"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := f.calls.Load(); n != 1 {
+		t.Fatalf("%d upstream calls, want 1", n)
+	}
+}
