@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -293,9 +292,8 @@ func (e *Edge) refreshAhead() {
 // shares the call with a buyer's miss and respects the floors. A floor is
 // waited out on a timer; a failure is retried at the setup poll interval.
 func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
-	_, inst := e.policy()
-	call, canonical, ok := parseKey(key)
-	if !ok || !strings.HasPrefix(key, inst+"|") {
+	call, canonical, ok := e.parseKey(key)
+	if !ok {
 		return // not ours to refresh (another institution's key on this directory)
 	}
 	ent, err := e.store.Get(key)
@@ -341,23 +339,15 @@ func (e *Edge) retryRefresh(key string, after time.Duration, failures int) {
 	e.watch.retries[key] = t
 }
 
-// parseKey recovers the call and canonical body from a key built by
-// s360.Key: "inst|service/version/method|canonical". The institution (a
-// host name) has no "|"; the canonical body may.
-func parseKey(key string) (s360.Call, []byte, bool) {
-	_, rest, ok := strings.Cut(key, "|")
-	if !ok {
+// parseKey recovers the call and canonical body of one of this edge's
+// cacheable keys (s360.Key); ok is false for another institution's key.
+func (e *Edge) parseKey(key string) (s360.Call, []byte, bool) {
+	_, own := e.policy()
+	inst, call, canonical, ok := s360.ParseKey(key)
+	if !ok || inst != own || !call.Class.Cacheable() {
 		return s360.Call{}, nil, false
 	}
-	path, canonical, ok := strings.Cut(rest, "|")
-	if !ok {
-		return s360.Call{}, nil, false
-	}
-	call, ok := s360.Classifier{}.Classify(s360.APIPrefix + path)
-	if !ok || !call.Class.Cacheable() {
-		return s360.Call{}, nil, false
-	}
-	return call, []byte(canonical), true
+	return call, canonical, true
 }
 
 // pollUpdates asks S-360 which products of the cached catalog had their
@@ -449,11 +439,10 @@ func (e *Edge) updatesReference(now time.Time) (time.Time, error) {
 // product id as event id; the event's own id is tagged too) or
 // performances; see Tags.
 func (e *Edge) scanCatalog() (products map[string][]string, pos string) {
-	_, inst := e.policy()
 	products = map[string][]string{}
 	err := e.store.Keys(cachestore.Catalog, func(key string, ent *cachestore.Entry) bool {
-		call, _, ok := parseKey(key)
-		if !ok || !strings.HasPrefix(key, inst+"|") {
+		call, _, ok := e.parseKey(key)
+		if !ok {
 			return true
 		}
 		switch call.Method {

@@ -102,6 +102,20 @@ func TestKey(t *testing.T) {
 	}
 }
 
+func TestParseKeyRoundTrip(t *testing.T) {
+	c := Call{Service: "availabilityService", Version: "v1_33", Method: "getEventAvailability", Class: Availability}
+	body := []byte(`{"a":"x|y"}`)
+	inst, got, canonical, ok := ParseKey(Key("mosa.ws.secutix.com", c, body))
+	if !ok || inst != "mosa.ws.secutix.com" || got != c || string(canonical) != string(body) {
+		t.Fatalf("ParseKey = %q %+v %s %v", inst, got, canonical, ok)
+	}
+	for _, bad := range []string{"", "mosa", "mosa|catalogService/getCatalog", "mosa|catalogService/getCatalog|{}"} {
+		if _, _, _, ok := ParseKey(bad); ok {
+			t.Errorf("ParseKey(%q) accepted", bad)
+		}
+	}
+}
+
 func TestSuccess(t *testing.T) {
 	if !Success(200, []byte(`{"statusCode":"success"}`)) {
 		t.Error("success not recognised")
