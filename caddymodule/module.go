@@ -159,10 +159,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision applies defaults, replaces placeholders and acquires the edge.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	repl := caddy.NewReplacer()
-	for _, s := range []*string{&h.Upstream, &h.Operator, &h.Secret, &h.Partner, &h.Shop, &h.Storage} {
-		*s = strings.TrimSpace(repl.ReplaceKnown(*s, ""))
-	}
+	replacePlaceholders(&h.Upstream, &h.Operator, &h.Secret, &h.Partner, &h.Shop, &h.Storage)
 	if h.CartTarget == "" {
 		h.CartTarget = "cart"
 	}
@@ -271,6 +268,15 @@ func (h *Handler) policy() edge.Policy {
 		p.MaxAge[pat] = time.Duration(d)
 	}
 	return p
+}
+
+// replacePlaceholders replaces global placeholders such as {env.X} in
+// place, so that secrets can stay out of the JSON config.
+func replacePlaceholders(fields ...*string) {
+	repl := caddy.NewReplacer()
+	for _, s := range fields {
+		*s = strings.TrimSpace(repl.ReplaceKnown(*s, ""))
+	}
 }
 
 // check rejects configurations that cannot work; it runs in Provision,

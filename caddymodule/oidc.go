@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2"
-
 	"github.com/s360edge/s360edge/oidcrp"
 )
 
@@ -17,10 +15,7 @@ func (h *Handler) provisionOIDC() error {
 		return nil
 	}
 	o := h.OIDC
-	repl := caddy.NewReplacer()
-	for _, s := range []*string{&o.Issuer, &o.ClientID, &o.ClientSecret, &o.CookieSecret, &o.RedirectURL} {
-		*s = strings.TrimSpace(repl.ReplaceKnown(*s, ""))
-	}
+	replacePlaceholders(&o.Issuer, &o.ClientID, &o.ClientSecret, &o.CookieSecret, &o.RedirectURL)
 	prefix := strings.TrimRight(o.PathPrefix, "/")
 	if prefix == "" {
 		prefix = "/auth"
