@@ -20,7 +20,7 @@ build:
 # Ctrl-C stops both.
 run: build
 	@mkdir -p tmp
-	@echo "starting s360sim on $(S360SIM_ADDR) and s360edge on 127.0.0.1:8080 (admin localhost:2019)"
+	@echo "starting s360sim on $(S360SIM_ADDR) and s360edge on 127.0.0.1:8080 only (open http://localhost:8080/ or http://127.0.0.1:8080/; admin API on localhost:2019)"
 	@$(BIN)/s360sim -addr $(S360SIM_ADDR) -institution MOSA -operator $$S360_OPERATOR -secret $$S360_SECRET 2>tmp/s360sim.log & \
 	sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	for i in $$(seq 1 50); do curl -fs http://$(S360SIM_ADDR)/_sim/fixtures >/dev/null 2>&1 && break; sleep 0.1; done; \
