@@ -387,7 +387,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	var id *oidcrp.Identity
 	if h.rp != nil {
-		if h.protected(p) {
+		if h.protected(r) {
 			var ok bool
 			if id, ok = h.rp.Require(w, r); !ok {
 				return nil

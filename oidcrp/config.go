@@ -36,6 +36,10 @@ type Config struct {
 	// always added.
 	Scopes []string
 
+	// Protect lists the paths that need a logged-in buyer (see Protect);
+	// RP.Protected matches them.
+	Protect []string
+
 	// Endpoint paths. Defaults: /auth/login, /auth/callback, /auth/logout,
 	// /auth/userinfo.
 	LoginPath, CallbackPath, LogoutPath, UserinfoPath string
@@ -50,6 +54,11 @@ type Config struct {
 	// PostLogoutRedirect is where logout ends (also sent to the provider as
 	// post_logout_redirect_uri, made absolute). Default: "/".
 	PostLogoutRedirect string
+
+	// Revocations lists the sessions ended by logout, so that a copy of a
+	// logged-out cookie is refused. Default: in memory, in this process only
+	// (lost on restart); the edge gives its store.
+	Revocations Revocations
 
 	// HTTPClient talks to the provider. Default: a client with a 10s timeout.
 	HTTPClient *http.Client
@@ -99,6 +108,9 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Revocations == nil {
+		c.Revocations = newMemRevocations(c.Now)
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -135,6 +147,9 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s and %s are both %q", other, p[0], p[1]))
 		}
 		paths[p[1]] = p[0]
+	}
+	if _, err := NewProtect(c.Protect); err != nil {
+		errs = append(errs, err)
 	}
 	if (&http.Cookie{Name: c.CookieName, Value: "x"}).Valid() != nil {
 		errs = append(errs, fmt.Errorf("invalid cookie name %q", c.CookieName))

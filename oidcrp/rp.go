@@ -50,6 +50,7 @@ type RP struct {
 	log     *zap.Logger
 	session *cookieCodec
 	state   *cookieCodec
+	protect Protect
 
 	mu       sync.Mutex
 	prov     *provider
@@ -88,8 +89,12 @@ func New(cfg Config) (*RP, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RP{cfg: cfg, log: cfg.Logger, session: sc, state: stc, recent: map[string]recentRefresh{}}, nil
+	protect, _ := NewProtect(cfg.Protect) // validated above
+	return &RP{cfg: cfg, log: cfg.Logger, session: sc, state: stc, protect: protect, recent: map[string]recentRefresh{}}, nil
 }
+
+// Protected reports whether r's path, in any reading of it, is protected.
+func (rp *RP) Protected(r *http.Request) bool { return rp.protect.Match(r.URL) }
 
 // provider returns the discovered provider, discovering it if needed. One
 // discovery runs at a time; concurrent callers wait for it (or their own

@@ -721,7 +721,7 @@ func TestSecureCookiesBehindTLSProxy(t *testing.T) {
 
 func TestSessionCookieSizeLimit(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	s := session{Sub: "sub", Exp: e.clock.Now().Add(time.Hour).Unix(), TokExp: e.clock.Now().Add(time.Minute).Unix(),
+	s := session{ID: "id", Sub: "sub", Exp: e.clock.Now().Add(time.Hour).Unix(), TokExp: e.clock.Now().Add(time.Minute).Unix(),
 		RT: strings.Repeat("r", 500), IDT: strings.Repeat("i", 4000)}
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	for _, tc := range []struct {
@@ -731,9 +731,9 @@ func TestSessionCookieSizeLimit(t *testing.T) {
 		keepIDT    bool
 		wantFitted bool
 	}{
-		{"small", session{Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: "rt", IDT: "idt"}, true, true, true},
+		{"small", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: "rt", IDT: "idt"}, true, true, true},
 		{"big ID token", s, true, false, true},
-		{"big both", session{Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: strings.Repeat("r", 4000), IDT: "x"}, false, false, true},
+		{"big both", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: strings.Repeat("r", 4000), IDT: "x"}, false, false, true},
 	} {
 		rec := httptest.NewRecorder()
 		if err := e.rp.setSession(rec, req, tc.s); err != nil {

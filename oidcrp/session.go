@@ -33,6 +33,8 @@ const (
 // session is the cookie's content. Exp is the hard end (login+SessionTTL);
 // TokExp is the ID token's expiry: past it the session needs a refresh.
 type session struct {
+	// ID names the session in the revocation list; refreshes keep it.
+	ID     string `json:"id"`
 	Sub    string `json:"s"`
 	Email  string `json:"e,omitempty"`
 	Name   string `json:"n,omitempty"`
@@ -153,7 +155,9 @@ func (rp *RP) readSession(value string) (session, error) {
 	if errors.Is(err, errCookieExpired) {
 		return s, ErrSessionExpired
 	}
-	if err != nil || json.Unmarshal(payload, &s) != nil || s.Sub == "" {
+	// A session without an ID (sealed before sessions had one) could not
+	// be revoked, so it is not accepted.
+	if err != nil || json.Unmarshal(payload, &s) != nil || s.Sub == "" || s.ID == "" {
 		return s, ErrInvalidSession
 	}
 	return s, nil
@@ -163,8 +167,8 @@ func (rp *RP) readSession(value string) (session, error) {
 // token>` when present, else from the session cookie, refreshing its tokens
 // shortly before they expire (the new cookie is set on w; w may be nil to
 // skip that). It returns nil, nil for an anonymous request, and an error
-// (ErrInvalidToken, ErrSessionExpired, ErrInvalidSession,
-// ErrProviderUnavailable) for credentials that cannot be accepted; a bad
+// (ErrInvalidToken, ErrSessionExpired, ErrInvalidSession for a tampered or
+// logged-out cookie, ErrProviderUnavailable, ErrRevocationUnavailable) for credentials that cannot be accepted; a bad
 // session cookie is also cleared on w.
 func (rp *RP) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error) {
 	if raw, ok := bearerToken(r); ok {
@@ -178,6 +182,17 @@ func (rp *RP) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error
 	if err != nil {
 		rp.clearSession(w, r)
 		return nil, err
+	}
+	revoked, err := rp.cfg.Revocations.Revoked(s.ID)
+	if err != nil {
+		// Fail closed: the cookie may be a copy of a logged-out one. It is
+		// kept, since it becomes usable again when the list answers.
+		rp.log.Error("reading the session revocation list", zap.Error(err))
+		return nil, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
+	}
+	if revoked {
+		rp.clearSession(w, r)
+		return nil, ErrInvalidSession
 	}
 	now := rp.cfg.Now()
 	if s.RT != "" && now.Add(refreshMargin).Unix() >= s.TokExp {
