@@ -36,6 +36,17 @@ type Config struct {
 	// always added.
 	Scopes []string
 
+	// EmailClaim and NameClaim name the claims read for X-S360-Email and
+	// X-S360-Name. Defaults: email, and name (then preferred_username).
+	// When the ID token lacks them, they are fetched once at login from the
+	// provider's UserInfo endpoint and kept in the session.
+	EmailClaim, NameClaim string
+
+	// TokenAuth is how the client authenticates at the token endpoint:
+	// "basic" (client_secret_basic) or "post" (client_secret_post).
+	// Default: basic, falling back to post when the provider refuses it.
+	TokenAuth string
+
 	// Protect lists the paths that need a logged-in buyer (see Protect);
 	// RP.Protected matches them.
 	Protect []string
@@ -94,6 +105,8 @@ func (c Config) withDefaults() Config {
 	def(&c.UserinfoPath, DefaultUserinfoPath)
 	def(&c.CookieName, DefaultCookieName)
 	def(&c.PostLogoutRedirect, "/")
+	def(&c.EmailClaim, "email")
+	def(&c.NameClaim, "name")
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = DefaultSessionTTL
 	}
@@ -147,6 +160,9 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s and %s are both %q", other, p[0], p[1]))
 		}
 		paths[p[1]] = p[0]
+	}
+	if c.TokenAuth != "" && c.TokenAuth != "basic" && c.TokenAuth != "post" {
+		errs = append(errs, fmt.Errorf("token_auth must be basic or post, got %q", c.TokenAuth))
 	}
 	if _, err := NewProtect(c.Protect); err != nil {
 		errs = append(errs, err)

@@ -154,8 +154,13 @@ func (rp *RP) serveCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := session{ID: rand.Text(), Exp: rp.cfg.Now().Add(rp.cfg.SessionTTL).Unix(), RT: tok.RefreshToken}
-	if err := s.setFromIDToken(idt, raw); err != nil {
+	if err := rp.setFromIDToken(&s, idt, raw); err != nil {
 		writeError(w, http.StatusBadGateway, apiError{Error: "invalid_id_token", Message: "the identity provider's ID token has unusable claims"})
+		return
+	}
+	if err := rp.fillFromUserinfo(ctx, p, tok, &s); err != nil {
+		rp.log.Warn("userinfo rejected", zap.Error(err))
+		writeError(w, http.StatusBadGateway, apiError{Error: "invalid_userinfo", Message: "the identity provider's UserInfo answer does not match the ID token"})
 		return
 	}
 	if err := rp.setSession(w, r, s); err != nil {

@@ -56,12 +56,8 @@ type Identity struct {
 	Expiry time.Time
 }
 
-func (s *session) setFromIDToken(idt *oidc.IDToken, raw string) error {
-	var c struct {
-		Email             string `json:"email"`
-		Name              string `json:"name"`
-		PreferredUsername string `json:"preferred_username"`
-	}
+func (rp *RP) setFromIDToken(s *session, idt *oidc.IDToken, raw string) error {
+	var c map[string]any
 	if err := idt.Claims(&c); err != nil {
 		return fmt.Errorf("reading ID token claims: %w", err)
 	}
@@ -69,12 +65,52 @@ func (s *session) setFromIDToken(idt *oidc.IDToken, raw string) error {
 	if idt.Subject == "" || len(idt.Subject) > 255 {
 		return errors.New("ID token has no usable subject")
 	}
-	if c.Name == "" {
-		c.Name = c.PreferredUsername
-	}
-	s.Sub, s.Email, s.Name = idt.Subject, truncate(c.Email), truncate(c.Name)
+	s.Sub = idt.Subject
+	s.Email, s.Name = rp.emailAndName(c)
 	s.TokExp = idt.Expiry.Unix()
 	s.IDT = raw
+	return nil
+}
+
+// emailAndName reads the configured claims; claims that are not strings
+// count as missing.
+func (rp *RP) emailAndName(c map[string]any) (email, name string) {
+	str := func(k string) string { v, _ := c[k].(string); return truncate(v) }
+	email, name = str(rp.cfg.EmailClaim), str(rp.cfg.NameClaim)
+	if name == "" && rp.cfg.NameClaim == "name" {
+		name = str("preferred_username")
+	}
+	return email, name
+}
+
+// fillFromUserinfo completes the session's email and name from the
+// provider's UserInfo endpoint, for providers that put only the subject in
+// the ID token. A UserInfo answer about another subject fails the login; an
+// unreachable endpoint only leaves the claims empty.
+func (rp *RP) fillFromUserinfo(ctx context.Context, p *provider, tok *oauth2.Token, s *session) error {
+	if (s.Email != "" && s.Name != "") || tok.AccessToken == "" || p.oidc.UserInfoEndpoint() == "" {
+		return nil
+	}
+	ui, err := p.oidc.UserInfo(oidc.ClientContext(ctx, rp.cfg.HTTPClient), oauth2.StaticTokenSource(tok))
+	if err != nil {
+		rp.log.Warn("userinfo request failed; the session has no email or name", zap.Error(err))
+		return nil
+	}
+	if ui.Subject != s.Sub {
+		return errors.New("the UserInfo answer is about another subject than the ID token")
+	}
+	var c map[string]any
+	if err := ui.Claims(&c); err != nil {
+		rp.log.Warn("userinfo answer unreadable; the session has no email or name", zap.Error(err))
+		return nil
+	}
+	email, name := rp.emailAndName(c)
+	if s.Email == "" {
+		s.Email = email
+	}
+	if s.Name == "" {
+		s.Name = name
+	}
 	return nil
 }
 
@@ -237,7 +273,7 @@ func (rp *RP) identifyBearer(ctx context.Context, raw string) (*Identity, error)
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	var s session
-	if err := s.setFromIDToken(idt, raw); err != nil {
+	if err := rp.setFromIDToken(&s, idt, raw); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	return &Identity{Subject: s.Sub, Email: s.Email, Name: s.Name, Claims: claims, Expiry: idt.Expiry}, nil
@@ -320,8 +356,16 @@ func (rp *RP) doRefresh(ctx context.Context, old session) (session, error) {
 	if idt.Subject != old.Sub {
 		return old, errors.New("refreshed ID token is for another subject")
 	}
-	if err := s.setFromIDToken(idt, raw); err != nil {
+	if err := rp.setFromIDToken(&s, idt, raw); err != nil {
 		return old, err
+	}
+	// Claims fetched from UserInfo at login are kept when the refreshed ID
+	// token lacks them too.
+	if s.Email == "" {
+		s.Email = old.Email
+	}
+	if s.Name == "" {
+		s.Name = old.Name
 	}
 	return s, nil
 }
