@@ -76,6 +76,8 @@ type env struct {
 type envOptions struct {
 	endSession bool
 	cfg        func(*Config)
+	// provider wraps the provider's handler, to observe or change it.
+	provider func(http.Handler) http.Handler
 }
 
 // newEnv starts mockoidc and a site that serves the RP endpoints, a
@@ -115,6 +117,11 @@ func newEnv(t *testing.T, opt envOptions) *env {
 		})
 	}); err != nil {
 		t.Fatal(err)
+	}
+	if opt.provider != nil {
+		if err := m.AddMiddleware(opt.provider); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
