@@ -46,7 +46,7 @@ http://%[1]s {
 }
 
 // seen is one request that reached the website.
-type seen struct{ uri, user string }
+type seen struct{ uri, user, email, name string }
 
 // recordingWebsite answers 200 to everything and records what reached it.
 type recordingWebsite struct {
@@ -64,7 +64,8 @@ func startRecordingWebsite(t *testing.T) *recordingWebsite {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.mu.Lock()
-		w.got = append(w.got, seen{uri: r.RequestURI, user: r.Header.Get("X-S360-User")})
+		w.got = append(w.got, seen{uri: r.RequestURI, user: r.Header.Get("X-S360-User"),
+			email: r.Header.Get("X-S360-Email"), name: r.Header.Get("X-S360-Name")})
 		w.mu.Unlock()
 		rw.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintf(rw, "website page %s", r.RequestURI)
