@@ -52,6 +52,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			scopes        <scope>...
 //			protect       <path or prefix*>...
 //			path_prefix   <path>
+//			email_claim   <claim>
+//			name_claim    <claim>
+//			token_auth    basic|post
 //		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -232,6 +235,12 @@ func parseOIDC(d *caddyfile.Dispenser) (*OIDC, error) {
 			dst = &o.ClientSecret
 		case "cookie_secret":
 			dst = &o.CookieSecret
+		case "email_claim":
+			dst = &o.EmailClaim
+		case "name_claim":
+			dst = &o.NameClaim
+		case "token_auth":
+			dst = &o.TokenAuth
 		default:
 			return nil, d.Errf("unknown oidc subdirective %q", d.Val())
 		}

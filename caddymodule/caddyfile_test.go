@@ -39,6 +39,9 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 			scopes        openid email
 			protect       /tnseb/backend-apis/externalOrderFacade/* /account
 			path_prefix   /login
+			email_claim   mail
+			name_claim    displayName
+			token_auth    post
 		}
 	}`)
 	var h Handler
@@ -53,7 +56,8 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 		`"timeout":90000000000,"max_body_size":64000,"allow":["setupService/listSeasons","setupService/listPriceLevels"],` +
 		`"max_age":{"catalogService/getPOSConfig":43200000000000},"stale_while_revalidate":600000000000,"stale_if_error":172800000000000,"max_size":2000000000,` +
 		`"oidc":{"issuer":"https://idp.example.com","client_id":"website","client_secret":"{env.OIDC_SECRET}","cookie_secret":"{env.S360_COOKIE_KEY}",` +
-		`"redirect_url":"https://www.example.com/auth/callback","scopes":["openid","email"],"protect":["/tnseb/backend-apis/externalOrderFacade/*","/account"],"path_prefix":"/login"}}`
+		`"redirect_url":"https://www.example.com/auth/callback","scopes":["openid","email"],"protect":["/tnseb/backend-apis/externalOrderFacade/*","/account"],"path_prefix":"/login",` +
+		`"email_claim":"mail","name_claim":"displayName","token_auth":"post"}}`
 	if string(got) != want {
 		t.Fatalf("JSON config:\n got %s\nwant %s", got, want)
 	}

@@ -146,6 +146,14 @@ type OIDC struct {
 	// PathPrefix moves the login, callback, logout and userinfo
 	// endpoints. Default: /auth.
 	PathPrefix string `json:"path_prefix,omitempty"`
+	// EmailClaim and NameClaim name the claims behind X-S360-Email and
+	// X-S360-Name; read from the ID token, else from the provider's
+	// UserInfo endpoint at login. Defaults: email, name.
+	EmailClaim string `json:"email_claim,omitempty"`
+	NameClaim  string `json:"name_claim,omitempty"`
+	// TokenAuth is the client authentication at the token endpoint:
+	// basic or post. Default: basic, falling back to post.
+	TokenAuth string `json:"token_auth,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -387,7 +395,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	var id *oidcrp.Identity
 	if h.rp != nil {
-		if h.protected(p) {
+		if h.protected(r) {
 			var ok bool
 			if id, ok = h.rp.Require(w, r); !ok {
 				return nil

@@ -1,9 +1,13 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"time"
 
+	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/oidcrp"
 )
 
@@ -27,11 +31,17 @@ func (h *Handler) provisionOIDC() error {
 		CookieSecret: o.CookieSecret,
 		RedirectURL:  o.RedirectURL,
 		Scopes:       o.Scopes,
+		Protect:      o.Protect,
+		EmailClaim:   o.EmailClaim,
+		NameClaim:    o.NameClaim,
+		TokenAuth:    o.TokenAuth,
 		LoginPath:    prefix + "/login",
 		CallbackPath: prefix + "/callback",
 		LogoutPath:   prefix + "/logout",
 		UserinfoPath: prefix + "/userinfo",
-		Logger:       h.logger.Named("oidc"),
+		// The edge is opened after this runs; the list reads it per call.
+		Revocations: storeRevocations{h: h},
+		Logger:      h.logger.Named("oidc"),
 	})
 	if err != nil {
 		return fmt.Errorf("oidc: %w", err)
@@ -40,15 +50,51 @@ func (h *Handler) provisionOIDC() error {
 	return nil
 }
 
-// protected reports whether path needs a logged-in buyer.
-func (h *Handler) protected(path string) bool {
-	if h.OIDC == nil {
-		return false
+// protected reports whether r needs a logged-in buyer.
+func (h *Handler) protected(r *http.Request) bool {
+	return h.rp != nil && h.rp.Protected(r)
+}
+
+// revokedPrefix names the store's meta values of logged-out sessions.
+const revokedPrefix = "revoked/"
+
+// storeRevocations keeps the revocation list in the edge's store, so that a
+// logout survives restarts and reloads; Badger forgets each entry when the
+// session would have expired anyway.
+type storeRevocations struct{ h *Handler }
+
+var errNoStore = errors.New("the cache store is not open")
+
+func (s storeRevocations) store() (*cachestore.Store, error) {
+	if s.h.edge == nil {
+		return nil, errNoStore
 	}
-	for _, p := range h.OIDC.Protect {
-		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(path, prefix) || p == path {
-			return true
-		}
+	return s.h.edge.Store(), nil
+}
+
+func (s storeRevocations) Revoke(id string, until time.Time) error {
+	ttl := time.Until(until)
+	if ttl <= 0 {
+		return nil
 	}
-	return false
+	st, err := s.store()
+	if err != nil {
+		return err
+	}
+	return st.PutMetaTTL(revokedPrefix+id, nil, ttl)
+}
+
+func (s storeRevocations) Revoked(id string) (bool, error) {
+	st, err := s.store()
+	if err != nil {
+		return false, err
+	}
+	_, err = st.GetMeta(revokedPrefix + id)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, cachestore.ErrNotFound):
+		return false, nil
+	}
+	return false, err
 }

@@ -316,12 +316,12 @@ func newRequest(method, url, body string) (*http.Request, error) {
 }
 
 // restartEdge starts a new s360edge process on the stopped one's config,
-// ports and storage.
-func restartEdge(t *testing.T, old *edge) *edge {
+// ports and storage, with extraEnv (e.g. the oidc secrets) added.
+func restartEdge(t *testing.T, old *edge, extraEnv ...string) *edge {
 	t.Helper()
 	e := &edge{URL: old.URL, Admin: old.Admin, Config: old.Config, t: t}
 	dir := filepath.Dir(old.Config)
-	env := []string{"S360_OPERATOR=" + simOperator, "S360_SECRET=" + simSecret, "XDG_DATA_HOME=" + dir, "HOME=" + dir}
+	env := append([]string{"S360_OPERATOR=" + simOperator, "S360_SECRET=" + simSecret, "XDG_DATA_HOME=" + dir, "HOME=" + dir}, extraEnv...)
 	e.proc = start(t, "s360edge", env, "run", "--config", e.Config, "--adapter", "caddyfile")
 	waitFor(t, "s360edge to listen again", 30*time.Second, func() bool {
 		resp, err := http.Get(e.URL + "/")

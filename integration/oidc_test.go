@@ -76,9 +76,16 @@ http://%[1]s {
 // oidcEnv is the environment that carries the secrets of oidcCaddyfile.
 func oidcEnv(t *testing.T, p *mockoidc.MockOIDC) []string {
 	t.Helper()
+	return oidcEnvSecret(t, p.ClientSecret)
+}
+
+// oidcEnvSecret is that environment for a provider whose client secret is
+// clientSecret, with a fresh cookie key.
+func oidcEnvSecret(t *testing.T, clientSecret string) []string {
+	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
-	return []string{"OIDC_CLIENT_SECRET=" + p.ClientSecret, "S360_COOKIE_KEY=" + base64.StdEncoding.EncodeToString(key)}
+	return []string{"OIDC_CLIENT_SECRET=" + clientSecret, "S360_COOKIE_KEY=" + base64.StdEncoding.EncodeToString(key)}
 }
 
 // startProvider runs mockoidc on a random loopback port until the test ends.

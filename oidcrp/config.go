@@ -36,6 +36,21 @@ type Config struct {
 	// always added.
 	Scopes []string
 
+	// EmailClaim and NameClaim name the claims read for X-S360-Email and
+	// X-S360-Name. Defaults: email, and name (then preferred_username).
+	// When the ID token lacks them, they are fetched once at login from the
+	// provider's UserInfo endpoint and kept in the session.
+	EmailClaim, NameClaim string
+
+	// TokenAuth is how the client authenticates at the token endpoint:
+	// "basic" (client_secret_basic) or "post" (client_secret_post).
+	// Default: basic, falling back to post when the provider refuses it.
+	TokenAuth string
+
+	// Protect lists the paths that need a logged-in buyer (see Protect);
+	// RP.Protected matches them.
+	Protect []string
+
 	// Endpoint paths. Defaults: /auth/login, /auth/callback, /auth/logout,
 	// /auth/userinfo.
 	LoginPath, CallbackPath, LogoutPath, UserinfoPath string
@@ -50,6 +65,11 @@ type Config struct {
 	// PostLogoutRedirect is where logout ends (also sent to the provider as
 	// post_logout_redirect_uri, made absolute). Default: "/".
 	PostLogoutRedirect string
+
+	// Revocations lists the sessions ended by logout, so that a copy of a
+	// logged-out cookie is refused. Default: in memory, in this process only
+	// (lost on restart); the edge gives its store.
+	Revocations Revocations
 
 	// HTTPClient talks to the provider. Default: a client with a 10s timeout.
 	HTTPClient *http.Client
@@ -85,6 +105,8 @@ func (c Config) withDefaults() Config {
 	def(&c.UserinfoPath, DefaultUserinfoPath)
 	def(&c.CookieName, DefaultCookieName)
 	def(&c.PostLogoutRedirect, "/")
+	def(&c.EmailClaim, "email")
+	def(&c.NameClaim, "name")
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = DefaultSessionTTL
 	}
@@ -98,6 +120,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Revocations == nil {
+		c.Revocations = newMemRevocations(c.Now)
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -135,6 +160,12 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s and %s are both %q", other, p[0], p[1]))
 		}
 		paths[p[1]] = p[0]
+	}
+	if c.TokenAuth != "" && c.TokenAuth != "basic" && c.TokenAuth != "post" {
+		errs = append(errs, fmt.Errorf("token_auth must be basic or post, got %q", c.TokenAuth))
+	}
+	if _, err := NewProtect(c.Protect); err != nil {
+		errs = append(errs, err)
 	}
 	if (&http.Cookie{Name: c.CookieName, Value: "x"}).Valid() != nil {
 		errs = append(errs, fmt.Errorf("invalid cookie name %q", c.CookieName))

@@ -39,6 +39,11 @@ func writeUnavailable(w http.ResponseWriter) {
 	writeError(w, http.StatusServiceUnavailable, apiError{Error: "provider_unavailable", Message: "the identity provider cannot be reached; try again shortly"})
 }
 
+func writeSessionCheckUnavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, apiError{Error: "session_check_unavailable", Message: "the session cannot be checked right now; try again shortly"})
+}
+
 // loginState travels in the state cookie from /auth/login to /auth/callback.
 type loginState struct {
 	State       string `json:"s"`
@@ -148,9 +153,14 @@ func (rp *RP) serveCallback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, apiError{Error: "invalid_id_token", Message: "the identity provider's ID token failed verification"})
 		return
 	}
-	s := session{Exp: rp.cfg.Now().Add(rp.cfg.SessionTTL).Unix(), RT: tok.RefreshToken}
-	if err := s.setFromIDToken(idt, raw); err != nil {
+	s := session{ID: rand.Text(), Exp: rp.cfg.Now().Add(rp.cfg.SessionTTL).Unix(), RT: tok.RefreshToken}
+	if err := rp.setFromIDToken(&s, idt, raw); err != nil {
 		writeError(w, http.StatusBadGateway, apiError{Error: "invalid_id_token", Message: "the identity provider's ID token has unusable claims"})
+		return
+	}
+	if err := rp.fillFromUserinfo(ctx, p, tok, &s); err != nil {
+		rp.log.Warn("userinfo rejected", zap.Error(err))
+		writeError(w, http.StatusBadGateway, apiError{Error: "invalid_userinfo", Message: "the identity provider's UserInfo answer does not match the ID token"})
 		return
 	}
 	if err := rp.setSession(w, r, s); err != nil {
@@ -163,6 +173,11 @@ func (rp *RP) serveCallback(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rp *RP) serveLogout(w http.ResponseWriter, r *http.Request) {
+	if rp.crossSite(r) {
+		rp.log.Info("cross-site logout refused", zap.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))
+		writeError(w, http.StatusForbidden, apiError{Error: "cross_site", Message: "logout must be requested from this site's own pages"})
+		return
+	}
 	var s session
 	var hadSession bool
 	if c, err := r.Cookie(rp.cfg.CookieName); err == nil {
@@ -170,6 +185,14 @@ func (rp *RP) serveLogout(w http.ResponseWriter, r *http.Request) {
 		hadSession = err == nil
 	}
 	rp.clearSession(w, r)
+	if hadSession {
+		// Until the cookie's own end: after that it is refused anyway.
+		if err := rp.cfg.Revocations.Revoke(s.ID, time.Unix(s.Exp, 0)); err != nil {
+			rp.log.Error("revoking the session at logout", zap.Error(err))
+			writeError(w, http.StatusServiceUnavailable, apiError{Error: "logout_incomplete", Message: "the session cookie was removed from this browser, but the session could not be revoked; copies of it stay valid until it expires. Try again shortly"})
+			return
+		}
+	}
 
 	target := rp.cfg.PostLogoutRedirect
 	// Only a buyer who had a session is sent to the provider: the others
@@ -208,6 +231,8 @@ func (rp *RP) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, userinfo{Subject: id.Subject, Email: id.Email, Name: id.Name, ExpiresAt: id.Expiry.UTC()})
 	case errors.Is(err, ErrProviderUnavailable):
 		writeUnavailable(w)
+	case errors.Is(err, ErrRevocationUnavailable):
+		writeSessionCheckUnavailable(w)
 	default:
 		writeError(w, http.StatusUnauthorized, apiError{Error: "unauthenticated", Message: "not logged in", LoginURL: rp.LoginURL("/")})
 	}

@@ -22,6 +22,8 @@ func (rp *RP) Require(w http.ResponseWriter, r *http.Request) (*Identity, bool) 
 	switch {
 	case errors.Is(err, ErrProviderUnavailable):
 		writeUnavailable(w)
+	case errors.Is(err, ErrRevocationUnavailable):
+		writeSessionCheckUnavailable(w)
 	case errors.Is(err, ErrInvalidToken):
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		writeError(w, http.StatusUnauthorized, apiError{Error: "invalid_token", Message: "the bearer token is invalid or expired"})

@@ -50,6 +50,7 @@ type RP struct {
 	log     *zap.Logger
 	session *cookieCodec
 	state   *cookieCodec
+	protect Protect
 
 	mu       sync.Mutex
 	prov     *provider
@@ -64,6 +65,7 @@ type RP struct {
 
 // provider is what discovery yields.
 type provider struct {
+	oidc       *oidc.Provider
 	oauth      *oauth2.Config
 	verifier   *oidc.IDTokenVerifier
 	endSession string
@@ -88,8 +90,12 @@ func New(cfg Config) (*RP, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RP{cfg: cfg, log: cfg.Logger, session: sc, state: stc, recent: map[string]recentRefresh{}}, nil
+	protect, _ := NewProtect(cfg.Protect) // validated above
+	return &RP{cfg: cfg, log: cfg.Logger, session: sc, state: stc, protect: protect, recent: map[string]recentRefresh{}}, nil
 }
+
+// Protected reports whether r's path, in any reading of it, is protected.
+func (rp *RP) Protected(r *http.Request) bool { return rp.protect.Match(r.URL) }
 
 // provider returns the discovered provider, discovering it if needed. One
 // discovery runs at a time; concurrent callers wait for it (or their own
@@ -158,19 +164,36 @@ func (rp *RP) discover() (*provider, error) {
 	if u, err := url.Parse(meta.EndSession); err != nil || (u.Scheme != "https" && u.Scheme != "http") {
 		meta.EndSession = ""
 	}
+	endpoint := p.Endpoint()
+	endpoint.AuthStyle = authStyle(rp.cfg.TokenAuth)
 	return &provider{
+		oidc: p,
 		// RedirectURL stays empty: redirect_uri is passed per login because
 		// it may be derived from the request.
 		oauth: &oauth2.Config{
 			ClientID:     rp.cfg.ClientID,
 			ClientSecret: rp.cfg.ClientSecret,
-			Endpoint:     p.Endpoint(),
+			Endpoint:     endpoint,
 			Scopes:       rp.cfg.Scopes,
 		},
 		// The verifier fetches JWKS with the client given to NewProvider.
 		verifier:   p.Verifier(&oidc.Config{ClientID: rp.cfg.ClientID, Now: rp.cfg.Now}),
 		endSession: meta.EndSession,
 	}, nil
+}
+
+// authStyle is the token endpoint's client authentication. Without a
+// configured one, x/oauth2 tries client_secret_basic and falls back to
+// client_secret_post: discovery's token_endpoint_auth_methods_supported is
+// not trusted, since some providers list basic and accept only post.
+func authStyle(configured string) oauth2.AuthStyle {
+	switch configured {
+	case "basic":
+		return oauth2.AuthStyleInHeader
+	case "post":
+		return oauth2.AuthStyleInParams
+	}
+	return oauth2.AuthStyleAutoDetect
 }
 
 // clientCtx makes x/oauth2 use our HTTP client, on a context that outlives

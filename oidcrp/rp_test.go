@@ -76,6 +76,8 @@ type env struct {
 type envOptions struct {
 	endSession bool
 	cfg        func(*Config)
+	// provider wraps the provider's handler, to observe or change it.
+	provider func(http.Handler) http.Handler
 }
 
 // newEnv starts mockoidc and a site that serves the RP endpoints, a
@@ -115,6 +117,11 @@ func newEnv(t *testing.T, opt envOptions) *env {
 		})
 	}); err != nil {
 		t.Fatal(err)
+	}
+	if opt.provider != nil {
+		if err := m.AddMiddleware(opt.provider); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -721,7 +728,7 @@ func TestSecureCookiesBehindTLSProxy(t *testing.T) {
 
 func TestSessionCookieSizeLimit(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	s := session{Sub: "sub", Exp: e.clock.Now().Add(time.Hour).Unix(), TokExp: e.clock.Now().Add(time.Minute).Unix(),
+	s := session{ID: "id", Sub: "sub", Exp: e.clock.Now().Add(time.Hour).Unix(), TokExp: e.clock.Now().Add(time.Minute).Unix(),
 		RT: strings.Repeat("r", 500), IDT: strings.Repeat("i", 4000)}
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	for _, tc := range []struct {
@@ -731,9 +738,9 @@ func TestSessionCookieSizeLimit(t *testing.T) {
 		keepIDT    bool
 		wantFitted bool
 	}{
-		{"small", session{Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: "rt", IDT: "idt"}, true, true, true},
+		{"small", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: "rt", IDT: "idt"}, true, true, true},
 		{"big ID token", s, true, false, true},
-		{"big both", session{Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: strings.Repeat("r", 4000), IDT: "x"}, false, false, true},
+		{"big both", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: strings.Repeat("r", 4000), IDT: "x"}, false, false, true},
 	} {
 		rec := httptest.NewRecorder()
 		if err := e.rp.setSession(rec, req, tc.s); err != nil {

@@ -33,6 +33,8 @@ const (
 // session is the cookie's content. Exp is the hard end (login+SessionTTL);
 // TokExp is the ID token's expiry: past it the session needs a refresh.
 type session struct {
+	// ID names the session in the revocation list; refreshes keep it.
+	ID     string `json:"id"`
 	Sub    string `json:"s"`
 	Email  string `json:"e,omitempty"`
 	Name   string `json:"n,omitempty"`
@@ -54,12 +56,8 @@ type Identity struct {
 	Expiry time.Time
 }
 
-func (s *session) setFromIDToken(idt *oidc.IDToken, raw string) error {
-	var c struct {
-		Email             string `json:"email"`
-		Name              string `json:"name"`
-		PreferredUsername string `json:"preferred_username"`
-	}
+func (rp *RP) setFromIDToken(s *session, idt *oidc.IDToken, raw string) error {
+	var c map[string]any
 	if err := idt.Claims(&c); err != nil {
 		return fmt.Errorf("reading ID token claims: %w", err)
 	}
@@ -67,12 +65,52 @@ func (s *session) setFromIDToken(idt *oidc.IDToken, raw string) error {
 	if idt.Subject == "" || len(idt.Subject) > 255 {
 		return errors.New("ID token has no usable subject")
 	}
-	if c.Name == "" {
-		c.Name = c.PreferredUsername
-	}
-	s.Sub, s.Email, s.Name = idt.Subject, truncate(c.Email), truncate(c.Name)
+	s.Sub = idt.Subject
+	s.Email, s.Name = rp.emailAndName(c)
 	s.TokExp = idt.Expiry.Unix()
 	s.IDT = raw
+	return nil
+}
+
+// emailAndName reads the configured claims; claims that are not strings
+// count as missing.
+func (rp *RP) emailAndName(c map[string]any) (email, name string) {
+	str := func(k string) string { v, _ := c[k].(string); return truncate(v) }
+	email, name = str(rp.cfg.EmailClaim), str(rp.cfg.NameClaim)
+	if name == "" && rp.cfg.NameClaim == "name" {
+		name = str("preferred_username")
+	}
+	return email, name
+}
+
+// fillFromUserinfo completes the session's email and name from the
+// provider's UserInfo endpoint, for providers that put only the subject in
+// the ID token. A UserInfo answer about another subject fails the login; an
+// unreachable endpoint only leaves the claims empty.
+func (rp *RP) fillFromUserinfo(ctx context.Context, p *provider, tok *oauth2.Token, s *session) error {
+	if (s.Email != "" && s.Name != "") || tok.AccessToken == "" || p.oidc.UserInfoEndpoint() == "" {
+		return nil
+	}
+	ui, err := p.oidc.UserInfo(oidc.ClientContext(ctx, rp.cfg.HTTPClient), oauth2.StaticTokenSource(tok))
+	if err != nil {
+		rp.log.Warn("userinfo request failed; the session has no email or name", zap.Error(err))
+		return nil
+	}
+	if ui.Subject != s.Sub {
+		return errors.New("the UserInfo answer is about another subject than the ID token")
+	}
+	var c map[string]any
+	if err := ui.Claims(&c); err != nil {
+		rp.log.Warn("userinfo answer unreadable; the session has no email or name", zap.Error(err))
+		return nil
+	}
+	email, name := rp.emailAndName(c)
+	if s.Email == "" {
+		s.Email = email
+	}
+	if s.Name == "" {
+		s.Name = name
+	}
 	return nil
 }
 
@@ -153,7 +191,9 @@ func (rp *RP) readSession(value string) (session, error) {
 	if errors.Is(err, errCookieExpired) {
 		return s, ErrSessionExpired
 	}
-	if err != nil || json.Unmarshal(payload, &s) != nil || s.Sub == "" {
+	// A session without an ID (sealed before sessions had one) could not
+	// be revoked, so it is not accepted.
+	if err != nil || json.Unmarshal(payload, &s) != nil || s.Sub == "" || s.ID == "" {
 		return s, ErrInvalidSession
 	}
 	return s, nil
@@ -163,8 +203,8 @@ func (rp *RP) readSession(value string) (session, error) {
 // token>` when present, else from the session cookie, refreshing its tokens
 // shortly before they expire (the new cookie is set on w; w may be nil to
 // skip that). It returns nil, nil for an anonymous request, and an error
-// (ErrInvalidToken, ErrSessionExpired, ErrInvalidSession,
-// ErrProviderUnavailable) for credentials that cannot be accepted; a bad
+// (ErrInvalidToken, ErrSessionExpired, ErrInvalidSession for a tampered or
+// logged-out cookie, ErrProviderUnavailable, ErrRevocationUnavailable) for credentials that cannot be accepted; a bad
 // session cookie is also cleared on w.
 func (rp *RP) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error) {
 	if raw, ok := bearerToken(r); ok {
@@ -178,6 +218,17 @@ func (rp *RP) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error
 	if err != nil {
 		rp.clearSession(w, r)
 		return nil, err
+	}
+	revoked, err := rp.cfg.Revocations.Revoked(s.ID)
+	if err != nil {
+		// Fail closed: the cookie may be a copy of a logged-out one. It is
+		// kept, since it becomes usable again when the list answers.
+		rp.log.Error("reading the session revocation list", zap.Error(err))
+		return nil, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
+	}
+	if revoked {
+		rp.clearSession(w, r)
+		return nil, ErrInvalidSession
 	}
 	now := rp.cfg.Now()
 	if s.RT != "" && now.Add(refreshMargin).Unix() >= s.TokExp {
@@ -222,7 +273,7 @@ func (rp *RP) identifyBearer(ctx context.Context, raw string) (*Identity, error)
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	var s session
-	if err := s.setFromIDToken(idt, raw); err != nil {
+	if err := rp.setFromIDToken(&s, idt, raw); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	return &Identity{Subject: s.Sub, Email: s.Email, Name: s.Name, Claims: claims, Expiry: idt.Expiry}, nil
@@ -305,8 +356,16 @@ func (rp *RP) doRefresh(ctx context.Context, old session) (session, error) {
 	if idt.Subject != old.Sub {
 		return old, errors.New("refreshed ID token is for another subject")
 	}
-	if err := s.setFromIDToken(idt, raw); err != nil {
+	if err := rp.setFromIDToken(&s, idt, raw); err != nil {
 		return old, err
+	}
+	// Claims fetched from UserInfo at login are kept when the refreshed ID
+	// token lacks them too.
+	if s.Email == "" {
+		s.Email = old.Email
+	}
+	if s.Name == "" {
+		s.Name = old.Name
 	}
 	return s, nil
 }
