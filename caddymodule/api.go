@@ -30,7 +30,11 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 		return writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "S-360 web services take POST only"})
 	}
 	if call.Class == s360.Denied {
-		return writeError(w, &apiError{Status: http.StatusForbidden, Code: "method_denied", Message: fmt.Sprintf("%s is not on this sidecar's allow-list", call.Name())})
+		msg := fmt.Sprintf("%s is not on this sidecar's allow-list", call.Name())
+		if !s360.ValidVersion(call.Version) {
+			msg = fmt.Sprintf("%s is not an S-360 version: want v<digits>_<digits>, such as v1_33", call.Version)
+		}
+		return writeError(w, &apiError{Status: http.StatusForbidden, Code: "method_denied", Message: msg})
 	}
 	if aerr := checkContentType(r.Header.Get("Content-Type")); aerr != nil {
 		return writeError(w, aerr)
