@@ -85,6 +85,9 @@ func checkShape(body []byte) error {
 			return nil
 		}
 		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			if len(counts) == 0 { // Token reports unbalanced input; never panic on it
+				return nil
+			}
 			counts, objects = counts[:len(counts)-1], objects[:len(objects)-1]
 			continue
 		}
