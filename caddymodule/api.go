@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,7 +30,14 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 		return writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "S-360 web services take POST only"})
 	}
 	if call.Class == s360.Denied {
-		return writeError(w, &apiError{Status: http.StatusForbidden, Code: "method_denied", Message: fmt.Sprintf("%s is not on this sidecar's allow-list", call.Name())})
+		msg := fmt.Sprintf("%s is not on this sidecar's allow-list", call.Name())
+		if !s360.ValidVersion(call.Version) {
+			msg = fmt.Sprintf("%s is not an S-360 version: want v<digits>_<digits>, such as v1_33", call.Version)
+		}
+		return writeError(w, &apiError{Status: http.StatusForbidden, Code: "method_denied", Message: msg})
+	}
+	if aerr := checkContentType(r.Header.Get("Content-Type")); aerr != nil {
+		return writeError(w, aerr)
 	}
 	body, canonical, aerr := h.readBody(w, r)
 	if aerr != nil {
@@ -100,10 +109,27 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, []by
 		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body is empty: S-360 methods take a JSON object, {} when they have no parameter"}
 	}
 	canonical, err := h.canon.Canonical(body)
+	if errors.Is(err, s360.ErrShape) {
+		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: fmt.Sprintf("%v; the sidecar accepts at most %d levels of nesting, %d digits in a number and %d members or items in an object or array", err, s360.MaxDepth, s360.MaxDigits, s360.MaxContainer)}
+	}
 	if err != nil {
 		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body must be a JSON object: " + err.Error()}
 	}
 	return body, canonical, nil
+}
+
+// checkContentType accepts JSON only, as S-360 does: application/json, with
+// parameters, and a charset if any of utf-8. Refusing other types also keeps
+// cross-site HTML forms (which cannot send application/json without a CORS
+// preflight) from placing orders with a buyer's cookies.
+func checkContentType(ct string) *apiError {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err == nil && mt == "application/json" {
+		if cs, ok := params["charset"]; !ok || strings.EqualFold(cs, "utf-8") {
+			return nil
+		}
+	}
+	return &apiError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "S-360 web services take a JSON body: send Content-Type: application/json (charset utf-8, if any)"}
 }
 
 // writeUpstream relays an upstream answer, mapping S-360's failure statuses

@@ -74,6 +74,7 @@ func (n *nextHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 
 func serve(h *Handler, method, path, body string, hdr map[string]string) (*httptest.ResponseRecorder, *nextHandler) {
 	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
 	for k, v := range hdr {
 		r.Header.Set(k, v)
 	}
@@ -96,6 +97,12 @@ func TestRejectedRequestsNeverReachUpstream(t *testing.T) {
 		{"GET", catalogPath, "", 405, "method_not_allowed"},
 		{"PUT", catalogPath, "{}", 405, "method_not_allowed"},
 		{"POST", "/tnseb/backend-apis/externalOrderHistoryService/v1_34/listTicketsByCriteria", "{}", 403, "method_denied"},
+		{"POST", "/tnseb/backend-apis/catalogService/v1_33/deleteEverything", "{}", 403, "method_denied"},
+		{"POST", "/tnseb/backend-apis/availabilityService/v1_33/setStock", "{}", 403, "method_denied"},
+		{"POST", "/tnseb/backend-apis/catalogService/v1/getCatalogDetailed", "{}", 403, "method_denied"},
+		{"POST", "/tnseb/backend-apis/catalogService/v1_33x/getCatalogDetailed", "{}", 403, "method_denied"},
+		{"POST", "/tnseb/backend-apis/x/v1_33/../../catalogService/v1_33/getCatalogDetailed", "{}", 404, "not_found"},
+		{"POST", catalogPath, `{"a":` + strings.Repeat("[", 32) + strings.Repeat("]", 32) + `}`, 400, "invalid_json"},
 		{"POST", "/tnseb/backend-apis/catalogService/getCatalog", "{}", 404, "not_found"},
 		{"POST", catalogPath, "", 400, "invalid_json"},
 		{"POST", catalogPath, "not json", 400, "invalid_json"},
@@ -115,6 +122,91 @@ func TestRejectedRequestsNeverReachUpstream(t *testing.T) {
 	}
 	if n := f.calls.Load(); n != 0 {
 		t.Fatalf("upstream called %d times for rejected requests", n)
+	}
+}
+
+func TestNonJSONContentTypeIs415(t *testing.T) {
+	f := &fakeUpstream{}
+	h := newTestHandler(t, f, time.Second)
+	cases := []struct {
+		name, contentType string
+		status            int
+	}{
+		{"json", "application/json", 200},
+		{"json utf-8", "application/json; charset=utf-8", 200},
+		{"json UTF-8 upper case", "Application/JSON;charset=UTF-8", 200},
+		{"json other parameter", "application/json; foo=bar", 200},
+		{"missing", "", 415},
+		{"form", "application/x-www-form-urlencoded", 415},
+		{"multipart", "multipart/form-data; boundary=x", 415},
+		{"text", "text/plain", 415},
+		{"json latin-1", "application/json; charset=iso-8859-1", 415},
+		{"json-like", "application/json-patch+json", 415},
+		{"vendor json", "application/vnd.api+json", 415},
+		{"garbage", "application/json;;;=", 415},
+	}
+	want := int32(0)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := f.calls.Load()
+			// A fresh body per case, so each allowed case is a miss.
+			w, _ := serve(h, "POST", "/tnseb/backend-apis/availabilityService/v1_33/getEventAvailability", `{"case":"`+c.name+`"}`, map[string]string{"Content-Type": c.contentType})
+			if w.Code != c.status {
+				t.Fatalf("got %d %s, want %d", w.Code, w.Body, c.status)
+			}
+			if c.status == 415 {
+				var e apiError
+				if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Code != "unsupported_media_type" || e.Message == "" {
+					t.Errorf("415 body %s", w.Body)
+				}
+				if n := f.calls.Load() - before; n != 0 {
+					t.Errorf("%d upstream calls for a 415", n)
+				}
+			} else {
+				want++
+			}
+		})
+	}
+	if got := f.calls.Load(); got != want {
+		t.Fatalf("upstream calls %d, want %d (one per accepted case)", got, want)
+	}
+}
+
+func TestBodyShapeLimitsAre400BeforeUpstream(t *testing.T) {
+	f := &fakeUpstream{}
+	h := newTestHandler(t, f, time.Second)
+	h.MaxBodySize = 1 << 20
+	items := func(n int) string { return `{"a":[` + strings.TrimSuffix(strings.Repeat("1,", n), ",") + `]}` }
+	cases := []struct {
+		name, body string
+		ok         bool
+	}{
+		{"depth 32", `{"a":` + strings.Repeat("[", 31) + strings.Repeat("]", 31) + `}`, true},
+		{"depth 33", `{"a":` + strings.Repeat("[", 32) + strings.Repeat("]", 32) + `}`, false},
+		{"number of 32 digits", `{"n":` + strings.Repeat("7", 32) + `}`, true},
+		{"number of 33 digits", `{"n":` + strings.Repeat("7", 33) + `}`, false},
+		{"1000 items", items(1000), true},
+		{"1001 items", items(1001), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := f.calls.Load()
+			w, _ := serve(h, "POST", catalogPath, c.body, nil)
+			calls := f.calls.Load() - before
+			if c.ok {
+				if w.Code != 200 || calls != 1 {
+					t.Fatalf("got %d %s with %d upstream calls, want 200 and 1", w.Code, w.Body, calls)
+				}
+				return
+			}
+			var e apiError
+			if w.Code != 400 || json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Code != "invalid_json" || !strings.Contains(e.Message, "more than") && !strings.Contains(e.Message, "deeper than") {
+				t.Fatalf("got %d %s, want 400 invalid_json naming the limit", w.Code, w.Body)
+			}
+			if calls != 0 {
+				t.Fatalf("%d upstream calls for a refused body", calls)
+			}
+		})
 	}
 }
 
@@ -228,6 +320,7 @@ func TestClientGoneIs499AndNothingIsStoredForOthersToMiss(t *testing.T) {
 	h := newTestHandler(t, f, 5*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := httptest.NewRequest("POST", catalogPath, strings.NewReader(`{}`)).WithContext(ctx)
+	r.Header.Set("Content-Type", "application/json")
 	w := httptest.NewRecorder()
 	done := make(chan struct{})
 	go func() { h.ServeHTTP(w, r, &nextHandler{}); close(done) }()

@@ -48,8 +48,8 @@ type Gate interface {
 // pattern ("service/*" allowed; the exact name wins).
 type Policy struct {
 	// MaxAge is how long an answer is fresh. Defaults: catalogService/*
-	// 24h (the catalog also goes stale when the setup generation
-	// changes), availabilityService/* 1h.
+	// and setupService/* 24h (they also go stale when the setup
+	// generation changes), availabilityService/* 1h.
 	MaxAge map[string]time.Duration
 	// StaleWhileRevalidate: a stale entry this much past its freshness is
 	// served at once while one background call refreshes it. Default 1h.
@@ -64,6 +64,7 @@ type Policy struct {
 func DefaultMaxAge() map[string]time.Duration {
 	return map[string]time.Duration{
 		"catalogService/*":      24 * time.Hour,
+		"setupService/*":        24 * time.Hour, // setup data, governed by getLastSetupUpdate like the catalog
 		"availabilityService/*": time.Hour,
 	}
 }

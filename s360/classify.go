@@ -55,15 +55,38 @@ func (c Call) Path() string {
 	return APIPrefix + c.Service + "/" + c.Version + "/" + c.Method
 }
 
-// defaultClasses is the built-in allow-list: catalog and availability reads,
-// the point-of-sales configuration and order creation (S360-API.md §5-§7).
+// defaultClasses is the built-in allow-list. It names each known read method
+// (S360-API.md §5-§7, and the setupService reads of §5.5) and the one write
+// a website needs; a method S-360 adds, or one it has that we never named
+// (deleteEverything, setStock...), stays denied until the operator's allow
+// opens it.
 var defaultClasses = map[string]Class{
-	"catalogService/*":                             Catalog,
-	"catalogService/getLastSetupUpdate":            Uncached,
-	"catalogService/isCatalogServiceAlive":         Uncached,
-	"availabilityService/*":                        Availability,
-	"availabilityService/getUpdatedAvailabilities": Uncached,
-	"externalOrderFacade/createOrUpdateOrder":      Order,
+	"catalogService/getCatalog":                        Catalog,
+	"catalogService/getCatalogDetailed":                Catalog,
+	"catalogService/getPOSConfig":                      Catalog,
+	"catalogService/getLastSetupUpdate":                Uncached,
+	"catalogService/isCatalogServiceAlive":             Uncached,
+	"setupService/listSeasons":                         Catalog,
+	"setupService/listAudienceSubCategories":           Catalog,
+	"setupService/listPriceLevels":                     Catalog,
+	"setupService/listVatCodes":                        Catalog,
+	"setupService/searchProductsByCriteria":            Catalog,
+	"availabilityService/getEventAvailability":         Availability,
+	"availabilityService/getPerformanceAvailability":   Availability,
+	"availabilityService/getProductAvailability":       Availability,
+	"availabilityService/getSeatsAvailability":         Availability,
+	"availabilityService/getAvailableThemeAndLanguage": Availability,
+	"availabilityService/getUpdatedAvailabilities":     Uncached,
+	"externalOrderFacade/createOrUpdateOrder":          Order,
+}
+
+// DefaultMethods returns the built-in allow-list, "service/method" → class.
+func DefaultMethods() map[string]Class {
+	m := make(map[string]Class, len(defaultClasses))
+	for k, v := range defaultClasses {
+		m[k] = v
+	}
+	return m
 }
 
 // Classifier maps a path to a Call. The zero value uses the built-in
@@ -75,34 +98,37 @@ type Classifier struct {
 }
 
 // Parse splits an S-360 REST-RPC path. ok is false when the path is not of
-// the form /tnseb/backend-apis/<service>/<version>/<method>.
+// the form /tnseb/backend-apis/<service>/<segment>/<method>. A version
+// segment that is not of the form v<digits>_<digits> still parses, so that
+// Classify can deny it with 403 rather than call it a missing path.
 func Parse(p string) (Call, bool) {
 	if !strings.HasPrefix(p, APIPrefix) || path.Clean(p) != p {
 		return Call{}, false
 	}
 	parts := strings.Split(p[len(APIPrefix):], "/")
-	if len(parts) != 3 || !validName(parts[0]) || !validVersion(parts[1]) || !validName(parts[2]) {
+	if len(parts) != 3 || !validName(parts[0]) || !validName(parts[1]) || !validName(parts[2]) {
 		return Call{}, false
 	}
 	return Call{Service: parts[0], Version: parts[1], Method: parts[2]}, true
 }
 
 // Classify parses p and sets the call's class. ok is false for paths that
-// are not REST-RPC calls at all.
+// are not REST-RPC calls at all. A version other than v<digits>_<digits> is
+// Denied whatever the allow-list says: S-360 has no such version, and what
+// it would do with one is unknown.
 func (cl Classifier) Classify(p string) (Call, bool) {
 	c, ok := Parse(p)
 	if !ok {
 		return c, false
 	}
-	c.Class = cl.classOf(c.Service, c.Method)
+	if ValidVersion(c.Version) {
+		c.Class = cl.classOf(c.Service, c.Method)
+	}
 	return c, true
 }
 
 func (cl Classifier) classOf(service, method string) Class {
 	if class, ok := defaultClasses[service+"/"+method]; ok {
-		return class
-	}
-	if class, ok := defaultClasses[service+"/*"]; ok {
 		return class
 	}
 	for _, pat := range cl.Extra {
@@ -144,13 +170,22 @@ func validName(s string) bool {
 	return true
 }
 
-// validVersion accepts "v1_33" style versions.
-func validVersion(s string) bool {
-	if len(s) < 2 || s[0] != 'v' || len(s) > 12 {
+// ValidVersion reports whether s is an S-360 version, v<digits>_<digits>
+// such as v1_33.
+func ValidVersion(s string) bool {
+	major, minor, ok := strings.Cut(s, "_")
+	if !ok || len(s) > 12 || len(major) < 2 || major[0] != 'v' {
 		return false
 	}
-	for _, r := range s[1:] {
-		if !(r >= '0' && r <= '9' || r == '_') {
+	return allDigits(major[1:]) && allDigits(minor)
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
 			return false
 		}
 	}

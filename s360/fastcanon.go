@@ -13,6 +13,8 @@ import (
 // its CPU here when bodies vary (e.g. a new requestId each time). Anything
 // unusual (escapes, control characters, invalid UTF-8) in a string goes
 // through encoding/json so the two always agree; FuzzCanonicalFast checks it.
+// A body beyond the shape limits falls back too: the reference refuses it
+// with the error that says which limit.
 func canonicalFast(body []byte) ([]byte, error) {
 	p := &scanner{in: body}
 	p.space()
@@ -87,7 +89,7 @@ func (p *scanner) value(out []byte, top bool) ([]byte, error) {
 }
 
 func (p *scanner) object(out []byte, top bool) ([]byte, error) {
-	if p.depth++; p.depth > 1000 {
+	if p.depth++; p.depth > MaxDepth {
 		return nil, errFallback
 	}
 	defer func() { p.depth-- }()
@@ -112,7 +114,9 @@ func (p *scanner) object(out []byte, top bool) ([]byte, error) {
 			if err != nil {
 				return nil, err
 			}
-			ms = append(ms, member{key: key, raw: raw, val: val})
+			if ms = append(ms, member{key: key, raw: raw, val: val}); len(ms) > MaxContainer {
+				return nil, errFallback
+			}
 			p.space()
 			if p.i >= len(p.in) {
 				return nil, errFallback
@@ -162,7 +166,7 @@ func compareStrings(a, b string) int {
 }
 
 func (p *scanner) array(out []byte) ([]byte, error) {
-	if p.depth++; p.depth > 1000 {
+	if p.depth++; p.depth > MaxDepth {
 		return nil, errFallback
 	}
 	defer func() { p.depth-- }()
@@ -174,6 +178,9 @@ func (p *scanner) array(out []byte) ([]byte, error) {
 		return append(out, ']'), nil
 	}
 	for n := 0; ; n++ {
+		if n == MaxContainer {
+			return nil, errFallback
+		}
 		if n > 0 {
 			out = append(out, ',')
 		}
@@ -281,6 +288,9 @@ func (p *scanner) number(out []byte) ([]byte, error) {
 		if digits() == 0 {
 			return nil, errFallback
 		}
+	}
+	if numberDigits(in[start:j]) > MaxDigits {
+		return nil, errFallback
 	}
 	p.i = j
 	return append(out, in[start:j]...), nil

@@ -1,49 +1,110 @@
 package s360
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
 )
 
 func TestClassify(t *testing.T) {
-	cl := Classifier{Extra: []string{"setupService/listSeasons", "contactService/*"}}
+	cl := Classifier{Extra: []string{"externalOrderHistoryService/listTicketsByCriteria", "contactService/*"}}
 	cases := []struct {
+		name  string
 		path  string
 		ok    bool
 		class Class
 	}{
-		{"/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed", true, Catalog},
-		{"/tnseb/backend-apis/catalogService/v1_33/getPOSConfig", true, Catalog},
-		{"/tnseb/backend-apis/catalogService/v1_33/getLastSetupUpdate", true, Uncached},
-		{"/tnseb/backend-apis/catalogService/v1_33/isCatalogServiceAlive", true, Uncached},
-		{"/tnseb/backend-apis/availabilityService/v1_33/getEventAvailability", true, Availability},
-		{"/tnseb/backend-apis/availabilityService/v1_19/getUpdatedAvailabilities", true, Uncached},
-		{"/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder", true, Order},
-		{"/tnseb/backend-apis/externalOrderFacade/v1_33/createPaymentsAndCloseOrder", true, Denied},
-		{"/tnseb/backend-apis/externalOrderHistoryService/v1_34/listTicketsByCriteria", true, Denied},
-		{"/tnseb/backend-apis/setupService/v1_33/listSeasons", true, Uncached},
-		{"/tnseb/backend-apis/setupService/v1_33/listVatCodes", true, Denied},
-		{"/tnseb/backend-apis/contactService/v2_21/anything", true, Uncached},
-		{"/tnseb/backend-apis/catalogService/latest/getCatalog", false, Denied},
-		{"/tnseb/backend-apis/catalogService/v1_33", false, Denied},
-		{"/tnseb/backend-apis/catalogService/v1_33/getCatalog/extra", false, Denied},
-		{"/tnseb/backend-apis/catalogService/v1_33/../../x/v1_1/y", false, Denied},
-		{"/tnseb/backend-apis/catalog%2FService/v1_33/getCatalog", false, Denied},
-		{"/index.html", false, Denied},
+		{"catalog", "/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed", true, Catalog},
+		{"pos config", "/tnseb/backend-apis/catalogService/v1_33/getPOSConfig", true, Catalog},
+		{"setup feed", "/tnseb/backend-apis/catalogService/v1_33/getLastSetupUpdate", true, Uncached},
+		{"health", "/tnseb/backend-apis/catalogService/v1_33/isCatalogServiceAlive", true, Uncached},
+		{"availability", "/tnseb/backend-apis/availabilityService/v1_33/getEventAvailability", true, Availability},
+		{"availability feed", "/tnseb/backend-apis/availabilityService/v1_19/getUpdatedAvailabilities", true, Uncached},
+		{"order", "/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder", true, Order},
+		{"setup read", "/tnseb/backend-apis/setupService/v1_33/listSeasons", true, Catalog},
+		{"operator allowed", "/tnseb/backend-apis/externalOrderHistoryService/v1_34/listTicketsByCriteria", true, Uncached},
+		{"operator wildcard", "/tnseb/backend-apis/contactService/v2_21/anything", true, Uncached},
+		{"other write", "/tnseb/backend-apis/externalOrderFacade/v1_33/createPaymentsAndCloseOrder", true, Denied},
+		{"catalog wildcard gone", "/tnseb/backend-apis/catalogService/v1_33/deleteEverything", true, Denied},
+		{"availability wildcard gone", "/tnseb/backend-apis/availabilityService/v1_33/setStock", true, Denied},
+		{"setup write", "/tnseb/backend-apis/setupService/v1_33/updateSeason", true, Denied},
+		{"unnamed setup read", "/tnseb/backend-apis/setupService/v1_33/listEverything", true, Denied},
+		{"version without minor", "/tnseb/backend-apis/catalogService/v1/getCatalog", true, Denied},
+		{"version with suffix", "/tnseb/backend-apis/catalogService/v1_33x/getCatalog", true, Denied},
+		{"version without digits", "/tnseb/backend-apis/catalogService/v_33/getCatalog", true, Denied},
+		{"version twice split", "/tnseb/backend-apis/catalogService/v1_3_3/getCatalog", true, Denied},
+		{"version named", "/tnseb/backend-apis/catalogService/latest/getCatalog", true, Denied},
+		{"odd version of allowed name", "/tnseb/backend-apis/contactService/V1_1/anything", true, Denied},
+		{"version with dot", "/tnseb/backend-apis/catalogService/v1.33/getCatalog", false, Denied},
+		{"no method", "/tnseb/backend-apis/catalogService/v1_33", false, Denied},
+		{"extra segment", "/tnseb/backend-apis/catalogService/v1_33/getCatalog/extra", false, Denied},
+		{"dot dot", "/tnseb/backend-apis/catalogService/v1_33/../../x/v1_1/y", false, Denied},
+		{"dot dot to allowed", "/tnseb/backend-apis/x/v1_33/../../catalogService/v1_33/getCatalog", false, Denied},
+		{"dot segment", "/tnseb/backend-apis/./catalogService/v1_33/getCatalog", false, Denied},
+		{"double slash", "/tnseb/backend-apis//catalogService/v1_33/getCatalog", false, Denied},
+		{"trailing slash", "/tnseb/backend-apis/catalogService/v1_33/getCatalog/", false, Denied},
+		{"encoded slash kept", "/tnseb/backend-apis/catalog%2FService/v1_33/getCatalog", false, Denied},
+		{"website path", "/index.html", false, Denied},
 	}
 	for _, c := range cases {
-		call, ok := cl.Classify(c.path)
-		if ok != c.ok || call.Class != c.class {
-			t.Errorf("Classify(%q) = %v %v, want %v %v", c.path, call.Class, ok, c.class, c.ok)
+		t.Run(c.name, func(t *testing.T) {
+			call, ok := cl.Classify(c.path)
+			if ok != c.ok || call.Class != c.class {
+				t.Errorf("Classify(%q) = %v %v, want %v %v", c.path, call.Class, ok, c.class, c.ok)
+			}
+			if ok && call.Path() != c.path {
+				t.Errorf("Path() = %q, want %q", call.Path(), c.path)
+			}
+		})
+	}
+}
+
+// TestDefaultAllowList pins the built-in list: each method S360-API.md §5-§7
+// and §5.5 name as a read is allowed with its class, and nothing else is.
+func TestDefaultAllowList(t *testing.T) {
+	want := map[string]Class{
+		"catalogService/getCatalog":                        Catalog,
+		"catalogService/getCatalogDetailed":                Catalog,
+		"catalogService/getPOSConfig":                      Catalog,
+		"catalogService/getLastSetupUpdate":                Uncached,
+		"catalogService/isCatalogServiceAlive":             Uncached,
+		"setupService/listSeasons":                         Catalog,
+		"setupService/listAudienceSubCategories":           Catalog,
+		"setupService/listPriceLevels":                     Catalog,
+		"setupService/listVatCodes":                        Catalog,
+		"setupService/searchProductsByCriteria":            Catalog,
+		"availabilityService/getEventAvailability":         Availability,
+		"availabilityService/getPerformanceAvailability":   Availability,
+		"availabilityService/getProductAvailability":       Availability,
+		"availabilityService/getSeatsAvailability":         Availability,
+		"availabilityService/getAvailableThemeAndLanguage": Availability,
+		"availabilityService/getUpdatedAvailabilities":     Uncached,
+		"externalOrderFacade/createOrUpdateOrder":          Order,
+	}
+	for name, class := range want {
+		t.Run(name, func(t *testing.T) {
+			service, method, _ := strings.Cut(name, "/")
+			c, ok := Classifier{}.Classify(APIPrefix + service + "/v1_33/" + method)
+			if !ok || c.Class != class {
+				t.Errorf("got %v %v, want %v", c.Class, ok, class)
+			}
+		})
+	}
+	got := DefaultMethods()
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("%s is on the built-in list but not in this test", name)
 		}
-		if ok && call.Path() != c.path {
-			t.Errorf("Path() = %q, want %q", call.Path(), c.path)
+		if strings.Contains(name, "*") {
+			t.Errorf("wildcard %s on the built-in list", name)
 		}
 	}
-	var zero Classifier
-	if c, _ := zero.Classify("/tnseb/backend-apis/setupService/v1_33/listSeasons"); c.Class != Denied {
-		t.Errorf("default allow-list lets setupService through: %v", c.Class)
+	for _, name := range []string{"externalOrderHistoryService/listTicketsByCriteria", "catalogService/deleteEverything", "availabilityService/setStock"} {
+		service, method, _ := strings.Cut(name, "/")
+		if c, _ := (Classifier{}).Classify(APIPrefix + service + "/v1_33/" + method); c.Class != Denied {
+			t.Errorf("%s: %v by default, want denied", name, c.Class)
+		}
 	}
 }
 
@@ -179,5 +240,60 @@ func TestCanonicalFastTakesOrdinaryBodies(t *testing.T) {
 		if err != nil || string(fast) != string(ref) {
 			t.Errorf("%s: fast %s (%v), reference %s", b, fast, err, ref)
 		}
+	}
+}
+
+func TestCanonicalShapeLimits(t *testing.T) {
+	nest := func(n int) string { return strings.Repeat(`{"a":`, n-1) + `{}` + strings.Repeat(`}`, n-1) }
+	nestArrays := func(n int) string { return `{"a":` + strings.Repeat(`[`, n-1) + strings.Repeat(`]`, n-1) + `}` }
+	members := func(n int) string {
+		var b strings.Builder
+		b.WriteString("{")
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			b.WriteString(`"k` + strconv.Itoa(i) + `":0`)
+		}
+		return b.String() + "}"
+	}
+	items := func(n int) string { return `{"a":[` + strings.TrimSuffix(strings.Repeat("1,", n), ",") + `]}` }
+	number := func(digits int) string { return `{"n":-` + strings.Repeat("9", digits) + `}` }
+	cases := []struct {
+		name string
+		body string
+		ok   bool
+	}{
+		{"objects nested 32", nest(32), true},
+		{"objects nested 33", nest(33), false},
+		{"arrays nested 32", nestArrays(32), true},
+		{"arrays nested 33", nestArrays(33), false},
+		{"1000 members", members(1000), true},
+		{"1001 members", members(1001), false},
+		{"1001 members, duplicates", `{` + strings.Repeat(`"a":1,`, 1000) + `"a":2}`, false},
+		{"1000 items", items(1000), true},
+		{"1001 items", items(1001), false},
+		{"1001 items nested", `{"a":[[` + strings.TrimSuffix(strings.Repeat("1,", 1001), ",") + `]]}`, false},
+		{"32 digits", number(32), true},
+		{"33 digits", number(33), false},
+		{"32 digits with fraction and exponent", `{"n":1234567890.1234567890e123456789012}`, true},
+		{"33 digits with fraction and exponent", `{"n":1234567890.1234567890e1234567890123}`, false},
+		{"long string is no number", `{"s":"` + strings.Repeat("9", 100) + `"}`, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for name, f := range map[string]func([]byte) ([]byte, error){"Canonical": Canonical, "reference": canonicalRef} {
+				_, err := f([]byte(c.body))
+				if c.ok && err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+				if !c.ok && !errors.Is(err, ErrShape) {
+					t.Errorf("%s: err %v, want a shape error", name, err)
+				}
+			}
+			if out, err := canonicalFast([]byte(c.body)); !c.ok && err == nil {
+				t.Errorf("fast path accepted it: %.80s", out)
+			}
+		})
 	}
 }

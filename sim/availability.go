@@ -224,3 +224,21 @@ func (s *Server) getUpdatedAvailabilities(body []byte) (envelope, error) {
 	}
 	return success("availabilityUpdateData", rows), nil
 }
+
+// getAvailableThemeAndLanguage answers for visit passes with themes and
+// languages (S360-API.md §6). The generated catalog has single entries only,
+// so the list is always empty; the method exists so that clients calling it
+// get S-360's shape.
+func (s *Server) getAvailableThemeAndLanguage(body []byte) (envelope, error) {
+	var req struct {
+		PassID      *int64  `json:"passId"`
+		TimeslotIDs []int64 `json:"timeslotIds"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, err
+	}
+	if req.PassID == nil {
+		return s.failure("error.parameter.mandatory", "passId is mandatory"), nil
+	}
+	return success("listThemeAndLanguage", []any{}), nil
+}

@@ -12,8 +12,10 @@ type counters struct {
 	Calls       map[string]int `json:"calls"`
 	Statuses    map[string]int `json:"statuses"`
 	RateLimited int            `json:"rateLimited"`
-	Total       int            `json:"total"`
-	PerMinute   []struct {
+	// FloorRefused counts per-key floor refusals by "service/method".
+	FloorRefused map[string]int `json:"floorRefused"`
+	Total        int            `json:"total"`
+	PerMinute    []struct {
 		Start string `json:"start"`
 		Calls int    `json:"calls"`
 	} `json:"perMinute"`
@@ -100,13 +102,17 @@ func TestFloors(t *testing.T) {
 	}
 	h.control("POST", "/_sim/clock", `{"advance": "1m"}`)
 	h.ok("availabilityService/getEventAvailability", avail)
+	if c := h.counters(); c.FloorRefused["catalogService/getCatalogDetailed"] != 2 || c.FloorRefused["availabilityService/getEventAvailability"] != 2 ||
+		len(c.FloorRefused) != 2 || c.RateLimited != 4 {
+		t.Errorf("floor counters %+v", c)
+	}
 	h.control("POST", "/_sim/reset", "")
 	h.ok("catalogService/getCatalogDetailed", `{"scope": "EXTENDED"}`)
 
 	h.control("POST", "/_sim/faults", `{"catalogFloor": "0s"}`)
 	h.ok("catalogService/getCatalogDetailed", `{}`)
 	h.ok("catalogService/getCatalogDetailed", `{}`)
-	if c := h.counters(); c.RateLimited != 0 || c.Calls["catalogService/getCatalogDetailed"] != 3 {
+	if c := h.counters(); c.RateLimited != 0 || len(c.FloorRefused) != 0 || c.Calls["catalogService/getCatalogDetailed"] != 3 {
 		t.Errorf("counters %+v", c)
 	}
 }

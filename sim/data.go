@@ -42,10 +42,11 @@ func tr(en, fr string) translated {
 // Views handed to the encoder are shallow copies taken under Server.mu, so
 // fields reachable from them (names, prices) are replaced, never mutated.
 type catalog struct {
-	Seasons  []*season `json:"seasons"`
-	products []*product
-	prodByID map[int64]*product
-	perfByID map[int64]*performance
+	Seasons   []*season `json:"seasons"`
+	products  []*product
+	vatCodeID int64 // the one VAT code of every product (listVatCodes)
+	prodByID  map[int64]*product
+	perfByID  map[int64]*performance
 }
 
 type season struct {
@@ -55,6 +56,7 @@ type season struct {
 	AudienceCategories []audienceCategory `json:"audienceCategories"`
 	PriceLevels        []priceLevel       `json:"priceLevels"`
 	Products           []*product         `json:"products"`
+	start, end         time.Time          // for listSeasons
 }
 
 type audienceCategory struct {
@@ -170,7 +172,9 @@ func generate(n int, seed int64, now time.Time) *catalog {
 		year := day.Year() + k
 		se := &season{ID: setup.id(), Code: fmt.Sprintf("S%d", year),
 			ExternalName: tr(fmt.Sprintf("Season %d/%d", year, year+1), fmt.Sprintf("Saison %d/%d", year, year+1)),
-			Products:     []*product{}}
+			Products:     []*product{},
+			start:        time.Date(year, time.September, 1, 0, 0, 0, 0, paris),
+			end:          time.Date(year+1, time.August, 31, 23, 59, 59, 0, paris)}
 		subs := []audienceSubCategory{
 			{setup.id(), "ADULT", tr("Adult", "Adulte"), "FULL", 100},
 			{setup.id(), "SENIOR", tr("Senior", "Senior"), "REDUCED", 80},
@@ -189,6 +193,7 @@ func generate(n int, seed int64, now time.Time) *catalog {
 		c.Seasons = append(c.Seasons, se)
 	}
 	vatCode := setup.id()
+	c.vatCodeID = vatCode
 
 	for i := range n {
 		k := i % 2

@@ -20,6 +20,10 @@
 //	-rate-window 1m             fixed window aligned on multiples of its length
 //	-catalog-floor 10m          getCatalogDetailed / getCatalog: once per floor per identical body; 0 = off
 //	-availability-floor 1m      each availabilityService method, same rule, requestId ignored; 0 = off
+//	                            These are S-360's documented per-key limits (S360-API.md §4), on by default;
+//	                            refusals answer the rate status and count in floorRefused. Floors follow the
+//	                            simulator's clock (/_sim/clock), and POST /_sim/faults {"catalogFloor": "0s",
+//	                            "availabilityFloor": "0s"} turns them off at run time.
 //	-rate-status 509            status of rate-limited calls (509 or 429); no Retry-After header
 //	-latency 0                  added to every tnseb call
 //	-catalog-latency 0          added to getCatalogDetailed and getCatalog
@@ -34,7 +38,24 @@
 //	POST /tnseb/backend-apis/{service}/v{N}_{NN}/{method}  JSON body, Bearer token
 //	  catalogService: getCatalogDetailed, getCatalog, getLastSetupUpdate, getPOSConfig, isCatalogServiceAlive
 //	  availabilityService: getEventAvailability, getPerformanceAvailability, getProductAvailability,
-//	                       getSeatsAvailability, getUpdatedAvailabilities
+//	                       getSeatsAvailability, getUpdatedAvailabilities,
+//	                       getAvailableThemeAndLanguage {passId, timeslotIds} (no passes: always an empty list)
+//	  setupService (S360-API.md §5.5, same ids as the catalog):
+//	    listSeasons {} → seasons[]{id, code, state, start, end, externalName, priceLevels: [], audienceCategories: []}
+//	    listAudienceSubCategories {seasonId} → audienceSubCategories[]{id, code, externalName, audienceCategoryKind,
+//	                                            requiredAudienceSubCategoryIds, crossSeatCategory}
+//	    listPriceLevels {seasonId} → priceLevels[]{id, code, mainCategory}
+//	    listVatCodes {} → vatCodes[]{id, code, currentRate (5.5 % = 5500), country}
+//	    searchProductsByCriteria {searchProductsCriteria: {seasonIds, productFamilyTypes}, minIndex, nbMaxResults}
+//	                            → products[] (catalog shape, no performance state, any product state), by id,
+//	                            at most 100 a page
+//	    seasonId missing → error.parameter.mandatory; unknown → error.season.unknown
+//	  externalOrderHistoryService: listTicketsByCriteria {ticketFilterCriteria: {productId, startDate, endDate,
+//	                            pointOfSalesId}, paginationParameter: {startPosition, maxResult (≤ 5000)}}
+//	                            → {truncated, ticketSummaries[]{ticketState, performanceId, seatCategoryId,
+//	                            audienceSubCategoryId, audienceSubCategory, priceLevelId, price}}: one per ticket
+//	                            of the simulator's orders created in the range; dates are mandatory; with
+//	                            pointOfSalesId the list is empty, as observed on S-360
 //	  externalOrderFacade: createOrUpdateOrder (singleEntryAttributionOperations only)
 //	GET /api/1/redirect/{cart,checkout}?orderId=&lang=[&secret=|&orderSecretId=]  302 → /shop/{cart,checkout}
 //	GET /api/1/redirect/{other...}  302 → /shop/{other...} (placeholder page)
@@ -66,7 +87,8 @@
 //
 //	GET  /_sim/counters   {"calls": {"auth": n, "catalogService/getCatalogDetailed": n, ..., "unknown": n},
 //	                       "statuses": {"200": n, "509": n, "0": n (connection closed)}, "rateLimited": n, "total": n,
-//	                       "perMinute": [{"start": iso, "calls": n}]}
+//	                       "floorRefused": {"catalogService/getCatalogDetailed": n, ...}, "perMinute": [{"start": iso, "calls": n}]}
+//	                      rateLimited counts every rate-status answer; floorRefused those of the per-key floors, by method.
 //	                      API calls only (auth and tnseb; not shop or control requests). perMinute counts the calls
 //	                      not rate-limited per bucket of -rate-window (a minute by default), aligned, oldest first.
 //	POST /_sim/reset      zero counters, rate-limit window and floors (not stock, orders or faults)

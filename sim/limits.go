@@ -133,6 +133,7 @@ func (s *Server) allowFloor(key string, obj map[string]json.RawMessage, floor ti
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
 	if last, ok := s.floors[fk]; ok && now.Sub(last) < floor {
+		s.floorRefused[key]++
 		return false
 	}
 	if len(s.floors) > 100000 { // a client spraying distinct bodies: forget old entries
@@ -192,7 +193,7 @@ func (s *Server) resetCounters() {
 	s.calls, s.statuses, s.perMinute = map[string]int{}, map[string]int{}, map[time.Time]int{}
 	s.limited, s.total = 0, 0
 	s.window, s.windowN = time.Time{}, 0
-	s.floors = map[string]time.Time{}
+	s.floors, s.floorRefused = map[string]time.Time{}, map[string]int{}
 }
 
 type bucket struct {
@@ -204,7 +205,10 @@ func (s *Server) counters() map[string]any {
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
 	// 200 and the rate status are always present, so clients can read them.
-	calls, statuses := map[string]int{}, map[string]int{"200": 0, strconv.Itoa(s.faults.RateStatus): 0}
+	calls, statuses, floors := map[string]int{}, map[string]int{"200": 0, strconv.Itoa(s.faults.RateStatus): 0}, map[string]int{}
+	for k, v := range s.floorRefused {
+		floors[k] = v
+	}
 	for k, v := range s.calls {
 		calls[k] = v
 	}
@@ -220,6 +224,6 @@ func (s *Server) counters() map[string]any {
 	for _, t := range starts {
 		buckets = append(buckets, bucket{iso(t), s.perMinute[t]})
 	}
-	return map[string]any{"calls": calls, "statuses": statuses, "rateLimited": s.limited,
+	return map[string]any{"calls": calls, "statuses": statuses, "rateLimited": s.limited, "floorRefused": floors,
 		"total": s.total, "perMinute": buckets}
 }

@@ -46,6 +46,9 @@ type Server struct {
 	window    time.Time // start of the current rate-limit window
 	windowN   int
 	floors    map[string]time.Time // floor key → last accepted call
+	// floorRefused counts, per "service/method", the calls refused by a
+	// per-key floor (they also count in limited).
+	floorRefused map[string]int
 }
 
 // New returns a simulator with the generated catalog of cfg.
@@ -87,17 +90,24 @@ type envelope map[string]any
 type method func(s *Server, body []byte) (envelope, error)
 
 var methods = map[string]method{
-	"catalogService/getCatalogDetailed":              (*Server).getCatalogDetailed,
-	"catalogService/getCatalog":                      (*Server).getCatalog,
-	"catalogService/getLastSetupUpdate":              (*Server).getLastSetupUpdate,
-	"catalogService/getPOSConfig":                    (*Server).getPOSConfig,
-	"catalogService/isCatalogServiceAlive":           (*Server).isCatalogServiceAlive,
-	"availabilityService/getEventAvailability":       (*Server).getEventAvailability,
-	"availabilityService/getPerformanceAvailability": (*Server).getPerformanceAvailability,
-	"availabilityService/getProductAvailability":     (*Server).getProductAvailability,
-	"availabilityService/getSeatsAvailability":       (*Server).getSeatsAvailability,
-	"availabilityService/getUpdatedAvailabilities":   (*Server).getUpdatedAvailabilities,
-	"externalOrderFacade/createOrUpdateOrder":        (*Server).createOrUpdateOrder,
+	"catalogService/getCatalogDetailed":                 (*Server).getCatalogDetailed,
+	"catalogService/getCatalog":                         (*Server).getCatalog,
+	"catalogService/getLastSetupUpdate":                 (*Server).getLastSetupUpdate,
+	"catalogService/getPOSConfig":                       (*Server).getPOSConfig,
+	"catalogService/isCatalogServiceAlive":              (*Server).isCatalogServiceAlive,
+	"availabilityService/getEventAvailability":          (*Server).getEventAvailability,
+	"availabilityService/getPerformanceAvailability":    (*Server).getPerformanceAvailability,
+	"availabilityService/getProductAvailability":        (*Server).getProductAvailability,
+	"availabilityService/getSeatsAvailability":          (*Server).getSeatsAvailability,
+	"availabilityService/getUpdatedAvailabilities":      (*Server).getUpdatedAvailabilities,
+	"availabilityService/getAvailableThemeAndLanguage":  (*Server).getAvailableThemeAndLanguage,
+	"externalOrderFacade/createOrUpdateOrder":           (*Server).createOrUpdateOrder,
+	"setupService/listSeasons":                          (*Server).listSeasons,
+	"setupService/listAudienceSubCategories":            (*Server).listAudienceSubCategories,
+	"setupService/listPriceLevels":                      (*Server).listPriceLevels,
+	"setupService/listVatCodes":                         (*Server).listVatCodes,
+	"setupService/searchProductsByCriteria":             (*Server).searchProductsByCriteria,
+	"externalOrderHistoryService/listTicketsByCriteria": (*Server).listTicketsByCriteria,
 }
 
 func success(kv ...any) envelope {
