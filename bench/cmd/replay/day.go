@@ -40,19 +40,24 @@ type event struct {
 	n     int  // serial of a stock change
 }
 
+// fixtures is the part of the simulator's /_sim/fixtures the day uses.
 type fixtures struct {
-	PosID    int64 `json:"posId"`
-	Products []struct {
-		Code         string `json:"code"`
-		Name         string `json:"name"`
-		State        string `json:"state"`
-		Performances []struct {
-			ID                     int64   `json:"id"`
-			State                  string  `json:"state"`
-			SeatCategoryIDs        []int64 `json:"seatCategoryIds"`
-			AudienceSubCategoryIDs []int64 `json:"audienceSubCategoryIds"`
-		} `json:"performances"`
-	} `json:"products"`
+	PosID    int64       `json:"posId"`
+	Products []fxProduct `json:"products"`
+}
+
+type fxProduct struct {
+	Code         string   `json:"code"`
+	Name         string   `json:"name"`
+	State        string   `json:"state"`
+	Performances []fxPerf `json:"performances"`
+}
+
+type fxPerf struct {
+	ID                     int64   `json:"id"`
+	State                  string  `json:"state"`
+	SeatCategoryIDs        []int64 `json:"seatCategoryIds"`
+	AudienceSubCategoryIDs []int64 `json:"audienceSubCategoryIds"`
 }
 
 // pair is a (performance, seat category) whose stock the day changes; its
@@ -314,7 +319,7 @@ func runDesign(name string) (*result, error) {
 				continue
 			}
 			mu.Lock()
-			res.setupSnap = append(res.setupSnap, cs.Calls["catalogService/getCatalogDetailed"])
+			res.setupSnap = append(res.setupSnap, cs.Calls[catalogMethod])
 			res.setupAt = append(res.setupAt, time.Since(t0))
 			mu.Unlock()
 			continue
@@ -337,6 +342,10 @@ func runDesign(name string) (*result, error) {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			rs := c.visit(e, &fx, res.plan, name0, pairIdx, t0)
+			// a visit that waited for a slot was slow for its buyer too
+			if late := time.Since(t0.Add(e.at)) - sumLat(rs); late > 0 && len(rs) > 0 {
+				rs[0].lat += late
+			}
 			mu.Lock()
 			res.recs = append(res.recs, rs...)
 			mu.Unlock()
@@ -349,9 +358,16 @@ func runDesign(name string) (*result, error) {
 	if err := getJSON(simURL+"/_sim/counters", &last); err != nil {
 		return nil, err
 	}
-	res.setupSnap = append(res.setupSnap, last.Calls["catalogService/getCatalogDetailed"])
+	res.setupSnap = append(res.setupSnap, last.Calls[catalogMethod])
 	res.loadAfter = loadavg()
 	return res, nil
+}
+
+func sumLat(rs []rec) (d time.Duration) {
+	for _, r := range rs {
+		d += r.lat
+	}
+	return d
 }
 
 // visit plays one event: the calls the website makes for it.

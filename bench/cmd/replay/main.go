@@ -62,7 +62,7 @@ var (
 	edgeLimit  = flag.Int("edge-limit", 150, "the sidecar's rate_limit a scaled minute, as in the Caddyfile (for the report)")
 	latency    = flag.Duration("latency", 20*time.Millisecond, "simulator latency of every call")
 	catLatency = flag.Duration("catalog-latency", 500*time.Millisecond, "simulator latency added to getCatalogDetailed")
-	conc       = flag.Int("conc", 256, "requests in flight at most (beyond it a request waits and its wait counts in its latency)")
+	conc       = flag.Int("conc", 256, "requests in flight at most (beyond it a request waits; latency counts from sending)")
 	seed       = flag.Uint64("seed", 1, "schedule seed")
 	note       = flag.String("note", "", "a sentence printed under the section's title (e.g. which code was measured)")
 	keep       = flag.Bool("keep", false, "keep each design's directory (logs) and print its path")
