@@ -145,7 +145,7 @@ func writeReport(w io.Writer, results []*result) {
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, numCPU())
 	if out, err := exec.Command("git", "log", "-1", "--format=%h %s").Output(); err == nil {
 		dirty := ""
-		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)*.md", ":(exclude)*.svg").Output(); err == nil && len(st) > 0 {
 			dirty = " (with uncommitted changes)"
 		}
 		fmt.Fprintf(w, "Code measured: commit %s%s.\n\n", strings.TrimSpace(string(out)), dirty)
