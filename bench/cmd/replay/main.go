@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -59,7 +60,7 @@ var (
 	abuseFrom  = flag.Float64("abuse-from", 5, "scaled minute the abusive client starts")
 	abuseTo    = flag.Float64("abuse-to", 30, "scaled minute it stops")
 	simLimit   = flag.Int("sim-limit", 180, "the simulator's calls a scaled minute")
-	edgeLimit  = flag.Int("edge-limit", 150, "the sidecar's rate_limit a scaled minute, as in the Caddyfile (for the report)")
+	edgeLimit  = flag.Int("edge-limit", 150, "the sidecar's rate_limit a scaled minute, for the report; a rate_limit line of the Caddyfile wins")
 	latency    = flag.Duration("latency", 20*time.Millisecond, "simulator latency of every call")
 	catLatency = flag.Duration("catalog-latency", 500*time.Millisecond, "simulator latency added to getCatalogDetailed")
 	conc       = flag.Int("conc", 256, "requests in flight at most (beyond it a request waits; latency counts from sending)")
@@ -78,6 +79,9 @@ func main() {
 	flag.Parse()
 	if *minute < time.Second || *minute%time.Second != 0 {
 		fatal(fmt.Errorf("-minute must be whole seconds (nginx's TTL), got %s", *minute))
+	}
+	if src, err := os.ReadFile(*caddyfile); err == nil {
+		*edgeLimit, quota = limits(src, *edgeLimit)
 	}
 	var results []*result
 	for _, name := range strings.Split(*designList, ",") {
@@ -109,6 +113,36 @@ func main() {
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "replay:", err)
 	os.Exit(1)
+}
+
+// quota is the client quota the report checks the abusive client against:
+// the Caddyfile's client_quota, else the documented default, a fifth of
+// rate_limit.
+var quota int
+
+// limits reads the calls of rate_limit and client_quota from a Caddyfile
+// (scaled windows are the tool's own, so only the counts matter here).
+func limits(src []byte, rate int) (int, int) {
+	q := -1
+	for _, l := range strings.Split(string(src), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		n, err := strconv.Atoi(f[1])
+		switch {
+		case f[0] == "rate_limit" && err == nil:
+			rate = n
+		case f[0] == "client_quota" && err == nil:
+			q = n
+		case f[0] == "client_quota" && f[1] == "off":
+			q = 0
+		}
+	}
+	if q < 0 {
+		q = rate / 5
+	}
+	return rate, q
 }
 
 // scaled turns a duration of the real day into wall time.

@@ -138,3 +138,24 @@ func TestPlanIsSeededAndShaped(t *testing.T) {
 		t.Errorf("no Zipf skew: product 0 viewed %d times, the last %d", views[0], views[len(fx.Products)-1])
 	}
 }
+
+func TestLimitsFromCaddyfile(t *testing.T) {
+	tests := []struct {
+		name, src         string
+		wantRate, wantQuo int
+	}{
+		{"defaults", "s360 {\n\tupstream x\n}\n", 150, 30},
+		{"rate_limit sets the default quota", "\trate_limit 100 {$MINUTE}\n", 100, 20},
+		{"client_quota", "\trate_limit 150 3s\n\tclient_quota 10 {$MINUTE}\n", 150, 10},
+		{"client_quota off", "\tclient_quota off\n", 150, 0},
+		{"a placeholder count is left alone", "\trate_limit {$RATE} 3s\n", 150, 30},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rate, q := limits([]byte(tc.src), 150)
+			if rate != tc.wantRate || q != tc.wantQuo {
+				t.Errorf("limits = %d, %d; want %d, %d", rate, q, tc.wantRate, tc.wantQuo)
+			}
+		})
+	}
+}

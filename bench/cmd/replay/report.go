@@ -182,9 +182,9 @@ func writeReport(w io.Writer, results []*result) {
 			*seed, *products, count[kPage], *browse, *zipfS, pl.catKeys, count[kSpike], *spikeLen, *spikeAt, pl.spikeProd, spikeOrders, count[kOrder],
 			*setups, count[kStock], *stockEvery, len(pl.tracked), *abuseRate, *abuseFrom, *abuseTo)
 	}
-	fmt.Fprintf(w, "**Designs.** (a) s360edge (`cmd/s360edge`, bench/Caddyfile.replay) in front of the simulator; the visitors' calls carry no token. "+
+	fmt.Fprintf(w, "**Designs.** (a) s360edge (`cmd/s360edge`, `%s`) in front of the simulator; the visitors' calls carry no token. "+
 		"(b) no cache: the website's backend calls the simulator itself with the operator token, fetched from `/tnai/backend-apis/v1/auth` once and again after a 401, as a plain client does (the token calls count in the limit). "+
-		"(c) the same backend through Debian's nginx (bench/nginx.replay.conf): `proxy_cache_methods POST`, key `$request_uri|$request_body`, `proxy_cache_valid 200` one scaled minute, `proxy_cache_lock on`; orders and tokens not cached.\n\n")
+		"(c) the same backend through Debian's nginx (bench/nginx.replay.conf): `proxy_cache_methods POST`, key `$request_uri|$request_body`, `proxy_cache_valid 200` one scaled minute, `proxy_cache_lock on`; orders and tokens not cached.\n\n", *caddyfile)
 	fmt.Fprintf(w, "**Measures.** Upstream calls: what reached the simulator (its `/_sim/counters`, sampled at each scaled minute, refused calls included). Catalog calls per setup change: getCatalogDetailed calls from one setup change to the next (or the end). "+
 		"Staleness: a product-0 catalog answer that does not show the last setup change made before the request, or a tracked availability that does not show the last stock change, is stale by the time since that change. "+
 		"Buyer latency: page views, spike buyers and orders, from the moment the call was due (so a visit that waited for one of the tool's %d request slots counts the wait) to the end of the answer. Abusive client: its requests that made an upstream call (s360edge: `Cache-Status` with `fwd=`, not coalesced, not 429; nginx: not a HIT), per scaled minute of their end.\n\n", *conc)
@@ -233,7 +233,7 @@ func writeReport(w io.Writer, results []*result) {
 		return fmt.Sprintf("%.1f %% (%d of %d)", 100*float64(s.buyerOK)/float64(max(1, s.buyerN)), s.buyerOK, s.buyerN)
 	})
 	row("buyer latency p50 / p99", func(_ *result, s summary) string { return ms(s.p50) + " / " + ms(s.p99) })
-	row(fmt.Sprintf("abusive client: upstream calls caused, total / max a scaled minute (quota by default %d)", *edgeLimit/5), func(_ *result, s summary) string {
+	row(fmt.Sprintf("abusive client: upstream calls caused, total / max a scaled minute (quota %s)", quotaText()), func(_ *result, s summary) string {
 		return fmt.Sprintf("%d of %d / %d", s.abuseUp, s.abuse, s.abuseMaxMin)
 	})
 	row("wall time of the day; load average before / after", func(r *result, _ summary) string {
@@ -374,11 +374,17 @@ func writeTargets(w io.Writer, s summary, pl *plan) {
 	maxCat := slices.Max(append(slices.Clone(s.catalogPerSetup), 0))
 	catBound := *minute + *catLatency
 	avBound := *minute + *latency
-	quota := *edgeLimit / 5
 	fmt.Fprintf(w, "Targets for s360edge: 0 × 509: %s (%d); at most one catalog call per key per setup change: %s (at most %d calls after a change, %d keys); "+
 		"staleness at most one poll interval plus fetch time: catalog %s (oldest %s, bound %s), availability %s (oldest %s, bound %s); "+
-		"100 %% of orders: %s (%d of %d); the abusive client held to its quota: %s (at most %d calls a scaled minute, quota %d).\n\n",
+		"100 %% of orders: %s (%d of %d); the abusive client held to its quota: %s (at most %d calls a scaled minute, quota %s).\n\n",
 		verdict(s.refused == 0), s.refused, verdict(maxCat <= pl.catKeys), maxCat, pl.catKeys,
 		verdict(s.catMax <= catBound), sm(s.catMax), sm(catBound), verdict(s.avMax <= avBound), sm(s.avMax), sm(avBound),
-		verdict(s.orders > 0 && s.ordersOK == s.orders), s.ordersOK, s.orders, verdict(s.abuseMaxMin <= quota), s.abuseMaxMin, quota)
+		verdict(s.orders > 0 && s.ordersOK == s.orders), s.ordersOK, s.orders, verdict(quota > 0 && s.abuseMaxMin <= quota), s.abuseMaxMin, quotaText())
+}
+
+func quotaText() string {
+	if quota == 0 {
+		return "off"
+	}
+	return fmt.Sprint(quota)
 }
