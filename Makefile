@@ -73,3 +73,16 @@ storm:
 	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm -md BENCHMARKS.md
 
 .PHONY: storm
+
+# issue 9's evidence: a compressed day of site traffic through s360edge, no
+# cache and nginx proxy_cache (Debian's nginx), one after the other; about 9
+# minutes. Rewrites the "replay" section of BENCHMARKS.md and
+# bench/figures/replay.svg. REPLAY_FLAGS adds flags, e.g. -caddyfile.
+replay:
+	cd bench && $(GO) build -o bin/replay ./cmd/replay
+	$(GO) build -o bench/bin/s360edge ./cmd/s360edge
+	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
+	bench/bin/replay -bin bench/bin -caddyfile bench/Caddyfile.replay -nginx-conf bench/nginx.replay.conf \
+		-md BENCHMARKS.md -svg bench/figures/replay.svg $(REPLAY_FLAGS)
+
+.PHONY: replay
