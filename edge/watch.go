@@ -305,9 +305,9 @@ func (e *Edge) refreshAhead() {
 }
 
 // refreshKey refetches one stale key (an older catalog generation, a soft
-// purge) through the coalescing fetch, so it
-// shares the call with a buyer's miss and respects the floors. A floor is
-// waited out on a timer; a failure is retried at the setup poll interval.
+// purge) through the coalescing fetch, so it shares the call with a buyer's
+// miss and respects the floors. A floor is waited out on a timer; a failure
+// is retried at the setup poll interval.
 func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
 	call, canonical, ok := e.parseKey(key)
 	if !ok {
