@@ -391,3 +391,39 @@ func TestAvailabilityInvalidation(t *testing.T) {
 		})
 	})
 }
+
+func TestSetupChangeAfterReopenWaitsForTheFloor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		stub := newStub()
+		var mu sync.Mutex
+		setup := "a"
+		stub.on(setupCall.Method, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(w, `{"statusCode":"success","lastSetupUpdate":%q}`, setup)
+		})
+		v := openEconomy(t, dir, stub, nil)
+		mustPoll(t, v.e.pollSetup)
+		v.serve(t, catalog, `{}`)
+		v.e.Close()
+
+		time.Sleep(time.Minute)
+		mu.Lock()
+		setup = "b"
+		mu.Unlock()
+		v = openEconomy(t, dir, stub, nil)
+		defer v.e.Close()
+		mustPoll(t, v.e.pollSetup)
+		synctest.Wait() // the refresh-ahead met the floor
+		if n := stub.count("getCatalogDetailed"); n != 1 {
+			t.Fatalf("a setup change after a restart made %d catalog calls within the floor, want 1", n)
+		}
+		expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86340; detail=generation", "echo")
+		time.Sleep(9 * time.Minute)
+		synctest.Wait()
+		if n := stub.count("getCatalogDetailed"); n != 2 {
+			t.Fatalf("no refresh once the floor passed: %d catalog calls", n)
+		}
+	})
+}
