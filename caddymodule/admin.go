@@ -124,6 +124,9 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 		}
 		matched++
 		n, err := purge(s, req, class)
+		if !req.Hard && n > 0 {
+			e.RefreshPurged()
+		}
 		purged += n
 		failed = errors.Join(failed, err)
 	})

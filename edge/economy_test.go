@@ -272,6 +272,7 @@ func TestSoftPurgeServesPurgedThenRefreshes(t *testing.T) {
 		if n, err := v.e.Store().SoftPurgeClass(cachestore.Catalog); n != 1 || err != nil {
 			t.Fatalf("soft purge: %d, %v", n, err)
 		}
+		v.e.RefreshPurged() // as the admin API does
 		// Within the floor: the purged entry answers, the refresh waits.
 		expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=0; detail=purged", "v1")
 		synctest.Wait()
@@ -283,8 +284,13 @@ func TestSoftPurgeServesPurgedThenRefreshes(t *testing.T) {
 		if n := stub.count("getCatalogDetailed"); n != 2 {
 			t.Fatalf("no refresh once the floor passed: %d calls", n)
 		}
+		time.Sleep(10 * time.Minute) // no more refreshes once refreshed
+		synctest.Wait()
+		if n := stub.count("getCatalogDetailed"); n != 2 {
+			t.Fatalf("refreshed again: %d calls", n)
+		}
 		r := v.serve(t, catalog, `{}`)
-		if !strings.HasPrefix(r.CacheStatus, "s360edge; hit; ttl=86400") || !strings.Contains(string(r.Entry.Body), "v2") {
+		if !strings.HasPrefix(r.CacheStatus, "s360edge; hit; ttl=85800") || !strings.Contains(string(r.Entry.Body), "v2") {
 			t.Fatalf("after the refresh: %q %s", r.CacheStatus, r.Entry.Body)
 		}
 	})

@@ -283,11 +283,23 @@ func (e *Edge) newGeneration() error {
 // older generation, so that buyers get hits rather than wait for S-360.
 // Until an entry is refreshed, Serve answers with it (detail=generation).
 func (e *Edge) refreshAhead() {
+	gen := e.gen.Load()
+	e.refreshCatalog(func(ent *cachestore.Entry) bool { return ent.Generation != gen })
+}
+
+// RefreshPurged refetches, one at a time and each as soon as its floor
+// allows, the catalog entries a soft purge marked; until then Serve answers
+// with them (detail=purged). Availability entries, far more numerous, are
+// refreshed on their next request.
+func (e *Edge) RefreshPurged() {
+	e.refreshCatalog(func(ent *cachestore.Entry) bool { return slices.Contains(ent.Tags, cachestore.PurgedTag) })
+}
+
+func (e *Edge) refreshCatalog(stale func(*cachestore.Entry) bool) {
 	e.background(func(ctx context.Context) {
 		var keys []string
-		gen := e.gen.Load()
 		err := e.store.Keys(cachestore.Catalog, func(key string, ent *cachestore.Entry) bool {
-			if ent.Generation != gen {
+			if stale(ent) {
 				keys = append(keys, key)
 			}
 			return true
