@@ -128,7 +128,7 @@ func TestCacheHitsCoalescingAndRestart(t *testing.T) {
 		}
 		m, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		for _, want := range []string{`caddy_s360_requests_total{class="catalog",outcome="miss"}`, `caddy_s360_upstream_calls_total{class="catalog",outcome="success"}`, "caddy_s360_cache_entries"} {
+		for _, want := range []string{`caddy_s360_requests_total{class="catalog",outcome="hit"}`, `caddy_s360_requests_total{class="catalog",outcome="stale"}`, "caddy_s360_budget_remaining", "caddy_s360_cache_entries"} {
 			if !strings.Contains(string(m), want) {
 				t.Errorf("metrics lack %s", want)
 			}
