@@ -356,7 +356,7 @@ func TestFloors(t *testing.T) {
 		"catalogService/getPOSConfig":                  0,
 		"availabilityService/getEventAvailability":     30 * time.Second, // configured wildcard
 		"availabilityService/getSeatsAvailability":     2 * time.Minute,  // configured exact
-		"availabilityService/getUpdatedAvailabilities": 0,                // default exact beats configured wildcard
+		"availabilityService/getUpdatedAvailabilities": time.Minute,      // the feed's floor: a configured wildcard leaves it
 		"externalOrderFacade/createOrUpdateOrder":      0,
 		"nonsense": 0,
 	} {
@@ -377,8 +377,8 @@ func TestFloors(t *testing.T) {
 	if got := both.Floor("catalogService/getCatalog"); got != time.Hour {
 		t.Errorf("exact floor beside a wildcard: %v", got)
 	}
-	if got := New(Config{Floors: map[string]time.Duration{"availabilityService/*": time.Hour}}).Floor("availabilityService/getUpdatedAvailabilities"); got != 0 {
-		t.Errorf("the feed got a floor from a wildcard: %v", got)
+	if got := New(Config{Floors: map[string]time.Duration{"availabilityService/*": time.Hour}}).Floor("availabilityService/getUpdatedAvailabilities"); got != time.Minute {
+		t.Errorf("a wildcard changed the feed's floor: %v", got)
 	}
 
 	const cat = "catalogService/getCatalogDetailed"
@@ -395,7 +395,7 @@ func TestFloors(t *testing.T) {
 		t.Fatalf("k2 waits %v", w)
 	}
 	b.MarkFetched("feed", "availabilityService/getUpdatedAvailabilities")
-	if w := b.FloorWait("feed", "availabilityService/getUpdatedAvailabilities"); w != 0 {
+	if w := b.FloorWait("feed", "availabilityService/getUpdatedAvailabilities"); w != time.Minute {
 		t.Fatalf("feed waits %v", w)
 	}
 	clk.Advance(6 * time.Minute)

@@ -7,23 +7,39 @@ import (
 
 // DefaultFloors returns the per-key minimum intervals S-360 publishes
 // (S360-API.md §4): the catalog at most once per 10 minutes, availability
-// at most once a minute. getUpdatedAvailabilities is the change feed that
-// replaces availability polling; its watcher polls it on its own schedule,
-// so it has no floor. The map is a fresh copy.
+// at most once a minute. The feeds (FeedFloors) are floored at a minute
+// per key too: the website's identical calls within it are answered from a
+// copy of the last answer (the watchers' own polls do not pass the floors).
+// The map is a fresh copy.
 func DefaultFloors() map[string]time.Duration {
+	m := map[string]time.Duration{
+		"catalogService/getCatalogDetailed": 10 * time.Minute,
+		"catalogService/getCatalog":         10 * time.Minute,
+		"availabilityService/*":             time.Minute,
+	}
+	for k, v := range FeedFloors() {
+		m[k] = v
+	}
+	return m
+}
+
+// FeedFloors are the floors of the methods that tell what changed, which
+// the website may call as often as it likes and S-360 answers 509 when
+// repeated within a minute. Only an exact min_interval changes them: a
+// "service/*" pattern does not.
+func FeedFloors() map[string]time.Duration {
 	return map[string]time.Duration{
-		"catalogService/getCatalogDetailed":            10 * time.Minute,
-		"catalogService/getCatalog":                    10 * time.Minute,
-		"availabilityService/*":                        time.Minute,
-		"availabilityService/getUpdatedAvailabilities": 0,
+		"availabilityService/getUpdatedAvailabilities": time.Minute,
+		"catalogService/getLastSetupUpdate":            time.Minute,
+		"catalogService/isCatalogServiceAlive":         time.Minute,
 	}
 }
 
 // mergeFloors lays the configured floors over the defaults. A configured
 // pattern replaces the default of the same pattern, and a configured
 // "service/*" also replaces the defaults of that service's single methods
-// (what an operator writing "catalogService/* 0" means), except the change
-// feed's 0: getUpdatedAvailabilities never gets a floor from a wildcard.
+// (what an operator writing "catalogService/* 0" means), except the
+// feeds' floors (FeedFloors), which only an exact pattern replaces.
 func mergeFloors(conf map[string]time.Duration) map[string]time.Duration {
 	m := DefaultFloors()
 	for k := range conf {
@@ -32,7 +48,7 @@ func mergeFloors(conf map[string]time.Duration) map[string]time.Duration {
 			continue
 		}
 		for d, v := range DefaultFloors() {
-			if strings.HasPrefix(d, svc+"/") && d != k && v > 0 {
+			if _, feed := FeedFloors()[d]; strings.HasPrefix(d, svc+"/") && d != k && v > 0 && !feed {
 				if _, exact := conf[d]; !exact {
 					delete(m, d)
 				}
@@ -113,6 +129,22 @@ func (b *Budget) MarkFetched(key, name string) {
 		return
 	}
 	b.fetched[key] = fetch{at: now, expires: now.Add(d)}
+}
+
+// RestoreFetched records an upstream call of the cache key made at at,
+// e.g. one persisted before a restart, unless a later call is recorded. A
+// call whose floor has passed is not recorded.
+func (b *Budget) RestoreFetched(key, name string, at time.Time) {
+	b.fmu.Lock()
+	defer b.fmu.Unlock()
+	d := floorOf(b.floors, name)
+	if d <= 0 || !b.clock.Now().Before(at.Add(d)) {
+		return
+	}
+	if f, ok := b.fetched[key]; ok && !f.at.Before(at) {
+		return
+	}
+	b.fetched[key] = fetch{at: at, expires: at.Add(d)}
 }
 
 // pruneEvery spaces the sweeps of forgotten keys: often enough that the map

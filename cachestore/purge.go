@@ -338,3 +338,90 @@ func (s *Store) deleteLocked(vs []victim, extra [][]byte) (int, error) {
 	}
 	return n, nil
 }
+
+// PurgedTag marks an entry that a soft purge made stale. The entry is still
+// served (the edge says detail=purged) until a refresh replaces it, whose
+// tags no longer carry the mark.
+const PurgedTag = "s360edge:purged"
+
+// SoftPurgeAll marks every entry stale and purged, and returns how many.
+func (s *Store) SoftPurgeAll() (int, error) {
+	return s.softPurgeMatching("all entries", func(string, indexRecord) bool { return true })
+}
+
+// SoftPurgeClass marks every entry of class c stale and purged.
+func (s *Store) SoftPurgeClass(c Class) (int, error) {
+	return s.softPurgeMatching(c.String()+" entries", func(_ string, r indexRecord) bool { return r.Class == c })
+}
+
+// SoftPurgeTag marks every entry carrying tag stale and purged.
+func (s *Store) SoftPurgeTag(tag string) (int, error) {
+	if tag == "" || strings.IndexByte(tag, 0) >= 0 {
+		return 0, fmt.Errorf("purging tag %q: empty or containing NUL", tag)
+	}
+	return s.softPurgeMatching("tag "+tag, func(_ string, r indexRecord) bool { return slices.Contains(r.Tags, tag) })
+}
+
+// SoftPurgeKey marks the entry at key stale and purged; 0 when there is none.
+func (s *Store) SoftPurgeKey(key string) (int, error) {
+	n, err := s.markPurged([]string{key})
+	if err != nil {
+		return n, fmt.Errorf("purging key: %w", err)
+	}
+	return n, nil
+}
+
+func (s *Store) softPurgeMatching(what string, match func(string, indexRecord) bool) (int, error) {
+	done, err := s.open()
+	if err != nil {
+		return 0, err
+	}
+	var keys []string
+	_, err = s.scanIndex(func(key string, r indexRecord) {
+		if match(key, r) {
+			keys = append(keys, key)
+		}
+	})
+	done()
+	if err == nil {
+		var n int
+		n, err = s.markPurged(keys)
+		if err == nil {
+			return n, nil
+		}
+		return n, fmt.Errorf("purging %s: %w", what, err)
+	}
+	return 0, fmt.Errorf("purging %s: %w", what, err)
+}
+
+// markPurged rewrites the entries at keys stale (FreshUntil now at the
+// latest) with PurgedTag, keeping their body and StaleUntil, so that every
+// key keeps an answer. Entries gone or already purged are skipped; corrupt
+// ones are dropped by Get. A refresh stored between the read and the
+// rewrite is marked too: it is refetched once more, never lost unanswered.
+func (s *Store) markPurged(keys []string) (int, error) {
+	now := s.now()
+	n := 0
+	for _, k := range keys {
+		e, err := s.Get(k)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if slices.Contains(e.Tags, PurgedTag) {
+			continue
+		}
+		p := *e
+		if p.FreshUntil.After(now) {
+			p.FreshUntil = now
+		}
+		p.Tags = append(slices.Clip(e.Tags), PurgedTag)
+		if err := s.Put(k, &p); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}

@@ -25,7 +25,9 @@ func init() {
 //	GET  /s360/generation   the catalog generation of every edge
 //	POST /s360/purge        {} purges everything; {"class": "catalog"|"availability"},
 //	                        {"key": "<canonical key>"} or {"tag": "product:<id>"} purge less;
-//	                        "storage": "<dir>" picks one edge when there are several
+//	                        "storage": "<dir>" picks one edge when there are several.
+//	                        Soft by default: entries are marked stale, still served
+//	                        (detail=purged) and refreshed; "hard": true deletes them
 type Admin struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -81,6 +83,9 @@ type purgeRequest struct {
 	Class   string `json:"class"`
 	Key     string `json:"key"`
 	Tag     string `json:"tag"`
+	// Hard deletes the entries; by default they are marked stale and
+	// still served until refreshed, so no key is left without an answer.
+	Hard bool `json:"hard"`
 }
 
 func handlePurge(w http.ResponseWriter, r *http.Request) error {
@@ -91,7 +96,7 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		return apiErr(http.StatusBadRequest, "want a JSON object with optional storage, class, key or tag: "+err.Error())
+		return apiErr(http.StatusBadRequest, "want a JSON object with optional storage, class, key, tag and hard: "+err.Error())
 	}
 	set := 0
 	for _, s := range []string{req.Class, req.Key, req.Tag} {
@@ -118,20 +123,9 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 			return
 		}
 		matched++
-		var n int
-		var err error
-		switch {
-		case req.Key != "":
-			if _, gerr := s.Get(req.Key); gerr == nil {
-				n = 1
-			}
-			err = s.Delete(req.Key)
-		case req.Tag != "":
-			n, err = s.PurgeTag(req.Tag)
-		case class != 0:
-			n, err = s.PurgeClass(class)
-		default:
-			n, err = s.PurgeAll()
+		n, err := purge(s, req, class)
+		if !req.Hard && n > 0 {
+			e.RefreshPurged()
 		}
 		purged += n
 		failed = errors.Join(failed, err)
@@ -142,7 +136,32 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if req.Storage != "" && matched == 0 {
 		return apiErr(http.StatusNotFound, fmt.Sprintf("no s360 cache open in %q", req.Storage))
 	}
-	return writeJSON(w, map[string]int{"purged": purged})
+	return writeJSON(w, map[string]any{"purged": purged, "hard": req.Hard})
+}
+
+// purge applies one purge request to a store.
+func purge(s *cachestore.Store, req purgeRequest, class cachestore.Class) (int, error) {
+	switch {
+	case req.Key != "" && req.Hard:
+		n := 0
+		if _, err := s.Get(req.Key); err == nil {
+			n = 1
+		}
+		return n, s.Delete(req.Key)
+	case req.Key != "":
+		return s.SoftPurgeKey(req.Key)
+	case req.Tag != "" && req.Hard:
+		return s.PurgeTag(req.Tag)
+	case req.Tag != "":
+		return s.SoftPurgeTag(req.Tag)
+	case class != 0 && req.Hard:
+		return s.PurgeClass(class)
+	case class != 0:
+		return s.SoftPurgeClass(class)
+	case req.Hard:
+		return s.PurgeAll()
+	}
+	return s.SoftPurgeAll()
 }
 
 func apiErr(status int, msg string) error {

@@ -43,7 +43,7 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	if aerr != nil {
 		return writeError(w, aerr)
 	}
-	if call.Class.Cacheable() {
+	if call.Class.Cacheable() || edge.Feed(call) {
 		// What goes upstream is the canonical body, so every request
 		// sharing an entry asked S-360 the same question.
 		return h.writeResult(w, call, h.edge.Serve(r.Context(), h.client, call, canonical))

@@ -39,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_age      <service/method> <duration>
 //		stale_while_revalidate <duration>
 //		stale_if_error <duration>
+//		stale_timeout <duration>
 //		max_size     <size>
 //		timeout      <duration>
 //		max_body_size <size>
@@ -125,6 +126,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				} else {
 					h.StaleWhileRevalidate = *t
 				}
+			}
+		case "stale_timeout":
+			var t *caddy.Duration
+			if t, err = durationArg(d); err == nil {
+				h.StaleTimeout = *t
 			}
 		case "max_size":
 			err = sizeArg(d, &h.MaxSize, 1<<50)

@@ -28,6 +28,7 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 		max_age      catalogService/getPOSConfig 12h
 		stale_while_revalidate 10m
 		stale_if_error 48h
+		stale_timeout 1500ms
 		max_size     2GB
 		allow        setupService/listSeasons setupService/listPriceLevels
 		oidc {
@@ -54,7 +55,7 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 		`"rate_limit":{"calls":150,"window":60000000000},"setup_poll":60000000000,"updates_poll":0,` +
 		`"min_interval":{"availabilityService/*":60000000000,"catalogService/getCatalogDetailed":600000000000},` +
 		`"timeout":90000000000,"max_body_size":64000,"allow":["setupService/listSeasons","setupService/listPriceLevels"],` +
-		`"max_age":{"catalogService/getPOSConfig":43200000000000},"stale_while_revalidate":600000000000,"stale_if_error":172800000000000,"max_size":2000000000,` +
+		`"max_age":{"catalogService/getPOSConfig":43200000000000},"stale_while_revalidate":600000000000,"stale_if_error":172800000000000,"stale_timeout":1500000000,"max_size":2000000000,` +
 		`"oidc":{"issuer":"https://idp.example.com","client_id":"website","client_secret":"{env.OIDC_SECRET}","cookie_secret":"{env.S360_COOKIE_KEY}",` +
 		`"redirect_url":"https://www.example.com/auth/callback","scopes":["openid","email"],"protect":["/tnseb/backend-apis/externalOrderFacade/*","/account"],"path_prefix":"/login",` +
 		`"email_claim":"mail","name_claim":"displayName","token_auth":"post"}}`

@@ -101,6 +101,10 @@ type Handler struct {
 	// served when S-360 fails, throttles, or the budget is spent.
 	// Default 24h.
 	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
+	// StaleTimeout: with a stale answer at hand, a request waits this
+	// long for S-360 before it gets the stale answer; the call goes on in
+	// the background and stores its answer. Default 2s.
+	StaleTimeout caddy.Duration `json:"stale_timeout,omitempty"`
 	// MaxSize bounds the store on disk, in bytes. Default 1 GiB.
 	MaxSize int64 `json:"max_size,omitempty"`
 	// OIDC configures buyer login. Default: off.
@@ -271,6 +275,7 @@ func (h *Handler) policy() edge.Policy {
 		MaxAge:               edge.DefaultMaxAge(),
 		StaleWhileRevalidate: time.Duration(h.StaleWhileRevalidate),
 		StaleIfError:         time.Duration(h.StaleIfError),
+		StaleTimeout:         time.Duration(h.StaleTimeout),
 	}
 	for pat, d := range h.MaxAge {
 		p.MaxAge[pat] = time.Duration(d)
@@ -315,8 +320,8 @@ func (h *Handler) check() error {
 	if h.MaxBodySize < 0 {
 		errs = append(errs, errors.New("max_body_size cannot be negative"))
 	}
-	if h.StaleWhileRevalidate < 0 || h.StaleIfError < 0 || h.MaxSize < 0 {
-		errs = append(errs, errors.New("stale_while_revalidate, stale_if_error and max_size cannot be negative"))
+	if h.StaleWhileRevalidate < 0 || h.StaleIfError < 0 || h.MaxSize < 0 || h.StaleTimeout < 0 {
+		errs = append(errs, errors.New("stale_while_revalidate, stale_if_error, stale_timeout and max_size cannot be negative"))
 	}
 	for pat, d := range h.MaxAge {
 		if !s360.ValidPattern(pat) || d <= 0 {

@@ -38,8 +38,10 @@ const (
 // Gate is the upstream budget as the edge sees it (package budget).
 type Gate interface {
 	Acquire(ctx context.Context, p Priority) error
+	Floor(name string) time.Duration
 	FloorWait(key, name string) time.Duration
 	MarkFetched(key, name string)
+	RestoreFetched(key, name string, at time.Time)
 	Pushback(retryAfter time.Duration)
 	Success()
 }
@@ -58,7 +60,14 @@ type Policy struct {
 	// when the upstream fails (5xx, timeout, 509/429, in_progress) or the
 	// budget is spent. Default 24h.
 	StaleIfError time.Duration
+	// StaleTimeout: with a stale entry at hand, a request waits this long
+	// for the upstream before it gets the stale entry; the fetch goes on
+	// in the background. Default 2s.
+	StaleTimeout time.Duration
 }
+
+// DefaultStaleTimeout is Policy.StaleTimeout's default.
+const DefaultStaleTimeout = 2 * time.Second
 
 // DefaultMaxAge follows S360-API.md §10.
 func DefaultMaxAge() map[string]time.Duration {
@@ -99,7 +108,10 @@ type Edge struct {
 	store  *cachestore.Store
 	flight singleflight.Group
 	gen    atomic.Uint64
-	stats  stats
+	// invalidations counts the availability watcher's reported changes:
+	// an availability answer asked for before one is stored stale.
+	invalidations atomic.Uint64
+	stats         stats
 	// waiting counts callers blocked on a fetch (coalesced ones included).
 	waiting atomic.Int64
 	watch   watchState
@@ -137,6 +149,9 @@ func Open(opts Options) (*Edge, error) {
 	if opts.Policy.StaleIfError == 0 {
 		opts.Policy.StaleIfError = 24 * time.Hour
 	}
+	if opts.Policy.StaleTimeout <= 0 {
+		opts.Policy.StaleTimeout = DefaultStaleTimeout
+	}
 	store, err := cachestore.Open(cachestore.Options{Dir: opts.Dir, MaxBytes: opts.MaxBytes, Now: opts.Now, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
@@ -147,6 +162,10 @@ func Open(opts Options) (*Edge, error) {
 	} else if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
 		store.Close()
 		return nil, fmt.Errorf("reading the catalog generation: %w", err)
+	}
+	if err := e.restoreFloors(); err != nil {
+		store.Close()
+		return nil, err
 	}
 	return e, nil
 }
@@ -166,6 +185,9 @@ func (e *Edge) Update(p Policy, institution string) {
 	}
 	if p.StaleIfError == 0 {
 		p.StaleIfError = e.opts.Policy.StaleIfError
+	}
+	if p.StaleTimeout <= 0 {
+		p.StaleTimeout = e.opts.Policy.StaleTimeout
 	}
 	e.opts.Policy, e.opts.Institution = p, institution
 }
@@ -223,23 +245,38 @@ func (e *Edge) Close() error {
 
 // background runs fn as a refresh owned by the edge, unless it is closing.
 func (e *Edge) background(fn func(ctx context.Context)) {
+	if !e.hold() {
+		return
+	}
+	go func() {
+		defer e.bg.Done()
+		e.owned(context.Background(), fn)
+	}()
+}
+
+// hold counts work that Close must wait for; false when closing. The
+// caller calls e.bg.Done when the work is over.
+func (e *Edge) hold() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return
+		return false
 	}
 	e.bg.Add(1)
+	return true
+}
+
+// owned runs fn with a context derived from parent, canceled when the
+// edge closes.
+func (e *Edge) owned(parent context.Context, fn func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
 	go func() {
-		defer e.bg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-e.closing:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		fn(ctx)
+		select {
+		case <-e.closing:
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
+	fn(ctx)
 }

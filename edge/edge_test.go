@@ -72,6 +72,8 @@ func (g *fakeGate) FloorWait(key, name string) time.Duration {
 	}
 	return 0
 }
+func (g *fakeGate) Floor(string) time.Duration                    { return g.floor }
+func (g *fakeGate) RestoreFetched(key, name string, at time.Time) { g.MarkFetched(key, name) }
 func (g *fakeGate) MarkFetched(key, name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -210,17 +212,14 @@ func TestStaleWhileRevalidateAndStaleIfError(t *testing.T) {
 func TestFloorServesStaleOrRefuses(t *testing.T) {
 	v := newEnv(t, nil, "")
 	v.gate.floor = 10 * time.Minute
-	v.f.set(200, `{"statusCode":"in_progress"}`) // not stored: no floor mark
-	v.serve(t, catalog, `{}`)
-	v.f.answer.Store(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"statusCode":"success"}`) })
-	expect(t, v.serve(t, catalog, `{}`), "s360edge; fwd=miss; stored", "success")
+	expect(t, v.serve(t, catalog, `{}`), "s360edge; fwd=miss; stored", "echo")
 	v.e.Store().PurgeAll()
 	r := v.serve(t, catalog, `{}`)
 	var fe *FloorError
 	if !errors.As(r.Err, &fe) || fe.Wait != 10*time.Minute {
 		t.Fatalf("want a FloorError of 10m, got %+v", r)
 	}
-	if n := v.f.calls.Load(); n != 2 {
+	if n := v.f.calls.Load(); n != 1 {
 		t.Fatalf("floor let a call through: %d calls", n)
 	}
 }

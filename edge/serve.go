@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
@@ -40,7 +43,8 @@ func (f *FloorError) Error() string {
 
 // Serve answers a cacheable call: from the store when fresh, else with one
 // upstream call per key at a time. canonical is the canonical body
-// (s360.Canonical), which is also what goes upstream.
+// (s360.Canonical), which is also what goes upstream. It also answers the
+// feeds (Feed), from a short-lived copy of their last answer.
 func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Call, canonical []byte) Result {
 	policy, inst := e.policy()
 	key := s360.Key(inst, call, canonical)
@@ -54,15 +58,30 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 		switch {
 		case fresh:
 			e.stats.count(call.Class, outcomeHit)
-			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, "")}
+			detail := ""
+			if Feed(call) {
+				detail = "feed-copy"
+			}
+			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, detail)}
 		case reason != "":
 			e.stats.count(call.Class, outcomeStale)
-			e.refreshLater(client, call, key, canonical)
+			e.refreshLater(client, call, key, canonical, reason)
 			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, reason)}
 		}
 	}
 
-	f, leader, err := e.fetch(ctx, client, call, key, canonical, PriorityForeground)
+	// With an old answer at hand, a buyer waits for S-360 no longer than
+	// StaleTimeout; the fetch goes on and stores its answer.
+	servable := ent != nil && now.Sub(ent.FreshUntil) <= policy.StaleIfError
+	var staleAfter time.Duration
+	if servable {
+		staleAfter = policy.StaleTimeout
+	}
+	f, leader, err := e.fetch(ctx, client, call, key, canonical, PriorityForeground, staleAfter)
+	if errors.Is(err, errStaleTimeout) {
+		e.stats.count(call.Class, outcomeStale)
+		return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, e.opts.Now(), "stale-timeout")}
+	}
 	if err != nil { // this caller went away
 		return Result{Err: err}
 	}
@@ -81,7 +100,7 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 		return Result{Entry: f.entry, CacheStatus: "s360edge; fwd=" + fwd + "; stored" + detail}
 	}
 	// Nothing new to store: an old answer beats an error, within bounds.
-	if ent != nil && now.Sub(ent.FreshUntil) <= policy.StaleIfError {
+	if servable {
 		e.stats.count(call.Class, outcomeStale)
 		return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, f.staleReason())}
 	}
@@ -91,9 +110,35 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	return Result{Err: f.err, CacheStatus: "s360edge; fwd=" + fwd + detail}
 }
 
+// errStaleTimeout ends a buyer's wait for a fetch when a stale answer is at
+// hand.
+var errStaleTimeout = errors.New("stale_timeout reached")
+
+// feeds are the methods that tell what changed: S-360 refuses them when
+// repeated within their floor, and the website may call them as often as
+// it likes, so the website's calls are answered from a copy of the last
+// answer of the same request, kept for the floor.
+var feeds = budget.FeedFloors()
+
+// Feed reports whether call is one of the feeds (getUpdatedAvailabilities,
+// getLastSetupUpdate, isCatalogServiceAlive), which Serve answers though
+// they are not cacheable.
+func Feed(call s360.Call) bool {
+	_, ok := feeds[call.Name()]
+	return ok
+}
+
+// feedCopyTTL is how long a copy of a feed's answer is served, the feeds'
+// default floor.
+const feedCopyTTL = time.Minute
+
 // freshness says whether an entry is fresh, or else which stale answer it
 // may give at once ("" when it is too old to serve without a call).
 func (e *Edge) freshness(p Policy, call s360.Call, ent *cachestore.Entry, now time.Time) (bool, string) {
+	if slices.Contains(ent.Tags, cachestore.PurgedTag) {
+		// A soft purge: answered until its refresh is in, whatever its age.
+		return false, "purged"
+	}
 	if call.Class == s360.Catalog && ent.Generation != e.gen.Load() {
 		// The setup changed: serve the old catalog until the new one is
 		// in, rather than make buyers wait 20 s for getCatalogDetailed.
@@ -134,28 +179,106 @@ func (f *fetched) staleReason() string {
 	return "stale-if-error"
 }
 
-// fetch makes (or joins) the one upstream call for key. The call runs
-// detached from the caller: if the caller that started it goes away, the
+// fetch makes (or joins) the one upstream call for key. The call is owned
+// by the edge, not the caller: if the caller that started it goes away, the
 // others still get the answer, and it is still stored. err is set only
-// when this caller's own context ended first.
-func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte, p Priority) (*fetched, bool, error) {
+// when this caller's own context ended first, or, with staleAfter > 0,
+// when the answer took longer than that (errStaleTimeout).
+func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte, p Priority, staleAfter time.Duration) (*fetched, bool, error) {
 	// led is written by the flight goroutine only if this caller started
 	// the flight; it is read only after the flight's answer arrived.
 	led := false
 	ch := e.flight.DoChan(key, func() (any, error) {
 		led = true
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.Timeout+time.Minute)
-		defer cancel()
-		return e.fetchAndStore(WithPriority(fctx, p), client, call, key, canonical), nil
+		if !e.hold() {
+			return &fetched{err: &upstream.Error{Kind: upstream.Canceled, Err: errors.New("the cache is closing")}}, nil
+		}
+		defer e.bg.Done()
+		var f *fetched
+		e.owned(context.WithoutCancel(ctx), func(octx context.Context) {
+			fctx, cancel := context.WithTimeout(octx, e.opts.Timeout+time.Minute)
+			defer cancel()
+			f = e.fetchAndStore(WithPriority(fctx, p), client, call, key, canonical)
+		})
+		return f, nil
 	})
 	e.waiting.Add(1)
 	defer e.waiting.Add(-1)
+	var stale <-chan time.Time
+	if staleAfter > 0 {
+		t := time.NewTimer(staleAfter)
+		defer t.Stop()
+		stale = t.C
+	}
 	select {
 	case r := <-ch:
 		return r.Val.(*fetched), led, nil
+	case <-stale:
+		return nil, false, errStaleTimeout
 	case <-ctx.Done():
 		return nil, false, &upstream.Error{Kind: upstream.Canceled, Err: fmt.Errorf("waiting for %s: %w", call.Name(), ctx.Err())}
 	}
+}
+
+// reachedS360 says whether a call may have reached S-360, which counts
+// calls, not successes: any answer (5xx, 509, in_progress included), and a
+// timeout or a cut after the request was sent, start the key's floor. Only
+// a call known not to have been sent does not: refused by the budget, no
+// token, no connection.
+//
+// TODO(integrity): upstream.Unreachable covers a connection reset after
+// sending too; use upstream.Error's "not sent" mark once it exists.
+func reachedS360(err error) bool {
+	var ue *upstream.Error
+	if err == nil || !errors.As(err, &ue) {
+		return err == nil
+	}
+	switch ue.Kind {
+	case upstream.Unreachable, upstream.Refused, upstream.AuthFailed:
+		return false
+	}
+	return true
+}
+
+const metaFloorPrefix = "floor/" // + cache key: "<RFC 3339 call time> <service/method>"
+
+// markFetched starts the key's floor and persists it for the floor's
+// length, so that a restart (and a setup change after it) cannot bring a
+// call within the floor.
+func (e *Edge) markFetched(key, name string) {
+	if e.opts.Gate == nil {
+		return
+	}
+	e.opts.Gate.MarkFetched(key, name)
+	d := e.opts.Gate.Floor(name)
+	if d <= 0 {
+		return
+	}
+	v := e.opts.Now().UTC().Format(time.RFC3339Nano) + " " + name
+	if err := e.store.PutMetaTTL(metaFloorPrefix+key, []byte(v), d); err != nil {
+		e.opts.Logger.Warn("persisting a floor failed; a restart within it may call S-360 early", zap.String("method", name), zap.Error(err))
+	}
+}
+
+// restoreFloors gives the budget the floors persisted before a restart.
+func (e *Edge) restoreFloors() error {
+	if e.opts.Gate == nil {
+		return nil
+	}
+	err := e.store.ScanMeta(metaFloorPrefix, func(name string, v []byte) bool {
+		at, method, ok := strings.Cut(string(v), " ")
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if !ok || err != nil {
+			e.opts.Logger.Warn("ignoring an unreadable persisted floor", zap.String("method", method))
+			return true
+		}
+		e.opts.Gate.RestoreFetched(strings.TrimPrefix(name, metaFloorPrefix), method, t)
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("restoring the floors: %w", err)
+	}
+	return nil
 }
 
 func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte) *fetched {
@@ -169,44 +292,88 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	}
 	// The answer belongs to the generation current when it was asked
 	// for: a setup change during a 20 s getCatalogDetailed must leave it
-	// stale.
-	gen := e.gen.Load()
+	// stale. Likewise an availability answer asked for before a reported
+	// change.
+	gen, inv := e.gen.Load(), e.invalidations.Load()
 	resp, err := client.Do(ctx, call.Path(), canonical)
 	e.stats.upstream(call.Class, resp, err)
+	if reachedS360(err) {
+		e.markFetched(key, call.Name())
+	}
 	if err != nil {
 		return &fetched{err: err}
 	}
-	if !s360.Success(resp.Status, resp.Body) || !call.Class.Cacheable() {
+	feed := Feed(call)
+	if !s360.Success(resp.Status, resp.Body) || !(call.Class.Cacheable() || feed) {
 		return &fetched{resp: resp}
-	}
-	if e.opts.Gate != nil {
-		e.opts.Gate.MarkFetched(key, call.Name())
 	}
 	policy, _ := e.policy()
 	now := e.opts.Now()
-	fresh := now.Add(policy.maxAge(call))
-	ent := &cachestore.Entry{
-		Status:     resp.Status,
-		Header:     http.Header{"Content-Type": {"application/json"}},
-		Body:       resp.Body,
-		StoredAt:   now,
-		FreshUntil: fresh,
-		StaleUntil: fresh.Add(max(policy.StaleWhileRevalidate, policy.StaleIfError)),
-		Class:      storeClass(call.Class),
-		Generation: gen,
-		Tags:       Tags(call, canonical),
-	}
-	if err := e.store.Put(key, ent); err != nil {
-		e.opts.Logger.Warn("storing an answer failed; serving it uncached", zap.String("method", call.Name()), zap.Error(err))
+	var ent *cachestore.Entry
+	if feed {
+		ent = feedEntry(resp.Body, now, feedCopyTTL)
 	} else {
-		e.stats.stored.Add(1)
+		fresh := now.Add(policy.maxAge(call))
+		ent = &cachestore.Entry{
+			Status:     resp.Status,
+			Header:     http.Header{"Content-Type": {"application/json"}},
+			Body:       resp.Body,
+			StoredAt:   now,
+			FreshUntil: fresh,
+			StaleUntil: fresh.Add(max(policy.StaleWhileRevalidate, policy.StaleIfError)),
+			Class:      storeClass(call.Class),
+			Generation: gen,
+			Tags:       e.tags(call, canonical),
+		}
+		if call.Class == s360.Availability {
+			ent.Generation = inv
+		}
+	}
+	if !e.put(call, key, ent) {
+		return &fetched{entry: ent}
+	}
+	// An invalidation that ran while the call was out may have missed
+	// this entry (it was not stored yet): store it stale. Checked after
+	// the Put, as the watcher counts before it purges.
+	if call.Class == s360.Availability && e.invalidations.Load() != inv {
+		stale := *ent
+		stale.FreshUntil = now
+		e.put(call, key, &stale)
+		ent = &stale
 	}
 	return &fetched{entry: ent}
 }
 
-// refreshLater refreshes a stale entry in the background, once per key.
-func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string, canonical []byte) {
+// feedEntry is a copy of a feed's answer, served for ttl and then gone.
+func feedEntry(body []byte, now time.Time, ttl time.Duration) *cachestore.Entry {
+	return &cachestore.Entry{
+		Status:     http.StatusOK,
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       body,
+		StoredAt:   now,
+		FreshUntil: now.Add(ttl),
+		StaleUntil: now.Add(ttl),
+		Class:      cachestore.Other,
+	}
+}
+
+func (e *Edge) put(call s360.Call, key string, ent *cachestore.Entry) bool {
+	if err := e.store.Put(key, ent); err != nil {
+		e.opts.Logger.Warn("storing an answer failed; serving it uncached", zap.String("method", call.Name()), zap.Error(err))
+		return false
+	}
+	e.stats.stored.Add(1)
+	return true
+}
+
+// refreshLater refreshes a stale entry in the background, once per key. A
+// purged entry is refreshed as soon as its floor allows.
+func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string, canonical []byte, reason string) {
 	e.background(func(ctx context.Context) {
+		if reason == "purged" {
+			e.refreshKey(ctx, key, 0)
+			return
+		}
 		// Another refresh (refresh-ahead, or an earlier request) may have
 		// stored a fresh answer since this request looked.
 		policy, _ := e.policy()
@@ -215,7 +382,7 @@ func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string,
 				return
 			}
 		}
-		e.fetch(ctx, client, call, key, canonical, PriorityBackground)
+		e.fetch(ctx, client, call, key, canonical, PriorityBackground, 0)
 	})
 }
 
@@ -229,8 +396,13 @@ func storeClass(c s360.Class) cachestore.Class {
 	return cachestore.Other
 }
 
+// UntaggedTag marks availability entries whose request names no product,
+// performance or event id (passes, time slots, package lines): the
+// availability watcher purges them on any reported change.
+const UntaggedTag = "availability:untagged"
+
 // Tags are the invalidation handles of an availability entry: the
-// products, performances and events its request names.
+// products, performances and events its request names, else UntaggedTag.
 func Tags(call s360.Call, canonical []byte) []string {
 	if call.Class != s360.Availability {
 		return nil
@@ -249,6 +421,18 @@ func Tags(call s360.Call, canonical []byte) []string {
 		} else if v.Exists() {
 			tags = append(tags, f.prefix+v.Raw)
 		}
+	}
+	if tags == nil {
+		return []string{UntaggedTag}
+	}
+	return tags
+}
+
+// tags is Tags, logging at DEBUG what could not be tagged.
+func (e *Edge) tags(call s360.Call, canonical []byte) []string {
+	tags := Tags(call, canonical)
+	if len(tags) == 1 && tags[0] == UntaggedTag {
+		e.opts.Logger.Debug("availability request names no product, performance or event id: its entry is purged on any reported change", zap.String("method", call.Name()))
 	}
 	return tags
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -153,23 +154,25 @@ func backoff(every time.Duration, failures int) time.Duration {
 }
 
 // watchCall makes one watcher call at background priority. Only an HTTP 200
-// success envelope counts; anything else is an error.
-func (e *Edge) watchCall(ctx context.Context, call s360.Call, body []byte) ([]byte, error) {
+// success envelope counts; anything else is an error. date is S-360's Date
+// header, zero when absent or unreadable.
+func (e *Edge) watchCall(ctx context.Context, call s360.Call, body []byte) (answer []byte, date time.Time, err error) {
 	client := e.Client()
 	if client == nil {
-		return nil, errNoClient
+		return nil, time.Time{}, errNoClient
 	}
 	ctx, cancel := context.WithTimeout(WithPriority(ctx, PriorityBackground), e.opts.Timeout+time.Minute)
 	defer cancel()
 	resp, err := client.Do(ctx, call.Path(), body)
 	e.stats.upstream(call.Class, resp, err)
 	if err != nil {
-		return nil, fmt.Errorf("calling %s: %w", call.Name(), err)
+		return nil, time.Time{}, fmt.Errorf("calling %s: %w", call.Name(), err)
 	}
 	if !s360.Success(resp.Status, resp.Body) {
-		return nil, fmt.Errorf("calling %s: S-360 answered HTTP %d with statusCode %q", call.Name(), resp.Status, s360.StatusCode(resp.Body))
+		return nil, time.Time{}, fmt.Errorf("calling %s: S-360 answered HTTP %d with statusCode %q", call.Name(), resp.Status, s360.StatusCode(resp.Body))
 	}
-	return resp.Body, nil
+	date, _ = http.ParseTime(resp.Header.Get("Date"))
+	return resp.Body, date, nil
 }
 
 var errNoClient = errors.New("no upstream client attached")
@@ -203,10 +206,11 @@ func (e *Edge) pollSetup(ctx context.Context) error {
 	w := e.watchConfig()
 	e.stats.setupPolls.Add(1)
 	call := s360.Call{Service: "catalogService", Version: w.Version, Method: "getLastSetupUpdate", Class: s360.Uncached}
-	body, err := e.watchCall(ctx, call, []byte("{}"))
+	body, _, err := e.watchCall(ctx, call, []byte("{}"))
 	if err != nil {
 		return e.pollFailed(ctx, call.Method, err)
 	}
+	e.keepFeedCopy(call, []byte("{}"), body, max(feedCopyTTL, w.SetupPoll))
 	value, err := s360.Canonical(body)
 	if err != nil {
 		return e.pollFailed(ctx, call.Method, fmt.Errorf("reading getLastSetupUpdate: %w", err))
@@ -240,12 +244,24 @@ func (e *Edge) pollSetup(ctx context.Context) error {
 	return nil
 }
 
+// keepFeedCopy stores a watcher's answer as the copy the website's
+// identical call of the feed is answered with, so that the website never
+// repeats the sidecar's poll upstream.
+func (e *Edge) keepFeedCopy(call s360.Call, canonical, body []byte, ttl time.Duration) {
+	_, inst := e.policy()
+	e.put(call, s360.Key(inst, call, canonical), feedEntry(body, e.opts.Now(), ttl))
+}
+
 func (e *Edge) hasCatalog() bool {
 	found := false
-	e.store.Keys(cachestore.Catalog, func(string, *cachestore.Entry) bool {
+	err := e.store.Keys(cachestore.Catalog, func(string, *cachestore.Entry) bool {
 		found = true
 		return false
 	})
+	if err != nil {
+		// Counted as no catalog: the value is recorded, the generation kept.
+		e.opts.Logger.Warn("listing the cached catalog failed", zap.Error(err))
+	}
 	return found
 }
 
@@ -267,11 +283,23 @@ func (e *Edge) newGeneration() error {
 // older generation, so that buyers get hits rather than wait for S-360.
 // Until an entry is refreshed, Serve answers with it (detail=generation).
 func (e *Edge) refreshAhead() {
+	gen := e.gen.Load()
+	e.refreshCatalog(func(ent *cachestore.Entry) bool { return ent.Generation != gen })
+}
+
+// RefreshPurged refetches, one at a time and each as soon as its floor
+// allows, the catalog entries a soft purge marked; until then Serve answers
+// with them (detail=purged). Availability entries, far more numerous, are
+// refreshed on their next request.
+func (e *Edge) RefreshPurged() {
+	e.refreshCatalog(func(ent *cachestore.Entry) bool { return slices.Contains(ent.Tags, cachestore.PurgedTag) })
+}
+
+func (e *Edge) refreshCatalog(stale func(*cachestore.Entry) bool) {
 	e.background(func(ctx context.Context) {
 		var keys []string
-		gen := e.gen.Load()
 		err := e.store.Keys(cachestore.Catalog, func(key string, ent *cachestore.Entry) bool {
-			if ent.Generation != gen {
+			if stale(ent) {
 				keys = append(keys, key)
 			}
 			return true
@@ -288,19 +316,27 @@ func (e *Edge) refreshAhead() {
 	})
 }
 
-// refreshKey refetches one catalog key through the coalescing fetch, so it
-// shares the call with a buyer's miss and respects the floors. A floor is
-// waited out on a timer; a failure is retried at the setup poll interval.
+// refreshKey refetches one stale key (an older catalog generation, a soft
+// purge) through the coalescing fetch, so it shares the call with a buyer's
+// miss and respects the floors. A floor is waited out on a timer; a failure
+// is retried at the setup poll interval.
 func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
 	call, canonical, ok := e.parseKey(key)
 	if !ok {
 		return // not ours to refresh (another institution's key on this directory)
 	}
 	ent, err := e.store.Get(key)
-	if err != nil || ent.Generation == e.gen.Load() {
-		return // gone, or a buyer's request already refreshed it
+	if err != nil {
+		if !errors.Is(err, cachestore.ErrNotFound) {
+			e.opts.Logger.Warn("reading an entry to refresh failed", zap.String("method", call.Name()), zap.Error(err))
+		}
+		return // gone
 	}
-	f, _, err := e.fetch(ctx, e.Client(), call, key, canonical, PriorityBackground)
+	policy, _ := e.policy()
+	if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); fresh {
+		return // a buyer's request already refreshed it
+	}
+	f, _, err := e.fetch(ctx, e.Client(), call, key, canonical, PriorityBackground, 0)
 	if err != nil {
 		return // closing
 	}
@@ -383,7 +419,11 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 		ids = append(ids, json.RawMessage(id))
 	}
 	slices.SortFunc(ids, func(a, b json.RawMessage) int { return bytes.Compare(a, b) })
-	for batch := range slices.Chunk(ids, w.BatchSize) {
+	// The next reference date is S-360's clock at this poll's start: the
+	// Date of its first answer less the time the call took, so that a
+	// skewed local clock cannot hide changes.
+	next := start
+	for i, batch := range slices.Collect(slices.Chunk(ids, w.BatchSize)) {
 		body, err := json.Marshal(map[string]any{
 			"pointOfSalesId": json.RawMessage(pos),
 			"productIds":     batch,
@@ -392,11 +432,27 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 		if err != nil {
 			return e.pollFailed(ctx, method, fmt.Errorf("encoding the request: %w", err))
 		}
-		answer, err := e.watchCall(ctx, call, body)
+		answer, date, err := e.watchCall(ctx, call, body)
 		if err != nil {
 			return e.pollFailed(ctx, method, err)
 		}
-		for _, v := range gjson.GetBytes(answer, "availabilityUpdateData.#.productId").Array() {
+		if i == 0 {
+			if date.IsZero() {
+				e.opts.Logger.Debug("S-360 sent no readable Date header; the next referenceDate comes from the local clock")
+			} else {
+				next = date.Add(-e.opts.Now().Sub(start))
+			}
+		}
+		changed := gjson.GetBytes(answer, "availabilityUpdateData.#.productId").Array()
+		if len(changed) > 0 {
+			// Counted before purging: a fetch that began before this
+			// change and stores after the purge stores its answer stale.
+			e.invalidations.Add(1)
+			if err := e.purgeTags([]string{UntaggedTag}); err != nil {
+				return e.pollFailed(ctx, method, err)
+			}
+		}
+		for _, v := range changed {
 			id := v.String() // the digits, whether S-360 sent a number or a string
 			if id == "" {
 				continue
@@ -406,7 +462,7 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 			}
 		}
 	}
-	if err := e.store.PutMeta(metaUpdatesRef, []byte(start.UTC().Format(refDateLayout))); err != nil {
+	if err := e.store.PutMeta(metaUpdatesRef, []byte(next.UTC().Format(refDateLayout))); err != nil {
 		return e.pollFailed(ctx, method, err)
 	}
 	e.stats.lastUpdatesPoll.Store(start.UnixNano())
@@ -420,9 +476,11 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 func (e *Edge) updatesReference(now time.Time) (time.Time, error) {
 	b, err := e.store.GetMeta(metaUpdatesRef)
 	if err == nil {
-		if t, err := time.Parse(time.RFC3339Nano, string(b)); err == nil {
+		t, err := time.Parse(time.RFC3339Nano, string(b))
+		if err == nil {
 			return t.Add(-updatesOverlap), nil
 		}
+		e.opts.Logger.Warn("the stored reference date is unreadable; starting again from now", zap.Error(err))
 	} else if !errors.Is(err, cachestore.ErrNotFound) {
 		return time.Time{}, err
 	}
@@ -486,7 +544,7 @@ func (e *Edge) fetchPOS(ctx context.Context, version string) (string, error) {
 	_, inst := e.policy()
 	call := s360.Call{Service: "catalogService", Version: version, Method: "getPOSConfig", Class: s360.Catalog}
 	body := []byte("{}")
-	f, _, err := e.fetch(ctx, e.Client(), call, s360.Key(inst, call, body), body, PriorityBackground)
+	f, _, err := e.fetch(ctx, e.Client(), call, s360.Key(inst, call, body), body, PriorityBackground, 0)
 	switch {
 	case err != nil:
 		return "", err
@@ -507,6 +565,10 @@ func (e *Edge) purgeProduct(id string, tags []string) error {
 	if tags == nil { // not in the cached catalog (any more): its direct tags still work
 		tags = []string{"product:" + id, "event:" + id}
 	}
+	return e.purgeTags(tags)
+}
+
+func (e *Edge) purgeTags(tags []string) error {
 	slices.Sort(tags)
 	for _, tag := range slices.Compact(tags) {
 		n, err := e.store.PurgeTag(tag)

@@ -31,6 +31,7 @@ type watchFake struct {
 	failBatch   int // this getUpdatedAvailabilities call of a poll (1-based, counted by batch) answers 503
 	batch       int
 	bodies      map[string][]string // request bodies by method
+	date        func() time.Time    // S-360's clock, for the Date header of getUpdatedAvailabilities
 }
 
 func newWatchFake() *watchFake {
@@ -49,6 +50,9 @@ func (f *watchFake) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.date != nil {
+		w.Header().Set("Date", f.date().UTC().Format(http.TimeFormat))
+	}
 	switch method {
 	case "getLastSetupUpdate":
 		if f.setupStatus != 0 {
@@ -104,7 +108,13 @@ func newWatchEnv(t *testing.T, f *watchFake, dir string) *env {
 	t.Helper()
 	fs := &fakeS360{}
 	fs.answer.Store(f.serve)
-	return newEnv(t, fs, dir)
+	v := newEnv(t, fs, dir)
+	f.mu.Lock()
+	if f.date == nil {
+		f.date = v.clk.Now
+	}
+	f.mu.Unlock()
+	return v
 }
 
 var (
