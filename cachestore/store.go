@@ -138,7 +138,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	log := opts.Logger.With(zap.String("dir", dir))
 
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, bodiesDir), 0o700); err != nil {
 		return nil, fmt.Errorf("creating cache directory %s: %w", dir, err)
 	}
 	if !claimDir(dir) {
@@ -166,6 +166,9 @@ func Open(opts Options) (*Store, error) {
 	// Restore Entries and Bytes, and drop what expired while we were down.
 	s.mu.Lock()
 	_, err = s.sweepLocked()
+	if err == nil {
+		err = s.removeOrphanBodiesLocked()
+	}
 	s.mu.Unlock()
 	if err != nil {
 		db.Close()
@@ -302,6 +305,12 @@ func (s *Store) load(key string) (*Entry, int64, error) {
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, 0, ErrNotFound
 	}
+	if err == nil && isBodyRef(val) {
+		val, err = s.readBody(key)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil, 0, err
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading entry: %w", err)
 	}
@@ -393,6 +402,15 @@ func (s *Store) Put(key string, e *Entry) error {
 			return fmt.Errorf("storing entry: %w", err)
 		}
 	}
+	inline := val
+	if size >= bodyFileMin {
+		// Replaces the old file, if any: from here until the commit, a reader of the old
+		// entry may read the new body, which is just as good.
+		if err := s.writeBody(key, val); err != nil {
+			return fmt.Errorf("storing entry of %d bytes: %w", size, err)
+		}
+		inline = bodyRef
+	}
 	err = s.db.Update(func(txn *badger.Txn) error {
 		for _, t := range old.Tags {
 			if !slices.Contains(rec.Tags, t) {
@@ -408,7 +426,7 @@ func (s *Store) Put(key string, e *Entry) error {
 			}
 			return txn.SetEntry(be)
 		}
-		if err := set(entryKey(key), val); err != nil {
+		if err := set(entryKey(key), inline); err != nil {
 			return err
 		}
 		if err := set(indexKey(key), encodeIndex(rec)); err != nil {
@@ -422,7 +440,17 @@ func (s *Store) Put(key string, e *Entry) error {
 		return nil
 	})
 	if err != nil {
+		if size >= bodyFileMin {
+			// The file may now hold this body under the old entry's index record; drop the
+			// entry rather than leave them disagreeing.
+			if _, derr := s.removeLocked([]string{key}); derr != nil {
+				s.log.Error("dropping entry after a failed write", zap.String("key", logKey(key)), zap.Error(derr))
+			}
+		}
 		return fmt.Errorf("storing entry of %d bytes: %w", size, err)
+	}
+	if size < bodyFileMin {
+		s.removeBody(key) // the old entry's, if it had one
 	}
 	if !hadOld {
 		s.entries.Add(1)
@@ -636,8 +664,22 @@ func (s *Store) gcLoop(every time.Duration) {
 		if _, err := s.Sweep(); err != nil {
 			s.log.Warn("sweeping expired cache entries", zap.Error(err))
 		}
+		if err := s.removeOrphanBodies(); err != nil {
+			s.log.Warn("deleting orphan body files", zap.Error(err))
+		}
 		s.runValueLogGC()
 	}
+}
+
+func (s *Store) removeOrphanBodies() error {
+	done, err := s.open()
+	if err != nil {
+		return err
+	}
+	defer done()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removeOrphanBodiesLocked()
 }
 
 // runValueLogGC rewrites value-log files while at least half of one is garbage, as Badger
