@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -199,5 +200,46 @@ func TestOrphanBodyFilesAreRemoved(t *testing.T) {
 	}
 	if e, err := s.Get("kept"); err != nil || string(e.Body) != large {
 		t.Errorf("kept entry: %v", err)
+	}
+}
+
+// TestConcurrentGetsShareOneDiskRead: readers arriving together for a large entry that is not
+// in the memory layer read it from disk once, not once each (100 readers of a 10 MB catalog
+// held 100 copies).
+func TestConcurrentGetsShareOneDiskRead(t *testing.T) {
+	clock := newClock()
+	s := openTest(t, Options{Now: clock.Now})
+	large := strings.Repeat("C", 1<<20)
+	mustPut(t, s, "catalog", entryAt(clock.Now(), Catalog, large)) // Put leaves it out of memory
+	const readers = 50
+	// Hold Close's side of closeMu so that the first disk read blocks until every reader is
+	// waiting.
+	s.closeMu.Lock()
+	base := runtime.NumGoroutine()
+	errs := make(chan error, readers)
+	for range readers {
+		go func() {
+			e, err := s.Get("catalog")
+			if err == nil && len(e.Body) != len(large) {
+				err = fmt.Errorf("body of %d bytes", len(e.Body))
+			}
+			errs <- err
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() < base+readers; {
+		if time.Now().After(deadline) {
+			s.closeMu.Unlock()
+			t.Fatalf("readers did not start: %d goroutines, want %d", runtime.NumGoroutine(), base+readers)
+		}
+		runtime.Gosched()
+	}
+	s.closeMu.Unlock()
+	for range readers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if st := s.Stats(); st.DiskReads != 1 || st.DiskHits+st.MemoryHits != readers {
+		t.Errorf("stats %+v: want 1 disk read for %d hits", st, readers)
 	}
 }

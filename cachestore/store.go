@@ -13,6 +13,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 // Defaults for the zero values of Options.
@@ -45,8 +46,7 @@ type Options struct {
 	Dir string
 	// MaxBytes bounds the sum of the encoded sizes of the stored entries. When a Put would
 	// exceed it, the oldest entries by StoredAt are evicted until the store is under 90% of
-	// it. Default 1 GiB. Badger's own files take more than this on disk (index, value-log
-	// garbage between GC runs).
+	// it. Default 1 GiB. The directory holds at most MaxBytes + DiskOverhead.
 	MaxBytes int64
 	// MemoryBytes bounds the in-memory layer of decoded entries. Default 64 MiB; -1 disables
 	// the layer.
@@ -72,7 +72,8 @@ type Stats struct {
 	Expired       uint64 `json:"expired"` // entries removed by the expiry sweep
 	MemoryHits    uint64 `json:"memory_hits"`
 	DiskHits      uint64 `json:"disk_hits"`
-	Misses        uint64 `json:"misses"` // Get calls answered ErrNotFound (missing, expired or corrupt)
+	DiskReads     uint64 `json:"disk_reads"` // entries read from disk; concurrent Gets of one key share a read
+	Misses        uint64 `json:"misses"`     // Get calls answered ErrNotFound (missing, expired or corrupt)
 }
 
 // Store is the cache. All methods are safe for concurrent use.
@@ -83,6 +84,10 @@ type Store struct {
 	now      func() time.Time
 	maxBytes int64
 	mem      *memLayer
+	// loads coalesces concurrent disk reads of one key: 100 readers arriving together for a
+	// 10 MB catalog that is not in the memory layer would otherwise read and decode 100
+	// copies at once.
+	loads singleflight.Group
 
 	// closeMu is held for reading by every method that touches Badger and for writing by Close,
 	// so Badger is never closed under a running transaction. Never held twice by one goroutine:
@@ -100,6 +105,7 @@ type Store struct {
 	entries, bytes               atomic.Int64
 	corrupt, evictions, expired  atomic.Uint64
 	memoryHits, diskHits, misses atomic.Uint64
+	diskReads                    atomic.Uint64
 }
 
 // openDirs makes a second Open of a directory in this process fail fast with ErrLocked. (Badger's
@@ -257,7 +263,7 @@ func (s *Store) Get(key string) (*Entry, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	e, seq := s.mem.get(key)
+	e, _ := s.mem.get(key)
 	if e != nil {
 		if isStale(e.StaleUntil, s.now()) {
 			s.misses.Add(1)
@@ -266,9 +272,25 @@ func (s *Store) Get(key string) (*Entry, error) {
 		s.memoryHits.Add(1)
 		return e, nil
 	}
-	e, size, err := s.load(key)
-	if err == nil && isStale(e.StaleUntil, s.now()) {
-		err = ErrNotFound
+	v, err, _ := s.loads.Do(key, func() (any, error) {
+		e, seq := s.mem.get(key)
+		if e != nil { // added by a flight that ended since our own look-up
+			return e, nil
+		}
+		e, size, err := s.load(key)
+		if err != nil {
+			return nil, err
+		}
+		if !isStale(e.StaleUntil, s.now()) {
+			s.mem.add(key, e, size, seq)
+		}
+		return e, nil
+	})
+	if err == nil {
+		e = v.(*Entry)
+		if isStale(e.StaleUntil, s.now()) {
+			err = ErrNotFound
+		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -277,7 +299,6 @@ func (s *Store) Get(key string) (*Entry, error) {
 		return nil, err
 	}
 	s.diskHits.Add(1)
-	s.mem.add(key, e, size, seq)
 	return e, nil
 }
 
@@ -289,6 +310,7 @@ func (s *Store) load(key string) (*Entry, int64, error) {
 		return nil, 0, err
 	}
 	defer done()
+	s.diskReads.Add(1)
 	var val []byte
 	var version uint64
 	err = s.db.View(func(txn *badger.Txn) error {
@@ -645,6 +667,7 @@ func (s *Store) Stats() Stats {
 		Expired:       s.expired.Load(),
 		MemoryHits:    s.memoryHits.Load(),
 		DiskHits:      s.diskHits.Load(),
+		DiskReads:     s.diskReads.Load(),
 		Misses:        s.misses.Load(),
 	}
 }
