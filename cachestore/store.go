@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -263,7 +264,7 @@ func (s *Store) Get(key string) (*Entry, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	e, _ := s.mem.get(key)
+	e, seq := s.mem.get(key)
 	if e != nil {
 		if isStale(e.StaleUntil, s.now()) {
 			s.misses.Add(1)
@@ -272,9 +273,11 @@ func (s *Store) Get(key string) (*Entry, error) {
 		s.memoryHits.Add(1)
 		return e, nil
 	}
-	v, err, _ := s.loads.Do(key, func() (any, error) {
-		e, seq := s.mem.get(key)
-		if e != nil { // added by a flight that ended since our own look-up
+	// Keyed by the invalidation sequence too: a Get that starts after a Put, Delete or purge
+	// must not join a read that started before it and may return what was replaced.
+	flight := strconv.FormatUint(seq, 36) + "/" + key
+	v, err, _ := s.loads.Do(flight, func() (any, error) {
+		if e := s.mem.peek(key); e != nil { // added by a flight that ended since our look-up
 			return e, nil
 		}
 		e, size, err := s.load(key)
