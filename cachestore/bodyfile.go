@@ -116,3 +116,33 @@ func (s *Store) removeVictimBody(v victim) {
 		s.removeBody(v.key)
 	}
 }
+
+// layoutMeta marks a directory whose large entries are body files. A directory without it that
+// holds entries was written by an earlier version, with large entries in Badger's value log.
+const (
+	layoutMeta  = "cachestore/layout"
+	layoutFiles = "bodyfiles-1"
+)
+
+// upgradeLayoutLocked drops the entries of a directory written by an earlier version, once:
+// their value-log files never shrank (see the package documentation), and deleting the
+// entries one by one would not reclaim them either, since value-log GC only rewrites files that
+// compactions have marked as garbage. DropPrefix compacts the entries away and records that
+// garbage, so GC can then delete the files. Meta values (floors, revocations) are kept; the
+// cache refills from upstream. s.mu must be held.
+func (s *Store) upgradeLayoutLocked() error {
+	if v, err := s.GetMeta(layoutMeta); err == nil && string(v) == layoutFiles {
+		return nil
+	}
+	if s.entries.Load() > 0 {
+		s.log.Warn("dropping the cache entries of an earlier on-disk layout, once, to reclaim its value-log files",
+			zap.Int64("entries", s.entries.Load()), zap.Int64("bytes", s.bytes.Load()))
+		if err := s.db.DropPrefix([]byte(prefixEntry), []byte(prefixIndex), []byte(prefixTag)); err != nil {
+			return fmt.Errorf("dropping entries of the earlier layout: %w", err)
+		}
+		s.entries.Store(0)
+		s.bytes.Store(0)
+		s.runValueLogGC()
+	}
+	return s.PutMeta(layoutMeta, []byte(layoutFiles))
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // dirBytes sums the sizes of the files under dir: Badger's preallocated sparse files count in
@@ -241,5 +243,68 @@ func TestConcurrentGetsShareOneDiskRead(t *testing.T) {
 	}
 	if st := s.Stats(); st.DiskReads != 1 || st.DiskHits+st.MemoryHits != readers {
 		t.Errorf("stats %+v: want 1 disk read for %d hits", st, readers)
+	}
+}
+
+// TestEarlierLayoutIsReclaimedOnce: a directory written by an earlier version, with large
+// entries in Badger's value log, is cleared of its entries at the first Open (meta values kept),
+// which gives the value-log files back; later Opens keep the entries.
+func TestEarlierLayoutIsReclaimedOnce(t *testing.T) {
+	clock := newClock()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutMeta("revoked/abc", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	// The earlier layout: entries written inline, so that the large ones land in the value log.
+	large := strings.Repeat("v", 512<<10) // Badger refuses values over its value-log file size
+	for i := range 60 {
+		e := entryAt(clock.Now(), Catalog, large)
+		key := fmt.Sprint("old/", i%5) // replaced again and again: value-log garbage
+		rec := indexRecord{Class: e.Class, Size: int64(len(encodeEntry(e))), StoredAt: e.StoredAt, StaleUntil: e.StaleUntil}
+		err := s.db.Update(func(txn *badger.Txn) error {
+			if err := txn.Set(entryKey(key), encodeEntry(e)); err != nil {
+				return err
+			}
+			return txn.Set(indexKey(key), encodeIndex(rec))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteMeta(layoutMeta); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirBytes(t, dir); got < 30<<20 {
+		t.Fatalf("the earlier layout holds only %d bytes: the test does not build it", got)
+	}
+
+	s, err = Open(Options{Dir: dir, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A fresh store's files: a memtable file of 2 x memTableSize, the value log and DISCARD.
+	if got, fresh := dirBytes(t, dir), int64(2*memTableSize+2*valueLogFileSize+1<<20); got > fresh+4<<20 {
+		t.Errorf("after the upgrade the directory holds %d bytes; a fresh one %d", got, fresh)
+	}
+	if st := s.Stats(); st.Entries != 0 || st.Bytes != 0 {
+		t.Errorf("entries of the earlier layout left: %+v", st)
+	}
+	if v, err := s.GetMeta("revoked/abc"); err != nil || string(v) != "1" {
+		t.Errorf("meta value lost in the upgrade: %q, %v", v, err)
+	}
+	mustPut(t, s, "new", entryAt(clock.Now(), Catalog, large))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, Options{Dir: dir, Now: clock.Now})
+	if _, err := s.Get("new"); err != nil {
+		t.Errorf("entry dropped by a second Open: %v", err)
 	}
 }

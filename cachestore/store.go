@@ -174,6 +174,9 @@ func Open(opts Options) (*Store, error) {
 	s.mu.Lock()
 	_, err = s.sweepLocked()
 	if err == nil {
+		err = s.upgradeLayoutLocked()
+	}
+	if err == nil {
 		err = s.removeOrphanBodiesLocked()
 	}
 	s.mu.Unlock()
