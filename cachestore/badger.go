@@ -16,7 +16,7 @@ import (
 // Badger's files besides the LSM tables, counted by file size (the .mem and .vlog files are
 // preallocated sparse files, so they occupy less on disk):
 //
-//	.mem      2 x memTableSize each, at most numMemtables + 1 of them  = 48 MiB
+//	.mem      2 x memTableSize each, at most numMemtables + 1 of them  = 24 MiB
 //	.vlog     2 x valueLogFileSize for the one being written, plus
 //	          meta values of bodyFileMin or more (none in practice)  =  2 MiB
 //	DISCARD   1 MiB
