@@ -308,3 +308,47 @@ func TestEarlierLayoutIsReclaimedOnce(t *testing.T) {
 		t.Errorf("entry dropped by a second Open: %v", err)
 	}
 }
+
+// waitDiskReads polls until n disk reads have started, and fails at the deadline.
+func waitDiskReads(t *testing.T, s *Store, n uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); s.Stats().DiskReads < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d disk reads started, want %d", s.Stats().DiskReads, n)
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestGetAfterInvalidationDoesNotJoinOlderRead: a Get that starts after an invalidation (a Put,
+// Delete or purge) reads again rather than share a read that started before it, which could
+// return what was replaced.
+func TestGetAfterInvalidationDoesNotJoinOlderRead(t *testing.T) {
+	clock := newClock()
+	s := openTest(t, Options{Now: clock.Now})
+	mustPut(t, s, "k", entryAt(clock.Now(), Catalog, strings.Repeat("C", bodyFileMin)))
+	s.closeMu.Lock() // the reads wait on it
+	locked := true
+	defer func() {
+		if locked {
+			s.closeMu.Unlock()
+		}
+	}()
+	errs := make(chan error, 2)
+	get := func() {
+		_, err := s.Get("k")
+		errs <- err
+	}
+	go get()
+	waitDiskReads(t, s, 1)
+	s.mem.remove("k") // what a Put or Delete does once committed
+	go get()
+	waitDiskReads(t, s, 2)
+	s.closeMu.Unlock()
+	locked = false
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

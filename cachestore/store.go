@@ -311,12 +311,12 @@ func (s *Store) Get(key string) (*Entry, error) {
 // load reads and decodes the entry at key from Badger, without touching the memory layer or the
 // hit counters. It returns the encoded size with the entry.
 func (s *Store) load(key string) (*Entry, int64, error) {
+	s.diskReads.Add(1) // before open, so that tests can see a read waiting on Close's lock
 	done, err := s.open()
 	if err != nil {
 		return nil, 0, err
 	}
 	defer done()
-	s.diskReads.Add(1)
 	var val []byte
 	var version uint64
 	err = s.db.View(func(txn *badger.Txn) error {
