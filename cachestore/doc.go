@@ -9,6 +9,12 @@
 //	t/<tag>\x00<key>    empty value; tag index for PurgeTag (tags may not contain NUL)
 //	m/<name>            meta values (Get/PutMeta); never evicted, purged or expired
 //
+// An entry whose encoding is bodyFileMin (64 KiB) or more is stored in the file
+// bodies/<sha256 of key>, and its e/ value is only a marker; the file is deleted with the entry,
+// so the directory stays within MaxBytes + DiskOverhead (see bodyfile.go). The meta value
+// cachestore/layout marks that layout; a directory without it that holds entries drops them once
+// at Open (upgradeLayoutLocked).
+//
 // e/, i/ and t/ keys of one entry are written and deleted in one transaction and carry the same
 // Badger TTL, so they appear and disappear together.
 //

@@ -330,6 +330,7 @@ func (s *Store) deleteLocked(vs []victim, extra [][]byte) (int, error) {
 	n := 0
 	for _, v := range vs {
 		s.mem.remove(v.key)
+		s.removeVictimBody(v)
 		if v.indexed {
 			n++
 			s.entries.Add(-1)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 // Defaults for the zero values of Options.
@@ -45,8 +47,7 @@ type Options struct {
 	Dir string
 	// MaxBytes bounds the sum of the encoded sizes of the stored entries. When a Put would
 	// exceed it, the oldest entries by StoredAt are evicted until the store is under 90% of
-	// it. Default 1 GiB. Badger's own files take more than this on disk (index, value-log
-	// garbage between GC runs).
+	// it. Default 1 GiB. The directory holds at most MaxBytes + DiskOverhead.
 	MaxBytes int64
 	// MemoryBytes bounds the in-memory layer of decoded entries. Default 64 MiB; -1 disables
 	// the layer.
@@ -72,7 +73,8 @@ type Stats struct {
 	Expired       uint64 `json:"expired"` // entries removed by the expiry sweep
 	MemoryHits    uint64 `json:"memory_hits"`
 	DiskHits      uint64 `json:"disk_hits"`
-	Misses        uint64 `json:"misses"` // Get calls answered ErrNotFound (missing, expired or corrupt)
+	DiskReads     uint64 `json:"disk_reads"` // entries read from disk; concurrent Gets of one key share a read
+	Misses        uint64 `json:"misses"`     // Get calls answered ErrNotFound (missing, expired or corrupt)
 }
 
 // Store is the cache. All methods are safe for concurrent use.
@@ -83,6 +85,10 @@ type Store struct {
 	now      func() time.Time
 	maxBytes int64
 	mem      *memLayer
+	// loads coalesces concurrent disk reads of one key: 100 readers arriving together for a
+	// 10 MB catalog that is not in the memory layer would otherwise read and decode 100
+	// copies at once.
+	loads singleflight.Group
 
 	// closeMu is held for reading by every method that touches Badger and for writing by Close,
 	// so Badger is never closed under a running transaction. Never held twice by one goroutine:
@@ -100,6 +106,7 @@ type Store struct {
 	entries, bytes               atomic.Int64
 	corrupt, evictions, expired  atomic.Uint64
 	memoryHits, diskHits, misses atomic.Uint64
+	diskReads                    atomic.Uint64
 }
 
 // openDirs makes a second Open of a directory in this process fail fast with ErrLocked. (Badger's
@@ -138,7 +145,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	log := opts.Logger.With(zap.String("dir", dir))
 
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, bodiesDir), 0o700); err != nil {
 		return nil, fmt.Errorf("creating cache directory %s: %w", dir, err)
 	}
 	if !claimDir(dir) {
@@ -166,6 +173,12 @@ func Open(opts Options) (*Store, error) {
 	// Restore Entries and Bytes, and drop what expired while we were down.
 	s.mu.Lock()
 	_, err = s.sweepLocked()
+	if err == nil {
+		err = s.upgradeLayoutLocked()
+	}
+	if err == nil {
+		err = s.removeOrphanBodiesLocked()
+	}
 	s.mu.Unlock()
 	if err != nil {
 		db.Close()
@@ -263,9 +276,27 @@ func (s *Store) Get(key string) (*Entry, error) {
 		s.memoryHits.Add(1)
 		return e, nil
 	}
-	e, size, err := s.load(key)
-	if err == nil && isStale(e.StaleUntil, s.now()) {
-		err = ErrNotFound
+	// Keyed by the invalidation sequence too: a Get that starts after a Put, Delete or purge
+	// must not join a read that started before it and may return what was replaced.
+	flight := strconv.FormatUint(seq, 36) + "/" + key
+	v, err, _ := s.loads.Do(flight, func() (any, error) {
+		if e := s.mem.peek(key); e != nil { // added by a flight that ended since our look-up
+			return e, nil
+		}
+		e, size, err := s.load(key)
+		if err != nil {
+			return nil, err
+		}
+		if !isStale(e.StaleUntil, s.now()) {
+			s.mem.add(key, e, size, seq)
+		}
+		return e, nil
+	})
+	if err == nil {
+		e = v.(*Entry)
+		if isStale(e.StaleUntil, s.now()) {
+			err = ErrNotFound
+		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -274,13 +305,13 @@ func (s *Store) Get(key string) (*Entry, error) {
 		return nil, err
 	}
 	s.diskHits.Add(1)
-	s.mem.add(key, e, size, seq)
 	return e, nil
 }
 
 // load reads and decodes the entry at key from Badger, without touching the memory layer or the
 // hit counters. It returns the encoded size with the entry.
 func (s *Store) load(key string) (*Entry, int64, error) {
+	s.diskReads.Add(1) // before open, so that tests can see a read waiting on Close's lock
 	done, err := s.open()
 	if err != nil {
 		return nil, 0, err
@@ -301,6 +332,12 @@ func (s *Store) load(key string) (*Entry, int64, error) {
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, 0, ErrNotFound
+	}
+	if err == nil && isBodyRef(val) {
+		val, err = s.readBody(key)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil, 0, err
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading entry: %w", err)
@@ -393,6 +430,15 @@ func (s *Store) Put(key string, e *Entry) error {
 			return fmt.Errorf("storing entry: %w", err)
 		}
 	}
+	inline := val
+	if size >= bodyFileMin {
+		// Replaces the old file, if any: from here until the commit, a reader of the old
+		// entry may read the new body, which is just as good.
+		if err := s.writeBody(key, val); err != nil {
+			return fmt.Errorf("storing entry of %d bytes: %w", size, err)
+		}
+		inline = bodyRef
+	}
 	err = s.db.Update(func(txn *badger.Txn) error {
 		for _, t := range old.Tags {
 			if !slices.Contains(rec.Tags, t) {
@@ -408,7 +454,7 @@ func (s *Store) Put(key string, e *Entry) error {
 			}
 			return txn.SetEntry(be)
 		}
-		if err := set(entryKey(key), val); err != nil {
+		if err := set(entryKey(key), inline); err != nil {
 			return err
 		}
 		if err := set(indexKey(key), encodeIndex(rec)); err != nil {
@@ -422,7 +468,17 @@ func (s *Store) Put(key string, e *Entry) error {
 		return nil
 	})
 	if err != nil {
+		if size >= bodyFileMin {
+			// The file may now hold this body under the old entry's index record; drop the
+			// entry rather than leave them disagreeing.
+			if _, derr := s.removeLocked([]string{key}); derr != nil {
+				s.log.Error("dropping entry after a failed write", zap.String("key", logKey(key)), zap.Error(derr))
+			}
+		}
 		return fmt.Errorf("storing entry of %d bytes: %w", size, err)
+	}
+	if size < bodyFileMin {
+		s.removeBody(key) // the old entry's, if it had one
 	}
 	if !hadOld {
 		s.entries.Add(1)
@@ -617,6 +673,7 @@ func (s *Store) Stats() Stats {
 		Expired:       s.expired.Load(),
 		MemoryHits:    s.memoryHits.Load(),
 		DiskHits:      s.diskHits.Load(),
+		DiskReads:     s.diskReads.Load(),
 		Misses:        s.misses.Load(),
 	}
 }
@@ -636,8 +693,22 @@ func (s *Store) gcLoop(every time.Duration) {
 		if _, err := s.Sweep(); err != nil {
 			s.log.Warn("sweeping expired cache entries", zap.Error(err))
 		}
+		if err := s.removeOrphanBodies(); err != nil {
+			s.log.Warn("deleting orphan body files", zap.Error(err))
+		}
 		s.runValueLogGC()
 	}
+}
+
+func (s *Store) removeOrphanBodies() error {
+	done, err := s.open()
+	if err != nil {
+		return err
+	}
+	defer done()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removeOrphanBodiesLocked()
 }
 
 // runValueLogGC rewrites value-log files while at least half of one is garbage, as Badger

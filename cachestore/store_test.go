@@ -351,8 +351,10 @@ func TestDelete(t *testing.T) {
 		t.Fatalf("deleting a missing key: %v", err)
 	}
 	assertNotFound(t, s, "k")
-	if keys := rawKeys(t, s, ""); len(keys) != 0 {
-		t.Errorf("keys left: %q", keys)
+	for _, p := range []string{prefixEntry, prefixIndex, prefixTag} {
+		if keys := rawKeys(t, s, p); len(keys) != 0 {
+			t.Errorf("keys left: %q", keys)
+		}
 	}
 	if st := s.Stats(); st.Entries != 0 || st.Bytes != 0 {
 		t.Errorf("stats: %+v", st)
