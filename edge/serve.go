@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +49,9 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	ent, err := e.store.Get(key)
 	if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
 		e.opts.Logger.Warn("reading the cache failed; treating as a miss", zap.Error(err))
+	}
+	if ent != nil && !bytes.Equal(ent.Canonical, canonical) {
+		ent = nil // the key is a hash: another body (or an entry from before the hash) is a miss
 	}
 	if ent != nil {
 		fresh, reason := e.freshness(policy, call, ent, now)
@@ -195,6 +199,7 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 		Class:      storeClass(call.Class),
 		Generation: gen,
 		Tags:       Tags(call, canonical),
+		Canonical:  canonical,
 	}
 	if err := e.store.Put(key, ent); err != nil {
 		e.opts.Logger.Warn("storing an answer failed; serving it uncached", zap.String("method", call.Name()), zap.Error(err))

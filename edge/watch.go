@@ -292,15 +292,15 @@ func (e *Edge) refreshAhead() {
 // shares the call with a buyer's miss and respects the floors. A floor is
 // waited out on a timer; a failure is retried at the setup poll interval.
 func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
-	call, canonical, ok := e.parseKey(key)
+	call, ok := e.parseKey(key)
 	if !ok {
 		return // not ours to refresh (another institution's key on this directory)
 	}
 	ent, err := e.store.Get(key)
-	if err != nil || ent.Generation == e.gen.Load() {
-		return // gone, or a buyer's request already refreshed it
+	if err != nil || ent.Generation == e.gen.Load() || ent.Canonical == nil {
+		return // gone, a buyer's request already refreshed it, or from before keys held a hash
 	}
-	f, _, err := e.fetch(ctx, e.Client(), call, key, canonical, PriorityBackground)
+	f, _, err := e.fetch(ctx, e.Client(), call, key, ent.Canonical, PriorityBackground)
 	if err != nil {
 		return // closing
 	}
@@ -339,15 +339,16 @@ func (e *Edge) retryRefresh(key string, after time.Duration, failures int) {
 	e.watch.retries[key] = t
 }
 
-// parseKey recovers the call and canonical body of one of this edge's
-// cacheable keys (s360.Key); ok is false for another institution's key.
-func (e *Edge) parseKey(key string) (s360.Call, []byte, bool) {
+// parseKey recovers the call of one of this edge's cacheable keys
+// (s360.Key); ok is false for another institution's key. The canonical
+// body is in the entry.
+func (e *Edge) parseKey(key string) (s360.Call, bool) {
 	_, own := e.policy()
-	inst, call, canonical, ok := s360.ParseKey(key)
+	inst, call, ok := s360.ParseKey(key)
 	if !ok || inst != own || !call.Class.Cacheable() {
-		return s360.Call{}, nil, false
+		return s360.Call{}, false
 	}
-	return call, canonical, true
+	return call, true
 }
 
 // pollUpdates asks S-360 which products of the cached catalog had their
@@ -441,7 +442,7 @@ func (e *Edge) updatesReference(now time.Time) (time.Time, error) {
 func (e *Edge) scanCatalog() (products map[string][]string, pos string) {
 	products = map[string][]string{}
 	err := e.store.Keys(cachestore.Catalog, func(key string, ent *cachestore.Entry) bool {
-		call, _, ok := e.parseKey(key)
+		call, ok := e.parseKey(key)
 		if !ok {
 			return true
 		}
