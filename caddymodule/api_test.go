@@ -59,7 +59,7 @@ func newTestHandler(t *testing.T, f *fakeUpstream, timeout time.Duration) *Handl
 		logger:      zap.NewNop(),
 		classifier:  s360.Classifier{},
 		canon:       new(s360.CanonicalMemo),
-		localToken:  newLocalTokens("x", "X_WEB"),
+		localToken:  newLocalTokens("X_WEB", "s"),
 		client:      upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Timeout: timeout}),
 	}
 }

@@ -112,6 +112,8 @@ type Response struct {
 	Status int
 	Header http.Header
 	Body   []byte
+
+	free func() // gives the Body's bytes back to the Reading bound
 }
 
 // Client calls one S-360 institution. It is safe for concurrent use.
@@ -173,6 +175,7 @@ func (c *Client) Do(ctx context.Context, path string, body []byte) (*Response, e
 	}
 	resp, err := c.post(ctx, path, body, tok)
 	if err == nil && resp.Status == http.StatusUnauthorized {
+		resp.free()
 		c.invalidate(tok)
 		if tok, err = c.Token(ctx); err != nil {
 			return nil, notSent(err)
@@ -182,6 +185,8 @@ func (c *Client) Do(ctx context.Context, path string, body []byte) (*Response, e
 	if err != nil {
 		return nil, err
 	}
+	// Checking a huge body takes a while: it stays charged until then.
+	defer resp.free()
 	if relayed(resp.Status) && !s360.Valid(resp.Body) {
 		return nil, &Error{Kind: Invalid, Sent: true, Err: fmt.Errorf("calling %s: HTTP %d answer of %d bytes is not one JSON object with a statusCode", path, resp.Status, len(resp.Body))}
 	}
@@ -262,6 +267,7 @@ func (c *Client) fetchToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	defer resp.free()
 	var out struct {
 		Token string `json:"token"`
 	}
@@ -342,28 +348,37 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 	if c.cfg.Observe != nil {
 		c.cfg.Observe(resp.StatusCode, resp.Header)
 	}
-	data, err := c.read(ctx, path, resp)
+	data, free, err := c.read(ctx, path, resp)
 	if err != nil {
 		return nil, err
 	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}, nil
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data, free: free}, nil
 }
 
 // read reads an answer's body within MaxResponseBytes, charging the
-// Reading bound for the memory it takes while it reads. A known length is
-// charged at once and may wait for room (until ctx ends); an unknown one
-// is charged as the buffer grows, and a growth the bound cannot take at
-// once fails the call rather than wait while holding memory, which could
-// leave every reader waiting for the others.
-func (c *Client) read(ctx context.Context, path string, resp *http.Response) ([]byte, error) {
-	limit := c.cfg.MaxResponseBytes
+// Reading bound for the memory it takes until free is called. A known
+// length is charged at once and may wait for room (until ctx ends); an
+// unknown one is charged as the buffer grows, and a growth the bound cannot
+// take at once fails the call rather than wait while holding memory, which
+// could leave every reader waiting for the others.
+func (c *Client) read(ctx context.Context, path string, resp *http.Response) ([]byte, func(), error) {
+	var held int64
+	r := c.cfg.Reading
+	free := sync.OnceFunc(func() { r.sem.Release(held) })
+	buf, err := c.readCharged(ctx, path, resp, &held)
+	if err != nil {
+		free()
+		return nil, nil, err
+	}
+	return buf, free, nil
+}
+
+func (c *Client) readCharged(ctx context.Context, path string, resp *http.Response, held *int64) ([]byte, error) {
+	limit, r := c.cfg.MaxResponseBytes, c.cfg.Reading
 	tooLarge := &Error{Kind: TooLarge, Sent: true, Err: fmt.Errorf("reading %s: answer larger than %d bytes", path, limit)}
 	if resp.ContentLength > limit {
 		return nil, tooLarge
 	}
-	r := c.cfg.Reading
-	var held int64
-	defer func() { r.sem.Release(held) }()
 	cut := func(n int, err error) error {
 		if ctx.Err() != nil {
 			return c.classify(ctx, path, err, true)
@@ -374,7 +389,7 @@ func (c *Client) read(ctx context.Context, path string, resp *http.Response) ([]
 		if err := r.sem.Acquire(ctx, resp.ContentLength); err != nil {
 			return nil, c.classify(ctx, path, err, true)
 		}
-		held = resp.ContentLength
+		*held = resp.ContentLength
 		// net/http stops the body at Content-Length and reports a
 		// shorter one as io.ErrUnexpectedEOF.
 		buf := make([]byte, resp.ContentLength)
@@ -387,7 +402,7 @@ func (c *Client) read(ctx context.Context, path string, resp *http.Response) ([]
 	if err := r.sem.Acquire(ctx, size); err != nil {
 		return nil, c.classify(ctx, path, err, true)
 	}
-	held = size
+	*held = size
 	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
@@ -401,7 +416,7 @@ func (c *Client) read(ctx context.Context, path string, resp *http.Response) ([]
 			nb := make([]byte, len(buf), grown)
 			copy(nb, buf)
 			r.sem.Release(int64(cap(buf)))
-			held += grown - int64(cap(buf))
+			*held += grown - int64(cap(buf))
 			buf = nb
 		}
 		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
