@@ -184,15 +184,15 @@ func TestReadingBoundHoldsUnderHugeAnswers(t *testing.T) {
 		t.Skip("moves 800 MiB over loopback")
 	}
 	const (
-		answer = 100 << 20
-		bound  = 256 << 20
-		slack  = 64 << 20
+		answer = 100 << 20 / memScale
+		bound  = 256 << 20 / memScale
+		slack  = 64 << 20 / memScale
 	)
 	for _, withLength := range []bool{true, false} {
 		t.Run(fmt.Sprintf("Content-Length=%v", withLength), func(t *testing.T) {
 			cl, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
 				cfg.Timeout = 2 * time.Minute
-				cfg.MaxResponseBytes = 128 << 20
+				cfg.MaxResponseBytes = 128 << 20 / memScale
 				cfg.Reading = NewReading(bound)
 				f.handler = hugeAnswers(answer, withLength)
 			})
