@@ -46,6 +46,8 @@ type Server struct {
 	window    time.Time // start of the current rate-limit window
 	windowN   int
 	floors    map[string]time.Time // floor key → last accepted call
+
+	corrupt corruptState // /_sim/corrupt, see corrupt.go
 }
 
 // New returns a simulator with the generated catalog of cfg.
@@ -138,6 +140,10 @@ func validVersion(v string) bool {
 // serveAPI runs the pipeline shared by the auth endpoint and every tnseb call.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	key, ok := parseAPIPath(r.URL.Path)
+	if cw, cr := s.takeCorrupt(w, r, key); cw != nil {
+		defer cw.finish()
+		w, r = cw, cr
+	}
 	sw := &StatusWriter{ResponseWriter: w}
 	limited, recorded := false, false
 	defer func() {
