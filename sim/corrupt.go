@@ -82,8 +82,9 @@ func (c *corruptWriter) Write(b []byte) (int, error) { c.WriteHeader(200); retur
 // finish sends the spoiled answer once the method has run.
 func (c *corruptWriter) finish() {
 	body := c.body.Bytes()
+	rc := http.NewResponseController(c.w) // c.w may be a logging wrapper
 	hangup := func() {
-		if conn, _, err := c.w.(http.Hijacker).Hijack(); err == nil {
+		if conn, _, err := rc.Hijack(); err == nil {
 			conn.Close()
 		}
 	}
@@ -94,7 +95,7 @@ func (c *corruptWriter) finish() {
 		c.w.Header().Set("Content-Type", "application/json")
 		c.w.WriteHeader(http.StatusOK)
 		c.w.Write(body[:len(body)/2])
-		c.w.(http.Flusher).Flush()
+		rc.Flush()
 		hangup()
 	case "html":
 		c.w.Header().Set("Content-Type", "text/html")
