@@ -162,7 +162,9 @@ func TestUpstreamFailuresMapToGatewayErrors(t *testing.T) {
 		{func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(401) }, 502, "upstream_auth_failed", ""},
 		{func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, 504, "upstream_timeout", ""},
 		{func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `<html>"statusCode":"success"</html>`) }, 502, "upstream_invalid", ""},
-		{func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"statusCode":"success","code":"TRUNC`) }, 502, "upstream_invalid", ""},
+		{func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"statusCode":"success","code":"TRUNC`)
+		}, 502, "upstream_invalid", ""},
 	}
 	for i, c := range cases {
 		h := newTestHandler(t, &fakeUpstream{answer: c.answer}, 300*time.Millisecond)

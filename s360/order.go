@@ -1,6 +1,7 @@
 package s360
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -93,10 +94,19 @@ func WithRedirect(body []byte, target string) ([]byte, error) {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return nil, err
 	}
-	t, err := json.Marshal(target)
+	// Without HTML escaping, so that the URL's & and the upstream's own
+	// strings keep their bytes.
+	encode := func(v any) ([]byte, error) {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		err := enc.Encode(v)
+		return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), err
+	}
+	t, err := encode(target)
 	if err != nil {
 		return nil, err
 	}
 	fields["redirectUrl"] = t
-	return json.Marshal(fields)
+	return encode(fields)
 }

@@ -253,4 +253,3 @@ func TestReadingWaitEndsWithTheCaller(t *testing.T) {
 		t.Fatalf("got %v, want Canceled (sent) once the caller's context ends", err)
 	}
 }
-
