@@ -177,8 +177,9 @@ func hugeAnswers(size int, withLength bool) http.HandlerFunc {
 // Eight concurrent 100 MiB answers: the bytes being read at once stay
 // within the Reading bound; calls over it wait (known length) or are
 // refused (unknown length). Unbounded, the heap would reach 800 MiB. The
-// bound covers an answer until Do returns it; a caller may then still
-// hold one, hence one answer on top of the bound.
+// bound covers an answer until Do returns it; on a loaded machine a sample
+// may catch a caller or two still holding the answer Do gave them, hence
+// two answers on top of the bound.
 func TestReadingBoundHoldsUnderHugeAnswers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 800 MiB over loopback")
@@ -219,8 +220,8 @@ func TestReadingBoundHoldsUnderHugeAnswers(t *testing.T) {
 			wg.Wait()
 			peak := stop()
 			t.Logf("%d read, %d refused; heap in use %d MiB at start, peak %d MiB", ok.Load(), refused.Load(), base.HeapInuse>>20, peak>>20)
-			if peak > base.HeapInuse+bound+answer+slack {
-				t.Errorf("heap peaked at %d MiB, over the %d MiB bound + one %d MiB answer + %d MiB slack above the %d MiB start", peak>>20, bound>>20, answer>>20, slack>>20, base.HeapInuse>>20)
+			if peak > base.HeapInuse+bound+2*answer+slack {
+				t.Errorf("heap peaked at %d MiB, over the %d MiB bound + two %d MiB answers + %d MiB slack above the %d MiB start", peak>>20, bound>>20, answer>>20, slack>>20, base.HeapInuse>>20)
 			}
 			if withLength && ok.Load() != 8 {
 				t.Errorf("%d of 8 answers with a Content-Length read; they should wait for room, not fail", ok.Load())
