@@ -64,6 +64,11 @@ type Entry struct {
 	Class      Class
 	Generation uint64   // catalog generation the entry was fetched in
 	Tags       []string // e.g. "product:10228231108335", for PurgeTag
+	// Canonical is the canonical request body the answer is for. Keys
+	// hold only its hash, so a reader compares it to its own body: a
+	// hash collision is then a miss, never another request's answer.
+	// Entries of format version 1 have none, and so never match.
+	Canonical []byte
 }
 
 // errCodec is wrapped by every decoding failure; the store treats it as corruption.
@@ -74,14 +79,14 @@ var errCodec = errors.New("corrupt encoding")
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 const (
-	entryVersion = 1
+	entryVersion = 2
 	indexVersion = 1
 	checksumLen  = 4
 )
 
-// encodeEntry writes the entry format, version 1:
+// encodeEntry writes the entry format, version 2:
 //
-//	version    byte (1)
+//	version    byte (2; version 1 is the same without canonical)
 //	status     varint
 //	storedAt   time (varint Unix seconds, uvarint nanoseconds)
 //	freshUntil time
@@ -89,6 +94,7 @@ const (
 //	class      byte
 //	generation uvarint
 //	tags       uvarint count, then each as uvarint length + bytes
+//	canonical  uvarint length + bytes (version 2 only)
 //	header     uvarint count of names, then each: name (length + bytes),
 //	           uvarint count of values, each value (length + bytes); names sorted
 //	body       uvarint length + bytes
@@ -97,7 +103,7 @@ const (
 // Times are seconds+nanoseconds rather than UnixNano so that any time.Time, including the zero
 // time and far-future "never" values, round-trips exactly (location aside).
 func encodeEntry(e *Entry) []byte {
-	n := 64 + len(e.Body)
+	n := 64 + len(e.Body) + len(e.Canonical)
 	for _, t := range e.Tags {
 		n += len(t) + 2
 	}
@@ -116,6 +122,8 @@ func encodeEntry(e *Entry) []byte {
 	b = append(b, byte(e.Class))
 	b = binary.AppendUvarint(b, e.Generation)
 	b = appendStrings(b, e.Tags)
+	b = binary.AppendUvarint(b, uint64(len(e.Canonical)))
+	b = append(b, e.Canonical...)
 	names := make([]string, 0, len(e.Header))
 	for k := range e.Header {
 		names = append(names, k)
@@ -144,7 +152,8 @@ func decodeEntry(b []byte) (*Entry, error) {
 
 func decodeEntryPayload(p []byte) (*Entry, error) {
 	d := decoder{b: p}
-	if v := d.byte(); d.err == nil && v != entryVersion {
+	v := d.byte()
+	if d.err == nil && v != 1 && v != entryVersion {
 		return nil, fmt.Errorf("decoding entry: unknown version %d: %w", v, errCodec)
 	}
 	e := &Entry{}
@@ -162,6 +171,9 @@ func decodeEntryPayload(p []byte) (*Entry, error) {
 	}
 	e.Generation = d.uvarint()
 	e.Tags = d.strings()
+	if v >= 2 {
+		e.Canonical = d.bytes()
+	}
 	if n := d.count(); n > 0 {
 		e.Header = make(http.Header, n)
 		for range n {

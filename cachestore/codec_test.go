@@ -1,6 +1,7 @@
 package cachestore
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/http"
 	"reflect"
@@ -24,6 +25,7 @@ func fullEntry() *Entry {
 		Class:      Availability,
 		Generation: 1<<63 + 5,
 		Tags:       []string{"product:10228231108335", "product:1"},
+		Canonical:  []byte(`{"performanceIds":[1],"pointOfSalesId":7}`),
 	}
 }
 
@@ -43,6 +45,9 @@ func assertSameEntry(t testing.TB, want, got *Entry) {
 	}
 	if !reflect.DeepEqual(got.Header, want.Header) {
 		t.Errorf("header: got %v, want %v", got.Header, want.Header)
+	}
+	if string(got.Canonical) != string(want.Canonical) {
+		t.Errorf("canonical: got %q, want %q", got.Canonical, want.Canonical)
 	}
 	if !slices.Equal(got.Tags, want.Tags) {
 		t.Errorf("tags: got %v, want %v", got.Tags, want.Tags)
@@ -103,10 +108,38 @@ func TestCodecRejectsEveryCorruption(t *testing.T) {
 func TestCodecRejectsUnknownVersion(t *testing.T) {
 	p := encodeEntry(fullEntry())
 	p = p[:len(p)-checksumLen]
-	p[0] = 2
+	p[0] = 3
 	_, err := decodeEntry(appendChecksum(p))
-	if !errors.Is(err, errCodec) || !strings.Contains(err.Error(), "version 2") {
+	if !errors.Is(err, errCodec) || !strings.Contains(err.Error(), "version 3") {
 		t.Fatalf("got %v, want an unknown-version error", err)
+	}
+}
+
+// An entry written before keys held a hash (format version 1: no canonical
+// body) still decodes, with no Canonical, so no reader's body matches it.
+func TestCodecDecodesVersion1WithoutCanonical(t *testing.T) {
+	want := fullEntry()
+	want.Canonical = nil
+	want.Header = http.Header{"Content-Type": {"application/json"}}
+	b := []byte{1}
+	b = binary.AppendVarint(b, int64(want.Status))
+	for _, tm := range []time.Time{want.StoredAt, want.FreshUntil, want.StaleUntil} {
+		b = appendTime(b, tm)
+	}
+	b = append(b, byte(want.Class))
+	b = binary.AppendUvarint(b, want.Generation)
+	b = appendStrings(b, want.Tags)
+	b = binary.AppendUvarint(b, 1)
+	b = appendString(b, "Content-Type")
+	b = appendStrings(b, []string{"application/json"})
+	b = appendString(b, string(want.Body))
+	got, err := decodeEntry(appendChecksum(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertSameEntry(t, want, got)
+	if got.Canonical != nil {
+		t.Errorf("version 1 entry got canonical %q", got.Canonical)
 	}
 }
 

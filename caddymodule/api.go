@@ -55,6 +55,9 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	resp, err := h.client.Do(ctx, call.Path(), body)
 	h.edge.CountUpstream(call.Class, resp, err)
 	w.Header().Set("Cache-Status", "s360edge; fwd=bypass")
+	if err != nil && call.Class == s360.Order {
+		return h.writeOrderFailure(w, r, call, err)
+	}
 	if err != nil {
 		return writeError(w, h.upstreamError(call, err))
 	}
@@ -169,6 +172,9 @@ func (h *Handler) upstreamError(call s360.Call, err error) *apiError {
 		return &apiError{Status: http.StatusBadGateway, Code: "upstream_auth_failed", Message: "the sidecar could not authenticate with S-360"}
 	case upstream.TooLarge:
 		return &apiError{Status: http.StatusBadGateway, Code: "upstream_too_large", Message: "S-360's answer exceeded the sidecar's size limit"}
+	case upstream.Invalid:
+		h.logger.Warn("S-360 answered with a cut or non-JSON body", zap.String("method", call.Name()), zap.Error(err))
+		return &apiError{Status: http.StatusBadGateway, Code: "upstream_invalid", Message: "S-360's answer was cut or is not a JSON object with a statusCode"}
 	case upstream.Refused:
 		retry := time.Duration(h.RateLimit.Window) / time.Duration(h.RateLimit.Calls)
 		var we *budget.WaitError

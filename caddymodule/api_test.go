@@ -59,7 +59,7 @@ func newTestHandler(t *testing.T, f *fakeUpstream, timeout time.Duration) *Handl
 		logger:      zap.NewNop(),
 		classifier:  s360.Classifier{},
 		canon:       new(s360.CanonicalMemo),
-		localToken:  newLocalTokens("x", "X_WEB"),
+		localToken:  newLocalTokens("X_WEB", "s"),
 		client:      upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Timeout: timeout}),
 	}
 }
@@ -253,6 +253,10 @@ func TestUpstreamFailuresMapToGatewayErrors(t *testing.T) {
 		{func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Retry-After", "7"); w.WriteHeader(429) }, 429, "upstream_rate_limited", "7"},
 		{func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(401) }, 502, "upstream_auth_failed", ""},
 		{func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, 504, "upstream_timeout", ""},
+		{func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `<html>"statusCode":"success"</html>`) }, 502, "upstream_invalid", ""},
+		{func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"statusCode":"success","code":"TRUNC`)
+		}, 502, "upstream_invalid", ""},
 	}
 	for i, c := range cases {
 		h := newTestHandler(t, &fakeUpstream{answer: c.answer}, 300*time.Millisecond)
@@ -273,18 +277,43 @@ func TestUpstreamFailuresMapToGatewayErrors(t *testing.T) {
 
 func TestLocalTokenEndpoint(t *testing.T) {
 	f := &fakeUpstream{}
-	h := newTestHandler(t, f, time.Second)
+	h := newTestHandler(t, f, time.Second) // operator X_WEB, secret "s"
+	cases := []struct {
+		name, body string
+		status     int
+		code       string
+	}{
+		{"right credentials", `{"operator":"X_WEB","partner":"site","secret":"s"}`, 200, ""},
+		{"no body: a site written for the sidecar", ``, 200, ""},
+		{"no credentials", `{"partner":"site"}`, 200, ""},
+		{"wrong secret", `{"operator":"X_WEB","secret":"website-secret"}`, 401, "invalid_credentials"},
+		{"wrong operator", `{"operator":"OLD","secret":"s"}`, 401, "invalid_credentials"},
+		{"secret alone", `{"secret":"s"}`, 401, "invalid_credentials"},
+		{"secret with a longer prefix", `{"operator":"X_WEB","secret":"ss"}`, 401, "invalid_credentials"},
+		{"not JSON", `operator=X_WEB`, 400, "invalid_json"},
+	}
+	seen := map[string]bool{}
 	for _, p := range []string{"/tnai/backend-apis/v1/auth", "/tnco/backend-apis/v1/auth"} {
-		w, _ := serve(h, "POST", p, `{"operator":"OLD","secret":"website-secret"}`, nil)
-		var out struct{ Token string }
-		if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || w.Code != 200 || strings.Count(out.Token, ".") != 2 {
-			t.Fatalf("%s: %d %s", p, w.Code, w.Body)
-		}
-		if strings.Contains(w.Body.String(), "operator-token") {
-			t.Fatal("operator token handed to the website")
-		}
-		if exp, ok := upstreamExpiry(out.Token); !ok || time.Until(exp) < 50*time.Minute {
-			t.Fatalf("local token exp %v %v", exp, ok)
+		for _, c := range cases {
+			t.Run(p+" "+c.name, func(t *testing.T) {
+				w, _ := serve(h, "POST", p, c.body, nil)
+				var out struct{ Token, Error string }
+				if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || w.Code != c.status || out.Error != c.code {
+					t.Fatalf("got %d %s, want %d %q", w.Code, w.Body, c.status, c.code)
+				}
+				if strings.Contains(w.Body.String(), "operator-token") || strings.Contains(w.Body.String(), `"s"`) {
+					t.Fatal("operator token or secret handed to the website")
+				}
+				if c.status != 200 {
+					return
+				}
+				// Opaque: 32 random bytes, no claims to read.
+				raw, err := base64URL.DecodeString(out.Token)
+				if err != nil || len(raw) != 32 || strings.Contains(out.Token, ".") || seen[out.Token] {
+					t.Fatalf("token %q is not 32 fresh random bytes", out.Token)
+				}
+				seen[out.Token] = true
+			})
 		}
 	}
 	if w, _ := serve(h, "GET", "/tnai/backend-apis/v1/auth", "", nil); w.Code != 405 {
@@ -293,20 +322,6 @@ func TestLocalTokenEndpoint(t *testing.T) {
 	if f.calls.Load() != 0 {
 		t.Fatal("local token endpoint called upstream")
 	}
-}
-
-func upstreamExpiry(tok string) (time.Time, bool) {
-	parts := strings.Split(tok, ".")
-	var c struct{ Exp int64 }
-	b, err := jsonB64(parts[1])
-	if err != nil || json.Unmarshal(b, &c) != nil {
-		return time.Time{}, false
-	}
-	return time.Unix(c.Exp, 0), true
-}
-
-func jsonB64(s string) ([]byte, error) {
-	return base64URL.DecodeString(s)
 }
 
 var base64URL = base64.RawURLEncoding

@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/s360edge/s360edge/upstream"
 )
 
 func init() {
@@ -43,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_size     <size>
 //		timeout      <duration>
 //		max_body_size <size>
+//		max_response_size <size>
 //		allow        <service/method>...
 //		oidc {
 //			issuer        <url>
@@ -136,6 +139,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = sizeArg(d, &h.MaxSize, 1<<50)
 		case "max_body_size":
 			err = sizeArg(d, &h.MaxBodySize, 1<<30)
+		case "max_response_size":
+			err = sizeArg(d, &h.MaxResponseSize, upstream.DefaultReadingBytes)
 		case "allow":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

@@ -25,6 +25,7 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 		min_interval availabilityService/* 1m
 		timeout      90s
 		max_body_size 64KB
+		max_response_size 32MiB
 		max_age      catalogService/getPOSConfig 12h
 		stale_while_revalidate 10m
 		stale_if_error 48h
@@ -54,7 +55,7 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 		`"partner":"my-website","shop":"https://pfx-myinstit.shop.secutix.com","storage":"/var/lib/s360edge",` +
 		`"rate_limit":{"calls":150,"window":60000000000},"setup_poll":60000000000,"updates_poll":0,` +
 		`"min_interval":{"availabilityService/*":60000000000,"catalogService/getCatalogDetailed":600000000000},` +
-		`"timeout":90000000000,"max_body_size":64000,"allow":["setupService/listSeasons","setupService/listPriceLevels"],` +
+		`"timeout":90000000000,"max_body_size":64000,"max_response_size":33554432,"allow":["setupService/listSeasons","setupService/listPriceLevels"],` +
 		`"max_age":{"catalogService/getPOSConfig":43200000000000},"stale_while_revalidate":600000000000,"stale_if_error":172800000000000,"stale_timeout":1500000000,"max_size":2000000000,` +
 		`"oidc":{"issuer":"https://idp.example.com","client_id":"website","client_secret":"{env.OIDC_SECRET}","cookie_secret":"{env.S360_COOKIE_KEY}",` +
 		`"redirect_url":"https://www.example.com/auth/callback","scopes":["openid","email"],"protect":["/tnseb/backend-apis/externalOrderFacade/*","/account"],"path_prefix":"/login",` +
@@ -89,6 +90,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"s360 {\n min_interval a/b\n}":          "wrong argument count",
 		"s360 {\n min_interval a/b never\n}":    "bad duration",
 		"s360 {\n max_body_size huge\n}":        "max_body_size: want a size",
+		"s360 {\n max_response_size 1GiB\n}":    "max_response_size: want a size",
 		"s360 {\n allow\n}":                     "wrong argument count",
 		"s360 {\n oidc {\n  issuer\n }\n}":      "wrong argument count",
 		"s360 {\n oidc {\n  roles admin\n }\n}": `unknown oidc subdirective "roles"`,
@@ -124,6 +126,7 @@ func TestCheckRejectsUnusableConfig(t *testing.T) {
 		`oidc protect "orders"`:         func(h *Handler) { h.OIDC = &OIDC{Protect: []string{"orders"}} },
 		"rate_limit must be a positive": func(h *Handler) { h.RateLimit.Calls = 0 },
 		"max_body_size cannot be":       func(h *Handler) { h.MaxBodySize = -1 },
+		"max_response_size must be":     func(h *Handler) { h.MaxResponseSize = 300 << 20 },
 	}
 	for want, mod := range cases {
 		h := valid()

@@ -85,6 +85,10 @@ type Handler struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 	// MaxBodySize bounds a request body, in bytes. Default 1 MiB.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// MaxResponseSize bounds one upstream answer, in bytes (502
+	// upstream_too_large above). Default 64 MiB, at most 256 MiB: the
+	// bound on all answers being read at once in the process.
+	MaxResponseSize int64 `json:"max_response_size,omitempty"`
 	// Allow lists extra "service/method" patterns the website may call;
 	// they pass through uncached. Default: none beyond the built-in
 	// catalog, availability and createOrUpdateOrder.
@@ -215,7 +219,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.Storage = dir
 	h.classifier = s360.Classifier{Extra: h.Allow}
 	h.canon = new(s360.CanonicalMemo)
-	h.localToken = newLocalTokens(h.institution, h.Operator)
+	h.localToken = newLocalTokens(h.Operator, h.Secret)
 	policy, limits := h.policy(), h.budgetConfig()
 	waits := edge.Waits{Foreground: time.Duration(h.MaxWait)}
 	v, loaded, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
@@ -250,9 +254,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Secret:   h.Secret,
 		Partner:  h.Partner,
 		Timeout:  time.Duration(h.Timeout),
-		Wait:     h.edge.Wait,
-		MaxWait:  h.edge.MaxWait,
-		Observe:  h.edge.Observe,
+		// 0 is upstream.DefaultMaxResponseBytes.
+		MaxResponseBytes: h.MaxResponseSize,
+		Wait:             h.edge.Wait,
+		MaxWait:          h.edge.MaxWait,
+		Observe:          h.edge.Observe,
 	})
 	h.edge.Attach(h.client)
 	h.edge.SetWatch(edge.Watch{SetupPoll: time.Duration(*h.SetupPoll), UpdatesPoll: time.Duration(*h.UpdatesPoll)})
@@ -319,6 +325,9 @@ func (h *Handler) check() error {
 	}
 	if h.MaxBodySize < 0 {
 		errs = append(errs, errors.New("max_body_size cannot be negative"))
+	}
+	if h.MaxResponseSize < 0 || h.MaxResponseSize > upstream.DefaultReadingBytes {
+		errs = append(errs, fmt.Errorf("max_response_size must be between 0 (default) and %d bytes", upstream.DefaultReadingBytes))
 	}
 	if h.StaleWhileRevalidate < 0 || h.StaleIfError < 0 || h.MaxSize < 0 || h.StaleTimeout < 0 {
 		errs = append(errs, errors.New("stale_while_revalidate, stale_if_error, stale_timeout and max_size cannot be negative"))

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tidwall/sjson"
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/s360"
@@ -15,15 +14,21 @@ import (
 
 // writeOrder turns a createOrUpdateOrder answer into the hand-off to the
 // ticket shop: a 303 to the cart for a browser navigation, the upstream
-// JSON plus redirectUrl for an API client, or a clear error.
+// JSON rebuilt with one redirectUrl for an API client, or a clear error.
 func (h *Handler) writeOrder(w http.ResponseWriter, r *http.Request, call s360.Call, resp *upstream.Response) error {
-	if resp.Status != http.StatusOK {
+	switch {
+	case resp.Status >= 500 && resp.Status != 509:
+		// S-360 may have failed after creating the order.
+		h.logger.Error("S-360 answered an order with an error status; the order may exist", zap.Int("status", resp.Status))
+		return h.writeOrderUnknown(w, r)
+	case resp.Status != http.StatusOK:
+		// Refused before running: rate limit, credentials, bad request.
 		return h.writeUpstream(w, call, resp)
 	}
 	res, err := s360.ParseOrder(resp.Body)
 	if err != nil {
-		h.logger.Error("S-360 answered an order with a body the sidecar cannot read", zap.Int("bytes", len(resp.Body)))
-		return writeError(w, &apiError{Status: http.StatusBadGateway, Code: "upstream_invalid", Message: "S-360's answer to the order could not be read; the order may or may not exist, check before retrying"})
+		h.logger.Error("S-360 answered an order with a body the sidecar cannot trust; the order may exist", zap.Int("bytes", len(resp.Body)))
+		return h.writeOrderUnknown(w, r)
 	}
 	if !res.Success {
 		e := &orderError{apiError: apiError{Status: http.StatusConflict, Code: "order_failed", Message: "S-360 refused the order"},
@@ -41,14 +46,51 @@ func (h *Handler) writeOrder(w http.ResponseWriter, r *http.Request, call s360.C
 		http.Redirect(w, r, target, http.StatusSeeOther)
 		return nil
 	}
-	body, err := sjson.SetBytes(resp.Body, "redirectUrl", target)
-	if err != nil {
-		return writeError(w, &apiError{Status: http.StatusBadGateway, Code: "upstream_invalid", Message: "S-360's answer to the order could not be extended"})
+	body, err := s360.WithRedirect(resp.Body, target)
+	if err != nil { // ParseOrder accepted it: cannot happen, but fail as unknown
+		return h.writeOrderUnknown(w, r)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, err = w.Write(body)
 	return err
+}
+
+// writeOrderFailure answers an order call that got no answer. Once the
+// request may have reached S-360 the order may exist, whatever the error;
+// only a failure before it left may say the order was not created.
+func (h *Handler) writeOrderFailure(w http.ResponseWriter, r *http.Request, call s360.Call, err error) error {
+	if upstream.Sent(err) {
+		h.logger.Error("an order call failed after it was sent; the order may exist", zap.Error(err))
+		return h.writeOrderUnknown(w, r)
+	}
+	e := h.upstreamError(call, err)
+	if e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout {
+		e.Message += "; the order was not sent, so it was not created"
+	}
+	return writeError(w, e)
+}
+
+// orderUnknown is the answer when an order may or may not exist.
+type orderUnknown struct {
+	apiError
+	RedirectURL string `json:"redirectUrl"`
+}
+
+// writeOrderUnknown answers 502 order_unknown with the shop's cart, which
+// shows what exists, for API clients and navigations alike: a redirect
+// would read as success to a buyer who might then order again, and the
+// cart without an order id may not show an order made through the API.
+// The cart is in redirectUrl, Location and a Link header.
+func (h *Handler) writeOrderUnknown(w http.ResponseWriter, r *http.Request) error {
+	cart := s360.CartURL(h.Shop, h.CartTarget, "", r.URL.Query().Get("lang"))
+	w.Header().Set("Location", cart)
+	w.Header().Set("Link", "<"+cart+`>; rel="related"`)
+	return writeOrderError(w, &orderUnknown{
+		apiError: apiError{Status: http.StatusBadGateway, Code: "order_unknown",
+			Message: "S-360 did not answer the order clearly: the order may exist; check the cart before ordering again"},
+		RedirectURL: cart,
+	})
 }
 
 // orderError is an order failure with S-360's own status fields, so the
@@ -60,12 +102,14 @@ type orderError struct {
 	StatusMessage string `json:"statusMessage,omitempty"`
 }
 
-func writeOrderError(w http.ResponseWriter, e *orderError) error {
+func writeOrderError(w http.ResponseWriter, e interface{ status() int }) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(e.Status)
+	w.WriteHeader(e.status())
 	return jsonEncode(w, e)
 }
+
+func (e *apiError) status() int { return e.Status }
 
 // prefersHTML reports whether an Accept header ranks text/html above
 // application/json: a browser navigation, not a fetch() call.

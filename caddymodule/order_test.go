@@ -4,11 +4,18 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/s360edge/s360edge/upstream"
 )
 
-const orderPath = "/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder"
+const (
+	orderPath = "/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder"
+	cart      = "https://pfx-x.shop.secutix.com/api/1/redirect/cart"
+)
 
 func TestOrderRewrite(t *testing.T) {
 	browser := map[string]string{"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "Host": "evil.example"}
@@ -30,9 +37,13 @@ func TestOrderRewrite(t *testing.T) {
 		{"api client gets redirectUrl", `{"statusCode":"success","redirectUrl":"https://evil.example/","orderUpdateData":{"orderId":7}}`, 200, api, "", 200, "", ""},
 		{"sold out is 409", `{"orderUpdateData":null,"expectedException":true,"statusCode":"error","statusMessage":"No more tickets available","statusDetail":"error.order.availability"}`, 200, api, "", 409, "", "not_available"},
 		{"other business failure is 409", `{"statusCode":"error","statusMessage":"bad","statusDetail":"error.parameter.mandatory"}`, 200, browser, "", 409, "", "order_failed"},
-		{"malformed JSON is 502", `{"statusCode":"success",`, 200, api, "", 502, "", "upstream_invalid"},
-		{"success without order id is 502", `{"statusCode":"success","orderUpdateData":{}}`, 200, browser, "", 502, "", "upstream_invalid"},
-		{"upstream 5xx is 502", `boom`, 500, api, "", 502, "", "upstream_error"},
+		{"cut JSON: the order may exist", `{"statusCode":"success",`, 200, api, "", 502, cart, "order_unknown"},
+		{"HTML page: the order may exist", `<html>{"statusCode":"success"}</html>`, 200, browser, "", 502, cart, "order_unknown"},
+		{"success without order id: the order may exist", `{"statusCode":"success","orderUpdateData":{}}`, 200, browser, "", 502, cart, "order_unknown"},
+		{"two redirectUrl keys: the order may exist", `{"statusCode":"success","redirectUrl":"https://pfx-x.shop.secutix.com/","orderUpdateData":{"orderId":7},"redirectUrl":"https://evil.example/"}`, 200, api, "", 502, cart, "order_unknown"},
+		{"a duplicate key deep inside: the order may exist", `{"statusCode":"success","orderUpdateData":{"orderId":7,"x":[{"a":1,"a":2}]}}`, 200, api, "?lang=de", 502, cart + "?lang=de", "order_unknown"},
+		{"upstream 5xx: the order may exist", `boom`, 500, api, "", 502, cart, "order_unknown"},
+		{"rate limited before running", `slow down`, 509, api, "", 429, "", "upstream_rate_limited"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -54,8 +65,67 @@ func TestOrderRewrite(t *testing.T) {
 			if c.want == 409 && (out["statusCode"] != "error" || out["statusDetail"] == nil) {
 				t.Fatalf("409 lacks the upstream status fields: %s", w.Body)
 			}
-			if c.want == 200 && out["redirectUrl"] != "https://pfx-x.shop.secutix.com/api/1/redirect/cart?orderId=7" {
-				t.Fatalf("redirectUrl %v", out["redirectUrl"])
+			if c.want == 200 && (out["redirectUrl"] != cart+"?orderId=7" || strings.Count(w.Body.String(), `"redirectUrl"`) != 1) {
+				t.Fatalf("want exactly one redirectUrl, to the cart: %s", w.Body)
+			}
+			if c.code == "order_unknown" {
+				if out["redirectUrl"] != c.location || !strings.Contains(w.Header().Get("Link"), "<"+c.location+">") ||
+					!strings.Contains(out["message"].(string), "may exist") {
+					t.Fatalf("order_unknown must point to the cart and say the order may exist: %s Link=%q", w.Body, w.Header().Get("Link"))
+				}
+			}
+			if n := f.calls.Load(); n != 1 {
+				t.Fatalf("%d order calls upstream, want 1: an order is never retried", n)
+			}
+		})
+	}
+}
+
+// An order call that failed without an answer: once it may have reached
+// S-360 the order may exist; only a failure before it left may say the
+// order was not created.
+func TestOrderFailuresBeforeAndAfterSending(t *testing.T) {
+	refused := httptest.NewServer(http.NotFoundHandler())
+	refused.Close()
+	cases := []struct {
+		name    string
+		answer  func(w http.ResponseWriter, r *http.Request) // nil: nothing listens
+		status  int
+		code    string
+		message string
+	}{
+		{"connection refused: not created", nil, 502, "upstream_unreachable", "not created"},
+		{"closed after reading the order: unknown", func(w http.ResponseWriter, r *http.Request) {
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+		}, 502, "order_unknown", "may exist"},
+		{"no answer in time: unknown", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}, 502, "order_unknown", "may exist"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := &fakeUpstream{answer: c.answer}
+			h := newTestHandler(t, f, 300*time.Millisecond)
+			if c.answer == nil {
+				h.client = upstream.New(upstream.Config{BaseURL: refused.URL, Operator: "X_WEB", Secret: "s"})
+			}
+			h.Shop, h.CartTarget = "https://pfx-x.shop.secutix.com", "cart"
+			w, _ := serve(h, "POST", orderPath, `{"pointOfSalesId":1}`, map[string]string{"Accept": "application/json"})
+			var out map[string]any
+			json.Unmarshal(w.Body.Bytes(), &out)
+			msg, _ := out["message"].(string)
+			if w.Code != c.status || out["error"] != c.code || !strings.Contains(msg, c.message) {
+				t.Fatalf("got %d %s, want %d %s saying %q", w.Code, w.Body, c.status, c.code, c.message)
+			}
+			if c.code == "order_unknown" && (out["redirectUrl"] != cart || w.Header().Get("Location") != cart) {
+				t.Fatalf("order_unknown without the cart: %s Location=%q", w.Body, w.Header().Get("Location"))
+			}
+			if n := f.calls.Load(); c.answer != nil && n != 1 {
+				t.Fatalf("%d order calls upstream, want 1: never retried", n)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"path"
 	"strings"
 	"sync"
@@ -68,6 +69,10 @@ func (s *s360Stub) transport(refused *bool) http.RoundTripper {
 		s.mu.Unlock()
 		if refused != nil && *refused {
 			return nil, syscall.ECONNREFUSED
+		}
+		// The request left, as net/http's transport reports it.
+		if tr := httptrace.ContextClientTrace(r.Context()); tr != nil && tr.WroteHeaders != nil {
+			tr.WroteHeaders()
 		}
 		rec := httptest.NewRecorder()
 		if h == nil {

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	ent, err := e.store.Get(key)
 	if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
 		e.opts.Logger.Warn("reading the cache failed; treating as a miss", zap.Error(err))
+	}
+	if ent != nil && !bytes.Equal(ent.Canonical, canonical) {
+		ent = nil // the key is a hash: another body (or an entry from before the hash) is a miss
 	}
 	if ent != nil {
 		fresh, reason := e.freshness(policy, call, ent, now)
@@ -224,20 +228,9 @@ func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Cal
 // calls, not successes: any answer (5xx, 509, in_progress included), and a
 // timeout or a cut after the request was sent, start the key's floor. Only
 // a call known not to have been sent does not: refused by the budget, no
-// token, no connection.
-//
-// TODO(integrity): upstream.Unreachable covers a connection reset after
-// sending too; use upstream.Error's "not sent" mark once it exists.
+// token, no connection (upstream.Error.Sent is false).
 func reachedS360(err error) bool {
-	var ue *upstream.Error
-	if err == nil || !errors.As(err, &ue) {
-		return err == nil
-	}
-	switch ue.Kind {
-	case upstream.Unreachable, upstream.Refused, upstream.AuthFailed:
-		return false
-	}
-	return true
+	return err == nil || upstream.Sent(err)
 }
 
 const metaFloorPrefix = "floor/" // + cache key: "<RFC 3339 call time> <service/method>"
@@ -311,7 +304,7 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	now := e.opts.Now()
 	var ent *cachestore.Entry
 	if feed {
-		ent = feedEntry(resp.Body, now, feedCopyTTL)
+		ent = feedEntry(canonical, resp.Body, now, feedCopyTTL)
 	} else {
 		fresh := now.Add(policy.maxAge(call))
 		ent = &cachestore.Entry{
@@ -324,6 +317,7 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			Class:      storeClass(call.Class),
 			Generation: gen,
 			Tags:       e.tags(call, canonical),
+			Canonical:  canonical,
 		}
 		if call.Class == s360.Availability {
 			ent.Generation = inv
@@ -345,8 +339,9 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 }
 
 // feedEntry is a copy of a feed's answer, served for ttl and then gone.
-func feedEntry(body []byte, now time.Time, ttl time.Duration) *cachestore.Entry {
+func feedEntry(canonical, body []byte, now time.Time, ttl time.Duration) *cachestore.Entry {
 	return &cachestore.Entry{
+		Canonical:  canonical,
 		Status:     http.StatusOK,
 		Header:     http.Header{"Content-Type": {"application/json"}},
 		Body:       body,

@@ -77,6 +77,8 @@ func upstreamOutcome(resp *upstream.Response, err error) int {
 			return upRefused
 		case upstream.Canceled:
 			return upCanceled
+		case upstream.Invalid:
+			return upError
 		}
 		return upUnreachable
 	case err != nil:

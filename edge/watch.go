@@ -249,7 +249,7 @@ func (e *Edge) pollSetup(ctx context.Context) error {
 // repeats the sidecar's poll upstream.
 func (e *Edge) keepFeedCopy(call s360.Call, canonical, body []byte, ttl time.Duration) {
 	_, inst := e.policy()
-	e.put(call, s360.Key(inst, call, canonical), feedEntry(body, e.opts.Now(), ttl))
+	e.put(call, s360.Key(inst, call, canonical), feedEntry(canonical, body, e.opts.Now(), ttl))
 }
 
 func (e *Edge) hasCatalog() bool {
@@ -321,7 +321,7 @@ func (e *Edge) refreshCatalog(stale func(*cachestore.Entry) bool) {
 // miss and respects the floors. A floor is waited out on a timer; a failure
 // is retried at the setup poll interval.
 func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
-	call, canonical, ok := e.parseKey(key)
+	call, ok := e.parseKey(key)
 	if !ok {
 		return // not ours to refresh (another institution's key on this directory)
 	}
@@ -332,11 +332,14 @@ func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
 		}
 		return // gone
 	}
+	if ent.Canonical == nil {
+		return // stored before entries kept their canonical body: it ages out
+	}
 	policy, _ := e.policy()
 	if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); fresh {
 		return // a buyer's request already refreshed it
 	}
-	f, _, err := e.fetch(ctx, e.Client(), call, key, canonical, PriorityBackground, 0)
+	f, _, err := e.fetch(ctx, e.Client(), call, key, ent.Canonical, PriorityBackground, 0)
 	if err != nil {
 		return // closing
 	}
@@ -375,15 +378,16 @@ func (e *Edge) retryRefresh(key string, after time.Duration, failures int) {
 	e.watch.retries[key] = t
 }
 
-// parseKey recovers the call and canonical body of one of this edge's
-// cacheable keys (s360.Key); ok is false for another institution's key.
-func (e *Edge) parseKey(key string) (s360.Call, []byte, bool) {
+// parseKey recovers the call of one of this edge's cacheable keys
+// (s360.Key); ok is false for another institution's key. The canonical
+// body is in the entry.
+func (e *Edge) parseKey(key string) (s360.Call, bool) {
 	_, own := e.policy()
-	inst, call, canonical, ok := s360.ParseKey(key)
+	inst, call, ok := s360.ParseKey(key)
 	if !ok || inst != own || !call.Class.Cacheable() {
-		return s360.Call{}, nil, false
+		return s360.Call{}, false
 	}
-	return call, canonical, true
+	return call, true
 }
 
 // pollUpdates asks S-360 which products of the cached catalog had their
@@ -499,7 +503,7 @@ func (e *Edge) updatesReference(now time.Time) (time.Time, error) {
 func (e *Edge) scanCatalog() (products map[string][]string, pos string) {
 	products = map[string][]string{}
 	err := e.store.Keys(cachestore.Catalog, func(key string, ent *cachestore.Entry) bool {
-		call, _, ok := e.parseKey(key)
+		call, ok := e.parseKey(key)
 		if !ok {
 			return true
 		}

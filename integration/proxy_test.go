@@ -157,7 +157,9 @@ func TestProxyAgainstSimulator(t *testing.T) {
 
 	t.Run("website's token call keeps working", func(t *testing.T) {
 		auths := s.Counters(t).Calls["auth"]
-		status, _, body := post(t, e.URL+"/tnai/backend-apis/v1/auth", `{"operator":"OLD_WEB","partner":"site","secret":"old"}`)
+		// Without credentials, as a site written for the sidecar calls it
+		// (wrong credentials get 401: integrity_test.go).
+		status, _, body := post(t, e.URL+"/tnai/backend-apis/v1/auth", `{"partner":"site"}`)
 		if status != 200 || !strings.Contains(string(body), `"token"`) {
 			t.Fatalf("local auth: %d %s", status, body)
 		}

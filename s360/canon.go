@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // ErrNotObject is returned for a body that is valid JSON but not an object:
@@ -124,25 +123,3 @@ func numberDigits[T string | []byte](s T) int {
 	return n
 }
 
-// Key is the cache key of a call: institution, service, version and method,
-// then the canonical body. The version is kept because answers may differ
-// between versions.
-func Key(institution string, c Call, canonical []byte) string {
-	return institution + "|" + c.Service + "/" + c.Version + "/" + c.Method + "|" + string(canonical)
-}
-
-// ParseKey splits a key built by Key back into its institution, call
-// (classified by the built-in allow-list) and canonical body. The
-// institution (a host name) and the path hold no "|"; the body may.
-func ParseKey(key string) (institution string, c Call, canonical []byte, ok bool) {
-	institution, rest, ok := strings.Cut(key, "|")
-	if !ok {
-		return "", Call{}, nil, false
-	}
-	path, body, ok := strings.Cut(rest, "|")
-	if !ok {
-		return "", Call{}, nil, false
-	}
-	c, ok = Classifier{}.Classify(APIPrefix + path)
-	return institution, c, []byte(body), ok
-}

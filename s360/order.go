@@ -1,6 +1,8 @@
 package s360
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"net/url"
 	"regexp"
@@ -18,15 +20,16 @@ type OrderResult struct {
 	StatusMessage string
 }
 
-// ErrBadOrderAnswer is returned for an answer that is not a JSON object, or
-// a success without a usable orderId.
+// ErrBadOrderAnswer is returned for an answer that is not a valid S-360
+// answer (see Valid), holds a key twice anywhere, or is a success without a
+// usable orderId. The order may nevertheless exist.
 var ErrBadOrderAnswer = errors.New("S-360 order answer is not usable")
 
 var digits = regexp.MustCompile(`^[0-9]{1,20}$`)
 
 // ParseOrder reads an OrderUpdateResult (S360-API.md §7.3).
 func ParseOrder(body []byte) (OrderResult, error) {
-	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+	if !Valid(body) || CheckNoDuplicates(body) != nil {
 		return OrderResult{}, ErrBadOrderAnswer
 	}
 	r := OrderResult{
@@ -65,11 +68,45 @@ func ValidLang(s string) bool { return lang.MatchString(s) }
 // CartURL is the ticket shop redirect for an order (S360-API.md §8):
 // <shop>/api/1/redirect/<target>?orderId=<id>[&lang=<lang>]. The host is
 // always the configured shop: nothing of the request or the upstream answer
-// but the numeric order id and a checked language code goes into it.
+// but the numeric order id and a checked language code goes into it. An
+// empty orderID (the outcome is unknown) gives the plain cart, whose
+// orderId parameter is optional.
 func CartURL(shop, target, orderID, language string) string {
-	q := url.Values{"orderId": {orderID}}
+	q := url.Values{}
+	if orderID != "" {
+		q.Set("orderId", orderID)
+	}
 	if ValidLang(language) {
 		q.Set("lang", language)
 	}
-	return strings.TrimRight(shop, "/") + "/api/1/redirect/" + target + "?" + q.Encode()
+	u := strings.TrimRight(shop, "/") + "/api/1/redirect/" + target
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	return u
+}
+
+// WithRedirect rebuilds an order answer (checked by ParseOrder) from its
+// parsed top-level fields, with every redirectUrl it had dropped and exactly
+// one set to target: a browser must not find an upstream one.
+func WithRedirect(body []byte, target string) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil, err
+	}
+	// Without HTML escaping, so that the URL's & and the upstream's own
+	// strings keep their bytes.
+	encode := func(v any) ([]byte, error) {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		err := enc.Encode(v)
+		return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), err
+	}
+	t, err := encode(target)
+	if err != nil {
+		return nil, err
+	}
+	fields["redirectUrl"] = t
+	return encode(fields)
 }

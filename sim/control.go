@@ -28,6 +28,7 @@ func (s *Server) routeControl() {
 		writeJSON(w, r, http.StatusOK, f)
 	})
 	m.HandleFunc("POST /_sim/faults", s.postFaults)
+	m.HandleFunc("POST /_sim/corrupt", s.postCorrupt)
 	m.HandleFunc("GET /_sim/clock", s.serveClock)
 	m.HandleFunc("POST /_sim/clock", s.serveClock)
 	m.HandleFunc("GET /_sim/fixtures", s.fixtures)

@@ -49,6 +49,8 @@ type Server struct {
 	// floorRefused counts, per "service/method", the calls refused by a
 	// per-key floor (they also count in limited).
 	floorRefused map[string]int
+
+	corrupt corruptState // /_sim/corrupt, see corrupt.go
 }
 
 // New returns a simulator with the generated catalog of cfg.
@@ -148,6 +150,10 @@ func validVersion(v string) bool {
 // serveAPI runs the pipeline shared by the auth endpoint and every tnseb call.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	key, ok := parseAPIPath(r.URL.Path)
+	if cw, cr := s.takeCorrupt(w, r, key); cw != nil {
+		defer cw.finish()
+		w, r = cw, cr
+	}
 	sw := &StatusWriter{ResponseWriter: w}
 	limited, recorded := false, false
 	defer func() {

@@ -15,11 +15,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/s360edge/s360edge/s360"
 )
 
 // AuthPath is the S-360 token endpoint (S360-API.md §2.1).
@@ -30,6 +35,9 @@ const AuthPath = "/tnai/backend-apis/v1/auth"
 const (
 	DefaultTimeout          = 60 * time.Second
 	DefaultMaxResponseBytes = 64 << 20
+	// DefaultReadingBytes bounds the bytes of answers being read at once
+	// by every client of the process (see Reading).
+	DefaultReadingBytes = 256 << 20
 	// defaultTokenLifetime is assumed for tokens without a readable exp.
 	defaultTokenLifetime = time.Minute
 )
@@ -41,9 +49,13 @@ type Config struct {
 	Secret           string
 	Partner          string
 	Timeout          time.Duration // per call; DefaultTimeout when 0
-	MaxResponseBytes int64         // DefaultMaxResponseBytes when 0
-	Transport        http.RoundTripper
-	Now              func() time.Time
+	MaxResponseBytes int64         // DefaultMaxResponseBytes when 0; at most the Reading bound
+	// Reading bounds the bytes of answers being read at once; nil shares
+	// one bound of DefaultReadingBytes with every client of the process,
+	// since memory is the process's.
+	Reading   *Reading
+	Transport http.RoundTripper
+	Now       func() time.Time
 	// Wait, when set, is called before every upstream call (token calls
 	// included) and may block or refuse: it is the rate budget's hook.
 	Wait func(ctx context.Context, path string) error
@@ -64,14 +76,32 @@ const (
 	Timeout                 // the upstream did not answer within Config.Timeout
 	Canceled                // the caller went away
 	AuthFailed              // the token endpoint refused the operator's credentials
-	TooLarge                // the answer exceeded MaxResponseBytes
+	TooLarge                // the answer exceeded MaxResponseBytes, or the Reading bound could not take it
 	Refused                 // the Wait hook refused the call (budget)
+	Invalid                 // the answer was cut, or is not an S-360 answer (s360.Valid)
 )
 
 // Error is a failed call. Its message never holds the secret or the token.
 type Error struct {
 	Kind Kind
 	Err  error
+	// Sent is true when the request may have reached S-360: its headers
+	// were written to a connection. Then S-360 may have run the call
+	// (an order may exist) even though no usable answer came back. It is
+	// false only when the call failed before that: refused by the Wait
+	// hook, no token, DNS, connection refused, TLS.
+	Sent bool
+}
+
+// Sent reports whether err is an *Error whose request may have reached
+// S-360 (Error.Sent). Any other non-nil error counts as sent: when in doubt,
+// assume the call ran.
+func Sent(err error) bool {
+	var ue *Error
+	if errors.As(err, &ue) {
+		return ue.Sent
+	}
+	return err != nil
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -82,6 +112,8 @@ type Response struct {
 	Status int
 	Header http.Header
 	Body   []byte
+
+	free func() // gives the Body's bytes back to the Reading bound
 }
 
 // Client calls one S-360 institution. It is safe for concurrent use.
@@ -103,6 +135,11 @@ func New(cfg Config) *Client {
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = DefaultMaxResponseBytes
 	}
+	if cfg.Reading == nil {
+		cfg.Reading = processReading
+	}
+	// One answer larger than the whole bound could never be read.
+	cfg.MaxResponseBytes = min(cfg.MaxResponseBytes, cfg.Reading.size)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -128,21 +165,55 @@ func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastR
 
 // Do POSTs body to path (an S-360 REST-RPC path) with the operator's token.
 // A 401 answer refreshes the token and retries once: S-360 rejected the
-// call before running it, so the retry is safe even for orders.
+// call before running it, so the retry is safe even for orders. An answer
+// whose body the website would get (see relayed) must be a valid S-360
+// answer (s360.Valid), else the call fails with Kind Invalid.
 func (c *Client) Do(ctx context.Context, path string, body []byte) (*Response, error) {
 	tok, err := c.Token(ctx)
 	if err != nil {
-		return nil, err
+		return nil, notSent(err)
 	}
 	resp, err := c.post(ctx, path, body, tok)
-	if err != nil || resp.Status != http.StatusUnauthorized {
-		return resp, err
+	if err == nil && resp.Status == http.StatusUnauthorized {
+		resp.free()
+		c.invalidate(tok)
+		if tok, err = c.Token(ctx); err != nil {
+			return nil, notSent(err)
+		}
+		resp, err = c.post(ctx, path, body, tok)
 	}
-	c.invalidate(tok)
-	if tok, err = c.Token(ctx); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	return c.post(ctx, path, body, tok)
+	// Checking a huge body takes a while: it stays charged until then.
+	defer resp.free()
+	if relayed(resp.Status) && !s360.Valid(resp.Body) {
+		return nil, &Error{Kind: Invalid, Sent: true, Err: fmt.Errorf("calling %s: HTTP %d answer of %d bytes is not one JSON object with a statusCode", path, resp.Status, len(resp.Body))}
+	}
+	return resp, nil
+}
+
+// relayed reports whether an answer of this status reaches the website as
+// it is; the others (rate limits, auth failures, 5xx) become the sidecar's
+// own errors, so their bodies do not matter.
+func relayed(status int) bool {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+		return false
+	}
+	return status < 500
+}
+
+// notSent marks a token failure as one before this call's request left:
+// whatever happened to the token call, the method itself was not sent.
+func notSent(err error) error {
+	var ue *Error
+	if errors.As(err, &ue) && ue.Sent {
+		cp := *ue
+		cp.Sent = false
+		return &cp
+	}
+	return err
 }
 
 // Token returns a valid token, fetching one when the cached token is within
@@ -196,6 +267,7 @@ func (c *Client) fetchToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	defer resp.free()
 	var out struct {
 		Token string `json:"token"`
 	}
@@ -256,7 +328,10 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.Timeout, errUpstreamTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.BaseURL+path, bytes.NewReader(body))
+	// Headers on a connection are the first point S-360 could act on.
+	var sent atomic.Bool
+	tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
+	req, err := http.NewRequestWithContext(tctx, http.MethodPost, c.cfg.BaseURL+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, &Error{Kind: Unreachable, Err: fmt.Errorf("building the upstream request: %w", err)}
 	}
@@ -267,32 +342,120 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, c.classify(ctx, path, err)
+		return nil, c.classify(ctx, path, err, sent.Load())
 	}
 	defer resp.Body.Close()
 	if c.cfg.Observe != nil {
 		c.cfg.Observe(resp.StatusCode, resp.Header)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
+	data, free, err := c.read(ctx, path, resp)
 	if err != nil {
-		return nil, c.classify(ctx, path, err)
+		return nil, err
 	}
-	if int64(len(data)) > c.cfg.MaxResponseBytes {
-		return nil, &Error{Kind: TooLarge, Err: fmt.Errorf("reading %s: answer larger than %d bytes", path, c.cfg.MaxResponseBytes)}
-	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}, nil
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data, free: free}, nil
 }
+
+// read reads an answer's body within MaxResponseBytes, charging the
+// Reading bound for the memory it takes until free is called. A known
+// length is charged at once and may wait for room (until ctx ends); an
+// unknown one is charged as the buffer grows, and a growth the bound cannot
+// take at once fails the call rather than wait while holding memory, which
+// could leave every reader waiting for the others.
+func (c *Client) read(ctx context.Context, path string, resp *http.Response) ([]byte, func(), error) {
+	var held int64
+	r := c.cfg.Reading
+	free := sync.OnceFunc(func() { r.sem.Release(held) })
+	buf, err := c.readCharged(ctx, path, resp, &held)
+	if err != nil {
+		free()
+		return nil, nil, err
+	}
+	return buf, free, nil
+}
+
+func (c *Client) readCharged(ctx context.Context, path string, resp *http.Response, held *int64) ([]byte, error) {
+	limit, r := c.cfg.MaxResponseBytes, c.cfg.Reading
+	tooLarge := &Error{Kind: TooLarge, Sent: true, Err: fmt.Errorf("reading %s: answer larger than %d bytes", path, limit)}
+	if resp.ContentLength > limit {
+		return nil, tooLarge
+	}
+	cut := func(n int, err error) error {
+		if ctx.Err() != nil {
+			return c.classify(ctx, path, err, true)
+		}
+		return &Error{Kind: Invalid, Sent: true, Err: fmt.Errorf("reading %s: answer cut after %d bytes: %w", path, n, err)}
+	}
+	if resp.ContentLength >= 0 {
+		if err := r.sem.Acquire(ctx, resp.ContentLength); err != nil {
+			return nil, c.classify(ctx, path, err, true)
+		}
+		*held = resp.ContentLength
+		// net/http stops the body at Content-Length and reports a
+		// shorter one as io.ErrUnexpectedEOF.
+		buf := make([]byte, resp.ContentLength)
+		if n, err := io.ReadFull(resp.Body, buf); err != nil {
+			return nil, cut(n, err)
+		}
+		return buf, nil
+	}
+	size := min(64<<10, limit+1)
+	if err := r.sem.Acquire(ctx, size); err != nil {
+		return nil, c.classify(ctx, path, err, true)
+	}
+	*held = size
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				return nil, tooLarge
+			}
+			grown := min(2*int64(cap(buf)), limit+1)
+			if !r.sem.TryAcquire(grown) {
+				return nil, &Error{Kind: TooLarge, Sent: true, Err: fmt.Errorf("reading %s: answers being read already take the %d bytes allowed", path, r.size)}
+			}
+			nb := make([]byte, len(buf), grown)
+			copy(nb, buf)
+			r.sem.Release(int64(cap(buf)))
+			*held += grown - int64(cap(buf))
+			buf = nb
+		}
+		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, cut(len(buf), err)
+		}
+	}
+	if int64(len(buf)) > limit {
+		return nil, tooLarge
+	}
+	return buf, nil
+}
+
+// Reading bounds the total bytes of upstream answers being read at once,
+// so that a few huge answers cannot take the process's memory.
+type Reading struct {
+	sem  *semaphore.Weighted
+	size int64
+}
+
+// NewReading returns a bound of n bytes.
+func NewReading(n int64) *Reading { return &Reading{sem: semaphore.NewWeighted(n), size: n} }
+
+var processReading = NewReading(DefaultReadingBytes)
 
 var errUpstreamTimeout = errors.New("upstream timeout")
 
-func (c *Client) classify(ctx context.Context, path string, err error) error {
+func (c *Client) classify(ctx context.Context, path string, err error, sent bool) error {
 	// url.Error's message holds the full URL, which has no secret in it
 	// (credentials travel in the body and the Authorization header).
 	switch {
 	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
-		return &Error{Kind: Timeout, Err: fmt.Errorf("calling %s: no answer within %s", path, c.cfg.Timeout)}
+		return &Error{Kind: Timeout, Sent: sent, Err: fmt.Errorf("calling %s: no answer within %s", path, c.cfg.Timeout)}
 	case ctx.Err() != nil:
-		return &Error{Kind: Canceled, Err: fmt.Errorf("calling %s: %w", path, context.Canceled)}
+		return &Error{Kind: Canceled, Sent: sent, Err: fmt.Errorf("calling %s: %w", path, context.Canceled)}
 	}
-	return &Error{Kind: Unreachable, Err: fmt.Errorf("calling %s: %w", path, err)}
+	return &Error{Kind: Unreachable, Sent: sent, Err: fmt.Errorf("calling %s: %w", path, err)}
 }

@@ -1,0 +1,71 @@
+package s360
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestValid(t *testing.T) {
+	cases := []struct {
+		name, body string
+		valid      bool
+	}{
+		{"success", `{"statusCode":"success","data":[1,2]}`, true},
+		{"business error", `{"statusCode":"error","statusDetail":"error.order.availability"}`, true},
+		{"whitespace around", " \n{\"statusCode\":\"in_progress\"}\n ", true},
+		{"cut body", `{"statusCode":"success","catalogData":{"code":"TRUNC`, false},
+		{"cut after the object's last value", `{"statusCode":"success"`, false},
+		{"HTML holding the text", `<html>{"statusCode":"success"}</html>`, false},
+		{"array of answers", `[{"statusCode":"success"}]`, false},
+		{"string", `"statusCode"`, false},
+		{"empty", ``, false},
+		{"no statusCode", `{"catalogData":{}}`, false},
+		{"statusCode not a string", `{"statusCode":1}`, false},
+		{"two objects", `{"statusCode":"success"}{"statusCode":"success"}`, false},
+		{"trailing garbage", `{"statusCode":"success"} x`, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := Valid([]byte(c.body)); got != c.valid {
+				t.Errorf("Valid(%q) = %v, want %v", c.body, got, c.valid)
+			}
+			if Success(200, []byte(c.body)) && !c.valid {
+				t.Errorf("Success accepted %q", c.body)
+			}
+		})
+	}
+}
+
+func TestCheckNoDuplicates(t *testing.T) {
+	cases := []struct {
+		name, body string
+		dup        bool
+	}{
+		{"plain", `{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`, false},
+		{"same key in sibling objects", `[{"k":1},{"k":2}]`, false},
+		{"string value equal to a key", `{"a":"a","b":"a"}`, false},
+		{"top level", `{"redirectUrl":"x","redirectUrl":"y"}`, true},
+		{"after a nested object", `{"a":{"x":1},"b":2,"a":3}`, true},
+		{"nested in an array", `{"d":[1,{"x":1,"y":[],"x":2}]}`, true},
+		{"escaped spelling", `{"redirectUrl":"x","redirect\u0055rl":"y"}`, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := CheckNoDuplicates([]byte(c.body))
+			if got := errors.Is(err, ErrDuplicateKey); got != c.dup || (!c.dup && err != nil) {
+				t.Errorf("CheckNoDuplicates(%s) = %v, want duplicate=%v", c.body, err, c.dup)
+			}
+		})
+	}
+}
+
+func TestWithRedirectSetsExactlyOne(t *testing.T) {
+	out, err := WithRedirect([]byte(`{"statusCode":"success","redirectUrl":"https://evil.example/","orderUpdateData":{"orderId":7}}`), "https://shop/api/1/redirect/cart?lang=fr&orderId=7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"orderUpdateData":{"orderId":7},"redirectUrl":"https://shop/api/1/redirect/cart?lang=fr&orderId=7","statusCode":"success"}`
+	if string(out) != want {
+		t.Errorf("got %s, want %s", out, want)
+	}
+}
