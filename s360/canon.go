@@ -122,4 +122,3 @@ func numberDigits[T string | []byte](s T) int {
 	}
 	return n
 }
-
