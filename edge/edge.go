@@ -37,11 +37,11 @@ const (
 
 // Gate is the upstream budget as the edge sees it (package budget).
 type Gate interface {
-	Acquire(ctx context.Context, p Priority) error
+	AcquireCall(ctx context.Context, c budget.Call) error
 	FloorWait(key, name string) time.Duration
 	MarkFetched(key, name string)
-	Pushback(retryAfter time.Duration)
-	Success()
+	PushbackCall(c budget.Call, retryAfter time.Duration) budget.Scope
+	SuccessCall(c budget.Call)
 }
 
 // Policy is the freshness policy. Durations are per "service/method"
@@ -147,6 +147,7 @@ func Open(opts Options) (*Edge, error) {
 		store.Close()
 		return nil, fmt.Errorf("reading the catalog generation: %w", err)
 	}
+	e.keepLearnedLimit()
 	return e, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
@@ -61,9 +62,11 @@ type fakeGate struct {
 	now     func() time.Time
 }
 
-func (g *fakeGate) Acquire(ctx context.Context, p Priority) error { return nil }
-func (g *fakeGate) Pushback(time.Duration)                        {}
-func (g *fakeGate) Success()                                      {}
+func (g *fakeGate) AcquireCall(context.Context, budget.Call) error { return nil }
+func (g *fakeGate) PushbackCall(budget.Call, time.Duration) budget.Scope {
+	return budget.ScopeInstitution
+}
+func (g *fakeGate) SuccessCall(budget.Call) {}
 func (g *fakeGate) FloorWait(key, name string) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()

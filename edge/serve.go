@@ -171,7 +171,7 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	// for: a setup change during a 20 s getCatalogDetailed must leave it
 	// stale.
 	gen := e.gen.Load()
-	resp, err := client.Do(ctx, call.Path(), canonical)
+	resp, err := client.Do(WithCallKey(ctx, key), call.Path(), canonical)
 	e.stats.upstream(call.Class, resp, err)
 	if err != nil {
 		return &fetched{err: err}
