@@ -72,10 +72,10 @@ func (b *Budget) adaptLocked(now time.Time) {
 	b.setLimitLocked(now, min(b.cfg.Calls, a.eff+n*b.cfg.AdaptiveStep), "a window without pushback")
 }
 
-// decreaseLocked lowers the effective limit to 0.9 × used, the calls of
-// the window when S-360 refused at institution scope.
-func (b *Budget) decreaseLocked(now time.Time, used int) {
-	to := max(used*9/10, b.minLimit())
+// decreaseLocked lowers the effective limit to 0.9 × accepted, the calls
+// S-360 had answered in the window when it began to refuse.
+func (b *Budget) decreaseLocked(now time.Time, accepted int) {
+	to := max(accepted*9/10, b.minLimit())
 	if b.cfg.FixedLimit || to >= b.adaptive.eff {
 		return
 	}

@@ -8,6 +8,15 @@ import (
 	"go.uber.org/zap"
 )
 
+// answer has n calls granted and answered by S-360.
+func answer(t *testing.T, b *Budget, n int) {
+	t.Helper()
+	for range n {
+		wantGranted(t, b, Call{Priority: Order})
+		b.Success()
+	}
+}
+
 // refuseInstitution makes S-360 refuse two methods in a row: the
 // institution scope, which is what lowers the limit.
 func refuseInstitution(b *Budget) {
@@ -20,7 +29,8 @@ func TestAdaptiveLimit(t *testing.T) {
 	t.Run("decrease to 0.9 of the window's calls, one INFO line", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			b, logs := newObserved(cfg)
-			for range 60 {
+			answer(t, b, 60)
+			for range 20 { // in flight when S-360 begins to refuse: not counted
 				wantGranted(t, b, fg(avail, "x"))
 			}
 			refuseInstitution(b)
@@ -46,9 +56,7 @@ func TestAdaptiveLimit(t *testing.T) {
 	t.Run("the lowered limit holds in every window", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			b := New(cfg)
-			for range 60 {
-				wantGranted(t, b, Call{Priority: Order})
-			}
+			answer(t, b, 60)
 			refuseInstitution(b)
 			time.Sleep(time.Minute) // the pause; the old calls age out
 			b.Success()
@@ -64,9 +72,7 @@ func TestAdaptiveLimit(t *testing.T) {
 	t.Run("increase by one per quiet window up to the ceiling", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			b := New(Config{Calls: 20, Window: time.Minute})
-			for range 20 {
-				wantGranted(t, b, Call{Priority: Order})
-			}
+			answer(t, b, 20)
 			refuseInstitution(b) // 20 → 18
 			if got := b.Stats().EffectiveLimit; got != 18 {
 				t.Fatalf("effective %d, want 18", got)
@@ -119,9 +125,7 @@ func TestAdaptiveLimit(t *testing.T) {
 			var saved []Learned
 			b := New(cfg)
 			b.OnAdjust(func(l Learned) { saved = append(saved, l) })
-			for range 100 {
-				wantGranted(t, b, Call{Priority: Order})
-			}
+			answer(t, b, 100)
 			refuseInstitution(b)
 			if len(saved) != 1 || saved[0].Limit != 90 {
 				t.Fatalf("saved %+v", saved)

@@ -523,6 +523,7 @@ func (b *Budget) SuccessCall(c Call) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now()
+	b.answeredLocked(now)
 	b.methodSuccessLocked(c.Method, now)
 	if now.Before(b.pausedUntil) {
 		return

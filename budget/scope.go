@@ -44,6 +44,7 @@ const (
 type refusal struct {
 	at          time.Time
 	method, key string
+	accepted    int // calls S-360 had answered in the window ending then
 }
 
 type methodPause struct {
@@ -52,7 +53,8 @@ type methodPause struct {
 }
 
 type scopes struct {
-	refusals []refusal // the last window's pushbacks, oldest first
+	answers  []time.Time // the last window's answers that were not pushbacks, oldest first
+	refusals []refusal   // the last window's pushbacks, oldest first
 	keys     map[string]time.Time
 	methods  map[string]*methodPause
 	counts   ScopeCounts
@@ -76,6 +78,26 @@ func (b *Budget) PushbackCall(c Call, retryAfter time.Duration) Scope {
 	return scope
 }
 
+// answeredLocked records an answer that was not a pushback.
+func (b *Budget) answeredLocked(now time.Time) {
+	b.acceptedLocked(now)
+	b.scopes.answers = append(b.scopes.answers, now)
+}
+
+// acceptedLocked is the number of calls S-360 answered without pushback
+// in the window ending now: its own count when it began to refuse. The
+// calls granted are no measure of it: many may still be in flight.
+func (b *Budget) acceptedLocked(now time.Time) int {
+	a := b.scopes.answers
+	cut := now.Add(-b.cfg.Window)
+	i := 0
+	for i < len(a) && !a[i].After(cut) {
+		i++
+	}
+	b.scopes.answers = a[i:]
+	return len(a) - i
+}
+
 // scopeLocked records the refusal and picks its scope.
 func (b *Budget) scopeLocked(now time.Time, c Call) Scope {
 	s := &b.scopes
@@ -89,7 +111,7 @@ func (b *Budget) scopeLocked(now time.Time, c Call) Scope {
 		s.refusals = append(s.refusals[:0], s.refusals[1:]...)
 	}
 	past := s.refusals
-	s.refusals = append(s.refusals, refusal{now, c.Method, c.Key})
+	s.refusals = append(s.refusals, refusal{now, c.Method, c.Key, b.acceptedLocked(now)})
 
 	switch {
 	case now.Before(b.pausedUntil):
@@ -133,13 +155,18 @@ func (b *Budget) pushbackLocked(now time.Time, c Call, retryAfter time.Duration,
 	var until time.Time
 	switch scope {
 	case ScopeInstitution:
-		used := b.usedLocked(now)
+		// S-360's count when it began refusing: at the window's first
+		// refusal, before the calls in flight were answered.
+		accepted := b.acceptedLocked(now)
+		if len(s.refusals) > 0 {
+			accepted = s.refusals[0].accepted
+		}
 		if !b.pauseInstitutionLocked(now, retryAfter) {
 			return
 		}
 		s.counts.Institution++
 		until = b.pausedUntil
-		b.decreaseLocked(now, used)
+		b.decreaseLocked(now, accepted)
 	case ScopeMethod:
 		if s.methods == nil {
 			s.methods = make(map[string]*methodPause)

@@ -24,6 +24,7 @@ func TestLearnedLimitPersists(t *testing.T) {
 			if err := g.AcquireCall(context.Background(), budget.Call{Priority: budget.Order}); err != nil {
 				t.Fatal(err)
 			}
+			g.SuccessCall(budget.Call{Priority: budget.Order})
 		}
 		g.PushbackCall(budget.Call{Priority: PriorityForeground, Method: "availabilityService/getEventAvailability", Key: "a"}, 0)
 		g.PushbackCall(budget.Call{Priority: PriorityForeground, Method: "availabilityService/getPerformanceAvailability", Key: "b"}, 0)
