@@ -47,11 +47,13 @@ func ClientOf(ctx context.Context) string {
 
 // budgetCall describes the call made under ctx to path to the budget.
 func budgetCall(ctx context.Context, path string, p Priority) budget.Call {
-	method := "auth"
-	if c, ok := s360.Parse(path); ok {
-		method = c.Name()
+	c, ok := s360.Parse(path)
+	if !ok {
+		// The token call, made under the context of the call that
+		// needed it: it is not that call's key.
+		return budget.Call{Priority: p, Method: "auth", Client: ClientOf(ctx)}
 	}
-	return budget.Call{Priority: p, Method: method, Key: CallKeyOf(ctx), Client: ClientOf(ctx)}
+	return budget.Call{Priority: p, Method: c.Name(), Key: CallKeyOf(ctx), Client: ClientOf(ctx)}
 }
 
 // WithPriority marks ctx with the budget priority of the calls made under
