@@ -20,8 +20,8 @@ import (
 func TestClientQuotaAndAdaptiveConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name, caddyfile, json string
-		quota, window       int
-		fixed               bool
+		quota, window         int
+		fixed                 bool
 	}{
 		{"defaults", ``, `{}`, 30, 60, false},
 		{"quota", "client_quota 12 30s\nadaptive on", `{"client_quota":{"calls":12,"window":30000000000},"adaptive":true}`, 12, 30, false},
