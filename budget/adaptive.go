@@ -73,7 +73,7 @@ func (b *Budget) adaptLocked(now time.Time) {
 }
 
 // decreaseLocked lowers the effective limit to 0.9 × accepted, the calls
-// S-360 had answered in the window when it began to refuse.
+// S-360 answered in the window ending at its refusal.
 func (b *Budget) decreaseLocked(now time.Time, accepted int) {
 	to := max(accepted*9/10, b.minLimit())
 	if b.cfg.FixedLimit || to >= b.adaptive.eff {

@@ -44,7 +44,6 @@ const (
 type refusal struct {
 	at          time.Time
 	method, key string
-	accepted    int // calls S-360 had answered in the window ending then
 }
 
 type methodPause struct {
@@ -111,7 +110,7 @@ func (b *Budget) scopeLocked(now time.Time, c Call) Scope {
 		s.refusals = append(s.refusals[:0], s.refusals[1:]...)
 	}
 	past := s.refusals
-	s.refusals = append(s.refusals, refusal{now, c.Method, c.Key, b.acceptedLocked(now)})
+	s.refusals = append(s.refusals, refusal{now, c.Method, c.Key})
 
 	switch {
 	case now.Before(b.pausedUntil):
@@ -155,12 +154,10 @@ func (b *Budget) pushbackLocked(now time.Time, c Call, retryAfter time.Duration,
 	var until time.Time
 	switch scope {
 	case ScopeInstitution:
-		// S-360's count when it began refusing: at the window's first
-		// refusal, before the calls in flight were answered.
+		// S-360's own count: the calls it answered in the window,
+		// including those in flight when it began refusing, whose
+		// answers came after the first refusal.
 		accepted := b.acceptedLocked(now)
-		if len(s.refusals) > 0 {
-			accepted = s.refusals[0].accepted
-		}
 		if !b.pauseInstitutionLocked(now, retryAfter) {
 			return
 		}
