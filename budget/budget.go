@@ -8,19 +8,24 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Priority orders the callers competing for upstream slots.
 type Priority int
 
+// The queue order is also the order of allowances: each priority may use
+// at most what the one before it may, which keeps dispatch strict.
 const (
 	Order      Priority = iota // order creation: a buyer is paying
+	Watch                      // the watchers' polls: they alone share the watch reserve with orders
 	Foreground                 // a website request that missed the cache
-	Background                 // watchers, refresh-ahead: may not use the reserve
+	Background                 // refresh-ahead: may not use any reserve
 	numPriorities
 )
 
-var priorityNames = [...]string{"order", "foreground", "background"}
+var priorityNames = [...]string{"order", "watch", "foreground", "background"}
 
 func (p Priority) String() string {
 	if p >= 0 && p < numPriorities {
@@ -55,6 +60,29 @@ type Config struct {
 	// order out. 0 means Calls/20, at least 1 when Calls >= 3; negative
 	// means none. Background is kept out of it too.
 	OrderReserve int
+	// WatchReserve is the number of slots of each window that only the
+	// watchers' polls (Watch) and orders may use, so that no flood of
+	// misses can stop the sidecar from learning what changed. 0 means
+	// Calls/50, at least min(2, Calls/5); negative means none.
+	WatchReserve int
+	// ClientQuota is the most upstream calls one client (Call.Client) may
+	// cause in any ClientWindow. Only Foreground calls count: orders,
+	// watchers and background work are outside it. 0 means Calls/5, at
+	// least 1; negative turns the quota off.
+	ClientQuota int
+	// ClientWindow is the quota's window. Default Window.
+	ClientWindow time.Duration
+	// MaxClients bounds the clients tracked for the quota; beyond it, new
+	// clients share one quota. Default DefaultMaxClients.
+	MaxClients int
+	// FixedLimit turns the adaptive limit off: Calls is always the limit.
+	// Otherwise an institution-scope pushback lowers the effective limit
+	// to 0.9 × the calls in the window (never below Calls/10, at least
+	// 1), and each full window without a pushback raises it by
+	// AdaptiveStep, up to Calls.
+	FixedLimit bool
+	// AdaptiveStep is the increase per window without pushback. Default 1.
+	AdaptiveStep int
 	// Floors maps "service/method" or "service/*" to the minimum interval
 	// between upstream calls of one cache key. Each entry replaces the
 	// default of the same pattern (DefaultFloors); the exact name wins over
@@ -74,7 +102,14 @@ type Config struct {
 	// Clock is the time source. Default RealClock(). Only New reads it:
 	// Update keeps the clock the budget was made with.
 	Clock Clock
+	// Logger gets one WARN line per pause and the first time a client
+	// reaches its quota, one INFO line per limit adjustment. Default: none.
+	Logger *zap.Logger
 }
+
+// DefaultMaxClients bounds the client quota's memory: a few hundred
+// kilobytes at the default quota, whatever the number of addresses.
+const DefaultMaxClients = 10000
 
 func (c Config) withDefaults() Config {
 	if c.Calls <= 0 {
@@ -101,9 +136,31 @@ func (c Config) withDefaults() Config {
 			c.OrderReserve = 1
 		}
 	}
-	c.OrderReserve = min(c.OrderReserve, c.Calls-1)
-	// Background keeps at least one slot of the window.
-	c.Reserve = max(min(c.Reserve, c.Calls-c.OrderReserve-1), 0)
+	switch {
+	case c.WatchReserve < 0:
+		c.WatchReserve = 0
+	case c.WatchReserve == 0:
+		c.WatchReserve = max(c.Calls/50, min(2, c.Calls/5))
+	}
+	switch {
+	case c.ClientQuota < 0:
+		c.ClientQuota = 0
+	case c.ClientQuota == 0:
+		c.ClientQuota = max(c.Calls/5, 1)
+	}
+	if c.ClientWindow <= 0 {
+		c.ClientWindow = c.Window
+	}
+	if c.MaxClients <= 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	if c.AdaptiveStep <= 0 {
+		c.AdaptiveStep = 1
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	c.OrderReserve, c.WatchReserve, c.Reserve = capReserves(c.Calls, c.OrderReserve, c.WatchReserve, c.Reserve)
 	if c.MaxPause <= 0 {
 		c.MaxPause = DefaultMaxPause
 	}
@@ -126,13 +183,18 @@ var ErrPaused = errors.New("upstream asked to pause")
 // ErrLimited says the configured rate limit has no slot free in time.
 var ErrLimited = errors.New("upstream rate limit reached")
 
+// ErrClientQuota says the calling client has caused its quota of upstream
+// calls in the quota's window.
+var ErrClientQuota = errors.New("client quota of upstream calls reached")
+
 // WaitError is returned by Acquire when no slot was granted. It matches
 // ErrPaused or ErrLimited (why there was no slot) and, when the caller's
 // context ended, the context's error.
 type WaitError struct {
-	Reason  error         // ErrPaused or ErrLimited; nil when the context had ended before Acquire
+	Reason  error         // ErrPaused, ErrLimited or ErrClientQuota; nil when the context had ended before Acquire
 	Cause   error         // ctx.Err() when the context ended; nil when Acquire gave up at once
 	RetryIn time.Duration // when a slot frees or the pause ends, for Retry-After
+	Scope   Scope         // with ErrPaused: the scope of the pause in force
 }
 
 func (e *WaitError) Error() string {
@@ -158,21 +220,33 @@ func (e *WaitError) Unwrap() []error {
 
 // Stats is a snapshot of a Budget.
 type Stats struct {
-	Limit        int           `json:"limit"`                 // Config.Calls
-	Window       time.Duration `json:"window"`                // Config.Window
-	Reserve      int           `json:"reserve"`               // slots Background may not use
-	OrderReserve int           `json:"order_reserve"`         // slots only orders may use
-	Calls        int           `json:"calls"`                 // calls granted in the window ending now
-	Remaining    int           `json:"remaining"`             // Limit - Calls (Background may use Remaining - Reserve); a pause is in PausedUntil
-	Waiting      int           `json:"waiting"`               // callers queued in Acquire now
-	Granted      uint64        `json:"granted"`               // slots granted since New (handed-back ones not counted)
-	Waits        uint64        `json:"waits"`                 // Acquire calls that had to queue
-	Rejections   uint64        `json:"rejections"`            // TryAcquire refusals and Acquire failures
-	Pauses       uint64        `json:"pauses"`                // pauses started by Pushback (extensions not counted)
-	Pushbacks    uint64        `json:"pushbacks"`             // Pushback calls (upstream 509/429 answers)
-	PausedUntil  time.Time     `json:"paused_until,omitzero"` // end of the pause in force; zero when not paused
-	Probing      bool          `json:"probing"`               // after a pause, one call at a time until a Success
-	FloorKeys    int           `json:"floor_keys"`            // cache keys remembered for floors
+	Limit          int           `json:"limit"`           // Config.Calls: the configured limit, the ceiling
+	EffectiveLimit int           `json:"effective_limit"` // the limit in force: Limit, or lower while the adaptive limit has learned less
+	Adaptive       bool          `json:"adaptive"`        // the limit adapts to S-360's pushbacks
+	LastAdjustment *Adjustment   `json:"last_adjustment,omitempty"`
+	Adjustments    uint64        `json:"adjustments"`              // changes of the effective limit since New
+	Window         time.Duration `json:"window"`                   // Config.Window
+	Reserve        int           `json:"reserve"`                  // slots Background may not use (beyond the other reserves), scaled to the effective limit
+	OrderReserve   int           `json:"order_reserve"`            // slots only orders may use
+	WatchReserve   int           `json:"watch_reserve"`            // slots only the watchers' polls and orders may use
+	Calls          int           `json:"calls"`                    // calls granted in the window ending now
+	Remaining      int           `json:"remaining"`                // EffectiveLimit - Calls; a pause is in PausedUntil
+	Waiting        int           `json:"waiting"`                  // callers queued in Acquire now
+	Granted        uint64        `json:"granted"`                  // slots granted since New (handed-back ones not counted)
+	Waits          uint64        `json:"waits"`                    // Acquire calls that had to queue
+	Rejections     uint64        `json:"rejections"`               // TryAcquire refusals and Acquire failures
+	Pauses         uint64        `json:"pauses"`                   // institution pauses started by a pushback (extensions not counted)
+	PausesByScope  ScopeCounts   `json:"pauses_by_scope"`          // pauses started, by scope
+	PausedKeys     int           `json:"paused_keys"`              // cache keys paused now
+	PausedMethods  []string      `json:"paused_methods,omitempty"` // methods paused now
+	ClientQuota    int           `json:"client_quota"`             // upstream calls one client may cause per ClientWindow, scaled to the effective limit; 0 when off
+	ClientWindow   time.Duration `json:"client_window"`
+	Clients        int           `json:"clients"`               // clients tracked for the quota
+	QuotaRefusals  uint64        `json:"quota_refusals"`        // calls refused because their client had reached its quota
+	Pushbacks      uint64        `json:"pushbacks"`             // Pushback calls (upstream 509/429 answers)
+	PausedUntil    time.Time     `json:"paused_until,omitzero"` // end of the pause in force; zero when not paused
+	Probing        bool          `json:"probing"`               // after a pause, one call at a time until a Success
+	FloorKeys      int           `json:"floor_keys"`            // cache keys remembered for floors
 }
 
 // Budget is the rate limiter of one S-360 institution. It is safe for
@@ -182,6 +256,7 @@ type Budget struct {
 
 	mu      sync.Mutex
 	cfg     Config
+	lim     limits        // cfg's limit and reserves scaled to the effective limit
 	horizon time.Duration // longest Window configured: how far back log reaches
 	log     []time.Time   // grant times, oldest first, from head on
 	head    int
@@ -201,6 +276,10 @@ type Budget struct {
 
 	granted, waits, rejections, pauses, pushbacks uint64
 
+	adaptive adaptive
+	scopes   scopes
+	quota    quota
+
 	// Floors have their own lock: they are consulted on cache paths that
 	// never contend for slots.
 	fmu       sync.Mutex
@@ -211,6 +290,8 @@ type Budget struct {
 
 type waiter struct {
 	p       Priority
+	client  string // quota reservation to give back if not granted
+	quotaAt time.Time
 	elem    *list.Element
 	ready   chan struct{} // closed when granted
 	granted bool
@@ -221,13 +302,17 @@ type waiter struct {
 // New returns a budget with cfg's limits (zero fields take the defaults).
 func New(cfg Config) *Budget {
 	cfg = cfg.withDefaults()
-	return &Budget{
+	b := &Budget{
 		clock:   cfg.Clock,
 		cfg:     cfg,
 		horizon: cfg.Window,
 		floors:  mergeFloors(cfg.Floors),
 		fetched: make(map[string]fetch),
 	}
+	b.adaptive.eff = cfg.Calls
+	b.adaptive.grownAt = cfg.Clock.Now()
+	b.relimitLocked()
+	return b
 }
 
 // Update applies a reloaded config. The call history, the pause and the
@@ -236,6 +321,9 @@ func New(cfg Config) *Budget {
 // Window counts the calls the previous window still held, not older ones.
 func (b *Budget) Update(cfg Config) {
 	cfg.Clock = b.clock
+	if cfg.Logger == nil {
+		cfg.Logger = b.cfg.Logger
+	}
 	cfg = cfg.withDefaults()
 	floors := mergeFloors(cfg.Floors)
 
@@ -246,9 +334,16 @@ func (b *Budget) Update(cfg Config) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now()
+	// A limit learned below the old ceiling stays learned; otherwise the
+	// new ceiling applies.
+	if cfg.FixedLimit || b.adaptive.eff >= b.cfg.Calls {
+		b.adaptive.eff = cfg.Calls
+	}
+	b.adaptive.eff = min(b.adaptive.eff, cfg.Calls)
 	b.cfg = cfg
 	// A longer window must still see the calls of the old one.
 	b.horizon = max(b.horizon, cfg.Window)
+	b.relimitLocked()
 	if limit := now.Add(cfg.MaxPause); b.pausedUntil.After(limit) {
 		b.pausedUntil = limit
 	}
@@ -264,11 +359,12 @@ func (b *Budget) TryAcquire(p Priority) (ok bool, retryIn time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now()
+	b.adaptLocked(now)
 	if b.waiting > 0 {
 		b.dispatchLocked(now) // serve waiters whose time came before the timer fired
 	}
 	if !b.aheadLocked(p) && b.canGrantLocked(p, now) {
-		b.grantLocked(now)
+		b.grantLocked(now, p)
 		return true, 0
 	}
 	b.rejections++
@@ -283,7 +379,23 @@ func (b *Budget) TryAcquire(p Priority) (ok bool, retryIn time.Duration) {
 // the context's error; RetryIn is for a Retry-After header. Waiters are
 // served by priority, FIFO within one.
 func (b *Budget) Acquire(ctx context.Context, p Priority) error {
-	p = p.valid()
+	return b.AcquireCall(ctx, Call{Priority: p})
+}
+
+// Call describes an upstream call to the budget, so that pauses and the
+// client quota apply to what it is and who caused it.
+type Call struct {
+	Priority Priority
+	Method   string // "service/method"; "" when unknown
+	Key      string // the cache key; "" for calls that are not cached
+	Client   string // who caused the call (client IP); "" for the sidecar's own calls
+}
+
+// AcquireCall is Acquire for c: a call whose key or method is paused, or
+// whose client has spent its quota, is refused at once (it would not get
+// a slot in time, and must not hold up other methods' callers).
+func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
+	p := c.Priority.valid()
 	b.mu.Lock()
 	now := b.clock.Now()
 	if err := ctx.Err(); err != nil {
@@ -292,11 +404,26 @@ func (b *Budget) Acquire(ctx context.Context, p Priority) error {
 		b.mu.Unlock()
 		return &WaitError{Cause: err}
 	}
+	b.adaptLocked(now)
+	if until, scope := b.pausedLocked(c, now); scope != ScopeCall {
+		b.rejections++
+		b.mu.Unlock()
+		return &WaitError{Reason: ErrPaused, RetryIn: until.Sub(now), Scope: scope}
+	}
+	client := b.quotaClientLocked(c, p, now)
+	if client != "" {
+		if retry, ok := b.reserveQuotaLocked(client, now); !ok {
+			b.rejections++
+			b.quota.refusals++
+			b.mu.Unlock()
+			return &WaitError{Reason: ErrClientQuota, RetryIn: retry}
+		}
+	}
 	if b.waiting > 0 {
 		b.dispatchLocked(now)
 	}
 	if !b.aheadLocked(p) && b.canGrantLocked(p, now) {
-		b.grantLocked(now)
+		b.grantLocked(now, p)
 		b.mu.Unlock()
 		return nil
 	}
@@ -304,11 +431,12 @@ func (b *Budget) Acquire(ctx context.Context, p Priority) error {
 	// probe may answer any moment.
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < b.retryInLocked(p, now, false) {
 		b.rejections++
+		b.unreserveQuotaLocked(client, now)
 		e := b.errLocked(p, now, nil)
 		b.mu.Unlock()
 		return e
 	}
-	w := &waiter{p: p, ready: make(chan struct{})}
+	w := &waiter{p: p, client: client, quotaAt: now, ready: make(chan struct{})}
 	w.elem = b.queues[p].PushBack(w)
 	b.waiting++
 	b.waits++
@@ -332,23 +460,29 @@ func (b *Budget) Acquire(ctx context.Context, p Priority) error {
 		b.queues[p].Remove(w.elem)
 		b.waiting--
 	}
+	b.unreserveQuotaLocked(w.client, w.quotaAt)
 	b.rejections++
 	err := b.errLocked(p, now, ctx.Err())
 	b.dispatchLocked(now)
 	return err
 }
 
-// Pushback reports a 509/429 from S-360 and pauses all calls until
-// retryAfter has passed or, without it, for an exponential backoff
-// (FirstPause, doubling, capped at MaxPause). Pushbacks that arrive during
-// a pause are the echo of calls already in flight when it began: they may
-// lengthen it to their Retry-After but do not double the backoff. After
-// the pause, a single probe is let through.
+// Pushback reports a 509/429 from S-360 that concerns the whole
+// institution (PushbackCall picks the scope from the call). It pauses
+// all calls but orders until retryAfter has passed or, without it, for an
+// exponential backoff (FirstPause, doubling, capped at MaxPause).
+// Pushbacks that arrive during a pause are the echo of calls already in
+// flight when it began: they may lengthen it to their Retry-After but do
+// not double the backoff. After the pause, a single probe is let through.
 func (b *Budget) Pushback(retryAfter time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.clock.Now()
-	b.pushbacks++
+	b.pushbackLocked(b.clock.Now(), Call{}, retryAfter, ScopeInstitution)
+}
+
+// pauseInstitutionLocked is Pushback's pause; it reports whether a new
+// pause began (not an echo).
+func (b *Budget) pauseInstitutionLocked(now time.Time, retryAfter time.Duration) bool {
 	paused := now.Before(b.pausedUntil)
 	var d time.Duration
 	switch {
@@ -363,25 +497,34 @@ func (b *Budget) Pushback(retryAfter time.Duration) {
 		d = b.backoff
 	}
 	d = min(d, b.cfg.MaxPause)
+	started := false
 	if until := now.Add(d); until.After(b.pausedUntil) {
 		if !paused {
 			b.pauses++
+			started = true
 		}
 		b.pausedUntil = until
 	}
 	b.probing = true
 	b.probeUntil = time.Time{}
 	b.dispatchLocked(now)
+	return started
 }
 
 // Success reports an upstream answer that was not a pushback (any status
 // but 509/429): the probe is answered, so everyone may call again, and the
 // backoff starts over. During a pause it is ignored: the call was sent
 // before the pause and says nothing about the upstream now.
-func (b *Budget) Success() {
+func (b *Budget) Success() { b.SuccessCall(Call{}) }
+
+// SuccessCall is Success for c: it also ends the backoff of c's method
+// once its pause is over.
+func (b *Budget) SuccessCall(c Call) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now()
+	b.answeredLocked(now)
+	b.methodSuccessLocked(c.Method, now)
 	if now.Before(b.pausedUntil) {
 		return
 	}
@@ -402,27 +545,42 @@ func (b *Budget) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now()
+	b.adaptLocked(now)
 	b.pruneLocked(now)
 	used := b.usedLocked(now)
 	s := Stats{
-		Limit:        b.cfg.Calls,
-		Window:       b.cfg.Window,
-		Reserve:      b.cfg.Reserve,
-		OrderReserve: b.cfg.OrderReserve,
-		Calls:        used,
-		Remaining:    max(b.cfg.Calls-used, 0),
-		Waiting:      b.waiting,
-		Granted:      b.granted,
-		Waits:        b.waits,
-		Rejections:   b.rejections,
-		Pauses:       b.pauses,
-		Pushbacks:    b.pushbacks,
-		Probing:      b.probing,
-		FloorKeys:    keys,
+		Limit:          b.cfg.Calls,
+		EffectiveLimit: b.lim.calls,
+		Adaptive:       !b.cfg.FixedLimit,
+		Adjustments:    b.adaptive.adjustments,
+		Window:         b.cfg.Window,
+		Reserve:        b.lim.reserve,
+		OrderReserve:   b.lim.order,
+		WatchReserve:   b.lim.watch,
+		ClientQuota:    b.lim.quota,
+		ClientWindow:   b.cfg.ClientWindow,
+		Clients:        len(b.quota.clients),
+		QuotaRefusals:  b.quota.refusals,
+		PausesByScope:  b.scopes.counts,
+		Calls:          used,
+		Remaining:      max(b.lim.calls-used, 0),
+		Waiting:        b.waiting,
+		Granted:        b.granted,
+		Waits:          b.waits,
+		Rejections:     b.rejections,
+		Pauses:         b.pauses,
+		Pushbacks:      b.pushbacks,
+		Probing:        b.probing,
+		FloorKeys:      keys,
 	}
 	if now.Before(b.pausedUntil) {
 		s.PausedUntil = b.pausedUntil
 	}
+	if b.adaptive.adjustments > 0 {
+		a := b.adaptive.last
+		s.LastAdjustment = &a
+	}
+	s.PausedKeys, s.PausedMethods = b.pausedNowLocked(now)
 	return s
 }
 
@@ -438,13 +596,41 @@ func (p Priority) valid() Priority {
 // all of them, buyers' misses all but the order reserve, background work
 // all but both reserves.
 func (b *Budget) allowance(p Priority) int {
+	l := b.lim
 	switch p {
 	case Order:
-		return b.cfg.Calls
+		return l.calls
+	case Watch:
+		return l.calls - l.order
 	case Foreground:
-		return b.cfg.Calls - b.cfg.OrderReserve
+		return l.calls - l.order - l.watch
 	}
-	return b.cfg.Calls - b.cfg.OrderReserve - b.cfg.Reserve
+	return l.calls - l.order - l.watch - l.reserve
+}
+
+// limits are the effective limit and the reserves and quota scaled to it.
+type limits struct{ calls, order, watch, reserve, quota int }
+
+// capReserves keeps every priority at least one slot of the window.
+func capReserves(calls, order, watch, reserve int) (int, int, int) {
+	order = max(min(order, calls-1), 0)
+	watch = max(min(watch, calls-order-1), 0)
+	reserve = max(min(reserve, calls-order-watch-1), 0)
+	return order, watch, reserve
+}
+
+// relimitLocked scales the configured reserves and quota to the effective
+// limit, so that they keep their share of it.
+func (b *Budget) relimitLocked() {
+	c, eff := b.cfg, b.adaptive.eff
+	scale := func(v int) int {
+		if v <= 0 {
+			return 0
+		}
+		return max(v*eff/c.Calls, 1)
+	}
+	o, w, r := capReserves(eff, scale(c.OrderReserve), scale(c.WatchReserve), scale(c.Reserve))
+	b.lim = limits{calls: eff, order: o, watch: w, reserve: r, quota: scale(c.ClientQuota)}
 }
 
 // pruneLocked drops the grants older than any window can see. It moves
@@ -490,8 +676,11 @@ func (b *Budget) slotAtLocked(p Priority, t time.Time) time.Time {
 	return b.live()[b.windowStartLocked(t)+excess].Add(b.cfg.Window)
 }
 
+// Orders are never held by an institution pause or its probe: the pause
+// was caused by other methods' calls, and a buyer who is paying gets the
+// attempt (S-360 refusing it pauses orders' own method).
 func (b *Budget) canGrantLocked(p Priority, now time.Time) bool {
-	if now.Before(b.pausedUntil) || (b.probing && now.Before(b.probeUntil)) {
+	if p != Order && (now.Before(b.pausedUntil) || (b.probing && now.Before(b.probeUntil))) {
 		return false
 	}
 	return b.usedLocked(now) < b.allowance(p)
@@ -502,6 +691,9 @@ func (b *Budget) canGrantLocked(p Priority, now time.Time) bool {
 // ignored, since its answer may come at any moment.
 func (b *Budget) nextLocked(p Priority, now time.Time, probe bool) time.Time {
 	t := now
+	if p == Order {
+		return b.slotAtLocked(p, t)
+	}
 	if t.Before(b.pausedUntil) {
 		t = b.pausedUntil
 	}
@@ -516,19 +708,20 @@ func (b *Budget) retryInLocked(p Priority, now time.Time, probe bool) time.Durat
 }
 
 func (b *Budget) errLocked(p Priority, now time.Time, cause error) error {
-	reason := ErrLimited
-	if now.Before(b.pausedUntil) {
-		reason = ErrPaused
+	e := &WaitError{Reason: ErrLimited, Cause: cause, RetryIn: b.retryInLocked(p, now, true)}
+	if p != Order && now.Before(b.pausedUntil) {
+		e.Reason, e.Scope = ErrPaused, ScopeInstitution
 	}
-	return &WaitError{Reason: reason, Cause: cause, RetryIn: b.retryInLocked(p, now, true)}
+	return e
 }
 
-// grantLocked records a grant; after a pause it is the probe.
-func (b *Budget) grantLocked(now time.Time) (probe bool) {
+// grantLocked records a grant; after a pause it is the probe, unless it
+// is an order, which passes the probe by.
+func (b *Budget) grantLocked(now time.Time, p Priority) (probe bool) {
 	b.pruneLocked(now)
 	b.log = append(b.log, now)
 	b.granted++
-	if b.probing {
+	if b.probing && p != Order {
 		b.probeUntil = now.Add(b.cfg.ProbeTimeout)
 		return true
 	}
@@ -582,7 +775,7 @@ func (b *Budget) dispatchLocked(now time.Time) {
 		b.queues[w.p].Remove(w.elem)
 		b.waiting--
 		w.granted, w.at = true, now
-		if b.grantLocked(now) {
+		if b.grantLocked(now, w.p) {
 			w.lease = b.probeUntil
 		}
 		close(w.ready)
@@ -624,5 +817,7 @@ func (b *Budget) fire(gen uint64) {
 		return // stopped or replaced after it had already fired
 	}
 	b.timer = nil
-	b.dispatchLocked(b.clock.Now())
+	now := b.clock.Now()
+	b.adaptLocked(now)
+	b.dispatchLocked(now)
 }

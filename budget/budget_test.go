@@ -19,7 +19,8 @@ func TestDefaults(t *testing.T) {
 		{Config{Calls: 15}, 15, 1, 1},
 		{Config{Calls: 60}, 60, 6, 3},
 		{Config{Calls: 10, Reserve: -1, OrderReserve: -1}, 10, 0, 0},
-		{Config{Calls: 10, Reserve: 50}, 10, 8, 1},
+		{Config{Calls: 10, Reserve: 50}, 10, 6, 1}, // 2 for the watchers
+		{Config{Calls: 10, Reserve: 50, WatchReserve: -1}, 10, 8, 1},
 		{Config{Calls: 10, OrderReserve: 50}, 10, 0, 9},
 	} {
 		c := tc.in.withDefaults()
@@ -193,7 +194,8 @@ func TestPushbackPausesEveryoneThenProbes(t *testing.T) {
 	b.Pushback(0)
 	b.Pushback(0) // echoes of calls in flight: no doubling
 	b.Pushback(0)
-	for _, p := range []Priority{Order, Foreground, Background} {
+	// Orders pass institution pauses (TestScopes covers them).
+	for _, p := range []Priority{Watch, Foreground, Background} {
 		mustRefuse(t, b, p, time.Minute)
 	}
 	s := b.Stats()
@@ -202,7 +204,7 @@ func TestPushbackPausesEveryoneThenProbes(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := b.Acquire(ctx, Order); !errors.Is(err, ErrPaused) {
+	if err := b.Acquire(ctx, Watch); !errors.Is(err, ErrPaused) {
 		t.Fatalf("short deadline during a pause: %v", err)
 	}
 	b.Success() // an answer sent before the pause: ignored
@@ -212,7 +214,7 @@ func TestPushbackPausesEveryoneThenProbes(t *testing.T) {
 
 	bg := acquireAsync(t, context.Background(), b, Background)
 	fg := acquireAsync(t, context.Background(), b, Foreground)
-	or := acquireAsync(t, context.Background(), b, Order)
+	or := acquireAsync(t, context.Background(), b, Watch)
 
 	// Without Retry-After the pause doubles after each failed probe, up to
 	// MaxPause; each time a single waiter, by priority, is the probe.
@@ -229,7 +231,7 @@ func TestPushbackPausesEveryoneThenProbes(t *testing.T) {
 		if w := b.Stats().Waiting; w != left {
 			t.Fatalf("%d waiting after the probe, want %d", w, left)
 		}
-		mustRefuse(t, b, Order, DefaultProbeTimeout)
+		mustRefuse(t, b, Watch, DefaultProbeTimeout)
 	}
 	probe(time.Minute, or, 2)
 	b.Pushback(0)
@@ -255,7 +257,7 @@ func TestPushbackPausesEveryoneThenProbes(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 	b.Pushback(0)
-	mustRefuse(t, b, Order, time.Minute)
+	mustRefuse(t, b, Watch, time.Minute)
 }
 
 func TestPushbackHonoursRetryAfterCapped(t *testing.T) {
@@ -306,7 +308,7 @@ func TestUpdateKeepsHistoryAndPause(t *testing.T) {
 		mustTry(t, b, Foreground)
 		clk.Advance(time.Second)
 	} // grants at t0 .. t0+7s, now t0+8s
-	b.Update(Config{Calls: 5, Window: time.Minute, OrderReserve: -1})
+	b.Update(Config{Calls: 5, Window: time.Minute, OrderReserve: -1, WatchReserve: -1})
 	// 8 calls in the window, 5 allowed: 4 must age out, the 4th at t0+3s.
 	mustRefuse(t, b, Foreground, 55*time.Second)
 	if s := b.Stats(); s.Limit != 5 || s.Calls != 8 || s.Remaining != 0 || s.Reserve != 1 {
@@ -480,7 +482,7 @@ func TestRefundedProbe(t *testing.T) {
 	if !w.granted || w.lease.IsZero() {
 		t.Fatalf("waiter not granted the probe: %+v", w)
 	}
-	mustRefuse(t, b, Order, DefaultProbeTimeout)
+	mustRefuse(t, b, Watch, DefaultProbeTimeout)
 	b.mu.Lock()
 	b.refundLocked(w)
 	b.dispatchLocked(clk.Now())
@@ -488,6 +490,6 @@ func TestRefundedProbe(t *testing.T) {
 	if s := b.Stats(); s.Calls != 0 || s.Granted != 0 {
 		t.Fatalf("refund not counted: %+v", s)
 	}
-	mustTry(t, b, Order)
-	mustRefuse(t, b, Order, DefaultProbeTimeout)
+	mustTry(t, b, Watch)
+	mustRefuse(t, b, Watch, DefaultProbeTimeout)
 }

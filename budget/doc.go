@@ -17,21 +17,32 @@
 // costs one time.Time per call in the window (a few kilobytes at S-360's
 // rates), and a binary search per decision.
 //
-// # Priorities and the reserve
+// # Priorities and the reserves
 //
-// Waiters are served Order first, then Foreground, then Background, FIFO
-// within a priority. Background work (watchers, refresh-ahead) may not use
-// the last Config.Reserve slots of a window: a refresh storm must never
-// leave a buyer's cache miss or order without a slot. Order and Foreground
-// share the whole window; an order simply jumps the queue.
+// Waiters are served Order first, then Watch (the watchers' polls), then
+// Foreground, then Background, FIFO within a priority. Each may use at most
+// what the one before it may: the last OrderReserve slots of a window are
+// for orders, the WatchReserve before them for orders and polls, and
+// Background (refresh-ahead) may not use the Reserve before those. A
+// refresh storm or a flood of misses never leaves an order or a poll
+// without a slot. Foreground calls also count against their client's
+// quota (ClientQuota per ClientWindow), kept for at most MaxClients
+// clients. The reserves and the quota are scaled to the effective limit.
 //
-// # Pushback
+// # Pushback, pause scopes and the adaptive limit
 //
 // When S-360 answers 509/429 anyway (another client of the institution, a
-// contract lower than configured), Pushback pauses every call for
-// Retry-After or an exponential backoff. After the pause a single probe is
-// let through; the others wait until the probe's Success (or the next
-// Pushback), so a recovering upstream is not hit by the whole backlog.
+// contract lower than configured), PushbackCall pauses the narrowest scope
+// that explains it: the call's key, its method, or the whole institution
+// (see PushbackCall). Calls under a key or method pause are refused at
+// once. An institution pause holds everything but orders for Retry-After
+// or an exponential backoff; after it a single probe is let through, and
+// the others wait until the probe's Success (or the next pushback), so a
+// recovering upstream is not hit by the whole backlog. An institution
+// pause also lowers the effective limit to 0.9 × the calls S-360 had
+// answered in the window; each full window without pushback raises it by
+// AdaptiveStep, up to Calls (unless FixedLimit). Whatever the limit, the
+// sliding log guarantees it in every window.
 //
 // # Floors
 //

@@ -11,13 +11,18 @@ import (
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // newTest builds a budget on a fake clock. Unless the test sets one, it
-// has no order reserve, so that each test looks at one mechanism.
+// has no order or watch reserve and a fixed limit, so that each test
+// looks at one mechanism.
 func newTest(cfg Config) (*Budget, *FakeClock) {
 	clk := NewFakeClock(t0)
 	cfg.Clock = clk
 	if cfg.OrderReserve == 0 {
 		cfg.OrderReserve = -1
 	}
+	if cfg.WatchReserve == 0 {
+		cfg.WatchReserve = -1
+	}
+	cfg.FixedLimit = true
 	return New(cfg), clk
 }
 

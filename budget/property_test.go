@@ -17,15 +17,30 @@ import (
 // checks every window-length interval of them.
 func TestNeverMoreThanCallsInAnyWindow(t *testing.T) {
 	for seed := uint64(1); seed <= 12; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { runProperty(t, seed) })
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { runProperty(t, seed, false) })
+	}
+	// With the adaptive limit and scoped pushbacks: the limit moves, the
+	// configured one still holds in every window.
+	for seed := uint64(13); seed <= 20; seed++ {
+		t.Run(fmt.Sprint(seed, "-adaptive"), func(t *testing.T) { runProperty(t, seed, true) })
 	}
 }
 
-func runProperty(t *testing.T, seed uint64) {
+func runProperty(t *testing.T, seed uint64, adaptive bool) {
 	rng := rand.New(rand.NewPCG(seed, 42))
 	calls := 1 + rng.IntN(8)
 	const window = time.Minute
-	b, clk := newTest(Config{Calls: calls, Window: window, ProbeTimeout: 5 * time.Second, MaxPause: 4 * time.Minute})
+	cfg := Config{Calls: calls, Window: window, ProbeTimeout: 5 * time.Second, MaxPause: 4 * time.Minute}
+	b, clk := newTest(cfg)
+	if adaptive {
+		calls = 10 + rng.IntN(20)
+		cfg.Calls, cfg.Clock = calls, clk
+		b = New(cfg)
+	}
+	methods := []string{avail, perf}
+	randomCall := func() Call {
+		return Call{Method: methods[rng.IntN(2)], Key: fmt.Sprint(rng.IntN(3))}
+	}
 
 	var (
 		mu                sync.Mutex
@@ -109,10 +124,18 @@ func runProperty(t *testing.T, seed uint64) {
 				settle()
 			}
 		case r < 96:
-			b.Pushback(time.Duration(rng.IntN(3)) * 30 * time.Second)
+			if adaptive {
+				b.PushbackCall(randomCall(), time.Duration(rng.IntN(3))*30*time.Second)
+			} else {
+				b.Pushback(time.Duration(rng.IntN(3)) * 30 * time.Second)
+			}
 			settle()
 		default:
-			b.Success()
+			if adaptive {
+				b.SuccessCall(randomCall())
+			} else {
+				b.Success()
+			}
 			settle()
 		}
 	}

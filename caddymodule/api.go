@@ -43,12 +43,13 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	if aerr != nil {
 		return writeError(w, aerr)
 	}
+	// The client quota counts the upstream calls each client causes.
+	ctx := edge.WithClient(r.Context(), clientIP(r))
 	if call.Class.Cacheable() || edge.Feed(call) {
 		// What goes upstream is the canonical body, so every request
 		// sharing an entry asked S-360 the same question.
-		return h.writeResult(w, call, h.edge.Serve(r.Context(), h.client, call, canonical))
+		return h.writeResult(w, call, h.edge.Serve(ctx, h.client, call, canonical))
 	}
-	ctx := r.Context()
 	if call.Class == s360.Order {
 		ctx = edge.WithPriority(ctx, edge.PriorityOrder)
 	}
@@ -181,7 +182,14 @@ func (h *Handler) upstreamError(call s360.Call, err error) *apiError {
 		if errors.As(err, &we) && we.RetryIn > 0 {
 			retry = we.RetryIn
 		}
-		return &apiError{Status: http.StatusTooManyRequests, Code: "budget_exhausted", Message: "the institution's S-360 call budget is spent for now; try again later", RetryAfter: max(retry, time.Second)}
+		retry = max(retry, time.Second)
+		switch {
+		case errors.Is(err, budget.ErrClientQuota):
+			return &apiError{Status: http.StatusTooManyRequests, Code: "client_quota", Message: "this client has caused its quota of S-360 calls for now; try again later", RetryAfter: retry}
+		case errors.Is(err, budget.ErrPaused):
+			return &apiError{Status: http.StatusTooManyRequests, Code: "upstream_paused", Message: "S-360 refused recent calls like this one; the sidecar holds them back for now; try again later", RetryAfter: retry}
+		}
+		return &apiError{Status: http.StatusTooManyRequests, Code: "budget_exhausted", Message: "the institution's S-360 call budget is spent for now; try again later", RetryAfter: retry}
 	}
 	h.logger.Warn("S-360 unreachable", zap.String("method", call.Name()), zap.Error(err))
 	return &apiError{Status: http.StatusBadGateway, Code: "upstream_unreachable", Message: "S-360 could not be reached"}

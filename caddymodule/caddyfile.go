@@ -34,6 +34,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cart_target  cart|checkout
 //		storage      <dir>
 //		rate_limit   <calls> <window>
+//		client_quota <calls> <window> | off
+//		adaptive     on|off
 //		max_wait     <duration>
 //		setup_poll   <duration>
 //		updates_poll <duration>
@@ -103,6 +105,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("rate_limit: window must be a positive duration, got %q", args[1])
 			}
 			h.RateLimit = &RateLimit{Calls: n, Window: caddy.Duration(w)}
+		case "client_quota":
+			h.ClientQuota, err = parseClientQuota(d)
+		case "adaptive":
+			h.Adaptive, err = parseAdaptive(d)
 		case "max_wait":
 			var t *caddy.Duration
 			if t, err = durationArg(d); err == nil {

@@ -20,6 +20,8 @@ var (
 		"Cacheable S-360 requests by class and outcome (hit, miss, coalesced, stale).", []string{"class", "outcome"}, nil)
 	descUpstream = prometheus.NewDesc("caddy_s360_upstream_calls_total",
 		"Calls made to S-360 by class and outcome.", []string{"class", "outcome"}, nil)
+	descScopePauses = prometheus.NewDesc("caddy_s360_budget_scope_pauses_total",
+		"Pauses started after S-360 answered 509/429, by scope (key, method, institution).", []string{"scope"}, nil)
 )
 
 // scalar is a metric without labels, summed over the edges.
@@ -69,13 +71,22 @@ var scalars = []scalar{
 		func(_ snap, b bstat) float64 { return float64(b.Waits) }),
 	counter("caddy_s360_budget_rejections_total", "Upstream calls refused by the budget (no slot in time).",
 		func(_ snap, b bstat) float64 { return float64(b.Rejections) }),
-	counter("caddy_s360_budget_pauses_total", "Pauses of all upstream calls after S-360 answered 509/429.",
+	counter("caddy_s360_budget_pauses_total", "Pauses of the whole institution's calls (but orders) after S-360 answered 509/429.",
 		func(_ snap, b bstat) float64 { return float64(b.Pauses) }),
+	gauge("caddy_s360_budget_limit", "Configured upstream calls per rate window (rate_limit).",
+		func(_ snap, b bstat) float64 { return float64(b.Limit) }),
+	gauge("caddy_s360_budget_effective_limit", "Upstream calls per rate window in force: rate_limit, or less while the adaptive limit has learned less.",
+		func(_ snap, b bstat) float64 { return float64(b.EffectiveLimit) }),
+	counter("caddy_s360_budget_limit_adjustments_total", "Changes of the effective limit.",
+		func(_ snap, b bstat) float64 { return float64(b.Adjustments) }),
+	counter("caddy_s360_budget_client_quota_refusals_total", "Upstream calls refused because their client had reached its quota.",
+		func(_ snap, b bstat) float64 { return float64(b.QuotaRefusals) }),
 }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRequests
 	ch <- descUpstream
+	ch <- descScopePauses
 	for _, s := range scalars {
 		ch <- s.desc
 	}
@@ -85,6 +96,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	type lk struct{ class, outcome string }
 	req, up := map[lk]uint64{}, map[lk]uint64{}
 	sums := make([]float64, len(scalars))
+	var scopes budget.ScopeCounts
 	eachEdge(func(e *edge.Edge) {
 		s, b := e.Stats(), budgetStats(e)
 		for _, c := range s.Requests {
@@ -96,7 +108,13 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		for i, sc := range scalars {
 			sums[i] += sc.value(s, b)
 		}
+		scopes.Key += b.PausesByScope.Key
+		scopes.Method += b.PausesByScope.Method
+		scopes.Institution += b.PausesByScope.Institution
 	})
+	for scope, v := range map[string]uint64{"key": scopes.Key, "method": scopes.Method, "institution": scopes.Institution} {
+		ch <- prometheus.MustNewConstMetric(descScopePauses, prometheus.CounterValue, float64(v), scope)
+	}
 	for k, v := range req {
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(v), k.class, k.outcome)
 	}

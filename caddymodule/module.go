@@ -67,6 +67,15 @@ type Handler struct {
 	// RateLimit bounds upstream calls for the whole institution.
 	// Default 150 calls per 1m, under S-360's 180/min.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// ClientQuota bounds the upstream calls one client (Caddy's client
+	// IP, which honours trusted_proxies) may cause: {"calls": 30,
+	// "window": "1m"}, or "off". Orders and the sidecar's own calls are
+	// outside it. Default: a fifth of rate_limit per its window.
+	ClientQuota *ClientQuota `json:"client_quota,omitempty"`
+	// Adaptive lowers the effective limit below rate_limit when S-360
+	// refuses calls at institution scope, and raises it back by one call
+	// per window without refusal. Default true.
+	Adaptive *bool `json:"adaptive,omitempty"`
 	// MaxWait is how long a request that has no stale answer waits for a
 	// budget slot before it gets 429. Default 3s. Orders wait up to 30s.
 	MaxWait caddy.Duration `json:"max_wait,omitempty"`
@@ -273,6 +282,7 @@ func (h *Handler) budgetConfig() budget.Config {
 	for pat, d := range h.MinInterval {
 		c.Floors[pat] = time.Duration(d)
 	}
+	h.budgetExtras(&c)
 	return c
 }
 
@@ -319,6 +329,9 @@ func (h *Handler) check() error {
 	}
 	if h.RateLimit.Calls <= 0 || h.RateLimit.Window <= 0 {
 		errs = append(errs, fmt.Errorf("rate_limit must be a positive number of calls per positive window, got %d per %s", h.RateLimit.Calls, time.Duration(h.RateLimit.Window)))
+	}
+	if err := h.checkClientQuota(); err != nil {
+		errs = append(errs, err)
 	}
 	if *h.SetupPoll < 0 || *h.UpdatesPoll < 0 || h.Timeout < 0 || h.MaxWait < 0 {
 		errs = append(errs, errors.New("setup_poll, updates_poll, timeout and max_wait cannot be negative"))

@@ -37,13 +37,13 @@ const (
 
 // Gate is the upstream budget as the edge sees it (package budget).
 type Gate interface {
-	Acquire(ctx context.Context, p Priority) error
+	AcquireCall(ctx context.Context, c budget.Call) error
 	Floor(name string) time.Duration
 	FloorWait(key, name string) time.Duration
 	MarkFetched(key, name string)
 	RestoreFetched(key, name string, at time.Time)
-	Pushback(retryAfter time.Duration)
-	Success()
+	PushbackCall(c budget.Call, retryAfter time.Duration) budget.Scope
+	SuccessCall(c budget.Call)
 }
 
 // Policy is the freshness policy. Durations are per "service/method"
@@ -116,12 +116,13 @@ type Edge struct {
 	waiting atomic.Int64
 	watch   watchState
 
-	mu       sync.Mutex
-	clients  []*upstream.Client // attached handlers' clients, newest last
-	bg       sync.WaitGroup     // background refreshes
-	closing  chan struct{}
-	closeErr error
-	closed   bool
+	mu        sync.Mutex
+	clients   []*upstream.Client // attached handlers' clients, newest last
+	bg        sync.WaitGroup     // background refreshes
+	closing   chan struct{}
+	closeErr  error
+	closed    bool
+	closeOnce sync.Once
 }
 
 const metaGeneration = "generation"
@@ -167,6 +168,7 @@ func Open(opts Options) (*Edge, error) {
 		store.Close()
 		return nil, err
 	}
+	e.keepLearnedLimit()
 	return e, nil
 }
 
@@ -229,17 +231,17 @@ func (e *Edge) Client() *upstream.Client {
 
 // Close stops the watchers, waits for background work and closes the store.
 func (e *Edge) Close() error {
-	e.mu.Lock()
-	if e.closed {
+	// Once makes a concurrent second Close wait for the first and read
+	// closeErr after it was written.
+	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		close(e.closing)
+		e.stopWatchLocked()
 		e.mu.Unlock()
-		return e.closeErr
-	}
-	e.closed = true
-	close(e.closing)
-	e.stopWatchLocked()
-	e.mu.Unlock()
-	e.bg.Wait()
-	e.closeErr = e.store.Close()
+		e.bg.Wait()
+		e.closeErr = e.store.Close()
+	})
 	return e.closeErr
 }
 

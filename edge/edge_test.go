@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
@@ -61,9 +62,11 @@ type fakeGate struct {
 	now     func() time.Time
 }
 
-func (g *fakeGate) Acquire(ctx context.Context, p Priority) error { return nil }
-func (g *fakeGate) Pushback(time.Duration)                        {}
-func (g *fakeGate) Success()                                      {}
+func (g *fakeGate) AcquireCall(context.Context, budget.Call) error { return nil }
+func (g *fakeGate) PushbackCall(budget.Call, time.Duration) budget.Scope {
+	return budget.ScopeInstitution
+}
+func (g *fakeGate) SuccessCall(budget.Call) {}
 func (g *fakeGate) FloorWait(key, name string) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -292,5 +295,29 @@ func TestTags(t *testing.T) {
 	}
 	if Tags(catalog, c) != nil {
 		t.Fatal("catalog entries tagged")
+	}
+}
+
+// Concurrent Closes all wait for the store to close and report the same
+// result; run with -race, this is the regression test of the closeErr race.
+func TestConcurrentClose(t *testing.T) {
+	e, err := Open(Options{Dir: t.TempDir(), Institution: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = e.Close() }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Close %d: %v", i, err)
+		}
+	}
+	if _, err := e.Store().GetMeta("x"); err == nil {
+		t.Fatal("the store still answers after Close")
 	}
 }

@@ -6,10 +6,55 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
 
-type priorityKey struct{}
+// PriorityWatch is the watchers' polls: they alone (with orders) may use
+// the budget's watch reserve.
+const PriorityWatch = budget.Watch
+
+type (
+	priorityKey struct{}
+	callKeyKey  struct{}
+	clientKey   struct{}
+)
+
+// WithCallKey marks ctx with the cache key of the call made under it, so
+// that a 509 on it pauses that key (budget pause scopes).
+func WithCallKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, callKeyKey{}, key)
+}
+
+// CallKeyOf returns ctx's cache key; "" for calls that are not cached.
+func CallKeyOf(ctx context.Context) string {
+	k, _ := ctx.Value(callKeyKey{}).(string)
+	return k
+}
+
+// WithClient marks ctx with the client (its IP) whose request causes the
+// calls made under it, for the budget's client quota.
+func WithClient(ctx context.Context, client string) context.Context {
+	return context.WithValue(ctx, clientKey{}, client)
+}
+
+// ClientOf returns ctx's client; "" for the sidecar's own calls.
+func ClientOf(ctx context.Context) string {
+	c, _ := ctx.Value(clientKey{}).(string)
+	return c
+}
+
+// budgetCall describes the call made under ctx to path to the budget.
+func budgetCall(ctx context.Context, path string, p Priority) budget.Call {
+	c, ok := s360.Parse(path)
+	if !ok {
+		// The token call, made under the context of the call that
+		// needed it: it is not that call's key.
+		return budget.Call{Priority: p, Method: "auth", Client: ClientOf(ctx)}
+	}
+	return budget.Call{Priority: p, Method: c.Name(), Key: CallKeyOf(ctx), Client: ClientOf(ctx)}
+}
 
 // WithPriority marks ctx with the budget priority of the calls made under
 // it; the upstream client's Wait hook reads it.
@@ -49,7 +94,7 @@ func (e *Edge) Wait(ctx context.Context, path string) error {
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
-	return e.opts.Gate.Acquire(ctx, p)
+	return e.opts.Gate.AcquireCall(ctx, budgetCall(ctx, path, p))
 }
 
 // MaxWait is the upstream client's MaxWait hook: a caller waits for a
@@ -72,18 +117,19 @@ func (e *Edge) waitLimit(p Priority) time.Duration {
 }
 
 // Observe is the upstream client's Observe hook: S-360's 509/429 pauses
-// the whole institution's calls; any other answer below 500 ends a pause's
-// probe.
-func (e *Edge) Observe(status int, header http.Header) {
+// the narrowest scope that explains it (the key, the method or the
+// institution); any other answer below 500 ends a pause's probe.
+func (e *Edge) Observe(ctx context.Context, path string, status int, header http.Header) {
 	if e.opts.Gate == nil {
 		return
 	}
+	c := budgetCall(ctx, path, PriorityOf(ctx))
 	switch {
 	case status == 509 || status == http.StatusTooManyRequests:
 		e.stats.pushbacks.Add(1)
-		e.opts.Gate.Pushback(RetryAfter(header))
+		e.opts.Gate.PushbackCall(c, RetryAfter(header))
 	case status < 500:
-		e.opts.Gate.Success()
+		e.opts.Gate.SuccessCall(c)
 	}
 }
 

@@ -288,7 +288,7 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	// stale. Likewise an availability answer asked for before a reported
 	// change.
 	gen, inv := e.gen.Load(), e.invalidations.Load()
-	resp, err := client.Do(ctx, call.Path(), canonical)
+	resp, err := client.Do(WithCallKey(ctx, key), call.Path(), canonical)
 	e.stats.upstream(call.Class, resp, err)
 	if reachedS360(err) {
 		e.markFetched(key, call.Name())

@@ -81,7 +81,9 @@ type perWindow struct {
 // two minutes) and records its figures in BENCHMARKS.md.
 func TestBudgetStorm(t *testing.T) {
 	s := startSim(t, "-rate-limit", "12", "-rate-window", "6s", "-availability-floor", "0")
-	e := startEdge(t, caddyfile(s, "rate_limit 10 6s\n\t\tmax_wait 300ms"))
+	// The storm's clients all come from 127.0.0.1 and stand for many
+	// buyers: no client quota.
+	e := startEdge(t, caddyfile(s, "rate_limit 10 6s\n\t\tclient_quota off\n\t\tmax_wait 300ms"))
 	fx := s.Fixtures(t)
 	url := e.URL + api + "availabilityService/v1_33/getEventAvailability"
 
@@ -120,11 +122,11 @@ func TestBudgetStorm(t *testing.T) {
 }
 
 // TestBudgetBacksOffOnPushback sets the sidecar above the simulator's
-// limit: after the first 509 it pauses the institution's calls and serves
-// stale or 429, then recovers once the window has passed.
+// limit: after the first 509s it pauses the refused keys, then their
+// method, serves stale or 429, and recovers once the pause has passed.
 func TestBudgetBacksOffOnPushback(t *testing.T) {
 	s := startSim(t, "-rate-limit", "6", "-rate-window", "4s", "-availability-floor", "0")
-	e := startEdge(t, caddyfile(s, "rate_limit 40 4s\n\t\tmax_wait 200ms"))
+	e := startEdge(t, caddyfile(s, "rate_limit 40 4s\n\t\tclient_quota off\n\t\tmax_wait 200ms"))
 	fx := s.Fixtures(t)
 	url := e.URL + api + "availabilityService/v1_33/getEventAvailability"
 
@@ -138,18 +140,22 @@ func TestBudgetBacksOffOnPushback(t *testing.T) {
 	var stats struct {
 		Edges []struct {
 			Pushbacks int
-			Budget    struct{ Pauses int }
+			Budget    struct {
+				PausesByScope struct{ Key, Method, Institution int } `json:"pauses_by_scope"`
+			}
 		}
 	}
 	getJSON(t, "http://"+e.Admin+"/s360/stats", &stats)
-	if len(stats.Edges) != 1 || stats.Edges[0].Pushbacks == 0 || stats.Edges[0].Budget.Pauses == 0 {
+	if len(stats.Edges) != 1 || stats.Edges[0].Pushbacks == 0 || stats.Edges[0].Budget.PausesByScope.Method == 0 {
 		t.Fatalf("pushbacks not counted: %+v", stats)
 	}
 	// Without backoff the 8 clients would meet 509 on almost every call
 	// once a window's 6 calls are spent. With it, each pause costs at most
 	// the calls already in flight when the first 509 came back (one per
 	// client), and there is about one pause per 4-second window.
-	pauses := stats.Edges[0].Budget.Pauses
+	// One method is refused: a key pause, then at once its method's.
+	ps := stats.Edges[0].Budget.PausesByScope
+	pauses := ps.Method + ps.Institution
 	if n := c.Statuses["509"]; n == 0 || n > 8*pauses || pauses > 4 {
 		t.Errorf("%d 509 answers over %d pauses, want at most 8 per pause and at most 4 pauses", n, pauses)
 	}

@@ -64,8 +64,9 @@ type Config struct {
 	// ends), so that a buyer's max_wait holds while the token is renewed.
 	MaxWait func(ctx context.Context) time.Duration
 	// Observe, when set, sees the status and headers of every upstream
-	// answer: the budget's pushback hook (509/429).
-	Observe func(status int, header http.Header)
+	// answer, with the call's context and path: the budget's pushback
+	// hook (509/429), which pauses what was called.
+	Observe func(ctx context.Context, path string, status int, header http.Header)
 }
 
 // Kind classifies a failed call.
@@ -346,7 +347,7 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 	}
 	defer resp.Body.Close()
 	if c.cfg.Observe != nil {
-		c.cfg.Observe(resp.StatusCode, resp.Header)
+		c.cfg.Observe(ctx, path, resp.StatusCode, resp.Header)
 	}
 	data, free, err := c.read(ctx, path, resp)
 	if err != nil {

@@ -1,0 +1,83 @@
+package edge
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/s360edge/s360edge/budget"
+)
+
+// The learned limit survives a restart: it is in the store (Badger on
+// disk), and the next edge's budget starts from it.
+func TestLearnedLimitPersists(t *testing.T) {
+	dir := t.TempDir()
+	cfg := budget.Config{Calls: 150, Window: time.Minute}
+	synctest.Test(t, func(t *testing.T) {
+		g := budget.New(cfg)
+		e, err := Open(Options{Dir: dir, Institution: "mosa", Gate: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 80 {
+			if err := g.AcquireCall(context.Background(), budget.Call{Priority: budget.Order}); err != nil {
+				t.Fatal(err)
+			}
+			g.SuccessCall(budget.Call{Priority: budget.Order})
+		}
+		g.PushbackCall(budget.Call{Priority: PriorityForeground, Method: "availabilityService/getEventAvailability", Key: "a"}, 0)
+		g.PushbackCall(budget.Call{Priority: PriorityForeground, Method: "availabilityService/getPerformanceAvailability", Key: "b"}, 0)
+		if got := g.Stats().EffectiveLimit; got != 72 {
+			t.Fatalf("effective %d, want 72", got)
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		cfg  budget.Config
+		want int
+	}{
+		{"restored", cfg, 72},
+		{"adaptive off ignores it", budget.Config{Calls: 150, Window: time.Minute, FixedLimit: true}, 150},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := budget.New(tc.cfg)
+			e, err := Open(Options{Dir: dir, Institution: "mosa", Gate: g})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			if got := g.Stats().EffectiveLimit; got != tc.want {
+				t.Fatalf("effective limit after reopening: %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// Observe pauses what was called: the key from the context and the method
+// from the path.
+func TestObservePausesTheCalledKey(t *testing.T) {
+	g := budget.New(budget.Config{Calls: 100, Window: time.Minute})
+	e := &Edge{opts: Options{Gate: g}}
+	path := "/tnseb/backend-apis/availabilityService/v1_33/getEventAvailability"
+	ctx := WithCallKey(context.Background(), "k1")
+	e.Observe(ctx, path, 509, nil)
+	quick := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+		defer cancel()
+		return e.Wait(ctx, path)
+	}
+	if err := quick(ctx); err == nil {
+		t.Fatal("the refused key was not paused")
+	}
+	if err := quick(WithCallKey(context.Background(), "k2")); err != nil {
+		t.Fatalf("another key of the method: %v", err)
+	}
+	s := g.Stats()
+	if s.PausesByScope != (budget.ScopeCounts{Key: 1}) || s.PausedKeys != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
