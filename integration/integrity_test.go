@@ -12,7 +12,9 @@ import (
 // ran) through the real sidecar.
 func TestIntegrityUnderSpoiledAnswers(t *testing.T) {
 	s := startSim(t, "-catalog-floor", "0", "-availability-floor", "0")
-	e := startEdge(t, caddyfile(s, "max_age catalogService/getPOSConfig 1s\n\t\tstale_while_revalidate 1ms"))
+	e := startEdge(t, caddyfile(s, "max_age catalogService/getPOSConfig 1s\n\t\tstale_while_revalidate 1ms"+
+		// getLastSetupUpdate is called twice below: no feed floor.
+		"\n\t\tmin_interval catalogService/getLastSetupUpdate 0"))
 	fx := s.Fixtures(t)
 	pos := e.URL + api + "catalogService/v1_33/getPOSConfig"
 	errCode := func(body []byte) (out struct{ Error, Message, RedirectURL string }) {
