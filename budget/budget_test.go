@@ -10,24 +10,27 @@ import (
 
 func TestDefaults(t *testing.T) {
 	for _, tc := range []struct {
+		name               string
 		in                 Config
 		calls, resv, order int
 	}{
-		{Config{}, DefaultCalls, DefaultCalls / 10, DefaultCalls / 20},
-		{Config{Calls: 1}, 1, 0, 0},
-		{Config{Calls: 2}, 2, 1, 0},
-		{Config{Calls: 3}, 3, 1, 1},
-		{Config{Calls: 15}, 15, 1, 1},
-		{Config{Calls: 60}, 60, 6, 3},
-		{Config{Calls: 10, Reserve: -1, OrderReserve: -1}, 10, 0, 0},
-		{Config{Calls: 10, Reserve: 50}, 10, 6, 1}, // 2 for the watchers
-		{Config{Calls: 10, Reserve: 50, WatchReserve: -1}, 10, 8, 1},
-		{Config{Calls: 10, OrderReserve: 50}, 10, 0, 9},
+		{"all defaults", Config{}, DefaultCalls, DefaultCalls / 10, DefaultCalls / 20},
+		{"one call has no reserve", Config{Calls: 1}, 1, 0, 0},
+		{"two calls reserve one", Config{Calls: 2}, 2, 1, 0},
+		{"three calls reserve one for orders", Config{Calls: 3}, 3, 1, 1},
+		{"15 calls", Config{Calls: 15}, 15, 1, 1},
+		{"60 calls", Config{Calls: 60}, 60, 6, 3},
+		{"reserves off", Config{Calls: 10, Reserve: -1, OrderReserve: -1}, 10, 0, 0},
+		{"reserve capped, 2 for the watchers", Config{Calls: 10, Reserve: 50}, 10, 6, 1},
+		{"reserve capped, watch reserve off", Config{Calls: 10, Reserve: 50, WatchReserve: -1}, 10, 8, 1},
+		{"order reserve capped", Config{Calls: 10, OrderReserve: 50}, 10, 0, 9},
 	} {
-		c := tc.in.withDefaults()
-		if c.Calls != tc.calls || c.Reserve != tc.resv || c.OrderReserve != tc.order {
-			t.Errorf("%+v: calls %d reserve %d order reserve %d, want %d %d %d", tc.in, c.Calls, c.Reserve, c.OrderReserve, tc.calls, tc.resv, tc.order)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.in.withDefaults()
+			if c.Calls != tc.calls || c.Reserve != tc.resv || c.OrderReserve != tc.order {
+				t.Errorf("%+v: calls %d reserve %d order reserve %d, want %d %d %d", tc.in, c.Calls, c.Reserve, c.OrderReserve, tc.calls, tc.resv, tc.order)
+			}
+		})
 	}
 	c := Config{}.withDefaults()
 	if c.Window != time.Minute || c.FirstPause != time.Minute || c.MaxPause != 10*time.Minute {
@@ -368,43 +371,54 @@ func TestUpdateKeepsHistoryAndPause(t *testing.T) {
 	})
 }
 
+// TestFloorOf is how configured floors combine with the defaults.
+func TestFloorOf(t *testing.T) {
+	b := New(Config{Floors: map[string]time.Duration{
+		"availabilityService/*":                    30 * time.Second,
+		"availabilityService/getSeatsAvailability": 2 * time.Minute,
+	}})
+	for name, want := range map[string]time.Duration{
+		"catalogService/getCatalogDetailed":            10 * time.Minute,
+		"catalogService/getCatalog":                    10 * time.Minute,
+		"catalogService/getPOSConfig":                  0,
+		"availabilityService/getEventAvailability":     30 * time.Second, // configured wildcard
+		"availabilityService/getSeatsAvailability":     2 * time.Minute,  // configured exact
+		"availabilityService/getUpdatedAvailabilities": time.Minute,      // the feed's floor: a configured wildcard leaves it
+		"externalOrderFacade/createOrUpdateOrder":      0,
+		"nonsense": 0,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := b.Floor(name); got != want {
+				t.Errorf("Floor(%s) = %v, want %v", name, got, want)
+			}
+		})
+	}
+	if d := DefaultFloors()["availabilityService/*"]; d != time.Minute {
+		t.Errorf("default availability floor %v", d)
+	}
+	// A configured wildcard covers the service's exact defaults too,
+	// unless an exact floor is configured beside it.
+	wild := New(Config{Floors: map[string]time.Duration{"catalogService/*": 0}})
+	if got := wild.Floor("catalogService/getCatalogDetailed"); got != 0 {
+		t.Errorf("catalogService/* 0 left getCatalogDetailed at %v", got)
+	}
+	both := New(Config{Floors: map[string]time.Duration{"catalogService/*": 0, "catalogService/getCatalog": time.Hour}})
+	if got := both.Floor("catalogService/getCatalog"); got != time.Hour {
+		t.Errorf("exact floor beside a wildcard: %v", got)
+	}
+	if got := New(Config{Floors: map[string]time.Duration{"availabilityService/*": time.Hour}}).Floor("availabilityService/getUpdatedAvailabilities"); got != time.Minute {
+		t.Errorf("a wildcard changed the feed's floor: %v", got)
+	}
+}
+
+// TestFloors is how long a fetched key waits, as time passes and reloads
+// change its floor.
 func TestFloors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b, clk := newTest(Config{Floors: map[string]time.Duration{
 			"availabilityService/*":                    30 * time.Second,
 			"availabilityService/getSeatsAvailability": 2 * time.Minute,
 		}})
-		for name, want := range map[string]time.Duration{
-			"catalogService/getCatalogDetailed":            10 * time.Minute,
-			"catalogService/getCatalog":                    10 * time.Minute,
-			"catalogService/getPOSConfig":                  0,
-			"availabilityService/getEventAvailability":     30 * time.Second, // configured wildcard
-			"availabilityService/getSeatsAvailability":     2 * time.Minute,  // configured exact
-			"availabilityService/getUpdatedAvailabilities": time.Minute,      // the feed's floor: a configured wildcard leaves it
-			"externalOrderFacade/createOrUpdateOrder":      0,
-			"nonsense": 0,
-		} {
-			if got := b.Floor(name); got != want {
-				t.Errorf("Floor(%s) = %v, want %v", name, got, want)
-			}
-		}
-		if d := DefaultFloors()["availabilityService/*"]; d != time.Minute {
-			t.Errorf("default availability floor %v", d)
-		}
-		// A configured wildcard covers the service's exact defaults too,
-		// unless an exact floor is configured beside it.
-		wild := New(Config{Floors: map[string]time.Duration{"catalogService/*": 0}})
-		if got := wild.Floor("catalogService/getCatalogDetailed"); got != 0 {
-			t.Errorf("catalogService/* 0 left getCatalogDetailed at %v", got)
-		}
-		both := New(Config{Floors: map[string]time.Duration{"catalogService/*": 0, "catalogService/getCatalog": time.Hour}})
-		if got := both.Floor("catalogService/getCatalog"); got != time.Hour {
-			t.Errorf("exact floor beside a wildcard: %v", got)
-		}
-		if got := New(Config{Floors: map[string]time.Duration{"availabilityService/*": time.Hour}}).Floor("availabilityService/getUpdatedAvailabilities"); got != time.Minute {
-			t.Errorf("a wildcard changed the feed's floor: %v", got)
-		}
-
 		const cat = "catalogService/getCatalogDetailed"
 		if w := b.FloorWait("k1", cat); w != 0 {
 			t.Fatalf("unfetched key waits %v", w)

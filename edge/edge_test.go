@@ -254,7 +254,10 @@ func TestCoalescingAndLeaderLeaving(t *testing.T) {
 	}
 	// Let the followers join the flight, then the leader leaves.
 	deadline := time.Now().Add(5 * time.Second)
-	for v.e.flightWaiters() < n+1 && time.Now().Before(deadline) {
+	for v.e.flightWaiters() < n+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters on the flight, want %d", v.e.flightWaiters(), n+1)
+		}
 		time.Sleep(time.Millisecond)
 	}
 	leave()

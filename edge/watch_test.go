@@ -477,10 +477,16 @@ func TestParseKey(t *testing.T) {
 	if !ok || call != catalog {
 		t.Fatalf("parseKey = %+v %v", call, ok)
 	}
-	for _, bad := range []string{"nope", "mosa|catalogService/getCatalogDetailed|{}",
-		"mosa|externalOrderFacade/v1_33/createOrUpdateOrder|{}", s360.Key("play", catalog, body)} {
-		if _, ok := v.e.parseKey(bad); ok {
-			t.Errorf("parseKey(%q) accepted", bad)
-		}
+	for _, tc := range []struct{ name, key string }{
+		{"no separators", "nope"},
+		{"no version", "mosa|catalogService/getCatalogDetailed|{}"},
+		{"a method that is never cached", "mosa|externalOrderFacade/v1_33/createOrUpdateOrder|{}"},
+		{"another institution", s360.Key("play", catalog, body)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, ok := v.e.parseKey(tc.key); ok {
+				t.Errorf("parseKey(%q) accepted", tc.key)
+			}
+		})
 	}
 }
