@@ -46,7 +46,7 @@ func (b *Budget) Restore(l Learned) {
 	if b.cfg.FixedLimit || l.Limit <= 0 || l.Limit >= b.adaptive.eff {
 		return
 	}
-	now := b.clock.Now()
+	now := time.Now()
 	b.adaptive.grownAt = now
 	b.setLimitLocked(now, max(l.Limit, b.minLimit()), "restored")
 }

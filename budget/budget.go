@@ -99,9 +99,6 @@ type Config struct {
 	// unanswered (no Success, no Pushback: the call failed some other way)
 	// before another probe is let through. Default DefaultProbeTimeout.
 	ProbeTimeout time.Duration
-	// Clock is the time source. Default RealClock(). Only New reads it:
-	// Update keeps the clock the budget was made with.
-	Clock Clock
 	// Logger gets one WARN line per pause and the first time a client
 	// reaches its quota, one INFO line per limit adjustment. Default: none.
 	Logger *zap.Logger
@@ -170,9 +167,6 @@ func (c Config) withDefaults() Config {
 	c.FirstPause = min(c.FirstPause, c.MaxPause)
 	if c.ProbeTimeout <= 0 {
 		c.ProbeTimeout = DefaultProbeTimeout
-	}
-	if c.Clock == nil {
-		c.Clock = RealClock()
 	}
 	return c
 }
@@ -252,8 +246,6 @@ type Stats struct {
 // Budget is the rate limiter of one S-360 institution. It is safe for
 // concurrent use and lives as long as the edge, across config reloads.
 type Budget struct {
-	clock Clock
-
 	mu      sync.Mutex
 	cfg     Config
 	lim     limits        // cfg's limit and reserves scaled to the effective limit
@@ -270,7 +262,7 @@ type Budget struct {
 
 	// One timer, armed for the next instant the first waiter could be
 	// served; gen tells a stale callback from the current one.
-	timer    Timer
+	timer    *time.Timer
 	timerAt  time.Time
 	timerGen uint64
 
@@ -303,14 +295,13 @@ type waiter struct {
 func New(cfg Config) *Budget {
 	cfg = cfg.withDefaults()
 	b := &Budget{
-		clock:   cfg.Clock,
 		cfg:     cfg,
 		horizon: cfg.Window,
 		floors:  mergeFloors(cfg.Floors),
 		fetched: make(map[string]fetch),
 	}
 	b.adaptive.eff = cfg.Calls
-	b.adaptive.grownAt = cfg.Clock.Now()
+	b.adaptive.grownAt = time.Now()
 	b.relimitLocked()
 	return b
 }
@@ -320,7 +311,6 @@ func New(cfg Config) *Budget {
 // the window makes callers wait until enough of them age out. A longer
 // Window counts the calls the previous window still held, not older ones.
 func (b *Budget) Update(cfg Config) {
-	cfg.Clock = b.clock
 	if cfg.Logger == nil {
 		cfg.Logger = b.cfg.Logger
 	}
@@ -333,7 +323,7 @@ func (b *Budget) Update(cfg Config) {
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.clock.Now()
+	now := time.Now()
 	// A limit learned below the old ceiling stays learned; otherwise the
 	// new ceiling applies.
 	if cfg.FixedLimit || b.adaptive.eff >= b.cfg.Calls {
@@ -358,7 +348,7 @@ func (b *Budget) TryAcquire(p Priority) (ok bool, retryIn time.Duration) {
 	p = p.valid()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.clock.Now()
+	now := time.Now()
 	b.adaptLocked(now)
 	if b.waiting > 0 {
 		b.dispatchLocked(now) // serve waiters whose time came before the timer fired
@@ -373,11 +363,10 @@ func (b *Budget) TryAcquire(p Priority) (ok bool, retryIn time.Duration) {
 
 // Acquire waits for a slot for p. The context's deadline is the caller's
 // longest wait: when the pause or the window cannot free a slot before it,
-// Acquire gives up at once instead of holding the caller (deadlines are
-// wall-clock times, so with a FakeClock they are compared as durations
-// from now). Errors are *WaitError, matching ErrPaused or ErrLimited and
-// the context's error; RetryIn is for a Retry-After header. Waiters are
-// served by priority, FIFO within one.
+// Acquire gives up at once instead of holding the caller. Errors are
+// *WaitError, matching ErrPaused or ErrLimited and the context's error;
+// RetryIn is for a Retry-After header. Waiters are served by priority,
+// FIFO within one.
 func (b *Budget) Acquire(ctx context.Context, p Priority) error {
 	return b.AcquireCall(ctx, Call{Priority: p})
 }
@@ -397,7 +386,7 @@ type Call struct {
 func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
 	p := c.Priority.valid()
 	b.mu.Lock()
-	now := b.clock.Now()
+	now := time.Now()
 	if err := ctx.Err(); err != nil {
 		// Not granted even if a slot is free: the call would not be made.
 		b.rejections++
@@ -451,7 +440,7 @@ func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now = b.clock.Now()
+	now = time.Now()
 	if w.granted {
 		// Granted while the context ended: the call will not be made, so
 		// the slot goes back to the next waiter.
@@ -477,7 +466,7 @@ func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
 func (b *Budget) Pushback(retryAfter time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.pushbackLocked(b.clock.Now(), Call{}, retryAfter, ScopeInstitution)
+	b.pushbackLocked(time.Now(), Call{}, retryAfter, ScopeInstitution)
 }
 
 // pauseInstitutionLocked is Pushback's pause; it reports whether a new
@@ -522,7 +511,7 @@ func (b *Budget) Success() { b.SuccessCall(Call{}) }
 func (b *Budget) SuccessCall(c Call) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.clock.Now()
+	now := time.Now()
 	b.answeredLocked(now)
 	b.methodSuccessLocked(c.Method, now)
 	if now.Before(b.pausedUntil) {
@@ -544,7 +533,7 @@ func (b *Budget) Stats() Stats {
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.clock.Now()
+	now := time.Now()
 	b.adaptLocked(now)
 	b.pruneLocked(now)
 	used := b.usedLocked(now)
@@ -807,7 +796,7 @@ func (b *Budget) armLocked(now time.Time) {
 	// guards against spinning should that ever not hold.
 	d := max(at.Sub(now), time.Millisecond)
 	b.timerAt = at
-	b.timer = b.clock.AfterFunc(d, func() { b.fire(gen) })
+	b.timer = time.AfterFunc(d, func() { b.fire(gen) })
 }
 
 func (b *Budget) fire(gen uint64) {
@@ -817,7 +806,7 @@ func (b *Budget) fire(gen uint64) {
 		return // stopped or replaced after it had already fired
 	}
 	b.timer = nil
-	now := b.clock.Now()
+	now := time.Now()
 	b.adaptLocked(now)
 	b.dispatchLocked(now)
 }

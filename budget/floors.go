@@ -96,7 +96,7 @@ func (b *Budget) FloorWait(key, name string) time.Duration {
 	if !ok {
 		return 0
 	}
-	now := b.clock.Now()
+	now := time.Now()
 	if !now.Before(f.expires) {
 		delete(b.fetched, key)
 	}
@@ -114,7 +114,7 @@ func (b *Budget) FloorWait(key, name string) time.Duration {
 func (b *Budget) MarkFetched(key, name string) {
 	b.fmu.Lock()
 	defer b.fmu.Unlock()
-	now := b.clock.Now()
+	now := time.Now()
 	if !now.Before(b.nextPrune) {
 		for k, f := range b.fetched {
 			if !now.Before(f.expires) {
@@ -138,7 +138,7 @@ func (b *Budget) RestoreFetched(key, name string, at time.Time) {
 	b.fmu.Lock()
 	defer b.fmu.Unlock()
 	d := floorOf(b.floors, name)
-	if d <= 0 || !b.clock.Now().Before(at.Add(d)) {
+	if d <= 0 || !time.Now().Before(at.Add(d)) {
 		return
 	}
 	if f, ok := b.fetched[key]; ok && !f.at.Before(at) {

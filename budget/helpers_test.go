@@ -3,19 +3,30 @@ package budget
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+// t0 is the instant every synctest bubble starts at.
+var t0 = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// newTest builds a budget on a fake clock. Unless the test sets one, it
-// has no order or watch reserve and a fixed limit, so that each test
-// looks at one mechanism.
-func newTest(cfg Config) (*Budget, *FakeClock) {
-	clk := NewFakeClock(t0)
-	cfg.Clock = clk
+// bubbleClock moves the fake time of the synctest bubble the test runs in.
+type bubbleClock struct{}
+
+func (bubbleClock) Now() time.Time { return time.Now() }
+
+// Advance lets d pass, every timer firing at its instant, and returns once
+// everything the timers woke has settled.
+func (bubbleClock) Advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+// newTest builds a budget for a test running in a synctest bubble. Unless
+// the test sets one, it has no order or watch reserve and a fixed limit, so
+// that each test looks at one mechanism.
+func newTest(cfg Config) (*Budget, bubbleClock) {
 	if cfg.OrderReserve == 0 {
 		cfg.OrderReserve = -1
 	}
@@ -23,26 +34,22 @@ func newTest(cfg Config) (*Budget, *FakeClock) {
 		cfg.WatchReserve = -1
 	}
 	cfg.FixedLimit = true
-	return New(cfg), clk
+	return New(cfg), bubbleClock{}
 }
 
-// waitFor spins until cond holds. The goroutines under test need only CPU,
-// never time, so this is not a sleep; the real-time limit only turns a
-// hang into a failure.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// settled waits until every goroutine of the bubble is blocked, then fails
+// unless cond holds: the goroutines under test need only CPU, never time.
+func settled(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	limit := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(limit) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		runtime.Gosched()
+	synctest.Wait()
+	if !cond() {
+		t.Fatalf("settled without %s", what)
 	}
 }
 
 func waitWaiting(t *testing.T, b *Budget, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d waiters", n), func() bool { return b.Stats().Waiting == n })
+	settled(t, fmt.Sprintf("%d waiters", n), func() bool { return b.Stats().Waiting == n })
 }
 
 // acquireAsync starts Acquire and waits until it is queued (or done).
@@ -51,7 +58,7 @@ func acquireAsync(t *testing.T, ctx context.Context, b *Budget, p Priority) <-ch
 	n := b.Stats().Waiting
 	done := make(chan error, 1)
 	go func() { done <- b.Acquire(ctx, p) }()
-	waitFor(t, "Acquire to queue", func() bool { return b.Stats().Waiting == n+1 || len(done) == 1 })
+	settled(t, "Acquire to queue", func() bool { return b.Stats().Waiting == n+1 || len(done) == 1 })
 	return done
 }
 
@@ -75,18 +82,16 @@ func mustRefuse(t *testing.T, b *Budget, p Priority, wantRetry time.Duration) {
 
 func pending(ch <-chan error) bool { return len(ch) == 0 }
 
-// recv returns what ch delivers, failing instead of hanging when nothing
-// comes: grants happen inside Advance, so the result is due at once.
+// recv returns what ch delivers once the bubble has settled, failing
+// instead of hanging when nothing came.
 func recv[T any](t *testing.T, ch <-chan T) T {
 	t.Helper()
-	var v T
-	waitFor(t, "a result", func() bool {
-		select {
-		case v = <-ch:
-			return true
-		default:
-			return false
-		}
-	})
-	return v
+	synctest.Wait()
+	select {
+	case v := <-ch:
+		return v
+	default:
+		t.Fatal("no result")
+		panic("unreachable")
+	}
 }

@@ -8,21 +8,26 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
 // TestNeverMoreThanCallsInAnyWindow drives a budget with random arrivals of
 // every priority, blocking and non-blocking, cancellations, pushbacks and
-// successes over a fake clock, records the instant of every grant, and
+// successes in a synctest bubble, records the instant of every grant, and
 // checks every window-length interval of them.
 func TestNeverMoreThanCallsInAnyWindow(t *testing.T) {
 	for seed := uint64(1); seed <= 12; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { runProperty(t, seed, false) })
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { runProperty(t, seed, false) })
+		})
 	}
 	// With the adaptive limit and scoped pushbacks: the limit moves, the
 	// configured one still holds in every window.
 	for seed := uint64(13); seed <= 20; seed++ {
-		t.Run(fmt.Sprint(seed, "-adaptive"), func(t *testing.T) { runProperty(t, seed, true) })
+		t.Run(fmt.Sprint(seed, "-adaptive"), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { runProperty(t, seed, true) })
+		})
 	}
 }
 
@@ -34,7 +39,7 @@ func runProperty(t *testing.T, seed uint64, adaptive bool) {
 	b, clk := newTest(cfg)
 	if adaptive {
 		calls = 10 + rng.IntN(20)
-		cfg.Calls, cfg.Clock = calls, clk
+		cfg.Calls = calls
 		b = New(cfg)
 	}
 	methods := []string{avail, perf}
@@ -53,10 +58,10 @@ func runProperty(t *testing.T, seed uint64, adaptive bool) {
 		grants = append(grants, clk.Now())
 		mu.Unlock()
 	}
-	// settled: every goroutine started has returned or is queued, and
+	// settle: every goroutine started has returned or is queued, and
 	// every grant is recorded, so the clock may move on.
 	settle := func() {
-		waitFor(t, "goroutines to settle", func() bool {
+		settled(t, "goroutines to settle", func() bool {
 			f := finished.Load()
 			s := b.Stats()
 			mu.Lock()
@@ -65,19 +70,10 @@ func runProperty(t *testing.T, seed uint64, adaptive bool) {
 			return f+int64(s.Waiting) == started.Load() && uint64(n) == s.Granted
 		})
 	}
-	// advance steps from timer to timer, so that a grant made by the
-	// budget's timer is recorded at the instant it was made.
+	// In the bubble, a grant made by the budget's timer is recorded at the
+	// instant it was made: time moves on only once every goroutine blocks.
 	advance := func(d time.Duration) {
-		target := clk.Now().Add(d)
-		for {
-			due, ok := clk.Next()
-			if !ok || due.After(target) {
-				break
-			}
-			clk.Advance(due.Sub(clk.Now()))
-			settle()
-		}
-		clk.Advance(target.Sub(clk.Now()))
+		clk.Advance(d)
 		settle()
 	}
 	acquire := func(ctx context.Context, p Priority) {

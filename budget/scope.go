@@ -71,7 +71,7 @@ type scopes struct {
 func (b *Budget) PushbackCall(c Call, retryAfter time.Duration) Scope {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.clock.Now()
+	now := time.Now()
 	scope := b.scopeLocked(now, c)
 	b.pushbackLocked(now, c, retryAfter, scope)
 	return scope

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,20 +11,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // fakeS360 counts method calls; answer decides each answer. A fake is
 // fine here: the integration tests use the real simulator.
@@ -50,6 +44,24 @@ func (f *fakeS360) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, `{"statusCode":"success","echo":`+string(b)+`}`)
 }
 
+// RoundTrip serves r in-process, so that the tests can run in a synctest
+// bubble. Like a real connection it gives up when r's context ends, while
+// the handler may still be held by gate.
+func (f *fakeS360) RoundTrip(r *http.Request) (*http.Response, error) {
+	done := make(chan *http.Response, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		f.ServeHTTP(rec, r)
+		done <- rec.Result()
+	}()
+	select {
+	case resp := <-done:
+		return resp, nil
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+}
+
 func (f *fakeS360) set(status int, body string) {
 	f.answer.Store(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status); io.WriteString(w, body) })
 }
@@ -59,7 +71,6 @@ type fakeGate struct {
 	mu      sync.Mutex
 	floor   time.Duration
 	fetched map[string]time.Time
-	now     func() time.Time
 }
 
 func (g *fakeGate) AcquireCall(context.Context, budget.Call) error { return nil }
@@ -70,8 +81,8 @@ func (g *fakeGate) SuccessCall(budget.Call) {}
 func (g *fakeGate) FloorWait(key, name string) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if at, ok := g.fetched[key]; ok && g.now().Sub(at) < g.floor {
-		return g.floor - g.now().Sub(at)
+	if at, ok := g.fetched[key]; ok && time.Now().Sub(at) < g.floor {
+		return g.floor - time.Now().Sub(at)
 	}
 	return 0
 }
@@ -80,13 +91,12 @@ func (g *fakeGate) RestoreFetched(key, name string, at time.Time) { g.MarkFetche
 func (g *fakeGate) MarkFetched(key, name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.fetched[key] = g.now()
+	g.fetched[key] = time.Now()
 }
 
 type env struct {
 	e      *Edge
 	f      *fakeS360
-	clk    *clock
 	client *upstream.Client
 	dir    string
 	gate   *fakeGate
@@ -94,24 +104,31 @@ type env struct {
 
 func newEnv(t *testing.T, f *fakeS360, dir string) *env {
 	t.Helper()
+	return newEnvPolicy(t, f, dir, Policy{})
+}
+
+// minuteAvail is the default policy with availability's hours made
+// minutes (fresh 1m, stale-while-revalidate 1m after): in a synctest bubble
+// every fake hour costs real seconds, as Badger's compactors tick through it.
+var minuteAvail = Policy{MaxAge: map[string]time.Duration{"availabilityService/*": time.Minute}, StaleWhileRevalidate: time.Minute}
+
+func newEnvPolicy(t *testing.T, f *fakeS360, dir string, p Policy) *env {
+	t.Helper()
 	if f == nil {
 		f = &fakeS360{}
 	}
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
-	gate := &fakeGate{fetched: map[string]time.Time{}, now: clk.Now}
-	e, err := Open(Options{Dir: dir, Institution: "mosa", Now: clk.Now, Gate: gate})
+	gate := &fakeGate{fetched: map[string]time.Time{}}
+	e, err := Open(Options{Dir: dir, Institution: "mosa", Policy: p, Gate: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Now: clk.Now, Wait: e.Wait, Observe: e.Observe})
+	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: f, Wait: e.Wait, Observe: e.Observe})
 	e.Attach(c)
-	return &env{e: e, f: f, clk: clk, client: c, dir: dir, gate: gate}
+	return &env{e: e, f: f, client: c, dir: dir, gate: gate}
 }
 
 var (
@@ -146,145 +163,148 @@ func expect(t *testing.T, r Result, status string, body string) {
 }
 
 func TestMissThenHitAcrossKeyOrderAndRestart(t *testing.T) {
-	v := newEnv(t, nil, "")
-	expect(t, v.serve(t, catalog, `{"b":1,"a":2}`), "s360edge; fwd=miss; stored", `"echo":{"a":2,"b":1}`)
-	v.clk.Add(10 * time.Second)
-	r := v.serve(t, catalog, "{ \"a\":2, \"b\":1, \"requestId\": 3 }")
-	expect(t, r, "s360edge; hit; ttl=86390", `"echo"`)
-	if !r.Hit {
-		t.Error("hit not flagged")
-	}
-	expect(t, v.serve(t, catalog, `{"a":3,"b":1}`), "s360edge; fwd=miss; stored", `"a":3`)
-	if n := v.f.calls.Load(); n != 2 {
-		t.Fatalf("%d upstream calls, want 2", n)
-	}
-	// Restart: the entry comes from disk, no upstream call.
-	v.e.Close()
-	v2 := newEnv(t, v.f, v.dir)
-	v2.clk.Add(20 * time.Second)
-	expect(t, v2.serve(t, catalog, `{"a":2,"b":1}`), "s360edge; hit; ttl=86380", `"echo"`)
-	if n := v.f.calls.Load(); n != 2 {
-		t.Fatalf("restart made an upstream call: %d", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		v := newEnv(t, nil, "")
+		expect(t, v.serve(t, catalog, `{"b":1,"a":2}`), "s360edge; fwd=miss; stored", `"echo":{"a":2,"b":1}`)
+		time.Sleep(10 * time.Second)
+		r := v.serve(t, catalog, "{ \"a\":2, \"b\":1, \"requestId\": 3 }")
+		expect(t, r, "s360edge; hit; ttl=86390", `"echo"`)
+		if !r.Hit {
+			t.Error("hit not flagged")
+		}
+		expect(t, v.serve(t, catalog, `{"a":3,"b":1}`), "s360edge; fwd=miss; stored", `"a":3`)
+		if n := v.f.calls.Load(); n != 2 {
+			t.Fatalf("%d upstream calls, want 2", n)
+		}
+		// Restart: the entry comes from disk, no upstream call.
+		v.e.Close()
+		v2 := newEnv(t, v.f, v.dir)
+		time.Sleep(10 * time.Second) // 20 s after the answer was stored
+		expect(t, v2.serve(t, catalog, `{"a":2,"b":1}`), "s360edge; hit; ttl=86380", `"echo"`)
+		if n := v.f.calls.Load(); n != 2 {
+			t.Fatalf("restart made an upstream call: %d", n)
+		}
+	})
 }
 
 func TestOnlySuccessIsStored(t *testing.T) {
-	v := newEnv(t, nil, "")
-	v.f.set(200, `{"statusCode":"in_progress"}`)
-	expect(t, v.serve(t, catalog, `{}`), "s360edge; fwd=miss", "in_progress")
-	v.f.set(503, `oops`)
-	r := v.serve(t, catalog, `{}`)
-	if r.Resp == nil || r.Resp.Status != 503 {
-		t.Fatalf("503 not passed back: %+v", r)
-	}
-	v.f.set(509, `{}`)
-	v.serve(t, catalog, `{}`)
-	if n := v.f.calls.Load(); n != 3 {
-		t.Fatalf("%d calls: something was stored", n)
-	}
-	if st := v.e.Store().Stats(); st.Entries != 0 {
-		t.Fatalf("%d entries stored", st.Entries)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		v := newEnv(t, nil, "")
+		v.f.set(200, `{"statusCode":"in_progress"}`)
+		expect(t, v.serve(t, catalog, `{}`), "s360edge; fwd=miss", "in_progress")
+		v.f.set(503, `oops`)
+		r := v.serve(t, catalog, `{}`)
+		if r.Resp == nil || r.Resp.Status != 503 {
+			t.Fatalf("503 not passed back: %+v", r)
+		}
+		v.f.set(509, `{}`)
+		v.serve(t, catalog, `{}`)
+		if n := v.f.calls.Load(); n != 3 {
+			t.Fatalf("%d calls: something was stored", n)
+		}
+		if st := v.e.Store().Stats(); st.Entries != 0 {
+			t.Fatalf("%d entries stored", st.Entries)
+		}
+	})
 }
 
 func TestStaleWhileRevalidateAndStaleIfError(t *testing.T) {
-	v := newEnv(t, nil, "")
-	v.serve(t, avail, `{"performanceIds":[1]}`)
-	v.clk.Add(time.Hour + time.Minute) // fresh for 1h, SWR for 1h after
-	r := v.serve(t, avail, `{"performanceIds":[1]}`)
-	expect(t, r, "s360edge; hit; ttl=-60; detail=stale-while-revalidate", "echo")
-	waitCalls(t, v.f, 2)
-	v.e.bg.Wait()
-	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=3600", "echo")
+	synctest.Test(t, func(t *testing.T) {
+		v := newEnvPolicy(t, nil, "", minuteAvail)
+		v.serve(t, avail, `{"performanceIds":[1]}`)
+		time.Sleep(time.Minute + time.Second) // fresh for 1m, SWR for 1m after
+		r := v.serve(t, avail, `{"performanceIds":[1]}`)
+		expect(t, r, "s360edge; hit; ttl=-1; detail=stale-while-revalidate", "echo")
+		waitCalls(t, v.f, 2)
+		v.e.bg.Wait()
+		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=60", "echo")
 
-	// Past the SWR window, the call is synchronous; on failure the old
-	// entry is served within StaleIfError.
-	v.clk.Add(3 * time.Hour)
-	v.f.set(503, "down")
-	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-7200; detail=stale-if-error", "echo")
-	v.f.set(200, `{"statusCode":"in_progress"}`)
-	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-7200; detail=stale-if-error", "echo")
-	v.f.set(509, `{}`)
-	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-7200; detail=stale-throttled", "echo")
-	v.f.answer.Store(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"statusCode":"success","new":true}`)
+		// Past the SWR window, the call is synchronous; on failure the old
+		// entry is served within StaleIfError.
+		time.Sleep(3 * time.Minute)
+		v.f.set(503, "down")
+		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-120; detail=stale-if-error", "echo")
+		v.f.set(200, `{"statusCode":"in_progress"}`)
+		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-120; detail=stale-if-error", "echo")
+		v.f.set(509, `{}`)
+		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-120; detail=stale-throttled", "echo")
+		v.f.answer.Store(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"statusCode":"success","new":true}`)
+		})
+		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; fwd=stale; stored", `"new":true`)
 	})
-	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; fwd=stale; stored", `"new":true`)
 }
 
 func TestFloorServesStaleOrRefuses(t *testing.T) {
-	v := newEnv(t, nil, "")
-	v.gate.floor = 10 * time.Minute
-	expect(t, v.serve(t, catalog, `{}`), "s360edge; fwd=miss; stored", "echo")
-	v.e.Store().PurgeAll()
-	r := v.serve(t, catalog, `{}`)
-	var fe *FloorError
-	if !errors.As(r.Err, &fe) || fe.Wait != 10*time.Minute {
-		t.Fatalf("want a FloorError of 10m, got %+v", r)
-	}
-	if n := v.f.calls.Load(); n != 1 {
-		t.Fatalf("floor let a call through: %d calls", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		v := newEnv(t, nil, "")
+		v.gate.floor = 10 * time.Minute
+		expect(t, v.serve(t, catalog, `{}`), "s360edge; fwd=miss; stored", "echo")
+		v.e.Store().PurgeAll()
+		r := v.serve(t, catalog, `{}`)
+		var fe *FloorError
+		if !errors.As(r.Err, &fe) || fe.Wait != 10*time.Minute {
+			t.Fatalf("want a FloorError of 10m, got %+v", r)
+		}
+		if n := v.f.calls.Load(); n != 1 {
+			t.Fatalf("floor let a call through: %d calls", n)
+		}
+	})
 }
 
 func TestGenerationMakesCatalogStaleAtOnce(t *testing.T) {
-	v := newEnv(t, nil, "")
-	v.serve(t, catalog, `{}`)
-	v.serve(t, avail, `{"performanceIds":[1]}`)
-	v.e.gen.Add(1)
-	expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400; detail=generation", "echo")
-	expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=3600", "echo")
-	waitCalls(t, v.f, 3)
-	v.e.bg.Wait()
-	expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400", "echo")
+	synctest.Test(t, func(t *testing.T) {
+		v := newEnv(t, nil, "")
+		v.serve(t, catalog, `{}`)
+		v.serve(t, avail, `{"performanceIds":[1]}`)
+		v.e.gen.Add(1)
+		expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400; detail=generation", "echo")
+		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=3600", "echo")
+		waitCalls(t, v.f, 3)
+		v.e.bg.Wait()
+		expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400", "echo")
+	})
 }
 
 func TestCoalescingAndLeaderLeaving(t *testing.T) {
-	f := &fakeS360{gate: make(chan struct{})}
-	v := newEnv(t, f, "")
-	body, _ := s360.Canonical([]byte(`{"x":1}`))
-	leaderCtx, leave := context.WithCancel(context.Background())
-	leaderDone := make(chan Result)
-	go func() { leaderDone <- v.e.Serve(leaderCtx, v.client, catalog, body) }()
-	waitCalls(t, f, 1)
-	const n = 50
-	results := make(chan Result, n)
-	for range n {
-		go func() { results <- v.e.Serve(context.Background(), v.client, catalog, body) }()
-	}
-	// Let the followers join the flight, then the leader leaves.
-	deadline := time.Now().Add(5 * time.Second)
-	for v.e.flightWaiters() < n+1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	leave()
-	if r := <-leaderDone; r.Err == nil {
-		t.Fatalf("leader that left got an answer: %+v", r)
-	}
-	close(f.gate)
-	for range n {
-		r := <-results
-		if r.Entry == nil || r.CacheStatus != "s360edge; fwd=miss; stored; detail=coalesced" {
-			t.Fatalf("follower got %+v", r)
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeS360{gate: make(chan struct{})}
+		v := newEnv(t, f, "")
+		body, _ := s360.Canonical([]byte(`{"x":1}`))
+		leaderCtx, leave := context.WithCancel(context.Background())
+		leaderDone := make(chan Result)
+		go func() { leaderDone <- v.e.Serve(leaderCtx, v.client, catalog, body) }()
+		waitCalls(t, f, 1)
+		const n = 50
+		results := make(chan Result, n)
+		for range n {
+			go func() { results <- v.e.Serve(context.Background(), v.client, catalog, body) }()
 		}
-	}
-	if c := f.calls.Load(); c != 1 {
-		t.Fatalf("%d upstream calls for %d identical requests", c, n+1)
-	}
-	if st := v.e.Store().Stats(); st.Entries != 1 {
-		t.Fatal("answer not stored after the leader left")
-	}
+		// Let the followers join the flight, then the leader leaves.
+		eventually(t, fmt.Sprintf("%d waiters on the flight", n+1), func() bool { return v.e.flightWaiters() >= n+1 })
+		leave()
+		if r := <-leaderDone; r.Err == nil {
+			t.Fatalf("leader that left got an answer: %+v", r)
+		}
+		close(f.gate)
+		for range n {
+			r := <-results
+			if r.Entry == nil || r.CacheStatus != "s360edge; fwd=miss; stored; detail=coalesced" {
+				t.Fatalf("follower got %+v", r)
+			}
+		}
+		if c := f.calls.Load(); c != 1 {
+			t.Fatalf("%d upstream calls for %d identical requests", c, n+1)
+		}
+		if st := v.e.Store().Stats(); st.Entries != 1 {
+			t.Fatal("answer not stored after the leader left")
+		}
+	})
 }
 
 func waitCalls(t *testing.T, f *fakeS360, n int32) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for f.calls.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("upstream calls stuck at %d, want %d", f.calls.Load(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually(t, fmt.Sprintf("%d upstream calls", n), func() bool { return f.calls.Load() >= n })
 }
 
 func TestTags(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,6 +108,10 @@ func tail(s string, n int) string {
 	return s
 }
 
+// freeAddr returns a loopback address that was free a moment ago. Another
+// process may bind it before the caller does: use it only for a child that
+// cannot bind port 0 and report its port, and retry on "address already in
+// use" (startEdge does).
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -116,6 +121,10 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// bindRetries bounds the restarts of a child that lost its freeAddr port to
+// another process; three losses in a row mean something else is wrong.
+const bindRetries = 3
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
@@ -140,19 +149,44 @@ const (
 	simSecret   = "integration-secret-3f9a"
 )
 
+// startSim runs the simulator on port 0: it prints the address it bound,
+// so no other process can take the port between choosing and binding it.
 func startSim(t *testing.T, args ...string) *sim {
 	t.Helper()
-	addr := freeAddr(t)
-	args = append([]string{"-addr", addr, "-operator", simOperator, "-secret", simSecret}, args...)
-	s := &sim{proc: start(t, "s360sim", nil, args...), URL: "http://" + addr}
-	waitFor(t, "s360sim to listen", 20*time.Second, func() bool {
+	args = append([]string{"-addr", "127.0.0.1:0", "-operator", simOperator, "-secret", simSecret}, args...)
+	s := &sim{proc: start(t, "s360sim", nil, args...)}
+	waitFor(t, "s360sim to report its address", 20*time.Second, func() bool {
+		if m := simBanner.FindStringSubmatch(s.Output()); m != nil {
+			s.URL = m[1]
+			return true
+		}
+		s.failIfExited(t)
+		return false
+	})
+	waitFor(t, "s360sim to serve", 20*time.Second, func() bool {
 		resp, err := http.Get(s.URL + "/_sim/fixtures")
 		if err == nil {
 			resp.Body.Close()
 		}
+		s.failIfExited(t)
 		return err == nil && resp.StatusCode == 200
 	})
 	return s
+}
+
+// simBanner is the line s360sim prints once it listens; the newline makes
+// sure the address was read whole.
+var simBanner = regexp.MustCompile(`s360sim listening on (http://127\.0\.0\.1:[0-9]+)\n`)
+
+// failIfExited fails the test at once when p has exited, instead of
+// letting a wait for it run into its deadline.
+func (p *proc) failIfExited(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+		t.Fatalf("%s exited:\n%s", p.name, tail(p.Output(), 8000))
+	default:
+	}
 }
 
 type counters struct {
@@ -212,30 +246,49 @@ type edge struct {
 }
 
 // startEdge writes the Caddyfile (with %[1]s for the listen address,
-// %[2]s for the admin address) and runs s360edge on it.
+// %[2]s for the admin address) and runs s360edge on it. Caddy cannot report
+// a port it chose, so the ports come from freeAddr, and a start that lost
+// one of them to another process is retried on new ones.
 func startEdge(t *testing.T, caddyfile string, env ...string) *edge {
 	t.Helper()
 	dir := t.TempDir()
-	e := &edge{URL: "http://" + freeAddr(t), Admin: freeAddr(t), Config: filepath.Join(dir, "Caddyfile"), t: t}
-	e.write(caddyfile)
 	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("website"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env = append(env, "S360_OPERATOR="+simOperator, "S360_SECRET="+simSecret, "XDG_DATA_HOME="+dir, "HOME="+dir)
-	e.proc = start(t, "s360edge", env, "run", "--config", e.Config, "--adapter", "caddyfile")
+	for attempt := 1; ; attempt++ {
+		e := &edge{URL: "http://" + freeAddr(t), Admin: freeAddr(t), Config: filepath.Join(dir, "Caddyfile"), t: t}
+		e.write(caddyfile)
+		e.proc = start(t, "s360edge", env, "run", "--config", e.Config, "--adapter", "caddyfile")
+		if e.waitListening(t) {
+			return e
+		}
+		if attempt == bindRetries || !strings.Contains(e.Output(), "address already in use") {
+			t.Fatalf("s360edge exited:\n%s", tail(e.Output(), 8000))
+		}
+		t.Logf("s360edge lost a port to another process (attempt %d), retrying on new ports", attempt)
+	}
+}
+
+// waitListening waits until the edge answers on its listen address; false
+// means the process exited first. It fails the test at the deadline.
+func (e *edge) waitListening(t *testing.T) bool {
+	t.Helper()
+	exited := false
 	waitFor(t, "s360edge to listen", 30*time.Second, func() bool {
+		select {
+		case <-e.done:
+			exited = true
+			return true
+		default:
+		}
 		resp, err := http.Get(e.URL + "/")
 		if err == nil {
 			resp.Body.Close()
 		}
-		select {
-		case <-e.done:
-			t.Fatalf("s360edge exited:\n%s", e.Output())
-		default:
-		}
 		return err == nil
 	})
-	return e
+	return !exited
 }
 
 func (e *edge) write(caddyfile string) {
@@ -323,12 +376,10 @@ func restartEdge(t *testing.T, old *edge, extraEnv ...string) *edge {
 	dir := filepath.Dir(old.Config)
 	env := append([]string{"S360_OPERATOR=" + simOperator, "S360_SECRET=" + simSecret, "XDG_DATA_HOME=" + dir, "HOME=" + dir}, extraEnv...)
 	e.proc = start(t, "s360edge", env, "run", "--config", e.Config, "--adapter", "caddyfile")
-	waitFor(t, "s360edge to listen again", 30*time.Second, func() bool {
-		resp, err := http.Get(e.URL + "/")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
+	// The ports are the old process's, released just now; they cannot be
+	// changed without changing what the test restarts.
+	if !e.waitListening(t) {
+		t.Fatalf("restarted s360edge exited:\n%s", tail(e.Output(), 8000))
+	}
 	return e
 }
