@@ -2,6 +2,7 @@ package oidcrp
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,9 @@ type session struct {
 	TokExp int64  `json:"t"`
 	RT     string `json:"r,omitempty"`
 	IDT    string `json:"i,omitempty"`
+	// Via names the login method when it is not this RP's provider
+	// ("saml"); logout then does not send the buyer to the OIDC provider.
+	Via string `json:"v,omitempty"`
 }
 
 // Identity is a verified buyer.
@@ -173,16 +177,32 @@ func (rp *RP) setSession(w http.ResponseWriter, r *http.Request, s session) erro
 	http.SetCookie(w, &http.Cookie{
 		Name: rp.cfg.CookieName, Value: value, Path: "/",
 		MaxAge:   maxAge,
-		HttpOnly: true, Secure: rp.isSecure(r), SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: rp.Secure(r), SameSite: http.SameSiteLaxMode,
 	})
 	return nil
+}
+
+// StartSession seals a session for a buyer that another login method (via,
+// e.g. "saml") verified, with the same cookie, revocation and headers as an
+// OIDC login. It ends at until or after SessionTTL, whichever comes first.
+func (rp *RP) StartSession(w http.ResponseWriter, r *http.Request, via, subject, email, name string, until time.Time) error {
+	// Subjects are never truncated: two long ones could become equal.
+	if subject == "" || len(subject) > 255 {
+		return errors.New("no usable subject")
+	}
+	exp := rp.cfg.Now().Add(rp.cfg.SessionTTL)
+	if !until.IsZero() && until.Before(exp) {
+		exp = until
+	}
+	s := session{ID: rand.Text(), Sub: subject, Email: truncate(email), Name: truncate(name), Exp: exp.Unix(), TokExp: exp.Unix(), Via: via}
+	return rp.setSession(w, r, s)
 }
 
 func (rp *RP) clearSession(w http.ResponseWriter, r *http.Request) {
 	if w == nil {
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: rp.cfg.CookieName, Path: "/", MaxAge: -1, HttpOnly: true, Secure: rp.isSecure(r), SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: rp.cfg.CookieName, Path: "/", MaxAge: -1, HttpOnly: true, Secure: rp.Secure(r), SameSite: http.SameSiteLaxMode})
 }
 
 func (rp *RP) readSession(value string) (session, error) {
@@ -260,6 +280,9 @@ func bearerToken(r *http.Request) (string, bool) {
 }
 
 func (rp *RP) identifyBearer(ctx context.Context, raw string) (*Identity, error) {
+	if rp.cfg.NoProvider {
+		return nil, fmt.Errorf("%w: no OIDC provider is configured", ErrInvalidToken)
+	}
 	p, err := rp.provider(ctx)
 	if err != nil {
 		return nil, err
