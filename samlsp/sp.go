@@ -7,6 +7,7 @@ package samlsp
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -77,12 +78,14 @@ type Config struct {
 
 // SP is the service provider; safe for concurrent use.
 type SP struct {
-	cfg     Config
-	log     *zap.Logger
-	key     crypto.Signer
-	cert    *x509.Certificate
-	state   *oidcrp.Sealer
-	replays saml.AssertionReplayCache
+	cfg  Config
+	log  *zap.Logger
+	key  crypto.Signer
+	cert *x509.Certificate
+	// sigMethod fits key: the IdP checks the AuthnRequests with it.
+	sigMethod string
+	state     *oidcrp.Sealer
+	replays   saml.AssertionReplayCache
 
 	mu      sync.Mutex
 	idp     *saml.EntityDescriptor
@@ -149,7 +152,11 @@ func New(cfg Config) (*SP, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SP{cfg: cfg, log: cfg.Logger, key: key, cert: cert, state: state, replays: csamlsp.NewMemoryReplayCache(100_000)}, nil
+	sigMethod := dsig.RSASHA256SignatureMethod
+	if _, ok := key.Public().(*ecdsa.PublicKey); ok {
+		sigMethod = dsig.ECDSASHA256SignatureMethod
+	}
+	return &SP{cfg: cfg, log: cfg.Logger, key: key, cert: cert, sigMethod: sigMethod, state: state, replays: csamlsp.NewMemoryReplayCache(100_000)}, nil
 }
 
 // Paths of the endpoints.
@@ -242,7 +249,7 @@ func (s *SP) provider(r *http.Request, idp *saml.EntityDescriptor) *saml.Service
 		MetadataURL:                      abs(s.metadataPath()),
 		AcsURL:                           abs(s.acsPath()),
 		IDPMetadata:                      idp,
-		SignatureMethod:                  dsig.RSASHA256SignatureMethod,
+		SignatureMethod:                  s.sigMethod,
 		AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
 		ReplayCache:                      s.replays,
 		RejectSHA1Signatures:             true,
