@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // The SAML test runs the real binaries: the simulator is the shop and its
@@ -109,21 +112,22 @@ func (c *client) postForm(t *testing.T, target string, v url.Values) reply {
 	return reply{method: "POST", url: target, status: resp.StatusCode, hdr: resp.Header, body: b}
 }
 
-func TestSAMLLoginJourney(t *testing.T) {
+// startSAML runs the sidecar (SAML login only, website root at root) and
+// the simulator serving the shop's IdP for it.
+func startSAML(t *testing.T, root string) (e *edge, simURL string, simProc *proc) {
+	t.Helper()
 	simAddr := freeAddr(t)
-	simURL := "http://" + simAddr
+	simURL = "http://" + simAddr
 	cert, key := spKeyPair(t)
 	echo := echoWebsite(t)
-	root := t.TempDir()
-	os.WriteFile(filepath.Join(root, "index.html"), []byte("website"), 0o600)
 	key32 := make([]byte, 32)
 	rand.Read(key32)
 	// The sidecar starts first: it reads the IdP metadata only at the
 	// first login, so the shop being down does not block its start.
-	e := startEdge(t, strings.NewReplacer("@SIM@", simURL, "@CERT@", cert, "@KEY@", key,
+	e = startEdge(t, strings.NewReplacer("@SIM@", simURL, "@CERT@", cert, "@KEY@", key,
 		"@ECHO@", strings.TrimPrefix(echo.URL, "http://"), "@ROOT@", root).Replace(samlCaddyfile),
 		"S360_COOKIE_KEY="+base64.StdEncoding.EncodeToString(key32))
-	sp := start(t, "s360sim", nil, "-addr", simAddr, "-operator", simOperator, "-secret", simSecret,
+	simProc = start(t, "s360sim", nil, "-addr", simAddr, "-operator", simOperator, "-secret", simSecret,
 		"-saml-sp-metadata", e.URL+"/auth/saml/metadata")
 	waitFor(t, "s360sim to listen", 20*time.Second, func() bool {
 		resp, err := http.Get(simURL + "/saml/metadata")
@@ -132,9 +136,16 @@ func TestSAMLLoginJourney(t *testing.T) {
 		}
 		return err == nil && resp.StatusCode == 200
 	})
-	if !strings.Contains(sp.Output(), `buyer login "buyer", password "buyer-password"`) {
-		t.Errorf("the simulator does not print the buyer's login: %s", sp.Output())
-	}
+	return e, simURL, simProc
+}
+
+func TestSAMLLoginJourney(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "index.html"), []byte("website"), 0o600)
+	e, simURL, sp := startSAML(t, root)
+	waitFor(t, "the simulator to print the buyer's login", 10*time.Second, func() bool {
+		return strings.Contains(sp.Output(), `buyer login "buyer", password "buyer-password"`)
+	})
 
 	b := newClient("buyer")
 	// A protected page sends the browser to login, and back afterwards.
@@ -203,5 +214,83 @@ func TestSAMLLoginJourney(t *testing.T) {
 	}
 	if r := copied.get(t, e.URL+"/echo/private/tickets"); r.status != http.StatusUnauthorized {
 		t.Fatalf("protected API call with a logged-out cookie: %s", r)
+	}
+}
+
+// TestSAMLBrowserLogin logs the shop's buyer in through SAML in headless
+// Chromium: the real browser's cookie rules (the login state cookie must
+// come back on the shop's cross-port form post) and the shop's
+// self-submitting answer form are what the hand-driven test cannot show.
+func TestSAMLBrowserLogin(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("%s not found: install Debian's chromium package to run the SAML browser login", chromiumPath)
+		}
+		t.Fatalf("%s not found although CI is set: %v", chromiumPath, err)
+	}
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "index.html"), []byte("website"), 0o600)
+	e, simURL, _ := startSAML(t, root)
+
+	chromeOut := &syncBuffer{}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.CombinedOutput(chromeOut),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	// The first Run binds the browser to its context, so it gets no
+	// deadline (which would end the browser with it); a watchdog instead.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("starting %s: %v\n%s", chromiumPath, err, tail(chromeOut.String(), 4000))
+		}
+	case <-time.After(90 * time.Second):
+		cancel()
+		t.Fatalf("starting %s: no answer within 90s (%v)", chromiumPath, <-started)
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("--- chromium output ---\n%s", tail(withoutDBus(chromeOut.String()), 4000))
+		}
+	}()
+
+	// A protected page sends the browser through the shop's login.
+	runWithin(t, ctx, "opening a protected page", 60*time.Second, chromedp.Steps(
+		chromedp.Navigate(e.URL + "/echo/private/tickets"),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)),
+	))
+	if at := runWithin(t, ctx, "reading the location", 10*time.Second, chromedp.Location()); !strings.HasPrefix(at, simURL+"/saml/sso?") {
+		t.Fatalf("the browser is at %q, want the shop's sign-on page", at)
+	}
+	runWithin(t, ctx, "logging in at the shop", 60*time.Second, chromedp.Steps(
+		chromedp.SendKeys(chromedp.CSS(`input[name=user]`), "buyer"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "buyer-password"),
+		chromedp.Submit(chromedp.CSS(`input[name=password]`)),
+	))
+	// The shop's answer form submits itself to the ACS, which sends the
+	// browser back to the protected page, now with the buyer's headers.
+	waitFor(t, "the browser to come back to the protected page", 30*time.Second, func() bool {
+		at, _ := chromedp.Run(ctx, chromedp.Location())
+		return at == e.URL+"/echo/private/tickets"
+	})
+	body := runWithin(t, ctx, "reading the page", 10*time.Second, chromedp.Text(chromedp.CSS(`body`)))
+	if !strings.Contains(body, `"X-S360-User":["buyer@example.com"]`) || !strings.Contains(body, `"X-S360-Name":["Ada Buyer"]`) {
+		t.Fatalf("the website saw %s", body)
+	}
+	runWithin(t, ctx, "reading userinfo", 30*time.Second, chromedp.Navigate(e.URL+"/auth/userinfo"))
+	body = runWithin(t, ctx, "reading userinfo", 10*time.Second, chromedp.Text(chromedp.CSS(`body`)))
+	if !strings.Contains(body, `"email":"buyer@example.com"`) {
+		t.Fatalf("userinfo: %s", body)
 	}
 }
