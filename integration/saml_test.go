@@ -267,7 +267,7 @@ func TestSAMLBrowserLogin(t *testing.T) {
 
 	// A protected page sends the browser through the shop's login.
 	runWithin(t, ctx, "opening a protected page", 60*time.Second, chromedp.Steps(
-		chromedp.Navigate(e.URL + "/echo/private/tickets"),
+		chromedp.Navigate(e.URL+"/echo/private/tickets"),
 		chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)),
 	))
 	if at := runWithin(t, ctx, "reading the location", 10*time.Second, chromedp.Location()); !strings.HasPrefix(at, simURL+"/saml/sso?") {
