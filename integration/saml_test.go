@@ -204,8 +204,23 @@ func TestSAMLLoginJourney(t *testing.T) {
 	copied := newClient("copy")
 	u, _ := url.Parse(e.URL)
 	copied.jar.SetCookies(u, b.jar.Cookies(u))
-	if r := b.do(t, "POST", e.URL+"/auth/logout", ""); r.status != http.StatusFound {
-		t.Fatalf("logout: %s", r)
+	// It also ends the buyer's session at the shop (SP-initiated single
+	// logout): a signed LogoutRequest, and the shop's answer back here.
+	r = b.do(t, "POST", e.URL+"/auth/logout", "")
+	slo, _ := url.Parse(r.hdr.Get("Location"))
+	if r.status != http.StatusFound || slo == nil || !strings.HasPrefix(slo.String(), simURL+"/saml/slo?") ||
+		slo.Query().Get("SAMLRequest") == "" || slo.Query().Get("Signature") == "" {
+		t.Fatalf("logout: want a signed LogoutRequest to the shop: %s", r)
+	}
+	r = b.get(t, slo.String())
+	if r.status != http.StatusFound || !strings.HasPrefix(r.hdr.Get("Location"), e.URL+"/auth/saml/slo?SAMLResponse=") {
+		t.Fatalf("the shop's single logout: %s", r)
+	}
+	if r = b.get(t, r.hdr.Get("Location")); r.status != http.StatusFound || r.hdr.Get("Location") != "/" {
+		t.Fatalf("back from single logout: %s", r)
+	}
+	if strings.Contains(e.Output(), "saml logout response refused") {
+		t.Errorf("the shop's LogoutResponse was refused:\n%s", e.Output())
 	}
 	for _, c := range []*client{b, copied} {
 		if r, _ := c.userinfo(t, e); r.status != http.StatusUnauthorized {
@@ -214,6 +229,11 @@ func TestSAMLLoginJourney(t *testing.T) {
 	}
 	if r := copied.get(t, e.URL+"/echo/private/tickets"); r.status != http.StatusUnauthorized {
 		t.Fatalf("protected API call with a logged-out cookie: %s", r)
+	}
+	// The shop asks for the password again.
+	r = b.get(t, e.URL+"/auth/login?provider=saml")
+	if _, f := form(t, b.get(t, r.hdr.Get("Location"))); !f.Has("password") {
+		t.Fatal("the shop's session outlived the single logout")
 	}
 }
 

@@ -203,6 +203,15 @@ func (rp *RP) serveLogout(w http.ResponseWriter, r *http.Request) {
 	target := rp.cfg.PostLogoutRedirect
 	// Only a buyer who had a session is sent to the provider: the others
 	// have nothing of ours to end there.
+	if f := rp.logoutVia[s.Via]; hadSession && s.Via != "" && f != nil {
+		back := target
+		if !isAbsURL(back) {
+			back = rp.Origin(r) + back
+		}
+		if u := f(r, s.Ext, back); u != "" {
+			target = u
+		}
+	}
 	if hadSession && s.Via == "" && !rp.cfg.NoProvider {
 		if p, err := rp.provider(r.Context()); err == nil && p.endSession != "" {
 			back := target

@@ -59,6 +59,8 @@ type RP struct {
 	lastErr  error
 	retryAt  time.Time
 
+	logoutVia map[string]func(r *http.Request, ext, back string) string
+
 	refreshes singleflight.Group
 	recentMu  sync.Mutex
 	recent    map[string]recentRefresh
@@ -92,7 +94,7 @@ func New(cfg Config) (*RP, error) {
 		return nil, err
 	}
 	protect, _ := NewProtect(cfg.Protect) // validated above
-	return &RP{cfg: cfg, log: cfg.Logger, secret: secret, session: sc, state: stc, protect: protect, recent: map[string]recentRefresh{}}, nil
+	return &RP{cfg: cfg, log: cfg.Logger, secret: secret, session: sc, state: stc, protect: protect, recent: map[string]recentRefresh{}, logoutVia: map[string]func(*http.Request, string, string) string{}}, nil
 }
 
 // Protected reports whether r's path, in any reading of it, is protected.

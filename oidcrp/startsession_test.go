@@ -37,7 +37,7 @@ func TestStartSessionWithoutProvider(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	until := clock.Now().Add(time.Hour)
-	if err := rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/auth/saml/acs", nil), "saml", "buyer-1", "b@example.com", "B\r\nX", until); err != nil {
+	if err := rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/auth/saml/acs", nil), Login{Via: "saml", Subject: "buyer-1", Email: "b@example.com", Name: "B\r\nX", Until: until}); err != nil {
 		t.Fatal(err)
 	}
 	id, err := rp.Identify(nil, sessionFrom(t, rec, "/"))
@@ -59,10 +59,10 @@ func TestStartSessionWithoutProvider(t *testing.T) {
 	if _, err := rp.Identify(nil, bearer); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("bearer without a provider: %v", err)
 	}
-	if err := rp.StartSession(httptest.NewRecorder(), bearer, "saml", "", "", "", time.Time{}); err == nil {
+	if err := rp.StartSession(httptest.NewRecorder(), bearer, Login{Via: "saml"}); err == nil {
 		t.Fatal("a session without a subject was started")
 	}
-	if err := rp.StartSession(httptest.NewRecorder(), bearer, "saml", strings.Repeat("s", 256), "", "", time.Time{}); err == nil {
+	if err := rp.StartSession(httptest.NewRecorder(), bearer, Login{Via: "saml", Subject: strings.Repeat("s", 256)}); err == nil {
 		t.Fatal("a session with a 256-byte subject was started")
 	}
 }
@@ -71,7 +71,7 @@ func TestSessionTTLCapsStartSession(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
 	rp, _ := New(Config{NoProvider: true, CookieSecret: string(testSecret), Now: clock.Now, SessionTTL: time.Minute})
 	rec := httptest.NewRecorder()
-	if err := rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/", nil), "saml", "b", "", "", time.Time{}); err != nil {
+	if err := rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/", nil), Login{Via: "saml", Subject: "b"}); err != nil {
 		t.Fatal(err)
 	}
 	id, _ := rp.Identify(nil, sessionFrom(t, rec, "/"))
@@ -85,7 +85,7 @@ func TestSessionTTLCapsStartSession(t *testing.T) {
 func TestLogoutOfSAMLSessionStaysHere(t *testing.T) {
 	e := newEnv(t, envOptions{endSession: true, cfg: func(c *Config) { c.PostLogoutRedirect = "/bye" }})
 	rec := httptest.NewRecorder()
-	if err := e.rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/", nil), "saml", "b", "", "", time.Time{}); err != nil {
+	if err := e.rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/", nil), Login{Via: "saml", Subject: "b"}); err != nil {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(e.srv.URL)
@@ -117,5 +117,30 @@ func TestSealer(t *testing.T) {
 	clock.Advance(time.Minute)
 	if _, err := a.Open(v); err == nil {
 		t.Fatal("an expired value opened")
+	}
+}
+
+func TestOnLogoutSendsToTheLoginMethod(t *testing.T) {
+	e := newEnv(t, envOptions{endSession: true, cfg: func(c *Config) { c.PostLogoutRedirect = "/bye" }})
+	var gotExt, gotBack string
+	e.rp.OnLogout("saml", func(_ *http.Request, ext, back string) string {
+		gotExt, gotBack = ext, back
+		return "https://shop.example/slo?x=1"
+	})
+	rec := httptest.NewRecorder()
+	if err := e.rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/", nil), Login{Via: "saml", Subject: "b", Ext: `{"n":"b"}`}); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(e.srv.URL)
+	e.browser.Jar.SetCookies(u, rec.Result().Cookies())
+	res := e.get(e.browser, "/auth/logout")
+	if res.status != http.StatusFound || res.header.Get("Location") != "https://shop.example/slo?x=1" {
+		t.Fatalf("logout: %d %v", res.status, res.header)
+	}
+	if gotExt != `{"n":"b"}` || gotBack != e.srv.URL+"/bye" {
+		t.Fatalf("hook got ext %q back %q", gotExt, gotBack)
+	}
+	if r := e.get(e.browser, "/auth/userinfo"); r.status != http.StatusUnauthorized {
+		t.Fatalf("userinfo after logout: %d", r.status)
 	}
 }

@@ -156,17 +156,20 @@ func New(cfg Config) (*SP, error) {
 	if _, ok := key.Public().(*ecdsa.PublicKey); ok {
 		sigMethod = dsig.ECDSASHA256SignatureMethod
 	}
-	return &SP{cfg: cfg, log: cfg.Logger, key: key, cert: cert, sigMethod: sigMethod, state: state, replays: csamlsp.NewMemoryReplayCache(100_000)}, nil
+	sp := &SP{cfg: cfg, log: cfg.Logger, key: key, cert: cert, sigMethod: sigMethod, state: state, replays: csamlsp.NewMemoryReplayCache(100_000)}
+	cfg.Sessions.OnLogout(via, sp.logoutURL)
+	return sp, nil
 }
 
 // Paths of the endpoints.
 func (s *SP) metadataPath() string { return s.cfg.Prefix + "/saml/metadata" }
 func (s *SP) acsPath() string      { return s.cfg.Prefix + "/saml/acs" }
+func (s *SP) sloPath() string      { return s.cfg.Prefix + "/saml/slo" }
 
 // Handles reports whether path is one of the SP's own endpoints (login is
 // shared with OIDC and routed by the caller to ServeLogin).
 func (s *SP) Handles(path string) bool {
-	return path == s.metadataPath() || path == s.acsPath()
+	return path == s.metadataPath() || path == s.acsPath() || path == s.sloPath()
 }
 
 // metadata returns the IdP's metadata, reading it if needed; after a
@@ -248,6 +251,8 @@ func (s *SP) provider(r *http.Request, idp *saml.EntityDescriptor) *saml.Service
 		Certificate:                      s.cert,
 		MetadataURL:                      abs(s.metadataPath()),
 		AcsURL:                           abs(s.acsPath()),
+		SloURL:                           abs(s.sloPath()),
+		LogoutBindings:                   []string{saml.HTTPRedirectBinding},
 		IDPMetadata:                      idp,
 		SignatureMethod:                  s.sigMethod,
 		AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
@@ -332,6 +337,8 @@ func (s *SP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.serveACS(w, r)
+	case s.sloPath():
+		s.serveSLO(w, r)
 	default:
 		oidcrp.WriteError(w, http.StatusNotFound, "not_found", "no such authentication endpoint")
 	}
@@ -394,7 +401,8 @@ func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user, email, name := s.identity(assertion)
-	if err := s.cfg.Sessions.StartSession(w, r, "saml", user, email, name, sessionEnd(assertion)); err != nil {
+	login := oidcrp.Login{Via: via, Subject: user, Email: email, Name: name, Until: sessionEnd(assertion), Ext: idpSessionOf(assertion)}
+	if err := s.cfg.Sessions.StartSession(w, r, login); err != nil {
 		s.log.Info("saml response refused: unusable subject", zap.Error(err))
 		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_response", "the identity provider's answer names no usable user")
 		return
@@ -463,4 +471,87 @@ func sessionEnd(a *saml.Assertion) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// via names SAML sessions in oidcrp.
+const via = "saml"
+
+// idpSession is what single logout needs of the login, kept in the session.
+type idpSession struct {
+	NameID string `json:"n"`
+	Format string `json:"f,omitempty"`
+	Index  string `json:"i,omitempty"`
+}
+
+func idpSessionOf(a *saml.Assertion) string {
+	var v idpSession
+	if a.Subject != nil && a.Subject.NameID != nil {
+		v.NameID, v.Format = a.Subject.NameID.Value, a.Subject.NameID.Format
+	}
+	for _, st := range a.AuthnStatements {
+		if st.SessionIndex != "" {
+			v.Index = st.SessionIndex
+			break
+		}
+	}
+	if v.NameID == "" {
+		return ""
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// logoutURL is the IdP's single logout with a signed LogoutRequest
+// (HTTP-Redirect binding) when its metadata offers one, else "" (the
+// session ends here only). The session is already revoked here: the IdP's
+// answer changes nothing.
+func (s *SP) logoutURL(r *http.Request, ext, _ string) string {
+	var v idpSession
+	if json.Unmarshal([]byte(ext), &v) != nil || v.NameID == "" {
+		return ""
+	}
+	idp, err := s.metadata()
+	if err != nil {
+		return ""
+	}
+	sp := s.provider(r, idp)
+	loc := sp.GetSLOBindingLocation(saml.HTTPRedirectBinding)
+	if loc == "" {
+		return ""
+	}
+	var opts []saml.LogoutRequestOption
+	if v.Index != "" {
+		opts = append(opts, saml.WithSessionIndex(v.Index))
+	}
+	req, err := sp.MakeLogoutRequest(loc, v.NameID, opts...)
+	var u *url.URL
+	if err == nil {
+		if req.NameID != nil && v.Format != "" {
+			req.NameID.Format = v.Format
+		}
+		u, err = sp.RedirectLogoutRequestURL(req, "")
+	}
+	if err != nil {
+		s.log.Warn("saml single logout request not made; the session ended here only", zap.Error(err))
+		return ""
+	}
+	return u.String()
+}
+
+// serveSLO is where the IdP sends the browser back after single logout.
+// The session was revoked before the browser left, so the answer is only
+// checked and logged. Logout requests the IdP starts are not supported.
+func (s *SP) serveSLO(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("SAMLRequest") != "" || r.Method != http.MethodGet {
+		oidcrp.WriteError(w, http.StatusBadRequest, "unsupported", "only the answer to a logout this site started is accepted here (HTTP-Redirect binding)")
+		return
+	}
+	if idp, err := s.metadata(); err == nil {
+		if err := s.provider(r, idp).ValidateLogoutResponseRequest(r); err != nil {
+			s.log.Info("saml logout response refused", zap.String("reason", reason(err)))
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", "/")
+	w.WriteHeader(http.StatusFound)
 }
