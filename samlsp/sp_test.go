@@ -441,3 +441,50 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// An IdP whose clock runs ahead of ours is accepted within the 90 s skew
+// only (our clock is set back after the login: the IdP checks our
+// request's time with its own).
+func TestIdPClockAhead(t *testing.T) {
+	for _, tt := range []struct {
+		ahead time.Duration
+		want  int
+	}{
+		{60 * time.Second, http.StatusSeeOther},
+		{maxSkew + 30*time.Second, http.StatusUnauthorized},
+	} {
+		t.Run(tt.ahead.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFixture(t, true)
+				state, loc := f.login()
+				resp := f.answer(f.idp, loc)
+				f.sp.cfg.Now = func() time.Time { return time.Now().Add(-tt.ahead) }
+				if rec := f.post(site, state, resp); rec.Code != tt.want {
+					t.Fatalf("got %d %s, want %d", rec.Code, rec.Body, tt.want)
+				}
+			})
+		})
+	}
+}
+
+func TestSingleLogoutRequest(t *testing.T) {
+	f := newFixture(t, true)
+	f.idp.LogoutURL = *must(url.Parse("https://idp.test/slo"))
+	md, _ := xml.Marshal(f.idp.Metadata())
+	if err := os.WriteFile(f.sp.cfg.IDPMetadata, md, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, site+"/auth/logout", nil)
+	if u := f.sp.logoutURL(req, "not json", "/"); u != "" {
+		t.Fatalf("a session without IdP data logs out at %q", u)
+	}
+	u := must(url.Parse(f.sp.logoutURL(req, `{"n":"buyer-42","i":"idx-1"}`, "/")))
+	if u.Host != "idp.test" || u.Path != "/slo" || u.Query().Get("SAMLRequest") == "" || u.Query().Get("Signature") == "" {
+		t.Fatalf("logout URL %s: want a signed LogoutRequest to the IdP's SLO", u)
+	}
+	rec := httptest.NewRecorder()
+	f.sp.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, site+"/auth/saml/slo?SAMLRequest=x", nil))
+	if rec.Code != http.StatusBadRequest {
+		t.Fatalf("IdP-initiated logout request: %d", rec.Code)
+	}
+}
