@@ -6,6 +6,8 @@ CADDYV  := $(shell jq -r .caddy xcaddy.json 2>/dev/null || echo v2.11.9)
 
 export S360_OPERATOR ?= MOSA_WEB
 export S360_SECRET   ?= sim-secret
+# Demo only: encrypts the buyer session cookie of `make run`.
+export S360_COOKIE_KEY ?= make-run-demo-cookie-key-not-for-production
 S360SIM_ADDR ?= 127.0.0.1:8081
 
 .PHONY: all build run test unit integration xcaddy fuzz bench clean
@@ -20,8 +22,9 @@ build:
 # Ctrl-C stops both.
 run: build
 	@mkdir -p tmp
+	@test -f tmp/saml-sp.key || openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=s360edge-demo-sp -keyout tmp/saml-sp.key -out tmp/saml-sp.crt 2>/dev/null
 	@echo "starting s360sim on $(S360SIM_ADDR) and s360edge on 127.0.0.1:8080 only (open http://localhost:8080/ or http://127.0.0.1:8080/; admin API on localhost:2019)"
-	@$(BIN)/s360sim -addr $(S360SIM_ADDR) -institution MOSA -operator $$S360_OPERATOR -secret $$S360_SECRET 2>tmp/s360sim.log & \
+	@$(BIN)/s360sim -addr $(S360SIM_ADDR) -institution MOSA -operator $$S360_OPERATOR -secret $$S360_SECRET -saml-sp-metadata http://127.0.0.1:8080/auth/saml/metadata 2>tmp/s360sim.log & \
 	sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	for i in $$(seq 1 50); do curl -fs http://$(S360SIM_ADDR)/_sim/fixtures >/dev/null 2>&1 && break; sleep 0.1; done; \
 	echo; echo "try:"; \
@@ -29,6 +32,7 @@ run: build
 	echo "  curl -s -X POST -H 'Content-Type: application/json' -d '{}' http://127.0.0.1:8080/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed | head -c 600"; \
 	echo "  curl -s http://$(S360SIM_ADDR)/_sim/fixtures   # ids for availability and order calls"; \
 	echo "  curl -s http://$(S360SIM_ADDR)/_sim/counters   # what reached the simulator"; \
+	echo "  open http://127.0.0.1:8080/auth/login?provider=saml  # log in at the shop (SAML IdP), then /auth/userinfo"; \
 	echo; \
 	$(BIN)/s360edge run --config Caddyfile.example --adapter caddyfile
 

@@ -62,6 +62,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			name_claim    <claim>
 //			token_auth    basic|post
 //		}
+//		saml {
+//			idp_metadata    <url or file>
+//			entity_id       <url>
+//			cert            <pem file>
+//			key             <pem file>
+//			user_attribute  <name>
+//			email_attribute <name>
+//			name_attribute  <name>
+//			protect         <path or prefix*>...
+//			cookie_secret   <secret>
+//		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -155,6 +166,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Allow = append(h.Allow, args...)
 		case "oidc":
 			h.OIDC, err = parseOIDC(d)
+		case "saml":
+			h.SAML, err = parseSAML(d)
 		default:
 			return d.Errf("unknown subdirective %q", name)
 		}
@@ -266,6 +279,35 @@ func parseOIDC(d *caddyfile.Dispenser) (*OIDC, error) {
 		}
 	}
 	return o, nil
+}
+
+func parseSAML(d *caddyfile.Dispenser) (*SAML, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	s := &SAML{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dst := map[string]*string{
+			"idp_metadata": &s.IDPMetadata, "entity_id": &s.EntityID, "cert": &s.Cert, "key": &s.Key,
+			"user_attribute": &s.UserAttribute, "email_attribute": &s.EmailAttribute,
+			"name_attribute": &s.NameAttribute, "cookie_secret": &s.CookieSecret,
+		}[d.Val()]
+		switch {
+		case d.Val() == "protect":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			s.Protect = append(s.Protect, args...)
+		case dst == nil:
+			return nil, d.Errf("unknown saml subdirective %q", d.Val())
+		default:
+			if err := oneArg(d, dst); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s, nil
 }
 
 // Interface guard

@@ -122,6 +122,8 @@ type Handler struct {
 	MaxSize int64 `json:"max_size,omitempty"`
 	// OIDC configures buyer login. Default: off.
 	OIDC *OIDC `json:"oidc,omitempty"`
+	// SAML configures buyer login at the shop as SAML IdP. Default: off.
+	SAML *SAML `json:"saml,omitempty"`
 
 	logger      *zap.Logger
 	classifier  s360.Classifier
@@ -213,6 +215,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.warnBelowGuidance()
 	if err := h.provisionOIDC(); err != nil {
+		return err
+	}
+	if err := h.provisionSAML(); err != nil {
 		return err
 	}
 
@@ -416,6 +421,9 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP answers S-360 paths and passes everything else on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	p := r.URL.Path
+	if h.serveSAML(w, r) {
+		return nil
+	}
 	if h.rp != nil && h.rp.Handles(p) {
 		h.rp.ServeHTTP(w, r)
 		return nil

@@ -52,7 +52,7 @@ func (h *Handler) provisionOIDC() error {
 
 // protected reports whether r needs a logged-in buyer.
 func (h *Handler) protected(r *http.Request) bool {
-	return h.rp != nil && h.rp.Protected(r)
+	return h.rp != nil && (h.rp.Protected(r) || h.SAML.protects(r))
 }
 
 // revokedPrefix names the store's meta values of logged-out sessions.

@@ -80,6 +80,11 @@ type Config struct {
 	// Logger receives operational events, never tokens, codes or cookies.
 	// Default: no logging.
 	Logger *zap.Logger
+
+	// NoProvider makes the RP keep only the sessions another login method
+	// starts (StartSession, for SAML): Issuer, ClientID and ClientSecret are
+	// then unused, and login and callback are not served.
+	NoProvider bool
 }
 
 // Defaults for Config fields left empty.
@@ -133,15 +138,17 @@ func (c Config) withDefaults() Config {
 // validate reads only; it runs after withDefaults.
 func (c Config) validate() error {
 	var errs []error
-	u, err := url.Parse(c.Issuer)
-	if c.Issuer == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("issuer must be an absolute http(s) URL, got %q", c.Issuer))
-	}
-	if c.ClientID == "" {
-		errs = append(errs, errors.New("client_id is required"))
-	}
-	if c.ClientSecret == "" {
-		errs = append(errs, errors.New("client_secret is required"))
+	if !c.NoProvider {
+		u, err := url.Parse(c.Issuer)
+		if c.Issuer == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("issuer must be an absolute http(s) URL, got %q", c.Issuer))
+		}
+		if c.ClientID == "" {
+			errs = append(errs, errors.New("client_id is required"))
+		}
+		if c.ClientSecret == "" {
+			errs = append(errs, errors.New("client_secret is required"))
+		}
 	}
 	if _, err := decodeSecret(c.CookieSecret); err != nil {
 		errs = append(errs, err)

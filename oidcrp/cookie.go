@@ -114,3 +114,29 @@ func (c *cookieCodec) decode(value string, now time.Time) ([]byte, error) {
 	}
 	return plain[8:], nil
 }
+
+// Sealer seals short-lived values for another login method's own cookie
+// (SAML's login state), with a key derived from the RP's secret and name.
+type Sealer struct {
+	c   *cookieCodec
+	now func() time.Time
+}
+
+// Sealer returns a Sealer for the cookie called name; name must differ from
+// the RP's own cookie names.
+func (rp *RP) Sealer(name string) (*Sealer, error) {
+	c, err := newCookieCodec(rp.secret, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Sealer{c: c, now: rp.cfg.Now}, nil
+}
+
+// Seal encrypts and authenticates payload, valid until expiry.
+func (s *Sealer) Seal(payload []byte, expiry time.Time) (string, error) {
+	return s.c.encode(payload, expiry)
+}
+
+// Open returns the payload of a value Seal made, or an error when it was
+// tampered with, made for another cookie or has expired.
+func (s *Sealer) Open(value string) ([]byte, error) { return s.c.decode(value, s.now()) }

@@ -34,6 +34,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, e apiError) { writeJSON(w, status, e) }
 
+// WriteError answers {"error":code,"message":message}, uncached; for the
+// other login methods that share this RP's sessions.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	writeError(w, status, apiError{Error: code, Message: message})
+}
+
 func writeUnavailable(w http.ResponseWriter) {
 	w.Header().Set("Retry-After", strconv.Itoa(int(discoveryRetry/time.Second)))
 	writeError(w, http.StatusServiceUnavailable, apiError{Error: "provider_unavailable", Message: "the identity provider cannot be reached; try again shortly"})
@@ -77,7 +83,7 @@ func (rp *RP) serveLogin(w http.ResponseWriter, r *http.Request) {
 	// SameSite=Lax still sends it on the provider's top-level redirect back.
 	http.SetCookie(w, &http.Cookie{
 		Name: rp.stateCookieName(), Value: value, Path: rp.cfg.CallbackPath,
-		MaxAge: int(stateTTL / time.Second), HttpOnly: true, Secure: rp.isSecure(r), SameSite: http.SameSiteLaxMode,
+		MaxAge: int(stateTTL / time.Second), HttpOnly: true, Secure: rp.Secure(r), SameSite: http.SameSiteLaxMode,
 	})
 	redirect(w, p.oauth.AuthCodeURL(st.State,
 		oidc.Nonce(st.Nonce),
@@ -106,7 +112,7 @@ func (rp *RP) serveCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// From here the attempt is over, whatever the outcome.
-	http.SetCookie(w, &http.Cookie{Name: rp.stateCookieName(), Path: rp.cfg.CallbackPath, MaxAge: -1, HttpOnly: true, Secure: rp.isSecure(r), SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: rp.stateCookieName(), Path: rp.cfg.CallbackPath, MaxAge: -1, HttpOnly: true, Secure: rp.Secure(r), SameSite: http.SameSiteLaxMode})
 
 	if perr := q.Get("error"); perr != "" {
 		rp.log.Info("provider refused login", zap.String("provider_error", perr))
@@ -197,11 +203,20 @@ func (rp *RP) serveLogout(w http.ResponseWriter, r *http.Request) {
 	target := rp.cfg.PostLogoutRedirect
 	// Only a buyer who had a session is sent to the provider: the others
 	// have nothing of ours to end there.
-	if hadSession {
+	if f := rp.logoutVia[s.Via]; hadSession && s.Via != "" && f != nil {
+		back := target
+		if !isAbsURL(back) {
+			back = rp.Origin(r) + back
+		}
+		if u := f(r, s.Ext, back); u != "" {
+			target = u
+		}
+	}
+	if hadSession && s.Via == "" && !rp.cfg.NoProvider {
 		if p, err := rp.provider(r.Context()); err == nil && p.endSession != "" {
 			back := target
 			if !isAbsURL(back) {
-				back = rp.origin(r) + back
+				back = rp.Origin(r) + back
 			}
 			u, _ := url.Parse(p.endSession) // validated at discovery
 			v := u.Query()

@@ -48,6 +48,7 @@ const (
 type RP struct {
 	cfg     Config
 	log     *zap.Logger
+	secret  []byte
 	session *cookieCodec
 	state   *cookieCodec
 	protect Protect
@@ -57,6 +58,8 @@ type RP struct {
 	inflight chan struct{} // closed when the running discovery ends
 	lastErr  error
 	retryAt  time.Time
+
+	logoutVia map[string]func(r *http.Request, ext, back string) string
 
 	refreshes singleflight.Group
 	recentMu  sync.Mutex
@@ -91,7 +94,7 @@ func New(cfg Config) (*RP, error) {
 		return nil, err
 	}
 	protect, _ := NewProtect(cfg.Protect) // validated above
-	return &RP{cfg: cfg, log: cfg.Logger, session: sc, state: stc, protect: protect, recent: map[string]recentRefresh{}}, nil
+	return &RP{cfg: cfg, log: cfg.Logger, secret: secret, session: sc, state: stc, protect: protect, recent: map[string]recentRefresh{}, logoutVia: map[string]func(*http.Request, string, string) string{}}, nil
 }
 
 // Protected reports whether r's path, in any reading of it, is protected.
@@ -206,7 +209,9 @@ func (rp *RP) clientCtx(ctx context.Context) (context.Context, context.CancelFun
 // Handles reports whether path is one of the RP's endpoints.
 func (rp *RP) Handles(path string) bool {
 	switch path {
-	case rp.cfg.LoginPath, rp.cfg.CallbackPath, rp.cfg.LogoutPath, rp.cfg.UserinfoPath:
+	case rp.cfg.LoginPath, rp.cfg.CallbackPath:
+		return !rp.cfg.NoProvider
+	case rp.cfg.LogoutPath, rp.cfg.UserinfoPath:
 		return true
 	}
 	return false
@@ -253,9 +258,9 @@ func (rp *RP) LoginURL(returnTo string) string {
 	return rp.cfg.LoginPath + "?return_to=" + url.QueryEscape(SanitizeReturnTo(returnTo))
 }
 
-// isSecure says whether cookies must be Secure: the buyer reached us over
-// TLS, directly or through a proxy that says so.
-func (rp *RP) isSecure(r *http.Request) bool {
+// Secure says whether cookies set on r's answer must be Secure: the buyer
+// reached us over TLS, directly or through a proxy that says so.
+func (rp *RP) Secure(r *http.Request) bool {
 	if r.TLS != nil || strings.HasPrefix(rp.cfg.RedirectURL, "https://") {
 		return true
 	}
@@ -263,8 +268,8 @@ func (rp *RP) isSecure(r *http.Request) bool {
 	return strings.EqualFold(strings.TrimSpace(proto), "https")
 }
 
-// origin is scheme://host of the request, as the buyer sees it.
-func (rp *RP) origin(r *http.Request) string {
+// Origin is scheme://host of the request, as the buyer sees it.
+func (rp *RP) Origin(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -278,7 +283,7 @@ func (rp *RP) redirectURL(r *http.Request) string {
 	if rp.cfg.RedirectURL != "" {
 		return rp.cfg.RedirectURL
 	}
-	return rp.origin(r) + rp.cfg.CallbackPath
+	return rp.Origin(r) + rp.cfg.CallbackPath
 }
 
 func (rp *RP) stateCookieName() string { return rp.cfg.CookieName + "_state" }

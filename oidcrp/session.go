@@ -2,6 +2,7 @@ package oidcrp
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,11 @@ type session struct {
 	TokExp int64  `json:"t"`
 	RT     string `json:"r,omitempty"`
 	IDT    string `json:"i,omitempty"`
+	// Via names the login method when it is not this RP's provider
+	// ("saml"); logout then does not send the buyer to the OIDC provider.
+	Via string `json:"v,omitempty"`
+	// Ext is the login method's own data, given back at logout.
+	Ext string `json:"xt,omitempty"`
 }
 
 // Identity is a verified buyer.
@@ -173,16 +179,52 @@ func (rp *RP) setSession(w http.ResponseWriter, r *http.Request, s session) erro
 	http.SetCookie(w, &http.Cookie{
 		Name: rp.cfg.CookieName, Value: value, Path: "/",
 		MaxAge:   maxAge,
-		HttpOnly: true, Secure: rp.isSecure(r), SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: rp.Secure(r), SameSite: http.SameSiteLaxMode,
 	})
 	return nil
+}
+
+// Login is a buyer that another login method (SAML) verified.
+type Login struct {
+	// Via names the method, e.g. "saml".
+	Via                  string
+	Subject, Email, Name string
+	// Until ends the session early (the IdP's session end); zero: only
+	// SessionTTL.
+	Until time.Time
+	// Ext is kept in the session for the method's logout (SAML: NameID and
+	// SessionIndex); opaque to the RP.
+	Ext string
+}
+
+// StartSession seals a session for l, with the same cookie, revocation and
+// headers as an OIDC login. It ends at l.Until or after SessionTTL,
+// whichever comes first.
+func (rp *RP) StartSession(w http.ResponseWriter, r *http.Request, l Login) error {
+	// Subjects are never truncated: two long ones could become equal.
+	if l.Subject == "" || len(l.Subject) > 255 {
+		return errors.New("no usable subject")
+	}
+	exp := rp.cfg.Now().Add(rp.cfg.SessionTTL)
+	if !l.Until.IsZero() && l.Until.Before(exp) {
+		exp = l.Until
+	}
+	s := session{ID: rand.Text(), Sub: l.Subject, Email: truncate(l.Email), Name: truncate(l.Name), Exp: exp.Unix(), TokExp: exp.Unix(), Via: l.Via, Ext: l.Ext}
+	return rp.setSession(w, r, s)
+}
+
+// OnLogout sets how the sessions that via started end at their provider:
+// f gets the session's Ext and the absolute post-logout URL, and returns
+// where to send the browser ("" for back). Call it before serving.
+func (rp *RP) OnLogout(via string, f func(r *http.Request, ext, back string) string) {
+	rp.logoutVia[via] = f
 }
 
 func (rp *RP) clearSession(w http.ResponseWriter, r *http.Request) {
 	if w == nil {
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: rp.cfg.CookieName, Path: "/", MaxAge: -1, HttpOnly: true, Secure: rp.isSecure(r), SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: rp.cfg.CookieName, Path: "/", MaxAge: -1, HttpOnly: true, Secure: rp.Secure(r), SameSite: http.SameSiteLaxMode})
 }
 
 func (rp *RP) readSession(value string) (session, error) {
@@ -260,6 +302,9 @@ func bearerToken(r *http.Request) (string, bool) {
 }
 
 func (rp *RP) identifyBearer(ctx context.Context, raw string) (*Identity, error) {
+	if rp.cfg.NoProvider {
+		return nil, fmt.Errorf("%w: no OIDC provider is configured", ErrInvalidToken)
+	}
 	p, err := rp.provider(ctx)
 	if err != nil {
 		return nil, err

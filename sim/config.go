@@ -28,6 +28,8 @@ type Config struct {
 	SetupField string // JSON field of getLastSetupUpdate's timestamp (default lastSetupUpdate)
 	ErrorField string // envelope field that carries error codes such as error.order.availability (default statusDetail)
 
+	SAMLSPMetadata string // if set, cmd/s360sim serves the shop's SAML IdP (NewIdP) for the SP with this metadata URL
+
 	Now func() time.Time // clock (default time.Now); /_sim/clock adds an offset to it
 }
 

@@ -53,6 +53,7 @@ func parseFlags(args []string, stderr io.Writer) (addr string, cfg sim.Config, e
 	fs.IntVar(&cfg.InProgress, "in-progress", 0, "the first N getCatalogDetailed calls answer in_progress")
 	fs.StringVar(&cfg.SetupField, "setup-field", cfg.SetupField, "JSON field of getLastSetupUpdate's timestamp")
 	fs.StringVar(&cfg.ErrorField, "error-field", cfg.ErrorField, "envelope field carrying error codes such as error.order.availability")
+	fs.StringVar(&cfg.SAMLSPMetadata, "saml-sp-metadata", "", "if set, serve the shop's SAML IdP at /saml for the SP with this metadata URL")
 	if err = fs.Parse(args); err != nil {
 		return "", cfg, err
 	}
@@ -79,7 +80,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listening: %w", err)
 	}
 	logger := log.New(stderr, "", log.LstdFlags|log.Lmicroseconds)
-	srv := &http.Server{Handler: logRequests(logger, sim.New(cfg).Handler()), ReadHeaderTimeout: 10 * time.Second}
+	handler := sim.New(cfg).Handler()
+	if cfg.SAMLSPMetadata != "" {
+		idp, err := sim.NewIdP(sim.IdPConfig{URL: "http://" + ln.Addr().String() + "/saml", SPMetadata: cfg.SAMLSPMetadata, Logger: logger})
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("saml idp: %w", err)
+		}
+		handler = idp.Wrap(handler)
+		fmt.Fprintf(stdout, "shop SAML IdP at http://%s/saml/metadata; buyer login %q, password %q\n", ln.Addr(), sim.BuyerLogin, sim.BuyerPassword)
+	}
+	srv := &http.Server{Handler: logRequests(logger, handler), ReadHeaderTimeout: 10 * time.Second}
 	logger.Printf("s360sim: institution %s, %d products, rate limit %d/%s, status %d",
 		cfg.Institution, cfg.Products, cfg.RateLimit, cfg.RateWindow, cfg.RateStatus)
 	fmt.Fprintf(stdout, "s360sim listening on http://%s\n", ln.Addr())

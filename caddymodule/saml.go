@@ -1,0 +1,128 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/s360edge/s360edge/oidcrp"
+	"github.com/s360edge/s360edge/samlsp"
+)
+
+// SAML is buyer login with the shop as SAML 2.0 identity provider (see
+// the saml Caddyfile block). IDPMetadata, Cert and Key are required, and
+// CookieSecret when there is no oidc block (else the oidc one is used).
+type SAML struct {
+	// IDPMetadata is the IdP's metadata URL or file; read on first use
+	// and retried, so a config load never waits for the IdP.
+	IDPMetadata string `json:"idp_metadata,omitempty"`
+	// EntityID names this site at the IdP. Default: the request's scheme
+	// and host + <path_prefix>/saml/metadata; set it in production.
+	EntityID string `json:"entity_id,omitempty"`
+	// Cert and Key are PEM files: the certificate and key that sign the
+	// AuthnRequests (self-signed is fine).
+	Cert string `json:"cert,omitempty"`
+	Key  string `json:"key,omitempty"`
+	// The assertion attributes behind X-S360-User, X-S360-Email and
+	// X-S360-Name. Defaults: NameID, email, displayName.
+	UserAttribute  string `json:"user_attribute,omitempty"`
+	EmailAttribute string `json:"email_attribute,omitempty"`
+	NameAttribute  string `json:"name_attribute,omitempty"`
+	// Protect: as in oidc; both lists apply.
+	Protect []string `json:"protect,omitempty"`
+	// CookieSecret encrypts the session cookie when there is no oidc
+	// block; with one, oidc's cookie_secret is used.
+	CookieSecret string `json:"cookie_secret,omitempty"`
+
+	sp        *samlsp.SP
+	protect   oidcrp.Protect
+	loginPath string
+}
+
+// provisionSAML runs after provisionOIDC: SAML logins share the OIDC
+// sessions, or get a session-only RP when there is no oidc block.
+func (h *Handler) provisionSAML() error {
+	s := h.SAML
+	if s == nil {
+		return nil
+	}
+	replacePlaceholders(&s.IDPMetadata, &s.EntityID, &s.Cert, &s.Key, &s.CookieSecret)
+	prefix := "/auth"
+	if h.OIDC != nil && strings.TrimRight(h.OIDC.PathPrefix, "/") != "" {
+		prefix = strings.TrimRight(h.OIDC.PathPrefix, "/")
+	}
+	protect, err := oidcrp.NewProtect(s.Protect)
+	if err != nil {
+		return fmt.Errorf("saml: %w", err)
+	}
+	if h.rp == nil {
+		rp, err := oidcrp.New(oidcrp.Config{
+			NoProvider:   true,
+			CookieSecret: s.CookieSecret,
+			LoginPath:    prefix + "/login",
+			CallbackPath: prefix + "/callback",
+			LogoutPath:   prefix + "/logout",
+			UserinfoPath: prefix + "/userinfo",
+			Revocations:  storeRevocations{h: h},
+			Logger:       h.logger.Named("saml"),
+		})
+		if err != nil {
+			return fmt.Errorf("saml: %w", err)
+		}
+		h.rp = rp
+	}
+	sp, err := samlsp.New(samlsp.Config{
+		IDPMetadata:    s.IDPMetadata,
+		EntityID:       s.EntityID,
+		Cert:           s.Cert,
+		Key:            s.Key,
+		UserAttribute:  s.UserAttribute,
+		EmailAttribute: s.EmailAttribute,
+		NameAttribute:  s.NameAttribute,
+		Prefix:         prefix,
+		Sessions:       h.rp,
+		Logger:         h.logger.Named("saml"),
+	})
+	if err != nil {
+		return fmt.Errorf("saml: %w", err)
+	}
+	s.sp, s.protect, s.loginPath = sp, protect, prefix+"/login"
+	return nil
+}
+
+// serveSAML answers the SAML endpoints and the logins that choose SAML
+// (login?provider=saml, or any login without an oidc block), and reports
+// whether it answered.
+func (h *Handler) serveSAML(w http.ResponseWriter, r *http.Request) bool {
+	s := h.SAML
+	if s == nil || s.sp == nil {
+		return false
+	}
+	if s.sp.Handles(r.URL.Path) {
+		s.sp.ServeHTTP(w, r)
+		return true
+	}
+	if r.URL.Path != s.loginPath {
+		return false
+	}
+	switch p := r.URL.Query().Get("provider"); {
+	case p == "saml":
+	case h.OIDC != nil && (p == "" || p == "oidc"):
+		return false
+	case p != "":
+		oidcrp.WriteError(w, http.StatusBadRequest, "unknown_provider", "provider must be saml or oidc (when configured)")
+		return true
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		oidcrp.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+		return true
+	}
+	s.sp.ServeLogin(w, r)
+	return true
+}
+
+// protects reports whether the saml block protects r's path.
+func (s *SAML) protects(r *http.Request) bool {
+	return s != nil && s.protect.Match(r.URL)
+}

@@ -1,0 +1,557 @@
+// Package samlsp is the SAML 2.0 service provider of s360edge: buyers log in
+// at the shop, which is the identity provider ("S-360 as IdP"). A verified
+// assertion starts the same session as an OIDC login (oidcrp's cookie,
+// revocation and X-S360-* headers). It has no Caddy imports.
+package samlsp
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/crewjam/saml"
+	csamlsp "github.com/crewjam/saml/samlsp"
+	dsig "github.com/russellhaering/goxmldsig"
+	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/oidcrp"
+)
+
+const (
+	// maxSkew is the clock difference tolerated between the shop and us.
+	maxSkew = 90 * time.Second
+	// metadataRetry spaces metadata fetches after a failure.
+	metadataRetry = 5 * time.Second
+	// fetchTimeout bounds one metadata fetch.
+	fetchTimeout = 10 * time.Second
+	// stateTTL is how long a buyer may stay at the IdP during login.
+	stateTTL = 10 * time.Minute
+	// maxResponse bounds the POSTed SAMLResponse form.
+	maxResponse = 256 << 10
+	// maxMetadata bounds the IdP metadata read.
+	maxMetadata = 1 << 20
+)
+
+func init() {
+	// crewjam/saml's default is 180 s; the contract allows at most 90 s.
+	saml.MaxClockSkew = maxSkew
+}
+
+// Config configures the service provider.
+type Config struct {
+	// IDPMetadata is the IdP's metadata: an http(s) URL or a file. It is
+	// read on first use and retried while it fails.
+	IDPMetadata string
+	// EntityID names this SP at the IdP. Default: <site><Prefix>/saml/metadata,
+	// the site being the request's scheme and host.
+	EntityID string
+	// Cert and Key are PEM files: the SP's signing certificate and key.
+	Cert, Key string
+	// UserAttribute, EmailAttribute and NameAttribute name the assertion's
+	// attributes (by Name or FriendlyName) behind X-S360-User, -Email and
+	// -Name. Defaults: NameID (the subject), email, displayName.
+	UserAttribute, EmailAttribute, NameAttribute string
+	// Prefix is the endpoints' prefix. Default: /auth.
+	Prefix string
+	// Sessions keeps the buyer sessions; required.
+	Sessions *oidcrp.RP
+	// HTTPClient fetches the metadata. Default: 10 s timeout.
+	HTTPClient *http.Client
+	// Logger never receives assertion content. Default: none.
+	Logger *zap.Logger
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// SP is the service provider; safe for concurrent use.
+type SP struct {
+	cfg  Config
+	log  *zap.Logger
+	key  crypto.Signer
+	cert *x509.Certificate
+	// sigMethod fits key: the IdP checks the AuthnRequests with it.
+	sigMethod string
+	state     *oidcrp.Sealer
+	replays   saml.AssertionReplayCache
+
+	mu      sync.Mutex
+	idp     *saml.EntityDescriptor
+	retryAt time.Time
+	lastErr error
+}
+
+// ErrIDPUnavailable: the IdP metadata could not be read (answer 503).
+var ErrIDPUnavailable = errors.New("saml identity provider metadata unavailable")
+
+// New validates cfg and loads the SP's key pair. It does no network I/O.
+func New(cfg Config) (*SP, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "/auth"
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&cfg.UserAttribute, "NameID")
+	def(&cfg.EmailAttribute, "email")
+	def(&cfg.NameAttribute, "displayName")
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: fetchTimeout}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	var errs []error
+	if cfg.Sessions == nil {
+		errs = append(errs, errors.New("saml needs the session settings"))
+	}
+	if cfg.IDPMetadata == "" {
+		errs = append(errs, errors.New("idp_metadata is required"))
+	}
+	if cfg.EntityID != "" {
+		if u, err := url.Parse(cfg.EntityID); err != nil || !u.IsAbs() || u.Host == "" {
+			errs = append(errs, fmt.Errorf("entity_id must be an absolute URL, got %q", cfg.EntityID))
+		}
+	}
+	var key crypto.Signer
+	var cert *x509.Certificate
+	if cfg.Cert == "" || cfg.Key == "" {
+		errs = append(errs, errors.New("cert and key are both required: the IdP wants signed requests"))
+	} else {
+		pair, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("loading cert and key: %w", err))
+		} else {
+			cert = pair.Leaf
+			if key, _ = pair.PrivateKey.(crypto.Signer); key == nil {
+				errs = append(errs, errors.New("key cannot sign"))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("validating saml config: %w", err)
+	}
+	state, err := cfg.Sessions.Sealer(stateCookieName)
+	if err != nil {
+		return nil, err
+	}
+	sigMethod := dsig.RSASHA256SignatureMethod
+	if _, ok := key.Public().(*ecdsa.PublicKey); ok {
+		sigMethod = dsig.ECDSASHA256SignatureMethod
+	}
+	sp := &SP{cfg: cfg, log: cfg.Logger, key: key, cert: cert, sigMethod: sigMethod, state: state, replays: csamlsp.NewMemoryReplayCache(100_000)}
+	cfg.Sessions.OnLogout(via, sp.logoutURL)
+	return sp, nil
+}
+
+// Paths of the endpoints.
+func (s *SP) metadataPath() string { return s.cfg.Prefix + "/saml/metadata" }
+func (s *SP) acsPath() string      { return s.cfg.Prefix + "/saml/acs" }
+func (s *SP) sloPath() string      { return s.cfg.Prefix + "/saml/slo" }
+
+// Handles reports whether path is one of the SP's own endpoints (login is
+// shared with OIDC and routed by the caller to ServeLogin).
+func (s *SP) Handles(path string) bool {
+	return path == s.metadataPath() || path == s.acsPath() || path == s.sloPath()
+}
+
+// metadata returns the IdP's metadata, reading it if needed; after a
+// failure the same error is returned until metadataRetry has passed.
+func (s *SP) metadata() (*saml.EntityDescriptor, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idp != nil {
+		return s.idp, nil
+	}
+	if s.cfg.Now().Before(s.retryAt) {
+		return nil, s.lastErr
+	}
+	idp, err := s.readMetadata()
+	if err != nil {
+		s.lastErr = fmt.Errorf("%w: %w", ErrIDPUnavailable, err)
+		s.retryAt = s.cfg.Now().Add(metadataRetry)
+		s.log.Warn("saml idp metadata unavailable; will retry", zap.Duration("retry_in", metadataRetry), zap.Error(err))
+		return nil, s.lastErr
+	}
+	s.idp = idp
+	s.log.Info("saml idp metadata loaded", zap.String("idp", idp.EntityID))
+	return idp, nil
+}
+
+func (s *SP) readMetadata() (*saml.EntityDescriptor, error) {
+	var data []byte
+	src := s.cfg.IDPMetadata
+	if u, err := url.Parse(src); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		// Detached from any request: others wait for this fetch.
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.cfg.HTTPClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("fetching %s: %s", src, resp.Status)
+		}
+		if data, err = io.ReadAll(io.LimitReader(resp.Body, maxMetadata)); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if data, err = os.ReadFile(src); err != nil {
+			return nil, err
+		}
+	}
+	idp, err := csamlsp.ParseMetadata(data)
+	if err != nil {
+		return nil, fmt.Errorf("parsing idp metadata: %w", err)
+	}
+	if len(idp.IDPSSODescriptors) == 0 {
+		return nil, errors.New("the metadata describes no identity provider")
+	}
+	return idp, nil
+}
+
+// provider is crewjam's SP for the site r reached. Its URLs follow
+// EntityID's site when set, else r's scheme and host.
+func (s *SP) provider(r *http.Request, idp *saml.EntityDescriptor) *saml.ServiceProvider {
+	site := s.cfg.Sessions.Origin(r)
+	entity := s.cfg.EntityID
+	if entity != "" {
+		u, _ := url.Parse(entity) // validated in New
+		site = u.Scheme + "://" + u.Host
+	} else {
+		entity = site + s.metadataPath()
+	}
+	abs := func(p string) url.URL { u, _ := url.Parse(site + p); return *u }
+	return &saml.ServiceProvider{
+		EntityID:                         entity,
+		Key:                              s.key,
+		Certificate:                      s.cert,
+		MetadataURL:                      abs(s.metadataPath()),
+		AcsURL:                           abs(s.acsPath()),
+		SloURL:                           abs(s.sloPath()),
+		LogoutBindings:                   []string{saml.HTTPRedirectBinding},
+		IDPMetadata:                      idp,
+		SignatureMethod:                  s.sigMethod,
+		AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
+		ReplayCache:                      s.replays,
+		RejectSHA1Signatures:             true,
+		Clock:                            dsig.NewFakeClockAt(s.cfg.Now()),
+	}
+}
+
+// loginState travels in the state cookie from login to the ACS.
+type loginState struct {
+	RequestID string `json:"i"`
+	ReturnTo  string `json:"r"`
+}
+
+// stateCookieName is the login state cookie's name.
+const stateCookieName = "s360_saml_state"
+
+// ServeLogin sends the buyer to the IdP with a signed AuthnRequest
+// (HTTP-Redirect binding); the request's ID is kept in a sealed cookie so
+// that only the answer to this login is accepted.
+func (s *SP) ServeLogin(w http.ResponseWriter, r *http.Request) {
+	idp, err := s.metadata()
+	if err != nil {
+		w.Header().Set("Retry-After", "5")
+		oidcrp.WriteError(w, http.StatusServiceUnavailable, "provider_unavailable", "the identity provider cannot be reached; try again shortly")
+		return
+	}
+	sp := s.provider(r, idp)
+	loc := sp.GetSSOBindingLocation(saml.HTTPRedirectBinding)
+	if loc == "" {
+		s.log.Error("the saml idp offers no HTTP-Redirect sign-on endpoint")
+		oidcrp.WriteError(w, http.StatusBadGateway, "provider_error", "the identity provider offers no usable sign-on endpoint")
+		return
+	}
+	req, err := sp.MakeAuthenticationRequest(loc, saml.HTTPRedirectBinding, saml.HTTPPostBinding)
+	var to *url.URL
+	if err == nil {
+		to, err = req.Redirect("", sp)
+	}
+	var value string
+	if err == nil {
+		payload, _ := json.Marshal(loginState{RequestID: req.ID, ReturnTo: oidcrp.SanitizeReturnTo(r.URL.Query().Get("return_to"))})
+		value, err = s.state.Seal(payload, s.cfg.Now().Add(stateTTL))
+	}
+	if err != nil {
+		s.log.Error("starting a saml login", zap.Error(err))
+		oidcrp.WriteError(w, http.StatusInternalServerError, "internal_error", "could not start the login")
+		return
+	}
+	http.SetCookie(w, s.stateCookie(r, value, int(stateTTL/time.Second)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", to.String())
+	w.WriteHeader(http.StatusFound)
+}
+
+// stateCookie is scoped to the ACS. The IdP posts the answer from its own
+// site: over TLS the cookie is SameSite=None so that the post carries it;
+// without TLS browsers refuse None, and Lax works when the IdP is same-site.
+func (s *SP) stateCookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	c := &http.Cookie{Name: stateCookieName, Value: value, Path: s.acsPath(), MaxAge: maxAge, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	if s.cfg.Sessions.Secure(r) {
+		c.Secure, c.SameSite = true, http.SameSiteNoneMode
+	}
+	return c
+}
+
+// ServeHTTP serves the metadata and ACS endpoints.
+func (s *SP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case s.metadataPath():
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			oidcrp.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+			return
+		}
+		s.serveMetadata(w, r)
+	case s.acsPath():
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			oidcrp.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST (HTTP-POST binding)")
+			return
+		}
+		s.serveACS(w, r)
+	case s.sloPath():
+		s.serveSLO(w, r)
+	default:
+		oidcrp.WriteError(w, http.StatusNotFound, "not_found", "no such authentication endpoint")
+	}
+}
+
+// serveMetadata publishes the SP's metadata for the IdP's set-up; it needs
+// no IdP metadata.
+func (s *SP) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	sp := s.provider(r, nil)
+	buf, err := xml.MarshalIndent(sp.Metadata(), "", "  ")
+	if err != nil {
+		oidcrp.WriteError(w, http.StatusInternalServerError, "internal_error", "could not write the metadata")
+		return
+	}
+	w.Header().Set("Content-Type", "application/samlmetadata+xml")
+	_, _ = w.Write(buf)
+}
+
+func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxResponse)
+	if err := r.ParseForm(); err != nil {
+		oidcrp.WriteError(w, http.StatusBadRequest, "invalid_request", "the login answer is not a readable form")
+		return
+	}
+	var st loginState
+	c, err := r.Cookie(stateCookieName)
+	if err == nil {
+		var payload []byte
+		if payload, err = s.state.Open(c.Value); err == nil {
+			err = json.Unmarshal(payload, &st)
+		}
+	}
+	if err != nil || st.RequestID == "" {
+		s.log.Info("saml response refused: no login in progress in this browser")
+		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_state", "no login is in progress in this browser (it expired, was already completed, or cookies are blocked); start the login again")
+		return
+	}
+	// From here the attempt is over, whatever the outcome.
+	http.SetCookie(w, s.stateCookie(r, "", -1))
+
+	raw, err := base64.StdEncoding.DecodeString(r.PostForm.Get("SAMLResponse"))
+	if err != nil || len(raw) == 0 {
+		s.log.Info("saml response refused: no SAMLResponse")
+		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_response", "the login answer carries no SAML response")
+		return
+	}
+	idp, err := s.metadata()
+	if err != nil {
+		w.Header().Set("Retry-After", "5")
+		oidcrp.WriteError(w, http.StatusServiceUnavailable, "provider_unavailable", "the identity provider cannot be reached; try again shortly")
+		return
+	}
+	sp := s.provider(r, idp)
+	assertion, err := sp.ParseXMLResponse(raw, []string{st.RequestID}, sp.AcsURL)
+	if err != nil {
+		// crewjam's private error may quote the response; only its class
+		// is logged.
+		s.log.Info("saml response refused", zap.String("reason", reason(err)))
+		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_response", "the identity provider's answer failed verification; log in again")
+		return
+	}
+	user, email, name := s.identity(assertion)
+	login := oidcrp.Login{Via: via, Subject: user, Email: email, Name: name, Until: sessionEnd(assertion), Ext: idpSessionOf(assertion)}
+	if err := s.cfg.Sessions.StartSession(w, r, login); err != nil {
+		s.log.Info("saml response refused: unusable subject", zap.Error(err))
+		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_response", "the identity provider's answer names no usable user")
+		return
+	}
+	s.log.Debug("saml login completed")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", oidcrp.SanitizeReturnTo(st.ReturnTo))
+	w.WriteHeader(http.StatusSeeOther)
+}
+
+// reasons name the check that refused a response, for the log: crewjam's
+// own error text may quote the response.
+var reasons = []struct {
+	err  error
+	name string
+}{
+	{saml.ErrAssertionReplayed, "replayed"},
+	{saml.ErrRequestIDMismatch, "in_response_to"},
+	{saml.ErrExpired, "expired"},
+	{saml.ErrNotYetValid, "not_yet_valid"},
+	{saml.ErrDestinationMismatch, "destination"},
+	{saml.ErrAudienceMismatch, "audience"},
+	{saml.ErrIssuerMismatch, "issuer"},
+	{saml.ErrUntrustedCertificate, "untrusted_certificate"},
+	{saml.ErrInvalidSignature, "signature"},
+	{saml.ErrMissingElement, "missing_element"},
+	{saml.ErrMalformedMessage, "malformed"},
+	{saml.ErrUnsupported, "unsupported"},
+}
+
+func reason(err error) string {
+	for _, c := range reasons {
+		if errors.Is(err, c.err) {
+			return c.name
+		}
+	}
+	return "invalid"
+}
+
+// identity reads the configured attributes of a verified assertion.
+func (s *SP) identity(a *saml.Assertion) (user, email, name string) {
+	attr := func(n string) string {
+		if n == "NameID" {
+			if a.Subject != nil && a.Subject.NameID != nil {
+				return a.Subject.NameID.Value
+			}
+			return ""
+		}
+		for _, st := range a.AttributeStatements {
+			for _, at := range st.Attributes {
+				if (at.Name == n || at.FriendlyName == n) && len(at.Values) > 0 {
+					return at.Values[0].Value
+				}
+			}
+		}
+		return ""
+	}
+	return attr(s.cfg.UserAttribute), attr(s.cfg.EmailAttribute), attr(s.cfg.NameAttribute)
+}
+
+// sessionEnd is the IdP's SessionNotOnOrAfter, if it set one.
+func sessionEnd(a *saml.Assertion) time.Time {
+	for _, st := range a.AuthnStatements {
+		if st.SessionNotOnOrAfter != nil {
+			return *st.SessionNotOnOrAfter
+		}
+	}
+	return time.Time{}
+}
+
+// via names SAML sessions in oidcrp.
+const via = "saml"
+
+// idpSession is what single logout needs of the login, kept in the session.
+type idpSession struct {
+	NameID string `json:"n"`
+	Format string `json:"f,omitempty"`
+	Index  string `json:"i,omitempty"`
+}
+
+func idpSessionOf(a *saml.Assertion) string {
+	var v idpSession
+	if a.Subject != nil && a.Subject.NameID != nil {
+		v.NameID, v.Format = a.Subject.NameID.Value, a.Subject.NameID.Format
+	}
+	for _, st := range a.AuthnStatements {
+		if st.SessionIndex != "" {
+			v.Index = st.SessionIndex
+			break
+		}
+	}
+	if v.NameID == "" {
+		return ""
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// logoutURL is the IdP's single logout with a signed LogoutRequest
+// (HTTP-Redirect binding) when its metadata offers one, else "" (the
+// session ends here only). The session is already revoked here: the IdP's
+// answer changes nothing.
+func (s *SP) logoutURL(r *http.Request, ext, _ string) string {
+	var v idpSession
+	if json.Unmarshal([]byte(ext), &v) != nil || v.NameID == "" {
+		return ""
+	}
+	idp, err := s.metadata()
+	if err != nil {
+		return ""
+	}
+	sp := s.provider(r, idp)
+	loc := sp.GetSLOBindingLocation(saml.HTTPRedirectBinding)
+	if loc == "" {
+		return ""
+	}
+	var opts []saml.LogoutRequestOption
+	if v.Index != "" {
+		opts = append(opts, saml.WithSessionIndex(v.Index))
+	}
+	req, err := sp.MakeLogoutRequest(loc, v.NameID, opts...)
+	var u *url.URL
+	if err == nil {
+		if req.NameID != nil && v.Format != "" {
+			req.NameID.Format = v.Format
+		}
+		u, err = sp.RedirectLogoutRequestURL(req, "")
+	}
+	if err != nil {
+		s.log.Warn("saml single logout request not made; the session ended here only", zap.Error(err))
+		return ""
+	}
+	return u.String()
+}
+
+// serveSLO is where the IdP sends the browser back after single logout.
+// The session was revoked before the browser left, so the answer is only
+// checked and logged. Logout requests the IdP starts are not supported.
+func (s *SP) serveSLO(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("SAMLRequest") != "" || r.Method != http.MethodGet {
+		oidcrp.WriteError(w, http.StatusBadRequest, "unsupported", "only the answer to a logout this site started is accepted here (HTTP-Redirect binding)")
+		return
+	}
+	if idp, err := s.metadata(); err == nil {
+		if err := s.provider(r, idp).ValidateLogoutResponseRequest(r); err != nil {
+			s.log.Info("saml logout response refused", zap.String("reason", reason(err)))
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", "/")
+	w.WriteHeader(http.StatusFound)
+}
