@@ -229,34 +229,36 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.classifier = s360.Classifier{Extra: h.Allow}
 	h.canon = new(s360.CanonicalMemo)
 	h.localToken = newLocalTokens(h.Operator, h.Secret)
-	policy, limits := h.policy(), h.budgetConfig()
-	waits := edge.Waits{Foreground: time.Duration(h.MaxWait)}
-	v, loaded, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
+	app, err := ctx.App("s360")
+	if err != nil {
+		return err
+	}
+	settings := h.settings()
+	v, _, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
 		// The edge outlives this config: it gets the process-wide
 		// logger, never this config's context.
 		e, err := edge.Open(edge.Options{
 			Dir:         dir,
-			Institution: h.institution,
-			Policy:      policy,
-			Gate:        budget.New(limits),
-			Waits:       waits,
-			MaxBytes:    h.MaxSize,
-			Timeout:     time.Duration(h.Timeout),
+			Institution: settings.Institution,
+			Policy:      settings.Policy,
+			Gate:        budget.New(*settings.Budget),
+			Waits:       settings.Waits,
+			MaxBytes:    settings.MaxBytes,
+			Timeout:     settings.Timeout,
 			Logger:      caddy.Log().Named("s360.edge"),
 		})
-		return pooledEdge{e}, err
+		if err != nil {
+			return nil, err
+		}
+		inForce.Lock()
+		inForce.m[e] = running{settings: settings}
+		inForce.Unlock()
+		return pooledEdge{e}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("opening the cache in %s: %w", dir, err)
 	}
 	h.edge, h.edgeKey = v.(pooledEdge).Edge, dir
-	if loaded {
-		// A reload: the edge, its budget and call history stay; the new
-		// settings apply.
-		h.edge.Update(policy, h.institution)
-		h.edge.SetWaits(waits)
-		h.edge.Gate().(*budget.Budget).Update(limits)
-	}
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -269,12 +271,27 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		MaxWait:          h.edge.MaxWait,
 		Observe:          h.edge.Observe,
 	})
-	h.edge.Attach(h.client)
-	h.edge.SetWatch(edge.Watch{SetupPoll: time.Duration(*h.SetupPoll), UpdatesPoll: time.Duration(*h.UpdatesPoll)})
+	// The settings and the client apply to the shared edge only when the
+	// whole config has provisioned and starts (App.Start).
+	app.(*App).add(h.edge, settings, h.client)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	return nil
+}
+
+// settings are what this config sets on its edge.
+func (h *Handler) settings() edge.Settings {
+	limits := h.budgetConfig()
+	return edge.Settings{
+		Institution: h.institution,
+		Policy:      h.policy(),
+		Waits:       edge.Waits{Foreground: time.Duration(h.MaxWait)},
+		Watch:       edge.Watch{SetupPoll: time.Duration(*h.SetupPoll), UpdatesPoll: time.Duration(*h.UpdatesPoll)},
+		Timeout:     time.Duration(h.Timeout),
+		MaxBytes:    h.MaxSize,
+		Budget:      &limits,
+	}
 }
 
 func (h *Handler) budgetConfig() budget.Config {
@@ -408,6 +425,7 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	h.edge.Detach(h.client)
+	h.client.CloseIdleConnections()
 	_, err := edges.Delete(h.edgeKey)
 	h.edgeKey, h.edge = "", nil
 	return err

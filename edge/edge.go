@@ -135,24 +135,7 @@ func Open(opts Options) (*Edge, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = upstream.DefaultTimeout
-	}
-	if opts.Waits.Foreground <= 0 {
-		opts.Waits.Foreground = 3 * time.Second
-	}
-	if opts.Waits.Order <= 0 {
-		opts.Waits.Order = 30 * time.Second
-	}
-	if opts.Policy.StaleWhileRevalidate == 0 {
-		opts.Policy.StaleWhileRevalidate = time.Hour
-	}
-	if opts.Policy.StaleIfError == 0 {
-		opts.Policy.StaleIfError = 24 * time.Hour
-	}
-	if opts.Policy.StaleTimeout <= 0 {
-		opts.Policy.StaleTimeout = DefaultStaleTimeout
-	}
+	opts.Timeout, opts.Waits, opts.Policy = withDefaults(opts.Timeout, opts.Waits, opts.Policy)
 	store, err := cachestore.Open(cachestore.Options{Dir: opts.Dir, MaxBytes: opts.MaxBytes, Now: opts.Now, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
@@ -177,22 +160,6 @@ func (e *Edge) Store() *cachestore.Store { return e.store }
 
 // Generation is the current catalog generation.
 func (e *Edge) Generation() uint64 { return e.gen.Load() }
-
-// Update applies a reloaded config's policy and gate settings.
-func (e *Edge) Update(p Policy, institution string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if p.StaleWhileRevalidate == 0 {
-		p.StaleWhileRevalidate = e.opts.Policy.StaleWhileRevalidate
-	}
-	if p.StaleIfError == 0 {
-		p.StaleIfError = e.opts.Policy.StaleIfError
-	}
-	if p.StaleTimeout <= 0 {
-		p.StaleTimeout = e.opts.Policy.StaleTimeout
-	}
-	e.opts.Policy, e.opts.Institution = p, institution
-}
 
 func (e *Edge) policy() (Policy, string) {
 	e.mu.Lock()

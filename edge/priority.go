@@ -144,16 +144,3 @@ func RetryAfter(h http.Header) time.Duration {
 
 // Gate is the edge's budget, for config reloads and statistics.
 func (e *Edge) Gate() Gate { return e.opts.Gate }
-
-// SetWaits applies a reloaded config's wait bounds; zero fields keep the
-// current value.
-func (e *Edge) SetWaits(w Waits) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if w.Foreground > 0 {
-		e.opts.Waits.Foreground = w.Foreground
-	}
-	if w.Order > 0 {
-		e.opts.Waits.Order = w.Order
-	}
-}

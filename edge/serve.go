@@ -200,7 +200,7 @@ func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Cal
 		defer e.bg.Done()
 		var f *fetched
 		e.owned(context.WithoutCancel(ctx), func(octx context.Context) {
-			fctx, cancel := context.WithTimeout(octx, e.opts.Timeout+time.Minute)
+			fctx, cancel := context.WithTimeout(octx, e.timeout()+time.Minute)
 			defer cancel()
 			f = e.fetchAndStore(WithPriority(fctx, p), client, call, key, canonical)
 		})
