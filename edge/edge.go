@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
@@ -106,7 +105,12 @@ type Options struct {
 type Edge struct {
 	opts   Options
 	store  *cachestore.Store
-	flight singleflight.Group
+	// flights are the upstream calls in progress, by key; refreshing the
+	// keys a stale hit is refreshing. Both guarded by fmu, which may be
+	// taken before mu, never after.
+	fmu        sync.Mutex
+	flights    map[string]*flight
+	refreshing map[string]bool
 	gen    atomic.Uint64
 	// invalidations counts the availability watcher's reported changes:
 	// an availability answer asked for before one is stored stale.
@@ -119,7 +123,8 @@ type Edge struct {
 	mu        sync.Mutex
 	clients   []*upstream.Client // attached handlers' clients, newest last
 	bg        sync.WaitGroup     // background refreshes
-	closing   chan struct{}
+	ctx       context.Context // the edge's work; canceled by Close
+	cancel    context.CancelFunc
 	closeErr  error
 	closed    bool
 	closeOnce sync.Once
@@ -140,7 +145,8 @@ func Open(opts Options) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Edge{opts: opts, store: store, closing: make(chan struct{})}
+	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if b, err := store.GetMeta(metaGeneration); err == nil && len(b) == 8 {
 		e.gen.Store(binary.BigEndian.Uint64(b))
 	} else if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
@@ -203,7 +209,7 @@ func (e *Edge) Close() error {
 	e.closeOnce.Do(func() {
 		e.mu.Lock()
 		e.closed = true
-		close(e.closing)
+		e.cancel()
 		e.stopWatchLocked()
 		e.mu.Unlock()
 		e.bg.Wait()
@@ -212,14 +218,15 @@ func (e *Edge) Close() error {
 	return e.closeErr
 }
 
-// background runs fn as a refresh owned by the edge, unless it is closing.
+// background runs fn as a refresh owned by the edge, under its context,
+// unless it is closing.
 func (e *Edge) background(fn func(ctx context.Context)) {
 	if !e.hold() {
 		return
 	}
 	go func() {
 		defer e.bg.Done()
-		e.owned(context.Background(), fn)
+		fn(e.ctx)
 	}()
 }
 
@@ -233,19 +240,4 @@ func (e *Edge) hold() bool {
 	}
 	e.bg.Add(1)
 	return true
-}
-
-// owned runs fn with a context derived from parent, canceled when the
-// edge closes.
-func (e *Edge) owned(parent context.Context, fn func(ctx context.Context)) {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	go func() {
-		select {
-		case <-e.closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	fn(ctx)
 }
