@@ -103,15 +103,15 @@ type Options struct {
 
 // Edge serves cacheable S-360 calls from the store, coalescing misses.
 type Edge struct {
-	opts   Options
-	store  *cachestore.Store
+	opts  Options
+	store *cachestore.Store
 	// flights are the upstream calls in progress, by key; refreshing the
 	// keys a stale hit is refreshing. Both guarded by fmu, which may be
 	// taken before mu, never after.
 	fmu        sync.Mutex
 	flights    map[string]*flight
 	refreshing map[string]bool
-	gen    atomic.Uint64
+	gen        atomic.Uint64
 	// invalidations counts the availability watcher's reported changes:
 	// an availability answer asked for before one is stored stale.
 	invalidations atomic.Uint64
@@ -123,7 +123,7 @@ type Edge struct {
 	mu        sync.Mutex
 	clients   []*upstream.Client // attached handlers' clients, newest last
 	bg        sync.WaitGroup     // background refreshes
-	ctx       context.Context // the edge's work; canceled by Close
+	ctx       context.Context    // the edge's work; canceled by Close
 	cancel    context.CancelFunc
 	closeErr  error
 	closed    bool
