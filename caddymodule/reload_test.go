@@ -2,8 +2,12 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,4 +147,47 @@ func TestReloadIsTransactional(t *testing.T) {
 			t.Fatalf("after config B': %+v, want %+v", got, want)
 		}
 	})
+}
+
+// The old config's client keeps no idle connection to S-360 once the
+// config is cleaned up.
+func TestCleanupClosesIdleUpstreamConnections(t *testing.T) {
+	var closed atomic.Int32
+	srv := httptest.NewUnstartedServer(&fakeUpstream{})
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	dir, listen := t.TempDir(), freeListen(t)
+	t.Cleanup(func() { caddy.Stop() })
+	h := handlerJSON(dir, 40, 0, "5s")
+	h["upstream"] = srv.URL
+	if err := loadConfig(t, listen, h); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+listen+catalogPath, "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the call through Caddy: %d", resp.StatusCode)
+	}
+	if n := closed.Load(); n != 0 {
+		t.Fatalf("%d upstream connections closed before the reload", n)
+	}
+	if err := loadConfig(t, listen, h); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for closed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the old config's idle connection to S-360 is still open after its cleanup")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
