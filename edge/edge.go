@@ -105,9 +105,9 @@ type Options struct {
 type Edge struct {
 	opts  Options
 	store *cachestore.Store
-	// flights are the upstream calls in progress, by key; refreshing the
-	// keys a stale hit is refreshing. Both guarded by fmu, which may be
-	// taken before mu, never after.
+	// flights are the upstream calls in progress, by key; refreshing
+	// holds the keys whose stale-hit refresh is under way. Both are
+	// guarded by fmu, which may be taken before mu, never after.
 	fmu        sync.Mutex
 	flights    map[string]*flight
 	refreshing map[string]bool
