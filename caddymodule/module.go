@@ -296,6 +296,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Wait:             h.edge.Wait,
 		MaxWait:          h.edge.MaxWait,
 		Observe:          h.edge.Observe,
+		Context:          h.edge.Context(),
 	})
 	// The settings and the client apply to the shared edge only when the
 	// whole config has provisioned and starts (App.Start).

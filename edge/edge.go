@@ -218,6 +218,10 @@ func (e *Edge) Close() error {
 	return e.closeErr
 }
 
+// Context is the edge's own context, canceled when it closes: the parent
+// of work it owns, such as its clients' token fetches.
+func (e *Edge) Context() context.Context { return e.ctx }
+
 // background runs fn as a refresh owned by the edge, under its context,
 // unless it is closing.
 func (e *Edge) background(fn func(ctx context.Context)) {
