@@ -88,12 +88,17 @@ func (a *App) Start() error {
 // has already applied its settings when the old one stops.
 func (*App) Stop() error { return nil }
 
-// Cleanup undoes this app's settings where they are still in force: that
-// happens only when the config failed after Start (another app failed to
-// start), or at shutdown, where it is harmless.
+// Cleanup undoes this app's settings where they are still in force while
+// an older config runs: this config failed after Start (another app failed
+// to start). At shutdown no config runs, and nothing is undone, which
+// would only restart the watchers of edges about to close.
 func (a *App) Cleanup() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if caddy.ActiveContext().Context == nil {
+		a.applied = nil
+		return nil
+	}
 	for _, ap := range slices.Backward(a.applied) {
 		inForce.Lock()
 		cur, open := inForce.m[ap.edge]
