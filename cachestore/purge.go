@@ -198,7 +198,7 @@ func (s *Store) evictLocked(key string, incoming int64) error {
 		}
 		return strings.Compare(a.key, b.key)
 	})
-	goal := s.maxBytes / 10 * 9
+	goal := s.maxBytes.Load() / 10 * 9
 	size := total - replaced + incoming
 	var vs []victim
 	for _, c := range cands {

@@ -83,7 +83,7 @@ type Store struct {
 	db       *badger.DB
 	log      *zap.Logger
 	now      func() time.Time
-	maxBytes int64
+	maxBytes atomic.Int64 // SetMaxBytes changes it on a config reload
 	mem      *memLayer
 	// loads coalesces concurrent disk reads of one key: 100 readers arriving together for a
 	// 10 MB catalog that is not in the memory layer would otherwise read and decode 100
@@ -161,15 +161,15 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening badger at %s: %w", dir, err)
 	}
 	s := &Store{
-		dir:      dir,
-		db:       db,
-		log:      log,
-		now:      opts.Now,
-		maxBytes: opts.MaxBytes,
-		mem:      newMemLayer(opts.MemoryBytes),
-		stop:     make(chan struct{}),
-		gcDone:   make(chan struct{}),
+		dir:    dir,
+		db:     db,
+		log:    log,
+		now:    opts.Now,
+		mem:    newMemLayer(opts.MemoryBytes),
+		stop:   make(chan struct{}),
+		gcDone: make(chan struct{}),
 	}
+	s.maxBytes.Store(opts.MaxBytes)
 	// Restore Entries and Bytes, and drop what expired while we were down.
 	s.mu.Lock()
 	_, err = s.sweepLocked()
@@ -406,8 +406,8 @@ func (s *Store) Put(key string, e *Entry) error {
 	}
 	val := encodeEntry(e)
 	size := int64(len(val))
-	if size > s.maxBytes {
-		return fmt.Errorf("storing entry of %d bytes: %w of %d bytes", size, ErrTooLarge, s.maxBytes)
+	if size > s.maxBytes.Load() {
+		return fmt.Errorf("storing entry of %d bytes: %w of %d bytes", size, ErrTooLarge, s.maxBytes.Load())
 	}
 	rec := indexRecord{Class: e.Class, Size: size, StoredAt: e.StoredAt, StaleUntil: e.StaleUntil,
 		Tags: uniqueTags(e.Tags)}
@@ -425,7 +425,7 @@ func (s *Store) Put(key string, e *Entry) error {
 	if err != nil {
 		return fmt.Errorf("storing entry: %w", err)
 	}
-	if s.bytes.Load()-old.Size+size > s.maxBytes {
+	if s.bytes.Load()-old.Size+size > s.maxBytes.Load() {
 		if err := s.evictLocked(key, size); err != nil {
 			return fmt.Errorf("storing entry: %w", err)
 		}
@@ -665,7 +665,7 @@ func (s *Store) Stats() Stats {
 	return Stats{
 		Entries:       s.entries.Load(),
 		Bytes:         s.bytes.Load(),
-		MaxBytes:      s.maxBytes,
+		MaxBytes:      s.maxBytes.Load(),
 		MemoryEntries: memEntries,
 		MemoryBytes:   memBytes,
 		Corrupt:       s.corrupt.Load(),

@@ -21,7 +21,10 @@ import (
 // serveAPI answers one S-360 REST-RPC call. Nothing reaches the upstream
 // before the request is known to be allowed and well-formed.
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
+	ph := placeholdersOf(r)
+	defer ph.done(w)
 	call, ok := h.classifier.Classify(r.URL.Path)
+	ph.call(call)
 	if !ok {
 		return writeError(w, &apiError{Status: http.StatusNotFound, Code: "not_found", Message: "not an S-360 web service path: want /tnseb/backend-apis/<service>/<version>/<method>"})
 	}
@@ -48,12 +51,17 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	if call.Class.Cacheable() || edge.Feed(call) {
 		// What goes upstream is the canonical body, so every request
 		// sharing an entry asked S-360 the same question.
-		return h.writeResult(w, call, h.edge.Serve(ctx, h.client, call, canonical))
+		start := time.Now()
+		res := h.edge.Serve(ctx, h.client, call, canonical)
+		ph.upstream(calledFor(res, time.Since(start)))
+		return h.writeResult(w, call, res)
 	}
 	if call.Class == s360.Order {
 		ctx = edge.WithPriority(ctx, edge.PriorityOrder)
 	}
+	start := time.Now()
 	resp, err := h.client.Do(ctx, call.Path(), body)
+	ph.upstream(time.Since(start))
 	h.edge.CountUpstream(call.Class, resp, err)
 	w.Header().Set("Cache-Status", "s360edge; fwd=bypass")
 	if err != nil && call.Class == s360.Order {
@@ -87,8 +95,8 @@ func (h *Handler) writeResult(w http.ResponseWriter, call s360.Call, res edge.Re
 		w.WriteHeader(res.Entry.Status)
 		// The body is shared by every reader of the entry: written as
 		// is, never copied per request.
-		_, err := w.Write(res.Entry.Body)
-		return err
+		writeBody(w, res.Entry.Body)
+		return nil
 	case res.Resp != nil:
 		return h.writeUpstream(w, call, res.Resp)
 	}
@@ -154,8 +162,8 @@ func (h *Handler) writeUpstream(w http.ResponseWriter, call s360.Call, resp *ups
 	}
 	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(resp.Status)
-	_, err := w.Write(resp.Body)
-	return err
+	writeBody(w, resp.Body)
+	return nil
 }
 
 func (h *Handler) upstreamError(call s360.Call, err error) *apiError {

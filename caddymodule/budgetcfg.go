@@ -19,9 +19,14 @@ import (
 // ClientQuota is the most upstream calls one client may cause per window.
 // In JSON it is {"calls": 30, "window": "1m"}, or the string "off".
 type ClientQuota struct {
-	Calls  int            `json:"calls,omitempty"`
+	// Calls is the most upstream calls one client may cause per Window.
+	// Required unless "off"; default (without client_quota) a fifth of
+	// rate_limit's calls.
+	Calls int `json:"calls,omitempty"`
+	// Window is the quota's sliding window. Default: rate_limit's window.
 	Window caddy.Duration `json:"window,omitempty"`
-	Off    bool           `json:"-"`
+	// Off turns the quota off; it is the JSON string "off".
+	Off bool `json:"-"`
 }
 
 func (q ClientQuota) MarshalJSON() ([]byte, error) {

@@ -15,7 +15,12 @@ var edges = caddy.NewUsagePool()
 // the last handler using it is cleaned up.
 type pooledEdge struct{ *edge.Edge }
 
-func (p pooledEdge) Destruct() error { return p.Close() }
+func (p pooledEdge) Destruct() error {
+	inForce.Lock()
+	delete(inForce.m, p.Edge)
+	inForce.Unlock()
+	return p.Close()
+}
 
 // eachEdge calls fn for every open edge (admin API, metrics).
 func eachEdge(fn func(*edge.Edge)) {

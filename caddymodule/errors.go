@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"time"
@@ -27,8 +26,4 @@ func writeError(w http.ResponseWriter, e *apiError) error {
 	}
 	w.WriteHeader(e.Status)
 	return jsonEncode(w, e)
-}
-
-func jsonEncode(w http.ResponseWriter, v any) error {
-	return json.NewEncoder(w).Encode(v)
 }

@@ -42,21 +42,34 @@ const (
 // Handler is the s360 HTTP handler: it answers the S-360 REST-RPC paths
 // (/tnseb/backend-apis/...) for the website, with the operator's
 // credentials, and hands every other request to the next handler.
+//
+// For every S-360 call it answers, it sets these placeholders (for access
+// logs, e.g. with log_append, and for the handlers after it):
+//
+//	{http.s360.method}            service/method, e.g. catalogService/getCatalogDetailed
+//	{http.s360.class}             catalog, availability, order, uncached or denied
+//	{http.s360.cache_status}      the Cache-Status header sent
+//	{http.s360.upstream_duration} how long the request waited for S-360; 0s when the store answered
+//
+// A config's settings apply to the edge it shares with other configs only
+// once the whole config has loaded (see App): a failed reload changes
+// nothing.
 type Handler struct {
 	// Upstream is the S-360 web services base URL of the institution,
-	// e.g. https://myinstit.ws.secutix.com. Required.
+	// e.g. https://myinstit.ws.secutix.com. Required; no default.
 	Upstream string `json:"upstream,omitempty"`
-	// Operator is the virtual operator login, e.g. MYINSTIT_WEB. Required.
+	// Operator is the virtual operator login, e.g. MYINSTIT_WEB.
+	// Required; no default.
 	// Placeholders such as {env.S360_OPERATOR} are replaced at provision.
 	Operator string `json:"operator,omitempty"`
-	// Secret is the operator's secret. Required. Use a placeholder such
+	// Secret is the operator's secret. Required; no default. Use a placeholder such
 	// as {env.S360_SECRET} so that it stays out of the JSON config.
 	Secret string `json:"secret,omitempty"`
 	// Partner is sent to the token endpoint. Default "s360edge".
 	Partner string `json:"partner,omitempty"`
 	// Shop is the S-360 ticket shop base URL, the only host order
 	// answers redirect to, e.g. https://pfx-myinstit.shop.secutix.com.
-	// Required.
+	// Required; no default.
 	Shop string `json:"shop,omitempty"`
 	// CartTarget is where a successful order sends the buyer: "cart"
 	// (default) or "checkout", i.e. <shop>/api/1/redirect/<target>.
@@ -138,7 +151,11 @@ type Handler struct {
 
 // RateLimit is a number of calls per window.
 type RateLimit struct {
-	Calls  int            `json:"calls,omitempty"`
+	// Calls is the most upstream calls in any sliding window. Required
+	// when rate_limit is set; default (without rate_limit) 150.
+	Calls int `json:"calls,omitempty"`
+	// Window is the sliding window. Required when rate_limit is set;
+	// default (without rate_limit) 1m.
 	Window caddy.Duration `json:"window,omitempty"`
 }
 
@@ -146,11 +163,18 @@ type RateLimit struct {
 // Issuer, ClientID, ClientSecret and CookieSecret are required; the
 // secrets take placeholders such as {env.OIDC_SECRET}.
 type OIDC struct {
-	Issuer       string `json:"issuer,omitempty"`
-	ClientID     string `json:"client_id,omitempty"`
+	// Issuer is the provider's issuer URL, where its discovery document
+	// lives (<issuer>/.well-known/openid-configuration). Required; no
+	// default.
+	Issuer string `json:"issuer,omitempty"`
+	// ClientID is the sidecar's client id at the provider. Required; no
+	// default.
+	ClientID string `json:"client_id,omitempty"`
+	// ClientSecret is the sidecar's client secret at the provider; use a
+	// placeholder such as {env.OIDC_SECRET}. Required; no default.
 	ClientSecret string `json:"client_secret,omitempty"`
 	// CookieSecret encrypts the session cookie: base64 of at least 32
-	// random bytes, or at least 32 characters.
+	// random bytes, or at least 32 characters. Required; no default.
 	CookieSecret string `json:"cookie_secret,omitempty"`
 	// RedirectURL is the absolute callback URL registered at the
 	// provider. Default: the request's scheme and host + /auth/callback;
@@ -165,11 +189,13 @@ type OIDC struct {
 	// PathPrefix moves the login, callback, logout and userinfo
 	// endpoints. Default: /auth.
 	PathPrefix string `json:"path_prefix,omitempty"`
-	// EmailClaim and NameClaim name the claims behind X-S360-Email and
-	// X-S360-Name; read from the ID token, else from the provider's
-	// UserInfo endpoint at login. Defaults: email, name.
+	// EmailClaim names the claim behind X-S360-Email, read from the ID
+	// token, else from the provider's UserInfo endpoint at login.
+	// Default: email.
 	EmailClaim string `json:"email_claim,omitempty"`
-	NameClaim  string `json:"name_claim,omitempty"`
+	// NameClaim names the claim behind X-S360-Name, read like
+	// EmailClaim. Default: name (then preferred_username).
+	NameClaim string `json:"name_claim,omitempty"`
 	// TokenAuth is the client authentication at the token endpoint:
 	// basic or post. Default: basic, falling back to post.
 	TokenAuth string `json:"token_auth,omitempty"`
@@ -234,34 +260,36 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.classifier = s360.Classifier{Extra: h.Allow}
 	h.canon = new(s360.CanonicalMemo)
 	h.localToken = newLocalTokens(h.Operator, h.Secret)
-	policy, limits := h.policy(), h.budgetConfig()
-	waits := edge.Waits{Foreground: time.Duration(h.MaxWait)}
-	v, loaded, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
+	app, err := ctx.App("s360")
+	if err != nil {
+		return err
+	}
+	settings := h.settings()
+	v, _, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
 		// The edge outlives this config: it gets the process-wide
 		// logger, never this config's context.
 		e, err := edge.Open(edge.Options{
 			Dir:         dir,
-			Institution: h.institution,
-			Policy:      policy,
-			Gate:        budget.New(limits),
-			Waits:       waits,
-			MaxBytes:    h.MaxSize,
-			Timeout:     time.Duration(h.Timeout),
+			Institution: settings.Institution,
+			Policy:      settings.Policy,
+			Gate:        budget.New(*settings.Budget),
+			Waits:       settings.Waits,
+			MaxBytes:    settings.MaxBytes,
+			Timeout:     settings.Timeout,
 			Logger:      caddy.Log().Named("s360.edge"),
 		})
-		return pooledEdge{e}, err
+		if err != nil {
+			return nil, err
+		}
+		inForce.Lock()
+		inForce.m[e] = running{settings: settings}
+		inForce.Unlock()
+		return pooledEdge{e}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("opening the cache in %s: %w", dir, err)
 	}
 	h.edge, h.edgeKey = v.(pooledEdge).Edge, dir
-	if loaded {
-		// A reload: the edge, its budget and call history stay; the new
-		// settings apply.
-		h.edge.Update(policy, h.institution)
-		h.edge.SetWaits(waits)
-		h.edge.Gate().(*budget.Budget).Update(limits)
-	}
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -273,13 +301,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Wait:             h.edge.Wait,
 		MaxWait:          h.edge.MaxWait,
 		Observe:          h.edge.Observe,
+		Context:          h.edge.Context(),
 	})
-	h.edge.Attach(h.client)
-	h.edge.SetWatch(edge.Watch{SetupPoll: time.Duration(*h.SetupPoll), UpdatesPoll: time.Duration(*h.UpdatesPoll)})
+	// The settings and the client apply to the shared edge only when the
+	// whole config has provisioned and starts (App.Start).
+	app.(*App).add(h.edge, settings, h.client)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	return nil
+}
+
+// settings are what this config sets on its edge.
+func (h *Handler) settings() edge.Settings {
+	limits := h.budgetConfig()
+	return edge.Settings{
+		Institution: h.institution,
+		Policy:      h.policy(),
+		Waits:       edge.Waits{Foreground: time.Duration(h.MaxWait)},
+		Watch:       edge.Watch{SetupPoll: time.Duration(*h.SetupPoll), UpdatesPoll: time.Duration(*h.UpdatesPoll)},
+		Timeout:     time.Duration(h.Timeout),
+		MaxBytes:    h.MaxSize,
+		Budget:      &limits,
+	}
 }
 
 func (h *Handler) budgetConfig() budget.Config {
@@ -413,6 +457,7 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	h.edge.Detach(h.client)
+	h.client.CloseIdleConnections()
 	_, err := edges.Delete(h.edgeKey)
 	h.edgeKey, h.edge = "", nil
 	return err

@@ -52,8 +52,8 @@ func (h *Handler) writeOrder(w http.ResponseWriter, r *http.Request, call s360.C
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	_, err = w.Write(body)
-	return err
+	writeBody(w, body)
+	return nil
 }
 
 // writeOrderFailure answers an order call that got no answer. Once the

@@ -307,7 +307,7 @@ func TestStaleTimeoutServesStaleWhileTheFetchGoesOn(t *testing.T) {
 		v := openEconomy(t, t.TempDir(), stub, nil)
 		defer v.e.Close()
 		// Short freshness: Badger's tickers make long fake sleeps slow.
-		v.e.Update(Policy{MaxAge: map[string]time.Duration{"availabilityService/*": time.Minute}, StaleWhileRevalidate: time.Second}, "mosa")
+		v.e.Reconfigure(Settings{Policy: Policy{MaxAge: map[string]time.Duration{"availabilityService/*": time.Minute}, StaleWhileRevalidate: time.Second}, Institution: "mosa"})
 		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; fwd=miss; stored", "echo")
 		// Past max_age and stale_while_revalidate, within stale_if_error
 		// (24h): a request must call S-360.

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
@@ -104,10 +103,15 @@ type Options struct {
 
 // Edge serves cacheable S-360 calls from the store, coalescing misses.
 type Edge struct {
-	opts   Options
-	store  *cachestore.Store
-	flight singleflight.Group
-	gen    atomic.Uint64
+	opts  Options
+	store *cachestore.Store
+	// flights are the upstream calls in progress, by key; refreshing
+	// holds the keys whose stale-hit refresh is under way. Both are
+	// guarded by fmu, which may be taken before mu, never after.
+	fmu        sync.Mutex
+	flights    map[string]*flight
+	refreshing map[string]bool
+	gen        atomic.Uint64
 	// invalidations counts the availability watcher's reported changes:
 	// an availability answer asked for before one is stored stale.
 	invalidations atomic.Uint64
@@ -119,7 +123,8 @@ type Edge struct {
 	mu        sync.Mutex
 	clients   []*upstream.Client // attached handlers' clients, newest last
 	bg        sync.WaitGroup     // background refreshes
-	closing   chan struct{}
+	ctx       context.Context    // the edge's work; canceled by Close
+	cancel    context.CancelFunc
 	closeErr  error
 	closed    bool
 	closeOnce sync.Once
@@ -135,29 +140,13 @@ func Open(opts Options) (*Edge, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = upstream.DefaultTimeout
-	}
-	if opts.Waits.Foreground <= 0 {
-		opts.Waits.Foreground = 3 * time.Second
-	}
-	if opts.Waits.Order <= 0 {
-		opts.Waits.Order = 30 * time.Second
-	}
-	if opts.Policy.StaleWhileRevalidate == 0 {
-		opts.Policy.StaleWhileRevalidate = time.Hour
-	}
-	if opts.Policy.StaleIfError == 0 {
-		opts.Policy.StaleIfError = 24 * time.Hour
-	}
-	if opts.Policy.StaleTimeout <= 0 {
-		opts.Policy.StaleTimeout = DefaultStaleTimeout
-	}
+	opts.Timeout, opts.Waits, opts.Policy = withDefaults(opts.Timeout, opts.Waits, opts.Policy)
 	store, err := cachestore.Open(cachestore.Options{Dir: opts.Dir, MaxBytes: opts.MaxBytes, Now: opts.Now, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
-	e := &Edge{opts: opts, store: store, closing: make(chan struct{})}
+	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if b, err := store.GetMeta(metaGeneration); err == nil && len(b) == 8 {
 		e.gen.Store(binary.BigEndian.Uint64(b))
 	} else if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
@@ -177,22 +166,6 @@ func (e *Edge) Store() *cachestore.Store { return e.store }
 
 // Generation is the current catalog generation.
 func (e *Edge) Generation() uint64 { return e.gen.Load() }
-
-// Update applies a reloaded config's policy and gate settings.
-func (e *Edge) Update(p Policy, institution string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if p.StaleWhileRevalidate == 0 {
-		p.StaleWhileRevalidate = e.opts.Policy.StaleWhileRevalidate
-	}
-	if p.StaleIfError == 0 {
-		p.StaleIfError = e.opts.Policy.StaleIfError
-	}
-	if p.StaleTimeout <= 0 {
-		p.StaleTimeout = e.opts.Policy.StaleTimeout
-	}
-	e.opts.Policy, e.opts.Institution = p, institution
-}
 
 func (e *Edge) policy() (Policy, string) {
 	e.mu.Lock()
@@ -236,7 +209,7 @@ func (e *Edge) Close() error {
 	e.closeOnce.Do(func() {
 		e.mu.Lock()
 		e.closed = true
-		close(e.closing)
+		e.cancel()
 		e.stopWatchLocked()
 		e.mu.Unlock()
 		e.bg.Wait()
@@ -245,14 +218,19 @@ func (e *Edge) Close() error {
 	return e.closeErr
 }
 
-// background runs fn as a refresh owned by the edge, unless it is closing.
+// Context is the edge's own context, canceled when it closes: the parent
+// of work it owns, such as its clients' token fetches.
+func (e *Edge) Context() context.Context { return e.ctx }
+
+// background runs fn as a refresh owned by the edge, under its context,
+// unless it is closing.
 func (e *Edge) background(fn func(ctx context.Context)) {
 	if !e.hold() {
 		return
 	}
 	go func() {
 		defer e.bg.Done()
-		e.owned(context.Background(), fn)
+		fn(e.ctx)
 	}()
 }
 
@@ -266,19 +244,4 @@ func (e *Edge) hold() bool {
 	}
 	e.bg.Add(1)
 	return true
-}
-
-// owned runs fn with a context derived from parent, canceled when the
-// edge closes.
-func (e *Edge) owned(parent context.Context, fn func(ctx context.Context)) {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	go func() {
-		select {
-		case <-e.closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	fn(ctx)
 }

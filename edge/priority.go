@@ -62,8 +62,13 @@ func WithPriority(ctx context.Context, p Priority) context.Context {
 	return context.WithValue(ctx, priorityKey{}, p)
 }
 
-// PriorityOf returns ctx's priority; unmarked calls are foreground.
+// PriorityOf returns ctx's priority: a flight's current one (see flight),
+// else the one ctx is marked with; unmarked calls are foreground.
 func PriorityOf(ctx context.Context) Priority {
+	if fl := flightOf(ctx); fl != nil {
+		p, _ := fl.priority()
+		return p
+	}
 	if p, ok := ctx.Value(priorityKey{}).(Priority); ok {
 		return p
 	}
@@ -84,17 +89,38 @@ func (e *Edge) Wait(ctx context.Context, path string) error {
 	if e.opts.Gate == nil {
 		return nil
 	}
-	p := PriorityOf(ctx)
-	if path == upstream.AuthPath {
-		// Every call needs the token: renewing it goes first.
-		p = PriorityOrder
+	for {
+		p, raised := PriorityOf(ctx), context.Context(nil)
+		if fl := flightOf(ctx); fl != nil {
+			p, raised = fl.priority()
+		}
+		if path == upstream.AuthPath {
+			// Every call needs the token: renewing it goes first.
+			p = PriorityOrder
+		}
+		err := e.acquire(ctx, raised, budgetCall(ctx, path, p))
+		if raised != nil && raised.Err() != nil && ctx.Err() == nil && err != nil {
+			// A buyer joined this flight while it queued: queue again
+			// with the buyer's priority and max_wait.
+			continue
+		}
+		return err
 	}
-	if limit := e.waitLimit(p); limit > 0 {
-		var cancel context.CancelFunc
+}
+
+// acquire takes a budget slot for c, waiting at most c's wait limit, and
+// giving up when raised is canceled.
+func (e *Edge) acquire(ctx, raised context.Context, c budget.Call) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if raised != nil {
+		defer context.AfterFunc(raised, cancel)()
+	}
+	if limit := e.waitLimit(c.Priority); limit > 0 {
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
-	return e.opts.Gate.AcquireCall(ctx, budgetCall(ctx, path, p))
+	return e.opts.Gate.AcquireCall(ctx, c)
 }
 
 // MaxWait is the upstream client's MaxWait hook: a caller waits for a
@@ -144,16 +170,3 @@ func RetryAfter(h http.Header) time.Duration {
 
 // Gate is the edge's budget, for config reloads and statistics.
 func (e *Edge) Gate() Gate { return e.opts.Gate }
-
-// SetWaits applies a reloaded config's wait bounds; zero fields keep the
-// current value.
-func (e *Edge) SetWaits(w Waits) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if w.Foreground > 0 {
-		e.opts.Waits.Foreground = w.Foreground
-	}
-	if w.Order > 0 {
-		e.opts.Waits.Order = w.Order
-	}
-}

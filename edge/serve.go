@@ -183,47 +183,6 @@ func (f *fetched) staleReason() string {
 	return "stale-if-error"
 }
 
-// fetch makes (or joins) the one upstream call for key. The call is owned
-// by the edge, not the caller: if the caller that started it goes away, the
-// others still get the answer, and it is still stored. err is set only
-// when this caller's own context ended first, or, with staleAfter > 0,
-// when the answer took longer than that (errStaleTimeout).
-func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte, p Priority, staleAfter time.Duration) (*fetched, bool, error) {
-	// led is written by the flight goroutine only if this caller started
-	// the flight; it is read only after the flight's answer arrived.
-	led := false
-	ch := e.flight.DoChan(key, func() (any, error) {
-		led = true
-		if !e.hold() {
-			return &fetched{err: &upstream.Error{Kind: upstream.Canceled, Err: errors.New("the cache is closing")}}, nil
-		}
-		defer e.bg.Done()
-		var f *fetched
-		e.owned(context.WithoutCancel(ctx), func(octx context.Context) {
-			fctx, cancel := context.WithTimeout(octx, e.opts.Timeout+time.Minute)
-			defer cancel()
-			f = e.fetchAndStore(WithPriority(fctx, p), client, call, key, canonical)
-		})
-		return f, nil
-	})
-	e.waiting.Add(1)
-	defer e.waiting.Add(-1)
-	var stale <-chan time.Time
-	if staleAfter > 0 {
-		t := time.NewTimer(staleAfter)
-		defer t.Stop()
-		stale = t.C
-	}
-	select {
-	case r := <-ch:
-		return r.Val.(*fetched), led, nil
-	case <-stale:
-		return nil, false, errStaleTimeout
-	case <-ctx.Done():
-		return nil, false, &upstream.Error{Kind: upstream.Canceled, Err: fmt.Errorf("waiting for %s: %w", call.Name(), ctx.Err())}
-	}
-}
-
 // reachedS360 says whether a call may have reached S-360, which counts
 // calls, not successes: any answer (5xx, 509, in_progress included), and a
 // timeout or a cut after the request was sent, start the key's floor. Only
@@ -361,10 +320,26 @@ func (e *Edge) put(call s360.Call, key string, ent *cachestore.Entry) bool {
 	return true
 }
 
-// refreshLater refreshes a stale entry in the background, once per key. A
-// purged entry is refreshed as soon as its floor allows.
+// refreshLater refreshes a stale entry in the background, once per key:
+// nothing starts while a call or a refresh for the key is under way, so a
+// burst of stale hits costs no goroutines. A purged entry is refreshed as
+// soon as its floor allows.
 func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string, canonical []byte, reason string) {
+	e.fmu.Lock()
+	busy := e.flights[key] != nil || e.refreshing[key]
+	if !busy {
+		e.refreshing[key] = true
+	}
+	e.fmu.Unlock()
+	if busy {
+		return
+	}
 	e.background(func(ctx context.Context) {
+		defer func() {
+			e.fmu.Lock()
+			delete(e.refreshing, key)
+			e.fmu.Unlock()
+		}()
 		if reason == "purged" {
 			e.refreshKey(ctx, key, 0)
 			return

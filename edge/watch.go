@@ -161,7 +161,7 @@ func (e *Edge) watchCall(ctx context.Context, call s360.Call, body []byte) (answ
 	if client == nil {
 		return nil, time.Time{}, errNoClient
 	}
-	ctx, cancel := context.WithTimeout(WithPriority(ctx, PriorityWatch), e.opts.Timeout+time.Minute)
+	ctx, cancel := context.WithTimeout(WithPriority(ctx, PriorityWatch), e.timeout()+time.Minute)
 	defer cancel()
 	resp, err := client.Do(ctx, call.Path(), body)
 	e.stats.upstream(call.Class, resp, err)

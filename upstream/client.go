@@ -67,6 +67,10 @@ type Config struct {
 	// answer, with the call's context and path: the budget's pushback
 	// hook (509/429), which pauses what was called.
 	Observe func(ctx context.Context, path string, status int, header http.Header)
+	// Context is what work shared by callers (the token fetch) runs
+	// under, rather than the first caller's context and its values: the
+	// edge's, canceled when it closes. Default context.Background().
+	Context context.Context
 }
 
 // Kind classifies a failed call.
@@ -143,6 +147,9 @@ func New(cfg Config) *Client {
 	cfg.MaxResponseBytes = min(cfg.MaxResponseBytes, cfg.Reading.size)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Context == nil {
+		cfg.Context = context.Background()
 	}
 	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
 	tr := cfg.Transport
@@ -227,9 +234,9 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 		return tok, nil
 	}
 	ch := c.fetch.DoChan("token", func() (any, error) {
-		// Detached from the first caller: if it goes away, the others
-		// still need the token.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
+		// Not the first caller's: if it goes away, the others still need
+		// the token.
+		ctx, cancel := context.WithTimeout(c.cfg.Context, c.cfg.Timeout)
 		defer cancel()
 		return c.fetchToken(ctx)
 	})

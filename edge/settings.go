@@ -1,0 +1,73 @@
+package edge
+
+import (
+	"time"
+
+	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+// Settings are what a config sets on a running edge. Reconfigure applies
+// all of them at once; zero fields mean the defaults, not "keep".
+type Settings struct {
+	Institution string
+	Policy      Policy
+	Waits       Waits
+	Watch       Watch
+	Timeout     time.Duration
+	MaxBytes    int64
+	// Budget, when set, replaces the gate's limits (a *budget.Budget's).
+	Budget *budget.Config
+}
+
+// withDefaults fills the defaults of Open's and Reconfigure's settings.
+func withDefaults(timeout time.Duration, w Waits, p Policy) (time.Duration, Waits, Policy) {
+	if timeout <= 0 {
+		timeout = upstream.DefaultTimeout
+	}
+	if w.Foreground <= 0 {
+		w.Foreground = 3 * time.Second
+	}
+	if w.Order <= 0 {
+		w.Order = 30 * time.Second
+	}
+	if p.StaleWhileRevalidate == 0 {
+		p.StaleWhileRevalidate = time.Hour
+	}
+	if p.StaleIfError == 0 {
+		p.StaleIfError = 24 * time.Hour
+	}
+	if p.StaleTimeout <= 0 {
+		p.StaleTimeout = DefaultStaleTimeout
+	}
+	return timeout, w, p
+}
+
+// Reconfigure applies a config's settings, every one of them; caddymodule
+// calls it only for a config that became the running one.
+func (e *Edge) Reconfigure(s Settings) {
+	timeout, waits, policy := withDefaults(s.Timeout, s.Waits, s.Policy)
+	if b, ok := e.opts.Gate.(interface{ Update(budget.Config) }); ok && s.Budget != nil {
+		b.Update(*s.Budget)
+	}
+	e.store.SetMaxBytes(s.MaxBytes)
+	e.mu.Lock()
+	e.opts.Institution, e.opts.Policy, e.opts.Waits, e.opts.Timeout, e.opts.MaxBytes = s.Institution, policy, waits, timeout, s.MaxBytes
+	e.mu.Unlock()
+	e.SetWatch(s.Watch)
+}
+
+// timeout bounds a fetch that no buyer waits for any more.
+func (e *Edge) timeout() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.opts.Timeout
+}
+
+// Settings is what the edge runs with now (Budget left nil: the gate's
+// Stats tell its limits).
+func (e *Edge) Settings() Settings {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Settings{Institution: e.opts.Institution, Policy: e.opts.Policy, Waits: e.opts.Waits, Watch: e.watch.cfg, Timeout: e.opts.Timeout, MaxBytes: e.opts.MaxBytes}
+}
