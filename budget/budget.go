@@ -275,6 +275,7 @@ type Budget struct {
 	timerGen uint64
 
 	granted, waits, rejections, pauses, pushbacks uint64
+	onGrant                                       func(time.Time) // see OnGrant
 
 	adaptive adaptive
 	scopes   scopes
@@ -721,6 +722,9 @@ func (b *Budget) grantLocked(now time.Time, p Priority) (probe bool) {
 	b.pruneLocked(now)
 	b.log = append(b.log, now)
 	b.granted++
+	if b.onGrant != nil {
+		b.onGrant(now)
+	}
 	if b.probing && p != Order {
 		b.probeUntil = now.Add(b.cfg.ProbeTimeout)
 		return true
