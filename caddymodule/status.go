@@ -174,6 +174,10 @@ func wantsHTML(r *http.Request) bool {
 	return h > 0 && h >= best("application/json")
 }
 
+// handleStatus serves /s360/ on the admin endpoint. Caddy's admin endpoint
+// refuses a browser's navigation that carries no Origin or Referer (its
+// cross-site protection), so browsers mostly reach the page through the
+// s360_status handler; curl and API clients get the JSON here.
 func handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.Path != "/s360/" {
 		return apiErr(http.StatusNotFound, "no such s360 admin route: "+r.URL.Path)
@@ -181,6 +185,12 @@ func handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return apiErr(http.StatusMethodNotAllowed, "use GET")
 	}
+	return serveStatus(w, r)
+}
+
+// serveStatus writes the status page, or the stats as JSON when the client
+// does not prefer HTML.
+func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	stats := allStats()
 	if !wantsHTML(r) {
 		return writeJSON(w, map[string]any{"edges": stats})

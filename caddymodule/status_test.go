@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
@@ -149,6 +151,49 @@ func TestStatusRoute(t *testing.T) {
 			}
 			if got := w.Header().Get("Content-Type"); got != tc.contentType {
 				t.Fatalf("Content-Type %q, want %q", got, tc.contentType)
+			}
+		})
+	}
+}
+
+func TestStatusHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, accept string
+		status               int
+		contentType          string
+	}{
+		{"browser", http.MethodGet, "text/html,*/*;q=0.8", 200, "text/html; charset=utf-8"},
+		{"api client", http.MethodGet, "application/json", 200, "application/json"},
+		{"head", http.MethodHead, "text/html", 200, "text/html; charset=utf-8"},
+		{"post", http.MethodPost, "text/html", 405, "application/json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, "/anywhere", nil)
+			r.Header.Set("Accept", tc.accept)
+			w := httptest.NewRecorder()
+			if err := (StatusHandler{}).ServeHTTP(w, r, nil); err != nil {
+				t.Fatal(err)
+			}
+			if w.Code != tc.status || w.Header().Get("Content-Type") != tc.contentType {
+				t.Fatalf("%d %q, want %d %q: %s", w.Code, w.Header().Get("Content-Type"), tc.status, tc.contentType, w.Body)
+			}
+			if tc.status == 405 && !strings.Contains(w.Body.String(), `"error":"method_not_allowed"`) {
+				t.Fatalf("405 body %s", w.Body)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, in string
+		ok       bool
+	}{
+		{"bare", "s360_status", true},
+		{"argument", "s360_status now", false},
+		{"block", "s360_status {\n\trefresh 5\n}", false},
+	} {
+		t.Run("caddyfile "+tc.name, func(t *testing.T) {
+			_, err := parseStatusHandler(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser(tc.in)})
+			if (err == nil) != tc.ok {
+				t.Fatalf("%q: %v", tc.in, err)
 			}
 		})
 	}
