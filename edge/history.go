@@ -16,15 +16,19 @@ type history struct {
 	calls  [historyMinutes]int
 }
 
-func (h *history) grant(t time.Time) {
+// grant counts n grants (-1: one handed back) in t's minute.
+func (h *history) grant(t time.Time, n int) {
 	m := t.Unix() / 60
 	i := m % historyMinutes
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.minute[i] != m {
+		if n < 0 {
+			return // a grant from a minute the ring no longer holds
+		}
 		h.minute[i], h.calls[i] = m, 0
 	}
-	h.calls[i]++
-	h.mu.Unlock()
+	h.calls[i] += n
 }
 
 // Minute is the upstream calls the budget granted in one minute.
@@ -51,7 +55,7 @@ func (h *history) last(now time.Time) []Minute {
 }
 
 // granter is a gate that tells its grants (budget.Budget).
-type granter interface{ OnGrant(func(time.Time)) }
+type granter interface{ OnGrant(func(time.Time, int)) }
 
 func (e *Edge) keepHistory() {
 	if g, ok := e.opts.Gate.(granter); ok {

@@ -58,3 +58,23 @@ func TestBudgetHistoryCountsGrantsPerMinute(t *testing.T) {
 		}
 	})
 }
+
+// A grant handed back unused leaves its minute; one from a minute the ring
+// no longer holds changes nothing.
+func TestBudgetHistoryRefunds(t *testing.T) {
+	var h history
+	t0 := time.Date(2026, 11, 29, 12, 0, 30, 0, time.UTC)
+	h.grant(t0, 1)
+	h.grant(t0, 1)
+	h.grant(t0, -1)
+	h.grant(t0.Add(-2*time.Hour), -1)
+	m := h.last(t0)
+	if m[59].Calls != 1 {
+		t.Fatalf("current minute %d calls, want 1", m[59].Calls)
+	}
+	for _, x := range m[:59] {
+		if x.Calls != 0 {
+			t.Fatalf("minute %v: %d calls, want 0", x.Start, x.Calls)
+		}
+	}
+}
