@@ -267,6 +267,7 @@ type Budget struct {
 	timerGen uint64
 
 	granted, waits, rejections, pauses, pushbacks uint64
+	onGrant                                       func(at time.Time, n int) // see OnGrant
 
 	adaptive adaptive
 	scopes   scopes
@@ -710,6 +711,9 @@ func (b *Budget) grantLocked(now time.Time, p Priority) (probe bool) {
 	b.pruneLocked(now)
 	b.log = append(b.log, now)
 	b.granted++
+	if b.onGrant != nil {
+		b.onGrant(now, 1)
+	}
 	if b.probing && p != Order {
 		b.probeUntil = now.Add(b.cfg.ProbeTimeout)
 		return true
@@ -726,6 +730,9 @@ func (b *Budget) refundLocked(w *waiter) {
 		}
 	}
 	b.granted--
+	if b.onGrant != nil {
+		b.onGrant(w.at, -1)
+	}
 	if !w.lease.IsZero() && b.probeUntil.Equal(w.lease) {
 		b.probeUntil = time.Time{} // the next waiter becomes the probe
 	}

@@ -21,6 +21,7 @@ func init() {
 // Admin is the admin.api.s360 module: cache statistics and purges on
 // Caddy's admin endpoint, under /s360/.
 //
+//	GET  /s360/             the status page (HTML when the client prefers it, else the stats)
 //	GET  /s360/stats        every edge's counters, store size and generation
 //	GET  /s360/generation   the catalog generation of every edge
 //	POST /s360/purge        {} purges everything; {"class": "catalog"|"availability"},
@@ -41,6 +42,7 @@ func (Admin) CaddyModule() caddy.ModuleInfo {
 // Routes returns the admin routes.
 func (Admin) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
+		{Pattern: "/s360/", Handler: caddy.AdminHandlerFunc(handleStatus)},
 		{Pattern: "/s360/stats", Handler: caddy.AdminHandlerFunc(handleStats)},
 		{Pattern: "/s360/generation", Handler: caddy.AdminHandlerFunc(handleGeneration)},
 		{Pattern: "/s360/purge", Handler: caddy.AdminHandlerFunc(handlePurge)},
@@ -51,15 +53,16 @@ func handleStats(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return apiErr(http.StatusMethodNotAllowed, "use GET")
 	}
-	out := []statsView{}
-	eachEdge(func(e *edge.Edge) { out = append(out, statsView{e.Stats(), budgetStats(e)}) })
-	return writeJSON(w, map[string]any{"edges": out})
+	return writeJSON(w, map[string]any{"edges": allStats()})
 }
 
 // statsView is one edge's statistics with its budget's.
 type statsView struct {
 	edge.Snapshot
-	Budget budget.Stats `json:"budget"`
+	Budget     budget.Stats    `json:"budget"`
+	PerMinute  []edge.Minute   `json:"budget_per_minute"` // the last hour, oldest first
+	Catalog    cachestore.Ages `json:"catalog_ages"`
+	CatalogErr string          `json:"catalog_error,omitempty"`
 }
 
 func budgetStats(e *edge.Edge) budget.Stats {

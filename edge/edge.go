@@ -119,6 +119,7 @@ type Edge struct {
 	// waiting counts callers blocked on a fetch (coalesced ones included).
 	waiting atomic.Int64
 	watch   watchState
+	history history // budget use per minute, for the status page
 
 	mu        sync.Mutex
 	clients   []*upstream.Client // attached handlers' clients, newest last
@@ -158,6 +159,7 @@ func Open(opts Options) (*Edge, error) {
 		return nil, err
 	}
 	e.keepLearnedLimit()
+	e.keepHistory()
 	return e, nil
 }
 

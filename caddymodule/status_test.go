@@ -1,0 +1,200 @@
+package caddymodule
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/edge"
+)
+
+func TestWantsHTML(t *testing.T) {
+	for _, tc := range []struct {
+		name, accept string
+		want         bool
+	}{
+		{"browser navigation", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", true},
+		{"curl", "*/*", false},
+		{"none", "", false},
+		{"json", "application/json", false},
+		{"json preferred", "text/html;q=0.5, application/json", false},
+		{"html preferred", "application/json;q=0.4, text/html", true},
+		{"html refused", "text/html;q=0", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/s360/", nil)
+			r.Header.Set("Accept", tc.accept)
+			if got := wantsHTML(r); got != tc.want {
+				t.Fatalf("wantsHTML(%q) = %v", tc.accept, got)
+			}
+		})
+	}
+}
+
+// stat returns the text of the element carrying data-stat="name".
+func stat(t *testing.T, page, name string) string {
+	t.Helper()
+	m := regexp.MustCompile(`data-stat="` + regexp.QuoteMeta(name) + `"[^>]*>([^<]*)<`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no data-stat=%q on the page", name)
+	}
+	return m[1]
+}
+
+func render(t *testing.T, v statsView, now time.Time) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := statusTmpl.Execute(&buf, statusPage{Now: now, Refresh: statusRefresh, Edges: []statusEdge{newStatusEdge(v, now)}}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+func TestStatusPageRenders(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 30, 20, 0, time.UTC)
+	hour := make([]edge.Minute, 60)
+	for i := range hour {
+		hour[i].Start = now.Truncate(time.Minute).Add(time.Duration(i-59) * time.Minute)
+	}
+	t.Run("nothing cached, nothing called", func(t *testing.T) {
+		page := render(t, statsView{Snapshot: edge.Snapshot{Dir: "/var/lib/s360/x"}, PerMinute: hour}, now)
+		for name, want := range map[string]string{"store.entries": "0", "budget.calls": "0", "paused": "not paused",
+			"hit_ratio": "no requests yet", "budget_per_minute_total": "0", "catalog_ages.entries": "0"} {
+			if got := stat(t, page, name); got != want {
+				t.Errorf("%s: %q, want %q", name, got, want)
+			}
+		}
+		for _, want := range []string{`<meta http-equiv="refresh" content="5">`, "nothing cached", "no cacheable request yet", "<svg"} {
+			if !strings.Contains(page, want) {
+				t.Errorf("the page lacks %q", want)
+			}
+		}
+		if strings.Contains(page, "<script") || strings.Contains(page, "http://") || strings.Contains(page, "https://") {
+			t.Error("the page has a script or an external reference")
+		}
+	})
+	t.Run("paused, with traffic", func(t *testing.T) {
+		h := append([]edge.Minute(nil), hour...)
+		h[58].Calls, h[59].Calls = 140, 30
+		v := statsView{
+			Snapshot: edge.Snapshot{Dir: "/d", Generation: 3, Generations: 2, PollFailures: 4,
+				Requests: []edge.Counter{{Class: "catalog", Outcome: "hit", Value: 6}, {Class: "availability", Outcome: "stale", Value: 2},
+					{Class: "availability", Outcome: "miss", Value: 2}},
+				Store: cachestore.Stats{Entries: 7, Bytes: 3 << 20, MaxBytes: 4 << 20}},
+			Budget: budget.Stats{Limit: 150, EffectiveLimit: 100, Window: time.Minute, Calls: 95, Remaining: 5,
+				PausedUntil: now.Add(time.Minute), PausesByScope: budget.ScopeCounts{Key: 3, Method: 1, Institution: 1},
+				PausedMethods: []string{"availabilityService/getEventAvailability"}, QuotaRefusals: 9,
+				LastAdjustment: &budget.Adjustment{At: now.Add(-time.Minute), From: 150, To: 100, Reason: "pushback"}, Adjustments: 1},
+			PerMinute: h,
+			Catalog:   cachestore.Ages{Entries: 2, Oldest: now.Add(-2 * time.Hour), Newest: now.Add(-time.Minute)},
+		}
+		page := render(t, v, now)
+		for name, want := range map[string]string{"paused": "paused until 12:31:20 UTC", "budget.calls": "95",
+			"budget.effective_limit": "100", "budget.limit": "150", "budget.pauses_by_scope.method": "1",
+			"budget.pauses_by_scope.institution": "1", "budget.quota_refusals": "9", "store.entries": "7",
+			"store.bytes": "3.0 MiB", "hit_ratio": "60.0 %", "generation": "3", "poll_failures": "4",
+			"budget_per_minute_total": "170", "catalog_ages.entries": "2"} {
+			if got := stat(t, page, name); got != want {
+				t.Errorf("%s: %q, want %q", name, got, want)
+			}
+		}
+		for _, want := range []string{"availabilityService/getEventAvailability", "150 → 100", "newest 1m0s ago, oldest 2h0m0s ago",
+			"limit 100/min", "12:29 UTC: 140 calls", `class="n bad"`} {
+			if !strings.Contains(page, want) {
+				t.Errorf("the page lacks %q", want)
+			}
+		}
+		// The tallest bar (140 > limit 100) reaches the top margin, the limit line sits below it.
+		c, total := newChart(h, 100)
+		if total != 170 || c.Bars[58].Y >= c.LimitY || c.Bars[59].Y <= c.LimitY || c.Bars[0].H != 0 {
+			t.Errorf("chart: total %d, bars %+v %+v, limit at %v", total, c.Bars[58], c.Bars[59], c.LimitY)
+		}
+	})
+}
+
+func TestStatusRoute(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, path, accept string
+		status                     int
+		contentType                string
+	}{
+		{"html for a browser", http.MethodGet, "/s360/", "text/html", 200, "text/html; charset=utf-8"},
+		{"json otherwise", http.MethodGet, "/s360/", "*/*", 200, "application/json"},
+		{"unknown subpath", http.MethodGet, "/s360/nope", "text/html", 404, ""},
+		{"post", http.MethodPost, "/s360/", "text/html", 405, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, tc.path, nil)
+			r.Header.Set("Accept", tc.accept)
+			w := httptest.NewRecorder()
+			err := handleStatus(w, r)
+			if tc.status != 200 {
+				var ae caddy.APIError
+				if !errors.As(err, &ae) || ae.HTTPStatus != tc.status {
+					t.Fatalf("error %v, want an API error with status %d", err, tc.status)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := w.Header().Get("Content-Type"); got != tc.contentType {
+				t.Fatalf("Content-Type %q, want %q", got, tc.contentType)
+			}
+		})
+	}
+}
+
+func TestStatusHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, accept string
+		status               int
+		contentType          string
+	}{
+		{"browser", http.MethodGet, "text/html,*/*;q=0.8", 200, "text/html; charset=utf-8"},
+		{"api client", http.MethodGet, "application/json", 200, "application/json"},
+		{"head", http.MethodHead, "text/html", 200, "text/html; charset=utf-8"},
+		{"post", http.MethodPost, "text/html", 405, "application/json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, "/anywhere", nil)
+			r.Header.Set("Accept", tc.accept)
+			w := httptest.NewRecorder()
+			if err := (StatusHandler{}).ServeHTTP(w, r, nil); err != nil {
+				t.Fatal(err)
+			}
+			if w.Code != tc.status || w.Header().Get("Content-Type") != tc.contentType {
+				t.Fatalf("%d %q, want %d %q: %s", w.Code, w.Header().Get("Content-Type"), tc.status, tc.contentType, w.Body)
+			}
+			if tc.status == 405 && !strings.Contains(w.Body.String(), `"error":"method_not_allowed"`) {
+				t.Fatalf("405 body %s", w.Body)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, in string
+		ok       bool
+	}{
+		{"bare", "s360_status", true},
+		{"argument", "s360_status now", false},
+		{"block", "s360_status {\n\trefresh 5\n}", false},
+	} {
+		t.Run("caddyfile "+tc.name, func(t *testing.T) {
+			_, err := parseStatusHandler(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser(tc.in)})
+			if (err == nil) != tc.ok {
+				t.Fatalf("%q: %v", tc.in, err)
+			}
+		})
+	}
+}
