@@ -360,3 +360,66 @@ func TestSAMLBrowserJourney(t *testing.T) {
 	}
 	b.noExceptions(t)
 }
+
+// TestDemoSAMLJourney runs `make run`'s set-up (Caddyfile.example, whose
+// saml block points at the simulator's shop IdP, and demo/) as a person
+// would use it: the demo page opened as localhost, "Log in with your shop
+// account", book, and the shop's cart already knows the buyer.
+func TestDemoSAMLJourney(t *testing.T) {
+	needChromium(t)
+	demo, err := filepath.Abs("../demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifacts := artifactsDir(t)
+	cert, key := spKeyPair(t)
+	dir := t.TempDir()
+	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+	simAddr := freeAddr(t)
+	simURL := "http://" + simAddr
+	key32 := make([]byte, 32)
+	rand.Read(key32)
+	// Only what `make run` leaves to its defaults is moved: the ports, and
+	// the paths that are relative to the repository.
+	p := start(t, "s360edge", []string{
+		"S360_OPERATOR=" + simOperator, "S360_SECRET=" + simSecret, "S360_PORT=" + port, "S360_ADMIN=" + freeAddr(t),
+		"S360_UPSTREAM=" + simURL, "S360_SHOP=" + simURL, "S360_SAML_IDP=" + simURL + "/saml/metadata",
+		"S360_SAML_ENTITY=http://127.0.0.1:" + port + "/auth/saml/metadata", "S360_SAML_CERT=" + cert, "S360_SAML_KEY=" + key,
+		"S360_STORAGE=" + filepath.Join(dir, "store"), "S360_SITE=" + demo, "XDG_DATA_HOME=" + dir, "HOME=" + dir,
+		"S360_COOKIE_KEY=" + base64.StdEncoding.EncodeToString(key32),
+	}, "run", "--config", "../Caddyfile.example", "--adapter", "caddyfile")
+	e := &edge{proc: p, URL: "http://localhost:" + port, t: t}
+	if !e.waitListening(t) {
+		t.Fatalf("s360edge exited:\n%s", tail(p.Output(), 8000))
+	}
+	sp := start(t, "s360sim", nil, "-addr", simAddr, "-institution", "MOSA", "-operator", simOperator, "-secret", simSecret,
+		"-saml-sp-metadata", "http://127.0.0.1:"+port+"/auth/saml/metadata")
+	s := &sim{proc: sp, URL: simURL}
+	waitFor(t, "s360sim to serve", 20*time.Second, func() bool {
+		resp, err := http.Get(simURL + "/_sim/fixtures")
+		if err == nil {
+			resp.Body.Close()
+		}
+		sp.failIfExited(t)
+		return err == nil && resp.StatusCode == 200
+	})
+	fx := s.Fixtures(t)
+	bk := firstBookable(t, fx)
+	b := startBrowser(t, artifacts, "demo-saml-failure.png")
+	ctx := b.ctx
+
+	browseDemo(t, b, e, fx, bk)
+	runWithin(t, ctx, "clicking \"Log in with your shop account\"", 10*time.Second, chromedp.Click(chromedp.ID("login")))
+	shopLogin(t, b, simURL)
+	// The login ran on the SP's entity_id origin, and returns there.
+	runWithin(t, ctx, "after the shop's login the page should come back showing the buyer", 45*time.Second, chromedp.Steps(
+		chromedp.WaitVisible(chromedp.ID("user-name")),
+		chromedp.WaitVisible(chromedp.CSS(bk.bookSel)),
+	))
+	if at := runWithin(t, ctx, "reading the location", 10*time.Second, chromedp.Location()); at != "http://127.0.0.1:"+port+"/" {
+		t.Errorf("after the login the browser is at %q, want the demo page on the SP's origin", at)
+	}
+	bookToCart(t, b, s, bk, artifacts, "demo-saml-cart.png")
+	runWithin(t, ctx, "the cart should show the buyer the shop knows", 10*time.Second, chromedp.WaitVisible(chromedp.ID("shop-buyer")))
+	b.noExceptions(t)
+}
