@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -30,7 +29,8 @@ import (
 // the SP. The test plays the browser: every redirect and form post between
 // the two processes is driven and asserted by hand.
 
-// samlCaddyfile: SAML login only (no oidc block), /echo/private* protected.
+// samlCaddyfile: SAML login only (no oidc block); /echo/private* and the
+// order path are protected.
 const samlCaddyfile = `{
 	admin %[2]s
 }
@@ -48,7 +48,7 @@ http://%[1]s {
 			cert          @CERT@
 			key           @KEY@
 			cookie_secret {env.S360_COOKIE_KEY}
-			protect       /echo/private*
+			protect       /echo/private* /tnseb/backend-apis/externalOrderFacade/*
 		}
 	}
 	reverse_proxy /echo* @ECHO@
@@ -237,67 +237,37 @@ func TestSAMLLoginJourney(t *testing.T) {
 	}
 }
 
+// shopLogin fills in the shop's login form, which the browser is on, with
+// the seeded buyer's account.
+func shopLogin(t *testing.T, b *browser, simURL string) {
+	t.Helper()
+	runWithin(t, b.ctx, "the shop should ask for the buyer's password", 60*time.Second,
+		chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)))
+	if at := runWithin(t, b.ctx, "reading the location", 10*time.Second, chromedp.Location()); !strings.HasPrefix(at, simURL+"/saml/sso?") {
+		t.Fatalf("the browser is at %q, want the shop's sign-on page", at)
+	}
+	runWithin(t, b.ctx, "logging in at the shop", 60*time.Second, chromedp.Steps(
+		chromedp.SendKeys(chromedp.CSS(`input[name=user]`), "buyer"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "buyer-password"),
+		chromedp.Submit(chromedp.CSS(`input[name=password]`)),
+	))
+}
+
 // TestSAMLBrowserLogin logs the shop's buyer in through SAML in headless
 // Chromium: the real browser's cookie rules (the login state cookie must
 // come back on the shop's cross-port form post) and the shop's
 // self-submitting answer form are what the hand-driven test cannot show.
 func TestSAMLBrowserLogin(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("%s not found: install Debian's chromium package to run the SAML browser login", chromiumPath)
-		}
-		t.Fatalf("%s not found although CI is set: %v", chromiumPath, err)
-	}
+	needChromium(t)
 	root := t.TempDir()
 	os.WriteFile(filepath.Join(root, "index.html"), []byte("website"), 0o600)
 	e, simURL, _ := startSAML(t, root)
-
-	chromeOut := &syncBuffer{}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.CombinedOutput(chromeOut),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	// The first Run binds the browser to its context, so it gets no
-	// deadline (which would end the browser with it); a watchdog instead.
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("starting %s: %v\n%s", chromiumPath, err, tail(chromeOut.String(), 4000))
-		}
-	case <-time.After(90 * time.Second):
-		cancel()
-		t.Fatalf("starting %s: no answer within 90s (%v)", chromiumPath, <-started)
-	}
-	defer func() {
-		if t.Failed() {
-			t.Logf("--- chromium output ---\n%s", tail(withoutDBus(chromeOut.String()), 4000))
-		}
-	}()
+	b := startBrowser(t, artifactsDir(t), "saml-login-failure.png")
+	ctx := b.ctx
 
 	// A protected page sends the browser through the shop's login.
-	runWithin(t, ctx, "opening a protected page", 60*time.Second, chromedp.Steps(
-		chromedp.Navigate(e.URL+"/echo/private/tickets"),
-		chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)),
-	))
-	if at := runWithin(t, ctx, "reading the location", 10*time.Second, chromedp.Location()); !strings.HasPrefix(at, simURL+"/saml/sso?") {
-		t.Fatalf("the browser is at %q, want the shop's sign-on page", at)
-	}
-	runWithin(t, ctx, "logging in at the shop", 60*time.Second, chromedp.Steps(
-		chromedp.SendKeys(chromedp.CSS(`input[name=user]`), "buyer"),
-		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "buyer-password"),
-		chromedp.Submit(chromedp.CSS(`input[name=password]`)),
-	))
+	runWithin(t, ctx, "opening a protected page", 60*time.Second, chromedp.Navigate(e.URL+"/echo/private/tickets"))
+	shopLogin(t, b, simURL)
 	// The shop's answer form submits itself to the ACS, which sends the
 	// browser back to the protected page, now with the buyer's headers.
 	waitFor(t, "the browser to come back to the protected page", 30*time.Second, func() bool {
@@ -313,4 +283,143 @@ func TestSAMLBrowserLogin(t *testing.T) {
 	if !strings.Contains(body, `"email":"buyer@example.com"`) {
 		t.Fatalf("userinfo: %s", body)
 	}
+}
+
+// TestSAMLBrowserJourney is the issue's best journey, in headless
+// Chromium, on the demo page: log in with the shop account (S-360 as
+// SAML IdP), browse the catalog with availability, book, and arrive at the
+// shop's cart already known there, because the shop's login session is the
+// one the website's login used. Logging out of the website ends it at the
+// shop too.
+func TestSAMLBrowserJourney(t *testing.T) {
+	needChromium(t)
+	demo, err := filepath.Abs("../demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifacts := artifactsDir(t)
+	e, simURL, sp := startSAML(t, demo)
+	s := &sim{proc: sp, URL: simURL}
+	fx := s.Fixtures(t)
+	bk := firstBookable(t, fx)
+	b := startBrowser(t, artifacts, "saml-journey-failure.png")
+	ctx := b.ctx
+
+	// 1. Browse: the demo page lists the catalog; its login is the shop's.
+	browseDemo(t, b, e, fx, bk)
+	if label := runWithin(t, ctx, "reading the login link", 10*time.Second, chromedp.Text(chromedp.ID("login"))); label != "Log in with your shop account" {
+		t.Errorf("the login link says %q, want the shop account offered", label)
+	}
+	href := runWithin(t, ctx, "reading the login link", 10*time.Second, chromedp.Evaluate[string](`document.getElementById("login").getAttribute("href")`))
+	if !strings.Contains(href, "provider=saml") {
+		t.Errorf("the login link is %q, want provider=saml", href)
+	}
+
+	// 2. Log in with the shop account and come back to the page, which
+	// shows the buyer from /auth/userinfo.
+	runWithin(t, ctx, "clicking \"Log in\"", 10*time.Second, chromedp.Click(chromedp.ID("login")))
+	shopLogin(t, b, simURL)
+	runWithin(t, ctx, "after the shop's login the page should come back showing the buyer", 45*time.Second, chromedp.Steps(
+		chromedp.WaitVisible(chromedp.ID("user-name")),
+		chromedp.WaitVisible(chromedp.CSS(bk.availSel)),
+		chromedp.WaitVisible(chromedp.CSS(bk.bookSel)),
+	))
+	if at := runWithin(t, ctx, "reading the location", 10*time.Second, chromedp.Location()); at != e.URL+"/" {
+		t.Errorf("after the login the browser is at %q, want back on the demo page %q", at, e.URL+"/")
+	}
+	if name := runWithin(t, ctx, "reading the user name", 10*time.Second, chromedp.Text(chromedp.ID("user-name"))); name != "Ada Buyer" {
+		t.Errorf("the page shows the buyer as %q, want the shop account's name %q", name, "Ada Buyer")
+	}
+	b.screenshot(t, artifacts, "saml-journey-shop.png", "the demo page, logged in with the shop account")
+
+	// 3. Book, and arrive at the shop's cart, already known there.
+	cartID := bookToCart(t, b, s, bk, artifacts, "saml-journey.png")
+	runWithin(t, ctx, "the cart should show the buyer the shop knows", 10*time.Second, chromedp.WaitVisible(chromedp.ID("shop-buyer")))
+	if who := runWithin(t, ctx, "reading the shop's buyer", 10*time.Second, chromedp.Text(chromedp.ID("shop-buyer"))); who != "Ada Buyer" {
+		t.Errorf("the cart names the buyer %q, want %q", who, "Ada Buyer")
+	}
+	if n := runWithin(t, ctx, "looking for a login form", 10*time.Second, chromedp.Evaluate[int](`document.querySelectorAll("input[name=password], #shop-guest").length`)); n != 0 {
+		t.Errorf("the cart asks the buyer to log in again (%d login elements)", n)
+	}
+	cart := runWithin(t, ctx, "reading the location", 10*time.Second, chromedp.Location())
+
+	// 4. "Log out" on the site ends the session here and, by single
+	// logout, at the shop: the cart no longer knows the buyer.
+	runWithin(t, ctx, "after \"Log out\" the page should offer the login again", 60*time.Second, chromedp.Steps(
+		chromedp.Navigate(e.URL+"/"),
+		chromedp.WaitVisible(chromedp.ID("logout")),
+		chromedp.Click(chromedp.ID("logout")),
+		chromedp.WaitVisible(chromedp.ID("login")),
+	))
+	runWithin(t, ctx, "the cart after the logout should show a guest", 30*time.Second, chromedp.Steps(
+		chromedp.Navigate(cart),
+		chromedp.WaitVisible(chromedp.ID("shop-guest")),
+	))
+	if id := runWithin(t, ctx, "reading the order id", 10*time.Second, chromedp.Text(chromedp.ID("order-id"))); strings.TrimSpace(id) != cartID {
+		t.Errorf("the cart after the logout shows order %q, want %q", id, cartID)
+	}
+	b.noExceptions(t)
+}
+
+// TestDemoSAMLJourney runs `make run`'s set-up (Caddyfile.example, whose
+// saml block points at the simulator's shop IdP, and demo/) as a person
+// would use it: the demo page opened as localhost, "Log in with your shop
+// account", book, and the shop's cart already knows the buyer.
+func TestDemoSAMLJourney(t *testing.T) {
+	needChromium(t)
+	demo, err := filepath.Abs("../demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifacts := artifactsDir(t)
+	cert, key := spKeyPair(t)
+	dir := t.TempDir()
+	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+	simAddr := freeAddr(t)
+	simURL := "http://" + simAddr
+	key32 := make([]byte, 32)
+	rand.Read(key32)
+	// Only what `make run` leaves to its defaults is moved: the ports, and
+	// the paths that are relative to the repository.
+	p := start(t, "s360edge", []string{
+		"S360_OPERATOR=" + simOperator, "S360_SECRET=" + simSecret, "S360_PORT=" + port, "S360_ADMIN=" + freeAddr(t),
+		"S360_UPSTREAM=" + simURL, "S360_SHOP=" + simURL, "S360_SAML_IDP=" + simURL + "/saml/metadata",
+		"S360_SAML_ENTITY=http://127.0.0.1:" + port + "/auth/saml/metadata", "S360_SAML_CERT=" + cert, "S360_SAML_KEY=" + key,
+		"S360_STORAGE=" + filepath.Join(dir, "store"), "S360_SITE=" + demo, "XDG_DATA_HOME=" + dir, "HOME=" + dir,
+		"S360_COOKIE_KEY=" + base64.StdEncoding.EncodeToString(key32),
+	}, "run", "--config", "../Caddyfile.example", "--adapter", "caddyfile")
+	e := &edge{proc: p, URL: "http://localhost:" + port, t: t}
+	if !e.waitListening(t) {
+		t.Fatalf("s360edge exited:\n%s", tail(p.Output(), 8000))
+	}
+	sp := start(t, "s360sim", nil, "-addr", simAddr, "-institution", "MOSA", "-operator", simOperator, "-secret", simSecret,
+		"-saml-sp-metadata", "http://127.0.0.1:"+port+"/auth/saml/metadata")
+	s := &sim{proc: sp, URL: simURL}
+	waitFor(t, "s360sim to serve", 20*time.Second, func() bool {
+		resp, err := http.Get(simURL + "/_sim/fixtures")
+		if err == nil {
+			resp.Body.Close()
+		}
+		sp.failIfExited(t)
+		return err == nil && resp.StatusCode == 200
+	})
+	fx := s.Fixtures(t)
+	bk := firstBookable(t, fx)
+	b := startBrowser(t, artifacts, "demo-saml-failure.png")
+	ctx := b.ctx
+
+	browseDemo(t, b, e, fx, bk)
+	runWithin(t, ctx, "clicking \"Log in with your shop account\"", 10*time.Second, chromedp.Click(chromedp.ID("login")))
+	shopLogin(t, b, simURL)
+	// The login ran on the SP's entity_id origin, and returns there.
+	runWithin(t, ctx, "after the shop's login the page should come back showing the buyer", 45*time.Second, chromedp.Steps(
+		chromedp.WaitVisible(chromedp.ID("user-name")),
+		chromedp.WaitVisible(chromedp.CSS(bk.bookSel)),
+	))
+	if at := runWithin(t, ctx, "reading the location", 10*time.Second, chromedp.Location()); at != "http://127.0.0.1:"+port+"/" {
+		t.Errorf("after the login the browser is at %q, want the demo page on the SP's origin", at)
+	}
+	bookToCart(t, b, s, bk, artifacts, "demo-saml-cart.png")
+	runWithin(t, ctx, "the cart should show the buyer the shop knows", 10*time.Second, chromedp.WaitVisible(chromedp.ID("shop-buyer")))
+	b.noExceptions(t)
 }

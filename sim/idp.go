@@ -166,6 +166,11 @@ func (i *IdP) Wrap(next http.Handler) http.Handler {
 			i.signin(w, r)
 		case strings.HasPrefix(r.URL.Path, i.prefix+"/"):
 			idp.ServeHTTP(w, r)
+		case strings.HasPrefix(r.URL.Path, "/shop/"):
+			if a := i.account(r); a != nil {
+				r = r.WithContext(withShopAccount(r.Context(), a))
+			}
+			next.ServeHTTP(w, r)
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -178,6 +183,23 @@ var loginForm = template.Must(template.New("login").Parse(`<html><head><title>Sh
 	`<input type="password" name="password" placeholder="password" value="" />` +
 	`<input type="hidden" name="back" value="{{.Back}}" />` +
 	`<input type="submit" value="Log In" /></form></body></html>`))
+
+// account returns the buyer of the request's unexpired IdP session, or nil.
+// The session is samlidp's (its cookie and store), so a login for the
+// website and a single logout are what the shop pages see.
+func (i *IdP) account(r *http.Request) *shopAccount {
+	c, err := r.Cookie("session")
+	if err != nil || c.Value == "" {
+		return nil
+	}
+	var s saml.Session
+	// The ID check keeps a crafted cookie value (a path to another record
+	// of the store) from being read as a session.
+	if i.srv.Store.Get("/sessions/"+c.Value, &s) != nil || s.ID != c.Value || !time.Now().Before(s.ExpireTime) {
+		return nil
+	}
+	return &shopAccount{Login: s.UserName, Email: s.UserEmail, Name: s.UserCommonName}
+}
 
 func hasCookie(r *http.Request, name string) bool {
 	c, err := r.Cookie(name)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -89,8 +90,23 @@ var cartPage = template.Must(template.New("cart").Funcs(template.FuncMap{"euros"
 {{range .Order.Lines}}<tr class="cart-line"><td class="product">{{.ProductName}}</td><td class="quantity">{{.Quantity}}</td><td class="price">{{euros .UnitPrice}}</td></tr>
 {{end}}</table>
 <p>Total: <span id="cart-total">{{euros .Order.Total}}</span></p>
-</body></html>
+{{with .Account}}<p id="shop-account">Signed in at the shop as <strong id="shop-buyer">{{.Name}}</strong> <span id="shop-buyer-email">&lt;{{.Email}}&gt;</span></p>
+{{else}}<p id="shop-guest">Not signed in at the shop: you will be asked to log in at checkout.</p>
+{{end}}</body></html>
 `))
+
+// shopAccount is the buyer the shop knows from its own login session. In
+// S-360 the shop is the IdP, so a buyer who logged in to the website with
+// the shop account arrives at the cart already known; the cart shows it.
+type shopAccount struct{ Login, Email, Name string }
+
+type shopAccountKey struct{}
+
+// withShopAccount is how the shop's IdP (which owns the login session)
+// tells the shop pages who is logged in.
+func withShopAccount(ctx context.Context, a *shopAccount) context.Context {
+	return context.WithValue(ctx, shopAccountKey{}, a)
+}
 
 var plainPage = template.Must(template.New("page").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>{{.Title}} · S-360 simulator</title></head>
@@ -122,5 +138,6 @@ func (s *Server) serveShop(w http.ResponseWriter, r *http.Request) {
 	}
 	title := map[string]string{"cart": "Cart", "checkout": "Checkout"}[page]
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = cartPage.Execute(w, map[string]any{"Title": title, "Lang": q.Get("lang"), "Order": o})
+	account, _ := r.Context().Value(shopAccountKey{}).(*shopAccount)
+	_ = cartPage.Execute(w, map[string]any{"Title": title, "Lang": q.Get("lang"), "Order": o, "Account": account})
 }
