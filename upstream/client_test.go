@@ -157,7 +157,11 @@ func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
 		}()
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for f.auths.Load() == 0 && time.Now().Before(deadline) {
+	for f.auths.Load() == 0 {
+		if time.Now().After(deadline) {
+			close(gate)
+			t.Fatal("no token fetch started within 5s")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	close(gate)
