@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -245,33 +246,47 @@ func TestRevocationListDown(t *testing.T) {
 }
 
 func TestMemRevocationsExpire(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
-	m := newMemRevocations(clock.Now)
-	if err := m.Revoke("a", clock.Now().Add(time.Hour)); err != nil {
-		t.Fatal(err)
+	// revoked revokes "a" for an hour and "b" for two, at the bubble's start.
+	revoked := func(t *testing.T) *memRevocations {
+		m := newMemRevocations(time.Now)
+		if err := m.Revoke("a", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Revoke("b", time.Now().Add(2*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		return m
 	}
-	_ = m.Revoke("b", clock.Now().Add(2*time.Hour))
 	for _, tc := range []struct {
-		name    string
-		advance time.Duration
-		id      string
-		want    bool
+		name  string
+		after time.Duration
+		id    string
+		want  bool
 	}{
 		{"revoked", 0, "a", true},
 		{"never revoked", 0, "c", false},
 		{"just before the end", time.Hour - time.Second, "a", true},
-		{"at the end", time.Second, "a", false},
-		{"a longer one stays", 0, "b", true},
+		{"at the end", time.Hour, "a", false},
+		{"a longer one stays", time.Hour, "b", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock.Advance(tc.advance)
-			if got, err := m.Revoked(tc.id); err != nil || got != tc.want {
-				t.Fatalf("Revoked(%q) = %v, %v, want %v", tc.id, got, err, tc.want)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				m := revoked(t)
+				time.Sleep(tc.after)
+				if got, err := m.Revoked(tc.id); err != nil || got != tc.want {
+					t.Fatalf("Revoked(%q) = %v, %v, want %v", tc.id, got, err, tc.want)
+				}
+			})
 		})
 	}
-	_ = m.Revoke("c", clock.Now().Add(time.Minute))
-	if _, kept := m.ids["a"]; kept {
-		t.Error("an expired revocation is kept in memory forever")
-	}
+	t.Run("expired ones are forgotten", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			m := revoked(t)
+			time.Sleep(time.Hour)
+			_ = m.Revoke("c", time.Now().Add(time.Minute))
+			if _, kept := m.ids["a"]; kept {
+				t.Error("an expired revocation is kept in memory forever")
+			}
+		})
+	})
 }
