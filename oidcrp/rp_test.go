@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -65,7 +66,8 @@ type env struct {
 	t       *testing.T
 	m       *mockoidc.MockOIDC
 	rp      *RP
-	srv     *httptest.Server
+	srv     site
+	net     memNet
 	browser *http.Client
 	clock   *fakeClock
 
@@ -123,14 +125,13 @@ func newEnv(t *testing.T, opt envOptions) *env {
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := &memListener{done: make(chan struct{})}
 	if err := m.Start(ln, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Shutdown() })
+	e.srv.URL = "http://site.test"
+	e.net = memNet{"site.test": nil, ln.Addr().String(): m.Server.Handler}
 
 	cfg := Config{
 		Issuer:       m.Issuer(),
@@ -138,6 +139,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 		ClientSecret: m.ClientSecret,
 		CookieSecret: string(testSecret),
 		Now:          e.clock.Now,
+		HTTPClient:   &http.Client{Transport: e.net},
 	}
 	if opt.cfg != nil {
 		opt.cfg(&cfg)
@@ -146,7 +148,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e.net["site.test"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if e.rp.Handles(r.URL.Path) {
 			e.rp.ServeHTTP(w, r)
 			return
@@ -168,11 +170,45 @@ func newEnv(t *testing.T, opt envOptions) *env {
 			}
 		}
 		writeJSON(w, http.StatusOK, got)
-	}))
-	t.Cleanup(e.srv.Close)
+	})
 	e.browser = e.newBrowser()
 	return e
 }
+
+// site is where the test's website answers.
+type site struct{ URL string }
+
+// memNet serves requests in memory by host, so that tests can run in a synctest bubble: there
+// network I/O would keep fake time from advancing (it is not durably blocking).
+type memNet map[string]http.Handler
+
+func (n memNet) RoundTrip(r *http.Request) (*http.Response, error) {
+	h := n[r.URL.Host]
+	if h == nil {
+		return nil, fmt.Errorf("no host %s in the test's network", r.URL.Host)
+	}
+	in := r.Clone(r.Context())
+	if in.Body == nil {
+		in.Body = http.NoBody
+	}
+	in.RequestURI, in.RemoteAddr = r.URL.RequestURI(), "192.0.2.1:40000"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, in)
+	resp := w.Result()
+	resp.Request = r
+	return resp, nil
+}
+
+// memListener is the provider's listener: it never accepts, since memNet serves the
+// provider's handler directly, and its blocked Accept is durable inside a bubble.
+type memListener struct {
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *memListener) Accept() (net.Conn, error) { <-l.done; return nil, net.ErrClosed }
+func (l *memListener) Close() error              { l.once.Do(func() { close(l.done) }); return nil }
+func (l *memListener) Addr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
 
 // newBrowser has a cookie jar and does not follow redirects: tests drive
 // every hop.
@@ -181,7 +217,7 @@ func (e *env) newBrowser() *http.Client {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return &http.Client{Jar: jar, Transport: e.net, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 type result struct {
@@ -572,7 +608,7 @@ func TestBearer(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.login(e.browser, "/")
 	idt := e.sessionOf(e.browser).IDT
-	api := &http.Client{} // no cookies
+	api := &http.Client{Transport: e.net} // no cookies
 
 	bearer := func(tok string) http.Header {
 		return http.Header{"Authorization": {"Bearer " + tok}, "Accept": {"application/json"}}
@@ -630,6 +666,7 @@ func TestBearer(t *testing.T) {
 type flakyTransport struct {
 	n         atomic.Int32
 	discovery atomic.Int32
+	next      http.RoundTripper
 }
 
 func (f *flakyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -638,13 +675,14 @@ func (f *flakyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, errors.New("connection refused (test)")
 		}
 	}
-	return http.DefaultTransport.RoundTrip(r)
+	return f.next.RoundTrip(r)
 }
 
 func TestDiscoveryRetry(t *testing.T) {
 	ft := &flakyTransport{}
 	ft.n.Store(1)
 	e := newEnv(t, envOptions{cfg: func(c *Config) { c.HTTPClient = &http.Client{Transport: ft} }})
+	ft.next = e.net
 	if ft.discovery.Load() != 0 {
 		t.Fatal("New did network I/O")
 	}
