@@ -256,7 +256,7 @@ func TestRevocationListDown(t *testing.T) {
 func TestMemRevocationsExpire(t *testing.T) {
 	// revoked revokes "a" for an hour and "b" for two, at the bubble's start.
 	revoked := func(t *testing.T) *memRevocations {
-		m := newMemRevocations(time.Now)
+		m := newMemRevocations()
 		if err := m.Revoke("a", time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
