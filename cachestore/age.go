@@ -17,7 +17,7 @@ func (s *Store) ClassAges(c Class) (Ages, error) {
 		return Ages{}, err
 	}
 	defer done()
-	now := s.now()
+	now := time.Now()
 	var a Ages
 	_, err = s.scanIndex(func(_ string, r indexRecord) {
 		if r.Class != c || isStale(r.StaleUntil, now) {

@@ -31,7 +31,7 @@
 // serializing them keeps the byte accounting exact without transaction retries. Reads never take
 // that mutex.
 //
-// Expiry is ours: an entry past StaleUntil (by Options.Now) is reported as not found and removed
+// Expiry is ours: an entry past StaleUntil is reported as not found and removed
 // by the periodic sweep. Badger's TTL (whole seconds, plus a minute) is only a backstop for
 // entries the sweep never saw, for example because the process was down.
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -134,7 +135,7 @@ func (s *Store) Sweep() (int, error) {
 }
 
 func (s *Store) sweepLocked() (int, error) {
-	now := s.now()
+	now := time.Now()
 	var entries, total int64
 	var vs []victim
 	bad, err := s.scanIndex(func(key string, r indexRecord) {
@@ -168,7 +169,7 @@ func (s *Store) sweepLocked() (int, error) {
 // records are small and contiguous, and no per-entry memory is held between evictions. The scan
 // also resets the counters, correcting any drift from Badger's TTL backstop.
 func (s *Store) evictLocked(key string, incoming int64) error {
-	now := s.now()
+	now := time.Now()
 	var entries, total, replaced int64
 	var cands []victim
 	bad, err := s.scanIndex(func(k string, r indexRecord) {
@@ -401,7 +402,7 @@ func (s *Store) softPurgeMatching(what string, match func(string, indexRecord) b
 // ones are dropped by Get. A refresh stored between the read and the
 // rewrite is marked too: it is refetched once more, never lost unanswered.
 func (s *Store) markPurged(keys []string) (int, error) {
-	now := s.now()
+	now := time.Now()
 	n := 0
 	for _, k := range keys {
 		e, err := s.Get(k)

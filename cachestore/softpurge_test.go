@@ -3,6 +3,8 @@ package cachestore
 import (
 	"slices"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 func TestSoftPurges(t *testing.T) {
@@ -18,38 +20,39 @@ func TestSoftPurges(t *testing.T) {
 		{"missing key", func(s *Store) (int, error) { return s.SoftPurgeKey("nope") }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newClock()
-			s := openTest(t, Options{Now: clk.Now})
-			now := clk.Now()
-			mustPut(t, s, "cat", entryAt(now, Catalog, "c"))
-			mustPut(t, s, "av1", entryAt(now, Availability, "a1", "product:1"))
-			mustPut(t, s, "av2", entryAt(now, Availability, "a2", "product:2"))
-			n, err := tc.purge(s)
-			if err != nil || n != len(tc.marked) {
-				t.Fatalf("purged %d, %v; want %d", n, err, len(tc.marked))
-			}
-			for _, k := range []string{"cat", "av1", "av2"} {
-				e, err := s.Get(k)
-				if err != nil {
-					t.Fatalf("%s has no answer after a soft purge: %v", k, err)
+			synctest.Test(t, func(t *testing.T) {
+				s := openTest(t, Options{})
+				now := time.Now()
+				mustPut(t, s, "cat", entryAt(now, Catalog, "c"))
+				mustPut(t, s, "av1", entryAt(now, Availability, "a1", "product:1"))
+				mustPut(t, s, "av2", entryAt(now, Availability, "a2", "product:2"))
+				n, err := tc.purge(s)
+				if err != nil || n != len(tc.marked) {
+					t.Fatalf("purged %d, %v; want %d", n, err, len(tc.marked))
 				}
-				purged := slices.Contains(e.Tags, PurgedTag)
-				if want := slices.Contains(tc.marked, k); purged != want || (purged && e.FreshUntil.After(now)) {
-					t.Fatalf("%s: purged %v (want %v), fresh until %s", k, purged, want, e.FreshUntil)
+				for _, k := range []string{"cat", "av1", "av2"} {
+					e, err := s.Get(k)
+					if err != nil {
+						t.Fatalf("%s has no answer after a soft purge: %v", k, err)
+					}
+					purged := slices.Contains(e.Tags, PurgedTag)
+					if want := slices.Contains(tc.marked, k); purged != want || (purged && e.FreshUntil.After(now)) {
+						t.Fatalf("%s: purged %v (want %v), fresh until %s", k, purged, want, e.FreshUntil)
+					}
+					if purged && (!e.StoredAt.Equal(now) || len(e.Body) == 0) {
+						t.Fatalf("%s lost its age or body: %+v", k, e)
+					}
 				}
-				if purged && (!e.StoredAt.Equal(now) || len(e.Body) == 0) {
-					t.Fatalf("%s lost its age or body: %+v", k, e)
+				if n, err := tc.purge(s); err != nil || n != 0 {
+					t.Fatalf("purging again marked %d (%v), want 0", n, err)
 				}
-			}
-			if n, err := tc.purge(s); err != nil || n != 0 {
-				t.Fatalf("purging again marked %d (%v), want 0", n, err)
-			}
-			if len(tc.marked) > 0 {
-				// The mark is a tag: a hard purge of it finds the entries.
-				if n, err := s.PurgeTag(PurgedTag); err != nil || n != len(tc.marked) {
-					t.Fatalf("hard purge of the mark: %d, %v", n, err)
+				if len(tc.marked) > 0 {
+					// The mark is a tag: a hard purge of it finds the entries.
+					if n, err := s.PurgeTag(PurgedTag); err != nil || n != len(tc.marked) {
+						t.Fatalf("hard purge of the mark: %d, %v", n, err)
+					}
 				}
-			}
+			})
 		})
 	}
 }

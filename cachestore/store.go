@@ -54,8 +54,6 @@ type Options struct {
 	MemoryBytes int64
 	// GCInterval is the period of the expiry sweep and Badger value-log GC. Default 5m.
 	GCInterval time.Duration
-	// Now is the clock for expiry and for defaulting StoredAt. Default time.Now.
-	Now func() time.Time
 	// Logger receives Badger's warnings and errors and the store's own. Default zap.NewNop().
 	Logger *zap.Logger
 }
@@ -82,7 +80,6 @@ type Store struct {
 	dir      string
 	db       *badger.DB
 	log      *zap.Logger
-	now      func() time.Time
 	maxBytes atomic.Int64 // SetMaxBytes changes it on a config reload
 	mem      *memLayer
 	// loads coalesces concurrent disk reads of one key: 100 readers arriving together for a
@@ -137,9 +134,6 @@ func Open(opts Options) (*Store, error) {
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = DefaultGCInterval
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -164,7 +158,6 @@ func Open(opts Options) (*Store, error) {
 		dir:    dir,
 		db:     db,
 		log:    log,
-		now:    opts.Now,
 		mem:    newMemLayer(opts.MemoryBytes),
 		stop:   make(chan struct{}),
 		gcDone: make(chan struct{}),
@@ -269,7 +262,7 @@ func (s *Store) Get(key string) (*Entry, error) {
 	}
 	e, seq := s.mem.get(key)
 	if e != nil {
-		if isStale(e.StaleUntil, s.now()) {
+		if isStale(e.StaleUntil, time.Now()) {
 			s.misses.Add(1)
 			return nil, ErrNotFound
 		}
@@ -287,14 +280,14 @@ func (s *Store) Get(key string) (*Entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !isStale(e.StaleUntil, s.now()) {
+		if !isStale(e.StaleUntil, time.Now()) {
 			s.mem.add(key, e, size, seq)
 		}
 		return e, nil
 	})
 	if err == nil {
 		e = v.(*Entry)
-		if isStale(e.StaleUntil, s.now()) {
+		if isStale(e.StaleUntil, time.Now()) {
 			err = ErrNotFound
 		}
 	}
@@ -394,7 +387,7 @@ func (s *Store) Put(key string, e *Entry) error {
 	if err := checkEntry(key, e); err != nil {
 		return fmt.Errorf("storing entry: %w", err)
 	}
-	now := s.now()
+	now := time.Now()
 	if e.StoredAt.IsZero() {
 		withTime := *e
 		withTime.StoredAt = now
@@ -516,8 +509,8 @@ func uniqueTags(tags []string) []string {
 	return slices.Compact(u)
 }
 
-// badgerTTL is the backstop TTL: StaleUntil relative to our clock (which tests may fake; Badger
-// applies the TTL to the real one), rounded up to whole seconds, plus ttlMargin. Zero means none.
+// badgerTTL is the backstop TTL: StaleUntil relative to now, rounded up to whole seconds, plus
+// ttlMargin. Zero means none.
 func badgerTTL(staleUntil, now time.Time) time.Duration {
 	const forever = 10 * 365 * 24 * time.Hour // and avoids overflow for "never" dates
 	if staleUntil.IsZero() {
@@ -604,7 +597,7 @@ func (s *Store) Keys(c Class, fn func(key string, e *Entry) bool) error {
 				return fmt.Errorf("listing %s entries: %w", c, err)
 			}
 		}
-		if e.Class != c || isStale(e.StaleUntil, s.now()) {
+		if e.Class != c || isStale(e.StaleUntil, time.Now()) {
 			continue
 		}
 		if !fn(k, e) {

@@ -340,7 +340,12 @@ func TestClientGoneIs499AndNothingIsStoredForOthersToMiss(t *testing.T) {
 	done := make(chan struct{})
 	go func() { h.ServeHTTP(w, r, &nextHandler{}); close(done) }()
 	deadline := time.Now().Add(5 * time.Second)
-	for f.calls.Load() == 0 && time.Now().Before(deadline) {
+	for f.calls.Load() == 0 {
+		if time.Now().After(deadline) {
+			cancel()
+			close(release)
+			t.Fatal("the upstream call did not start within 5s")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	cancel()

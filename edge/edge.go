@@ -142,7 +142,7 @@ func Open(opts Options) (*Edge, error) {
 		opts.Logger = zap.NewNop()
 	}
 	opts.Timeout, opts.Waits, opts.Policy = withDefaults(opts.Timeout, opts.Waits, opts.Policy)
-	store, err := cachestore.Open(cachestore.Options{Dir: opts.Dir, MaxBytes: opts.MaxBytes, Now: opts.Now, Logger: opts.Logger})
+	store, err := cachestore.Open(cachestore.Options{Dir: opts.Dir, MaxBytes: opts.MaxBytes, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -74,9 +74,6 @@ type Config struct {
 	// HTTPClient talks to the provider. Default: a client with a 10s timeout.
 	HTTPClient *http.Client
 
-	// Now is the clock. Default: time.Now.
-	Now func() time.Time
-
 	// Logger receives operational events, never tokens, codes or cookies.
 	// Default: no logging.
 	Logger *zap.Logger
@@ -123,11 +120,8 @@ func (c Config) withDefaults() Config {
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
 	if c.Revocations == nil {
-		c.Revocations = newMemRevocations(c.Now)
+		c.Revocations = newMemRevocations()
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

@@ -118,8 +118,7 @@ func (c *cookieCodec) decode(value string, now time.Time) ([]byte, error) {
 // Sealer seals short-lived values for another login method's own cookie
 // (SAML's login state), with a key derived from the RP's secret and name.
 type Sealer struct {
-	c   *cookieCodec
-	now func() time.Time
+	c *cookieCodec
 }
 
 // Sealer returns a Sealer for the cookie called name; name must differ from
@@ -129,7 +128,7 @@ func (rp *RP) Sealer(name string) (*Sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sealer{c: c, now: rp.cfg.Now}, nil
+	return &Sealer{c: c}, nil
 }
 
 // Seal encrypts and authenticates payload, valid until expiry.
@@ -139,4 +138,4 @@ func (s *Sealer) Seal(payload []byte, expiry time.Time) (string, error) {
 
 // Open returns the payload of a value Seal made, or an error when it was
 // tampered with, made for another cookie or has expired.
-func (s *Sealer) Open(value string) ([]byte, error) { return s.c.decode(value, s.now()) }
+func (s *Sealer) Open(value string) ([]byte, error) { return s.c.decode(value, time.Now()) }

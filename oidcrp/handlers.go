@@ -73,7 +73,7 @@ func (rp *RP) serveLogin(w http.ResponseWriter, r *http.Request) {
 		RedirectURI: rp.redirectURL(r),
 	}
 	payload, _ := json.Marshal(st)
-	value, err := rp.state.encode(payload, rp.cfg.Now().Add(stateTTL))
+	value, err := rp.state.encode(payload, time.Now().Add(stateTTL))
 	if err != nil {
 		rp.log.Error("sealing login state", zap.Error(err))
 		writeError(w, http.StatusInternalServerError, apiError{Error: "internal_error", Message: "could not start the login"})
@@ -97,7 +97,7 @@ func (rp *RP) serveCallback(w http.ResponseWriter, r *http.Request) {
 	c, err := r.Cookie(rp.stateCookieName())
 	if err == nil {
 		var payload []byte
-		if payload, err = rp.state.decode(c.Value, rp.cfg.Now()); err == nil {
+		if payload, err = rp.state.decode(c.Value, time.Now()); err == nil {
 			err = json.Unmarshal(payload, &st)
 		}
 	}
@@ -159,7 +159,7 @@ func (rp *RP) serveCallback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, apiError{Error: "invalid_id_token", Message: "the identity provider's ID token failed verification"})
 		return
 	}
-	s := session{ID: rand.Text(), Exp: rp.cfg.Now().Add(rp.cfg.SessionTTL).Unix(), RT: tok.RefreshToken}
+	s := session{ID: rand.Text(), Exp: time.Now().Add(rp.cfg.SessionTTL).Unix(), RT: tok.RefreshToken}
 	if err := rp.setFromIDToken(&s, idt, raw); err != nil {
 		writeError(w, http.StatusBadGateway, apiError{Error: "invalid_id_token", Message: "the identity provider's ID token has unusable claims"})
 		return

@@ -29,17 +29,16 @@ var ErrRevocationUnavailable = errors.New("session revocation list unavailable")
 type memRevocations struct {
 	mu  sync.Mutex
 	ids map[string]time.Time
-	now func() time.Time
 }
 
-func newMemRevocations(now func() time.Time) *memRevocations {
-	return &memRevocations{ids: map[string]time.Time{}, now: now}
+func newMemRevocations() *memRevocations {
+	return &memRevocations{ids: map[string]time.Time{}}
 }
 
 func (m *memRevocations) Revoke(id string, until time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
+	now := time.Now()
 	for k, u := range m.ids {
 		if !now.Before(u) {
 			delete(m.ids, k)
@@ -53,7 +52,7 @@ func (m *memRevocations) Revoked(id string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	until, ok := m.ids[id]
-	return ok && m.now().Before(until), nil
+	return ok && time.Now().Before(until), nil
 }
 
 // crossSite reports whether r comes from another site, so that a page

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -165,12 +166,20 @@ func TestLogoutRevokesCopies(t *testing.T) {
 			t.Fatalf("another buyer's session after a logout: %d", res.status)
 		}
 	})
-	t.Run("a refresh keeps the id", func(t *testing.T) {
+}
+
+// After another buyer's logout, a refresh keeps the session's id (the revocation list is by id).
+func TestRefreshKeepsSessionID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, _ := newRevocationEnv(t)
+		e.login(e.browser, "/")
+		other := e.newBrowser()
+		e.login(other, "/")
+		if res := e.do(e.browser, http.MethodPost, "/auth/logout", nil); res.status != http.StatusFound {
+			t.Fatalf("logout: %d %s", res.status, res.body)
+		}
 		before := e.sessionOf(other)
-		// Shortly before the 10-minute ID token expires, on both clocks.
-		step := 9*time.Minute + 30*time.Second
-		e.clock.Advance(step)
-		e.m.FastForward(step)
+		time.Sleep(9*time.Minute + 30*time.Second) // shortly before the 10-minute ID token expires
 		if res := e.get(other, "/auth/userinfo"); res.status != http.StatusOK {
 			t.Fatalf("userinfo at refresh time: %d %s", res.status, res.body)
 		}
@@ -193,7 +202,7 @@ func (e *env) sealed(s session) string {
 
 func TestSessionWithoutIDRefused(t *testing.T) {
 	e, _ := newRevocationEnv(t)
-	s := session{Sub: "sub", Exp: e.clock.Now().Add(time.Hour).Unix(), TokExp: e.clock.Now().Add(time.Hour).Unix()}
+	s := session{Sub: "sub", Exp: time.Now().Add(time.Hour).Unix(), TokExp: time.Now().Add(time.Hour).Unix()}
 	if _, err := e.rp.readSession(e.sealed(s)); !errors.Is(err, ErrInvalidSession) {
 		t.Fatalf("session without an id: %v, want ErrInvalidSession", err)
 	}
@@ -245,33 +254,47 @@ func TestRevocationListDown(t *testing.T) {
 }
 
 func TestMemRevocationsExpire(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
-	m := newMemRevocations(clock.Now)
-	if err := m.Revoke("a", clock.Now().Add(time.Hour)); err != nil {
-		t.Fatal(err)
+	// revoked revokes "a" for an hour and "b" for two, at the bubble's start.
+	revoked := func(t *testing.T) *memRevocations {
+		m := newMemRevocations()
+		if err := m.Revoke("a", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Revoke("b", time.Now().Add(2*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		return m
 	}
-	_ = m.Revoke("b", clock.Now().Add(2*time.Hour))
 	for _, tc := range []struct {
-		name    string
-		advance time.Duration
-		id      string
-		want    bool
+		name  string
+		after time.Duration
+		id    string
+		want  bool
 	}{
 		{"revoked", 0, "a", true},
 		{"never revoked", 0, "c", false},
 		{"just before the end", time.Hour - time.Second, "a", true},
-		{"at the end", time.Second, "a", false},
-		{"a longer one stays", 0, "b", true},
+		{"at the end", time.Hour, "a", false},
+		{"a longer one stays", time.Hour, "b", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock.Advance(tc.advance)
-			if got, err := m.Revoked(tc.id); err != nil || got != tc.want {
-				t.Fatalf("Revoked(%q) = %v, %v, want %v", tc.id, got, err, tc.want)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				m := revoked(t)
+				time.Sleep(tc.after)
+				if got, err := m.Revoked(tc.id); err != nil || got != tc.want {
+					t.Fatalf("Revoked(%q) = %v, %v, want %v", tc.id, got, err, tc.want)
+				}
+			})
 		})
 	}
-	_ = m.Revoke("c", clock.Now().Add(time.Minute))
-	if _, kept := m.ids["a"]; kept {
-		t.Error("an expired revocation is kept in memory forever")
-	}
+	t.Run("expired ones are forgotten", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			m := revoked(t)
+			time.Sleep(time.Hour)
+			_ = m.Revoke("c", time.Now().Add(time.Minute))
+			if _, kept := m.ids["a"]; kept {
+				t.Error("an expired revocation is kept in memory forever")
+			}
+		})
+	})
 }

@@ -121,7 +121,7 @@ func (rp *RP) provider(ctx context.Context) (*provider, error) {
 				return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, ctx.Err())
 			}
 		}
-		if rp.cfg.Now().Before(rp.retryAt) {
+		if time.Now().Before(rp.retryAt) {
 			err := rp.lastErr
 			rp.mu.Unlock()
 			return nil, err
@@ -137,7 +137,7 @@ func (rp *RP) provider(ctx context.Context) (*provider, error) {
 		if err != nil {
 			err = fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
 			rp.lastErr = err
-			rp.retryAt = rp.cfg.Now().Add(discoveryRetry)
+			rp.retryAt = time.Now().Add(discoveryRetry)
 			rp.log.Warn("oidc discovery failed; will retry", zap.String("issuer", rp.cfg.Issuer), zap.Duration("retry_in", discoveryRetry), zap.Error(err))
 		} else {
 			rp.prov = p
@@ -180,7 +180,7 @@ func (rp *RP) discover() (*provider, error) {
 			Scopes:       rp.cfg.Scopes,
 		},
 		// The verifier fetches JWKS with the client given to NewProvider.
-		verifier:   p.Verifier(&oidc.Config{ClientID: rp.cfg.ClientID, Now: rp.cfg.Now}),
+		verifier:   p.Verifier(&oidc.Config{ClientID: rp.cfg.ClientID}),
 		endSession: meta.EndSession,
 	}, nil
 }

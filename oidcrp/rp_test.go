@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,29 +15,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/oauth2-proxy/mockoidc"
 )
-
-// fakeClock is the RP's clock; tests move it, never sleep.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // namedUser adds a "name" claim, which mockoidc's default user lacks.
 type namedUser struct {
@@ -65,9 +49,9 @@ type env struct {
 	t       *testing.T
 	m       *mockoidc.MockOIDC
 	rp      *RP
-	srv     *httptest.Server
+	srv     site
+	net     memNet
 	browser *http.Client
-	clock   *fakeClock
 
 	refreshCalls  atomic.Int32
 	exchangeCalls atomic.Int32
@@ -85,7 +69,7 @@ type envOptions struct {
 // headers the website would receive.
 func newEnv(t *testing.T, opt envOptions) *env {
 	t.Helper()
-	e := &env{t: t, clock: &fakeClock{t: time.Now()}}
+	e := &env{t: t}
 	m, err := mockoidc.NewServer(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -123,21 +107,20 @@ func newEnv(t *testing.T, opt envOptions) *env {
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := &memListener{done: make(chan struct{})}
 	if err := m.Start(ln, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Shutdown() })
+	e.srv.URL = "http://site.test"
+	e.net = memNet{"site.test": nil, ln.Addr().String(): m.Server.Handler}
 
 	cfg := Config{
 		Issuer:       m.Issuer(),
 		ClientID:     m.ClientID,
 		ClientSecret: m.ClientSecret,
 		CookieSecret: string(testSecret),
-		Now:          e.clock.Now,
+		HTTPClient:   &http.Client{Transport: e.net},
 	}
 	if opt.cfg != nil {
 		opt.cfg(&cfg)
@@ -146,7 +129,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e.net["site.test"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if e.rp.Handles(r.URL.Path) {
 			e.rp.ServeHTTP(w, r)
 			return
@@ -168,11 +151,45 @@ func newEnv(t *testing.T, opt envOptions) *env {
 			}
 		}
 		writeJSON(w, http.StatusOK, got)
-	}))
-	t.Cleanup(e.srv.Close)
+	})
 	e.browser = e.newBrowser()
 	return e
 }
+
+// site is where the test's website answers.
+type site struct{ URL string }
+
+// memNet serves requests in memory by host, so that tests can run in a synctest bubble: there
+// network I/O would keep fake time from advancing (it is not durably blocking).
+type memNet map[string]http.Handler
+
+func (n memNet) RoundTrip(r *http.Request) (*http.Response, error) {
+	h := n[r.URL.Host]
+	if h == nil {
+		return nil, fmt.Errorf("no host %s in the test's network", r.URL.Host)
+	}
+	in := r.Clone(r.Context())
+	if in.Body == nil {
+		in.Body = http.NoBody
+	}
+	in.RequestURI, in.RemoteAddr = r.URL.RequestURI(), "192.0.2.1:40000"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, in)
+	resp := w.Result()
+	resp.Request = r
+	return resp, nil
+}
+
+// memListener is the provider's listener: it never accepts, since memNet serves the
+// provider's handler directly, and its blocked Accept is durable inside a bubble.
+type memListener struct {
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *memListener) Accept() (net.Conn, error) { <-l.done; return nil, net.ErrClosed }
+func (l *memListener) Close() error              { l.once.Do(func() { close(l.done) }); return nil }
+func (l *memListener) Addr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
 
 // newBrowser has a cookie jar and does not follow redirects: tests drive
 // every hop.
@@ -181,7 +198,7 @@ func (e *env) newBrowser() *http.Client {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return &http.Client{Jar: jar, Transport: e.net, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 type result struct {
@@ -468,168 +485,180 @@ func TestCallbackProviderError(t *testing.T) {
 }
 
 func TestSessionExpired(t *testing.T) {
-	e := newEnv(t, envOptions{cfg: func(c *Config) { c.SessionTTL = time.Hour }})
-	e.login(e.browser, "/")
-	e.clock.Advance(time.Hour + time.Second)
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{cfg: func(c *Config) { c.SessionTTL = time.Hour }})
+		e.login(e.browser, "/")
+		// The browser's jar drops the cookie at its Max-Age; a skewed browser clock would not.
+		u, _ := url.Parse(e.srv.URL)
+		var sent []string
+		for _, c := range e.browser.Jar.Cookies(u) {
+			sent = append(sent, c.String())
+		}
+		time.Sleep(time.Hour + time.Second)
 
-	res := e.do(e.browser, http.MethodGet, "/app/orders", http.Header{"Accept": {"application/json"}})
-	j := res.json(t)
-	if res.status != http.StatusUnauthorized || j["error"] != "login_required" || j["login_url"] != "/auth/login?return_to=%2Fapp%2Forders" ||
-		!strings.Contains(j["message"].(string), "expired") {
-		t.Fatalf("expired API request: %d %v", res.status, j)
-	}
-	if c := res.cookie[DefaultCookieName]; c == nil || c.MaxAge >= 0 {
-		t.Fatalf("expired cookie not cleared: %+v", c)
-	}
-	if e.refreshCalls.Load() != 0 {
-		t.Fatal("an expired session was refreshed")
-	}
+		api := &http.Client{Transport: e.net}
+		res := e.do(api, http.MethodGet, "/app/orders", http.Header{"Accept": {"application/json"}, "Cookie": {strings.Join(sent, "; ")}})
+		j := res.json(t)
+		if res.status != http.StatusUnauthorized || j["error"] != "login_required" || j["login_url"] != "/auth/login?return_to=%2Fapp%2Forders" ||
+			!strings.Contains(j["message"].(string), "expired") {
+			t.Fatalf("expired API request: %d %v", res.status, j)
+		}
+		if c := res.cookie[DefaultCookieName]; c == nil || c.MaxAge >= 0 {
+			t.Fatalf("expired cookie not cleared: %+v", c)
+		}
+		if e.refreshCalls.Load() != 0 {
+			t.Fatal("an expired session was refreshed")
+		}
+	})
 }
 
 func TestRefreshBeforeExpiry(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	e.login(e.browser, "/")
-	before := e.sessionOf(e.browser)
-	if before.RT == "" {
-		t.Fatal("no refresh token in the session")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		e.login(e.browser, "/")
+		before := e.sessionOf(e.browser)
+		if before.RT == "" {
+			t.Fatal("no refresh token in the session")
+		}
 
-	// Shortly before the 10-minute ID token expires, on both clocks.
-	step := 9*time.Minute + 30*time.Second
-	e.clock.Advance(step)
-	e.m.FastForward(step)
-	res := e.get(e.browser, "/auth/userinfo")
-	if res.status != http.StatusOK || res.cookie[DefaultCookieName] == nil {
-		t.Fatalf("userinfo near expiry: %d %s", res.status, res.body)
-	}
-	if n := e.refreshCalls.Load(); n != 1 {
-		t.Fatalf("refreshes = %d", n)
-	}
-	after := e.sessionOf(e.browser)
-	if after.TokExp <= before.TokExp || after.IDT == before.IDT || after.Sub != before.Sub || after.Exp != before.Exp {
-		t.Fatalf("session not refreshed: before %+v after %+v", before, after)
-	}
+		// Shortly before the 10-minute ID token expires.
+		step := 9*time.Minute + 30*time.Second
+		time.Sleep(step)
+		res := e.get(e.browser, "/auth/userinfo")
+		if res.status != http.StatusOK || res.cookie[DefaultCookieName] == nil {
+			t.Fatalf("userinfo near expiry: %d %s", res.status, res.body)
+		}
+		if n := e.refreshCalls.Load(); n != 1 {
+			t.Fatalf("refreshes = %d", n)
+		}
+		after := e.sessionOf(e.browser)
+		if after.TokExp <= before.TokExp || after.IDT == before.IDT || after.Sub != before.Sub || after.Exp != before.Exp {
+			t.Fatalf("session not refreshed: before %+v after %+v", before, after)
+		}
 
-	// Past the first token's expiry, the refreshed session still works
-	// without another refresh.
-	e.clock.Advance(3 * time.Minute)
-	e.m.FastForward(3 * time.Minute)
-	if res := e.get(e.browser, "/auth/userinfo"); res.status != http.StatusOK {
-		t.Fatalf("userinfo after refresh: %d %s", res.status, res.body)
-	}
-	if n := e.refreshCalls.Load(); n != 1 {
-		t.Fatalf("refreshes = %d", n)
-	}
+		// Past the first token's expiry, the refreshed session still works
+		// without another refresh.
+		time.Sleep(3 * time.Minute)
+		if res := e.get(e.browser, "/auth/userinfo"); res.status != http.StatusOK {
+			t.Fatalf("userinfo after refresh: %d %s", res.status, res.body)
+		}
+		if n := e.refreshCalls.Load(); n != 1 {
+			t.Fatalf("refreshes = %d", n)
+		}
 
-	// Once the provider no longer honours the refresh token (its 1h life is
-	// over) and the ID token has expired, the session ends.
-	e.clock.Advance(time.Hour)
-	e.m.FastForward(time.Hour)
-	res = e.do(e.browser, http.MethodGet, "/app/x", http.Header{"Accept": {"text/html"}})
-	if res.status != http.StatusFound || res.header.Get("Location") != "/auth/login?return_to=%2Fapp%2Fx" {
-		t.Fatalf("after refresh token expiry: %d %v %s", res.status, res.header, res.body)
-	}
+		// Once the provider no longer honours the refresh token (its 1h life is
+		// over) and the ID token has expired, the session ends.
+		time.Sleep(time.Hour)
+		res = e.do(e.browser, http.MethodGet, "/app/x", http.Header{"Accept": {"text/html"}})
+		if res.status != http.StatusFound || res.header.Get("Location") != "/auth/login?return_to=%2Fapp%2Fx" {
+			t.Fatalf("after refresh token expiry: %d %v %s", res.status, res.header, res.body)
+		}
+	})
 }
 
 func TestConcurrentRefreshOnce(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	e.login(e.browser, "/")
-	step := 9*time.Minute + 30*time.Second
-	e.clock.Advance(step)
-	e.m.FastForward(step)
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		e.login(e.browser, "/")
+		step := 9*time.Minute + 30*time.Second
+		time.Sleep(step)
 
-	u, _ := url.Parse(e.srv.URL)
-	cookies := e.browser.Jar.Cookies(u)
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Go(func() {
-			req := httptest.NewRequest(http.MethodGet, "/", nil)
-			for _, ck := range cookies {
-				req.AddCookie(ck)
-			}
-			rec := httptest.NewRecorder()
-			id, err := e.rp.Identify(rec, req)
-			if err == nil && (id == nil || len(rec.Result().Cookies()) != 1) {
-				err = errors.New("no identity or no refreshed cookie")
-			}
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+		u, _ := url.Parse(e.srv.URL)
+		cookies := e.browser.Jar.Cookies(u)
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for range 8 {
+			wg.Go(func() {
+				req := httptest.NewRequest(http.MethodGet, "/", nil)
+				for _, ck := range cookies {
+					req.AddCookie(ck)
+				}
+				rec := httptest.NewRecorder()
+				id, err := e.rp.Identify(rec, req)
+				if err == nil && (id == nil || len(rec.Result().Cookies()) != 1) {
+					err = errors.New("no identity or no refreshed cookie")
+				}
+				errs <- err
+			})
 		}
-	}
-	if n := e.refreshCalls.Load(); n != 1 {
-		t.Fatalf("refreshes = %d, want 1 for one refresh token", n)
-	}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := e.refreshCalls.Load(); n != 1 {
+			t.Fatalf("refreshes = %d, want 1 for one refresh token", n)
+		}
+	})
 }
 
 func TestBearer(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	e.login(e.browser, "/")
-	idt := e.sessionOf(e.browser).IDT
-	api := &http.Client{} // no cookies
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		e.login(e.browser, "/")
+		idt := e.sessionOf(e.browser).IDT
+		api := &http.Client{Transport: e.net} // no cookies
 
-	bearer := func(tok string) http.Header {
-		return http.Header{"Authorization": {"Bearer " + tok}, "Accept": {"application/json"}}
-	}
-	res := e.do(api, http.MethodGet, "/app/orders", bearer(idt))
-	if res.status != http.StatusOK || res.json(t)["X-S360-User"] != "1234567890" {
-		t.Fatalf("bearer: %d %s", res.status, res.body)
-	}
-	res = e.do(api, http.MethodGet, "/auth/userinfo", bearer(idt))
-	if res.status != http.StatusOK || res.json(t)["email"] != "jane.doe@example.com" {
-		t.Fatalf("bearer userinfo: %d %s", res.status, res.body)
-	}
-
-	parts := strings.Split(idt, ".")
-	payload := []byte(parts[1])
-	payload[len(payload)/2] ^= 0x01
-	tampered := parts[0] + "." + string(payload) + "." + parts[2]
-
-	now := e.m.Now()
-	otherAud, err := e.m.Keypair.SignJWT(jwt.MapClaims{
-		"iss": e.m.Issuer(), "aud": "another-client", "sub": "1234567890",
-		"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherIss, err := e.m.Keypair.SignJWT(jwt.MapClaims{
-		"iss": "https://evil.example", "aud": e.m.ClientID, "sub": "1234567890",
-		"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, tok := range map[string]string{"tampered": tampered, "other audience": otherAud, "other issuer": otherIss, "garbage": "abc"} {
-		res := e.do(api, http.MethodGet, "/app/orders", bearer(tok))
-		if res.status != http.StatusUnauthorized || res.json(t)["error"] != "invalid_token" || !strings.Contains(res.header.Get("WWW-Authenticate"), "invalid_token") {
-			t.Errorf("%s: %d %s", name, res.status, res.body)
+		bearer := func(tok string) http.Header {
+			return http.Header{"Authorization": {"Bearer " + tok}, "Accept": {"application/json"}}
 		}
-		req := httptest.NewRequest(http.MethodGet, "/", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		if id, err := e.rp.Identify(nil, req); id != nil || !errors.Is(err, ErrInvalidToken) {
-			t.Errorf("%s: Identify = %v, %v", name, id, err)
+		res := e.do(api, http.MethodGet, "/app/orders", bearer(idt))
+		if res.status != http.StatusOK || res.json(t)["X-S360-User"] != "1234567890" {
+			t.Fatalf("bearer: %d %s", res.status, res.body)
 		}
-	}
+		res = e.do(api, http.MethodGet, "/auth/userinfo", bearer(idt))
+		if res.status != http.StatusOK || res.json(t)["email"] != "jane.doe@example.com" {
+			t.Fatalf("bearer userinfo: %d %s", res.status, res.body)
+		}
 
-	// Expired.
-	e.clock.Advance(11 * time.Minute)
-	res = e.do(api, http.MethodGet, "/auth/userinfo", bearer(idt))
-	if res.status != http.StatusUnauthorized {
-		t.Fatalf("expired bearer: %d %s", res.status, res.body)
-	}
+		parts := strings.Split(idt, ".")
+		payload := []byte(parts[1])
+		payload[len(payload)/2] ^= 0x01
+		tampered := parts[0] + "." + string(payload) + "." + parts[2]
+
+		now := e.m.Now()
+		otherAud, err := e.m.Keypair.SignJWT(jwt.MapClaims{
+			"iss": e.m.Issuer(), "aud": "another-client", "sub": "1234567890",
+			"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		otherIss, err := e.m.Keypair.SignJWT(jwt.MapClaims{
+			"iss": "https://evil.example", "aud": e.m.ClientID, "sub": "1234567890",
+			"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, tok := range map[string]string{"tampered": tampered, "other audience": otherAud, "other issuer": otherIss, "garbage": "abc"} {
+			res := e.do(api, http.MethodGet, "/app/orders", bearer(tok))
+			if res.status != http.StatusUnauthorized || res.json(t)["error"] != "invalid_token" || !strings.Contains(res.header.Get("WWW-Authenticate"), "invalid_token") {
+				t.Errorf("%s: %d %s", name, res.status, res.body)
+			}
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if id, err := e.rp.Identify(nil, req); id != nil || !errors.Is(err, ErrInvalidToken) {
+				t.Errorf("%s: Identify = %v, %v", name, id, err)
+			}
+		}
+
+		// Expired.
+		time.Sleep(11 * time.Minute)
+		res = e.do(api, http.MethodGet, "/auth/userinfo", bearer(idt))
+		if res.status != http.StatusUnauthorized {
+			t.Fatalf("expired bearer: %d %s", res.status, res.body)
+		}
+	})
 }
 
 // flakyTransport fails the first n discovery requests.
 type flakyTransport struct {
 	n         atomic.Int32
 	discovery atomic.Int32
+	next      http.RoundTripper
 }
 
 func (f *flakyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -638,33 +667,36 @@ func (f *flakyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, errors.New("connection refused (test)")
 		}
 	}
-	return http.DefaultTransport.RoundTrip(r)
+	return f.next.RoundTrip(r)
 }
 
 func TestDiscoveryRetry(t *testing.T) {
-	ft := &flakyTransport{}
-	ft.n.Store(1)
-	e := newEnv(t, envOptions{cfg: func(c *Config) { c.HTTPClient = &http.Client{Transport: ft} }})
-	if ft.discovery.Load() != 0 {
-		t.Fatal("New did network I/O")
-	}
-	res := e.get(e.browser, "/auth/login")
-	if res.status != http.StatusServiceUnavailable || res.json(t)["error"] != "provider_unavailable" || res.header.Get("Retry-After") == "" {
-		t.Fatalf("first login: %d %v %s", res.status, res.header, res.body)
-	}
-	// Within the backoff, no new attempt.
-	res = e.get(e.browser, "/auth/login")
-	if res.status != http.StatusServiceUnavailable || ft.discovery.Load() != 1 {
-		t.Fatalf("second login: %d, discoveries %d", res.status, ft.discovery.Load())
-	}
-	e.clock.Advance(discoveryRetry)
-	e.login(e.browser, "/")
-	if res := e.get(e.browser, "/auth/userinfo"); res.status != http.StatusOK {
-		t.Fatalf("userinfo: %d", res.status)
-	}
-	if n := ft.discovery.Load(); n != 2 {
-		t.Fatalf("discoveries = %d", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ft := &flakyTransport{}
+		ft.n.Store(1)
+		e := newEnv(t, envOptions{cfg: func(c *Config) { c.HTTPClient = &http.Client{Transport: ft} }})
+		ft.next = e.net
+		if ft.discovery.Load() != 0 {
+			t.Fatal("New did network I/O")
+		}
+		res := e.get(e.browser, "/auth/login")
+		if res.status != http.StatusServiceUnavailable || res.json(t)["error"] != "provider_unavailable" || res.header.Get("Retry-After") == "" {
+			t.Fatalf("first login: %d %v %s", res.status, res.header, res.body)
+		}
+		// Within the backoff, no new attempt.
+		res = e.get(e.browser, "/auth/login")
+		if res.status != http.StatusServiceUnavailable || ft.discovery.Load() != 1 {
+			t.Fatalf("second login: %d, discoveries %d", res.status, ft.discovery.Load())
+		}
+		time.Sleep(discoveryRetry)
+		e.login(e.browser, "/")
+		if res := e.get(e.browser, "/auth/userinfo"); res.status != http.StatusOK {
+			t.Fatalf("userinfo: %d", res.status)
+		}
+		if n := ft.discovery.Load(); n != 2 {
+			t.Fatalf("discoveries = %d", n)
+		}
+	})
 }
 
 func TestRequireAnonymous(t *testing.T) {
@@ -727,37 +759,39 @@ func TestSecureCookiesBehindTLSProxy(t *testing.T) {
 }
 
 func TestSessionCookieSizeLimit(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	s := session{ID: "id", Sub: "sub", Exp: e.clock.Now().Add(time.Hour).Unix(), TokExp: e.clock.Now().Add(time.Minute).Unix(),
-		RT: strings.Repeat("r", 500), IDT: strings.Repeat("i", 4000)}
-	req := httptest.NewRequest(http.MethodGet, "/", nil)
-	for _, tc := range []struct {
-		name       string
-		s          session
-		keepRT     bool
-		keepIDT    bool
-		wantFitted bool
-	}{
-		{"small", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: "rt", IDT: "idt"}, true, true, true},
-		{"big ID token", s, true, false, true},
-		{"big both", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: strings.Repeat("r", 4000), IDT: "x"}, false, false, true},
-	} {
-		rec := httptest.NewRecorder()
-		if err := e.rp.setSession(rec, req, tc.s); err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		s := session{ID: "id", Sub: "sub", Exp: time.Now().Add(time.Hour).Unix(), TokExp: time.Now().Add(time.Minute).Unix(),
+			RT: strings.Repeat("r", 500), IDT: strings.Repeat("i", 4000)}
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		for _, tc := range []struct {
+			name       string
+			s          session
+			keepRT     bool
+			keepIDT    bool
+			wantFitted bool
+		}{
+			{"small", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: "rt", IDT: "idt"}, true, true, true},
+			{"big ID token", s, true, false, true},
+			{"big both", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: strings.Repeat("r", 4000), IDT: "x"}, false, false, true},
+		} {
+			rec := httptest.NewRecorder()
+			if err := e.rp.setSession(rec, req, tc.s); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			c := rec.Result().Cookies()[0]
+			if len(c.String()) >= 4096 {
+				t.Fatalf("%s: cookie is %d bytes", tc.name, len(c.String()))
+			}
+			got, err := e.rp.readSession(c.Value)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if (got.RT != "") != tc.keepRT || (got.IDT != "") != tc.keepIDT {
+				t.Fatalf("%s: kept RT=%v IDT=%v", tc.name, got.RT != "", got.IDT != "")
+			}
 		}
-		c := rec.Result().Cookies()[0]
-		if len(c.String()) >= 4096 {
-			t.Fatalf("%s: cookie is %d bytes", tc.name, len(c.String()))
-		}
-		got, err := e.rp.readSession(c.Value)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		if (got.RT != "") != tc.keepRT || (got.IDT != "") != tc.keepIDT {
-			t.Fatalf("%s: kept RT=%v IDT=%v", tc.name, got.RT != "", got.IDT != "")
-		}
-	}
+	})
 }
 
 func TestSanitizeReturnTo(t *testing.T) {
@@ -827,29 +861,31 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestCallbackNonceMismatch(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	cb := e.startLogin(e.browser, "/")
-	// Rewrite the sealed login state with another nonce, as if the ID token
-	// had been minted for a different login.
-	u, _ := url.Parse(e.srv.URL + "/auth/callback")
-	var st loginState
-	for _, ck := range e.browser.Jar.Cookies(u) {
-		if ck.Name == "s360_session_state" {
-			payload, err := e.rp.state.decode(ck.Value, e.clock.Now())
-			if err != nil || json.Unmarshal(payload, &st) != nil {
-				t.Fatalf("state cookie: %v", err)
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		cb := e.startLogin(e.browser, "/")
+		// Rewrite the sealed login state with another nonce, as if the ID token
+		// had been minted for a different login.
+		u, _ := url.Parse(e.srv.URL + "/auth/callback")
+		var st loginState
+		for _, ck := range e.browser.Jar.Cookies(u) {
+			if ck.Name == "s360_session_state" {
+				payload, err := e.rp.state.decode(ck.Value, time.Now())
+				if err != nil || json.Unmarshal(payload, &st) != nil {
+					t.Fatalf("state cookie: %v", err)
+				}
 			}
 		}
-	}
-	st.Nonce = "another-nonce"
-	payload, _ := json.Marshal(st)
-	v, err := e.rp.state.encode(payload, e.clock.Now().Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.browser.Jar.SetCookies(u, []*http.Cookie{{Name: "s360_session_state", Value: v, Path: "/auth/callback"}})
-	res := e.get(e.browser, cb.String())
-	if res.status != http.StatusBadGateway || res.json(t)["error"] != "invalid_id_token" || res.cookie[DefaultCookieName] != nil {
-		t.Fatalf("nonce mismatch: %d %s", res.status, res.body)
-	}
+		st.Nonce = "another-nonce"
+		payload, _ := json.Marshal(st)
+		v, err := e.rp.state.encode(payload, time.Now().Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.browser.Jar.SetCookies(u, []*http.Cookie{{Name: "s360_session_state", Value: v, Path: "/auth/callback"}})
+		res := e.get(e.browser, cb.String())
+		if res.status != http.StatusBadGateway || res.json(t)["error"] != "invalid_id_token" || res.cookie[DefaultCookieName] != nil {
+			t.Fatalf("nonce mismatch: %d %s", res.status, res.body)
+		}
+	})
 }

@@ -172,7 +172,7 @@ func (rp *RP) setSession(w http.ResponseWriter, r *http.Request, s session) erro
 			return fmt.Errorf("session cookie is %d bytes even without tokens", len(v))
 		}
 	}
-	maxAge := int(time.Unix(s.Exp, 0).Sub(rp.cfg.Now()).Seconds())
+	maxAge := int(time.Unix(s.Exp, 0).Sub(time.Now()).Seconds())
 	if maxAge <= 0 {
 		maxAge = -1
 	}
@@ -205,7 +205,7 @@ func (rp *RP) StartSession(w http.ResponseWriter, r *http.Request, l Login) erro
 	if l.Subject == "" || len(l.Subject) > 255 {
 		return errors.New("no usable subject")
 	}
-	exp := rp.cfg.Now().Add(rp.cfg.SessionTTL)
+	exp := time.Now().Add(rp.cfg.SessionTTL)
 	if !l.Until.IsZero() && l.Until.Before(exp) {
 		exp = l.Until
 	}
@@ -229,7 +229,7 @@ func (rp *RP) clearSession(w http.ResponseWriter, r *http.Request) {
 
 func (rp *RP) readSession(value string) (session, error) {
 	var s session
-	payload, err := rp.session.decode(value, rp.cfg.Now())
+	payload, err := rp.session.decode(value, time.Now())
 	if errors.Is(err, errCookieExpired) {
 		return s, ErrSessionExpired
 	}
@@ -272,7 +272,7 @@ func (rp *RP) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error
 		rp.clearSession(w, r)
 		return nil, ErrInvalidSession
 	}
-	now := rp.cfg.Now()
+	now := time.Now()
 	if s.RT != "" && now.Add(refreshMargin).Unix() >= s.TokExp {
 		ns, err := rp.refresh(r.Context(), s)
 		if err == nil {
@@ -339,7 +339,7 @@ type recentRefresh struct {
 func (rp *RP) refresh(ctx context.Context, old session) (session, error) {
 	sum := sha256.Sum256([]byte(old.RT))
 	key := string(sum[:])
-	now := rp.cfg.Now()
+	now := time.Now()
 
 	rp.recentMu.Lock()
 	if rr, ok := rp.recent[key]; ok && now.Before(rr.until) {
@@ -388,8 +388,8 @@ func (rp *RP) doRefresh(ctx context.Context, old session) (session, error) {
 	if raw == "" {
 		// The refresh proves the grant is still alive; without a new ID token
 		// the access token's lifetime is the best bound we have.
-		s.TokExp = rp.cfg.Now().Add(5 * time.Minute).Unix()
-		if !tok.Expiry.IsZero() && tok.Expiry.After(rp.cfg.Now()) && tok.Expiry.Before(rp.cfg.Now().Add(time.Hour)) {
+		s.TokExp = time.Now().Add(5 * time.Minute).Unix()
+		if !tok.Expiry.IsZero() && tok.Expiry.After(time.Now()) && tok.Expiry.Before(time.Now().Add(time.Hour)) {
 			s.TokExp = tok.Expiry.Unix()
 		}
 		return s, nil

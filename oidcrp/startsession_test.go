@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -25,59 +26,61 @@ func sessionFrom(t *testing.T, rec *httptest.ResponseRecorder, target string) *h
 }
 
 func TestStartSessionWithoutProvider(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
-	rp, err := New(Config{NoProvider: true, CookieSecret: string(testSecret), Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for path, want := range map[string]bool{DefaultLoginPath: false, DefaultCallbackPath: false, DefaultLogoutPath: true, DefaultUserinfoPath: true} {
-		if rp.Handles(path) != want {
-			t.Errorf("Handles(%s) = %v, want %v", path, !want, want)
+	synctest.Test(t, func(t *testing.T) {
+		rp, err := New(Config{NoProvider: true, CookieSecret: string(testSecret)})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	rec := httptest.NewRecorder()
-	until := clock.Now().Add(time.Hour)
-	if err := rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/auth/saml/acs", nil), Login{Via: "saml", Subject: "buyer-1", Email: "b@example.com", Name: "B\r\nX", Until: until}); err != nil {
-		t.Fatal(err)
-	}
-	id, err := rp.Identify(nil, sessionFrom(t, rec, "/"))
-	if err != nil || id == nil || id.Subject != "buyer-1" || id.Email != "b@example.com" || id.Expiry.Unix() != until.Unix() {
-		t.Fatalf("identity %+v, %v", id, err)
-	}
-	h := http.Header{}
-	SetIdentityHeaders(h, id)
-	if h.Get("X-S360-Name") != "BX" {
-		t.Fatalf("X-S360-Name = %q", h.Get("X-S360-Name"))
-	}
-	clock.Advance(time.Hour)
-	if id, err := rp.Identify(nil, sessionFrom(t, rec, "/")); id != nil || !errors.Is(err, ErrSessionExpired) {
-		t.Fatalf("after the IdP's session end: %+v, %v", id, err)
-	}
+		for path, want := range map[string]bool{DefaultLoginPath: false, DefaultCallbackPath: false, DefaultLogoutPath: true, DefaultUserinfoPath: true} {
+			if rp.Handles(path) != want {
+				t.Errorf("Handles(%s) = %v, want %v", path, !want, want)
+			}
+		}
+		rec := httptest.NewRecorder()
+		until := time.Now().Add(time.Hour)
+		if err := rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/auth/saml/acs", nil), Login{Via: "saml", Subject: "buyer-1", Email: "b@example.com", Name: "B\r\nX", Until: until}); err != nil {
+			t.Fatal(err)
+		}
+		id, err := rp.Identify(nil, sessionFrom(t, rec, "/"))
+		if err != nil || id == nil || id.Subject != "buyer-1" || id.Email != "b@example.com" || id.Expiry.Unix() != until.Unix() {
+			t.Fatalf("identity %+v, %v", id, err)
+		}
+		h := http.Header{}
+		SetIdentityHeaders(h, id)
+		if h.Get("X-S360-Name") != "BX" {
+			t.Fatalf("X-S360-Name = %q", h.Get("X-S360-Name"))
+		}
+		time.Sleep(time.Hour)
+		if id, err := rp.Identify(nil, sessionFrom(t, rec, "/")); id != nil || !errors.Is(err, ErrSessionExpired) {
+			t.Fatalf("after the IdP's session end: %+v, %v", id, err)
+		}
 
-	bearer := httptest.NewRequest(http.MethodGet, "/", nil)
-	bearer.Header.Set("Authorization", "Bearer x.y.z")
-	if _, err := rp.Identify(nil, bearer); !errors.Is(err, ErrInvalidToken) {
-		t.Fatalf("bearer without a provider: %v", err)
-	}
-	if err := rp.StartSession(httptest.NewRecorder(), bearer, Login{Via: "saml"}); err == nil {
-		t.Fatal("a session without a subject was started")
-	}
-	if err := rp.StartSession(httptest.NewRecorder(), bearer, Login{Via: "saml", Subject: strings.Repeat("s", 256)}); err == nil {
-		t.Fatal("a session with a 256-byte subject was started")
-	}
+		bearer := httptest.NewRequest(http.MethodGet, "/", nil)
+		bearer.Header.Set("Authorization", "Bearer x.y.z")
+		if _, err := rp.Identify(nil, bearer); !errors.Is(err, ErrInvalidToken) {
+			t.Fatalf("bearer without a provider: %v", err)
+		}
+		if err := rp.StartSession(httptest.NewRecorder(), bearer, Login{Via: "saml"}); err == nil {
+			t.Fatal("a session without a subject was started")
+		}
+		if err := rp.StartSession(httptest.NewRecorder(), bearer, Login{Via: "saml", Subject: strings.Repeat("s", 256)}); err == nil {
+			t.Fatal("a session with a 256-byte subject was started")
+		}
+	})
 }
 
 func TestSessionTTLCapsStartSession(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
-	rp, _ := New(Config{NoProvider: true, CookieSecret: string(testSecret), Now: clock.Now, SessionTTL: time.Minute})
-	rec := httptest.NewRecorder()
-	if err := rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/", nil), Login{Via: "saml", Subject: "b"}); err != nil {
-		t.Fatal(err)
-	}
-	id, _ := rp.Identify(nil, sessionFrom(t, rec, "/"))
-	if id == nil || id.Expiry.Unix() != clock.Now().Add(time.Minute).Unix() {
-		t.Fatalf("identity %+v", id)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		rp, _ := New(Config{NoProvider: true, CookieSecret: string(testSecret), SessionTTL: time.Minute})
+		rec := httptest.NewRecorder()
+		if err := rp.StartSession(rec, httptest.NewRequest(http.MethodPost, "/", nil), Login{Via: "saml", Subject: "b"}); err != nil {
+			t.Fatal(err)
+		}
+		id, _ := rp.Identify(nil, sessionFrom(t, rec, "/"))
+		if id == nil || id.Expiry.Unix() != time.Now().Add(time.Minute).Unix() {
+			t.Fatalf("identity %+v", id)
+		}
+	})
 }
 
 // A SAML session logs out here only: the OIDC provider's end-session
@@ -100,24 +103,25 @@ func TestLogoutOfSAMLSessionStaysHere(t *testing.T) {
 }
 
 func TestSealer(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
-	rp, _ := New(Config{NoProvider: true, CookieSecret: string(testSecret), Now: clock.Now})
-	a, _ := rp.Sealer("a")
-	b, _ := rp.Sealer("b")
-	v, err := a.Seal([]byte("x"), clock.Now().Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p, err := a.Open(v); err != nil || string(p) != "x" {
-		t.Fatalf("open: %q %v", p, err)
-	}
-	if _, err := b.Open(v); err == nil {
-		t.Fatal("a value sealed for one cookie opened as another")
-	}
-	clock.Advance(time.Minute)
-	if _, err := a.Open(v); err == nil {
-		t.Fatal("an expired value opened")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		rp, _ := New(Config{NoProvider: true, CookieSecret: string(testSecret)})
+		a, _ := rp.Sealer("a")
+		b, _ := rp.Sealer("b")
+		v, err := a.Seal([]byte("x"), time.Now().Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := a.Open(v); err != nil || string(p) != "x" {
+			t.Fatalf("open: %q %v", p, err)
+		}
+		if _, err := b.Open(v); err == nil {
+			t.Fatal("a value sealed for one cookie opened as another")
+		}
+		time.Sleep(time.Minute)
+		if _, err := a.Open(v); err == nil {
+			t.Fatal("an expired value opened")
+		}
+	})
 }
 
 func TestOnLogoutSendsToTheLoginMethod(t *testing.T) {

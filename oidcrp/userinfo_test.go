@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -96,18 +97,19 @@ func TestClaimsFromUserinfo(t *testing.T) {
 }
 
 func TestRefreshKeepsUserinfoClaims(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	e.m.QueueUser(thinUser{"u1", map[string]any{"sub": "u1", "email": "a@example.com", "name": "Ada L"}})
-	e.login(e.browser, "/")
-	before := e.sessionOf(e.browser)
-	step := 9*time.Minute + 30*time.Second
-	e.clock.Advance(step)
-	e.m.FastForward(step)
-	ui := e.get(e.browser, "/auth/userinfo").json(t)
-	after := e.sessionOf(e.browser)
-	if after.TokExp <= before.TokExp || ui["email"] != "a@example.com" || ui["name"] != "Ada L" {
-		t.Fatalf("after refresh: TokExp %d→%d, userinfo %v; want refreshed with the claims kept", before.TokExp, after.TokExp, ui)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		e.m.QueueUser(thinUser{"u1", map[string]any{"sub": "u1", "email": "a@example.com", "name": "Ada L"}})
+		e.login(e.browser, "/")
+		before := e.sessionOf(e.browser)
+		step := 9*time.Minute + 30*time.Second
+		time.Sleep(step)
+		ui := e.get(e.browser, "/auth/userinfo").json(t)
+		after := e.sessionOf(e.browser)
+		if after.TokExp <= before.TokExp || ui["email"] != "a@example.com" || ui["name"] != "Ada L" {
+			t.Fatalf("after refresh: TokExp %d→%d, userinfo %v; want refreshed with the claims kept", before.TokExp, after.TokExp, ui)
+		}
+	})
 }
 
 func TestTokenAuth(t *testing.T) {

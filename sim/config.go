@@ -30,7 +30,6 @@ type Config struct {
 
 	SAMLSPMetadata string // if set, cmd/s360sim serves the shop's SAML IdP (NewIdP) for the SP with this metadata URL
 
-	Now func() time.Time // clock (default time.Now); /_sim/clock adds an offset to it
 }
 
 // DefaultConfig returns the defaults of the s360sim flags.
@@ -50,7 +49,6 @@ func DefaultConfig() Config {
 		RateStatus:        509,
 		SetupField:        "lastSetupUpdate",
 		ErrorField:        "statusDetail",
-		Now:               time.Now,
 	}
 }
 
@@ -78,9 +76,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RateStatus == 0 {
 		c.RateStatus = d.RateStatus
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 	return c
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -31,90 +32,94 @@ func (h *harness) counters() counters {
 }
 
 func TestRateLimit(t *testing.T) {
-	h := newSim(t, func(c *Config) { c.RateLimit = 5 })
-	h.login() // call 1 of 5: auth counts
-	for i := range 4 {
-		h.ok("catalogService/getPOSConfig", map[string]int{"requestId": i})
-	}
-	r := h.call("availabilityService/getProductAvailability", "{}")
-	if r.status != 509 || r.json(t)["error"] != "rate_limited" || r.header.Get("Retry-After") != "" {
-		t.Fatalf("6th call: %d %v %s", r.status, r.header, r.body)
-	}
-	c := h.counters()
-	if c.Total != 6 || c.RateLimited != 1 || c.Statuses["509"] != 1 || c.Statuses["200"] != 5 || c.Calls["auth"] != 1 ||
-		c.Calls["catalogService/getPOSConfig"] != 4 || c.Calls["availabilityService/getProductAvailability"] != 1 ||
-		len(c.PerMinute) != 1 || c.PerMinute[0].Calls != 5 || c.PerMinute[0].Start != "2025-11-10T10:00:00.000+01:00" {
-		t.Errorf("counters %+v", c)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemSim(t, func(c *Config) { c.RateLimit = 5 })
+		h.login() // call 1 of 5: auth counts
+		for i := range 4 {
+			h.ok("catalogService/getPOSConfig", map[string]int{"requestId": i})
+		}
+		r := h.call("availabilityService/getProductAvailability", "{}")
+		if r.status != 509 || r.json(t)["error"] != "rate_limited" || r.header.Get("Retry-After") != "" {
+			t.Fatalf("6th call: %d %v %s", r.status, r.header, r.body)
+		}
+		c := h.counters()
+		if c.Total != 6 || c.RateLimited != 1 || c.Statuses["509"] != 1 || c.Statuses["200"] != 5 || c.Calls["auth"] != 1 ||
+			c.Calls["catalogService/getPOSConfig"] != 4 || c.Calls["availabilityService/getProductAvailability"] != 1 ||
+			len(c.PerMinute) != 1 || c.PerMinute[0].Calls != 5 || c.PerMinute[0].Start != "2025-11-10T10:00:00.000+01:00" {
+			t.Errorf("counters %+v", c)
+		}
 
-	// Switch to 429, then let the window pass.
-	h.control("POST", "/_sim/faults", `{"rateStatus": 429}`)
-	if r := h.call("catalogService/getPOSConfig", "{}"); r.status != 429 {
-		t.Errorf("after switch: %d", r.status)
-	}
-	h.control("POST", "/_sim/clock", `{"advance": "1m"}`)
-	h.ok("catalogService/getPOSConfig", "{}")
-	if c := h.counters(); len(c.PerMinute) != 2 || c.PerMinute[1].Calls != 1 || c.RateLimited != 2 {
-		t.Errorf("next window: %+v", c)
-	}
+		// Switch to 429, then let the window pass.
+		h.control("POST", "/_sim/faults", `{"rateStatus": 429}`)
+		if r := h.call("catalogService/getPOSConfig", "{}"); r.status != 429 {
+			t.Errorf("after switch: %d", r.status)
+		}
+		h.control("POST", "/_sim/clock", `{"advance": "1m"}`)
+		h.ok("catalogService/getPOSConfig", "{}")
+		if c := h.counters(); len(c.PerMinute) != 2 || c.PerMinute[1].Calls != 1 || c.RateLimited != 2 {
+			t.Errorf("next window: %+v", c)
+		}
 
-	// A lower limit applies at once; reset clears the window.
-	h.control("POST", "/_sim/faults", `{"rateLimit": 1}`)
-	if r := h.call("catalogService/getPOSConfig", "{}"); r.status != 429 {
-		t.Errorf("rateLimit 1: %d", r.status)
-	}
-	h.control("POST", "/_sim/reset", "")
-	if c := h.counters(); c.Total != 0 || c.RateLimited != 0 || len(c.Calls) != 0 || len(c.PerMinute) != 0 {
-		t.Errorf("after reset: %+v", c)
-	}
-	h.ok("catalogService/getPOSConfig", "{}")
+		// A lower limit applies at once; reset clears the window.
+		h.control("POST", "/_sim/faults", `{"rateLimit": 1}`)
+		if r := h.call("catalogService/getPOSConfig", "{}"); r.status != 429 {
+			t.Errorf("rateLimit 1: %d", r.status)
+		}
+		h.control("POST", "/_sim/reset", "")
+		if c := h.counters(); c.Total != 0 || c.RateLimited != 0 || len(c.Calls) != 0 || len(c.PerMinute) != 0 {
+			t.Errorf("after reset: %+v", c)
+		}
+		h.ok("catalogService/getPOSConfig", "{}")
+	})
 }
 
 func TestFloors(t *testing.T) {
-	h := newSim(t, func(c *Config) { c.CatalogFloor = 10 * time.Minute; c.AvailabilityFloor = time.Minute })
-	f := h.fixtures()
-	h.ok("catalogService/getCatalogDetailed", `{"requestId": 1}`)
-	if r := h.call("catalogService/getCatalogDetailed", `{"requestId": 2}`); r.status != 509 || r.json(t)["error"] != "rate_limited" {
-		t.Errorf("same body, other requestId: %d %s", r.status, r.body)
-	}
-	h.ok("catalogService/getCatalogDetailed", `{"scope": "EXTENDED"}`) // another body
-	h.ok("catalogService/getCatalog", `{}`)                            // another method
-	h.ok("catalogService/getPOSConfig", `{}`)                          // no floor
-	h.ok("catalogService/getPOSConfig", `{}`)
-	h.clock.Advance(10*time.Minute - time.Millisecond)
-	if r := h.call("catalogService/getCatalogDetailed", `{}`); r.status != 509 {
-		t.Errorf("just before the floor: %d", r.status)
-	}
-	h.clock.Advance(time.Millisecond)
-	h.ok("catalogService/getCatalogDetailed", `{}`)
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemSim(t, func(c *Config) { c.CatalogFloor = 10 * time.Minute; c.AvailabilityFloor = time.Minute })
+		f := h.fixtures()
+		h.ok("catalogService/getCatalogDetailed", `{"requestId": 1}`)
+		if r := h.call("catalogService/getCatalogDetailed", `{"requestId": 2}`); r.status != 509 || r.json(t)["error"] != "rate_limited" {
+			t.Errorf("same body, other requestId: %d %s", r.status, r.body)
+		}
+		h.ok("catalogService/getCatalogDetailed", `{"scope": "EXTENDED"}`) // another body
+		h.ok("catalogService/getCatalog", `{}`)                            // another method
+		h.ok("catalogService/getPOSConfig", `{}`)                          // no floor
+		h.ok("catalogService/getPOSConfig", `{}`)
+		time.Sleep(10*time.Minute - time.Millisecond)
+		if r := h.call("catalogService/getCatalogDetailed", `{}`); r.status != 509 {
+			t.Errorf("just before the floor: %d", r.status)
+		}
+		time.Sleep(time.Millisecond)
+		h.ok("catalogService/getCatalogDetailed", `{}`)
 
-	avail := map[string]any{"pointOfSalesId": f.PosID, "performanceIds": []int64{f.Products[0].Performances[0].ID}, "seatCategoryIds": []int{-1}}
-	h.ok("availabilityService/getEventAvailability", avail)
-	// Key order and whitespace do not make a body different.
-	r := h.call("availabilityService/getEventAvailability", `{ "seatCategoryIds":[-1], "performanceIds": [`+
-		jsonNum(f.Products[0].Performances[0].ID)+`], "pointOfSalesId": `+jsonNum(f.PosID)+`, "requestId": 9}`)
-	if r.status != 509 {
-		t.Errorf("availability floor: %d", r.status)
-	}
-	h.control("POST", "/_sim/faults", `{"rateStatus": 429}`)
-	if r := h.call("availabilityService/getEventAvailability", avail); r.status != 429 {
-		t.Errorf("availability floor, 429: %d", r.status)
-	}
-	h.control("POST", "/_sim/clock", `{"advance": "1m"}`)
-	h.ok("availabilityService/getEventAvailability", avail)
-	if c := h.counters(); c.FloorRefused["catalogService/getCatalogDetailed"] != 2 || c.FloorRefused["availabilityService/getEventAvailability"] != 2 ||
-		len(c.FloorRefused) != 2 || c.RateLimited != 4 {
-		t.Errorf("floor counters %+v", c)
-	}
-	h.control("POST", "/_sim/reset", "")
-	h.ok("catalogService/getCatalogDetailed", `{"scope": "EXTENDED"}`)
+		avail := map[string]any{"pointOfSalesId": f.PosID, "performanceIds": []int64{f.Products[0].Performances[0].ID}, "seatCategoryIds": []int{-1}}
+		h.ok("availabilityService/getEventAvailability", avail)
+		// Key order and whitespace do not make a body different.
+		r := h.call("availabilityService/getEventAvailability", `{ "seatCategoryIds":[-1], "performanceIds": [`+
+			jsonNum(f.Products[0].Performances[0].ID)+`], "pointOfSalesId": `+jsonNum(f.PosID)+`, "requestId": 9}`)
+		if r.status != 509 {
+			t.Errorf("availability floor: %d", r.status)
+		}
+		h.control("POST", "/_sim/faults", `{"rateStatus": 429}`)
+		if r := h.call("availabilityService/getEventAvailability", avail); r.status != 429 {
+			t.Errorf("availability floor, 429: %d", r.status)
+		}
+		h.control("POST", "/_sim/clock", `{"advance": "1m"}`)
+		h.ok("availabilityService/getEventAvailability", avail)
+		if c := h.counters(); c.FloorRefused["catalogService/getCatalogDetailed"] != 2 || c.FloorRefused["availabilityService/getEventAvailability"] != 2 ||
+			len(c.FloorRefused) != 2 || c.RateLimited != 4 {
+			t.Errorf("floor counters %+v", c)
+		}
+		h.control("POST", "/_sim/reset", "")
+		h.ok("catalogService/getCatalogDetailed", `{"scope": "EXTENDED"}`)
 
-	h.control("POST", "/_sim/faults", `{"catalogFloor": "0s"}`)
-	h.ok("catalogService/getCatalogDetailed", `{}`)
-	h.ok("catalogService/getCatalogDetailed", `{}`)
-	if c := h.counters(); c.RateLimited != 0 || len(c.FloorRefused) != 0 || c.Calls["catalogService/getCatalogDetailed"] != 3 {
-		t.Errorf("counters %+v", c)
-	}
+		h.control("POST", "/_sim/faults", `{"catalogFloor": "0s"}`)
+		h.ok("catalogService/getCatalogDetailed", `{}`)
+		h.ok("catalogService/getCatalogDetailed", `{}`)
+		if c := h.counters(); c.RateLimited != 0 || len(c.FloorRefused) != 0 || c.Calls["catalogService/getCatalogDetailed"] != 3 {
+			t.Errorf("counters %+v", c)
+		}
+	})
 }
 
 func jsonNum(n int64) string { b, _ := json.Marshal(n); return string(b) }
@@ -169,43 +174,45 @@ func TestFaults(t *testing.T) {
 }
 
 func TestControl(t *testing.T) {
-	h := newSim(t, nil)
-	f := h.fixtures()
-	if f.Institution != "MOSA" || f.PosID < 1e13 || len(f.PaymentMethodIDs) == 0 || len(f.Products) != 12 ||
-		f.Products[0].ID < 1e13 || f.Products[0].State != "RUNNING" || len(f.Products[0].Performances) == 0 ||
-		len(f.Products[0].Performances[0].SeatCategoryIDs) < 2 || len(f.Products[0].Performances[0].AudienceSubCategoryIDs) != 4 {
-		t.Errorf("fixtures %+v", f)
-	}
-	// The same seed gives the same catalog.
-	if g := newSim(t, nil).fixtures(); g.Products[5].ID != f.Products[5].ID || g.Products[5].Name != f.Products[5].Name {
-		t.Errorf("not deterministic: %+v vs %+v", g.Products[5], f.Products[5])
-	}
-	if g := newSim(t, func(c *Config) { c.Seed = 2 }).fixtures(); g.Products[5].Name == f.Products[5].Name && g.Products[5].ID == f.Products[5].ID {
-		t.Errorf("seed ignored")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemSim(t, nil)
+		f := h.fixtures()
+		if f.Institution != "MOSA" || f.PosID < 1e13 || len(f.PaymentMethodIDs) == 0 || len(f.Products) != 12 ||
+			f.Products[0].ID < 1e13 || f.Products[0].State != "RUNNING" || len(f.Products[0].Performances) == 0 ||
+			len(f.Products[0].Performances[0].SeatCategoryIDs) < 2 || len(f.Products[0].Performances[0].AudienceSubCategoryIDs) != 4 {
+			t.Errorf("fixtures %+v", f)
+		}
+		// The same seed gives the same catalog.
+		if g := newMemSim(t, nil).fixtures(); g.Products[5].ID != f.Products[5].ID || g.Products[5].Name != f.Products[5].Name {
+			t.Errorf("not deterministic: %+v vs %+v", g.Products[5], f.Products[5])
+		}
+		if g := newMemSim(t, func(c *Config) { c.Seed = 2 }).fixtures(); g.Products[5].Name == f.Products[5].Name && g.Products[5].ID == f.Products[5].ID {
+			t.Errorf("seed ignored")
+		}
 
-	now := h.control("POST", "/_sim/clock", `{"advance": "10m"}`)["now"]
-	if now != "2025-11-10T10:10:00.000+01:00" || h.control("GET", "/_sim/clock", "")["now"] != now {
-		t.Errorf("clock %v", now)
-	}
-	perf := f.Products[0].Performances[0]
-	st := h.control("POST", "/_sim/stock", map[string]any{"performanceId": perf.ID, "seatCategoryId": perf.SeatCategoryIDs[0], "quantity": 7})
-	if num(st["quantity"]) != 7 || st["lastUpdate"] != now {
-		t.Errorf("stock: %v", st)
-	}
-	for _, bad := range []string{`{"performanceId": 1, "seatCategoryId": 2, "quantity": 1}`, `{"quantity": -1}`, `{}`, `nope`} {
-		if r := h.do("POST", "/_sim/stock", bad); r.status != 404 && r.status != 400 {
-			t.Errorf("stock %s: %d", bad, r.status)
+		now := h.control("POST", "/_sim/clock", `{"advance": "10m"}`)["now"]
+		if now != "2025-11-10T10:10:00.000+01:00" || h.control("GET", "/_sim/clock", "")["now"] != now {
+			t.Errorf("clock %v", now)
 		}
-	}
-	for _, p := range []string{"/_sim/orders", "/_sim/redirects"} {
-		if r := h.do("GET", p, ""); r.status != 200 || string(r.body) != "[]" {
-			t.Errorf("%s empty: %d %s", p, r.status, r.body)
+		perf := f.Products[0].Performances[0]
+		st := h.control("POST", "/_sim/stock", map[string]any{"performanceId": perf.ID, "seatCategoryId": perf.SeatCategoryIDs[0], "quantity": 7})
+		if num(st["quantity"]) != 7 || st["lastUpdate"] != now {
+			t.Errorf("stock: %v", st)
 		}
-	}
-	if r := h.do("GET", "/_sim/reset", ""); r.status != 404 && r.status != 405 {
-		t.Errorf("GET /_sim/reset: %d", r.status)
-	}
+		for _, bad := range []string{`{"performanceId": 1, "seatCategoryId": 2, "quantity": 1}`, `{"quantity": -1}`, `{}`, `nope`} {
+			if r := h.do("POST", "/_sim/stock", bad); r.status != 404 && r.status != 400 {
+				t.Errorf("stock %s: %d", bad, r.status)
+			}
+		}
+		for _, p := range []string{"/_sim/orders", "/_sim/redirects"} {
+			if r := h.do("GET", p, ""); r.status != 200 || string(r.body) != "[]" {
+				t.Errorf("%s empty: %d %s", p, r.status, r.body)
+			}
+		}
+		if r := h.do("GET", "/_sim/reset", ""); r.status != 404 && r.status != 405 {
+			t.Errorf("GET /_sim/reset: %d", r.status)
+		}
+	})
 }
 
 func TestRedirectsAndCart(t *testing.T) {

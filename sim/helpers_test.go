@@ -7,55 +7,43 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// t0 is the injected start time of every test simulator.
+// t0 is the simulated start time of every test simulator.
 var t0 = time.Date(2025, 11, 10, 9, 0, 0, 0, time.UTC)
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type harness struct {
 	t     *testing.T
 	s     *Server
-	srv   *httptest.Server
-	clock *fakeClock
+	srv   *httptest.Server // nil: requests are served in memory
 	token string
 }
 
-// newSim starts a simulator without limits or floors, with day-long tokens,
-// unless mod says otherwise.
+// newSim starts a simulator on a loopback port without limits or floors, with
+// day-long tokens, unless mod says otherwise. Its clock is the real one.
 func newSim(t *testing.T, mod func(*Config)) *harness {
 	t.Helper()
-	clock := &fakeClock{t: t0}
-	cfg := DefaultConfig()
-	cfg.RateLimit, cfg.CatalogFloor, cfg.AvailabilityFloor = 0, 0, 0
-	cfg.TokenTTL = 24 * time.Hour // tests advance the clock; TestAuth sets 30s
-	cfg.Now = clock.Now
-	if mod != nil {
-		mod(&cfg)
-	}
-	h := &harness{t: t, s: New(cfg), clock: clock}
+	h := newMemSim(t, mod)
 	h.srv = httptest.NewServer(h.s.Handler())
 	t.Cleanup(h.srv.Close)
 	return h
+}
+
+// newMemSim is newSim serving requests in memory, for tests inside a
+// synctest bubble: its clock starts at t0 and time.Sleep moves it exactly,
+// which network I/O would prevent (it does not count as durably blocked).
+func newMemSim(t *testing.T, mod func(*Config)) *harness {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.RateLimit, cfg.CatalogFloor, cfg.AvailabilityFloor = 0, 0, 0
+	cfg.TokenTTL = 24 * time.Hour // tests advance the clock; TestAuth sets 30s
+	if mod != nil {
+		mod(&cfg)
+	}
+	time.Sleep(time.Until(t0)) // a bubble starts in 2000; its fake time gets there at once
+	return &harness{t: t, s: New(cfg)}
 }
 
 type response struct {
@@ -76,13 +64,22 @@ func (r response) json(t *testing.T) map[string]any {
 // do sends a raw request; headers are "Name: value" strings.
 func (h *harness) do(method, path, body string, headers ...string) response {
 	h.t.Helper()
-	req, err := http.NewRequest(method, h.srv.URL+path, strings.NewReader(body))
+	base := "http://sim.test"
+	if h.srv != nil {
+		base = h.srv.URL
+	}
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	for _, hv := range headers {
 		k, v, _ := strings.Cut(hv, ": ")
 		req.Header.Set(k, v)
+	}
+	if h.srv == nil {
+		w := httptest.NewRecorder()
+		h.s.Handler().ServeHTTP(w, req)
+		return response{w.Code, w.Result().Header, w.Body.Bytes()}
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)

@@ -3,6 +3,7 @@ package sim
 import (
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -92,45 +93,47 @@ func TestOtherAvailabilities(t *testing.T) {
 }
 
 func TestUpdatedAvailabilities(t *testing.T) {
-	h := newSim(t, nil)
-	f := h.fixtures()
-	ids := []int64{f.Products[0].ID, f.Products[2].ID, f.Products[4].ID}
-	updated := func(ref string) []any {
-		m := h.ok("availabilityService/getUpdatedAvailabilities", map[string]any{"pointOfSalesId": f.PosID, "productIds": ids, "referenceDate": ref})
-		return m["availabilityUpdateData"].([]any)
-	}
-	if got := updated("2025-01-01T00:00:00.000Z"); len(got) != 3 {
-		t.Errorf("everything changed since the start: %v", got)
-	}
-	ref := "2025-11-10T10:00:00.000+01:00" // t0
-	if got := updated(ref); len(got) != 0 {
-		t.Errorf("nothing changed strictly after t0: %v", got)
-	}
-	h.clock.Advance(time.Minute)
-	h.ok("externalOrderFacade/createOrUpdateOrder", orderBody(f.PosID, f.firstLine(2)))
-	got := updated(ref)
-	if len(got) != 1 || num(path(got[0], "productId")) != ids[0] || path(got[0], "lastUpdate") != "2025-11-10T10:01:00.000+01:00" {
-		t.Errorf("after an order: %v", got)
-	}
-	if got := updated("2025-11-10T09:01:00.000Z"); len(got) != 0 {
-		t.Errorf("lastUpdate as referenceDate: %v", got)
-	}
-	h.clock.Advance(time.Minute)
-	perf := f.Products[2].Performances[0]
-	h.control("POST", "/_sim/stock", map[string]any{"performanceId": perf.ID, "seatCategoryId": perf.SeatCategoryIDs[0], "quantity": 5})
-	if got := updated("2025-11-10T09:01:00.000Z"); len(got) != 1 || num(path(got[0], "productId")) != ids[1] {
-		t.Errorf("after /_sim/stock: %v", got)
-	}
-	for _, body := range []map[string]any{
-		{"pointOfSalesId": f.PosID, "productIds": ids},
-		{"pointOfSalesId": f.PosID, "productIds": ids, "referenceDate": "yesterday"},
-		{"pointOfSalesId": f.PosID, "referenceDate": ref},
-		{"productIds": ids, "referenceDate": ref},
-	} {
-		if m := h.call("availabilityService/getUpdatedAvailabilities", body).json(t); m["statusCode"] != "error" {
-			t.Errorf("%v: %v", body, m)
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemSim(t, nil)
+		f := h.fixtures()
+		ids := []int64{f.Products[0].ID, f.Products[2].ID, f.Products[4].ID}
+		updated := func(ref string) []any {
+			m := h.ok("availabilityService/getUpdatedAvailabilities", map[string]any{"pointOfSalesId": f.PosID, "productIds": ids, "referenceDate": ref})
+			return m["availabilityUpdateData"].([]any)
 		}
-	}
+		if got := updated("2025-01-01T00:00:00.000Z"); len(got) != 3 {
+			t.Errorf("everything changed since the start: %v", got)
+		}
+		ref := "2025-11-10T10:00:00.000+01:00" // t0
+		if got := updated(ref); len(got) != 0 {
+			t.Errorf("nothing changed strictly after t0: %v", got)
+		}
+		time.Sleep(time.Minute)
+		h.ok("externalOrderFacade/createOrUpdateOrder", orderBody(f.PosID, f.firstLine(2)))
+		got := updated(ref)
+		if len(got) != 1 || num(path(got[0], "productId")) != ids[0] || path(got[0], "lastUpdate") != "2025-11-10T10:01:00.000+01:00" {
+			t.Errorf("after an order: %v", got)
+		}
+		if got := updated("2025-11-10T09:01:00.000Z"); len(got) != 0 {
+			t.Errorf("lastUpdate as referenceDate: %v", got)
+		}
+		time.Sleep(time.Minute)
+		perf := f.Products[2].Performances[0]
+		h.control("POST", "/_sim/stock", map[string]any{"performanceId": perf.ID, "seatCategoryId": perf.SeatCategoryIDs[0], "quantity": 5})
+		if got := updated("2025-11-10T09:01:00.000Z"); len(got) != 1 || num(path(got[0], "productId")) != ids[1] {
+			t.Errorf("after /_sim/stock: %v", got)
+		}
+		for _, body := range []map[string]any{
+			{"pointOfSalesId": f.PosID, "productIds": ids},
+			{"pointOfSalesId": f.PosID, "productIds": ids, "referenceDate": "yesterday"},
+			{"pointOfSalesId": f.PosID, "referenceDate": ref},
+			{"productIds": ids, "referenceDate": ref},
+		} {
+			if m := h.call("availabilityService/getUpdatedAvailabilities", body).json(t); m["statusCode"] != "error" {
+				t.Errorf("%v: %v", body, m)
+			}
+		}
+	})
 }
 
 func TestOrder(t *testing.T) {

@@ -84,7 +84,7 @@ func New(cfg Config) *Server {
 // Handler returns the simulator's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-func (s *Server) now() time.Time { return s.cfg.Now().Add(time.Duration(s.offset.Load())) }
+func (s *Server) now() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
 
 // envelope is a JSON answer of a tnseb method.
 type envelope map[string]any

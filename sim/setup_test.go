@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/s360edge/s360edge/s360"
@@ -154,11 +155,12 @@ func TestSearchProductsPages(t *testing.T) {
 	}
 }
 
-func TestListTicketsByCriteria(t *testing.T) {
-	h := newSim(t, nil)
+// ticketsSim returns a simulator at t0 with one order of two tickets for the
+// first performance, and the criteria that select its day; inside a bubble.
+func ticketsSim(t *testing.T) (*harness, fixtures, func(map[string]any) map[string]any) {
+	h := newMemSim(t, nil)
 	f := h.fixtures()
 	h.ok("externalOrderFacade/createOrUpdateOrder", orderBody(f.PosID, f.firstLine(2)))
-	perf := f.Products[0].Performances[0]
 	criteria := func(extra map[string]any) map[string]any {
 		c := map[string]any{"productId": f.Products[0].ID, "startDate": "2025-11-10", "endDate": "2025-11-11T00:00:00Z"}
 		for k, v := range extra {
@@ -166,35 +168,56 @@ func TestListTicketsByCriteria(t *testing.T) {
 		}
 		return c
 	}
-	m := h.ok("externalOrderHistoryService/listTicketsByCriteria", map[string]any{"ticketFilterCriteria": criteria(nil)})
-	tickets := m["ticketSummaries"].([]any)
-	if len(tickets) != 2 || m["truncated"] != false {
-		t.Fatalf("tickets %v", m)
-	}
-	tk := tickets[0]
-	if path(tk, "ticketState") != "VALID" || num(path(tk, "performanceId")) != perf.ID || num(path(tk, "seatCategoryId")) != perf.SeatCategoryIDs[0] ||
-		num(path(tk, "audienceSubCategoryId")) != perf.AudienceSubCategoryIDs[0] || path(tk, "audienceSubCategory") != "ADULT" ||
-		num(path(tk, "price")) <= 0 || path(tk, "priceLevelId") == nil {
-		t.Errorf("ticket %v", tk)
-	}
+	return h, f, criteria
+}
+
+func TestListTicketsByCriteria(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, f, criteria := ticketsSim(t)
+		perf := f.Products[0].Performances[0]
+		m := h.ok("externalOrderHistoryService/listTicketsByCriteria", map[string]any{"ticketFilterCriteria": criteria(nil)})
+		tickets := m["ticketSummaries"].([]any)
+		if len(tickets) != 2 || m["truncated"] != false {
+			t.Fatalf("tickets %v", m)
+		}
+		tk := tickets[0]
+		if path(tk, "ticketState") != "VALID" || num(path(tk, "performanceId")) != perf.ID || num(path(tk, "seatCategoryId")) != perf.SeatCategoryIDs[0] ||
+			num(path(tk, "audienceSubCategoryId")) != perf.AudienceSubCategoryIDs[0] || path(tk, "audienceSubCategory") != "ADULT" ||
+			num(path(tk, "price")) <= 0 || path(tk, "priceLevelId") == nil {
+			t.Errorf("ticket %v", tk)
+		}
+	})
 	cases := []struct {
 		name  string
-		body  map[string]any
+		body  func(f fixtures, criteria func(map[string]any) map[string]any) map[string]any
 		n     int
 		trunc bool
 	}{
-		{"one per page", map[string]any{"ticketFilterCriteria": criteria(nil), "paginationParameter": map[string]any{"startPosition": 1, "maxResult": 1}}, 1, false},
-		{"truncated", map[string]any{"ticketFilterCriteria": criteria(nil), "paginationParameter": map[string]any{"startPosition": 0, "maxResult": 1}}, 1, true},
-		{"point of sales given", map[string]any{"ticketFilterCriteria": criteria(map[string]any{"pointOfSalesId": f.PosID})}, 0, false},
-		{"other product", map[string]any{"ticketFilterCriteria": criteria(map[string]any{"productId": f.Products[1].ID})}, 0, false},
-		{"dates before", map[string]any{"ticketFilterCriteria": criteria(map[string]any{"startDate": "2025-01-01", "endDate": "2025-11-09"})}, 0, false},
+		{"one per page", func(_ fixtures, criteria func(map[string]any) map[string]any) map[string]any {
+			return map[string]any{"ticketFilterCriteria": criteria(nil), "paginationParameter": map[string]any{"startPosition": 1, "maxResult": 1}}
+		}, 1, false},
+		{"truncated", func(_ fixtures, criteria func(map[string]any) map[string]any) map[string]any {
+			return map[string]any{"ticketFilterCriteria": criteria(nil), "paginationParameter": map[string]any{"startPosition": 0, "maxResult": 1}}
+		}, 1, true},
+		{"point of sales given", func(f fixtures, criteria func(map[string]any) map[string]any) map[string]any {
+			return map[string]any{"ticketFilterCriteria": criteria(map[string]any{"pointOfSalesId": f.PosID})}
+		}, 0, false},
+		{"other product", func(f fixtures, criteria func(map[string]any) map[string]any) map[string]any {
+			return map[string]any{"ticketFilterCriteria": criteria(map[string]any{"productId": f.Products[1].ID})}
+		}, 0, false},
+		{"dates before", func(_ fixtures, criteria func(map[string]any) map[string]any) map[string]any {
+			return map[string]any{"ticketFilterCriteria": criteria(map[string]any{"startDate": "2025-01-01", "endDate": "2025-11-09"})}
+		}, 0, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := h.ok("externalOrderHistoryService/listTicketsByCriteria", c.body)
-			if len(m["ticketSummaries"].([]any)) != c.n || m["truncated"] != c.trunc {
-				t.Errorf("got %v", m)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				h, f, criteria := ticketsSim(t)
+				m := h.ok("externalOrderHistoryService/listTicketsByCriteria", c.body(f, criteria))
+				if len(m["ticketSummaries"].([]any)) != c.n || m["truncated"] != c.trunc {
+					t.Errorf("got %v", m)
+				}
+			})
 		})
 	}
 }

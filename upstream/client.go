@@ -55,7 +55,6 @@ type Config struct {
 	// since memory is the process's.
 	Reading   *Reading
 	Transport http.RoundTripper
-	Now       func() time.Time
 	// Wait, when set, is called before every upstream call (token calls
 	// included) and may block or refuse: it is the rate budget's hook.
 	Wait func(ctx context.Context, path string) error
@@ -145,9 +144,6 @@ func New(cfg Config) *Client {
 	}
 	// One answer larger than the whole bound could never be read.
 	cfg.MaxResponseBytes = min(cfg.MaxResponseBytes, cfg.Reading.size)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if cfg.Context == nil {
 		cfg.Context = context.Background()
 	}
@@ -230,7 +226,7 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 	c.mu.Lock()
 	tok, exp := c.token, c.expiry
 	c.mu.Unlock()
-	if tok != "" && c.cfg.Now().Before(exp) {
+	if tok != "" && time.Now().Before(exp) {
 		return tok, nil
 	}
 	ch := c.fetch.DoChan("token", func() (any, error) {
@@ -283,7 +279,7 @@ func (c *Client) fetchToken(ctx context.Context) (string, error) {
 		// The body may echo what we sent; keep it out of the message.
 		return "", &Error{Kind: AuthFailed, Err: fmt.Errorf("getting an S-360 token for operator %q: upstream answered HTTP %d", c.cfg.Operator, resp.Status)}
 	}
-	now := c.cfg.Now()
+	now := time.Now()
 	c.mu.Lock()
 	c.token, c.expiry = out.Token, refreshAt(out.Token, now)
 	c.mu.Unlock()

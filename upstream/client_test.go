@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -21,7 +22,6 @@ import (
 type fakeS360 struct {
 	auths, calls atomic.Int32
 	ttl          time.Duration
-	now          func() time.Time
 	reject       atomic.Int32 // answer 401 to the next N method calls
 	authGate     chan struct{}
 	handler      http.HandlerFunc
@@ -46,7 +46,7 @@ func (f *fakeS360) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, `{"error":"bad credentials for %s"}`, creds["secret"])
 			return
 		}
-		fmt.Fprintf(w, `{"token":%q}`, jwt(f.now().Add(f.ttl), n))
+		fmt.Fprintf(w, `{"token":%q}`, jwt(time.Now().Add(f.ttl), n))
 		return
 	}
 	f.calls.Add(1)
@@ -62,55 +62,66 @@ func (f *fakeS360) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, `{"statusCode":"success","auth":"`+r.Header.Get("Authorization")+`"}`)
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
-func setup(t *testing.T, mod func(*Config, *fakeS360)) (*Client, *fakeS360, *clock) {
+func setup(t *testing.T, mod func(*Config, *fakeS360)) (*Client, *fakeS360) {
 	t.Helper()
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
-	f := &fakeS360{ttl: 40 * time.Second, now: clk.Now}
-	cfg := Config{Operator: "MOSA_WEB", Secret: "s3cret", Partner: "p", Now: clk.Now}
+	f := &fakeS360{ttl: 40 * time.Second}
+	cfg := Config{Operator: "MOSA_WEB", Secret: "s3cret", Partner: "p"}
 	if mod != nil {
 		mod(&cfg, f)
 	}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	cfg.BaseURL = srv.URL
-	return New(cfg), f, clk
+	if cfg.Transport == nil {
+		srv := httptest.NewServer(f)
+		t.Cleanup(srv.Close)
+		cfg.BaseURL = srv.URL
+	}
+	return New(cfg), f
+}
+
+// memTransport serves requests with a handler in memory, for tests in a synctest bubble:
+// there network I/O would keep fake time from advancing (it is not durably blocking).
+type memTransport struct{ h http.Handler }
+
+func (m memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body == nil {
+		r = r.Clone(r.Context())
+		r.Body = http.NoBody
+	}
+	w := httptest.NewRecorder()
+	m.h.ServeHTTP(w, r)
+	return w.Result(), nil
 }
 
 const path = "/tnseb/backend-apis/catalogService/v1_33/getPOSConfig"
 
 func TestTokenReusedThenRefreshedBeforeExpiry(t *testing.T) {
-	c, f, clk := setup(t, nil)
-	ctx := context.Background()
-	for range 3 {
-		if r, err := c.Do(ctx, path, []byte(`{}`)); err != nil || r.Status != 200 {
-			t.Fatalf("Do: %v %v", r, err)
+	synctest.Test(t, func(t *testing.T) {
+		c, f := setup(t, func(cfg *Config, f *fakeS360) {
+			cfg.BaseURL, cfg.Transport = "http://s360.test", memTransport{f}
+		})
+		ctx := context.Background()
+		for range 3 {
+			if r, err := c.Do(ctx, path, []byte(`{}`)); err != nil || r.Status != 200 {
+				t.Fatalf("Do: %v %v", r, err)
+			}
 		}
-	}
-	if f.auths.Load() != 1 {
-		t.Fatalf("token fetched %d times for 3 calls, want 1", f.auths.Load())
-	}
-	clk.Add(29 * time.Second) // 40 s token: refresh margin is 10 s
-	c.Do(ctx, path, []byte(`{}`))
-	if f.auths.Load() != 1 {
-		t.Fatalf("token refreshed too early")
-	}
-	clk.Add(2 * time.Second)
-	c.Do(ctx, path, []byte(`{}`))
-	if f.auths.Load() != 2 {
-		t.Fatalf("token not refreshed within its margin: %d fetches", f.auths.Load())
-	}
+		if f.auths.Load() != 1 {
+			t.Fatalf("token fetched %d times for 3 calls, want 1", f.auths.Load())
+		}
+		time.Sleep(29 * time.Second) // 40 s token: refresh margin is 10 s
+		c.Do(ctx, path, []byte(`{}`))
+		if f.auths.Load() != 1 {
+			t.Fatalf("token refreshed too early")
+		}
+		time.Sleep(2 * time.Second)
+		c.Do(ctx, path, []byte(`{}`))
+		if f.auths.Load() != 2 {
+			t.Fatalf("token not refreshed within its margin: %d fetches", f.auths.Load())
+		}
+	})
 }
 
 func TestUnauthorizedRefreshesOnceAndRetriesOnce(t *testing.T) {
-	c, f, _ := setup(t, nil)
+	c, f := setup(t, nil)
 	ctx := context.Background()
 	c.Do(ctx, path, []byte(`{}`))
 	f.reject.Store(1)
@@ -132,7 +143,7 @@ func TestUnauthorizedRefreshesOnceAndRetriesOnce(t *testing.T) {
 }
 
 func TestBadCredentialsNeverLeakTheSecret(t *testing.T) {
-	c, _, _ := setup(t, func(cfg *Config, _ *fakeS360) { cfg.Secret = "wrong-secret-xyz" })
+	c, _ := setup(t, func(cfg *Config, _ *fakeS360) { cfg.Secret = "wrong-secret-xyz" })
 	_, err := c.Do(context.Background(), path, []byte(`{}`))
 	var ue *Error
 	if !errors.As(err, &ue) || ue.Kind != AuthFailed {
@@ -145,7 +156,7 @@ func TestBadCredentialsNeverLeakTheSecret(t *testing.T) {
 
 func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
 	gate := make(chan struct{})
-	c, f, _ := setup(t, func(_ *Config, f *fakeS360) { f.authGate = gate })
+	c, f := setup(t, func(_ *Config, f *fakeS360) { f.authGate = gate })
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
 	for range 20 {
@@ -157,7 +168,11 @@ func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
 		}()
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for f.auths.Load() == 0 && time.Now().Before(deadline) {
+	for f.auths.Load() == 0 {
+		if time.Now().After(deadline) {
+			close(gate)
+			t.Fatal("no token fetch started within 5s")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	close(gate)
@@ -176,7 +191,7 @@ func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
 func TestFailureKinds(t *testing.T) {
 	block := make(chan struct{})
 	defer close(block)
-	c, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
+	c, _ := setup(t, func(cfg *Config, f *fakeS360) {
 		cfg.Timeout = 200 * time.Millisecond
 		f.handler = func(w http.ResponseWriter, r *http.Request) {
 			select {
@@ -206,7 +221,7 @@ func TestFailureKinds(t *testing.T) {
 
 func TestGzipAndSizeLimit(t *testing.T) {
 	big := `{"statusCode":"success","pad":"` + strings.Repeat("x", 5000) + `"}`
-	c, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
+	c, _ := setup(t, func(cfg *Config, f *fakeS360) {
 		cfg.MaxResponseBytes = 6000
 		f.handler = func(w http.ResponseWriter, r *http.Request) {
 			if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
@@ -235,7 +250,7 @@ func TestGzipAndSizeLimit(t *testing.T) {
 
 func TestWaitHookGuardsEveryCall(t *testing.T) {
 	var waits atomic.Int32
-	c, _, _ := setup(t, func(cfg *Config, _ *fakeS360) {
+	c, _ := setup(t, func(cfg *Config, _ *fakeS360) {
 		cfg.Wait = func(ctx context.Context, p string) error {
 			if waits.Add(1) > 2 {
 				return errors.New("budget spent")
@@ -276,7 +291,7 @@ func TestExpiry(t *testing.T) {
 func TestTokenWaitIsBoundedByMaxWait(t *testing.T) {
 	gate := make(chan struct{})
 	defer close(gate)
-	c, f, _ := setup(t, func(cfg *Config, f *fakeS360) {
+	c, f := setup(t, func(cfg *Config, f *fakeS360) {
 		f.authGate = gate
 		cfg.MaxWait = func(context.Context) time.Duration { return 50 * time.Millisecond }
 	})

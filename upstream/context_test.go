@@ -12,7 +12,7 @@ type callerValue struct{}
 func TestTokenFetchRunsUnderTheClientsContext(t *testing.T) {
 	base, cancel := context.WithCancel(context.Background())
 	var sawCaller []any
-	c, _, _ := setup(t, func(cfg *Config, _ *fakeS360) {
+	c, _ := setup(t, func(cfg *Config, _ *fakeS360) {
 		cfg.Context = base
 		cfg.Wait = func(ctx context.Context, path string) error {
 			if path == AuthPath {

@@ -63,7 +63,7 @@ func TestSentTellsWhetherTheRequestLeft(t *testing.T) {
 			if c.baseURL != "" {
 				cl = New(Config{BaseURL: c.baseURL, Secret: "s3cret"})
 			} else {
-				cl, f, _ = setup(t, func(cfg *Config, f *fakeS360) {
+				cl, f = setup(t, func(cfg *Config, f *fakeS360) {
 					cfg.Timeout = 300 * time.Millisecond
 					f.handler = c.answer
 				})
@@ -81,7 +81,7 @@ func TestSentTellsWhetherTheRequestLeft(t *testing.T) {
 }
 
 func TestTokenFailureIsNotSent(t *testing.T) {
-	c, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
+	c, _ := setup(t, func(cfg *Config, f *fakeS360) {
 		cfg.Secret = "wrong"
 	})
 	_, err := c.Do(context.Background(), path, []byte(`{}`))
@@ -112,7 +112,7 @@ func TestRelayedAnswersMustBeValid(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cl, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
+			cl, _ := setup(t, func(cfg *Config, f *fakeS360) {
 				f.handler = func(w http.ResponseWriter, r *http.Request) {
 					w.WriteHeader(c.status)
 					io.WriteString(w, c.body)
@@ -191,7 +191,7 @@ func TestReadingBoundHoldsUnderHugeAnswers(t *testing.T) {
 	)
 	for _, withLength := range []bool{true, false} {
 		t.Run(fmt.Sprintf("Content-Length=%v", withLength), func(t *testing.T) {
-			cl, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
+			cl, _ := setup(t, func(cfg *Config, f *fakeS360) {
 				cfg.Timeout = 2 * time.Minute
 				cfg.MaxResponseBytes = 128 << 20 / memScale
 				cfg.Reading = NewReading(bound)
@@ -234,7 +234,7 @@ func TestReadingBoundHoldsUnderHugeAnswers(t *testing.T) {
 }
 
 func TestReadingWaitEndsWithTheCaller(t *testing.T) {
-	cl, _, _ := setup(t, func(cfg *Config, f *fakeS360) {
+	cl, _ := setup(t, func(cfg *Config, f *fakeS360) {
 		cfg.Reading = NewReading(1 << 20)
 		f.handler = hugeAnswers(1<<19, true)
 	})
