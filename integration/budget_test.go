@@ -153,11 +153,13 @@ func TestBudgetBacksOffOnPushback(t *testing.T) {
 	// once a window's 6 calls are spent. With it, each pause costs at most
 	// the calls already in flight when the first 509 came back (one per
 	// client), and there is about one pause per 4-second window.
-	// One method is refused: a key pause, then at once its method's.
+	// One method is refused: a key pause, then at once its method's; the
+	// first refusal pauses only its key, so the call of one more key may
+	// meet a 509 before the method's pause: 8 in flight + 1 per pause.
 	ps := stats.Edges[0].Budget.PausesByScope
 	pauses := ps.Method + ps.Institution
-	if n := c.Statuses["509"]; n == 0 || n > 8*pauses || pauses > 4 {
-		t.Errorf("%d 509 answers over %d pauses, want at most 8 per pause and at most 4 pauses", n, pauses)
+	if n := c.Statuses["509"]; n == 0 || n > 9*pauses || pauses > 4 {
+		t.Errorf("%d 509 answers over %d pauses, want at most 9 per pause and at most 4 pauses", n, pauses)
 	}
 	if len(c.PerMinute) < 2 || c.PerMinute[len(c.PerMinute)-1].Calls == 0 {
 		t.Errorf("no recovery after the pause: windows %+v", c.PerMinute)

@@ -6,19 +6,13 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 )
 
 // newSimWithIdP is newSim with the shop's IdP in front, as s360sim
 // -saml-sp-metadata serves it.
 func newSimWithIdP(t *testing.T) *harness {
 	t.Helper()
-	clock := &fakeClock{t: t0}
-	cfg := DefaultConfig()
-	cfg.RateLimit, cfg.CatalogFloor, cfg.AvailabilityFloor = 0, 0, 0
-	cfg.TokenTTL = 24 * time.Hour
-	cfg.Now = clock.Now
-	h := &harness{t: t, s: New(cfg), clock: clock}
+	h := newMemSim(t, nil)
 	h.srv = httptest.NewUnstartedServer(nil)
 	idp, err := NewIdP(IdPConfig{URL: "http://" + h.srv.Listener.Addr().String() + "/saml"})
 	if err != nil {
