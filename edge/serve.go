@@ -103,6 +103,16 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	if f.entry != nil {
 		return Result{Entry: f.entry, CacheStatus: "s360edge; fwd=" + fwd + "; stored" + detail}
 	}
+	// The floor refused a call because another flight reached S-360 between
+	// this request's lookup and its own flight: serve what that one stored.
+	if f.entry == nil && !servable && errors.As(f.err, new(*FloorError)) {
+		if got, err := e.store.Get(key); err == nil && bytes.Equal(got.Canonical, canonical) {
+			if fresh, _ := e.freshness(policy, call, got, e.opts.Now()); fresh {
+				e.stats.count(call.Class, outcomeHit)
+				return Result{Entry: got, Hit: true, CacheStatus: hitStatus(got, e.opts.Now(), "")}
+			}
+		}
+	}
 	// Nothing new to store: an old answer beats an error, within bounds.
 	if servable {
 		e.stats.count(call.Class, outcomeStale)
