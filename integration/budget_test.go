@@ -19,6 +19,10 @@ import (
 type storm struct {
 	ok, stale, throttled, bad atomic.Int64
 	badSample                 atomic.Value
+	// backoff is how long a client waits after a 429 before its next
+	// request; 0 retries at once. A pause keeps a long storm from burning
+	// the CPU the sidecar and the simulator need (the race detector is on).
+	backoff time.Duration
 }
 
 func (st *storm) run(ctx context.Context, t *testing.T, url string, fx fixtures, clients int) {
@@ -50,6 +54,12 @@ func (st *storm) run(ctx context.Context, t *testing.T, url string, fx fixtures,
 					st.ok.Add(1)
 				case resp.StatusCode == 429 && resp.Header.Get("Retry-After") != "":
 					st.throttled.Add(1)
+					if st.backoff > 0 {
+						select {
+						case <-ctx.Done():
+						case <-time.After(st.backoff):
+						}
+					}
 				default:
 					st.bad.Add(1)
 					st.badSample.Store(fmt.Sprint(resp.StatusCode, " ", cs))
