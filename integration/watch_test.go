@@ -211,10 +211,18 @@ func TestSetupChangeWhileDownIsDetectedAtStart(t *testing.T) {
 	s.Control(t, "/_sim/setup", `{}`)
 	e = restartEdge(t, e)
 	renamed := fx.Products[0].Name + " v2"
-	waitFor(t, "the stale catalog to be refreshed", 10*time.Second, func() bool { return calls() == 2 })
-	status, hdr, body = post(t, e.URL+getCatalog, `{}`)
+	waitFor(t, "the stale catalog to be refetched", 10*time.Second, func() bool { return calls() == 2 })
+	// The simulator counts the call before the sidecar has stored its
+	// answer: poll until the new generation's entry is served.
+	waitFor(t, "the refreshed catalog to be served", 10*time.Second, func() bool {
+		status, hdr, body = post(t, e.URL+getCatalog, `{}`)
+		return status == 200 && !strings.Contains(hdr.Get("Cache-Status"), "detail=generation")
+	})
 	if cs := hdr.Get("Cache-Status"); status != 200 || !strings.HasPrefix(cs, "s360edge; hit;") || strings.Contains(cs, "detail=") || !strings.Contains(string(body), renamed) {
 		t.Fatalf("after a restart with a setup change: %d %q, new name present: %v", status, cs, strings.Contains(string(body), renamed))
+	}
+	if n := calls(); n != 2 {
+		t.Fatalf("after a restart with a setup change: %d getCatalogDetailed calls, want 2", n)
 	}
 	if st := e.watchStats(t); st.Generations != 1 || st.Generation != 1 || st.LastSetupPoll.IsZero() {
 		t.Fatalf("stats %+v", st)
