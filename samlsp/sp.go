@@ -268,6 +268,18 @@ type loginState struct {
 	ReturnTo  string `json:"r"`
 }
 
+// providerOr503 is the service provider for r with the IdP's metadata, or
+// false after answering 503 when the metadata cannot be had yet.
+func (s *SP) providerOr503(w http.ResponseWriter, r *http.Request) (*saml.ServiceProvider, bool) {
+	idp, err := s.metadata()
+	if err != nil {
+		w.Header().Set("Retry-After", "5")
+		oidcrp.WriteError(w, http.StatusServiceUnavailable, "provider_unavailable", "the identity provider cannot be reached; try again shortly")
+		return nil, false
+	}
+	return s.provider(r, idp), true
+}
+
 // stateCookieName is the login state cookie's name.
 const stateCookieName = "s360_saml_state"
 
@@ -275,13 +287,10 @@ const stateCookieName = "s360_saml_state"
 // (HTTP-Redirect binding); the request's ID is kept in a sealed cookie so
 // that only the answer to this login is accepted.
 func (s *SP) ServeLogin(w http.ResponseWriter, r *http.Request) {
-	idp, err := s.metadata()
-	if err != nil {
-		w.Header().Set("Retry-After", "5")
-		oidcrp.WriteError(w, http.StatusServiceUnavailable, "provider_unavailable", "the identity provider cannot be reached; try again shortly")
+	sp, ok := s.providerOr503(w, r)
+	if !ok {
 		return
 	}
-	sp := s.provider(r, idp)
 	loc := sp.GetSSOBindingLocation(saml.HTTPRedirectBinding)
 	if loc == "" {
 		s.log.Error("the saml idp offers no HTTP-Redirect sign-on endpoint")
@@ -385,13 +394,10 @@ func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
 		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_response", "the login answer carries no SAML response")
 		return
 	}
-	idp, err := s.metadata()
-	if err != nil {
-		w.Header().Set("Retry-After", "5")
-		oidcrp.WriteError(w, http.StatusServiceUnavailable, "provider_unavailable", "the identity provider cannot be reached; try again shortly")
+	sp, ok := s.providerOr503(w, r)
+	if !ok {
 		return
 	}
-	sp := s.provider(r, idp)
 	assertion, err := sp.ParseXMLResponse(raw, []string{st.RequestID}, sp.AcsURL)
 	if err != nil {
 		// crewjam's private error may quote the response; only its class
