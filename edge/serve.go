@@ -89,6 +89,10 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	if err != nil { // this caller went away
 		return Result{Err: err}
 	}
+	if f.hit {
+		e.stats.count(call.Class, outcomeHit)
+		return Result{Entry: f.entry, Hit: true, CacheStatus: hitStatus(f.entry, e.opts.Now(), "")}
+	}
 	fwd := "miss"
 	if ent != nil {
 		fwd = "stale"
@@ -102,16 +106,6 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	}
 	if f.entry != nil {
 		return Result{Entry: f.entry, CacheStatus: "s360edge; fwd=" + fwd + "; stored" + detail}
-	}
-	// The floor refused a call because another flight reached S-360 between
-	// this request's lookup and its own flight: serve what that one stored.
-	if f.entry == nil && !servable && errors.As(f.err, new(*FloorError)) {
-		if got, err := e.store.Get(key); err == nil && bytes.Equal(got.Canonical, canonical) {
-			if fresh, _ := e.freshness(policy, call, got, e.opts.Now()); fresh {
-				e.stats.count(call.Class, outcomeHit)
-				return Result{Entry: got, Hit: true, CacheStatus: hitStatus(got, e.opts.Now(), "")}
-			}
-		}
 	}
 	// Nothing new to store: an old answer beats an error, within bounds.
 	if servable {
@@ -178,6 +172,7 @@ func hitStatus(ent *cachestore.Entry, now time.Time, detail string) string {
 // fetched is the outcome of one upstream fetch, shared by coalesced callers.
 type fetched struct {
 	entry *cachestore.Entry  // stored answer
+	hit   bool               // entry was found in the store: no call made
 	resp  *upstream.Response // answer not stored (not a success, or not cacheable)
 	err   error              // no answer: *upstream.Error or *FloorError
 }
@@ -246,6 +241,15 @@ func (e *Edge) restoreFloors() error {
 func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte) *fetched {
 	if client == nil {
 		return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
+	}
+	// Every caller fetches only what it found missing or not fresh; a
+	// flight that ended between its lookup and this one may have stored
+	// the answer since.
+	if got, err := e.store.Get(key); err == nil && bytes.Equal(got.Canonical, canonical) {
+		policy, _ := e.policy()
+		if fresh, _ := e.freshness(policy, call, got, e.opts.Now()); fresh {
+			return &fetched{entry: got, hit: true}
+		}
 	}
 	if e.opts.Gate != nil {
 		if wait := e.opts.Gate.FloorWait(key, call.Name()); wait > 0 {

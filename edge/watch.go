@@ -345,6 +345,7 @@ func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
 	}
 	var fe *FloorError
 	switch {
+	case f.hit: // another flight refreshed it
 	case f.entry != nil:
 		e.stats.refreshes.Add(1)
 	case errors.As(f.err, &fe):

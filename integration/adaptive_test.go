@@ -24,6 +24,11 @@ func TestAdaptiveLimitLearnsTheInstitutionsLimit(t *testing.T) {
 	e := startEdge(t, caddyfile(s, "rate_limit 150 6s\n\t\tclient_quota off\n\t\tmax_wait 300ms"))
 	fx := s.Fixtures(t)
 
+	// The storm starts with one of S-360's (fixed, wall-clock aligned)
+	// windows, so the first refusal comes after the sixtieth call of a
+	// whole window, as the scenario has it; a start late in a
+	// window would spread the first 60 calls over two of them.
+	time.Sleep(time.Until(time.Now().Truncate(window).Add(window + 50*time.Millisecond)))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*window)
 	defer cancel()
 	// 16 clients that pause 50 ms after a 429 still ask for about 300
