@@ -381,3 +381,11 @@ func (d *decoder) strings() []string {
 	}
 	return ss
 }
+
+// EncodeEntry is the store's own encoding of an entry, checksum included,
+// for another tier (the cluster's shared one) to hold.
+func EncodeEntry(e *Entry) []byte { return encodeEntry(e) }
+
+// DecodeEntry parses what EncodeEntry wrote, checking the checksum; it
+// never panics, whatever the bytes. The entry's Body aliases b.
+func DecodeEntry(b []byte) (*Entry, error) { return decodeEntry(b) }

@@ -93,8 +93,10 @@ type Options struct {
 	Institution string // part of every cache key
 	Policy      Policy
 	Gate        Gate
-	MaxBytes    int64 // store size bound; cachestore default when 0
-	Waits       Waits
+	// Shared is the cluster's shared state; nil for a single node.
+	Shared   Shared
+	MaxBytes int64 // store size bound; cachestore default when 0
+	Waits    Waits
 	// Timeout bounds a fetch that no buyer is waiting for any more.
 	Timeout time.Duration
 	Now     func() time.Time

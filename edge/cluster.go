@@ -1,0 +1,77 @@
+package edge
+
+import (
+	"context"
+	"time"
+
+	"github.com/s360edge/s360edge/cachestore"
+)
+
+// Shared is the state several sidecars of one institution share so that
+// they act toward S-360 as one (package cluster implements it on Redis).
+// Options.Shared is nil for a single node: then nothing here is used.
+//
+// Every method is bounded in time by the implementation (Redis calls time
+// out at 50 ms on the hot path); an error means the shared state is out of
+// reach, and the edge goes on with its local tier alone.
+type Shared interface {
+	// GetEntry reads key's entry from the shared tier;
+	// cachestore.ErrNotFound when there is none.
+	GetEntry(ctx context.Context, key string) (*cachestore.Entry, error)
+	// PutEntry stores ent in the shared tier until its StaleUntil.
+	PutEntry(ctx context.Context, key string, ent *cachestore.Entry) error
+	// Invalidate drops from the shared tier every entry carrying one of
+	// tags (availability purges).
+	Invalidate(ctx context.Context, tags []string) error
+	// Lease takes, for ttl, the cluster-wide right to call S-360 for key.
+	// ok is false when another node holds it: WaitEntry then. release
+	// (never nil when ok) gives the lease up, and wakes the waiters.
+	Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool, err error)
+	// WaitEntry waits until key's lease is released (or has expired) or
+	// ctx ends, then reads key's entry from the shared tier.
+	WaitEntry(ctx context.Context, key string) (*cachestore.Entry, error)
+	// Poller says whether this node runs the watchers' polls now, and at
+	// which multiple of their intervals: (true, 1) on the node holding the
+	// polling lease, (false, 0) on the others, and (true, nodes) on every
+	// node while the shared state is out of reach.
+	Poller() (poll bool, factor int)
+	// Publish appends ev to the cluster's durable event stream, which every
+	// other node applies. It fails when this node no longer holds the
+	// polling lease (fencing).
+	Publish(ctx context.Context, ev Event) error
+	// Subscribe registers the edge's handler of the other nodes' events:
+	// fn is called on one goroutine, in stream order, for every event
+	// published since the last one this node applied (catch-up after a
+	// restart or an outage included), and with an EventSync when the node
+	// (re)joins.
+	Subscribe(fn func(Event))
+}
+
+// EventKind says what an Event carries.
+type EventKind string
+
+const (
+	// EventGeneration: the setup changed; Generation is the new catalog
+	// generation and Setup the canonical getLastSetupUpdate answer.
+	EventGeneration EventKind = "generation"
+	// EventInvalidate: products' availability changed; Tags are the
+	// availability tags purged, Reference the updates poll's next
+	// referenceDate.
+	EventInvalidate EventKind = "invalidate"
+	// EventPurge: an operator purged Tags (Soft: marked for refresh).
+	EventPurge EventKind = "purge"
+	// EventSync: the node (re)joined; Generation and Setup are the
+	// cluster's current ones (zero and nil when it has none yet).
+	EventSync EventKind = "sync"
+)
+
+// Event is one change every node of a cluster applies.
+type Event struct {
+	Kind       EventKind `json:"kind"`
+	Generation uint64    `json:"generation,omitempty"`
+	Setup      []byte    `json:"setup,omitempty"`
+	Tags       []string  `json:"tags,omitempty"`
+	Reference  string    `json:"reference,omitempty"`
+	Soft       bool      `json:"soft,omitempty"`
+	Node       string    `json:"node,omitempty"` // the publisher
+}
