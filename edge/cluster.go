@@ -23,6 +23,9 @@ type Shared interface {
 	// Invalidate drops from the shared tier every entry carrying one of
 	// tags (availability purges).
 	Invalidate(ctx context.Context, tags []string) error
+	// Purge drops from the shared tier what an EventPurge names: every
+	// entry (no Class, Key or Tags), one class, one key, or tags.
+	Purge(ctx context.Context, ev Event) error
 	// Lease takes, for ttl, the cluster-wide right to call S-360 for key.
 	// ok is false when another node holds it: WaitEntry then. release
 	// (never nil when ok) gives the lease up, and wakes the waiters.
@@ -58,7 +61,8 @@ const (
 	// availability tags purged, Reference the updates poll's next
 	// referenceDate.
 	EventInvalidate EventKind = "invalidate"
-	// EventPurge: an operator purged Tags (Soft: marked for refresh).
+	// EventPurge: an operator purged everything, or Class, Key or Tags
+	// (Soft: marked for refresh rather than deleted).
 	EventPurge EventKind = "purge"
 	// EventSync: the node (re)joined; Generation and Setup are the
 	// cluster's current ones (zero and nil when it has none yet).
@@ -72,6 +76,8 @@ type Event struct {
 	Setup      []byte    `json:"setup,omitempty"`
 	Tags       []string  `json:"tags,omitempty"`
 	Reference  string    `json:"reference,omitempty"`
+	Class      string    `json:"class,omitempty"` // cachestore.Class name
+	Key        string    `json:"key,omitempty"`
 	Soft       bool      `json:"soft,omitempty"`
 	Node       string    `json:"node,omitempty"` // the publisher
 }
