@@ -10,7 +10,7 @@ export S360_SECRET   ?= sim-secret
 export S360_COOKIE_KEY ?= make-run-demo-cookie-key-not-for-production
 S360SIM_ADDR ?= 127.0.0.1:8081
 
-.PHONY: all build run test unit integration xcaddy fuzz bench clean
+.PHONY: all build run cluster test unit integration xcaddy fuzz bench clean
 
 all: build
 
@@ -35,6 +35,44 @@ run: build
 	echo "  open http://127.0.0.1:8080/auth/login?provider=saml  # log in at the shop (SAML IdP), then /auth/userinfo"; \
 	echo; \
 	$(BIN)/s360edge run --config Caddyfile.example --adapter caddyfile
+
+# Three sidecars of one institution sharing one Redis (issue 12), in the
+# foreground: redis-server on 127.0.0.1:$(REDIS_PORT) (no persistence), the
+# simulator, and nodes on 127.0.0.1:8080, 8082 and 8083 (admin API on
+# localhost:2019, 2020, 2021), each with its own storage under tmp/cluster/.
+# Logs and pid files are in tmp/cluster/. Ctrl-C stops all five.
+REDIS_PORT ?= 6390
+CLUSTER_PORTS := 1:8080:2019 2:8082:2020 3:8083:2021
+cluster: build
+	@command -v redis-server >/dev/null || { echo "make cluster needs redis-server: apt-get install redis-server"; exit 1; }
+	@mkdir -p tmp/cluster
+	@pids=; trap 'kill $$pids 2>/dev/null; wait; echo; echo "make cluster: stopped redis-server, s360sim and the three nodes"' EXIT; trap 'exit 130' INT TERM; \
+	redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly no --dir tmp/cluster >tmp/cluster/redis.log 2>&1 & \
+	echo $$! >tmp/cluster/redis.pid; pids="$$pids $$!"; \
+	$(BIN)/s360sim -addr $(S360SIM_ADDR) -institution MOSA -operator $$S360_OPERATOR -secret $$S360_SECRET >tmp/cluster/s360sim.log 2>&1 & \
+	pids="$$pids $$!"; \
+	for i in $$(seq 1 50); do curl -fs http://$(S360SIM_ADDR)/_sim/fixtures >/dev/null 2>&1 && break; sleep 0.1; done; \
+	for n in $(CLUSTER_PORTS); do \
+		node=$$(echo $$n | cut -d: -f1); port=$$(echo $$n | cut -d: -f2); admin=$$(echo $$n | cut -d: -f3); \
+		S360_PORT=$$port S360_ADMIN=localhost:$$admin S360_STORAGE=tmp/cluster/node$$node S360_UPSTREAM=http://$(S360SIM_ADDR) \
+		S360_REDIS=redis://127.0.0.1:$(REDIS_PORT)/0 XDG_DATA_HOME=tmp/cluster/node$$node-caddy \
+		$(BIN)/s360edge run --config Caddyfile.cluster --adapter caddyfile >tmp/cluster/node$$node.log 2>&1 & \
+		echo $$! >tmp/cluster/node$$node.pid; pids="$$pids $$!"; \
+	done; \
+	for admin in 2019 2020 2021; do \
+		for i in $$(seq 1 100); do curl -fs localhost:$$admin/s360/stats >/dev/null 2>&1 && break; sleep 0.1; done; \
+	done; \
+	echo "make cluster: redis-server on 127.0.0.1:$(REDIS_PORT), s360sim on $(S360SIM_ADDR), nodes 1-3 on 127.0.0.1:8080, 8082, 8083 (admin localhost:2019, 2020, 2021); logs in tmp/cluster/"; \
+	echo; echo "try:"; \
+	echo "  # a catalog miss on node 1, then the same request on nodes 2 and 3: one S-360 call in all"; \
+	echo "  for p in 8080 8082 8083; do curl -s -o /dev/null -D - -X POST -H 'Content-Type: application/json' -d '{}' http://127.0.0.1:\$$p/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed | grep -i cache-status; done"; \
+	echo "  curl -s http://$(S360SIM_ADDR)/_sim/counters   # what reached the simulator (getLastSetupUpdate: once per 5 s in all)"; \
+	echo "  for a in 2019 2020 2021; do curl -s localhost:\$$a/s360/stats | grep -o '\"cluster\":{[^}]*}'; done   # node, nodes, leader, redis_ok"; \
+	echo "  kill -9 \$$(cat tmp/cluster/node1.pid)   # kill a node (the leader, if stats name it): another one polls within 2 intervals"; \
+	echo "  kill -9 \$$(cat tmp/cluster/redis.pid)   # kill Redis: the nodes go on alone (mode local, redis_ok false)"; \
+	echo "  redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no --daemonize yes   # Redis back: the nodes rejoin (stop it yourself: redis-cli -p $(REDIS_PORT) shutdown nosave)"; \
+	echo; \
+	wait
 
 # Unit and integration tests, with the race detector. The integration tests
 # build both binaries and run them as processes on free loopback ports.
@@ -103,4 +141,13 @@ storm-adaptive:
 	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
 	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm -phases 150 -duration 4m -section storm-adaptive -md BENCHMARKS.md
 
-.PHONY: storm storm-adaptive replay
+# The storm on three sidecars sharing one Redis (issue 12), rate_limit 50/min
+# for the whole cluster against the simulator's 60/min; about 3 minutes.
+# Needs redis-server (Debian's package).
+storm-cluster:
+	cd bench && $(GO) build -o bin/storm ./cmd/storm
+	$(GO) build -o bench/bin/s360edge ./cmd/s360edge
+	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
+	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm-cluster -nodes 3 -phases 50 -section storm-cluster -md BENCHMARKS.md
+
+.PHONY: storm storm-adaptive storm-cluster replay
