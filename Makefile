@@ -141,6 +141,12 @@ storm-adaptive:
 	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
 	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm -phases 150 -duration 4m -section storm-adaptive -md BENCHMARKS.md
 
+# Cluster mode's costs (issue 12), side by side in one run: the local hit in
+# cluster mode vs single node, a fresh node's shared-tier hit, the budget's
+# acquire round trip; about 3 minutes. Rewrites the "cluster" section.
+bench-cluster:
+	cd bench && GO=$(GO) ./cluster.sh
+
 # The storm on three sidecars sharing one Redis (issue 12), rate_limit 50/min
 # for the whole cluster against the simulator's 60/min; about 3 minutes.
 # Needs redis-server (Debian's package).
@@ -150,4 +156,4 @@ storm-cluster:
 	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
 	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm-cluster -nodes 3 -phases 50 -section storm-cluster -md BENCHMARKS.md
 
-.PHONY: storm storm-adaptive storm-cluster replay
+.PHONY: storm storm-adaptive storm-cluster bench-cluster replay
