@@ -276,6 +276,33 @@ func TestClusterOneFetchPerKey(t *testing.T) {
 	if c := calls(); c.Total != before {
 		t.Errorf("the fourth node made %d S-360 calls (%v), want none", c.Total-before, c.Calls)
 	}
+
+	// A local hit never touches Redis: 200 hits cost no more commands
+	// than the nodes' background work (heartbeats) meanwhile.
+	rc := r.Client(t)
+	processed := func() int64 {
+		info, err := rc.Info(t.Context(), "stats").Result()
+		if err != nil {
+			t.Fatalf("INFO stats: %v", err)
+		}
+		var n int64
+		for _, l := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(l, "total_commands_processed:"); ok {
+				fmt.Sscan(v, &n)
+			}
+		}
+		return n
+	}
+	all := append(nodes, fourth)
+	n0, t0 := processed(), time.Now()
+	for i := range 200 {
+		if status, hdr, _ := post(t, all[i%len(all)].URL+getCatalog, `{}`); status != 200 || !strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; hit") {
+			t.Fatalf("local hit %d: %d %q", i, status, hdr.Get("Cache-Status"))
+		}
+	}
+	if n, span := processed()-n0, time.Since(t0); n > 20+int64(20*len(all)*int(span/time.Second+1)) {
+		t.Errorf("200 local hits in %s: Redis processed %d commands, more than the nodes' background work", span.Round(time.Millisecond), n)
+	}
 	checkKeys(t, r)
 	for i, e := range append(nodes, fourth) {
 		if strings.Contains(e.Output(), r.Password) {
