@@ -73,7 +73,7 @@ func main() {
 	case *section == "storm":
 		fmt.Fprintf(&report, "## make storm — upstream budget under a storm (issue 5)\n\n")
 	case *nodes > 1:
-		fmt.Fprintf(&report, "## make %s — %d sidecars sharing one Redis under a storm (issue 12)\n\n", *section, *nodes)
+		fmt.Fprintf(&report, "## Cluster mode: make %s — %d sidecars sharing one Redis under a storm (issue 12)\n\n", *section, *nodes)
 	default:
 		fmt.Fprintf(&report, "## make %s — the adaptive limit under a storm (issue 15)\n\n", *section)
 	}
