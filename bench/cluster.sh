@@ -3,7 +3,9 @@
 # item 6), side by side in one run: the local hit in cluster mode vs single
 # node (wrk, one process serving both, alternating rounds), the shared-tier
 # hit of a fresh node (cmd/sharedhit), and the budget's acquire round trip
-# (package cluster's BenchmarkClusterAcquire and BenchmarkSharedTierGet). The 3-node storm is `make storm-cluster` (its own section).
+# and a shared-tier read (package cluster's BenchmarkClusterAcquire and
+# BenchmarkSharedTierGet). The 3-node storm is `make storm-cluster` (its
+# own section).
 # Rewrites the "cluster" section of ../BENCHMARKS.md.
 #
 #   ROUNDS=3 DURATION=10s CONNS=50 THREADS=2 ./cluster.sh
