@@ -85,10 +85,10 @@ func main() {
 			*nodes, *caddyfile)
 	}
 	fmt.Fprintf(&report, "Setup: `s360sim -rate-limit %d -rate-window 1m -availability-floor 0` (fixed windows aligned on the minute, 509 beyond the limit, no Retry-After); "+
-		"`s360edge` with `bench/Caddyfile.storm` (`rate_limit N 1m`, `max_age availabilityService/* 20s`, all else default: `max_wait 3s`, polls every minute, availability floor 1m per key). "+
+		"`s360edge` with `%s` (`rate_limit N 1m`, `max_age availabilityService/* 20s`, all else default: `max_wait 3s`, polls every minute, availability floor 1m per key). "+
 		"Load: %d clients, about %d requests/s offered together (%d a minute) for %s, getEventAvailability; %.0f %% of the requests for 20 repeated keys, the rest each a new key (random `eventIds`); %d orders (createOrUpdateOrder, `Accept: application/json`) spread over the storm. "+
 		"Answers are sorted by status and Cache-Status: *upstream* = fetched for this request (`fwd=…; stored`, coalesced included), *hit* = fresh from the cache, *stale* = `hit` with a `detail=stale-…` (or `generation`), *429* = 429 with Retry-After (by error code).\n\n",
-		*simLimit, *clients, *rate, *rate*60, *duration, *hotShare*100, *orders)
+		*simLimit, *caddyfile, *clients, *rate, *rate*60, *duration, *hotShare*100, *orders)
 
 	for _, p := range strings.Split(*phases, ",") {
 		var limit int
