@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -419,12 +420,12 @@ func TestClusterOnePoller(t *testing.T) {
 	checkKeys(t, r)
 }
 
-// TestClusterRedisDown: Redis is killed with SIGKILL. Every node answers
-// its cached keys with 200, and under a storm the nodes together stay
-// within rate_limit (each takes rate_limit / nodes). Redis is started
-// again on the same port, empty, while the storm goes on: every node
-// rejoins, without a burst above rate_limit, and the shared tier works
-// again.
+// TestClusterRedisDown: Redis is frozen (SIGSTOP), then killed with
+// SIGKILL. Every node answers its cached keys with 200 at once, and under
+// a storm the nodes together stay within rate_limit (each takes
+// rate_limit / nodes). Redis is started again on the same port, empty,
+// while the storm goes on: every node rejoins, without a burst above
+// rate_limit, and the shared tier works again.
 func TestClusterRedisDown(t *testing.T) {
 	const window = 6 * time.Second
 	s := startSim(t, "-rate-limit", "20", "-rate-window", "6s", "-availability-floor", "0", "-token-ttl", "10m")
@@ -439,6 +440,34 @@ func TestClusterRedisDown(t *testing.T) {
 			t.Fatalf("node %d, the cached key: %d %q %s", i, status, hdr.Get("Cache-Status"), b)
 		}
 	}
+
+	// A frozen Redis (SIGSTOP: connections open, no answers) is the slow
+	// case: every Redis call must give up within its 50 ms bound.
+	t.Run("Redis frozen", func(t *testing.T) {
+		r.cmd.Process.Signal(syscall.SIGSTOP)
+		defer r.cmd.Process.Signal(syscall.SIGCONT)
+		for i, e := range nodes {
+			start := time.Now()
+			status, hdr, _ := post(t, e.URL+getEventAvailability, cached)
+			if d := time.Since(start); status != 200 || !strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; hit") || d > time.Second {
+				t.Errorf("node %d with Redis frozen, the cached key: %d %q in %s", i, status, hdr.Get("Cache-Status"), d.Round(time.Millisecond))
+			}
+		}
+		start := time.Now()
+		status, hdr, b := post(t, nodes[0].URL+getEventAvailability, availabilityBody(fx, 3))
+		if d := time.Since(start); status != 200 || d > 2*time.Second {
+			t.Errorf("a miss with Redis frozen: %d %q in %s (max_wait 500ms), %s", status, hdr.Get("Cache-Status"), d.Round(time.Millisecond), b)
+		}
+		waitFor(t, "every node to see Redis frozen", 10*time.Second, func() bool {
+			for _, e := range nodes {
+				if e.clusterStatus(t).RedisOK {
+					return false
+				}
+			}
+			return true
+		})
+	})
+	waitJoined(t, nodes, 3)
 
 	r.Kill(t)
 	waitFor(t, "every node to see Redis down", 10*time.Second, func() bool {
