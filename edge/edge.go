@@ -114,6 +114,12 @@ type Edge struct {
 	flights    map[string]*flight
 	refreshing map[string]bool
 	gen        atomic.Uint64
+	// genMu orders the changes of gen: the setup watcher's bumps and, in
+	// a cluster, the adoption of the cluster's generation.
+	genMu sync.Mutex
+	// publishFailing is set while publishing to the cluster fails, so
+	// that it is logged once.
+	publishFailing atomic.Bool
 	// invalidations counts the availability watcher's reported changes:
 	// an availability answer asked for before one is stored stale.
 	invalidations atomic.Uint64
@@ -162,6 +168,9 @@ func Open(opts Options) (*Edge, error) {
 	}
 	e.keepLearnedLimit()
 	e.keepHistory()
+	if opts.Shared != nil {
+		opts.Shared.Subscribe(e.applyEvent)
+	}
 	return e, nil
 }
 
