@@ -175,11 +175,11 @@ func hitStatus(ent *cachestore.Entry, now time.Time, detail string) string {
 
 // fetched is the outcome of one upstream fetch, shared by coalesced callers.
 type fetched struct {
-	entry *cachestore.Entry  // stored answer
-	hit   bool               // entry was found in the store: no call made
-	shared bool              // with hit: found in the cluster's shared tier
-	resp  *upstream.Response // answer not stored (not a success, or not cacheable)
-	err   error              // no answer: *upstream.Error or *FloorError
+	entry  *cachestore.Entry  // stored answer
+	hit    bool               // entry was found in the store: no call made
+	shared bool               // with hit: found in the cluster's shared tier
+	resp   *upstream.Response // answer not stored (not a success, or not cacheable)
+	err    error              // no answer: *upstream.Error or *FloorError
 }
 
 func (f *fetched) staleReason() string {
