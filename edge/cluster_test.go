@@ -504,3 +504,52 @@ func TestClusterRedisDownServesAsASingleNode(t *testing.T) {
 		})
 	})
 }
+
+func TestClusterWaitForAnotherNodesCall(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		status   int           // node a's answer from S-360
+		hold     time.Duration // how long node a's call takes
+		wantWait time.Duration // how long node b waits before it calls itself
+	}{
+		// Nothing usable comes: b calls once, as a single node would.
+		{"holder fails", http.StatusServiceUnavailable, time.Second, time.Second},
+		// A buyer waits for another node's call no longer than max_wait.
+		{"holder slower than max_wait", http.StatusOK, 5 * time.Second, 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				_, nodes := openCluster(t, f, "a", "b")
+				a, b := nodes[0], nodes[1]
+				a.f.gate = make(chan struct{})
+				a.f.set(tc.status, `{"statusCode":"success","held":true}`)
+				done := make(chan Result)
+				go func() { done <- a.serve(t, catalog, `{}`) }()
+				synctest.Wait() // a holds the lease and waits for S-360
+				go func() {
+					time.Sleep(tc.hold)
+					close(a.f.gate)
+				}()
+				start := time.Now()
+				r := b.serve(t, catalog, `{}`)
+				if waited := time.Since(start); waited != tc.wantWait {
+					t.Errorf("node b answered after %s, want %s", waited, tc.wantWait)
+				}
+				if r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"edition":"v1"`) || r.Hit {
+					t.Errorf("node b answered %+v, want its own call's answer", r)
+				}
+				if got := len(f.calls("getCatalogDetailed")); got != 1 {
+					t.Errorf("node b called S-360 %d times, want 1", got)
+				}
+				if s := b.e.Stats(); s.SharedWaits != 1 {
+					t.Errorf("node b shared_waits = %d, want 1", s.SharedWaits)
+				}
+				<-done
+				if got := a.f.calls.Load(); got != 1 {
+					t.Errorf("node a called S-360 %d times, want 1", got)
+				}
+			})
+		})
+	}
+}
