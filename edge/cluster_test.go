@@ -41,6 +41,8 @@ type sharedNode struct {
 	hub   *sharedHub
 	name  string
 	calls atomic.Int32
+	// onGet, when set, runs during GetEntry, after the entry was read.
+	onGet func()
 }
 
 var errRedisDown = errors.New("redis: connection refused")
@@ -60,6 +62,9 @@ func (n *sharedNode) GetEntry(ctx context.Context, key string) (*cachestore.Entr
 	n.hub.mu.Lock()
 	b, ok := n.hub.entries[key]
 	n.hub.mu.Unlock()
+	if n.onGet != nil {
+		n.onGet()
+	}
 	if !ok {
 		return nil, cachestore.ErrNotFound
 	}
@@ -552,4 +557,31 @@ func TestClusterWaitForAnotherNodesCall(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestClusterInvalidationDuringASharedReadIsNotLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		_, nodes := openCluster(t, f, "a", "b")
+		a, b := nodes[0], nodes[1]
+		const body = `{"productIds":[101]}`
+		if r := a.serve(t, productAva, body); r.Entry == nil {
+			t.Fatalf("availability on a: %+v", r)
+		}
+		// The invalidation reaches b while it reads the old answer from
+		// the shared tier (where the poller's Invalidate has not landed).
+		b.shared.onGet = sync.OnceFunc(func() {
+			b.e.applyEvent(Event{Kind: EventInvalidate, Tags: []string{"product:101"}})
+		})
+		r := b.serve(t, productAva, body)
+		if r.Entry == nil || r.Hit {
+			t.Errorf("node b answered %+v, want a new call", r)
+		}
+		if got := len(f.calls("getProductAvailability")); got != 2 {
+			t.Errorf("getProductAvailability calls = %d, want 2 (the read copy was invalidated)", got)
+		}
+		if r := b.serve(t, productAva, body); !r.Hit || r.CacheStatus != hitStatus(r.Entry, time.Now(), "") {
+			t.Errorf("then node b answered %q, want a local hit of the new answer", r.CacheStatus)
+		}
+	})
 }

@@ -22,6 +22,7 @@ const leaseMargin = 10 * time.Second
 // node's lease on it when wait is set, and stores it locally when it is
 // fresh. nil when there is nothing fresh for canonical.
 func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, canonical []byte, wait bool) *fetched {
+	inv := e.invalidations.Load()
 	var ent *cachestore.Entry
 	var err error
 	if wait {
@@ -46,6 +47,14 @@ func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, cano
 		return nil
 	}
 	e.put(call, key, ent)
+	if call.Class == s360.Availability && e.invalidations.Load() != inv {
+		// An invalidation applied since the read may have come before
+		// this copy was stored: keep it stale, and call.
+		stale := *ent
+		stale.FreshUntil = e.opts.Now()
+		e.put(call, key, &stale)
+		return nil
+	}
 	e.stats.sharedHits.Add(1)
 	return &fetched{entry: ent, hit: true, shared: true}
 }
