@@ -244,9 +244,6 @@ func (e *Edge) restoreFloors() error {
 }
 
 func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte) *fetched {
-	if client == nil {
-		return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
-	}
 	// Every caller fetches only what it found missing or not fresh; a
 	// flight that ended between its lookup and this one may have stored
 	// the answer since.
@@ -275,6 +272,9 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			}
 			// Nothing usable came: this node calls, as a single node would.
 		}
+	}
+	if client == nil {
+		return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
 	}
 	if e.opts.Gate != nil {
 		if wait := e.opts.Gate.FloorWait(key, call.Name()); wait > 0 {

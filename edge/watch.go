@@ -449,7 +449,8 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 	var reference string
 	defer func() {
 		if len(purged) > 0 {
-			e.publish(ctx, Event{Kind: EventInvalidate, Tags: purged, Reference: reference})
+			slices.Sort(purged)
+			e.publish(ctx, Event{Kind: EventInvalidate, Tags: slices.Compact(purged), Reference: reference})
 		}
 	}()
 	for i, batch := range slices.Collect(slices.Chunk(ids, w.BatchSize)) {
