@@ -31,6 +31,8 @@ type sharedHub struct {
 	fail    atomic.Bool // every call fails, as with Redis down
 	nodes   int
 	deliver sync.Mutex // one event at a time, in order, to every other node
+	gen     uint64     // the cluster's generation and setup value, for EventSync
+	setup   []byte
 }
 
 func newHub(poller string) *sharedHub {
@@ -182,6 +184,9 @@ func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
 	n.hub.deliver.Lock()
 	defer n.hub.deliver.Unlock()
 	n.hub.mu.Lock()
+	if ev.Kind == EventGeneration {
+		n.hub.gen, n.hub.setup = ev.Generation, ev.Setup
+	}
 	var fns []func(Event)
 	for name, fn := range n.hub.subs {
 		if name != n.name {
@@ -195,10 +200,14 @@ func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
 	return nil
 }
 
+// Subscribe registers fn and, as a node (re)joining, hands it the
+// cluster's current generation.
 func (n *sharedNode) Subscribe(fn func(Event)) {
 	n.hub.mu.Lock()
-	defer n.hub.mu.Unlock()
 	n.hub.subs[n.name] = fn
+	ev := Event{Kind: EventSync, Generation: n.hub.gen, Setup: n.hub.setup}
+	n.hub.mu.Unlock()
+	fn(ev)
 }
 
 // clusterNode is one sidecar of a test cluster: its own store in a
@@ -214,11 +223,16 @@ type clusterNode struct {
 // node has its own) and a real budget.
 func openNode(t *testing.T, hub *sharedHub, name string, f *watchFake) *clusterNode {
 	t.Helper()
+	return openNodeIn(t, t.TempDir(), hub, name, f)
+}
+
+func openNodeIn(t *testing.T, dir string, hub *sharedHub, name string, f *watchFake) *clusterNode {
+	t.Helper()
 	sn := &sharedNode{hub: hub, name: name}
 	hub.mu.Lock()
 	hub.nodes++
 	hub.mu.Unlock()
-	e, err := Open(Options{Dir: t.TempDir(), Institution: "mosa", Shared: sn,
+	e, err := Open(Options{Dir: dir, Institution: "mosa", Shared: sn,
 		Gate: budget.New(budget.Config{Floors: map[string]time.Duration{"catalogService/*": 0, "availabilityService/*": 0}})})
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +247,7 @@ func openNode(t *testing.T, hub *sharedHub, name string, f *watchFake) *clusterN
 			f.date = time.Now
 		}
 	})
-	return &clusterNode{env: &env{e: e, f: fs, client: c}, shared: sn}
+	return &clusterNode{env: &env{e: e, f: fs, client: c, dir: dir}, shared: sn}
 }
 
 func openCluster(t *testing.T, f *watchFake, names ...string) (*sharedHub, []*clusterNode) {
@@ -582,6 +596,46 @@ func TestClusterInvalidationDuringASharedReadIsNotLost(t *testing.T) {
 		}
 		if r := b.serve(t, productAva, body); !r.Hit || r.CacheStatus != hitStatus(r.Entry, time.Now(), "") {
 			t.Errorf("then node b answered %q, want a local hit of the new answer", r.CacheStatus)
+		}
+	})
+}
+
+func TestClusterRestartedNodeCatchesUpFromTheSharedTier(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		hub, nodes := openCluster(t, f, "a", "b")
+		a, b := nodes[0], nodes[1]
+		catalogEverywhere(t, nodes)
+		mustPoll(t, a.e.pollSetup) // records the setup value (a new generation: a catalog is cached)
+		if err := b.e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The setup changes while b is down; a refreshes the catalog.
+		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
+		mustPoll(t, a.e.pollSetup)
+		eventually(t, "a refreshed", func() bool {
+			r := a.serve(t, catalog, `{}`)
+			return r.Hit && strings.Contains(string(r.Entry.Body), `"v2"`)
+		})
+		calls := len(f.calls("getCatalogDetailed"))
+
+		b = openNodeIn(t, b.dir, hub, "b", f)
+		eventually(t, "b refreshed from the shared tier", func() bool {
+			ent, err := b.e.store.Get(s360.Key("mosa", catalog, []byte(`{}`)))
+			return err == nil && strings.Contains(string(ent.Body), `"v2"`)
+		})
+		if g := b.e.Generation(); g != a.e.Generation() {
+			t.Errorf("restarted node at generation %d, want the cluster's %d", g, a.e.Generation())
+		}
+		if r := b.serve(t, catalog, `{}`); !r.Hit || r.CacheStatus != hitStatus(r.Entry, time.Now(), "") {
+			t.Errorf("restarted node answered %q, want a local hit", r.CacheStatus)
+		}
+		if got := len(f.calls("getCatalogDetailed")) - calls; got != 0 {
+			t.Errorf("the restarted node made %d getCatalogDetailed calls, want 0", got)
+		}
+		setupA, _ := a.e.store.GetMeta(metaSetupLast)
+		if setupB, _ := b.e.store.GetMeta(metaSetupLast); string(setupB) != string(setupA) {
+			t.Errorf("restarted node's setup value %q, want the poller's %q", setupB, setupA)
 		}
 	})
 }
