@@ -13,6 +13,10 @@ import (
 	"testing/synctest"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/s360"
@@ -216,6 +220,7 @@ func (n *sharedNode) Subscribe(fn func(Event)) {
 type clusterNode struct {
 	*env
 	shared *sharedNode
+	logs   *observer.ObservedLogs
 }
 
 // openNode opens an edge attached to hub as name, with catalog floors off
@@ -232,7 +237,8 @@ func openNodeIn(t *testing.T, dir string, hub *sharedHub, name string, f *watchF
 	hub.mu.Lock()
 	hub.nodes++
 	hub.mu.Unlock()
-	e, err := Open(Options{Dir: dir, Institution: "mosa", Shared: sn,
+	core, logs := observer.New(zapcore.InfoLevel)
+	e, err := Open(Options{Dir: dir, Institution: "mosa", Shared: sn, Logger: zap.New(core),
 		Gate: budget.New(budget.Config{Floors: map[string]time.Duration{"catalogService/*": 0, "availabilityService/*": 0}})})
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +253,7 @@ func openNodeIn(t *testing.T, dir string, hub *sharedHub, name string, f *watchF
 			f.date = time.Now
 		}
 	})
-	return &clusterNode{env: &env{e: e, f: fs, client: c, dir: dir}, shared: sn}
+	return &clusterNode{env: &env{e: e, f: fs, client: c, dir: dir}, shared: sn, logs: logs}
 }
 
 func openCluster(t *testing.T, f *watchFake, names ...string) (*sharedHub, []*clusterNode) {
@@ -521,6 +527,15 @@ func TestClusterRedisDownServesAsASingleNode(t *testing.T) {
 			}
 			return true
 		})
+		// Two generations could not be published: one WARN line each.
+		for i, n := range nodes {
+			if s := n.e.Stats(); s.Generations != 2 {
+				t.Errorf("node %d made %d generations, want 2 (the first poll's and the change's)", i, s.Generations)
+			}
+			if got := n.logs.FilterMessageSnippet("publishing a change").Len(); got != 1 {
+				t.Errorf("node %d logged %d WARN lines for failed publishes, want 1", i, got)
+			}
+		}
 	})
 }
 
