@@ -141,7 +141,8 @@ type Edge struct {
 
 const metaGeneration = "generation"
 
-// Open opens the store in opts.Dir and restores the catalog generation.
+// Open opens the store in opts.Dir and restores the catalog generation;
+// in a cluster it subscribes to the other nodes' changes (applyEvent).
 func Open(opts Options) (*Edge, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
