@@ -27,7 +27,7 @@ func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, cano
 	var err error
 	if wait {
 		e.stats.sharedWaits.Add(1)
-		wctx, cancel := context.WithTimeout(ctx, e.leaseWait(ctx))
+		wctx, cancel := context.WithTimeout(ctx, e.leaseWait())
 		ent, err = e.opts.Shared.WaitEntry(wctx, key)
 		if wctx.Err() != nil && ctx.Err() == nil {
 			err = nil // the wait's bound: the holder is slow, nothing failed
@@ -59,15 +59,11 @@ func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, cano
 	return &fetched{entry: ent, hit: true, shared: true}
 }
 
-// leaseWait bounds the wait for another node's call: as long as the flight's
-// callers may wait for a budget slot (max_wait for buyers), the fetch
-// timeout for background work.
-func (e *Edge) leaseWait(ctx context.Context) time.Duration {
-	if d := e.waitLimit(PriorityOf(ctx)); d > 0 {
-		return d
-	}
-	return e.timeout()
-}
+// leaseWait bounds the wait for another node's call: that call's lease,
+// as a coalesced request waits for its flight (the buyers' own waits are
+// bounded in fetch), so that a 20 s getCatalogDetailed missed on N nodes
+// is still one call.
+func (e *Edge) leaseWait() time.Duration { return e.timeout() + leaseMargin }
 
 // sharedFailed counts a failed call of the shared state; the edge goes on
 // with its local tier, so it is only worth a DEBUG line (the cluster logs
