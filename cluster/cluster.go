@@ -49,7 +49,15 @@ type Config struct {
 	// Heartbeat is the membership heartbeat. Default 1 s; a node unseen
 	// for 3 heartbeats is no longer counted.
 	Heartbeat time.Duration
-	Logger    *zap.Logger
+	// Dir is the edge's storage directory; the node keeps there the id of
+	// the last stream event it applied, so that a restart catches up.
+	// "" keeps it in memory only.
+	Dir string
+	// Poll is the setup poll interval (setup_poll). The polling lease
+	// lasts clamp(Poll, 1 s, 10 s), so a dead poller is replaced within
+	// two polls. 0 means 10 s.
+	Poll   time.Duration
+	Logger *zap.Logger
 }
 
 // Status is what /s360/stats shows of the cluster.
@@ -67,6 +75,17 @@ type Cluster struct {
 	rdb  *redis.Client
 	node string
 	log  *zap.Logger
+
+	// bulk carries what the 50 ms socket timeouts of rdb cannot: large
+	// shared-tier values, purges, the stream's blocking reads and the
+	// pub/sub connection. Its calls are bounded by their contexts only.
+	bulk *redis.Client
+
+	downs atomic.Uint64 // transitions to "Redis out of reach", for the stream reader's rejoin
+
+	lead     leaderState
+	stream   streamState
+	released releasedHub
 
 	redisOK atomic.Bool
 	nodes   atomic.Int64 // live nodes last seen, >= 1
@@ -113,10 +132,25 @@ func Open(cfg Config) (*Cluster, error) {
 	opts.WriteTimeout = cfg.OpTimeout
 	opts.PoolTimeout = cfg.OpTimeout
 	opts.ContextTimeoutEnabled = true
-	c := &Cluster{cfg: cfg, rdb: redis.NewClient(opts), node: cfg.Node, log: cfg.Logger}
+	bulkOpts := *opts
+	bulkOpts.ReadTimeout = -1 // no socket deadline: each call's context bounds it
+	bulkOpts.WriteTimeout = -1
+	bulkOpts.PoolTimeout = time.Second
+	c := &Cluster{cfg: cfg, rdb: redis.NewClient(opts), bulk: redis.NewClient(&bulkOpts), node: cfg.Node, log: cfg.Logger}
 	c.nodes.Store(1)
 	c.leader.Store("")
+	c.released.waiters = map[string]map[chan struct{}]struct{}{}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	// One round of membership and polling lease before returning, so that
+	// a node that can reach Redis starts in cluster mode rather than
+	// polling alone for its first second. Each call is bounded by
+	// OpTimeout: an unreachable Redis delays Open by that much only.
+	c.heartbeat()
+	c.leadOnce()
+	c.wg.Add(3)
+	go c.membersLoop()
+	go c.leaderLoop()
+	go c.releasedLoop()
 	return c, nil
 }
 
@@ -132,11 +166,17 @@ func (c *Cluster) Status() Status {
 	return s
 }
 
-// Close stops the node's background work and closes the connections.
+// Close stops the node's background work, gives up the polling lease and
+// its membership (so that another node takes the polling over at once),
+// and closes the connections.
 func (c *Cluster) Close() error {
 	c.cancel()
+	// Blocking reads (stream, pub/sub) end when their connections close.
+	c.released.close()
+	err := c.bulk.Close()
 	c.wg.Wait()
-	return c.rdb.Close()
+	c.leave()
+	return errors.Join(err, c.rdb.Close())
 }
 
 // key is a Redis key under the prefix.
@@ -151,10 +191,13 @@ func (c *Cluster) op(ctx context.Context) (context.Context, context.CancelFunc) 
 
 // report records the outcome of a Redis call: the first failure after
 // success, and the first success after failure, write one line each.
-// redis.Nil (no such key) is an answer, not a failure.
+// redis.Nil (no such key) and the server's error replies (a script's
+// refusal, say) are answers, not failures.
 func (c *Cluster) report(err error) error {
-	if err != nil && !errors.Is(err, redis.Nil) {
+	var reply redis.Error
+	if err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply) {
 		if c.redisOK.Swap(false) {
+			c.downs.Add(1)
 			c.log.Warn("Redis is out of reach: serving from the local tier, with this node's share of the budget", zap.String("node", c.node), zap.Error(redactURL(err)))
 		}
 		return err
@@ -163,6 +206,16 @@ func (c *Cluster) report(err error) error {
 		c.log.Warn("Redis reached: cluster mode", zap.String("node", c.node))
 	}
 	return err
+}
+
+// reportFor is report for a call bounded by the caller's ctx as well:
+// when ctx ended first, the failure is the caller's, and says nothing
+// about Redis.
+func (c *Cluster) reportFor(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	return c.report(err)
 }
 
 // redactURL keeps a Redis error from carrying the URL's credentials.
