@@ -83,6 +83,10 @@ type Cluster struct {
 
 	downs atomic.Uint64 // transitions to "Redis out of reach", for the stream reader's rejoin
 
+	// WaitEntry's polling backoff (waitPollFirst, waitPollMax; tests
+	// change them to tell a pub/sub wake-up from a poll).
+	pollFirst, pollMax time.Duration
+
 	lead     leaderState
 	stream   streamState
 	released releasedHub
@@ -91,9 +95,11 @@ type Cluster struct {
 	nodes   atomic.Int64 // live nodes last seen, >= 1
 	leader  atomic.Value // string: the polling node last seen
 
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx       context.Context // canceled by Close
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open checks cfg and starts the node's background work. It does not
@@ -137,6 +143,7 @@ func Open(cfg Config) (*Cluster, error) {
 	bulkOpts.WriteTimeout = -1
 	bulkOpts.PoolTimeout = time.Second
 	c := &Cluster{cfg: cfg, rdb: redis.NewClient(opts), bulk: redis.NewClient(&bulkOpts), node: cfg.Node, log: cfg.Logger}
+	c.pollFirst, c.pollMax = waitPollFirst, waitPollMax
 	c.nodes.Store(1)
 	c.leader.Store("")
 	c.released.waiters = map[string]map[chan struct{}]struct{}{}
@@ -170,13 +177,16 @@ func (c *Cluster) Status() Status {
 // its membership (so that another node takes the polling over at once),
 // and closes the connections.
 func (c *Cluster) Close() error {
-	c.cancel()
-	// Blocking reads (stream, pub/sub) end when their connections close.
-	c.released.close()
-	err := c.bulk.Close()
-	c.wg.Wait()
-	c.leave()
-	return errors.Join(err, c.rdb.Close())
+	c.closeOnce.Do(func() {
+		c.cancel()
+		// Blocking reads (stream, pub/sub) end when their connections close.
+		c.released.close()
+		err := c.bulk.Close()
+		c.wg.Wait()
+		c.leave()
+		c.closeErr = errors.Join(err, c.rdb.Close())
+	})
+	return c.closeErr
 }
 
 // key is a Redis key under the prefix.

@@ -66,7 +66,7 @@ func (c *Cluster) WaitEntry(ctx context.Context, key string) (*cachestore.Entry,
 	wake := c.released.add(key)
 	defer c.released.remove(key, wake)
 	lk := c.key("l", key)
-	delay := waitPollFirst
+	delay := c.pollFirst
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -86,7 +86,7 @@ func (c *Cluster) WaitEntry(ctx context.Context, key string) (*cachestore.Entry,
 			return c.GetEntry(ctx, key)
 		}
 		t.Reset(delay)
-		delay = min(2*delay, waitPollMax)
+		delay = min(2*delay, c.pollMax)
 	}
 }
 
