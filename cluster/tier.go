@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,7 +23,7 @@ import (
 // big catalog is neither refused nor allowed to hang a request.
 const (
 	inlineMax          = 256 << 10
-	tierBytesPerSecond = 50 << 20
+	tierBytesPerSecond = 10 << 20
 	// slowOpTimeout bounds purges and invalidations, which run off the
 	// request path and may delete many keys in one script.
 	slowOpTimeout = time.Second
@@ -52,24 +53,6 @@ local n = redis.call('STRLEN', KEYS[1])
 if n == 0 then return false end
 if n <= tonumber(ARGV[1]) then return redis.call('GET', KEYS[1]) end
 return n
-`)
-
-// putScript stores an entry and indexes it in its class's and tags' sets.
-// The sets are sorted by the members' expiry (Redis's clock), so that each
-// put forgets the members expired since, and each set lives at least as
-// long as its newest member. KEYS[1] entry, KEYS[2..] index sets; ARGV[1]
-// value, ARGV[2] ttl ms, ARGV[3] the member (the cache key).
-var putScript = redis.NewScript(`
-local ttl = tonumber(ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 2, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  redis.call('ZADD', KEYS[i], now + ttl, ARGV[3])
-  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
-end
-return 1
 `)
 
 // dropScript deletes every entry named in the index sets KEYS, and the
@@ -155,14 +138,30 @@ func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entr
 		ttl = max(time.Until(ent.StaleUntil), time.Second)
 	}
 	val := zenc().EncodeAll(cachestore.EncodeEntry(ent), nil)
-	keys := make([]string, 0, 2+len(ent.Tags))
-	keys = append(keys, c.key("e", key), c.key("c", ent.Class.String()))
+	sets := make([]string, 0, 1+len(ent.Tags))
+	sets = append(sets, c.key("c", ent.Class.String()))
 	for _, t := range ent.Tags {
-		keys = append(keys, c.key("t", t))
+		sets = append(sets, c.key("t", t))
 	}
 	octx, cancel := context.WithTimeout(ctx, c.transferBound(len(val)))
 	defer cancel()
-	return c.reportFor(ctx, putScript.Run(octx, c.bulk, keys, val, ttl.Milliseconds(), key).Err())
+	// One MULTI rather than a script: a script would copy a large value
+	// once more, and send it twice the first time (EVALSHA, then EVAL).
+	// The index sets are sorted by their members' expiry, so that each put
+	// forgets the members expired since; each set lives at least as long as
+	// its newest member (NX sets a TTL on a new set, GT only lengthens it).
+	now := time.Now().UnixMilli()
+	_, err := c.bulk.TxPipelined(octx, func(p redis.Pipeliner) error {
+		p.Set(octx, c.key("e", key), val, ttl)
+		for _, set := range sets {
+			p.ZRemRangeByScore(octx, set, "-inf", strconv.FormatInt(now, 10))
+			p.ZAdd(octx, set, redis.Z{Score: float64(now + ttl.Milliseconds()), Member: key})
+			p.Do(octx, "PEXPIRE", set, ttl.Milliseconds(), "NX")
+			p.Do(octx, "PEXPIRE", set, ttl.Milliseconds(), "GT")
+		}
+		return nil
+	})
+	return c.reportFor(ctx, err)
 }
 
 // Invalidate drops from the shared tier every entry carrying one of tags.
