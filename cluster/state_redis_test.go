@@ -80,10 +80,18 @@ func (r *redisProc) client() *redis.Client {
 }
 
 // testNode opens a node with test timings (heartbeat 100 ms, polling lease
-// 1 s) and closes it when the test ends.
+// 1 s, calls bounded at 250 ms rather than 50 so that a loaded test
+// machine does not pass for a sick Redis; TestRedisOutOfReach checks the
+// 50 ms default) and closes it when the test ends.
 func testNode(t testing.TB, r *redisProc, name, dir string) *Cluster {
 	t.Helper()
-	c, err := Open(Config{URL: r.url(), Prefix: "t", Node: name, Dir: dir, Heartbeat: 100 * time.Millisecond, Poll: time.Second})
+	return testNodeCfg(t, Config{URL: r.url(), Node: name, Dir: dir, OpTimeout: 250 * time.Millisecond})
+}
+
+func testNodeCfg(t testing.TB, cfg Config) *Cluster {
+	t.Helper()
+	cfg.Prefix, cfg.Heartbeat, cfg.Poll = "t", 100*time.Millisecond, time.Second
+	c, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,9 @@ import (
 const (
 	inlineMax          = 256 << 10
 	tierBytesPerSecond = 10 << 20
-	// slowOpTimeout bounds purges and invalidations, which run off the
-	// request path and may delete many keys in one script.
+	// slowOpTimeout bounds (with the transfer) what runs off the request's
+	// critical path: storing an entry, purges and invalidations, which may
+	// delete many keys in one script.
 	slowOpTimeout = time.Second
 	// maxTierTTL is the life of an entry that never goes stale: every key
 	// has a TTL.
@@ -143,7 +144,9 @@ func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entr
 	for _, t := range ent.Tags {
 		sets = append(sets, c.key("t", t))
 	}
-	octx, cancel := context.WithTimeout(ctx, c.transferBound(len(val)))
+	// Off the request's critical path (the answer is in hand): a longer
+	// bound than a lookup's.
+	octx, cancel := context.WithTimeout(ctx, slowOpTimeout+c.transferBound(len(val)))
 	defer cancel()
 	// One MULTI rather than a script: a script would copy a large value
 	// once more, and send it twice the first time (EVALSHA, then EVAL).
