@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -40,7 +41,7 @@ const lastIDFile = "cluster-stream-id"
 // KEYS: lease, stream, gen, setup. ARGV: lease value, event JSON, "1" if
 // a generation change, generation, setup, max length.
 var publishScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('NOTPOLLER this node does not hold the polling lease')
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'data', ARGV[2])
@@ -52,13 +53,21 @@ return id
 `)
 
 // Publish appends ev, as published by this node, to the cluster's event
-// stream. It fails with ErrNotPoller when this node does not hold the
-// polling lease, and with another error when Redis is out of reach: the
-// edge then applies its change locally only.
+// stream. The poller's changes (EventGeneration, EventInvalidate) are
+// fenced: they fail with ErrNotPoller unless this node holds the polling
+// lease. An operator's EventPurge may come from any node. Publish fails
+// with another error when Redis is out of reach: the edge then applies its
+// change locally only.
 func (c *Cluster) Publish(ctx context.Context, ev edge.Event) error {
-	v := c.lead.value()
-	if v == "" {
-		return ErrNotPoller
+	var v string
+	switch ev.Kind {
+	case edge.EventPurge:
+	case edge.EventGeneration, edge.EventInvalidate:
+		if v = c.lead.value(); v == "" {
+			return ErrNotPoller
+		}
+	default:
+		return fmt.Errorf("cluster: publishing an event of kind %q: only generation, invalidate and purge are published", ev.Kind)
 	}
 	ev.Node = c.node
 	data, err := json.Marshal(ev)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -192,4 +193,30 @@ func TestStreamIDLess(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestStreamPurgeFromAnyNode(t *testing.T) {
+	r := startRedisB(t)
+	a := testNode(t, r, "a", "")
+	onePoller(t, 2*time.Second, a)
+	b := testNode(t, r, "b", "")
+	got := make(recorder, 10)
+	a.Subscribe(got.fn)
+	got.next(t) // sync
+	ctx := context.Background()
+	if err := b.Publish(ctx, tagged(1)); !errors.Is(err, ErrNotPoller) {
+		t.Fatalf("an invalidation from a node that does not poll: %v; want ErrNotPoller", err)
+	}
+	// An operator's purge is not the poller's: any node publishes it.
+	purge := edge.Event{Kind: edge.EventPurge, Class: "catalog", Soft: true}
+	if err := b.Publish(ctx, purge); err != nil {
+		t.Fatalf("a purge from a node that does not poll: %v", err)
+	}
+	if ev := got.next(t); ev.Kind != edge.EventPurge || ev.Class != "catalog" || !ev.Soft || ev.Node != "b" {
+		t.Fatalf("the poller got %+v", ev)
+	}
+	if err := a.Publish(ctx, edge.Event{Kind: edge.EventSync, Generation: 9}); err == nil {
+		t.Fatal("publishing an EventSync: no error")
+	}
+	got.none(t, 200*time.Millisecond)
 }
