@@ -5,6 +5,22 @@
 //
 // The package does not import Caddy; caddymodule opens one Cluster per
 // edge when the s360 block has a cluster subdirective.
+//
+// Keys of the shared state, each under the prefix and with a TTL unless
+// said otherwise:
+//
+//	nodes            zset of live nodes, scored by last heartbeat (Redis's clock)
+//	leader           the polling lease, node/token
+//	leader:token     the counter of lease tokens (polling and fetch leases; no TTL)
+//	events           the event stream, trimmed to about 10000 events (no TTL)
+//	gen, setup       the cluster's catalog generation and setup value (no TTL)
+//	e:<key>          a shared-tier entry: zstd of the store's encoding, until its StaleUntil
+//	c:<class>, t:<tag> index sets of the entries by class and tag
+//	l:<key>          a fetch lease, node/token
+//	revoked:<id>     a logged-out session, until its cookie expires
+//
+// and the pub/sub channel released, where a fetch lease's release names
+// its key.
 package cluster
 
 import (

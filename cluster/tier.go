@@ -37,7 +37,7 @@ const (
 
 var (
 	zenc = sync.OnceValue(func() *zstd.Encoder {
-		e, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+		e, _ := zstd.NewWriter(nil) // EncodeAll runs concurrently on up to GOMAXPROCS encoders
 		return e
 	})
 	zdec = sync.OnceValue(func() *zstd.Decoder {
