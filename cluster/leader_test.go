@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	_ edge.Shared         = (*Cluster)(nil)
+	_ edge.Shared        = (*Cluster)(nil)
 	_ oidcrp.Revocations = (*Cluster)(nil)
 )
 

@@ -77,8 +77,8 @@ func TestWaitEntry(t *testing.T) {
 		name string
 		// poll is the waiter's polling backoff (first, ceiling): a minute
 		// leaves pub/sub as the only way to wake within the test.
-		poll    [2]time.Duration
-		ttl     time.Duration
+		poll [2]time.Duration
+		ttl  time.Duration
 		// end ends the holder's lease, after it stored the entry when
 		// store is set.
 		store  bool
