@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -106,6 +107,25 @@ func TestRedisOutOfReach(t *testing.T) {
 		if ev := got.next(t); ev.Reference != "42" {
 			t.Fatalf("after the rejoin the other node got %+v", ev)
 		}
+		// b subscribed again to the releases: with polling out of the way,
+		// a release wakes its waiter.
+		b.pollFirst, b.pollMax = time.Minute, time.Minute
+		defer func() { b.pollFirst, b.pollMax = waitPollFirst, waitPollMax }()
+		i := 0
+		waitFor(t, 3*time.Second, "a release wakes b's waiter", func() bool {
+			i++
+			key := fmt.Sprint("rejoin-", i)
+			release, ok, err := a.Lease(context.Background(), key, 10*time.Second)
+			if err != nil || !ok {
+				return false
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			w := waitAsync(b, ctx, key)
+			time.Sleep(50 * time.Millisecond) // b's waiter is registered
+			release()
+			return !errors.Is((<-w).err, context.DeadlineExceeded)
+		})
 	}
 
 	t.Run("paused: calls time out at 50 ms", func(t *testing.T) {
