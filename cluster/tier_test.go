@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -221,5 +222,37 @@ func TestTierInvalidateAndPurge(t *testing.T) {
 	}
 	if got := present(); got != "vwxyz" {
 		t.Fatalf("a refused purge changed the tier: left %q", got)
+	}
+}
+
+// BenchmarkSharedTierGet measures a shared-tier hit (what a node without
+// the entry in its local tier pays): one GetEntry from a real redis-server
+// on loopback, decompression and checksum included. p50 and p99 are
+// reported as metrics.
+func BenchmarkSharedTierGet(b *testing.B) {
+	r := startRedisB(b)
+	c := testNode(b, r, "bench", "")
+	for _, size := range []int{2 << 10, 1 << 20} {
+		var body []byte
+		for i := 0; len(body) < size; i++ {
+			body = fmt.Appendf(body, `{"performanceId":%d,"seats":%d},`, 10228231108335+i*7919, i%977)
+		}
+		b.Run(fmt.Sprintf("%dKB", size>>10), func(b *testing.B) {
+			ctx := context.Background()
+			if err := c.PutEntry(ctx, "bench", entry(body, cachestore.Availability, time.Hour, "product:1")); err != nil {
+				b.Fatal(err)
+			}
+			lat := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				start := time.Now()
+				if _, err := c.GetEntry(ctx, "bench"); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
 	}
 }
