@@ -218,10 +218,14 @@ func (c *Cluster) op(ctx context.Context) (context.Context, context.CancelFunc) 
 // report records the outcome of a Redis call: the first failure after
 // success, and the first success after failure, write one line each.
 // redis.Nil (no such key) and the server's error replies (a script's
-// refusal, say) are answers, not failures.
+// refusal, say) are answers, not failures, except the replies of a server
+// that cannot serve yet (loading its data, a replica without its master)
+// or is stuck in a long script.
 func (c *Cluster) report(err error) error {
 	var reply redis.Error
-	if err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply) {
+	answered := errors.As(err, &reply) && !redis.HasErrorPrefix(err, "LOADING") &&
+		!redis.HasErrorPrefix(err, "MASTERDOWN") && !redis.HasErrorPrefix(err, "BUSY")
+	if err != nil && !errors.Is(err, redis.Nil) && !answered {
 		if c.redisOK.Swap(false) {
 			c.downs.Add(1)
 			c.log.Warn("Redis is out of reach: serving from the local tier, with this node's share of the budget", zap.String("node", c.node), zap.Error(redactURL(err)))

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/edge"
 )
@@ -143,4 +146,36 @@ func TestRedisOutOfReach(t *testing.T) {
 		r.start()
 		back(t)
 	})
+}
+
+// replyErr is an error reply of the server, as go-redis returns them.
+type replyErr string
+
+func (e replyErr) Error() string { return string(e) }
+func (replyErr) RedisError()     {}
+
+func TestReportTellsAnswersFromFailures(t *testing.T) {
+	c := &Cluster{node: "n", log: zap.NewNop()} // no loops to race with
+	for _, tc := range []struct {
+		name string
+		err  error
+		ok   bool
+	}{
+		{"success", nil, true},
+		{"no such key", redis.Nil, true},
+		{"a script's refusal", replyErr("NOTPOLLER this node does not hold the polling lease"), true},
+		{"wrong type", fmt.Errorf("wrapped: %w", replyErr("WRONGTYPE Operation against a key holding the wrong kind of value")), true},
+		{"loading", replyErr("LOADING Redis is loading the dataset in memory"), false},
+		{"busy script", replyErr("BUSY Redis is busy running a script"), false},
+		{"timeout", context.DeadlineExceeded, false},
+		{"refused", errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.redisOK.Store(!tc.ok)
+			c.report(tc.err)
+			if got := c.redisOK.Load(); got != tc.ok {
+				t.Fatalf("after %v, RedisOK = %v; want %v", tc.err, got, tc.ok)
+			}
+		})
+	}
 }
