@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,4 +155,32 @@ func TestWaitEntry(t *testing.T) {
 			t.Fatal("the caller's deadline was taken for Redis being out of reach")
 		}
 	})
+}
+
+func TestLeaseRaceHasOneWinner(t *testing.T) {
+	r := startRedisB(t)
+	nodes := []*Cluster{testNode(t, r, "a", ""), testNode(t, r, "b", ""), testNode(t, r, "c", "")}
+	for round := range 5 {
+		key := fmt.Sprint("race-", round)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := range 30 {
+			wg.Go(func() {
+				_, ok, err := nodes[i%3].Lease(context.Background(), key, 10*time.Second)
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					mu.Lock()
+					won++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Fatalf("round %d: %d of 30 concurrent Leases won; want 1", round, won)
+		}
+	}
 }
