@@ -37,8 +37,8 @@ func onePoller(t *testing.T, within time.Duration, cs ...*Cluster) *Cluster {
 
 func TestPollingLease(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
-	b := testNode(t, r, "b", "")
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
 	leader := onePoller(t, 2*time.Second, a, b)
 	other := b
 	if leader == b {
@@ -89,8 +89,8 @@ func TestPollingLease(t *testing.T) {
 
 func TestCloseHandsThePollingOver(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
-	b := testNode(t, r, "b", "")
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
 	leader := onePoller(t, 2*time.Second, a, b)
 	other := b
 	if leader == b {
@@ -108,9 +108,9 @@ func TestCloseHandsThePollingOver(t *testing.T) {
 
 func TestMembership(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
-	b := testNode(t, r, "b", "")
-	c := testNode(t, r, "c", "")
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
+	c := stateNode(t, r, "c", "")
 	waitFor(t, time.Second, "3 nodes seen by each", func() bool {
 		return a.Status().Nodes == 3 && b.Status().Nodes == 3 && c.Status().Nodes == 3
 	})

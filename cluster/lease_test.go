@@ -13,8 +13,8 @@ import (
 
 func TestLeaseOneHolder(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
-	b := testNode(t, r, "b", "")
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
 	ctx := context.Background()
 	release, ok, err := a.Lease(ctx, "k", 10*time.Second)
 	if err != nil || !ok {
@@ -99,8 +99,8 @@ func TestWaitEntry(t *testing.T) {
 		}, 500 * time.Millisecond, cachestore.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := testNode(t, r, "a", "")
-			b := testNode(t, r, "b", "")
+			a := stateNode(t, r, "a", "")
+			b := stateNode(t, r, "b", "")
 			b.pollFirst, b.pollMax = tc.poll[0], tc.poll[1]
 			ctx := context.Background()
 			release, ok, err := a.Lease(ctx, "k", tc.ttl)
@@ -138,8 +138,8 @@ func TestWaitEntry(t *testing.T) {
 	}
 
 	t.Run("bounded by the caller", func(t *testing.T) {
-		a := testNode(t, r, "a", "")
-		b := testNode(t, r, "b", "")
+		a := stateNode(t, r, "a", "")
+		b := stateNode(t, r, "b", "")
 		release, _, _ := a.Lease(context.Background(), "held", 10*time.Second)
 		defer release()
 		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
@@ -159,7 +159,7 @@ func TestWaitEntry(t *testing.T) {
 
 func TestLeaseRaceHasOneWinner(t *testing.T) {
 	r := startRedisB(t)
-	nodes := []*Cluster{testNode(t, r, "a", ""), testNode(t, r, "b", ""), testNode(t, r, "c", "")}
+	nodes := []*Cluster{stateNode(t, r, "a", ""), stateNode(t, r, "b", ""), stateNode(t, r, "c", "")}
 	for round := range 5 {
 		key := fmt.Sprint("race-", round)
 		var wg sync.WaitGroup

@@ -45,8 +45,8 @@ func callsFailFast(t *testing.T, c *Cluster, bound time.Duration) {
 func TestRedisOutOfReach(t *testing.T) {
 	r := startRedisB(t)
 	// The production bound, 50 ms.
-	a := testNodeCfg(t, Config{URL: r.url(), Node: "a"})
-	b := testNodeCfg(t, Config{URL: r.url(), Node: "b"})
+	a := stateNodeCfg(t, Config{URL: r.url(), Node: "a"})
+	b := stateNodeCfg(t, Config{URL: r.url(), Node: "b"})
 	events, eventsA := make(recorder, 100), make(recorder, 100)
 	b.Subscribe(events.fn)
 	a.Subscribe(eventsA.fn)

@@ -8,8 +8,8 @@ import (
 
 func TestRevocationsAcrossNodes(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
-	b := testNode(t, r, "b", "")
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
 	rdb := r.client()
 	defer rdb.Close()
 	if err := a.Revoke("sess-1", time.Now().Add(time.Hour)); err != nil {

@@ -79,16 +79,16 @@ func (r *redisProc) client() *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1, DialTimeout: time.Second})
 }
 
-// testNode opens a node with test timings (heartbeat 100 ms, polling lease
+// stateNode opens a node with test timings (heartbeat 100 ms, polling lease
 // 1 s, calls bounded at 250 ms rather than 50 so that a loaded test
 // machine does not pass for a sick Redis; TestRedisOutOfReach checks the
 // 50 ms default) and closes it when the test ends.
-func testNode(t testing.TB, r *redisProc, name, dir string) *Cluster {
+func stateNode(t testing.TB, r *redisProc, name, dir string) *Cluster {
 	t.Helper()
-	return testNodeCfg(t, Config{URL: r.url(), Node: name, Dir: dir, OpTimeout: 250 * time.Millisecond})
+	return stateNodeCfg(t, Config{URL: r.url(), Node: name, Dir: dir, OpTimeout: 250 * time.Millisecond})
 }
 
-func testNodeCfg(t testing.TB, cfg Config) *Cluster {
+func stateNodeCfg(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
 	cfg.Prefix, cfg.Heartbeat, cfg.Poll = "t", 100*time.Millisecond, time.Second
 	c, err := Open(cfg)

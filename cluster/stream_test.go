@@ -57,7 +57,7 @@ func publish(t *testing.T, c *Cluster, evs ...edge.Event) {
 
 func TestStreamDeliversInOrderAndCatchesUp(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
+	a := stateNode(t, r, "a", "")
 	onePoller(t, 2*time.Second, a)
 	own := make(recorder, 10)
 	a.Subscribe(own.fn)
@@ -66,7 +66,7 @@ func TestStreamDeliversInOrderAndCatchesUp(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	b := testNode(t, r, "b", dir)
+	b := stateNode(t, r, "b", dir)
 	got := make(recorder, 100)
 	b.Subscribe(got.fn)
 	if ev := got.next(t); ev.Kind != edge.EventSync {
@@ -86,7 +86,7 @@ func TestStreamDeliversInOrderAndCatchesUp(t *testing.T) {
 	b.Close()
 	gen := edge.Event{Kind: edge.EventGeneration, Generation: 7, Setup: []byte(`"2026-11-30T01:00:00Z"`)}
 	publish(t, a, tagged(4), gen, tagged(5))
-	b2 := testNode(t, r, "b", dir)
+	b2 := stateNode(t, r, "b", dir)
 	got2 := make(recorder, 100)
 	b2.Subscribe(got2.fn)
 	var kinds []string
@@ -112,10 +112,10 @@ func TestStreamDeliversInOrderAndCatchesUp(t *testing.T) {
 
 func TestStreamGapSyncs(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
+	a := stateNode(t, r, "a", "")
 	onePoller(t, 2*time.Second, a)
 	dir := t.TempDir()
-	b := testNode(t, r, "b", dir)
+	b := stateNode(t, r, "b", dir)
 	got := make(recorder, 100)
 	b.Subscribe(got.fn)
 	got.next(t) // sync
@@ -131,7 +131,7 @@ func TestStreamGapSyncs(t *testing.T) {
 	if err := rdb.XTrimMaxLen(context.Background(), "t:events", 1).Err(); err != nil {
 		t.Fatal(err)
 	}
-	b2 := testNode(t, r, "b", dir)
+	b2 := stateNode(t, r, "b", dir)
 	got2 := make(recorder, 100)
 	b2.Subscribe(got2.fn)
 	if ev := got2.next(t); ev.Kind != edge.EventSync || ev.Generation != 3 || string(ev.Setup) != "s3" {
@@ -146,7 +146,7 @@ func TestStreamGapSyncs(t *testing.T) {
 
 func TestStreamIgnoresUnreadableState(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
+	a := stateNode(t, r, "a", "")
 	onePoller(t, 2*time.Second, a)
 	publish(t, a, tagged(1))
 	rdb := r.client()
@@ -160,7 +160,7 @@ func TestStreamIgnoresUnreadableState(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, lastIDFile), []byte("../../etc\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := testNode(t, r, "b", dir)
+	b := stateNode(t, r, "b", dir)
 	got := make(recorder, 10)
 	b.Subscribe(got.fn)
 	if ev := got.next(t); ev.Kind != edge.EventSync {
@@ -197,9 +197,9 @@ func TestStreamIDLess(t *testing.T) {
 
 func TestStreamPurgeFromAnyNode(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
+	a := stateNode(t, r, "a", "")
 	onePoller(t, 2*time.Second, a)
-	b := testNode(t, r, "b", "")
+	b := stateNode(t, r, "b", "")
 	got := make(recorder, 10)
 	a.Subscribe(got.fn)
 	got.next(t) // sync

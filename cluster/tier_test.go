@@ -34,8 +34,8 @@ func entry(body []byte, class cachestore.Class, staleIn time.Duration, tags ...s
 
 func TestTierRoundTrip(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
-	b := testNode(t, r, "b", "")
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
 	noise := make([]byte, 4<<20)
 	rand.Read(noise) // incompressible: the worst case for the transfer
 	// A catalog-like 10 MB body whose compressed form (about 2 MB) takes
@@ -82,7 +82,7 @@ func TestTierRoundTrip(t *testing.T) {
 
 func TestTierCorruptValueIsAMiss(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
+	a := stateNode(t, r, "a", "")
 	rdb := r.client()
 	defer rdb.Close()
 	ctx := context.Background()
@@ -121,7 +121,7 @@ func TestTierCorruptValueIsAMiss(t *testing.T) {
 
 func TestTierTTLFollowsStaleUntil(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
+	a := stateNode(t, r, "a", "")
 	rdb := r.client()
 	defer rdb.Close()
 	ctx := context.Background()
@@ -164,8 +164,8 @@ func TestTierTTLFollowsStaleUntil(t *testing.T) {
 
 func TestTierInvalidateAndPurge(t *testing.T) {
 	r := startRedisB(t)
-	a := testNode(t, r, "a", "")
-	b := testNode(t, r, "b", "")
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
 	ctx := context.Background()
 	put := func() {
 		t.Helper()
@@ -231,7 +231,7 @@ func TestTierInvalidateAndPurge(t *testing.T) {
 // reported as metrics.
 func BenchmarkSharedTierGet(b *testing.B) {
 	r := startRedisB(b)
-	c := testNode(b, r, "bench", "")
+	c := stateNode(b, r, "bench", "")
 	for _, size := range []int{2 << 10, 1 << 20} {
 		var body []byte
 		for i := 0; len(body) < size; i++ {
