@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/budget"
@@ -154,6 +155,9 @@ func Open(cfg Config) (*Cluster, error) {
 	opts.WriteTimeout = cfg.OpTimeout
 	opts.PoolTimeout = cfg.OpTimeout
 	opts.ContextTimeoutEnabled = true
+	// go-redis would write a line to stderr for every failed dial while
+	// Redis is down; report writes one line per transition instead.
+	redis.SetLogger(&logging.VoidLogger{})
 	bulkOpts := *opts
 	bulkOpts.ReadTimeout = -1 // no socket deadline: each call's context bounds it
 	bulkOpts.WriteTimeout = -1
