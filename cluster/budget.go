@@ -46,28 +46,30 @@ type Budget struct {
 	local *budget.Budget // the fallback; it counts every grant this node made
 	seq   atomic.Uint64
 
-	mu       sync.Mutex
-	cfg      budget.Config // defaults applied
-	eff      int           // the shared effective limit last seen
-	lim      budget.Limits // cfg's, scaled to eff
-	shares   int           // the nodes local's limit is divided by
-	down     bool          // local decides; rejoin before Redis decides again
-	retryAt  time.Time     // next attempt to rejoin while down
-	capUntil time.Time     // end of the window after a rejoin, during which this node keeps to its share
-	seenUsed int           // the shared window's count last seen ...
-	seenAt   time.Time     // ... and when (local clock)
-	waiting  [4]int        // callers of each priority waiting for a slot
-	turn     chan struct{} // closed when a waiter leaves
-	lastAdj  *budget.Adjustment
-	adjusts  uint64
-	onAdjust func(budget.Learned)
+	mu        sync.Mutex
+	cfg       budget.Config // defaults applied
+	eff       int           // the shared effective limit last seen
+	lim       budget.Limits // cfg's, scaled to eff
+	shares    int           // the nodes local's limit is divided by
+	down      bool          // local decides; rejoin before Redis decides again
+	retryAt   time.Time     // next attempt to rejoin while down
+	outage    context.Context
+	endOutage context.CancelFunc
+	capUntil  time.Time     // end of the window after a rejoin, during which this node keeps to its share
+	seenUsed  int           // the shared window's count last seen ...
+	seenAt    time.Time     // ... and when (local clock)
+	waiting   [4]int        // callers of each priority waiting for a slot
+	turn      chan struct{} // closed when a waiter leaves
+	lastAdj   *budget.Adjustment
+	adjusts   uint64
+	onAdjust  func(budget.Learned)
 
 	// gmu guards this node's grants; local's OnGrant hook takes it, so it
 	// is never held while calling local.
-	gmu      sync.Mutex
-	mine     []grant     // grants of the shared budget, last window
-	fallback []time.Time // grants of local while down, last window
-	onGrant  func(time.Time, int)
+	gmu     sync.Mutex
+	mine    []grant // grants of the shared budget, last window
+	pending []grant // grants of local not yet in the shared window
+	onGrant func(time.Time, int)
 
 	granted, waits, rejections, pushbacks, quotaRefusals atomic.Uint64
 	pauses                                               [4]atomic.Uint64 // started, by budget.Scope
@@ -77,7 +79,8 @@ type Budget struct {
 // no Redis to start: until Redis answers, the local share decides.
 func NewBudget(c *Cluster, cfg budget.Config) *Budget {
 	cfg = cfg.WithDefaults()
-	b := &Budget{c: c, cfg: cfg, eff: cfg.Calls, shares: c.liveNodes(), turn: make(chan struct{})}
+	b := &Budget{c: c, cfg: cfg, eff: cfg.Calls, shares: c.liveNodes(), turn: make(chan struct{}),
+		outage: context.Background(), endOutage: func() {}}
 	b.lim = budget.ScaledLimits(cfg, b.eff)
 	b.local = budget.New(share(cfg, b.shares))
 	b.local.OnGrant(b.localGrant)
@@ -128,7 +131,7 @@ func (b *Budget) member() string { return b.c.node + ":" + strconv.FormatUint(b.
 type grant struct {
 	at     time.Time // local clock
 	member string    // its member of the shared window
-	score  int64     // its time there (Redis's clock, µs)
+	score  int64     // its time there (Redis's clock, µs); 0 for a local grant
 }
 
 // callKeys names what of a call the script's keys depend on.
@@ -179,32 +182,48 @@ func (b *Budget) shared(ctx context.Context) bool {
 // made by the local budget, and those of the shared one, which a restarted
 // Redis has lost (re-adding a member Redis kept changes nothing).
 func (b *Budget) rejoinLocked(ctx context.Context) bool {
-	now := time.Now()
-	cut := now.Add(-b.cfg.Window)
-	b.gmu.Lock()
-	b.fallback = prune(b.fallback, cut)
-	b.mine = pruneGrants(b.mine, cut)
-	args := make([]any, 0, 2*(len(b.fallback)+len(b.mine)))
-	for _, at := range b.fallback {
-		args = append(args, b.member(), -max(now.Sub(at).Microseconds(), 1))
-	}
-	for _, g := range b.mine {
-		args = append(args, g.member, g.score)
-	}
-	b.gmu.Unlock()
-	v, err := b.run(ctx, b.cfg, "rejoin", "", callKeys{}, args...)
+	v, err := b.flush(ctx, true)
 	if b.c.report(err) != nil {
 		return false
 	}
-	b.gmu.Lock()
-	b.fallback = nil
-	b.gmu.Unlock()
 	r := ints(v)
 	b.down = false
+	b.endOutage() // callers waiting in local ask the cluster again
 	b.capUntil = time.Now().Add(b.cfg.Window)
 	b.seenUsed, b.seenAt = int(r[0]), time.Now()
 	b.setEffLocked(int(r[1]))
 	return true
+}
+
+// flush adds the local budget's grants not yet in the shared window (and
+// with all, this node's shared grants of the window) to the shared window.
+func (b *Budget) flush(ctx context.Context, all bool) (any, error) {
+	now := time.Now()
+	cut := now.Add(-b.cfg.Window)
+	b.gmu.Lock()
+	b.pending = pruneGrants(b.pending, cut)
+	b.mine = pruneGrants(b.mine, cut)
+	sent := slices.Clone(b.pending)
+	args := make([]any, 0, 2*(len(b.pending)+len(b.mine)))
+	for _, g := range sent {
+		args = append(args, g.member, -max(now.Sub(g.at).Microseconds(), 1))
+	}
+	if all {
+		for _, g := range b.mine {
+			args = append(args, g.member, g.score)
+		}
+	}
+	b.gmu.Unlock()
+	v, err := b.run(ctx, b.cfg, "rejoin", "", callKeys{}, args...)
+	if err != nil {
+		return nil, err
+	}
+	b.gmu.Lock()
+	b.pending = slices.DeleteFunc(b.pending, func(g grant) bool {
+		return slices.ContainsFunc(sent, func(s grant) bool { return s.member == g.member })
+	})
+	b.gmu.Unlock()
+	return v, nil
 }
 
 // fail records a failed Redis call and hands the decisions to local.
@@ -217,6 +236,7 @@ func (b *Budget) fail(err error) {
 	}
 	b.down = true
 	now := time.Now()
+	b.outage, b.endOutage = context.WithCancel(context.Background())
 	b.retryAt = now.Add(b.c.cfg.Heartbeat)
 	n := b.c.liveNodes()
 	if n != b.shares {
@@ -245,6 +265,22 @@ func (b *Budget) fail(err error) {
 	}
 }
 
+// acquireLocal asks the local budget; again is true when the node
+// rejoined the cluster while the caller waited: then the cluster decides.
+func (b *Budget) acquireLocal(ctx context.Context, c budget.Call) (again bool, err error) {
+	b.mu.Lock()
+	outage := b.outage
+	b.mu.Unlock()
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(outage, cancel)()
+	err = b.local.AcquireCall(lctx, c)
+	if err != nil && ctx.Err() == nil && outage.Err() != nil {
+		return true, nil
+	}
+	return false, err
+}
+
 func pruneGrants(gs []grant, cut time.Time) []grant {
 	i := 0
 	for i < len(gs) && !gs[i].at.After(cut) {
@@ -253,26 +289,14 @@ func pruneGrants(gs []grant, cut time.Time) []grant {
 	return append(gs[:0], gs[i:]...)
 }
 
-func prune(ts []time.Time, cut time.Time) []time.Time {
-	i := 0
-	for i < len(ts) && !ts[i].After(cut) {
-		i++
-	}
-	return append(ts[:0], ts[i:]...)
-}
-
-// localGrant is local's OnGrant hook: its grants are this node's too.
+// localGrant is local's OnGrant hook: its grants are this node's too, and
+// go to the shared window when Redis answers again.
 func (b *Budget) localGrant(at time.Time, n int) {
 	b.gmu.Lock()
 	if n > 0 {
-		b.fallback = append(b.fallback, at)
-	} else {
-		for i := len(b.fallback) - 1; i >= 0; i-- {
-			if b.fallback[i].Equal(at) {
-				b.fallback = append(b.fallback[:i], b.fallback[i+1:]...)
-				break
-			}
-		}
+		b.pending = append(b.pending, grant{at: at, member: b.member()})
+	} else if i := slices.IndexFunc(b.pending, func(g grant) bool { return g.at.Equal(at) }); i >= 0 {
+		b.pending = slices.Delete(b.pending, i, i+1)
 	}
 	fn := b.onGrant
 	b.gmu.Unlock()
@@ -326,6 +350,15 @@ type attempt struct {
 }
 
 func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
+	b.gmu.Lock()
+	stragglers := len(b.pending) > 0
+	b.gmu.Unlock()
+	if stragglers {
+		// Local grants made as the node rejoined.
+		if _, err := b.flush(ctx, false); err != nil {
+			return attempt{}, err
+		}
+	}
 	b.mu.Lock()
 	cfg, eff, lim := b.cfg, b.eff, b.lim
 	cap := 0
@@ -388,13 +421,21 @@ func (b *Budget) AcquireCall(ctx context.Context, c budget.Call) error {
 		}
 	}()
 	for {
-		if !b.shared(ctx) {
-			return b.local.AcquireCall(ctx, c)
+		shared := b.shared(ctx)
+		var a attempt
+		if shared {
+			var err error
+			if a, err = b.try(ctx, c); err != nil {
+				b.fail(err)
+				shared = false
+			}
 		}
-		a, err := b.try(ctx, c)
-		if err != nil {
-			b.fail(err)
-			return b.local.AcquireCall(ctx, c)
+		if !shared {
+			again, err := b.acquireLocal(ctx, c)
+			if again {
+				continue
+			}
+			return err
 		}
 		switch a.code {
 		case acqGranted:

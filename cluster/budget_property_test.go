@@ -112,7 +112,12 @@ func TestRedisDownFallsBackToTheShareAndRejoins(t *testing.T) {
 		w     = 1500 * time.Millisecond
 	)
 	cfg := budget.Config{Calls: limit, Window: w, FixedLimit: true, OrderReserve: -1, WatchReserve: -1, Reserve: -1, ClientQuota: -1}
-	nodes := newNodes(t, addr, 3, cfg, nodeOpts{heartbeat: 200 * time.Millisecond})
+	// Redis is down for every node at once here; a generous op timeout
+	// keeps a loaded machine from making one node alone fall back, which
+	// is another case (the others cannot see its grants until it
+	// rejoins: README, cluster budget). Dialing a killed server fails at
+	// once whatever the timeout.
+	nodes := newNodes(t, addr, 3, cfg, nodeOpts{heartbeat: 200 * time.Millisecond, opTimeout: 500 * time.Millisecond})
 	for _, nd := range nodes {
 		if err := try(nd.b, budget.Foreground, time.Second); err != nil {
 			t.Fatal(err)
@@ -176,7 +181,7 @@ func TestFallbackKeepsTheSum(t *testing.T) {
 		w     = 2 * time.Second
 	)
 	cfg := budget.Config{Calls: limit, Window: w, FixedLimit: true, OrderReserve: -1, WatchReserve: -1, Reserve: -1, ClientQuota: -1}
-	nodes := newNodes(t, addr, 3, cfg, nodeOpts{heartbeat: time.Hour})
+	nodes := newNodes(t, addr, 3, cfg, nodeOpts{heartbeat: time.Hour, opTimeout: 500 * time.Millisecond})
 	for range 20 {
 		if err := try(nodes[0].b, budget.Foreground, time.Second); err != nil {
 			t.Fatal(err)

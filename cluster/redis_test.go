@@ -36,7 +36,7 @@ func startRedisAt(t testing.TB, addr string) (stop func()) {
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--loglevel", "warning")
+		"--dir", t.TempDir(), "--loglevel", "warning", "--enable-debug-command", "local")
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting redis-server: %v", err)
 	}
@@ -66,3 +66,8 @@ func startRedisAt(t testing.TB, addr string) (stop func()) {
 
 // redisURL is the URL of a server startRedis started.
 func redisURL(addr string) string { return "redis://" + addr + "/0" }
+
+// redisClient is a plain client of a server startRedis started.
+func redisClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+}
