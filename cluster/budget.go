@@ -182,7 +182,7 @@ func (b *Budget) shared(ctx context.Context) bool {
 // made by the local budget, and those of the shared one, which a restarted
 // Redis has lost (re-adding a member Redis kept changes nothing).
 func (b *Budget) rejoinLocked(ctx context.Context) bool {
-	v, err := b.flush(ctx, true)
+	v, err := b.flush(ctx, b.cfg, true)
 	if b.c.report(err) != nil {
 		return false
 	}
@@ -197,9 +197,9 @@ func (b *Budget) rejoinLocked(ctx context.Context) bool {
 
 // flush adds the local budget's grants not yet in the shared window (and
 // with all, this node's shared grants of the window) to the shared window.
-func (b *Budget) flush(ctx context.Context, all bool) (any, error) {
+func (b *Budget) flush(ctx context.Context, cfg budget.Config, all bool) (any, error) {
 	now := time.Now()
-	cut := now.Add(-b.cfg.Window)
+	cut := now.Add(-cfg.Window)
 	b.gmu.Lock()
 	b.pending = pruneGrants(b.pending, cut)
 	b.mine = pruneGrants(b.mine, cut)
@@ -214,7 +214,7 @@ func (b *Budget) flush(ctx context.Context, all bool) (any, error) {
 		}
 	}
 	b.gmu.Unlock()
-	v, err := b.run(ctx, b.cfg, "rejoin", "", callKeys{}, args...)
+	v, err := b.run(ctx, cfg, "rejoin", "", callKeys{}, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -307,12 +307,12 @@ func (b *Budget) localGrant(at time.Time, n int) {
 
 // sharedGrant records member, a grant of the shared budget made at score
 // (Redis's clock, µs).
-func (b *Budget) sharedGrant(member string, score int64) {
+func (b *Budget) sharedGrant(window time.Duration, member string, score int64) {
 	now := time.Now()
 	at := time.UnixMicro(score)
 	b.granted.Add(1)
 	b.gmu.Lock()
-	b.mine = append(pruneGrants(b.mine, now.Add(-b.cfg.Window)), grant{now, member, score})
+	b.mine = append(pruneGrants(b.mine, now.Add(-window)), grant{now, member, score})
 	fn := b.onGrant
 	b.gmu.Unlock()
 	b.local.AddGrants(now, 1)
@@ -350,15 +350,6 @@ type attempt struct {
 }
 
 func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
-	b.gmu.Lock()
-	stragglers := len(b.pending) > 0
-	b.gmu.Unlock()
-	if stragglers {
-		// Local grants made as the node rejoined.
-		if _, err := b.flush(ctx, false); err != nil {
-			return attempt{}, err
-		}
-	}
 	b.mu.Lock()
 	cfg, eff, lim := b.cfg, b.eff, b.lim
 	cap := 0
@@ -369,6 +360,15 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 		cap = max(eff/b.shares, 1)
 	}
 	b.mu.Unlock()
+	b.gmu.Lock()
+	stragglers := len(b.pending) > 0
+	b.gmu.Unlock()
+	if stragglers {
+		// Local grants made as the node rejoined.
+		if _, err := b.flush(ctx, cfg, false); err != nil {
+			return attempt{}, err
+		}
+	}
 	quota, client := 0, ""
 	if c.Priority == budget.Foreground && c.Client != "" {
 		quota, client = lim.Quota, c.Client
@@ -396,7 +396,7 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 	b.setEffLocked(int(r[3]))
 	b.mu.Unlock()
 	if a.code == acqGranted {
-		b.sharedGrant(member, r[2])
+		b.sharedGrant(cfg.Window, member, r[2])
 	}
 	return a, nil
 }
