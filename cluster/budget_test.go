@@ -493,3 +493,38 @@ func TestPauseScopesMatchTheLocalBudget(t *testing.T) {
 		})
 	}
 }
+
+// On one node, when a slot frees, a waiting order tries before buyers who
+// have waited longer (without the ordering, one of the eight wakes first
+// at random).
+func TestHigherPriorityWaitersTryFirst(t *testing.T) {
+	addr, _ := startRedis(t)
+	cfg := budget.Config{Calls: 2, Window: time.Second, FixedLimit: true, OrderReserve: -1, WatchReserve: -1, Reserve: -1, ClientQuota: -1}
+	nodes := newNodes(t, addr, 1, cfg, nodeOpts{opTimeout: time.Second})
+	b := nodes[0].b
+	for range 2 {
+		if err := try(b, budget.Background, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	waiters := append(slices.Repeat([]budget.Priority{budget.Foreground}, 7), budget.Order)
+	granted := make(chan budget.Priority, len(waiters))
+	for i, p := range waiters {
+		go func() {
+			if b.AcquireCall(ctx, budget.Call{Priority: p}) == nil {
+				granted <- p
+			}
+		}()
+		eventually(t, time.Second, "the waiter to queue", func() bool { return b.Stats().Waiting == i+1 })
+	}
+	select {
+	case p := <-granted:
+		if p != budget.Order {
+			t.Fatalf("a %v waiter got the first free slot, want the order", p)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no slot within 3s")
+	}
+}
