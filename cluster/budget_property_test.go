@@ -241,3 +241,49 @@ func BenchmarkClusterAcquire(b *testing.B) {
 	b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
 }
+
+// A node back in the cluster before the others keeps to its share for a
+// window: the shared window does not hold the calls the others still make
+// alone.
+func TestRejoinKeepsToTheShareWhileOthersAreAlone(t *testing.T) {
+	addr, stop := startRedis(t)
+	const (
+		limit = 30
+		w     = 3 * time.Second
+	)
+	cfg := budget.Config{Calls: limit, Window: w, FixedLimit: true, OrderReserve: -1, WatchReserve: -1, Reserve: -1, ClientQuota: -1}
+	first := newNodes(t, addr, 1, cfg, nodeOpts{heartbeat: 50 * time.Millisecond, opTimeout: 500 * time.Millisecond})
+	// The others try Redis again only after an hour.
+	rest := newNodes(t, addr, 2, cfg, nodeOpts{heartbeat: time.Hour, opTimeout: 500 * time.Millisecond, name: "other"})
+	nodes := append(first, rest...)
+	for _, nd := range nodes {
+		nd.c.nodes.Store(3)
+		nd.b.Update(cfg) // their share is a third
+	}
+	stop()
+	for _, nd := range nodes {
+		if err := try(nd.b, budget.Foreground, time.Second); err != nil || !nd.b.down {
+			t.Fatalf("with Redis down: %v, down %v", err, nd.b.down)
+		}
+	}
+	_ = startRedisAt(t, addr)
+	eventually(t, 2*time.Second, "node 0 to rejoin", func() bool {
+		try(first[0].b, budget.Foreground, 10*time.Millisecond)
+		return !first[0].b.down
+	})
+	for range 30 {
+		try(first[0].b, budget.Foreground, 10*time.Millisecond)
+	}
+	for _, nd := range rest {
+		for range 15 {
+			try(nd.b, budget.Foreground, 10*time.Millisecond)
+		}
+		if !nd.b.down {
+			t.Fatal("a node meant to stay alone rejoined")
+		}
+	}
+	if n := len(first[0].granted()); n != limit/3 {
+		t.Errorf("the node back in the cluster made %d calls in the window, want its share, %d", n, limit/3)
+	}
+	checkWindows(t, allGrants(nodes), limit, w)
+}

@@ -38,6 +38,7 @@ type nodeOpts struct {
 	opTimeout time.Duration // default 50 ms, the production value
 	heartbeat time.Duration
 	prefix    string
+	name      string // before the node's number, to tell apart nodes of several newNodes calls
 	logger    *zap.Logger
 }
 
@@ -49,7 +50,7 @@ func newNodes(t testing.TB, addr string, n int, cfg budget.Config, o nodeOpts) [
 		if o.logger != nil {
 			cfg.Logger = o.logger
 		}
-		c, err := Open(Config{URL: redisURL(addr), Node: fmt.Sprintf("node%d", i), Prefix: o.prefix, OpTimeout: o.opTimeout,
+		c, err := Open(Config{URL: redisURL(addr), Node: fmt.Sprintf("%snode%d", o.name, i), Prefix: o.prefix, OpTimeout: o.opTimeout,
 			Heartbeat: o.heartbeat, Logger: o.logger})
 		if err != nil {
 			t.Fatal(err)
