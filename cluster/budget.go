@@ -47,19 +47,19 @@ type Budget struct {
 	seq   atomic.Uint64
 
 	mu        sync.Mutex
-	cfg       budget.Config // defaults applied
-	eff       int           // the shared effective limit last seen
-	lim       budget.Limits // cfg's, scaled to eff
-	shares    int           // the nodes local's limit is divided by
-	down      bool          // local decides; rejoin before Redis decides again
-	retryAt   time.Time     // next attempt to rejoin while down
-	outage    context.Context
-	endOutage context.CancelFunc
-	capUntil  time.Time     // end of the window after a rejoin, during which this node keeps to its share
-	seenUsed  int           // the shared window's count last seen ...
-	seenAt    time.Time     // ... and when (local clock)
-	waiting   [4]int        // callers of each priority waiting for a slot
-	turn      chan struct{} // closed when a waiter leaves
+	cfg       budget.Config      // defaults applied
+	eff       int                // the shared effective limit last seen
+	lim       budget.Limits      // cfg's, scaled to eff
+	shares    int                // the nodes local's limit is divided by
+	down      bool               // local decides; rejoin before Redis decides again
+	retryAt   time.Time          // next attempt to rejoin while down
+	outage    context.Context    // canceled on rejoining: callers waiting in local ask the cluster
+	endOutage context.CancelFunc // cancels outage
+	capUntil  time.Time          // end of the window after a rejoin, during which this node keeps to its share
+	seenUsed  int                // the shared window's count last seen ...
+	seenAt    time.Time          // ... and when (local clock)
+	waiting   [4]int             // callers of each priority waiting for a slot
+	turn      chan struct{}      // closed when a waiter leaves
 	lastAdj   *budget.Adjustment
 	adjusts   uint64
 	onAdjust  func(budget.Learned)
@@ -91,12 +91,10 @@ func NewBudget(c *Cluster, cfg budget.Config) *Budget {
 // reserves and the client quota divided by n (at least 1 each), so that
 // the nodes together stay within cfg.
 func share(cfg budget.Config, n int) budget.Config {
-	if n <= 1 {
-		return cfg
-	}
+	n = max(n, 1)
 	div := func(v int) int {
 		if v <= 0 {
-			return -1 // none, after the defaults: keep it none
+			return -1 // none, after the defaults: New must not read 0 as "the default"
 		}
 		return max(v/n, 1)
 	}

@@ -541,3 +541,24 @@ func TestHigherPriorityWaitersTryFirst(t *testing.T) {
 		t.Fatal("no slot within 3s")
 	}
 }
+
+func TestShareDividesTheBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cfg   budget.Config
+		n     int
+		calls int
+		quota int
+	}{
+		{"one node keeps a quota that is off", budget.Config{Calls: 30, ClientQuota: -1}, 1, 30, 0},
+		{"three nodes", budget.Config{Calls: 30, ClientQuota: 9}, 3, 10, 3},
+		{"more nodes than calls", budget.Config{Calls: 2, ClientQuota: 1}, 5, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := budget.New(share(tc.cfg.WithDefaults(), tc.n)).Stats()
+			if s.Limit != tc.calls || s.ClientQuota != tc.quota {
+				t.Fatalf("limit %d, quota %d; want %d, %d", s.Limit, s.ClientQuota, tc.calls, tc.quota)
+			}
+		})
+	}
+}
