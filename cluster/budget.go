@@ -58,7 +58,7 @@ type Budget struct {
 	capUntil  time.Time          // end of the window after a rejoin, during which this node keeps to its share
 	seenUsed  int                // the shared window's count last seen ...
 	seenAt    time.Time          // ... and when (local clock)
-	waiting   [4]int             // callers of each priority waiting for a slot
+	queue     []*ticket          // callers waiting for a slot: by priority, then arrival
 	turn      chan struct{}      // closed when a waiter leaves
 	lastAdj   *budget.Adjustment
 	adjusts   uint64
@@ -78,6 +78,9 @@ type Budget struct {
 // NewBudget returns the cluster's budget as seen from c's node. It needs
 // no Redis to start: until Redis answers, the local share decides.
 func NewBudget(c *Cluster, cfg budget.Config) *Budget {
+	if cfg.Logger == nil {
+		cfg.Logger = c.log
+	}
 	cfg = cfg.WithDefaults()
 	b := &Budget{c: c, cfg: cfg, eff: cfg.Calls, shares: c.liveNodes(), turn: make(chan struct{}),
 		outage: context.Background(), endOutage: func() {}}
@@ -412,10 +415,10 @@ func (b *Budget) AcquireCall(ctx context.Context, c budget.Call) error {
 		b.rejections.Add(1)
 		return &budget.WaitError{Cause: err}
 	}
-	queued := false
+	var tk *ticket
 	defer func() {
-		if queued {
-			b.leave(c.Priority)
+		if tk != nil {
+			b.leave(tk)
 		}
 	}()
 	for {
@@ -458,16 +461,15 @@ func (b *Budget) AcquireCall(ctx context.Context, c budget.Call) error {
 			b.rejections.Add(1)
 			return b.waitErr(c.Priority, a, nil)
 		}
-		if !queued {
-			queued = true
+		if tk == nil {
 			b.waits.Add(1)
-			b.enter(c.Priority)
+			tk = b.enter(c.Priority)
 		}
 		d := a.wait
 		if a.code == acqProbe {
 			d = min(d, probePoll)
 		}
-		if err := b.sleep(ctx, c.Priority, d); err != nil {
+		if err := b.sleep(ctx, tk, d); err != nil {
 			b.rejections.Add(1)
 			return b.waitErr(c.Priority, a, err)
 		}
@@ -482,23 +484,35 @@ func (b *Budget) waitErr(p budget.Priority, a attempt, cause error) error {
 	return e
 }
 
-func (b *Budget) enter(p budget.Priority) {
+// ticket is a caller of this node waiting for a slot.
+type ticket struct{ p budget.Priority }
+
+func (b *Budget) enter(p budget.Priority) *ticket {
+	tk := &ticket{p}
 	b.mu.Lock()
-	b.waiting[p]++
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	i := slices.IndexFunc(b.queue, func(o *ticket) bool { return o.p > p })
+	if i < 0 {
+		i = len(b.queue)
+	}
+	b.queue = slices.Insert(b.queue, i, tk)
+	return tk
 }
 
-func (b *Budget) leave(p budget.Priority) {
+func (b *Budget) leave(tk *ticket) {
 	b.mu.Lock()
-	b.waiting[p]--
+	defer b.mu.Unlock()
+	b.queue = slices.DeleteFunc(b.queue, func(o *ticket) bool { return o == tk })
 	close(b.turn)
 	b.turn = make(chan struct{})
-	b.mu.Unlock()
 }
 
-// sleep waits d, then until no caller of a higher priority waits on this
-// node: when a slot frees, they try first.
-func (b *Budget) sleep(ctx context.Context, p budget.Priority, d time.Duration) error {
+// sleep waits d, then its turn: only the node's first waiter (the highest
+// priority, the longest waiting) asks Redis. The others would be refused
+// for the same reason, since each priority's allowance is within the one
+// before it; one caller per node retrying keeps Redis's load to one call
+// per slot, not one per waiter.
+func (b *Budget) sleep(ctx context.Context, tk *ticket, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -508,13 +522,10 @@ func (b *Budget) sleep(ctx context.Context, p budget.Priority, d time.Duration) 
 	}
 	for {
 		b.mu.Lock()
-		ahead := false
-		for q := budget.Order; q < p; q++ {
-			ahead = ahead || b.waiting[q] > 0
-		}
+		first := b.queue[0] == tk
 		turn := b.turn
 		b.mu.Unlock()
-		if !ahead {
+		if first {
 			return nil
 		}
 		select {
@@ -720,7 +731,7 @@ func (b *Budget) Stats() budget.Stats {
 	s.ClientWindow = cfg.ClientWindow
 	s.Calls, s.Remaining = int(r[0]), max(b.eff-int(r[0]), 0)
 	s.Adjustments, s.LastAdjustment = b.adjusts, b.lastAdj
-	s.Waiting += b.waiting[0] + b.waiting[1] + b.waiting[2] + b.waiting[3]
+	s.Waiting += len(b.queue)
 	s.PausedUntil = time.Time{}
 	if r[2] > 0 {
 		s.PausedUntil = time.Now().Add(time.Duration(r[2]) * time.Millisecond)

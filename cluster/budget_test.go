@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -560,5 +563,51 @@ func TestShareDividesTheBudget(t *testing.T) {
 				t.Fatalf("limit %d, quota %d; want %d, %d", s.Limit, s.ClientQuota, tc.calls, tc.quota)
 			}
 		})
+	}
+}
+
+// Waiters of one node do not all ask Redis when a slot frees: the first
+// does, the others follow it, so Redis's load stays one call per slot.
+func TestWaitersAskRedisOneAtATime(t *testing.T) {
+	addr, _ := startRedis(t)
+	cfg := budget.Config{Calls: 1, Window: 500 * time.Millisecond, FixedLimit: true, ClientQuota: -1}
+	nodes := newNodes(t, addr, 1, cfg, nodeOpts{opTimeout: time.Second})
+	b := nodes[0].b
+	if err := try(b, budget.Background, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redisClient(addr)
+	defer rdb.Close()
+	scripts := func() int {
+		info := rdb.Info(context.Background(), "commandstats").Val()
+		n := 0
+		for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if _, rest, ok := strings.Cut(info, cmd); ok {
+				v, _, _ := strings.Cut(rest, ",")
+				k, _ := strconv.Atoi(v)
+				n += k
+			}
+		}
+		return n
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var got atomic.Int64
+	for range 10 {
+		wg.Go(func() {
+			if b.AcquireCall(ctx, budget.Call{Priority: budget.Background}) == nil {
+				got.Add(1)
+			}
+		})
+	}
+	eventually(t, time.Second, "the waiters to queue", func() bool { return b.Stats().Waiting == 10 })
+	before := scripts()
+	eventually(t, 3*time.Second, "three slots to pass", func() bool { return got.Load() >= 3 })
+	cancel()
+	wg.Wait()
+	// Each slot: the first waiter's call that gets it, and the next
+	// waiter's call that finds the window full again.
+	if n := scripts() - before; n > 8 {
+		t.Fatalf("%d script calls for 3 slots with 10 waiters; want about 2 per slot", n)
 	}
 }
