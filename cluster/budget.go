@@ -46,23 +46,24 @@ type Budget struct {
 	local *budget.Budget // the fallback; it counts every grant this node made
 	seq   atomic.Uint64
 
-	mu        sync.Mutex
-	cfg       budget.Config      // defaults applied
-	eff       int                // the shared effective limit last seen
-	lim       budget.Limits      // cfg's, scaled to eff
-	shares    int                // the nodes local's limit is divided by
-	down      bool               // local decides; rejoin before Redis decides again
-	retryAt   time.Time          // next attempt to rejoin while down
-	outage    context.Context    // canceled on rejoining: callers waiting in local ask the cluster
-	endOutage context.CancelFunc // cancels outage
-	capUntil  time.Time          // end of the window after a rejoin, during which this node keeps to its share
-	seenUsed  int                // the shared window's count last seen ...
-	seenAt    time.Time          // ... and when (local clock)
-	queue     []*ticket          // callers waiting for a slot: by priority, then arrival
-	turn      chan struct{}      // closed when a waiter leaves
-	lastAdj   *budget.Adjustment
-	adjusts   uint64
-	onAdjust  func(budget.Learned)
+	mu          sync.Mutex
+	cfg         budget.Config      // defaults applied
+	eff         int                // the shared effective limit last seen
+	lim         budget.Limits      // cfg's, scaled to eff
+	shares      int                // the nodes local's limit is divided by
+	down        bool               // local decides; rejoin before Redis decides again
+	retryAt     time.Time          // next attempt to rejoin while down
+	outage      context.Context    // canceled on rejoining: callers waiting in local ask the cluster
+	endOutage   context.CancelFunc // cancels outage
+	capUntil    time.Time          // end of the window after a rejoin, during which this node keeps to its share
+	seenUsed    int                // the shared window's count last seen ...
+	seenAt      time.Time          // ... and when (local clock)
+	pausedUntil time.Time          // end of the cluster's institution pause last seen (local clock)
+	queue       []*ticket          // callers waiting for a slot: by priority, then arrival
+	turn        chan struct{}      // closed when a waiter leaves
+	lastAdj     *budget.Adjustment
+	adjusts     uint64
+	onAdjust    func(budget.Learned)
 
 	// gmu guards this node's grants; local's OnGrant hook takes it, so it
 	// is never held while calling local.
@@ -85,15 +86,17 @@ func NewBudget(c *Cluster, cfg budget.Config) *Budget {
 	b := &Budget{c: c, cfg: cfg, eff: cfg.Calls, shares: c.liveNodes(), turn: make(chan struct{}),
 		outage: context.Background(), endOutage: func() {}}
 	b.lim = budget.ScaledLimits(cfg, b.eff)
-	b.local = budget.New(share(cfg, b.shares))
+	b.local = budget.New(share(cfg, b.eff, b.shares))
 	b.local.OnGrant(b.localGrant)
 	return b
 }
 
-// share is this node's part of cfg when n nodes share it: the limit, the
-// reserves and the client quota divided by n (at least 1 each), so that
-// the nodes together stay within cfg.
-func share(cfg budget.Config, n int) budget.Config {
+// share is this node's part of cfg, at the effective limit eff, when n
+// nodes share it: the limit, the reserves and the client quota divided by
+// n (at least 1 each), so that the nodes together stay within it. The
+// limit is fixed: it is learned in Redis, and a pause carried over from
+// the cluster (fail) must not teach the local budget anything.
+func share(cfg budget.Config, eff, n int) budget.Config {
 	n = max(n, 1)
 	div := func(v int) int {
 		if v <= 0 {
@@ -101,9 +104,11 @@ func share(cfg budget.Config, n int) budget.Config {
 		}
 		return max(v/n, 1)
 	}
-	cfg.Calls = max(cfg.Calls/n, 1)
-	cfg.OrderReserve, cfg.WatchReserve, cfg.Reserve = div(cfg.OrderReserve), div(cfg.WatchReserve), div(cfg.Reserve)
-	cfg.ClientQuota = div(cfg.ClientQuota)
+	l := budget.ScaledLimits(cfg, eff)
+	cfg.Calls = max(l.Calls/n, 1)
+	cfg.OrderReserve, cfg.WatchReserve, cfg.Reserve = div(l.Order), div(l.Watch), div(l.Reserve)
+	cfg.ClientQuota = div(l.Quota)
+	cfg.FixedLimit = true
 	return cfg
 }
 
@@ -240,12 +245,16 @@ func (b *Budget) fail(err error) {
 	b.outage, b.endOutage = context.WithCancel(context.Background())
 	b.retryAt = now.Add(b.c.cfg.Heartbeat)
 	n := b.c.liveNodes()
-	if n != b.shares {
-		b.shares = n
-		b.local.Update(share(b.cfg, n))
-	}
-	if b.eff < b.cfg.Calls {
-		b.local.Restore(budget.Learned{Limit: max(b.eff/n, 1), At: now})
+	b.shares = n
+	b.local.Update(share(b.cfg, b.eff, n))
+	if b.pausedUntil.After(now) {
+		// The local budget keeps the cluster's institution pause (its
+		// WARN line was written when it began).
+		quiet := share(b.cfg, b.eff, n)
+		quiet.Logger = zap.NewNop()
+		b.local.Update(quiet)
+		b.local.Pushback(b.pausedUntil.Sub(now))
+		b.local.Update(share(b.cfg, b.eff, n))
 	}
 	// local counts this node's grants of the window, not the other
 	// nodes'. Their share of what the window last held, ceil((U -
@@ -343,6 +352,13 @@ func (b *Budget) setEffLocked(eff int) {
 	}
 }
 
+// pausedLocked notes that the cluster's institution pause lasts d more.
+func (b *Budget) pausedLocked(d time.Duration) {
+	if until := time.Now().Add(d); d > 0 && until.After(b.pausedUntil) {
+		b.pausedUntil = until
+	}
+}
+
 // attempt is one acquire script call's answer.
 type attempt struct {
 	code int64
@@ -386,7 +402,7 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 	}
 	b.c.report(nil)
 	r := ints(v)
-	if len(r) != 4 {
+	if len(r) != 5 {
 		return attempt{}, errors.New("cluster budget: unexpected reply from the script")
 	}
 	a := attempt{code: r[0], used: int(r[1]), wait: µs(r[2])}
@@ -394,6 +410,7 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 	if a.code != acqStale && a.code != acqPaused {
 		b.seenUsed, b.seenAt = a.used, time.Now()
 	}
+	b.pausedLocked(µs(r[4]))
 	b.setEffLocked(int(r[3]))
 	b.mu.Unlock()
 	if a.code == acqGranted {
@@ -563,6 +580,9 @@ func (b *Budget) PushbackCall(c budget.Call, retryAfter time.Duration) budget.Sc
 	scope := budget.Scope(r[0])
 	b.mu.Lock()
 	b.setEffLocked(int(r[3]))
+	if scope == budget.ScopeInstitution {
+		b.pausedLocked(time.Duration(r[2]) * time.Millisecond)
+	}
 	b.mu.Unlock()
 	if scope == budget.ScopeCall {
 		cfg.Logger.Warn("S-360 refused a call (509/429); nothing paused until another call is refused",
@@ -644,8 +664,11 @@ func (b *Budget) Restore(l budget.Learned) {
 	if b.cfg.FixedLimit || l.Limit <= 0 {
 		return
 	}
-	b.local.Restore(budget.Learned{Limit: max(l.Limit/b.shares, 1), At: l.At})
 	if b.down {
+		// Until Redis answers, the fallback uses it.
+		b.eff = min(b.eff, max(l.Limit, budget.MinLimit(b.cfg)))
+		b.lim = budget.ScaledLimits(b.cfg, b.eff)
+		b.local.Update(share(b.cfg, b.eff, b.shares))
 		return
 	}
 	v, err := b.run(context.Background(), b.cfg, "restore", "", callKeys{}, l.Limit)
@@ -688,7 +711,7 @@ func (b *Budget) Update(cfg budget.Config) {
 	}
 	b.lim = budget.ScaledLimits(cfg, b.eff)
 	b.shares = b.c.liveNodes()
-	b.local.Update(share(cfg, b.shares))
+	b.local.Update(share(cfg, b.eff, b.shares))
 }
 
 // Stats is the cluster's budget: the window's use, the limit and the
@@ -735,6 +758,7 @@ func (b *Budget) Stats() budget.Stats {
 	s.PausedUntil = time.Time{}
 	if r[2] > 0 {
 		s.PausedUntil = time.Now().Add(time.Duration(r[2]) * time.Millisecond)
+		b.pausedLocked(time.Duration(r[2]) * time.Millisecond)
 	}
 	s.Probing = r[3] == 1
 	s.PausedKeys, s.PausedMethods = int(r[4]), nil

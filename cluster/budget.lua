@@ -45,7 +45,8 @@
 --             window: time > 0 is Redis's clock (µs), time < 0 an age (µs)
 --   restore:  11 the limit learned before a restart
 --
--- Replies: acquire {code, calls in window, wait µs, effective limit} with
+-- Replies: acquire {code, calls in window, wait µs, effective limit,
+-- institution pause µs (0 for orders, which do not look)} with
 -- code 0 granted (wait = grant time), 1 stale (recompute for the limit
 -- returned), 2 paused key or method (calls = 1 key, 2 method), 3
 -- institution pause, 4 window full, 5 probe out, 6 client quota;
@@ -114,13 +115,13 @@ end
 if op == 'acquire' then
   local p = tonumber(ARGV[11])
   local eff = effective()
-  if eff ~= tonumber(ARGV[12]) then return {1, 0, 0, eff} end
+  if eff ~= tonumber(ARGV[12]) then return {1, 0, 0, eff, 0} end
   if ARGV[16] == '1' then
     local ms = pttl(KEYS[5])
-    if ms > 0 then return {2, 1, ms * 1000, eff} end
+    if ms > 0 then return {2, 1, ms * 1000, eff, 0} end
   end
   local ms = pttl(KEYS[4])
-  if ms > 0 then return {2, 2, ms * 1000, eff} end
+  if ms > 0 then return {2, 2, ms * 1000, eff, 0} end
   -- The quota refuses at once, before the window: waiting would not help.
   local quota = tonumber(ARGV[14])
   local cw = tonumber(ARGV[15])
@@ -129,7 +130,7 @@ if op == 'acquire' then
     local n = redis.call('ZCARD', KEYS[6])
     if n >= quota then
       local g = redis.call('ZRANGE', KEYS[6], n - quota, n - quota, 'WITHSCORES')
-      return {6, n, math.max(tonumber(g[2]) + cw - now, 1), eff}
+      return {6, n, math.max(tonumber(g[2]) + cw - now, 1), eff, 0}
     end
   end
   local n = used()
@@ -156,17 +157,17 @@ if op == 'acquire' then
     end
     if mine >= cap then slot = math.max(oldest + win - now, 1) end
   end
-  if pause > 0 then return {3, n, math.max(pause, slot), eff} end
-  if slot > 0 then return {4, n, slot, eff} end
+  if pause > 0 then return {3, n, math.max(pause, slot), eff, pause} end
+  if slot > 0 then return {4, n, slot, eff, 0} end
   local probing = p ~= 0 and redis.call('EXISTS', KEYS[7]) == 1
   if probing then
     ms = pttl(KEYS[8])
-    if ms > 0 then return {5, n, ms * 1000, eff} end
+    if ms > 0 then return {5, n, ms * 1000, eff, 0} end
     redis.call('SET', KEYS[8], uniq, 'PX', probeTimeout)
   end
   grantAt(KEYS[1], now, uniq, 2 * winMs + 1000)
   if quota > 0 then grantAt(KEYS[6], now, uniq, math.ceil(cw / 1000) + 1000) end
-  return {0, n + 1, now, eff}
+  return {0, n + 1, now, eff, 0}
 
 elseif op == 'pushback' then
   local method, key, retryAfter = ARGV[11], ARGV[12], tonumber(ARGV[13])

@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/s360edge/s360edge/budget"
 )
 
@@ -286,4 +290,36 @@ func TestRejoinKeepsToTheShareWhileOthersAreAlone(t *testing.T) {
 		t.Errorf("the node back in the cluster made %d calls in the window, want its share, %d", n, limit/3)
 	}
 	checkWindows(t, allGrants(nodes), limit, w)
+}
+
+// An institution pause in force when Redis goes away holds on the nodes
+// that decide alone, without a second WARN line.
+func TestPauseHoldsWhenRedisGoesAway(t *testing.T) {
+	addr, stop := startRedis(t)
+	core, logs := observer.New(zapcore.WarnLevel)
+	cfg := budget.Config{Calls: 100, Window: 10 * time.Second}
+	nodes := newNodes(t, addr, 2, cfg, nodeOpts{logger: zap.New(core), opTimeout: 500 * time.Millisecond})
+	a, b := nodes[0].b, nodes[1].b
+	a.PushbackCall(budget.Call{Priority: budget.Foreground, Method: "a/x", Key: "1"}, 0)
+	if s := a.PushbackCall(budget.Call{Priority: budget.Foreground, Method: "b/y", Key: "2"}, 3*time.Second); s != budget.ScopeInstitution {
+		t.Fatalf("scope %v", s)
+	}
+	// Node b learns of the pause from Redis's refusal.
+	if err := try(b, budget.Foreground, 50*time.Millisecond); !errors.Is(err, budget.ErrPaused) {
+		t.Fatalf("during the pause: %v", err)
+	}
+	warned := logs.FilterMessageSnippet("pausing").Len()
+	stop()
+	for i, nd := range nodes {
+		err := try(nd.b, budget.Watch, 50*time.Millisecond)
+		if we := waitErr(t, err); !errors.Is(err, budget.ErrPaused) || we.Scope != budget.ScopeInstitution || !nd.b.down {
+			t.Fatalf("node %d alone during the pause: %v (down %v), want the institution pause", i, err, nd.b.down)
+		}
+		if err := try(nd.b, budget.Order, 50*time.Millisecond); err != nil {
+			t.Fatalf("node %d: an order during the pause: %v", i, err)
+		}
+	}
+	if n := logs.FilterMessageSnippet("pausing").Len(); n != warned {
+		t.Errorf("%d WARN lines about pauses after Redis went away, want none beyond the %d before", n-warned, warned)
+	}
 }

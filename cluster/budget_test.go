@@ -558,7 +558,7 @@ func TestShareDividesTheBudget(t *testing.T) {
 		{"more nodes than calls", budget.Config{Calls: 2, ClientQuota: 1}, 5, 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := budget.New(share(tc.cfg.WithDefaults(), tc.n)).Stats()
+			s := budget.New(share(tc.cfg.WithDefaults(), tc.cfg.Calls, tc.n)).Stats()
 			if s.Limit != tc.calls || s.ClientQuota != tc.quota {
 				t.Fatalf("limit %d, quota %d; want %d, %d", s.Limit, s.ClientQuota, tc.calls, tc.quota)
 			}
