@@ -150,6 +150,7 @@ func Open(cfg Config) (*Cluster, error) {
 	// Hot-path calls are bounded by OpTimeout through their contexts;
 	// no retries: a failed call falls back at once.
 	opts.MaxRetries = -1
+	opts.DialerRetries = 1
 	opts.DialTimeout = 200 * time.Millisecond
 	opts.ReadTimeout = cfg.OpTimeout
 	opts.WriteTimeout = cfg.OpTimeout
