@@ -163,8 +163,8 @@ func availabilityBody(fx fixtures, n int) string {
 const getEventAvailability = api + "availabilityService/v1_33/getEventAvailability"
 
 // warmTokens makes one distinct availability call on each node, so that
-// each holds its S-360 token (whose call is outside the budget) before a
-// storm's windows begin.
+// each holds its S-360 token before a storm begins: the storm's windows
+// then hold its own calls only.
 func warmTokens(t *testing.T, nodes []*edge, fx fixtures) {
 	t.Helper()
 	for i, e := range nodes {
