@@ -5,7 +5,12 @@
 package main
 
 import (
+	"context"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"go.uber.org/zap"
 
 	// The http app and server, with the handlers and matchers of its own
 	// package (route, handle, respond, redir, vars, error, abort, invoke…).
@@ -40,8 +45,30 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/metrics"
 
 	_ "github.com/s360edge/s360edge/caddymodule"
+	"github.com/s360edge/s360edge/exepages"
 )
 
 func main() {
+	go releaseStartupPages()
 	caddycmd.Main()
+}
+
+// releaseStartupPages gives back the executable's pages that starting used
+// (see package exepages) each time a config starts running: the first one,
+// and each reload, which adapts and provisions again. Caddy has no hook for
+// "config running", so it polls the active context.
+func releaseStartupPages() {
+	var last context.Context
+	for range time.Tick(time.Second) {
+		ctx := caddy.ActiveContext()
+		if ctx.Context == nil || ctx.Context == last {
+			continue
+		}
+		last = ctx.Context
+		n, err := exepages.Release()
+		if err != nil {
+			caddy.Log().Warn("releasing the executable's startup pages", zap.Error(err))
+		}
+		caddy.Log().Debug("released the executable's startup pages", zap.Int64("bytes", n))
+	}
 }
