@@ -150,8 +150,8 @@ Anonymous:             0 kB
 `
 	tests := []struct {
 		name, smaps, path string
-		want             []mapping
-		wantErr          bool
+		want              []mapping
+		wantErr           bool
 	}{
 		{"path with a space, every segment", smaps, "/opt/my app/s360edge", []mapping{
 			{start: 0x400000, end: 0x600000, rss: 1024 << 10},
