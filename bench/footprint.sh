@@ -8,7 +8,7 @@
 #     for DURATION, sampling the storage directory and RSS every 30 s; then a
 #     restart on the same directory and one more minute of churn.
 #   ./footprint.sh readers EDGE_BINARY WORKDIR [DURATION]
-#     idle RSS with max_size 1GiB, 10 s and 60 s after a start with none of
+#     idle RSS with max_size 1GiB, 10 s and 150 s (past the first forced GC) after a start with none of
 #     the binary's pages cached; then 50 clients on a small hit (getPOSConfig)
 #     for DURATION (default 15s), then a 10 MB catalog under 100 concurrent
 #     readers (wrk) for DURATION: throughput, and RSS sampled every 0.2 s.
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 MODE=$1 EDGE_BIN=${2:-}
-HEADER="| binary | round | idle 10 s: VmRSS (anon + file) MiB | idle 60 s: VmRSS (anon + file) MiB | small hit req/s | 10 MB catalog req/s | peak VmRSS under the readers (anon + file at the peak) MiB | VmHWM since start MiB |"
+HEADER="| binary | round | idle 10 s: VmRSS (anon + file) MiB | idle 150 s: VmRSS (anon + file) MiB | small hit req/s | 10 MB catalog req/s | peak VmRSS under the readers (anon + file at the peak) MiB | VmHWM since start MiB |"
 if [ "$MODE" = compare ]; then
 	WORK=$2 ROUNDS=$3 DURATION=$4
 	shift 4
@@ -92,8 +92,8 @@ if [ "$MODE" = churn ]; then
 fi
 
 # readers: RSS at 10 s and 60 s of idling, a small hit, then the 10 MB catalog.
-sleep 50
-IDLE60=$(rss "$EDGE_PID")
+sleep 140
+IDLE150=$(rss "$EDGE_PID")
 POS=$E/tnseb/backend-apis/catalogService/v1_33/getPOSConfig
 curl -s -X POST -H 'Content-Type: application/json' -d '{}' -o /dev/null "$POS"
 wrk -t2 -c50 -d"$DURATION" --timeout 10s -s wrk.lua "$POS" >"$WORK/wrk-small.txt"
@@ -109,4 +109,4 @@ kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true
 # failed answers is not a throughput.
 ok() { awk '$1 == "RESULT" { if ($6 + $7 > 0) printf "%s (%d failed)", $2, $6 + $7; else printf "%s", $2 }' "$1"; }
 PEAK=$(sort -n "$WORK/rss.txt" | tail -1 | cut -d' ' -f2-)
-echo "| $(basename "$EDGE_BIN") | ${ROUND:-1} | $IDLE10 | $IDLE60 | $(ok "$WORK/wrk-small.txt") | $(ok "$WORK/wrk.txt") | $PEAK | $(field "$EDGE_PID" VmHWM) |"
+echo "| $(basename "$EDGE_BIN") | ${ROUND:-1} | $IDLE10 | $IDLE150 | $(ok "$WORK/wrk-small.txt") | $(ok "$WORK/wrk.txt") | $PEAK | $(field "$EDGE_PID" VmHWM) |"
