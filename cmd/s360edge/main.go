@@ -61,7 +61,11 @@ func releaseStartupPages() {
 	var last context.Context
 	for range time.Tick(time.Second) {
 		ctx := caddy.ActiveContext()
-		if ctx.Context == nil || ctx.Context == last {
+		if ctx.Context == nil {
+			last = nil // keeps no stopped config alive
+			continue
+		}
+		if ctx.Context == last {
 			continue
 		}
 		last = ctx.Context
