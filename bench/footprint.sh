@@ -8,11 +8,11 @@
 #     for DURATION, sampling the storage directory and RSS every 30 s; then a
 #     restart on the same directory and one more minute of churn.
 #   ./footprint.sh readers EDGE_BINARY WORKDIR [DURATION]
-#     idle RSS with max_size 1GiB, 10 s and 150 s (past the first forced GC) after a start with none of
-#     the binary's pages cached; then 50 clients on a small hit (getPOSConfig)
-#     for DURATION (default 15s), then a 10 MB catalog under 100 concurrent
-#     readers (wrk) for DURATION: throughput, and RSS sampled every 0.2 s.
-#     Prints one Markdown table row.
+#     idle RSS with max_size 1GiB, 10 s and 150 s (past Go's first forced
+#     GC) after a start with none of the binary's pages cached; then 50
+#     clients on a small hit (getPOSConfig) for DURATION (default 15s), then
+#     a 10 MB catalog under 100 concurrent readers (wrk) for DURATION:
+#     throughput, and RSS sampled every 0.2 s. Prints one Markdown table row.
 #   ./footprint.sh compare WORKDIR ROUNDS DURATION EDGE_BINARY...
 #     readers for each binary in turn, ROUNDS times, the order reversed in
 #     every other round; prints the Markdown table.
