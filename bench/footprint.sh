@@ -16,10 +16,59 @@
 #   ./footprint.sh compare WORKDIR ROUNDS DURATION EDGE_BINARY...
 #     readers for each binary in turn, ROUNDS times, the order reversed in
 #     every other round; prints the Markdown table.
+#   ./footprint.sh hits WORKDIR ROUNDS DURATION EDGE_BINARY...
+#     every binary running at once in front of one simulator; each round, 50
+#     clients on a small hit (getPOSConfig) for DURATION against each in
+#     turn, the order reversed in every other round; prints the req/s table.
 set -euo pipefail
 cd "$(dirname "$0")"
 MODE=$1 EDGE_BIN=${2:-}
 HEADER="| binary | round | idle 10 s: VmRSS (anon + file) MiB | idle 150 s: VmRSS (anon + file) MiB | small hit req/s | 10 MB catalog req/s | peak VmRSS under the readers (anon + file at the peak) MiB | VmHWM since start MiB |"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+wait_up() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
+mem() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %.1f MiB, ", $1, $2/1024}' "/proc/$1/status"; echo; }
+# "VmRSS (RssAnon + RssFile)" in MiB
+rss() { awk '/^VmRSS:/ {v=$2} /^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} END {printf "%.1f (%.1f + %.1f)", v/1024, a/1024, f/1024}' "/proc/$1/status"; }
+field() { awk -v k="$2:" '$1 == k {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+if [ "$MODE" = hits ]; then
+	WORK=$2 ROUNDS=$3 DURATION=$4
+	shift 4
+	BINS=("$@")
+	BIN=${BIN:-$PWD/bin}
+	rm -rf "$WORK" && mkdir -p "$WORK"
+	WORK=$(cd "$WORK" && pwd)
+	mapfile -t PORTS < <("$BIN/freeport" $((1 + 2 * ${#BINS[@]})))
+	"$BIN/s360sim" -addr "127.0.0.1:${PORTS[0]}" >"$WORK/sim.log" 2>&1 &
+	PIDS+=($!)
+	wait_up "http://127.0.0.1:${PORTS[0]}/_sim/fixtures"
+	URLS=()
+	for i in "${!BINS[@]}"; do
+		d=$WORK/edge-$i
+		mkdir -p "$d"
+		env HOME="$d" XDG_DATA_HOME="$d/data" XDG_CONFIG_HOME="$d/config" SIM_URL="http://127.0.0.1:${PORTS[0]}" \
+			EDGE_PORT="${PORTS[1 + 2 * i]}" ADMIN_PORT="${PORTS[2 + 2 * i]}" STORE="$d/store" MAX_SIZE=1GiB \
+			"${BINS[i]}" run --config Caddyfile.churn --adapter caddyfile >"$d/edge.log" 2>&1 &
+		PIDS+=($!)
+		URLS+=("http://127.0.0.1:${PORTS[1 + 2 * i]}/tnseb/backend-apis/catalogService/v1_33/getPOSConfig")
+		wait_up "http://127.0.0.1:${PORTS[1 + 2 * i]}/"
+		curl -s -X POST -H 'Content-Type: application/json' -d '{}' -o /dev/null "${URLS[i]}"
+	done
+	sleep 10 # past the release of the startup pages
+	printf '| round |'; for b in "${BINS[@]}"; do printf ' %s req/s |' "$(basename "$b")"; done; echo
+	printf '|--:|'; for _ in "${BINS[@]}"; do printf -- '--:|'; done; echo
+	for r in $(seq 1 "$ROUNDS"); do
+		order=("${!BINS[@]}")
+		if [ $((r % 2)) = 0 ]; then order=($(printf '%s\n' "${!BINS[@]}" | sort -rn)); fi
+		declare -A got=()
+		for i in "${order[@]}"; do
+			got[$i]=$(wrk -t2 -c50 -d"$DURATION" --timeout 10s -s wrk.lua "${URLS[i]}" | awk '$1 == "RESULT" { if ($6 + $7 > 0) printf "%s (%d failed)", $2, $6 + $7; else printf "%s", $2 }')
+		done
+		printf '| %d |' "$r"; for i in "${!BINS[@]}"; do printf ' %s |' "${got[$i]}"; done; echo
+	done
+	exit 0
+fi
 if [ "$MODE" = compare ]; then
 	WORK=$2 ROUNDS=$3 DURATION=$4
 	shift 4
@@ -48,14 +97,6 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 mapfile -t PORTS < <("$BIN/freeport" 3)
 P_SIM=${PORTS[0]} P_EDGE=${PORTS[1]} P_ADMIN=${PORTS[2]}
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-wait_up() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
-mem() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %.1f MiB, ", $1, $2/1024}' "/proc/$1/status"; echo; }
-# "VmRSS (RssAnon + RssFile)" in MiB
-rss() { awk '/^VmRSS:/ {v=$2} /^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} END {printf "%.1f (%.1f + %.1f)", v/1024, a/1024, f/1024}' "/proc/$1/status"; }
-field() { awk -v k="$2:" '$1 == k {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 "$BIN/s360sim" -addr "127.0.0.1:$P_SIM" "${PRODUCTS[@]}" >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
