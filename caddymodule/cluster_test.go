@@ -1,0 +1,103 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// runningPooled is the only open edge, with its cluster.
+func runningPooled(t *testing.T) pooledEdge {
+	t.Helper()
+	var all []pooledEdge
+	eachPooled(func(p pooledEdge) { all = append(all, p) })
+	if len(all) != 1 {
+		t.Fatalf("%d edges open, want 1", len(all))
+	}
+	return all[0]
+}
+
+// The cluster belongs to the running cache: a reload keeps it and applies
+// the budget to it, a reload that changes it fails and says a restart is
+// needed, and the running config goes on unchanged.
+func TestClusterReload(t *testing.T) {
+	dir, listen := t.TempDir(), freeListen(t)
+	t.Cleanup(func() { caddy.Stop() })
+	// Nothing listens there: a node whose Redis is down still starts.
+	redisURL := fmt.Sprintf("redis://127.0.0.1:%d/0", freePort(t))
+	withCluster := func(calls int, url, prefix string) map[string]any {
+		h := handlerJSON(dir, calls, 0, "5s")
+		h["cluster"] = map[string]any{"url": url, "prefix": prefix}
+		return h
+	}
+	if err := loadConfig(t, listen, withCluster(40, redisURL, "inst-a")); err != nil {
+		t.Fatalf("loading the cluster config: %v", err)
+	}
+	first := runningPooled(t)
+	if first.cluster == nil {
+		t.Fatal("the edge of a config with cluster has no cluster")
+	}
+	stats := allStats()
+	if c := stats[0].Cluster; c == nil || c.Mode != "local" || c.RedisOK || c.Nodes < 1 || c.Node == "" {
+		t.Fatalf("stats' cluster with Redis down: %+v, want mode local, redis_ok false, nodes >= 1", c)
+	}
+
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]any
+	}{
+		{"another prefix", withCluster(90, redisURL, "inst-b")},
+		{"another URL", withCluster(90, strings.Replace(redisURL, "redis://", "redis://user:pw-s3cret@", 1), "inst-a")},
+		{"cluster turned off", handlerJSON(dir, 90, 0, "5s")},
+	} {
+		t.Run("reload with "+tc.name+" fails and changes nothing", func(t *testing.T) {
+			err := loadConfig(t, listen, tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), "restart") {
+				t.Fatalf("reload: %v, want an error saying a restart is needed", err)
+			}
+			if strings.Contains(err.Error(), "pw-s3cret") {
+				t.Fatalf("the error shows the Redis password: %v", err)
+			}
+			if p := runningPooled(t); p.Edge != first.Edge || p.cluster != first.cluster {
+				t.Fatal("the failed reload replaced the running edge or cluster")
+			}
+			if got := budgetStats(first.Edge).Limit; got != 40 {
+				t.Fatalf("limit after the failed reload: %d, want 40", got)
+			}
+		})
+	}
+
+	t.Run("reload with the same cluster applies the budget", func(t *testing.T) {
+		if err := loadConfig(t, listen, withCluster(90, redisURL, "inst-a")); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		if p := runningPooled(t); p.Edge != first.Edge || p.cluster != first.cluster {
+			t.Fatal("the reload reopened the edge or its cluster")
+		}
+		if got := budgetStats(first.Edge).Limit; got != 90 {
+			t.Fatalf("limit after the reload: %d, want 90", got)
+		}
+	})
+}
+
+// Without cluster, /s360/stats has no cluster object.
+func TestStatsWithoutCluster(t *testing.T) {
+	dir, listen := t.TempDir(), freeListen(t)
+	t.Cleanup(func() { caddy.Stop() })
+	if err := loadConfig(t, listen, handlerJSON(dir, 40, 0, "5s")); err != nil {
+		t.Fatal(err)
+	}
+	if p := runningPooled(t); p.cluster != nil {
+		t.Fatal("an edge without cluster config has a cluster")
+	}
+	b, err := json.Marshal(allStats())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), `"cluster"`) {
+		t.Fatalf("stats without cluster mode show a cluster: %s", b)
+	}
+}
