@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // runningPooled is the only open edge, with its cluster.
@@ -44,6 +45,21 @@ func TestClusterReload(t *testing.T) {
 	if c := stats[0].Cluster; c == nil || c.Mode != "local" || c.RedisOK || c.Nodes < 1 || c.Node == "" {
 		t.Fatalf("stats' cluster with Redis down: %+v, want mode local, redis_ok false, nodes >= 1", c)
 	}
+	t.Run("metrics say Redis is down", func(t *testing.T) {
+		want := `# HELP caddy_s360_cluster_leader 1 on the node that runs the cluster's polls (holds the polling lease), else 0.
+# TYPE caddy_s360_cluster_leader gauge
+caddy_s360_cluster_leader 0
+# HELP caddy_s360_cluster_redis_up 1 while Redis answers, 0 while the node serves alone from its local tier.
+# TYPE caddy_s360_cluster_redis_up gauge
+caddy_s360_cluster_redis_up 0
+`
+		if err := testutil.CollectAndCompare(collector{}, strings.NewReader(want), "caddy_s360_cluster_leader", "caddy_s360_cluster_redis_up"); err != nil {
+			t.Fatal(err)
+		}
+		if n := testutil.CollectAndCount(collector{}, "caddy_s360_cluster_nodes"); n != 1 {
+			t.Fatalf("%d caddy_s360_cluster_nodes series, want 1", n)
+		}
+	})
 
 	for _, tc := range []struct {
 		name string
@@ -83,7 +99,8 @@ func TestClusterReload(t *testing.T) {
 	})
 }
 
-// Without cluster, /s360/stats has no cluster object.
+// Without cluster, /s360/stats has no cluster object and the cluster
+// metrics are absent.
 func TestStatsWithoutCluster(t *testing.T) {
 	dir, listen := t.TempDir(), freeListen(t)
 	t.Cleanup(func() { caddy.Stop() })
@@ -99,5 +116,10 @@ func TestStatsWithoutCluster(t *testing.T) {
 	}
 	if strings.Contains(string(b), `"cluster"`) {
 		t.Fatalf("stats without cluster mode show a cluster: %s", b)
+	}
+	for _, name := range []string{"caddy_s360_cluster_nodes", "caddy_s360_cluster_leader", "caddy_s360_cluster_redis_up"} {
+		if n := testutil.CollectAndCount(collector{}, name); n != 0 {
+			t.Errorf("%s exported without cluster mode", name)
+		}
 	}
 }
