@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -124,13 +123,4 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 		return pooledEdge{}, err
 	}
 	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id()}, nil
-}
-
-// pollOrDefault is the setup poll the cluster sizes its leader lease on;
-// with polling off the lease still needs a period.
-func pollOrDefault(d time.Duration) time.Duration {
-	if d <= 0 {
-		return DefaultPoll
-	}
-	return d
 }
