@@ -129,10 +129,7 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 			return
 		}
 		matched++
-		n, err := purge(s, req, class)
-		if !req.Hard && n > 0 {
-			e.RefreshPurged()
-		}
+		n, err := e.Purge(r.Context(), edge.PurgeRequest{Class: class, Key: req.Key, Tag: req.Tag, Hard: req.Hard})
 		purged += n
 		failed = errors.Join(failed, err)
 	})
@@ -143,31 +140,6 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusNotFound, fmt.Sprintf("no s360 cache open in %q", req.Storage))
 	}
 	return writeJSON(w, map[string]any{"purged": purged, "hard": req.Hard})
-}
-
-// purge applies one purge request to a store.
-func purge(s *cachestore.Store, req purgeRequest, class cachestore.Class) (int, error) {
-	switch {
-	case req.Key != "" && req.Hard:
-		n := 0
-		if _, err := s.Get(req.Key); err == nil {
-			n = 1
-		}
-		return n, s.Delete(req.Key)
-	case req.Key != "":
-		return s.SoftPurgeKey(req.Key)
-	case req.Tag != "" && req.Hard:
-		return s.PurgeTag(req.Tag)
-	case req.Tag != "":
-		return s.SoftPurgeTag(req.Tag)
-	case class != 0 && req.Hard:
-		return s.PurgeClass(class)
-	case class != 0:
-		return s.SoftPurgeClass(class)
-	case req.Hard:
-		return s.PurgeAll()
-	}
-	return s.SoftPurgeAll()
 }
 
 func apiErr(status int, msg string) error {

@@ -114,6 +114,12 @@ type Edge struct {
 	flights    map[string]*flight
 	refreshing map[string]bool
 	gen        atomic.Uint64
+	// genMu orders the changes of gen: the setup watcher's bumps and, in
+	// a cluster, the adoption of the cluster's generation.
+	genMu sync.Mutex
+	// publishFailing is set while publishing to the cluster fails, so
+	// that it is logged once.
+	publishFailing atomic.Bool
 	// invalidations counts the availability watcher's reported changes:
 	// an availability answer asked for before one is stored stale.
 	invalidations atomic.Uint64
@@ -135,7 +141,8 @@ type Edge struct {
 
 const metaGeneration = "generation"
 
-// Open opens the store in opts.Dir and restores the catalog generation.
+// Open opens the store in opts.Dir and restores the catalog generation;
+// in a cluster it subscribes to the other nodes' changes (applyEvent).
 func Open(opts Options) (*Edge, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -162,6 +169,9 @@ func Open(opts Options) (*Edge, error) {
 	}
 	e.keepLearnedLimit()
 	e.keepHistory()
+	if opts.Shared != nil {
+		opts.Shared.Subscribe(e.applyEvent)
+	}
 	return e, nil
 }
 

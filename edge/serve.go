@@ -91,7 +91,11 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	}
 	if f.hit {
 		e.stats.count(call.Class, outcomeHit)
-		return Result{Entry: f.entry, Hit: true, CacheStatus: hitStatus(f.entry, e.opts.Now(), "")}
+		detail := ""
+		if f.shared {
+			detail = "shared"
+		}
+		return Result{Entry: f.entry, Hit: true, CacheStatus: hitStatus(f.entry, e.opts.Now(), detail)}
 	}
 	fwd := "miss"
 	if ent != nil {
@@ -171,10 +175,11 @@ func hitStatus(ent *cachestore.Entry, now time.Time, detail string) string {
 
 // fetched is the outcome of one upstream fetch, shared by coalesced callers.
 type fetched struct {
-	entry *cachestore.Entry  // stored answer
-	hit   bool               // entry was found in the store: no call made
-	resp  *upstream.Response // answer not stored (not a success, or not cacheable)
-	err   error              // no answer: *upstream.Error or *FloorError
+	entry  *cachestore.Entry  // stored answer
+	hit    bool               // entry was found in the store: no call made
+	shared bool               // with hit: found in the cluster's shared tier
+	resp   *upstream.Response // answer not stored (not a success, or not cacheable)
+	err    error              // no answer: *upstream.Error or *FloorError
 }
 
 func (f *fetched) staleReason() string {
@@ -239,9 +244,6 @@ func (e *Edge) restoreFloors() error {
 }
 
 func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte) *fetched {
-	if client == nil {
-		return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
-	}
 	// Every caller fetches only what it found missing or not fresh; a
 	// flight that ended between its lookup and this one may have stored
 	// the answer since.
@@ -250,6 +252,29 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 		if fresh, _ := e.freshness(policy, call, got, e.opts.Now()); fresh {
 			return &fetched{entry: got, hit: true}
 		}
+	}
+	// In a cluster, the shared tier, then the key's lease, come before
+	// S-360: the cluster makes one call per key. Feeds' copies stay local.
+	shared := e.opts.Shared != nil && !Feed(call)
+	if shared {
+		if f := e.sharedEntry(ctx, call, key, canonical, false); f != nil {
+			return f
+		}
+		release, ok, err := e.opts.Shared.Lease(ctx, key, e.timeout()+leaseMargin)
+		switch {
+		case err != nil:
+			e.sharedFailed("taking a key's fetch lease", err)
+		case ok:
+			defer release()
+		default:
+			if f := e.sharedEntry(ctx, call, key, canonical, true); f != nil {
+				return f
+			}
+			// Nothing usable came: this node calls, as a single node would.
+		}
+	}
+	if client == nil {
+		return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
 	}
 	if e.opts.Gate != nil {
 		if wait := e.opts.Gate.FloorWait(key, call.Name()); wait > 0 {
@@ -296,17 +321,19 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			ent.Generation = inv
 		}
 	}
-	if !e.put(call, key, ent) {
-		return &fetched{entry: ent}
-	}
 	// An invalidation that ran while the call was out may have missed
 	// this entry (it was not stored yet): store it stale. Checked after
 	// the Put, as the watcher counts before it purges.
-	if call.Class == s360.Availability && e.invalidations.Load() != inv {
+	if e.put(call, key, ent) && call.Class == s360.Availability && e.invalidations.Load() != inv {
 		stale := *ent
 		stale.FreshUntil = now
 		e.put(call, key, &stale)
 		ent = &stale
+	}
+	if shared {
+		if err := e.opts.Shared.PutEntry(ctx, key, ent); err != nil {
+			e.sharedFailed("storing an answer in the shared tier", err)
+		}
 	}
 	return &fetched{entry: ent}
 }

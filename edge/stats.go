@@ -51,6 +51,11 @@ type stats struct {
 	invalidated, refreshes                 atomic.Uint64
 	lastSetupChange, lastSetupPoll         atomic.Int64
 	lastUpdatesPoll                        atomic.Int64
+
+	// Cluster mode: entries read from the shared tier instead of calling
+	// S-360, waits for another node's call of a key, failed calls of the
+	// shared state.
+	sharedHits, sharedWaits, sharedErrors atomic.Uint64
 }
 
 func unixNano(n int64) time.Time {
@@ -122,6 +127,13 @@ type Snapshot struct {
 	PollFailures    uint64    `json:"poll_failures"`
 	Invalidated     uint64    `json:"invalidated"`
 	Refreshes       uint64    `json:"refreshes"`
+
+	// Cluster mode (zero on a single node): answers read from the shared
+	// tier instead of calling S-360, waits for another node's call of the
+	// same key, failed calls of the shared state (Redis out of reach).
+	SharedHits   uint64 `json:"shared_hits"`
+	SharedWaits  uint64 `json:"shared_waits"`
+	SharedErrors uint64 `json:"shared_errors"`
 }
 
 // CountUpstream records an upstream call made outside Serve (orders and
@@ -137,7 +149,8 @@ func (e *Edge) Stats() Snapshot {
 		LastSetupChange: unixNano(e.stats.lastSetupChange.Load()), LastSetupPoll: unixNano(e.stats.lastSetupPoll.Load()),
 		LastUpdatesPoll: unixNano(e.stats.lastUpdatesPoll.Load()), SetupPolls: e.stats.setupPolls.Load(),
 		UpdatesPolls: e.stats.updatesPolls.Load(), PollFailures: e.stats.pollFailures.Load(),
-		Invalidated: e.stats.invalidated.Load(), Refreshes: e.stats.refreshes.Load()}
+		Invalidated: e.stats.invalidated.Load(), Refreshes: e.stats.refreshes.Load(),
+		SharedHits: e.stats.sharedHits.Load(), SharedWaits: e.stats.sharedWaits.Load(), SharedErrors: e.stats.sharedErrors.Load()}
 	for c := range numClasses {
 		for o := range numOutcomes {
 			if v := e.stats.requests[c][o].Load(); v > 0 {

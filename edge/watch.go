@@ -125,12 +125,18 @@ func (e *Edge) pollLoop(ctx context.Context, every time.Duration, poll func(cont
 		defer e.bg.Done()
 		failures := 0
 		for {
-			if poll(ctx) != nil {
+			// In a cluster only the poller calls S-360; the others
+			// tick on to take over when it goes.
+			run, factor := e.poller()
+			switch {
+			case !run:
+				failures = 0
+			case poll(ctx) != nil:
 				failures++
-			} else {
+			default:
 				failures = 0
 			}
-			t := time.NewTimer(backoff(every, failures))
+			t := time.NewTimer(backoff(every, failures) * time.Duration(factor))
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -239,6 +245,9 @@ func (e *Edge) pollSetup(ctx context.Context) error {
 	}
 	e.stats.lastSetupPoll.Store(e.opts.Now().UnixNano())
 	if changed {
+		// Published before refreshing, so that the nodes refresh
+		// together and share each key's one call.
+		e.publish(ctx, Event{Kind: EventGeneration, Generation: e.gen.Load(), Setup: value})
 		e.refreshAhead()
 	}
 	return nil
@@ -268,7 +277,13 @@ func (e *Edge) hasCatalog() bool {
 // newGeneration makes every catalog entry stale at once: entries carry the
 // generation they were fetched in, and Serve compares it with the current
 // one.
+//
+// In a cluster, gen is the cluster's last generation (adopted from every
+// event) or above it after bumps while Redis was out of reach, so that
+// the poller's gen+1 is max(local, cluster)+1.
 func (e *Edge) newGeneration() error {
+	e.genMu.Lock()
+	defer e.genMu.Unlock()
 	g := e.gen.Add(1)
 	if err := e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, g)); err != nil {
 		return fmt.Errorf("storing the catalog generation: %w", err)
@@ -428,6 +443,16 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 	// Date of its first answer less the time the call took, so that a
 	// skewed local clock cannot hide changes.
 	next := start
+	// What this poll purged goes to the other nodes, with the next
+	// reference date when every batch succeeded.
+	var purged []string
+	var reference string
+	defer func() {
+		if len(purged) > 0 {
+			slices.Sort(purged)
+			e.publish(ctx, Event{Kind: EventInvalidate, Tags: slices.Compact(purged), Reference: reference})
+		}
+	}()
 	for i, batch := range slices.Collect(slices.Chunk(ids, w.BatchSize)) {
 		body, err := json.Marshal(map[string]any{
 			"pointOfSalesId": json.RawMessage(pos),
@@ -449,29 +474,42 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 			}
 		}
 		changed := gjson.GetBytes(answer, "availabilityUpdateData.#.productId").Array()
-		if len(changed) > 0 {
-			// Counted before purging: a fetch that began before this
-			// change and stores after the purge stores its answer stale.
-			e.invalidations.Add(1)
-			if err := e.purgeTags([]string{UntaggedTag}); err != nil {
-				return e.pollFailed(ctx, method, err)
-			}
+		if len(changed) == 0 {
+			continue
 		}
+		// Counted before purging: a fetch that began before this change
+		// and stores after the purge stores its answer stale.
+		e.invalidations.Add(1)
+		tags := []string{UntaggedTag}
 		for _, v := range changed {
-			id := v.String() // the digits, whether S-360 sent a number or a string
-			if id == "" {
-				continue
-			}
-			if err := e.purgeProduct(id, products[id]); err != nil {
-				return e.pollFailed(ctx, method, err)
+			if id := v.String(); id != "" { // the digits, whether S-360 sent a number or a string
+				tags = append(tags, productTags(id, products[id])...)
 			}
 		}
+		if err := e.invalidate(ctx, tags); err != nil {
+			return e.pollFailed(ctx, method, err)
+		}
+		purged = append(purged, tags...)
 	}
-	if err := e.store.PutMeta(metaUpdatesRef, []byte(next.UTC().Format(refDateLayout))); err != nil {
+	reference = next.UTC().Format(refDateLayout)
+	if err := e.store.PutMeta(metaUpdatesRef, []byte(reference)); err != nil {
+		reference = ""
 		return e.pollFailed(ctx, method, err)
 	}
 	e.stats.lastUpdatesPoll.Store(start.UnixNano())
 	return nil
+}
+
+// invalidate purges the availability entries tagged with tags: from the
+// shared tier first in a cluster, so that no node refills its store from
+// it, then from the local store.
+func (e *Edge) invalidate(ctx context.Context, tags []string) error {
+	if e.opts.Shared != nil {
+		if err := e.opts.Shared.Invalidate(ctx, tags); err != nil {
+			e.sharedFailed("invalidating the shared tier", err)
+		}
+	}
+	return e.purgeTags(tags)
 }
 
 // updatesReference is the referenceDate of this poll: the start of the
@@ -565,15 +603,16 @@ func (e *Edge) fetchPOS(ctx context.Context, version string) (string, error) {
 	return v.Raw, nil
 }
 
-// purgeProduct drops the availability entries of one changed product.
-func (e *Edge) purgeProduct(id string, tags []string) error {
+// productTags are the tags of one changed product's availability entries.
+func productTags(id string, tags []string) []string {
 	if tags == nil { // not in the cached catalog (any more): its direct tags still work
 		tags = []string{"product:" + id, "event:" + id}
 	}
-	return e.purgeTags(tags)
+	return tags
 }
 
 func (e *Edge) purgeTags(tags []string) error {
+	tags = slices.Clone(tags)
 	slices.Sort(tags)
 	for _, tag := range slices.Compact(tags) {
 		n, err := e.store.PurgeTag(tag)

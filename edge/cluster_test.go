@@ -1,0 +1,662 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
+)
+
+// sharedHub stands for Redis in these tests: the shared tier (entries
+// through the store's codec), the keys' leases, the poller and the event
+// stream. Each node sees it through a sharedNode, which counts its calls.
+type sharedHub struct {
+	mu      sync.Mutex
+	entries map[string][]byte
+	leases  map[string]chan struct{} // closed on release
+	poller  string
+	subs    map[string]func(Event)
+	fail    atomic.Bool // every call fails, as with Redis down
+	nodes   int
+	deliver sync.Mutex // one event at a time, in order, to every other node
+	gen     uint64     // the cluster's generation and setup value, for EventSync
+	setup   []byte
+}
+
+func newHub(poller string) *sharedHub {
+	return &sharedHub{entries: map[string][]byte{}, leases: map[string]chan struct{}{}, poller: poller, subs: map[string]func(Event){}}
+}
+
+type sharedNode struct {
+	hub   *sharedHub
+	name  string
+	calls atomic.Int32
+	// onGet, when set, runs during GetEntry, after the entry was read.
+	onGet func()
+}
+
+var errRedisDown = errors.New("redis: connection refused")
+
+func (n *sharedNode) call() error {
+	n.calls.Add(1)
+	if n.hub.fail.Load() {
+		return errRedisDown
+	}
+	return nil
+}
+
+func (n *sharedNode) GetEntry(ctx context.Context, key string) (*cachestore.Entry, error) {
+	if err := n.call(); err != nil {
+		return nil, err
+	}
+	n.hub.mu.Lock()
+	b, ok := n.hub.entries[key]
+	n.hub.mu.Unlock()
+	if n.onGet != nil {
+		n.onGet()
+	}
+	if !ok {
+		return nil, cachestore.ErrNotFound
+	}
+	return cachestore.DecodeEntry(b)
+}
+
+func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.Entry) error {
+	if err := n.call(); err != nil {
+		return err
+	}
+	n.hub.mu.Lock()
+	defer n.hub.mu.Unlock()
+	n.hub.entries[key] = cachestore.EncodeEntry(ent)
+	return nil
+}
+
+// drop deletes the entries for which match holds.
+func (h *sharedHub) drop(match func(key string, ent *cachestore.Entry) bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k, b := range h.entries {
+		if ent, err := cachestore.DecodeEntry(b); err != nil || match(k, ent) {
+			delete(h.entries, k)
+		}
+	}
+}
+
+func (h *sharedHub) has(key string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.entries[key]
+	return ok
+}
+
+func (n *sharedNode) Invalidate(ctx context.Context, tags []string) error {
+	if err := n.call(); err != nil {
+		return err
+	}
+	n.hub.drop(func(_ string, ent *cachestore.Entry) bool {
+		return slices.ContainsFunc(ent.Tags, func(t string) bool { return slices.Contains(tags, t) })
+	})
+	return nil
+}
+
+func (n *sharedNode) Purge(ctx context.Context, ev Event) error {
+	if err := n.call(); err != nil {
+		return err
+	}
+	n.hub.drop(func(k string, ent *cachestore.Entry) bool {
+		switch {
+		case ev.Key != "":
+			return k == ev.Key
+		case ev.Class != "":
+			return ent.Class.String() == ev.Class
+		case len(ev.Tags) > 0:
+			return slices.ContainsFunc(ent.Tags, func(t string) bool { return slices.Contains(ev.Tags, t) })
+		}
+		return true
+	})
+	return nil
+}
+
+func (n *sharedNode) Lease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
+	if err := n.call(); err != nil {
+		return nil, false, err
+	}
+	n.hub.mu.Lock()
+	defer n.hub.mu.Unlock()
+	if n.hub.leases[key] != nil {
+		return nil, false, nil
+	}
+	ch := make(chan struct{})
+	n.hub.leases[key] = ch
+	return sync.OnceFunc(func() {
+		n.hub.mu.Lock()
+		delete(n.hub.leases, key)
+		n.hub.mu.Unlock()
+		close(ch)
+	}), true, nil
+}
+
+func (n *sharedNode) WaitEntry(ctx context.Context, key string) (*cachestore.Entry, error) {
+	if err := n.call(); err != nil {
+		return nil, err
+	}
+	n.hub.mu.Lock()
+	ch := n.hub.leases[key]
+	n.hub.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return n.GetEntry(ctx, key)
+}
+
+func (n *sharedNode) Poller() (bool, int) {
+	n.calls.Add(1)
+	if n.hub.fail.Load() {
+		return true, n.hub.nodes
+	}
+	return n.hub.poller == n.name, 1
+}
+
+func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
+	if err := n.call(); err != nil {
+		return err
+	}
+	if n.hub.poller != n.name && ev.Kind != EventPurge {
+		return errors.New("not the poller")
+	}
+	ev.Node = n.name
+	n.hub.deliver.Lock()
+	defer n.hub.deliver.Unlock()
+	n.hub.mu.Lock()
+	if ev.Kind == EventGeneration {
+		n.hub.gen, n.hub.setup = ev.Generation, ev.Setup
+	}
+	var fns []func(Event)
+	for name, fn := range n.hub.subs {
+		if name != n.name {
+			fns = append(fns, fn)
+		}
+	}
+	n.hub.mu.Unlock()
+	for _, fn := range fns {
+		fn(ev)
+	}
+	return nil
+}
+
+// Subscribe registers fn and, as a node (re)joining, hands it the
+// cluster's current generation.
+func (n *sharedNode) Subscribe(fn func(Event)) {
+	n.hub.mu.Lock()
+	n.hub.subs[n.name] = fn
+	ev := Event{Kind: EventSync, Generation: n.hub.gen, Setup: n.hub.setup}
+	n.hub.mu.Unlock()
+	fn(ev)
+}
+
+// clusterNode is one sidecar of a test cluster: its own store in a
+// temporary directory, its own real budget, and S-360 shared with the
+// other nodes.
+type clusterNode struct {
+	*env
+	shared *sharedNode
+	logs   *observer.ObservedLogs
+}
+
+// openNode opens an edge attached to hub as name, with catalog floors off
+// (a real cluster shares its floors through the cluster budget; here each
+// node has its own) and a real budget.
+func openNode(t *testing.T, hub *sharedHub, name string, f *watchFake) *clusterNode {
+	t.Helper()
+	return openNodeIn(t, t.TempDir(), hub, name, f)
+}
+
+func openNodeIn(t *testing.T, dir string, hub *sharedHub, name string, f *watchFake) *clusterNode {
+	t.Helper()
+	sn := &sharedNode{hub: hub, name: name}
+	hub.mu.Lock()
+	hub.nodes++
+	hub.mu.Unlock()
+	core, logs := observer.New(zapcore.InfoLevel)
+	e, err := Open(Options{Dir: dir, Institution: "mosa", Shared: sn, Logger: zap.New(core),
+		Gate: budget.New(budget.Config{Floors: map[string]time.Duration{"catalogService/*": 0, "availabilityService/*": 0}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	fs := &fakeS360{}
+	fs.answer.Store(f.serve)
+	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: fs, Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+	e.Attach(c)
+	f.set(func(f *watchFake) {
+		if f.date == nil {
+			f.date = time.Now
+		}
+	})
+	return &clusterNode{env: &env{e: e, f: fs, client: c, dir: dir}, shared: sn, logs: logs}
+}
+
+func openCluster(t *testing.T, f *watchFake, names ...string) (*sharedHub, []*clusterNode) {
+	hub := newHub(names[0])
+	var nodes []*clusterNode
+	for _, n := range names {
+		nodes = append(nodes, openNode(t, hub, n, f))
+	}
+	return hub, nodes
+}
+
+func TestClusterOneCallPerKeyAndSharedHits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		hold := make(chan struct{})
+		f.set(func(f *watchFake) { f.hold = hold })
+		hub, nodes := openCluster(t, f, "a", "b", "c")
+		results := make([]Result, len(nodes))
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Go(func() { results[i] = n.serve(t, catalog, `{}`) })
+		}
+		synctest.Wait() // one node calls S-360, the others wait for its lease
+		time.Sleep(time.Second)
+		close(hold)
+		wg.Wait()
+		if got := len(f.calls("getCatalogDetailed")); got != 1 {
+			t.Fatalf("3 nodes missing the same key at once made %d calls, want 1", got)
+		}
+		var waits uint64
+		for i, r := range results {
+			if r.Entry == nil || r.Entry.Status != http.StatusOK || string(r.Entry.Body) != string(results[0].Entry.Body) {
+				t.Fatalf("node %d answered %+v, want node 0's answer", i, r)
+			}
+			waits += nodes[i].e.Stats().SharedWaits
+		}
+		if waits != 2 {
+			t.Errorf("shared waits = %d, want 2 (the nodes that did not call)", waits)
+		}
+		key := s360.Key("mosa", catalog, []byte(`{}`))
+		if !hub.has(key) {
+			t.Fatal("the answer is not in the shared tier")
+		}
+
+		fourth := openNode(t, hub, "d", f)
+		r := fourth.serve(t, catalog, `{}`)
+		if !strings.Contains(r.CacheStatus, "hit") || !strings.HasSuffix(r.CacheStatus, "detail=shared") {
+			t.Errorf("a fourth node answered with Cache-Status %q, want a hit from the shared tier", r.CacheStatus)
+		}
+		if got := len(f.calls("getCatalogDetailed")); got != 1 {
+			t.Errorf("the fourth node called S-360: %d calls", got)
+		}
+		if s := fourth.e.Stats(); s.SharedHits != 1 {
+			t.Errorf("fourth node shared_hits = %d, want 1", s.SharedHits)
+		}
+		// Stored locally: its next answer is a local hit.
+		before := fourth.shared.calls.Load()
+		if r := fourth.serve(t, catalog, `{}`); r.CacheStatus != hitStatus(r.Entry, time.Now(), "") {
+			t.Errorf("second answer on the fourth node: %q, want a local hit", r.CacheStatus)
+		}
+		if n := fourth.shared.calls.Load() - before; n != 0 {
+			t.Errorf("a local hit made %d calls of the shared state, want 0", n)
+		}
+	})
+}
+
+func TestClusterOnlyThePollerPollsAndGenerationsSpread(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		_, nodes := openCluster(t, f, "a", "b", "c")
+		for _, n := range nodes {
+			if r := n.serve(t, catalog, `{}`); r.Entry == nil {
+				t.Fatalf("catalog: %+v", r)
+			}
+		}
+		if got := len(f.calls("getCatalogDetailed")); got != 1 {
+			t.Fatalf("the catalog on 3 nodes took %d calls, want 1", got)
+		}
+		for _, n := range nodes {
+			n.e.SetWatch(Watch{SetupPoll: time.Second})
+		}
+		// First poll of the poller records the value (a catalog is
+		// cached and no value was ever seen: a new generation).
+		time.Sleep(10*time.Second + time.Millisecond)
+		synctest.Wait()
+		if got := len(f.calls("getLastSetupUpdate")); got != 11 {
+			t.Errorf("getLastSetupUpdate called %d times in 10 s with setup_poll 1s on 3 nodes, want 11 (one poller)", got)
+		}
+		for i, n := range nodes[1:] {
+			if s := n.e.Stats(); s.SetupPolls != 0 {
+				t.Errorf("node %d (not the poller) polled %d times", i+1, s.SetupPolls)
+			}
+		}
+		calls := len(f.calls("getCatalogDetailed"))
+		gen := nodes[0].e.Generation()
+
+		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
+		eventually(t, "the new catalog on every node", func() bool {
+			for _, n := range nodes {
+				r := n.serve(t, catalog, `{}`)
+				if r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"v2"`) || !r.Hit {
+					return false
+				}
+			}
+			return true
+		})
+		for i, n := range nodes {
+			if g := n.e.Generation(); g != gen+1 {
+				t.Errorf("node %d is at generation %d, want the poller's %d", i, g, gen+1)
+			}
+		}
+		if got := len(f.calls("getCatalogDetailed")) - calls; got != 1 {
+			t.Errorf("the setup change cost %d getCatalogDetailed calls across the 3 nodes, want 1", got)
+		}
+	})
+}
+
+// catalogEverywhere caches the catalog and an availability entry of
+// product 101 on every node; the availability key is returned.
+func catalogEverywhere(t *testing.T, nodes []*clusterNode) string {
+	t.Helper()
+	const body = `{"productIds":[101]}`
+	for _, n := range nodes {
+		for _, c := range []struct {
+			call s360.Call
+			body string
+		}{{posConfig, `{}`}, {catalog, `{}`}, {productAva, body}} {
+			if r := n.serve(t, c.call, c.body); r.Entry == nil {
+				t.Fatalf("%s: %+v", c.call.Method, r)
+			}
+		}
+	}
+	canon, _ := s360.Canonical([]byte(body))
+	return s360.Key("mosa", productAva, canon)
+}
+
+func TestClusterInvalidationReachesEveryNode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		hub, nodes := openCluster(t, f, "a", "b", "c")
+		key := catalogEverywhere(t, nodes)
+		if got := len(f.calls("getProductAvailability")); got != 1 {
+			t.Fatalf("availability on 3 nodes took %d calls, want 1", got)
+		}
+		mustPoll(t, nodes[0].e.pollUpdates) // sets the reference date
+		time.Sleep(time.Second)
+		f.set(func(f *watchFake) { f.updated["101"] = true })
+		mustPoll(t, nodes[0].e.pollUpdates)
+		if hub.has(key) {
+			t.Error("the invalidated entry is still in the shared tier")
+		}
+		ref, err := nodes[0].e.store.GetMeta(metaUpdatesRef)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, n := range nodes {
+			if _, err := n.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
+				t.Errorf("node %d still holds the invalidated entry (err %v)", i, err)
+			}
+			if got, _ := n.e.store.GetMeta(metaUpdatesRef); string(got) != string(ref) {
+				t.Errorf("node %d reference date %q, want the poller's %q", i, got, ref)
+			}
+		}
+		if r := nodes[2].serve(t, productAva, `{"productIds":[101]}`); r.Entry == nil || r.Hit {
+			t.Errorf("after the invalidation node 2 answered %+v, want a new call", r)
+		}
+		if got := len(f.calls("getProductAvailability")); got != 2 {
+			t.Errorf("getProductAvailability calls = %d, want 2", got)
+		}
+	})
+}
+
+func TestClusterPurgeReachesEveryNode(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		req     PurgeRequest
+		catalog bool // the purge concerns the catalog entry, not availability
+		want    int  // entries purged on the node
+	}{
+		{"hard tag", PurgeRequest{Tag: "product:101", Hard: true}, false, 1},
+		{"hard key", PurgeRequest{Key: s360.Key("mosa", catalog, []byte(`{}`)), Hard: true}, true, 1},
+		{"soft class", PurgeRequest{Class: cachestore.Catalog}, true, 2}, // getPOSConfig and getCatalogDetailed
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				hub, nodes := openCluster(t, f, "a", "b", "c")
+				key := catalogEverywhere(t, nodes)
+				if tc.catalog {
+					key = s360.Key("mosa", catalog, []byte(`{}`))
+				}
+				f.set(func(f *watchFake) { f.edition = "v2" })
+				n, err := nodes[1].e.Purge(context.Background(), tc.req) // not the poller
+				if err != nil || n != tc.want {
+					t.Fatalf("Purge = %d, %v; want %d entries", n, err, tc.want)
+				}
+				if tc.req.Hard {
+					for i, n := range nodes {
+						if _, err := n.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
+							t.Errorf("node %d still holds the purged entry (err %v)", i, err)
+						}
+					}
+					if hub.has(key) {
+						t.Error("the purged entry is still in the shared tier")
+					}
+					return
+				}
+				// A soft purge is refreshed at once, by one call for the
+				// cluster: every node ends with the new answer.
+				for i, n := range nodes {
+					eventually(t, fmt.Sprintf("node %d refreshed", i), func() bool {
+						ent, err := n.e.store.Get(key)
+						return err == nil && !slices.Contains(ent.Tags, cachestore.PurgedTag) && strings.Contains(string(ent.Body), `"v2"`)
+					})
+				}
+				if got := len(f.calls("getCatalogDetailed")); got != 2 {
+					t.Errorf("the soft purge's refresh cost %d calls, want 1", got-1)
+				}
+			})
+		})
+	}
+}
+
+func TestClusterPurgeRejectsTwoTargets(t *testing.T) {
+	_, nodes := openCluster(t, newWatchFake(), "a", "b")
+	if _, err := nodes[0].e.Purge(context.Background(), PurgeRequest{Tag: "product:1", Key: "k"}); !errors.Is(err, ErrPurgeRequest) {
+		t.Errorf("Purge with a tag and a key: %v, want ErrPurgeRequest", err)
+	}
+	if n := nodes[0].shared.calls.Load(); n != 0 {
+		t.Errorf("a refused purge made %d calls of the shared state", n)
+	}
+}
+
+func TestClusterRedisDownServesAsASingleNode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		hub, nodes := openCluster(t, f, "a", "b", "c")
+		hub.fail.Store(true)
+		for i, n := range nodes {
+			if r := n.serve(t, catalog, `{}`); r.Entry == nil || r.Hit {
+				t.Fatalf("node %d miss: %+v", i, r)
+			}
+			if r := n.serve(t, catalog, `{}`); !r.Hit || r.CacheStatus != hitStatus(r.Entry, time.Now(), "") {
+				t.Fatalf("node %d hit: %+v", i, r)
+			}
+			if s := n.e.Stats(); s.SharedErrors == 0 {
+				t.Errorf("node %d counted no shared errors", i)
+			}
+		}
+		if got := len(f.calls("getCatalogDetailed")); got != 3 {
+			t.Errorf("getCatalogDetailed calls = %d, want one per node", got)
+		}
+		// Every node polls, at setup_poll × nodes.
+		for _, n := range nodes {
+			n.e.SetWatch(Watch{SetupPoll: time.Second})
+		}
+		time.Sleep(9*time.Second + time.Millisecond)
+		synctest.Wait()
+		for i, n := range nodes {
+			if s := n.e.Stats(); s.SetupPolls != 4 {
+				t.Errorf("node %d polled %d times in 9 s, want 4 (every 3 s)", i, s.SetupPolls)
+			}
+		}
+		// A setup change is applied by every node on its own.
+		f.set(func(f *watchFake) { f.setup = "changed"; f.edition = "v2" })
+		eventually(t, "the new catalog on every node", func() bool {
+			for _, n := range nodes {
+				if r := n.serve(t, catalog, `{}`); !strings.Contains(string(r.Entry.Body), `"v2"`) {
+					return false
+				}
+			}
+			return true
+		})
+		// Two generations could not be published: one WARN line each.
+		for i, n := range nodes {
+			if s := n.e.Stats(); s.Generations != 2 {
+				t.Errorf("node %d made %d generations, want 2 (the first poll's and the change's)", i, s.Generations)
+			}
+			if got := n.logs.FilterMessageSnippet("publishing a change").Len(); got != 1 {
+				t.Errorf("node %d logged %d WARN lines for failed publishes, want 1", i, got)
+			}
+		}
+	})
+}
+
+func TestClusterWaitForAnotherNodesCall(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		status   int           // node a's answer from S-360
+		hold     time.Duration // how long node a's call takes
+		wantCall bool          // node b calls S-360 itself (else answers with a's)
+	}{
+		// Nothing usable comes: b calls once, as a single node would.
+		{"holder fails", http.StatusServiceUnavailable, time.Second, true},
+		// getCatalogDetailed takes about 20 s: b waits for a's call as a
+		// coalesced request waits for its flight, whatever max_wait (3 s),
+		// so that a slow miss on N nodes is still one call.
+		{"holder slower than max_wait", http.StatusOK, 5 * time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				_, nodes := openCluster(t, f, "a", "b")
+				a, b := nodes[0], nodes[1]
+				a.f.gate = make(chan struct{})
+				a.f.set(tc.status, `{"statusCode":"success","held":true}`)
+				done := make(chan Result)
+				go func() { done <- a.serve(t, catalog, `{}`) }()
+				synctest.Wait() // a holds the lease and waits for S-360
+				go func() {
+					time.Sleep(tc.hold)
+					close(a.f.gate)
+				}()
+				start := time.Now()
+				r := b.serve(t, catalog, `{}`)
+				if waited := time.Since(start); waited != tc.hold {
+					t.Errorf("node b answered after %s, want %s (when a's call ended)", waited, tc.hold)
+				}
+				want, calls := `"held":true`, 0
+				if tc.wantCall {
+					want, calls = `"edition":"v1"`, 1
+				}
+				if r.Entry == nil || !strings.Contains(string(r.Entry.Body), want) {
+					t.Errorf("node b answered %+v, want a body with %s", r, want)
+				}
+				if got := len(f.calls("getCatalogDetailed")); got != calls {
+					t.Errorf("node b called S-360 %d times, want %d", got, calls)
+				}
+				if s := b.e.Stats(); s.SharedWaits != 1 {
+					t.Errorf("node b shared_waits = %d, want 1", s.SharedWaits)
+				}
+				<-done
+				if got := a.f.calls.Load(); got != 1 {
+					t.Errorf("node a called S-360 %d times, want 1", got)
+				}
+			})
+		})
+	}
+}
+
+func TestClusterInvalidationDuringASharedReadIsNotLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		_, nodes := openCluster(t, f, "a", "b")
+		a, b := nodes[0], nodes[1]
+		const body = `{"productIds":[101]}`
+		if r := a.serve(t, productAva, body); r.Entry == nil {
+			t.Fatalf("availability on a: %+v", r)
+		}
+		// The invalidation reaches b while it reads the old answer from
+		// the shared tier (where the poller's Invalidate has not landed).
+		b.shared.onGet = sync.OnceFunc(func() {
+			b.e.applyEvent(Event{Kind: EventInvalidate, Tags: []string{"product:101"}})
+		})
+		r := b.serve(t, productAva, body)
+		if r.Entry == nil || r.Hit {
+			t.Errorf("node b answered %+v, want a new call", r)
+		}
+		if got := len(f.calls("getProductAvailability")); got != 2 {
+			t.Errorf("getProductAvailability calls = %d, want 2 (the read copy was invalidated)", got)
+		}
+		if r := b.serve(t, productAva, body); !r.Hit || r.CacheStatus != hitStatus(r.Entry, time.Now(), "") {
+			t.Errorf("then node b answered %q, want a local hit of the new answer", r.CacheStatus)
+		}
+	})
+}
+
+func TestClusterRestartedNodeCatchesUpFromTheSharedTier(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		hub, nodes := openCluster(t, f, "a", "b")
+		a, b := nodes[0], nodes[1]
+		catalogEverywhere(t, nodes)
+		mustPoll(t, a.e.pollSetup) // records the setup value (a new generation: a catalog is cached)
+		if err := b.e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The setup changes while b is down; a refreshes the catalog.
+		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
+		mustPoll(t, a.e.pollSetup)
+		eventually(t, "a refreshed", func() bool {
+			r := a.serve(t, catalog, `{}`)
+			return r.Hit && strings.Contains(string(r.Entry.Body), `"v2"`)
+		})
+		calls := len(f.calls("getCatalogDetailed"))
+
+		b = openNodeIn(t, b.dir, hub, "b", f)
+		eventually(t, "b refreshed from the shared tier", func() bool {
+			ent, err := b.e.store.Get(s360.Key("mosa", catalog, []byte(`{}`)))
+			return err == nil && strings.Contains(string(ent.Body), `"v2"`)
+		})
+		if g := b.e.Generation(); g != a.e.Generation() {
+			t.Errorf("restarted node at generation %d, want the cluster's %d", g, a.e.Generation())
+		}
+		if r := b.serve(t, catalog, `{}`); !r.Hit || r.CacheStatus != hitStatus(r.Entry, time.Now(), "") {
+			t.Errorf("restarted node answered %q, want a local hit", r.CacheStatus)
+		}
+		if got := len(f.calls("getCatalogDetailed")) - calls; got != 0 {
+			t.Errorf("the restarted node made %d getCatalogDetailed calls, want 0", got)
+		}
+		setupA, _ := a.e.store.GetMeta(metaSetupLast)
+		if setupB, _ := b.e.store.GetMeta(metaSetupLast); string(setupB) != string(setupA) {
+			t.Errorf("restarted node's setup value %q, want the poller's %q", setupB, setupA)
+		}
+	})
+}

@@ -1,0 +1,270 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/s360"
+)
+
+// leaseMargin is added to the fetch timeout for a key's lease: the call
+// may first wait for a budget slot and a token.
+const leaseMargin = 10 * time.Second
+
+// sharedEntry reads key from the shared tier, after waiting for another
+// node's lease on it when wait is set, and stores it locally when it is
+// fresh. nil when there is nothing fresh for canonical.
+func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, canonical []byte, wait bool) *fetched {
+	inv := e.invalidations.Load()
+	var ent *cachestore.Entry
+	var err error
+	if wait {
+		e.stats.sharedWaits.Add(1)
+		wctx, cancel := context.WithTimeout(ctx, e.leaseWait())
+		ent, err = e.opts.Shared.WaitEntry(wctx, key)
+		if wctx.Err() != nil && ctx.Err() == nil {
+			err = nil // the wait's bound: the holder is slow, nothing failed
+		}
+		cancel()
+	} else {
+		ent, err = e.opts.Shared.GetEntry(ctx, key)
+	}
+	if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
+		e.sharedFailed("reading the shared tier", err)
+	}
+	if ent == nil || !bytes.Equal(ent.Canonical, canonical) {
+		return nil
+	}
+	policy, _ := e.policy()
+	if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); !fresh {
+		return nil
+	}
+	e.put(call, key, ent)
+	if call.Class == s360.Availability && e.invalidations.Load() != inv {
+		// An invalidation applied since the read may have come before
+		// this copy was stored: keep it stale, and call.
+		stale := *ent
+		stale.FreshUntil = e.opts.Now()
+		e.put(call, key, &stale)
+		return nil
+	}
+	e.stats.sharedHits.Add(1)
+	return &fetched{entry: ent, hit: true, shared: true}
+}
+
+// leaseWait bounds the wait for another node's call: that call's lease,
+// as a coalesced request waits for its flight (the buyers' own waits are
+// bounded in fetch), so that a 20 s getCatalogDetailed missed on N nodes
+// is still one call.
+func (e *Edge) leaseWait() time.Duration { return e.timeout() + leaseMargin }
+
+// sharedFailed counts a failed call of the shared state; the edge goes on
+// with its local tier, so it is only worth a DEBUG line (the cluster logs
+// Redis going down and up).
+func (e *Edge) sharedFailed(what string, err error) {
+	e.stats.sharedErrors.Add(1)
+	e.opts.Logger.Debug(what+" failed; going on as a single node", zap.Error(err))
+}
+
+// poller says whether this node runs the watchers' polls now, and at which
+// multiple of their intervals.
+func (e *Edge) poller() (bool, int) {
+	if e.opts.Shared == nil {
+		return true, 1
+	}
+	run, factor := e.opts.Shared.Poller()
+	return run, max(factor, 1)
+}
+
+// publish hands a change to the other nodes. A failure (Redis down, the
+// polling lease lost) leaves the change applied here only; it is logged
+// once until publishing works again.
+func (e *Edge) publish(ctx context.Context, ev Event) {
+	if e.opts.Shared == nil {
+		return
+	}
+	if err := e.opts.Shared.Publish(ctx, ev); err != nil {
+		e.stats.sharedErrors.Add(1)
+		if e.publishFailing.CompareAndSwap(false, true) {
+			e.opts.Logger.Warn("publishing a change to the other nodes failed; it is applied on this node only", zap.String("kind", string(ev.Kind)), zap.Error(err))
+		}
+		return
+	}
+	if e.publishFailing.CompareAndSwap(true, false) {
+		e.opts.Logger.Info("publishing changes to the other nodes works again")
+	}
+}
+
+// applyEvent applies another node's change; the cluster calls it on one
+// goroutine, in stream order.
+func (e *Edge) applyEvent(ev Event) {
+	if !e.hold() {
+		return // closing
+	}
+	defer e.bg.Done()
+	switch ev.Kind {
+	case EventGeneration, EventSync:
+		e.adoptGeneration(ev)
+	case EventInvalidate:
+		// Counted before purging, as pollUpdates does.
+		e.invalidations.Add(1)
+		if err := e.purgeTags(ev.Tags); err != nil {
+			e.opts.Logger.Warn("applying another node's availability invalidation failed", zap.Error(err))
+		}
+		if _, err := time.Parse(time.RFC3339Nano, ev.Reference); err == nil {
+			if err := e.store.PutMeta(metaUpdatesRef, []byte(ev.Reference)); err != nil {
+				e.opts.Logger.Warn("storing the updates poll's reference date failed", zap.Error(err))
+			}
+		}
+	case EventPurge:
+		req, err := purgeOf(ev)
+		if err == nil {
+			_, err = e.purgeLocal(req)
+		}
+		if err != nil {
+			e.opts.Logger.Warn("applying another node's purge failed", zap.Error(err))
+		}
+	}
+}
+
+// adoptGeneration makes the cluster's catalog generation this node's, so
+// that every node stamps and compares catalog entries with the same number,
+// and refreshes the catalog ahead through the shared tier and the keys'
+// leases (one S-360 call per key for the cluster). Generation 0 is a
+// cluster that has none yet: the node keeps its own.
+func (e *Edge) adoptGeneration(ev Event) {
+	e.genMu.Lock()
+	adopt := ev.Generation != 0 && ev.Generation != e.gen.Load()
+	var err error
+	if adopt {
+		err = e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, ev.Generation))
+		e.gen.Store(ev.Generation)
+	}
+	if err == nil && ev.Setup != nil {
+		// The value this node compares with when it becomes the poller.
+		err = e.store.PutMeta(metaSetupLast, ev.Setup)
+	}
+	e.genMu.Unlock()
+	if err != nil {
+		e.opts.Logger.Warn("persisting the cluster's catalog generation failed", zap.Error(err))
+	}
+	if !adopt {
+		return
+	}
+	e.stats.gens.Add(1)
+	e.stats.lastSetupChange.Store(e.opts.Now().UnixNano())
+	e.opts.Logger.Info("adopted the cluster's catalog generation", zap.Uint64("generation", ev.Generation), zap.String("from", string(ev.Kind)))
+	e.refreshAhead()
+}
+
+// PurgeRequest is an operator's purge: everything, or one Class (catalog
+// or availability), one Key or one Tag. Soft by default: entries are
+// marked stale, still served (detail=purged) and refreshed; Hard deletes
+// them.
+type PurgeRequest struct {
+	Class cachestore.Class // 0 = not by class
+	Key   string
+	Tag   string
+	Hard  bool
+}
+
+// ErrPurgeRequest is a purge naming more than one of Class, Key and Tag.
+var ErrPurgeRequest = errors.New("give at most one of class, key and tag")
+
+// Purge applies an operator's purge to the local store (refreshing the
+// catalog entries a soft purge marked) and, in a cluster, to the shared
+// tier and every other node. It returns the number of local entries
+// purged; the cluster's part, when it fails, is logged, not returned: the
+// local purge is done.
+func (e *Edge) Purge(ctx context.Context, req PurgeRequest) (int, error) {
+	set := 0
+	for _, b := range []bool{req.Class != 0, req.Key != "", req.Tag != ""} {
+		if b {
+			set++
+		}
+	}
+	if set > 1 {
+		return 0, ErrPurgeRequest
+	}
+	ev := Event{Kind: EventPurge, Key: req.Key, Soft: !req.Hard}
+	if req.Class != 0 {
+		ev.Class = req.Class.String()
+	}
+	if req.Tag != "" {
+		ev.Tags = []string{req.Tag}
+	}
+	if e.opts.Shared != nil {
+		// The shared tier first, so that no node refills its store
+		// from it between the local purges.
+		if err := e.opts.Shared.Purge(ctx, ev); err != nil {
+			e.sharedFailed("purging the shared tier", err)
+			e.opts.Logger.Warn("purging the shared tier failed; other nodes may refill their stores from it", zap.Error(err))
+		}
+	}
+	n, err := e.purgeLocal(req)
+	if err != nil {
+		return n, err
+	}
+	e.publish(ctx, ev)
+	return n, nil
+}
+
+// purgeOf is the purge an EventPurge names.
+func purgeOf(ev Event) (PurgeRequest, error) {
+	req := PurgeRequest{Key: ev.Key, Hard: !ev.Soft}
+	if ev.Class != "" {
+		c, err := cachestore.ParseClass(ev.Class)
+		if err != nil {
+			return req, fmt.Errorf("purge event: %w", err)
+		}
+		req.Class = c
+	}
+	switch len(ev.Tags) {
+	case 0:
+	case 1:
+		req.Tag = ev.Tags[0]
+	default:
+		return req, errors.New("purge event: more than one tag")
+	}
+	return req, nil
+}
+
+// purgeLocal applies req to the local store and refreshes the catalog
+// entries a soft purge marked.
+func (e *Edge) purgeLocal(req PurgeRequest) (int, error) {
+	s := e.store
+	var n int
+	var err error
+	switch {
+	case req.Key != "" && req.Hard:
+		if _, gerr := s.Get(req.Key); gerr == nil {
+			n = 1
+		}
+		err = s.Delete(req.Key)
+	case req.Key != "":
+		n, err = s.SoftPurgeKey(req.Key)
+	case req.Tag != "" && req.Hard:
+		n, err = s.PurgeTag(req.Tag)
+	case req.Tag != "":
+		n, err = s.SoftPurgeTag(req.Tag)
+	case req.Class != 0 && req.Hard:
+		n, err = s.PurgeClass(req.Class)
+	case req.Class != 0:
+		n, err = s.SoftPurgeClass(req.Class)
+	case req.Hard:
+		n, err = s.PurgeAll()
+	default:
+		n, err = s.SoftPurgeAll()
+	}
+	if !req.Hard && n > 0 {
+		e.RefreshPurged()
+	}
+	return n, err
+}
