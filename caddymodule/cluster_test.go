@@ -56,8 +56,10 @@ caddy_s360_cluster_redis_up 0
 		if err := testutil.CollectAndCompare(collector{}, strings.NewReader(want), "caddy_s360_cluster_leader", "caddy_s360_cluster_redis_up"); err != nil {
 			t.Fatal(err)
 		}
-		if n := testutil.CollectAndCount(collector{}, "caddy_s360_cluster_nodes"); n != 1 {
-			t.Fatalf("%d caddy_s360_cluster_nodes series, want 1", n)
+		for _, name := range []string{"caddy_s360_cluster_nodes", "caddy_s360_shared_hits_total", "caddy_s360_shared_waits_total", "caddy_s360_shared_errors_total"} {
+			if n := testutil.CollectAndCount(collector{}, name); n != 1 {
+				t.Errorf("%d %s series, want 1", n, name)
+			}
 		}
 	})
 
@@ -117,7 +119,8 @@ func TestStatsWithoutCluster(t *testing.T) {
 	if strings.Contains(string(b), `"cluster"`) {
 		t.Fatalf("stats without cluster mode show a cluster: %s", b)
 	}
-	for _, name := range []string{"caddy_s360_cluster_nodes", "caddy_s360_cluster_leader", "caddy_s360_cluster_redis_up"} {
+	for _, name := range []string{"caddy_s360_cluster_nodes", "caddy_s360_cluster_leader", "caddy_s360_cluster_redis_up",
+		"caddy_s360_shared_hits_total", "caddy_s360_shared_waits_total", "caddy_s360_shared_errors_total"} {
 		if n := testutil.CollectAndCount(collector{}, name); n != 0 {
 			t.Errorf("%s exported without cluster mode", name)
 		}

@@ -30,6 +30,12 @@ var (
 		"1 on the node that runs the cluster's polls (holds the polling lease), else 0.", nil, nil)
 	descClusterRedisUp = prometheus.NewDesc("caddy_s360_cluster_redis_up",
 		"1 while Redis answers, 0 while the node serves alone from its local tier.", nil, nil)
+	descSharedHits = prometheus.NewDesc("caddy_s360_shared_hits_total",
+		"Answers read from the cluster's shared tier instead of calling S-360.", nil, nil)
+	descSharedWaits = prometheus.NewDesc("caddy_s360_shared_waits_total",
+		"Waits for another node's call of the same key.", nil, nil)
+	descSharedErrors = prometheus.NewDesc("caddy_s360_shared_errors_total",
+		"Calls of the cluster's shared state that failed (the node then acts alone).", nil, nil)
 )
 
 // scalar is a metric without labels, summed over the edges.
@@ -102,6 +108,9 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descClusterNodes
 	ch <- descClusterLeader
 	ch <- descClusterRedisUp
+	ch <- descSharedHits
+	ch <- descSharedWaits
+	ch <- descSharedErrors
 	for _, s := range scalars {
 		ch <- s.desc
 	}
@@ -115,6 +124,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	// The cluster gauges of a process's edges (one in practice) combine
 	// to what an operator asks: is any Redis down, does it lead anywhere.
 	clustered, nodes, leader, redisUp := false, 0, 0, 1
+	var sharedHits, sharedWaits, sharedErrors uint64
 	eachPooled(func(p pooledEdge) {
 		e := p.Edge
 		s, b := e.Stats(), budgetStats(e)
@@ -127,6 +137,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 			if !st.RedisOK {
 				redisUp = 0
 			}
+			sharedHits, sharedWaits, sharedErrors = sharedHits+s.SharedHits, sharedWaits+s.SharedWaits, sharedErrors+s.SharedErrors
 		}
 		for _, c := range s.Requests {
 			req[lk{c.Class, c.Outcome}] += c.Value
@@ -157,6 +168,9 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descClusterNodes, prometheus.GaugeValue, float64(nodes))
 		ch <- prometheus.MustNewConstMetric(descClusterLeader, prometheus.GaugeValue, float64(leader))
 		ch <- prometheus.MustNewConstMetric(descClusterRedisUp, prometheus.GaugeValue, float64(redisUp))
+		ch <- prometheus.MustNewConstMetric(descSharedHits, prometheus.CounterValue, float64(sharedHits))
+		ch <- prometheus.MustNewConstMetric(descSharedWaits, prometheus.CounterValue, float64(sharedWaits))
+		ch <- prometheus.MustNewConstMetric(descSharedErrors, prometheus.CounterValue, float64(sharedErrors))
 	}
 }
 

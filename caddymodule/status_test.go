@@ -95,16 +95,18 @@ func TestStatusPageRenders(t *testing.T) {
 		badge  bool
 	}{
 		{"cluster, Redis up, this node polls", cluster.Status{Mode: "cluster", Node: "web-1", Nodes: 3, Leader: "web-1", RedisOK: true},
-			map[string]string{"cluster.redis_ok": "up", "cluster.mode": "cluster", "cluster.nodes": "3", "cluster.node": "web-1", "cluster.leader": "this node"}, false},
+			map[string]string{"cluster.redis_ok": "up", "cluster.mode": "cluster", "cluster.nodes": "3", "cluster.node": "web-1", "cluster.leader": "this node",
+				"shared_hits": "12"}, false},
 		{"cluster, Redis up, another node polls", cluster.Status{Mode: "cluster", Node: "web-1", Nodes: 2, Leader: "web-2", RedisOK: true},
 			map[string]string{"cluster.redis_ok": "up", "cluster.nodes": "2", "cluster.leader": "web-2"}, false},
 		{"cluster, Redis down", cluster.Status{Mode: "local", Node: "web-1", Nodes: 3, RedisOK: false},
 			map[string]string{"cluster.redis_ok": "down", "cluster.mode": "local", "cluster.nodes": "3", "cluster.leader": "unknown",
-				"cluster.badge": "Redis down: serving alone"}, true},
+				"cluster.badge": "Redis down: serving alone", "shared_hits": "12", "shared_waits": "4", "shared_errors": "7"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := tc.status
-			page := render(t, statsView{Snapshot: edge.Snapshot{Dir: "/d"}, PerMinute: hour, Cluster: &st}, now)
+			snap := edge.Snapshot{Dir: "/d", SharedHits: 12, SharedWaits: 4, SharedErrors: 7}
+			page := render(t, statsView{Snapshot: snap, PerMinute: hour, Cluster: &st}, now)
 			for name, want := range tc.want {
 				if got := stat(t, page, name); got != want {
 					t.Errorf("%s: %q, want %q", name, got, want)
