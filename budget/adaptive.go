@@ -51,7 +51,7 @@ func (b *Budget) Restore(l Learned) {
 	b.setLimitLocked(now, max(l.Limit, b.minLimit()), "restored")
 }
 
-func (b *Budget) minLimit() int { return max(b.cfg.Calls/10, 1) }
+func (b *Budget) minLimit() int { return MinLimit(b.cfg) }
 
 // adaptLocked raises the effective limit by AdaptiveStep for each full
 // window since the last change or pushback, whichever came later.

@@ -585,8 +585,9 @@ func (p Priority) valid() Priority {
 // allowance is how many calls of a window priority p may take: orders
 // all of them, buyers' misses all but the order reserve, background work
 // all but both reserves.
-func (b *Budget) allowance(p Priority) int {
-	l := b.lim
+func (b *Budget) allowance(p Priority) int { return b.lim.allowance(p) }
+
+func (l limits) allowance(p Priority) int {
 	switch p {
 	case Order:
 		return l.calls
@@ -611,8 +612,9 @@ func capReserves(calls, order, watch, reserve int) (int, int, int) {
 
 // relimitLocked scales the configured reserves and quota to the effective
 // limit, so that they keep their share of it.
-func (b *Budget) relimitLocked() {
-	c, eff := b.cfg, b.adaptive.eff
+func (b *Budget) relimitLocked() { b.lim = scaledLimits(b.cfg, b.adaptive.eff) }
+
+func scaledLimits(c Config, eff int) limits {
 	scale := func(v int) int {
 		if v <= 0 {
 			return 0
@@ -620,7 +622,7 @@ func (b *Budget) relimitLocked() {
 		return max(v*eff/c.Calls, 1)
 	}
 	o, w, r := capReserves(eff, scale(c.OrderReserve), scale(c.WatchReserve), scale(c.Reserve))
-	b.lim = limits{calls: eff, order: o, watch: w, reserve: r, quota: scale(c.ClientQuota)}
+	return limits{calls: eff, order: o, watch: w, reserve: r, quota: scale(c.ClientQuota)}
 }
 
 // pruneLocked drops the grants older than any window can see. It moves

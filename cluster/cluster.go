@@ -5,6 +5,22 @@
 //
 // The package does not import Caddy; caddymodule opens one Cluster per
 // edge when the s360 block has a cluster subdirective.
+//
+// Keys of the shared state, each under the prefix and with a TTL unless
+// said otherwise:
+//
+//	nodes            zset of live nodes, scored by last heartbeat (Redis's clock)
+//	leader           the polling lease, node/token
+//	leader:token     the counter of lease tokens (polling and fetch leases; no TTL)
+//	events           the event stream, trimmed to about 10000 events (no TTL)
+//	gen, setup       the cluster's catalog generation and setup value (no TTL)
+//	e:<key>          a shared-tier entry: zstd of the store's encoding, until its StaleUntil
+//	c:<class>, t:<tag> index sets of the entries by class and tag
+//	l:<key>          a fetch lease, node/token
+//	revoked:<id>     a logged-out session, until its cookie expires
+//
+// and the pub/sub channel released, where a fetch lease's release names
+// its key.
 package cluster
 
 import (
@@ -18,6 +34,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/budget"
@@ -49,7 +66,15 @@ type Config struct {
 	// Heartbeat is the membership heartbeat. Default 1 s; a node unseen
 	// for 3 heartbeats is no longer counted.
 	Heartbeat time.Duration
-	Logger    *zap.Logger
+	// Dir is the edge's storage directory; the node keeps there the id of
+	// the last stream event it applied, so that a restart catches up.
+	// "" keeps it in memory only.
+	Dir string
+	// Poll is the setup poll interval (setup_poll). The polling lease
+	// lasts clamp(Poll, 1 s, 10 s), so a dead poller is replaced within
+	// two polls. 0 means 10 s.
+	Poll   time.Duration
+	Logger *zap.Logger
 }
 
 // Status is what /s360/stats shows of the cluster.
@@ -68,13 +93,30 @@ type Cluster struct {
 	node string
 	log  *zap.Logger
 
+	// bulk carries what the 50 ms socket timeouts of rdb cannot: large
+	// shared-tier values, purges, the stream's blocking reads and the
+	// pub/sub connection. Its calls are bounded by their contexts only.
+	bulk *redis.Client
+
+	downs atomic.Uint64 // transitions to "Redis out of reach", for the stream reader's rejoin
+
+	// WaitEntry's polling backoff (waitPollFirst, waitPollMax; tests
+	// change them to tell a pub/sub wake-up from a poll).
+	pollFirst, pollMax time.Duration
+
+	lead     leaderState
+	stream   streamState
+	released releasedHub
+
 	redisOK atomic.Bool
 	nodes   atomic.Int64 // live nodes last seen, >= 1
 	leader  atomic.Value // string: the polling node last seen
 
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx       context.Context // canceled by Close
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open checks cfg and starts the node's background work. It does not
@@ -108,15 +150,35 @@ func Open(cfg Config) (*Cluster, error) {
 	// Hot-path calls are bounded by OpTimeout through their contexts;
 	// no retries: a failed call falls back at once.
 	opts.MaxRetries = -1
+	opts.DialerRetries = 1
 	opts.DialTimeout = 200 * time.Millisecond
 	opts.ReadTimeout = cfg.OpTimeout
 	opts.WriteTimeout = cfg.OpTimeout
 	opts.PoolTimeout = cfg.OpTimeout
 	opts.ContextTimeoutEnabled = true
-	c := &Cluster{cfg: cfg, rdb: redis.NewClient(opts), node: cfg.Node, log: cfg.Logger}
+	// go-redis would write a line to stderr for every failed dial while
+	// Redis is down; report writes one line per transition instead.
+	redis.SetLogger(&logging.VoidLogger{})
+	bulkOpts := *opts
+	bulkOpts.ReadTimeout = -1 // no socket deadline: each call's context bounds it
+	bulkOpts.WriteTimeout = -1
+	bulkOpts.PoolTimeout = time.Second
+	c := &Cluster{cfg: cfg, rdb: redis.NewClient(opts), bulk: redis.NewClient(&bulkOpts), node: cfg.Node, log: cfg.Logger}
+	c.pollFirst, c.pollMax = waitPollFirst, waitPollMax
 	c.nodes.Store(1)
 	c.leader.Store("")
+	c.released.waiters = map[string]map[chan struct{}]struct{}{}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	// One round of membership and polling lease before returning, so that
+	// a node that can reach Redis starts in cluster mode rather than
+	// polling alone for its first second. Each call is bounded by
+	// OpTimeout: an unreachable Redis delays Open by that much only.
+	c.heartbeat()
+	c.leadOnce()
+	c.wg.Add(3)
+	go c.membersLoop()
+	go c.leaderLoop()
+	go c.releasedLoop()
 	return c, nil
 }
 
@@ -132,11 +194,20 @@ func (c *Cluster) Status() Status {
 	return s
 }
 
-// Close stops the node's background work and closes the connections.
+// Close stops the node's background work, gives up the polling lease and
+// its membership (so that another node takes the polling over at once),
+// and closes the connections.
 func (c *Cluster) Close() error {
-	c.cancel()
-	c.wg.Wait()
-	return c.rdb.Close()
+	c.closeOnce.Do(func() {
+		c.cancel()
+		// Blocking reads (stream, pub/sub) end when their connections close.
+		c.released.close()
+		err := c.bulk.Close()
+		c.wg.Wait()
+		c.leave()
+		c.closeErr = errors.Join(err, c.rdb.Close())
+	})
+	return c.closeErr
 }
 
 // key is a Redis key under the prefix.
@@ -151,10 +222,17 @@ func (c *Cluster) op(ctx context.Context) (context.Context, context.CancelFunc) 
 
 // report records the outcome of a Redis call: the first failure after
 // success, and the first success after failure, write one line each.
-// redis.Nil (no such key) is an answer, not a failure.
+// redis.Nil (no such key) and the server's error replies (a script's
+// refusal, say) are answers, not failures, except the replies of a server
+// that cannot serve yet (loading its data, a replica without its master)
+// or is stuck in a long script.
 func (c *Cluster) report(err error) error {
-	if err != nil && !errors.Is(err, redis.Nil) {
+	var reply redis.Error
+	answered := errors.As(err, &reply) && !redis.HasErrorPrefix(err, "LOADING") &&
+		!redis.HasErrorPrefix(err, "MASTERDOWN") && !redis.HasErrorPrefix(err, "BUSY")
+	if err != nil && !errors.Is(err, redis.Nil) && !answered {
 		if c.redisOK.Swap(false) {
+			c.downs.Add(1)
 			c.log.Warn("Redis is out of reach: serving from the local tier, with this node's share of the budget", zap.String("node", c.node), zap.Error(redactURL(err)))
 		}
 		return err
@@ -163,6 +241,16 @@ func (c *Cluster) report(err error) error {
 		c.log.Warn("Redis reached: cluster mode", zap.String("node", c.node))
 	}
 	return err
+}
+
+// reportFor is report for a call bounded by the caller's ctx as well:
+// when ctx ended first, the failure is the caller's, and says nothing
+// about Redis.
+func (c *Cluster) reportFor(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	return c.report(err)
 }
 
 // redactURL keeps a Redis error from carrying the URL's credentials.

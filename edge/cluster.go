@@ -39,8 +39,9 @@ type Shared interface {
 	// node while the shared state is out of reach.
 	Poller() (poll bool, factor int)
 	// Publish appends ev to the cluster's durable event stream, which every
-	// other node applies. It fails when this node no longer holds the
-	// polling lease (fencing).
+	// other node applies. Generation and invalidation events fail when
+	// this node does not hold the polling lease (fencing); an operator's
+	// EventPurge may come from any node.
 	Publish(ctx context.Context, ev Event) error
 	// Subscribe registers the edge's handler of the other nodes' events:
 	// fn is called on one goroutine, in stream order, for every event

@@ -1,0 +1,307 @@
+-- The cluster's one budget (cluster/budget.go): every decision that must
+-- be atomic across nodes is one call of this script, so that N nodes make
+-- at most the configured calls in any window, as one budget.Budget would.
+-- Redis TIME is the one clock. Times are microseconds (scores, hash fields);
+-- pause lengths are milliseconds (PX). Big numbers go to Redis through
+-- fmt(): Lua's default conversion keeps 14 digits, too few for µs.
+--
+-- KEYS (the same layout for every operation; unused ones are never touched):
+--   1  window    ZSET  the grants of the last window: score = grant time,
+--                      member = node:sequence (unique)
+--   2  limit     HASH  the adaptive limit: eff (effective limit; absent =
+--                      the configured one), grown (its last increase or
+--                      decrease), refused (the last pushback of any scope)
+--   3  pause     STR   the institution pause, PX = its remaining length
+--   4  mpause    STR   the call's method pause
+--   5  kpause    STR   the call's key pause (only read when ARGV[16] = 1)
+--   6  client    ZSET  the call's client's quota calls (score = time)
+--   7  probing   STR   set while, after an institution pause, calls go one
+--                      at a time until a success
+--   8  probe     STR   the lease of the probe out now, PX = probe timeout
+--   9  refusals  ZSET  the last window's pushbacks: member = JSON
+--                      [method, key, unique]
+--   10 backoff   STR   the institution's last pause without Retry-After
+--   11 mbackoff  STR   the method's last pause without Retry-After
+--   12 paused    ZSET  the key and method pauses ("k:<key>", "m:<method>"),
+--                      score = end in ms, for statistics
+--
+-- ARGV (common):
+--   1 operation: acquire | pushback | success | rejoin | stats | restore
+--   2 a unique member prefix: node:sequence
+--   3 window (µs)        4 configured limit (Calls)   5 fixed limit: 1 or 0
+--   6 adaptive step      7 lowest adaptive limit      8 probe timeout (ms)
+--   9 first pause (ms)   10 longest pause (ms)
+-- ARGV from 11, by operation:
+--   acquire:  11 priority (0 order, 1 watch, 2 foreground, 3 background)
+--             12 the effective limit the caller computed its numbers for
+--             13 the priority's allowance   14 client quota (0: none)
+--             15 client window (µs)          16 1 when the call has a key
+--             17 this node's cap on its grants in the window (0: none),
+--                for a window after it rejoins: the nodes not back yet
+--                decide alone, and the window does not hold their grants
+--             18 this node's member prefix (node:)
+--   pushback: 11 method   12 key ("" for none)   13 Retry-After (ms, 0: none)
+--   rejoin:   11.. pairs (member, time) of this node's grants of the last
+--             window: time > 0 is Redis's clock (µs), time < 0 an age (µs)
+--   restore:  11 the limit learned before a restart
+--
+-- Replies: acquire {code, calls in window, wait µs, effective limit,
+-- institution pause µs (0 for orders, which do not look)} with
+-- code 0 granted (wait = grant time), 1 stale (recompute for the limit
+-- returned), 2 paused key or method (calls = 1 key, 2 method), 3
+-- institution pause, 4 window full, 5 probe out, 6 client quota;
+-- pushback {scope 0 call 1 key 2 method 3 institution, started 0/1, pause
+-- ms, effective limit}; success 1 when the institution is free again;
+-- rejoin and restore {calls in window, effective limit}; stats {calls,
+-- effective limit, pause ms, probing 0/1, paused keys, paused methods...}.
+
+local op = ARGV[1]
+local uniq = ARGV[2]
+local win = tonumber(ARGV[3])
+local calls = tonumber(ARGV[4])
+local fixed = ARGV[5] == '1'
+local step = tonumber(ARGV[6])
+local minLimit = tonumber(ARGV[7])
+local probeTimeout = tonumber(ARGV[8])
+local firstPause = tonumber(ARGV[9])
+local maxPause = tonumber(ARGV[10])
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local nowMs = math.floor(now / 1000)
+local winMs = math.ceil(win / 1000)
+
+local function fmt(x) return string.format('%.0f', x) end
+
+local function pttl(k)
+  local v = redis.call('PTTL', k)
+  if v < 0 then return 0 end
+  return v
+end
+
+-- The limit climbs back from its lowest to Calls in this long: the hash
+-- may expire then, which means the configured limit.
+local limitTTL = (math.ceil(calls / step) + 2) * winMs
+
+-- effective is the limit in force, after the additive increase: step per
+-- full window since the later of the last change and the last pushback.
+local function effective()
+  if fixed then return calls end
+  local h = redis.call('HMGET', KEYS[2], 'eff', 'grown', 'refused')
+  local eff = tonumber(h[1])
+  if not eff or eff >= calls then return calls end
+  local from = math.max(tonumber(h[2]) or now, tonumber(h[3]) or 0)
+  local n = math.floor((now - from) / win)
+  if n > 0 then
+    eff = math.min(calls, eff + n * step)
+    redis.call('HSET', KEYS[2], 'eff', eff, 'grown', fmt(from + n * win))
+    redis.call('PEXPIRE', KEYS[2], limitTTL)
+  end
+  return eff
+end
+
+-- used prunes the window and counts it: a grant at g holds its slot
+-- during [g, g + window).
+local function used()
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - win))
+  return redis.call('ZCARD', KEYS[1])
+end
+
+local function grantAt(k, at, member, ttl)
+  redis.call('ZADD', k, fmt(at), member)
+  redis.call('PEXPIRE', k, ttl)
+end
+
+if op == 'acquire' then
+  local p = tonumber(ARGV[11])
+  local eff = effective()
+  if eff ~= tonumber(ARGV[12]) then return {1, 0, 0, eff, 0} end
+  if ARGV[16] == '1' then
+    local ms = pttl(KEYS[5])
+    if ms > 0 then return {2, 1, ms * 1000, eff, 0} end
+  end
+  local ms = pttl(KEYS[4])
+  if ms > 0 then return {2, 2, ms * 1000, eff, 0} end
+  -- The quota refuses at once, before the window: waiting would not help.
+  local quota = tonumber(ARGV[14])
+  local cw = tonumber(ARGV[15])
+  if quota > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', fmt(now - cw))
+    local n = redis.call('ZCARD', KEYS[6])
+    if n >= quota then
+      local g = redis.call('ZRANGE', KEYS[6], n - quota, n - quota, 'WITHSCORES')
+      return {6, n, math.max(tonumber(g[2]) + cw - now, 1), eff, 0}
+    end
+  end
+  local n = used()
+  -- Orders pass the institution pause and the probe: a buyer is paying.
+  local pause = 0
+  if p ~= 0 then pause = pttl(KEYS[3]) * 1000 end
+  local slot = 0
+  local allowance = tonumber(ARGV[13])
+  if n >= allowance then
+    -- The (n - allowance)th oldest grant must age out first.
+    local i = n - allowance
+    local g = redis.call('ZRANGE', KEYS[1], i, i, 'WITHSCORES')
+    slot = math.max(tonumber(g[2]) + win - now, 1)
+  end
+  local cap = tonumber(ARGV[17])
+  if cap > 0 and slot == 0 then
+    local own = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    local mine, oldest = 0, nil
+    for i = 1, #own, 2 do
+      if string.sub(own[i], 1, #ARGV[18]) == ARGV[18] then
+        mine = mine + 1
+        oldest = oldest or tonumber(own[i + 1])
+      end
+    end
+    if mine >= cap then slot = math.max(oldest + win - now, 1) end
+  end
+  if pause > 0 then return {3, n, math.max(pause, slot), eff, pause} end
+  if slot > 0 then return {4, n, slot, eff, 0} end
+  local probing = p ~= 0 and redis.call('EXISTS', KEYS[7]) == 1
+  if probing then
+    ms = pttl(KEYS[8])
+    if ms > 0 then return {5, n, ms * 1000, eff, 0} end
+    redis.call('SET', KEYS[8], uniq, 'PX', probeTimeout)
+  end
+  grantAt(KEYS[1], now, uniq, 2 * winMs + 1000)
+  if quota > 0 then grantAt(KEYS[6], now, uniq, math.ceil(cw / 1000) + 1000) end
+  return {0, n + 1, now, eff, 0}
+
+elseif op == 'pushback' then
+  local method, key, retryAfter = ARGV[11], ARGV[12], tonumber(ARGV[13])
+  local eff = effective()
+  local n = used()
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', fmt(now - win))
+  local past = redis.call('ZRANGE', KEYS[9], 0, -1)
+  if #past >= 256 then
+    redis.call('ZREMRANGEBYRANK', KEYS[9], 0, 0)
+    table.remove(past, 1)
+  end
+  grantAt(KEYS[9], now, cjson.encode({method, key, uniq}), winMs + 1000)
+  if not fixed then
+    redis.call('HSET', KEYS[2], 'refused', fmt(now))
+    redis.call('PEXPIRE', KEYS[2], limitTTL)
+  end
+
+  -- The scope, by budget/scope.go's rules on the cluster's counts.
+  local scope
+  if pttl(KEYS[3]) > 0 or n >= eff - math.max(1, math.floor(eff / 20)) then
+    scope = 3
+  elseif pttl(KEYS[4]) > 0 then
+    scope = 2
+  else
+    local others = false
+    for _, m in ipairs(past) do
+      local r = cjson.decode(m)
+      if r[1] ~= method then scope = 3; break end
+      others = others or r[2] == '' or r[2] ~= key
+    end
+    if not scope then
+      if others then scope = 2 elseif key == '' then scope = 0 else scope = 1 end
+    end
+  end
+
+  local started, pause = 0, 0
+  if scope == 3 then
+    local left = pttl(KEYS[3])
+    local d = 0
+    if retryAfter > 0 then
+      d = retryAfter
+    elseif left == 0 then
+      local b = tonumber(redis.call('GET', KEYS[10]))
+      if b then b = math.min(2 * b, maxPause) else b = firstPause end
+      redis.call('SET', KEYS[10], b, 'PX', 2 * maxPause + probeTimeout)
+      d = b
+    end
+    d = math.min(d, maxPause)
+    if d > left then
+      redis.call('SET', KEYS[3], fmt(nowMs + d), 'PX', d)
+      pause = d
+      if left == 0 then started = 1 end
+    end
+    redis.call('SET', KEYS[7], '1', 'PX', math.max(d, left) + maxPause + probeTimeout)
+    redis.call('DEL', KEYS[8])
+    if started == 1 and not fixed then
+      -- The cluster's count in the window is what S-360 took before it
+      -- refused.
+      local to = math.max(math.floor(n * 9 / 10), minLimit)
+      if to < eff then
+        redis.call('HSET', KEYS[2], 'eff', to, 'grown', fmt(now), 'refused', fmt(now))
+        redis.call('PEXPIRE', KEYS[2], limitTTL)
+        eff = to
+      end
+    end
+    return {scope, started, pause, eff}
+  end
+
+  if scope == 2 then
+    local left = pttl(KEYS[4])
+    local d = retryAfter
+    if d <= 0 and left == 0 then
+      local b = tonumber(redis.call('GET', KEYS[11])) or 0
+      b = math.min(math.max(2 * b, firstPause), maxPause)
+      redis.call('SET', KEYS[11], b, 'PX', 2 * maxPause + winMs)
+      d = b
+    end
+    d = math.min(d, maxPause)
+    if d > left then
+      redis.call('SET', KEYS[4], '1', 'PX', d)
+      grantAt(KEYS[12], nowMs + d, 'm:' .. method, maxPause + 1000)
+    end
+    if left == 0 then started, pause = 1, d end
+  elseif scope == 1 then
+    local d = retryAfter
+    if d <= 0 then d = firstPause end
+    d = math.min(d, maxPause)
+    local left = pttl(KEYS[5])
+    if d > left then
+      redis.call('SET', KEYS[5], '1', 'PX', d)
+      grantAt(KEYS[12], nowMs + d, 'k:' .. key, maxPause + 1000)
+    end
+    if left == 0 then started, pause = 1, d end
+  end
+  -- A refusal of a key or a method says nothing about the institution:
+  -- another probe may go.
+  redis.call('DEL', KEYS[8])
+  return {scope, started, pause, eff}
+
+elseif op == 'success' then
+  if pttl(KEYS[4]) == 0 then redis.call('DEL', KEYS[11]) end
+  -- During a pause the answer is to a call sent before it.
+  if pttl(KEYS[3]) > 0 then return 0 end
+  redis.call('DEL', KEYS[10], KEYS[7], KEYS[8])
+  return 1
+
+elseif op == 'rejoin' then
+  for i = 11, #ARGV - 1, 2 do
+    local at = tonumber(ARGV[i + 1])
+    if at < 0 then at = now + at end
+    grantAt(KEYS[1], at, ARGV[i], 2 * winMs + 1000)
+  end
+  return {used(), effective()}
+
+elseif op == 'restore' then
+  if not fixed and redis.call('HEXISTS', KEYS[2], 'eff') == 0 then
+    local l = math.max(math.min(tonumber(ARGV[11]), calls), minLimit)
+    if l < calls then
+      redis.call('HSET', KEYS[2], 'eff', l, 'grown', fmt(now))
+      redis.call('PEXPIRE', KEYS[2], limitTTL)
+    end
+  end
+  return {used(), effective()}
+
+elseif op == 'stats' then
+  local out = {used(), effective(), pttl(KEYS[3]), redis.call('EXISTS', KEYS[7]), 0}
+  redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', nowMs)
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[12], 0, -1)) do
+    if string.sub(m, 1, 2) == 'k:' then
+      out[5] = out[5] + 1
+    else
+      out[#out + 1] = string.sub(m, 3)
+    end
+  end
+  return out
+end
+return redis.error_reply('budget.lua: unknown operation ' .. tostring(op))
