@@ -107,11 +107,12 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 	var cl *cluster.Cluster
 	if cc != nil {
 		var err error
-		cl, err = openCluster(cc, dir, *s.Budget, s.Watch.SetupPoll)
+		cl, err = cluster.Open(cluster.Config{URL: cc.URL, Prefix: cc.Prefix, Budget: *s.Budget, Dir: dir,
+			Poll: s.Watch.SetupPoll, Logger: caddy.Log().Named("s360.cluster")})
 		if err != nil {
 			return pooledEdge{}, err
 		}
-		opts.Gate, opts.Shared = clusterGate(cl, *s.Budget), clusterShared(cl)
+		opts.Gate, opts.Shared = cluster.NewBudget(cl, *s.Budget), cl
 	} else {
 		opts.Gate = budget.New(*s.Budget)
 	}

@@ -76,7 +76,7 @@ func (s storeRevocations) store() (*cachestore.Store, error) {
 
 func (s storeRevocations) Revoke(id string, until time.Time) error {
 	if cl := s.h.cluster; cl != nil {
-		return clusterRevocations(cl).Revoke(id, until)
+		return cl.Revoke(id, until)
 	}
 	ttl := time.Until(until)
 	if ttl <= 0 {
@@ -91,7 +91,7 @@ func (s storeRevocations) Revoke(id string, until time.Time) error {
 
 func (s storeRevocations) Revoked(id string) (bool, error) {
 	if cl := s.h.cluster; cl != nil {
-		return clusterRevocations(cl).Revoked(id)
+		return cl.Revoked(id)
 	}
 	st, err := s.store()
 	if err != nil {
