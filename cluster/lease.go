@@ -66,7 +66,7 @@ func (c *Cluster) WaitEntry(ctx context.Context, key string) (*cachestore.Entry,
 	wake := c.released.add(key)
 	defer c.released.remove(key, wake)
 	lk := c.key("l", key)
-	delay := c.pollFirst
+	delay, failures := c.pollFirst, 0
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -80,8 +80,17 @@ func (c *Cluster) WaitEntry(ctx context.Context, key string) (*cachestore.Entry,
 		n, err := c.rdb.Exists(octx, lk).Result()
 		cancel()
 		if c.reportFor(ctx, err) != nil {
-			return nil, err
+			// One slow answer is no outage: give up after a few in a row.
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if failures++; failures >= 3 {
+				return nil, err
+			}
+			t.Reset(delay)
+			continue
 		}
+		failures = 0
 		if n == 0 {
 			return c.GetEntry(ctx, key)
 		}
