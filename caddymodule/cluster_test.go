@@ -128,3 +128,16 @@ func TestStatsWithoutCluster(t *testing.T) {
 		}
 	}
 }
+
+// A prefix from an unset environment variable would silently become the
+// default one, which another institution on the same Redis may use.
+func TestClusterPrefixFromAnUnsetVariableFails(t *testing.T) {
+	dir, listen := t.TempDir(), freeListen(t)
+	t.Cleanup(func() { caddy.Stop() })
+	h := handlerJSON(dir, 40, 0, "5s")
+	h["cluster"] = map[string]any{"url": fmt.Sprintf("redis://127.0.0.1:%d/0", freePort(t)), "prefix": "{env.S360EDGE_TEST_UNSET_PREFIX}"}
+	err := loadConfig(t, listen, h)
+	if err == nil || !strings.Contains(err.Error(), "prefix is empty") {
+		t.Fatalf("load: %v, want an error about the empty prefix", err)
+	}
+}

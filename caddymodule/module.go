@@ -220,7 +220,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	replacePlaceholders(&h.Upstream, &h.Operator, &h.Secret, &h.Partner, &h.Shop, &h.Storage)
 	if h.Cluster != nil {
-		replacePlaceholders(&h.Cluster.URL, &h.Cluster.Prefix)
+		// A prefix written as a placeholder that resolves to nothing must
+		// not fall back to the default one another institution may use.
+		if h.Cluster.Prefix != "" {
+			if replacePlaceholders(&h.Cluster.Prefix); h.Cluster.Prefix == "" {
+				return errors.New("cluster: the prefix is empty once its placeholders are replaced (is its environment variable set?)")
+			}
+		}
+		replacePlaceholders(&h.Cluster.URL)
 	}
 	if h.CartTarget == "" {
 		h.CartTarget = "cart"
