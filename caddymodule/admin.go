@@ -11,6 +11,7 @@ import (
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
 )
 
@@ -63,10 +64,12 @@ type statsView struct {
 	PerMinute  []edge.Minute   `json:"budget_per_minute"` // the last hour, oldest first
 	Catalog    cachestore.Ages `json:"catalog_ages"`
 	CatalogErr string          `json:"catalog_error,omitempty"`
+	// Cluster is absent without cluster mode.
+	Cluster *cluster.Status `json:"cluster,omitempty"`
 }
 
 func budgetStats(e *edge.Edge) budget.Stats {
-	if b, ok := e.Gate().(*budget.Budget); ok {
+	if b, ok := e.Gate().(interface{ Stats() budget.Stats }); ok {
 		return b.Stats()
 	}
 	return budget.Stats{}

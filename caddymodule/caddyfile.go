@@ -73,6 +73,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			protect         <path or prefix*>...
 //			cookie_secret   <secret>
 //		}
+//		cluster redis[s]://[user:password@]host:port/db {
+//			prefix <prefix>
+//		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -168,6 +171,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.OIDC, err = parseOIDC(d)
 		case "saml":
 			h.SAML, err = parseSAML(d)
+		case "cluster":
+			h.Cluster, err = parseCluster(d)
 		default:
 			return d.Errf("unknown subdirective %q", name)
 		}

@@ -1,8 +1,11 @@
 package caddymodule
 
 import (
+	"errors"
+
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
 )
 
@@ -12,20 +15,34 @@ import (
 var edges = caddy.NewUsagePool()
 
 // pooledEdge adapts an edge to caddy.Destructor: the edge is closed when
-// the last handler using it is cleaned up.
-type pooledEdge struct{ *edge.Edge }
+// the last handler using it is cleaned up, and then its cluster (nil
+// without one), which the edge uses until it is closed.
+type pooledEdge struct {
+	*edge.Edge
+	cluster   *cluster.Cluster
+	clusterID string // Cluster.id of the config that opened it
+}
 
 func (p pooledEdge) Destruct() error {
 	inForce.Lock()
 	delete(inForce.m, p.Edge)
 	inForce.Unlock()
-	return p.Close()
+	err := p.Close()
+	if p.cluster != nil {
+		err = errors.Join(err, p.cluster.Close())
+	}
+	return err
 }
 
 // eachEdge calls fn for every open edge (admin API, metrics).
 func eachEdge(fn func(*edge.Edge)) {
+	eachPooled(func(p pooledEdge) { fn(p.Edge) })
+}
+
+// eachPooled calls fn for every open edge with its cluster.
+func eachPooled(fn func(pooledEdge)) {
 	edges.Range(func(_, v any) bool {
-		fn(v.(pooledEdge).Edge)
+		fn(v.(pooledEdge))
 		return true
 	})
 }

@@ -22,6 +22,20 @@ var (
 		"Calls made to S-360 by class and outcome.", []string{"class", "outcome"}, nil)
 	descScopePauses = prometheus.NewDesc("caddy_s360_budget_scope_pauses_total",
 		"Pauses started after S-360 answered 509/429, by scope (key, method, institution).", []string{"scope"}, nil)
+
+	// Cluster mode only; absent without it.
+	descClusterNodes = prometheus.NewDesc("caddy_s360_cluster_nodes",
+		"Live nodes of the cluster last seen (at least 1); the budget falls back to rate_limit divided by it while Redis is down.", nil, nil)
+	descClusterLeader = prometheus.NewDesc("caddy_s360_cluster_leader",
+		"1 on the node that runs the cluster's polls (holds the polling lease), else 0.", nil, nil)
+	descClusterRedisUp = prometheus.NewDesc("caddy_s360_cluster_redis_up",
+		"1 while Redis answers, 0 while the node serves alone from its local tier.", nil, nil)
+	descSharedHits = prometheus.NewDesc("caddy_s360_shared_hits_total",
+		"Answers read from the cluster's shared tier instead of calling S-360.", nil, nil)
+	descSharedWaits = prometheus.NewDesc("caddy_s360_shared_waits_total",
+		"Waits for another node's call of the same key.", nil, nil)
+	descSharedErrors = prometheus.NewDesc("caddy_s360_shared_errors_total",
+		"Calls of the cluster's shared state that failed (the node then acts alone).", nil, nil)
 )
 
 // scalar is a metric without labels, summed over the edges.
@@ -91,6 +105,12 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRequests
 	ch <- descUpstream
 	ch <- descScopePauses
+	ch <- descClusterNodes
+	ch <- descClusterLeader
+	ch <- descClusterRedisUp
+	ch <- descSharedHits
+	ch <- descSharedWaits
+	ch <- descSharedErrors
 	for _, s := range scalars {
 		ch <- s.desc
 	}
@@ -101,8 +121,24 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	req, up := map[lk]uint64{}, map[lk]uint64{}
 	sums := make([]float64, len(scalars))
 	var scopes budget.ScopeCounts
-	eachEdge(func(e *edge.Edge) {
+	// The cluster gauges of a process's edges (one in practice) combine
+	// to what an operator asks: is any Redis down, does it lead anywhere.
+	clustered, nodes, leader, redisUp := false, 0, 0, 1
+	var sharedHits, sharedWaits, sharedErrors uint64
+	eachPooled(func(p pooledEdge) {
+		e := p.Edge
 		s, b := e.Stats(), budgetStats(e)
+		if p.cluster != nil {
+			st := p.cluster.Status()
+			clustered, nodes = true, max(nodes, st.Nodes)
+			if st.Leader != "" && st.Leader == st.Node {
+				leader = 1
+			}
+			if !st.RedisOK {
+				redisUp = 0
+			}
+			sharedHits, sharedWaits, sharedErrors = sharedHits+s.SharedHits, sharedWaits+s.SharedWaits, sharedErrors+s.SharedErrors
+		}
 		for _, c := range s.Requests {
 			req[lk{c.Class, c.Outcome}] += c.Value
 		}
@@ -127,6 +163,14 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i, sc := range scalars {
 		ch <- prometheus.MustNewConstMetric(sc.desc, sc.kind, sums[i])
+	}
+	if clustered {
+		ch <- prometheus.MustNewConstMetric(descClusterNodes, prometheus.GaugeValue, float64(nodes))
+		ch <- prometheus.MustNewConstMetric(descClusterLeader, prometheus.GaugeValue, float64(leader))
+		ch <- prometheus.MustNewConstMetric(descClusterRedisUp, prometheus.GaugeValue, float64(redisUp))
+		ch <- prometheus.MustNewConstMetric(descSharedHits, prometheus.CounterValue, float64(sharedHits))
+		ch <- prometheus.MustNewConstMetric(descSharedWaits, prometheus.CounterValue, float64(sharedWaits))
+		ch <- prometheus.MustNewConstMetric(descSharedErrors, prometheus.CounterValue, float64(sharedErrors))
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/oidcrp"
 	"github.com/s360edge/s360edge/s360"
@@ -137,6 +138,10 @@ type Handler struct {
 	OIDC *OIDC `json:"oidc,omitempty"`
 	// SAML configures buyer login at the shop as SAML IdP. Default: off.
 	SAML *SAML `json:"saml,omitempty"`
+	// Cluster shares the budget, the cache, the polling and the logouts
+	// with the institution's other sidecars through Redis. Default: off
+	// (this sidecar alone; Redis is never needed).
+	Cluster *Cluster `json:"cluster,omitempty"`
 
 	logger      *zap.Logger
 	classifier  s360.Classifier
@@ -144,6 +149,7 @@ type Handler struct {
 	institution string
 	edge        *edge.Edge
 	edgeKey     string
+	cluster     *cluster.Cluster // the edge's; nil without cluster
 	localToken  *localTokens
 	rp          *oidcrp.RP
 	canon       *s360.CanonicalMemo
@@ -213,6 +219,16 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	replacePlaceholders(&h.Upstream, &h.Operator, &h.Secret, &h.Partner, &h.Shop, &h.Storage)
+	if h.Cluster != nil {
+		// A prefix written as a placeholder that resolves to nothing must
+		// not fall back to the default one another institution may use.
+		if h.Cluster.Prefix != "" {
+			if replacePlaceholders(&h.Cluster.Prefix); h.Cluster.Prefix == "" {
+				return errors.New("cluster: the prefix is empty once its placeholders are replaced (is its environment variable set?)")
+			}
+		}
+		replacePlaceholders(&h.Cluster.URL)
+	}
 	if h.CartTarget == "" {
 		h.CartTarget = "cart"
 	}
@@ -266,30 +282,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	settings := h.settings()
 	v, _, err := edges.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		// The edge outlives this config: it gets the process-wide
-		// logger, never this config's context.
-		e, err := edge.Open(edge.Options{
-			Dir:         dir,
-			Institution: settings.Institution,
-			Policy:      settings.Policy,
-			Gate:        budget.New(*settings.Budget),
-			Waits:       settings.Waits,
-			MaxBytes:    settings.MaxBytes,
-			Timeout:     settings.Timeout,
-			Logger:      caddy.Log().Named("s360.edge"),
-		})
+		p, err := openEdge(dir, settings, h.Cluster)
 		if err != nil {
 			return nil, err
 		}
 		inForce.Lock()
-		inForce.m[e] = running{settings: settings}
+		inForce.m[p.Edge] = running{settings: settings}
 		inForce.Unlock()
-		return pooledEdge{e}, nil
+		return p, nil
 	})
 	if err != nil {
 		return fmt.Errorf("opening the cache in %s: %w", dir, err)
 	}
-	h.edge, h.edgeKey = v.(pooledEdge).Edge, dir
+	pe := v.(pooledEdge)
+	if pe.clusterID != h.Cluster.id() {
+		// Give back this config's use of the edge: Cleanup only
+		// releases an edge recorded in h.edgeKey.
+		_, _ = edges.Delete(dir)
+		return errClusterChanged(dir)
+	}
+	h.edge, h.edgeKey, h.cluster = pe.Edge, dir, pe.cluster
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -409,6 +421,11 @@ func (h *Handler) check() error {
 			errs = append(errs, fmt.Errorf("allow %q: want service/method or service/*", pat))
 		}
 	}
+	if h.Cluster != nil {
+		if err := h.Cluster.check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if h.OIDC != nil {
 		for _, p := range h.OIDC.Protect {
 			if !strings.HasPrefix(p, "/") {
@@ -459,7 +476,7 @@ func (h *Handler) Cleanup() error {
 	h.edge.Detach(h.client)
 	h.client.CloseIdleConnections()
 	_, err := edges.Delete(h.edgeKey)
-	h.edgeKey, h.edge = "", nil
+	h.edgeKey, h.edge, h.cluster = "", nil, nil
 	return err
 }
 

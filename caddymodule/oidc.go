@@ -60,7 +60,9 @@ const revokedPrefix = "revoked/"
 
 // storeRevocations keeps the revocation list in the edge's store, so that a
 // logout survives restarts and reloads; Badger forgets each entry when the
-// session would have expired anyway.
+// session would have expired anyway. In cluster mode the list is the
+// cluster's, in Redis, so that a logout on one node ends the session on
+// every node.
 type storeRevocations struct{ h *Handler }
 
 var errNoStore = errors.New("the cache store is not open")
@@ -73,6 +75,9 @@ func (s storeRevocations) store() (*cachestore.Store, error) {
 }
 
 func (s storeRevocations) Revoke(id string, until time.Time) error {
+	if cl := s.h.cluster; cl != nil {
+		return cl.Revoke(id, until)
+	}
 	ttl := time.Until(until)
 	if ttl <= 0 {
 		return nil
@@ -85,6 +90,9 @@ func (s storeRevocations) Revoke(id string, until time.Time) error {
 }
 
 func (s storeRevocations) Revoked(id string) (bool, error) {
+	if cl := s.h.cluster; cl != nil {
+		return cl.Revoked(id)
+	}
 	st, err := s.store()
 	if err != nil {
 		return false, err

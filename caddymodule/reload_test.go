@@ -13,7 +13,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/edge"
 )
 
@@ -68,7 +67,7 @@ type applied struct {
 func appliedOf(e *edge.Edge) applied {
 	s := e.Settings()
 	return applied{
-		limit:   e.Gate().(*budget.Budget).Stats().Limit,
+		limit:   budgetStats(e).Limit,
 		maxSize: e.Store().Stats().MaxBytes,
 		timeout: s.Timeout,
 		wait:    s.Waits.Foreground,

@@ -16,20 +16,26 @@ import (
 )
 
 // edgeStats is one edge's statistics: its counters, its budget's, the
-// budget's use per minute over the last hour and the ages of its catalog.
-// /s360/stats serves it as JSON, /s360/ as the status page.
-func edgeStats(e *edge.Edge) statsView {
+// budget's use per minute over the last hour, the ages of its catalog and
+// its cluster's state. /s360/stats serves it as JSON, /s360/ as the status
+// page.
+func edgeStats(p pooledEdge) statsView {
+	e := p.Edge
 	ages, err := e.Store().ClassAges(cachestore.Catalog)
 	v := statsView{Snapshot: e.Stats(), Budget: budgetStats(e), PerMinute: e.BudgetHistory(), Catalog: ages}
 	if err != nil {
 		v.CatalogErr = err.Error()
+	}
+	if p.cluster != nil {
+		st := p.cluster.Status()
+		v.Cluster = &st
 	}
 	return v
 }
 
 func allStats() []statsView {
 	out := []statsView{}
-	eachEdge(func(e *edge.Edge) { out = append(out, edgeStats(e)) })
+	eachPooled(func(p pooledEdge) { out = append(out, edgeStats(p)) })
 	slices.SortFunc(out, func(a, b statsView) int { return strings.Compare(a.Dir, b.Dir) })
 	return out
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
 )
 
@@ -83,7 +84,39 @@ func TestStatusPageRenders(t *testing.T) {
 		if strings.Contains(page, "<script") || strings.Contains(page, "http://") || strings.Contains(page, "https://") {
 			t.Error("the page has a script or an external reference")
 		}
+		if strings.Contains(page, "<h3>Cluster</h3>") || strings.Contains(page, "Redis") {
+			t.Error("the page of a single node shows a cluster panel")
+		}
 	})
+	for _, tc := range []struct {
+		name   string
+		status cluster.Status
+		want   map[string]string
+		badge  bool
+	}{
+		{"cluster, Redis up, this node polls", cluster.Status{Mode: "cluster", Node: "web-1", Nodes: 3, Leader: "web-1", RedisOK: true},
+			map[string]string{"cluster.redis_ok": "up", "cluster.mode": "cluster", "cluster.nodes": "3", "cluster.node": "web-1", "cluster.leader": "this node",
+				"shared_hits": "12"}, false},
+		{"cluster, Redis up, another node polls", cluster.Status{Mode: "cluster", Node: "web-1", Nodes: 2, Leader: "web-2", RedisOK: true},
+			map[string]string{"cluster.redis_ok": "up", "cluster.nodes": "2", "cluster.leader": "web-2"}, false},
+		{"cluster, Redis down", cluster.Status{Mode: "local", Node: "web-1", Nodes: 3, RedisOK: false},
+			map[string]string{"cluster.redis_ok": "down", "cluster.mode": "local", "cluster.nodes": "3", "cluster.leader": "unknown",
+				"cluster.badge": "Redis down: serving alone", "shared_hits": "12", "shared_waits": "4", "shared_errors": "7"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := tc.status
+			snap := edge.Snapshot{Dir: "/d", SharedHits: 12, SharedWaits: 4, SharedErrors: 7}
+			page := render(t, statsView{Snapshot: snap, PerMinute: hour, Cluster: &st}, now)
+			for name, want := range tc.want {
+				if got := stat(t, page, name); got != want {
+					t.Errorf("%s: %q, want %q", name, got, want)
+				}
+			}
+			if got := strings.Contains(page, `data-stat="cluster.badge"`); got != tc.badge {
+				t.Errorf("Redis-down badge shown: %v, want %v", got, tc.badge)
+			}
+		})
+	}
 	t.Run("paused, with traffic", func(t *testing.T) {
 		h := append([]edge.Minute(nil), hour...)
 		h[58].Calls, h[59].Calls = 140, 30

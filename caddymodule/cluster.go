@@ -1,0 +1,127 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/cluster"
+	"github.com/s360edge/s360edge/edge"
+)
+
+// Cluster makes the sidecars of one institution act toward S-360 as one,
+// through Redis 7 or Valkey: one budget, one fetch per key, one poller and
+// shared logouts (see the README, "Running several sidecars"). Without it
+// the sidecar never needs Redis.
+//
+// The cluster is part of the cache it serves: a reload that changes URL or
+// Prefix of a running cache fails, and a restart is needed to apply it.
+type Cluster struct {
+	// URL is the Redis server: redis://[user:password@]host:port/db, or
+	// rediss:// for TLS. Required; no default. Use a placeholder such as
+	// {env.REDIS_URL} so that the password stays out of the config.
+	URL string `json:"url"`
+	// Prefix starts every Redis key of this institution; institutions
+	// sharing one Redis need different prefixes. Default: s360edge.
+	Prefix string `json:"prefix,omitempty"`
+}
+
+// parseCluster reads `cluster <url> [{ prefix <p> }]`.
+func parseCluster(d *caddyfile.Dispenser) (*Cluster, error) {
+	c := &Cluster{}
+	if err := oneArg(d, &c.URL); err != nil {
+		return nil, err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "prefix":
+			if c.Prefix != "" {
+				return nil, d.Err("cluster prefix given twice")
+			}
+			if err := oneArg(d, &c.Prefix); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, d.Errf("unknown cluster subdirective %q", d.Val())
+		}
+	}
+	return c, nil
+}
+
+// check runs after placeholders are replaced. Its errors never carry the
+// URL's password: a URL that does not parse is not echoed at all.
+func (c *Cluster) check() error {
+	const want = "want redis://[user:password@]host:port/db, or rediss:// for TLS"
+	if c.URL == "" {
+		return errors.New("cluster: the Redis URL is required (is its environment variable set?)")
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return errors.New("cluster: the Redis URL does not parse: " + want)
+	}
+	if (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		u.RawQuery, u.Fragment = "", ""
+		return fmt.Errorf("cluster %q: %s", u.Redacted(), want)
+	}
+	return nil
+}
+
+// id is what must stay the same for a reload to keep the running cluster.
+func (c *Cluster) id() string {
+	if c == nil {
+		return ""
+	}
+	p := c.Prefix
+	if p == "" {
+		p = cluster.DefaultPrefix
+	}
+	return p + " " + c.URL
+}
+
+// errClusterChanged: the running cache's cluster is part of its state (its
+// budget, its shared tier and its place in the event stream), so it is not
+// swapped under the requests in flight.
+func errClusterChanged(dir string) error {
+	return fmt.Errorf("the cluster settings (url or prefix, or cluster on/off) of the running cache in %s differ from this config's: "+
+		"they apply at a restart of the process, not at a reload", dir)
+}
+
+// openEdge opens the edge of dir, with its cluster when cc is set: the
+// cluster's budget is the edge's gate, and the cluster its shared state.
+func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
+	opts := edge.Options{
+		Dir:         dir,
+		Institution: s.Institution,
+		Policy:      s.Policy,
+		Waits:       s.Waits,
+		MaxBytes:    s.MaxBytes,
+		Timeout:     s.Timeout,
+		// The edge outlives this config: it gets the process-wide
+		// logger, never this config's context.
+		Logger: caddy.Log().Named("s360.edge"),
+	}
+	var cl *cluster.Cluster
+	if cc != nil {
+		var err error
+		cl, err = cluster.Open(cluster.Config{URL: cc.URL, Prefix: cc.Prefix, Budget: *s.Budget, Dir: dir,
+			Poll: s.Watch.SetupPoll, Logger: caddy.Log().Named("s360.cluster")})
+		if err != nil {
+			return pooledEdge{}, err
+		}
+		opts.Gate, opts.Shared = cluster.NewBudget(cl, *s.Budget), cl
+	} else {
+		opts.Gate = budget.New(*s.Budget)
+	}
+	e, err := edge.Open(opts)
+	if err != nil {
+		if cl != nil {
+			cl.Close()
+		}
+		return pooledEdge{}, err
+	}
+	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id()}, nil
+}
