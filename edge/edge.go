@@ -114,6 +114,7 @@ type Edge struct {
 	flights    map[string]*flight
 	refreshing map[string]bool
 	gen        atomic.Uint64
+	opened     time.Time // when Open ran: catalog entries stored before are of unknown age
 	// genMu orders the changes of gen: the setup watcher's bumps and, in
 	// a cluster, the adoption of the cluster's generation.
 	genMu sync.Mutex
@@ -155,7 +156,7 @@ func Open(opts Options) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}}
+	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}, opened: opts.Now()}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if b, err := store.GetMeta(metaGeneration); err == nil && len(b) == 8 {
 		e.gen.Store(binary.BigEndian.Uint64(b))

@@ -199,10 +199,12 @@ func (e *Edge) pollFailed(ctx context.Context, method string, err error) error {
 //
 // The whole answer body counts (canonical, requestId dropped): its field
 // name is not documented. The first poll ever has nothing to compare with:
-// if the store already holds catalog entries (a store from before the
-// watcher, or one whose meta was lost) their age is unknown, so a new
-// generation is started; with no catalog cached, the value is just
-// recorded.
+// if the store holds catalog entries stored before the edge opened (a store
+// from before the watcher, or one whose meta was lost) their age is
+// unknown, so a new generation is started; otherwise the value is just
+// recorded. Entries fetched since the edge opened are as new as the value:
+// a bump for them would refetch, on every node of a cluster, a catalog
+// fetched a moment ago.
 func (e *Edge) pollSetup(ctx context.Context) error {
 	e.watch.setupMu.Lock()
 	defer e.watch.setupMu.Unlock()
@@ -225,7 +227,7 @@ func (e *Edge) pollSetup(ctx context.Context) error {
 	var changed bool
 	switch {
 	case errors.Is(err, cachestore.ErrNotFound):
-		changed = e.hasCatalog()
+		changed = e.hasCatalogBefore(e.opened)
 	case err != nil:
 		return e.pollFailed(ctx, call.Method, err)
 	default:
@@ -261,11 +263,12 @@ func (e *Edge) keepFeedCopy(call s360.Call, canonical, body []byte, ttl time.Dur
 	e.put(call, s360.Key(inst, call, canonical), feedEntry(canonical, body, e.opts.Now(), ttl))
 }
 
-func (e *Edge) hasCatalog() bool {
+// hasCatalogBefore reports whether a catalog entry stored before t is cached.
+func (e *Edge) hasCatalogBefore(t time.Time) bool {
 	found := false
-	err := e.store.Keys(cachestore.Catalog, func(string, *cachestore.Entry) bool {
-		found = true
-		return false
+	err := e.store.Keys(cachestore.Catalog, func(_ string, ent *cachestore.Entry) bool {
+		found = ent.StoredAt.Before(t)
+		return !found
 	})
 	if err != nil {
 		// Counted as no catalog: the value is recorded, the generation kept.

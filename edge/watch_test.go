@@ -229,8 +229,12 @@ func TestSetupValueAndGenerationSurviveRestart(t *testing.T) {
 func TestFirstPollWithCachedCatalogStartsGeneration(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newWatchFake()
-		v := newWatchEnv(t, f, "")
-		v.serve(t, catalog, `{}`)
+		dir := t.TempDir()
+		v := newWatchEnv(t, f, dir)
+		v.serve(t, catalog, `{}`) // cached by a sidecar that never polled
+		v.e.Close()
+		time.Sleep(time.Second)
+		v = newWatchEnv(t, f, dir)
 		mustPoll(t, v.e.pollSetup) // the cached catalog's setup is unknown
 		if g := v.e.Generation(); g != 1 {
 			t.Fatalf("generation %d, want 1", g)
@@ -240,6 +244,25 @@ func TestFirstPollWithCachedCatalogStartsGeneration(t *testing.T) {
 			t.Fatalf("generation %d after a second poll, want 1", g)
 		}
 		waitRefreshes(t, v, 1)
+	})
+}
+
+// A catalog fetched since the edge opened is as new as the first poll's
+// value: no generation, no refetch (on a cluster, every node would refetch).
+func TestFirstPollAfterAFreshFetchKeepsTheGeneration(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		v := newWatchEnv(t, f, "")
+		time.Sleep(time.Second)
+		v.serve(t, catalog, `{}`)
+		mustPoll(t, v.e.pollSetup)
+		if g := v.e.Generation(); g != 0 {
+			t.Fatalf("generation %d, want 0", g)
+		}
+		expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400", `"edition":"v1"`)
+		if n := len(f.calls("getCatalogDetailed")); n != 1 {
+			t.Fatalf("%d catalog calls, want 1", n)
+		}
 	})
 }
 
