@@ -7,8 +7,10 @@ package upstream
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,8 +162,9 @@ func New(cfg Config) *Client {
 			ExpectContinueTimeout: time.Second,
 		}
 	}
-	// Go's transport asks for gzip and decompresses it transparently as
-	// long as we do not set Accept-Encoding ourselves.
+	// Do asks for gzip itself (see gunzip) rather than let Go's transport
+	// decompress: the transport hides the length, and an 11 MB catalog then
+	// grew its buffer by doubling (some 32 MB allocated, a 16 MB array kept).
 	return &Client{cfg: cfg, http: &http.Client{Transport: tr, CheckRedirect: noRedirects}}
 }
 
@@ -341,6 +344,7 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept-Encoding", "gzip")
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
@@ -352,7 +356,12 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 	if c.cfg.Observe != nil {
 		c.cfg.Observe(ctx, path, resp.StatusCode, resp.Header)
 	}
-	data, free, err := c.read(ctx, path, resp)
+	data, free, err := c.read(ctx, path, resp.Body, resp.ContentLength, 64<<10)
+	if err == nil && strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		data, free, err = c.gunzip(ctx, path, data, free)
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -365,11 +374,12 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 // unknown one is charged as the buffer grows, and a growth the bound cannot
 // take at once fails the call rather than wait while holding memory, which
 // could leave every reader waiting for the others.
-func (c *Client) read(ctx context.Context, path string, resp *http.Response) ([]byte, func(), error) {
+// first is the buffer's first size when the length is unknown.
+func (c *Client) read(ctx context.Context, path string, body io.Reader, length, first int64) ([]byte, func(), error) {
 	var held int64
 	r := c.cfg.Reading
 	free := sync.OnceFunc(func() { r.sem.Release(held) })
-	buf, err := c.readCharged(ctx, path, resp, &held)
+	buf, err := c.readCharged(ctx, path, body, length, first, &held)
 	if err != nil {
 		free()
 		return nil, nil, err
@@ -377,10 +387,10 @@ func (c *Client) read(ctx context.Context, path string, resp *http.Response) ([]
 	return buf, free, nil
 }
 
-func (c *Client) readCharged(ctx context.Context, path string, resp *http.Response, held *int64) ([]byte, error) {
+func (c *Client) readCharged(ctx context.Context, path string, body io.Reader, length, first int64, held *int64) ([]byte, error) {
 	limit, r := c.cfg.MaxResponseBytes, c.cfg.Reading
 	tooLarge := &Error{Kind: TooLarge, Sent: true, Err: fmt.Errorf("reading %s: answer larger than %d bytes", path, limit)}
-	if resp.ContentLength > limit {
+	if length > limit {
 		return nil, tooLarge
 	}
 	cut := func(n int, err error) error {
@@ -389,20 +399,20 @@ func (c *Client) readCharged(ctx context.Context, path string, resp *http.Respon
 		}
 		return &Error{Kind: Invalid, Sent: true, Err: fmt.Errorf("reading %s: answer cut after %d bytes: %w", path, n, err)}
 	}
-	if resp.ContentLength >= 0 {
-		if err := r.sem.Acquire(ctx, resp.ContentLength); err != nil {
+	if length >= 0 {
+		if err := r.sem.Acquire(ctx, length); err != nil {
 			return nil, c.classify(ctx, path, err, true)
 		}
-		*held = resp.ContentLength
+		*held = length
 		// net/http stops the body at Content-Length and reports a
 		// shorter one as io.ErrUnexpectedEOF.
-		buf := make([]byte, resp.ContentLength)
-		if n, err := io.ReadFull(resp.Body, buf); err != nil {
+		buf := make([]byte, length)
+		if n, err := io.ReadFull(body, buf); err != nil {
 			return nil, cut(n, err)
 		}
 		return buf, nil
 	}
-	size := min(64<<10, limit+1)
+	size := max(1, min(first, limit+1))
 	if err := r.sem.Acquire(ctx, size); err != nil {
 		return nil, c.classify(ctx, path, err, true)
 	}
@@ -423,7 +433,7 @@ func (c *Client) readCharged(ctx context.Context, path string, resp *http.Respon
 			*held += grown - int64(cap(buf))
 			buf = nb
 		}
-		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
 			break
@@ -436,6 +446,28 @@ func (c *Client) readCharged(ctx context.Context, path string, resp *http.Respon
 		return nil, tooLarge
 	}
 	return buf, nil
+}
+
+// gunzip decompresses a gzip answer z, held until freeZ, within the same
+// bounds as read. gzip's trailer holds the length (mod 2^32): the buffer
+// starts at that size, so that the body kept is no larger than the answer
+// and nothing is copied to grow it. The trailer is S-360's word, so the
+// first size is also capped at 32 times the compressed size (JSON shrinks
+// less than that); beyond it, or when the stream has several members (the
+// trailer is the last one's), the buffer grows as for any answer of
+// unknown length. gzip checks each member's CRC and length: a cut, corrupt
+// or lying stream is Invalid.
+func (c *Client) gunzip(ctx context.Context, path string, z []byte, freeZ func()) ([]byte, func(), error) {
+	defer freeZ()
+	zr, err := gzip.NewReader(bytes.NewReader(z))
+	if err != nil {
+		return nil, nil, &Error{Kind: Invalid, Sent: true, Err: fmt.Errorf("reading %s: the gzip answer does not start as one: %w", path, err)}
+	}
+	first := int64(64 << 10)
+	if n := len(z); n >= 4 {
+		first = min(int64(binary.LittleEndian.Uint32(z[n-4:]))+1, 32*int64(n)+64<<10)
+	}
+	return c.read(ctx, path, zr, -1, first)
 }
 
 // Reading bounds the total bytes of upstream answers being read at once,

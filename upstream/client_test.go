@@ -1,9 +1,11 @@
 package upstream
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -302,5 +304,68 @@ func TestTokenWaitIsBoundedByMaxWait(t *testing.T) {
 	}
 	if f.calls.Load() != 0 {
 		t.Fatal("call made without a token")
+	}
+}
+
+// A gzip answer is read into a buffer of its length (gzip's trailer),
+// so that the body kept is no larger than the answer; odd or hostile
+// streams are read right or refused as Invalid, never over the bounds.
+func TestGzipAnswers(t *testing.T) {
+	// Numbers compress about as much as a catalog does (a few times).
+	var ids strings.Builder
+	for i := range 40000 {
+		fmt.Fprintf(&ids, "%d,", i*7919%100003)
+	}
+	body := `{"statusCode":"success","ids":[` + ids.String() + `0]}`
+	gz := func(parts ...string) []byte {
+		var b bytes.Buffer
+		for _, p := range parts { // one gzip member each
+			w := gzip.NewWriter(&b)
+			io.WriteString(w, p)
+			w.Close()
+		}
+		return b.Bytes()
+	}
+	whole := gz(body)
+	hugeTrailer := bytes.Clone(whole)
+	binary.LittleEndian.PutUint32(hugeTrailer[len(hugeTrailer)-4:], 0xFFFFFFF0)
+	for _, tc := range []struct {
+		name     string
+		answer   []byte
+		want     string // the body, or "" for an Invalid error
+		exactCap bool
+	}{
+		{"one member: exact buffer", whole, body, true},
+		{"two members: the last trailer is short, the buffer grows", gz(body[:1000], body[1000:]), body, false},
+		{"cut stream", whole[:len(whole)/2], "", false},
+		{"trailer claims 4 GiB: refused by gzip's check, not by the reading bound", hugeTrailer, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := setup(t, func(cfg *Config, f *fakeS360) {
+				cfg.Reading = NewReading(4 << 20) // room for the body, not for the trailer's claim
+				f.handler = func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Encoding", "gzip")
+					w.Write(tc.answer)
+				}
+			})
+			r, err := c.Do(context.Background(), path, []byte(`{}`))
+			if tc.want == "" {
+				var ue *Error
+				if !errors.As(err, &ue) || ue.Kind != Invalid {
+					t.Fatalf("want Invalid, got %v", err)
+				}
+				return
+			}
+			if err != nil || string(r.Body) != tc.want {
+				t.Fatalf("body not decoded: %v %.40q", err, r.Body)
+			}
+			// One byte more, to see the end without growing.
+			if tc.exactCap && cap(r.Body) > len(r.Body)+1 {
+				t.Errorf("body kept in a %d-byte array for %d bytes", cap(r.Body), len(r.Body))
+			}
+			if ce := r.Header.Get("Content-Encoding"); ce != "" {
+				t.Errorf("Content-Encoding %q left on a decoded answer", ce)
+			}
+		})
 	}
 }
