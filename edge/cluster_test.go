@@ -662,3 +662,26 @@ func TestClusterRestartedNodeCatchesUpFromTheSharedTier(t *testing.T) {
 		}
 	})
 }
+
+// Another node may store a key and let its lease go between this node's
+// read of the shared tier and its lease: the lease's holder reads again
+// before calling, so the cluster still makes one call.
+func TestClusterLeaseAfterAnotherNodesCallReadsAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		_, nodes := openCluster(t, f, "a", "b")
+		a, b := nodes[0], nodes[1]
+		b.shared.onGet = sync.OnceFunc(func() {
+			if r := a.serve(t, catalog, `{}`); r.Entry == nil || r.Hit {
+				t.Errorf("node a: %+v, want its own call", r)
+			}
+		})
+		r := b.serve(t, catalog, `{}`)
+		if r.Entry == nil || !r.Hit || !strings.Contains(r.CacheStatus, "detail=shared") {
+			t.Errorf("node b answered %+v, want a's answer from the shared tier", r)
+		}
+		if got := len(f.calls("getCatalogDetailed")); got != 1 {
+			t.Errorf("getCatalogDetailed calls = %d, want 1", got)
+		}
+	})
+}

@@ -257,7 +257,8 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	// S-360: the cluster makes one call per key. Feeds' copies stay local.
 	shared := e.opts.Shared != nil && !Feed(call)
 	if shared {
-		if f := e.sharedEntry(ctx, call, key, canonical, false); f != nil {
+		inv := e.invalidations.Load()
+		if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
 			return f
 		}
 		release, ok, err := e.opts.Shared.Lease(ctx, key, e.timeout()+leaseMargin)
@@ -266,8 +267,13 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			e.sharedFailed("taking a key's fetch lease", err)
 		case ok:
 			defer release()
+			// The previous holder may have stored the answer and let the
+			// lease go between the read above and this lease: read again.
+			if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
+				return f
+			}
 		default:
-			if f := e.sharedEntry(ctx, call, key, canonical, true); f != nil {
+			if f := e.sharedEntry(ctx, call, key, canonical, true, inv); f != nil {
 				return f
 			}
 			// Nothing usable came: this node calls, as a single node would.

@@ -21,8 +21,9 @@ const leaseMargin = 10 * time.Second
 // sharedEntry reads key from the shared tier, after waiting for another
 // node's lease on it when wait is set, and stores it locally when it is
 // fresh. nil when there is nothing fresh for canonical.
-func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, canonical []byte, wait bool) *fetched {
-	inv := e.invalidations.Load()
+// inv is the availability invalidation count when the caller began to
+// look: a copy read after a later invalidation is not trusted.
+func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, canonical []byte, wait bool, inv uint64) *fetched {
 	var ent *cachestore.Entry
 	var err error
 	if wait {
