@@ -391,14 +391,8 @@ func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string,
 			e.refreshKey(ctx, key, 0)
 			return
 		}
-		// Another refresh (refresh-ahead, or an earlier request) may have
-		// stored a fresh answer since this request looked.
-		policy, _ := e.policy()
-		if ent, err := e.store.Get(key); err == nil {
-			if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); fresh {
-				return
-			}
-		}
+		// A fresh answer another refresh stored since this request looked
+		// is found by the flight's leader, which reads the store first.
 		e.fetch(ctx, client, call, key, canonical, PriorityBackground, 0)
 	})
 }
