@@ -22,8 +22,10 @@ func Valid(body []byte) bool {
 	if !gjson.ValidBytes(body) {
 		return false
 	}
-	v := gjson.ParseBytes(body)
-	return v.IsObject() && v.Get("statusCode").Type == gjson.String
+	// Not gjson.ParseBytes, which copies the body into a string: a
+	// catalog's answer is 10 MB. GetBytes reads it in place.
+	v := bytes.TrimLeft(body, " \t\r\n")
+	return len(v) > 0 && v[0] == '{' && gjson.GetBytes(v, "statusCode").Type == gjson.String
 }
 
 // Success reports whether an answer may be stored: HTTP 200, a valid

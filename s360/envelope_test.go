@@ -2,6 +2,8 @@ package s360
 
 import (
 	"errors"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -33,6 +35,23 @@ func TestValid(t *testing.T) {
 				t.Errorf("Success accepted %q", c.body)
 			}
 		})
+	}
+}
+
+// TestValidDoesNotCopyTheBody: a catalog's answer is 10 MB, and every miss
+// checks it more than once; a check that copies it (gjson.ParseBytes did)
+// doubles the memory a miss takes.
+func TestValidDoesNotCopyTheBody(t *testing.T) {
+	body := []byte(`{"data":"` + strings.Repeat("x", 4<<20) + `","statusCode":"success"}`)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ok := Success(200, body)
+	runtime.ReadMemStats(&after)
+	if !ok {
+		t.Fatal("not a success")
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+		t.Errorf("checking a %d-byte answer allocated %d bytes", len(body), n)
 	}
 }
 
