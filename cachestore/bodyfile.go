@@ -3,10 +3,12 @@ package cachestore
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,14 +41,22 @@ func (s *Store) bodyPath(key string) string {
 	return filepath.Join(s.dir, bodiesDir, hex.EncodeToString(sum[:]))
 }
 
-// writeBody writes val as the file of key through a temporary file and a rename, so that a
-// reader sees the old file or the new one, never a partial one. A crash can still leave a torn
-// file after a power loss (no fsync, as Badger's writes); its checksum then fails and it is
-// deleted as corrupt.
-func (s *Store) writeBody(key string, val []byte) error {
+// writeBody writes the encoded entry (enc's head, body, enc's checksum) as the file of key
+// through a temporary file and a rename, so that a reader sees the old file or the new one, never
+// a partial one. A crash can still leave a torn file after a power loss (no fsync, as Badger's
+// writes); its checksum then fails and it is deleted as corrupt.
+func (s *Store) writeBody(key string, enc encoded, body []byte) error {
 	path := s.bodyPath(key)
 	tmp := path + tmpSuffix
-	if err := os.WriteFile(tmp, val, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		bufs := net.Buffers{enc.head, body, binary.BigEndian.AppendUint32(nil, enc.sum)}
+		_, err = bufs.WriteTo(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("writing body file: %w", err)
 	}

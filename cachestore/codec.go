@@ -103,7 +103,23 @@ const (
 // Times are seconds+nanoseconds rather than UnixNano so that any time.Time, including the zero
 // time and far-future "never" values, round-trips exactly (location aside).
 func encodeEntry(e *Entry) []byte {
-	n := 64 + len(e.Body) + len(e.Canonical)
+	enc := encodeParts(e, len(e.Body)+checksumLen)
+	return binary.BigEndian.AppendUint32(append(enc.head, e.Body...), enc.sum)
+}
+
+// encoded is an entry's encoding in parts, so that a large body is written where it goes
+// without being copied: head, then the entry's Body, then sum as 4 big-endian bytes.
+type encoded struct {
+	head []byte
+	sum  uint32
+}
+
+func (enc encoded) size(e *Entry) int64 { return int64(len(enc.head) + len(e.Body) + checksumLen) }
+
+// encodeParts encodes everything before the body into head, with room for extra bytes more, and
+// the checksum of head and body.
+func encodeParts(e *Entry, extra int) encoded {
+	n := 64 + len(e.Canonical) + extra
 	for _, t := range e.Tags {
 		n += len(t) + 2
 	}
@@ -135,8 +151,7 @@ func encodeEntry(e *Entry) []byte {
 		b = appendStrings(b, e.Header[k])
 	}
 	b = binary.AppendUvarint(b, uint64(len(e.Body)))
-	b = append(b, e.Body...)
-	return appendChecksum(b)
+	return encoded{head: b, sum: crc32.Update(crc32.Checksum(b, castagnoli), castagnoli, e.Body)}
 }
 
 // decodeEntry checks the checksum, then parses. It never panics, and never allocates more than

@@ -212,9 +212,12 @@ func TestOrphanBodyFilesAreRemoved(t *testing.T) {
 // held 100 copies).
 func TestConcurrentGetsShareOneDiskRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := openTest(t, Options{})
+		dir := t.TempDir()
+		s := openTest(t, Options{Dir: dir})
 		large := strings.Repeat("C", 1<<20)
-		mustPut(t, s, "catalog", entryAt(time.Now(), Catalog, large)) // Put leaves it out of memory
+		mustPut(t, s, "catalog", entryAt(time.Now(), Catalog, large))
+		s.Close() // reopened, so that the entry is on disk only
+		s = openTest(t, Options{Dir: dir})
 		const readers = 50
 		// Hold Close's side of closeMu so that the first disk read blocks until every reader is
 		// waiting.
@@ -230,8 +233,10 @@ func TestConcurrentGetsShareOneDiskRead(t *testing.T) {
 				errs <- err
 			}()
 		}
-		for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() < base+readers; {
-			if time.Now().After(deadline) {
+		// Counted in turns, not time: the bubble's clock stands still while readers wait on a
+		// mutex.
+		for turns := 0; runtime.NumGoroutine() < base+readers; turns++ {
+			if turns == 10_000_000 {
 				s.closeMu.Unlock()
 				t.Fatalf("readers did not start: %d goroutines, want %d", runtime.NumGoroutine(), base+readers)
 			}
@@ -313,11 +318,12 @@ func TestEarlierLayoutIsReclaimedOnce(t *testing.T) {
 	})
 }
 
-// waitDiskReads polls until n disk reads have started, and fails at the deadline.
+// waitDiskReads polls until n disk reads have started, and fails after many turns (not at a
+// time: in a bubble, the clock stands still while the reads wait on a mutex).
 func waitDiskReads(t *testing.T, s *Store, n uint64) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); s.Stats().DiskReads < n; {
-		if time.Now().After(deadline) {
+	for turns := 0; s.Stats().DiskReads < n; turns++ {
+		if turns == 10_000_000 {
 			t.Fatalf("%d disk reads started, want %d", s.Stats().DiskReads, n)
 		}
 		runtime.Gosched()
@@ -331,6 +337,7 @@ func TestGetAfterInvalidationDoesNotJoinOlderRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := openTest(t, Options{})
 		mustPut(t, s, "k", entryAt(time.Now(), Catalog, strings.Repeat("C", bodyFileMin)))
+		s.mem.remove("k") // on disk only
 		s.closeMu.Lock() // the reads wait on it
 		locked := true
 		defer func() {

@@ -60,22 +60,36 @@ func (m *memLayer) peek(key string) *Entry {
 // invalidation, and then cache the old value for good. Writes are rare (misses only), so
 // skipping the insert now and then costs nothing.
 func (m *memLayer) add(key string, e *Entry, size int64, seq uint64) {
-	size += int64(len(key)) + memItemOverhead
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// An entry larger than the whole layer is not cached; one that fits may push everything
-	// else out, which is right for the 10 MB catalog that every visitor asks for.
-	if m.max <= 0 || size > m.max || seq != m.seq {
-		return
+	if seq == m.seq {
+		m.addLocked(key, e, size)
 	}
+}
+
+func (m *memLayer) addLocked(key string, e *Entry, size int64) {
 	if el, ok := m.byKey[key]; ok {
 		m.removeElement(el)
+	}
+	// An entry larger than the whole layer is not cached; one that fits may push everything
+	// else out, which is right for the 10 MB catalog that every visitor asks for.
+	size += int64(len(key)) + memItemOverhead
+	if m.max <= 0 || size > m.max {
+		return
 	}
 	m.byKey[key] = m.lru.PushFront(&memItem{key: key, e: e, size: size})
 	m.used += size
 	for m.used > m.max {
 		m.removeElement(m.lru.Back())
 	}
+}
+
+// replace invalidates key as remove does, then caches e there: the entry just stored.
+func (m *memLayer) replace(key string, e *Entry, size int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seq++
+	m.addLocked(key, e, size)
 }
 
 func (m *memLayer) remove(key string) {

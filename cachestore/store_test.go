@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,21 +99,37 @@ func TestPutGetRoundTrip(t *testing.T) {
 	})
 }
 
-func TestPutDefaultsStoredAtAndCopies(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := openTest(t, Options{})
-		e := entryAt(time.Time{}, Other, "body")
-		e.StaleUntil = time.Time{} // never
-		mustPut(t, s, "k", e)
-		e.Body[0] = 'X' // the caller may reuse its entry
-		got, err := s.Get("k")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !got.StoredAt.Equal(time.Now()) || string(got.Body) != "body" || !e.StoredAt.IsZero() {
-			t.Fatalf("got StoredAt %v body %q; caller's StoredAt %v", got.StoredAt, got.Body, e.StoredAt)
-		}
-	})
+// TestPutDefaultsStoredAtAndKeepsTheBody: a zero StoredAt is stored as now without changing the
+// caller's entry, and the next reader is served the body that was put, not a copy of it (a
+// 10 MB catalog is held once from its miss on).
+func TestPutDefaultsStoredAtAndKeepsTheBody(t *testing.T) {
+	for _, size := range []int{4, bodyFileMin} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				s := openTest(t, Options{Dir: dir})
+				e := entryAt(time.Time{}, Other, strings.Repeat("b", size))
+				e.StaleUntil = time.Time{} // never
+				mustPut(t, s, "k", e)
+				got, err := s.Get("k")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !got.StoredAt.Equal(time.Now()) || !e.StoredAt.IsZero() {
+					t.Errorf("got StoredAt %v; caller's StoredAt %v", got.StoredAt, e.StoredAt)
+				}
+				if &got.Body[0] != &e.Body[0] {
+					t.Error("Get after Put returned a copy of the body")
+				}
+				s.Close()
+				s = openTest(t, Options{Dir: dir})
+				got, err = s.Get("k")
+				if err != nil || string(got.Body) != string(e.Body) {
+					t.Errorf("after reopening: %d bytes, %v", len(got.Body), err)
+				}
+			})
+		})
+	}
 }
 
 func TestPutRejectsBadInput(t *testing.T) {
@@ -204,6 +221,7 @@ func TestCorruptEntryIsDeletedNotServed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		s.mem.clear() // read from disk
 
 		assertNotFound(t, s, "k")
 		st := s.Stats()
@@ -453,7 +471,18 @@ func TestMemoryLayer(t *testing.T) {
 		if first != second {
 			t.Fatal("repeated Gets returned different pointers")
 		}
-		if st := s.Stats(); st.DiskHits != 1 || st.MemoryHits != 1 || st.MemoryEntries != 1 {
+		if st := s.Stats(); st.DiskHits != 0 || st.MemoryHits != 2 || st.MemoryEntries != 1 {
+			t.Errorf("stats: %+v", st)
+		}
+		s.mem.clear()
+		fromDisk, err := s.Get("k")
+		if err != nil || fromDisk == first {
+			t.Fatalf("Get after clearing the memory layer: %v, same entry %t", err, fromDisk == first)
+		}
+		if again, _ := s.Get("k"); again != fromDisk {
+			t.Fatal("an entry read from disk was not kept in the memory layer")
+		}
+		if st := s.Stats(); st.DiskHits != 1 || st.MemoryHits != 3 || st.MemoryEntries != 1 {
 			t.Errorf("stats: %+v", st)
 		}
 
@@ -642,6 +671,7 @@ func TestKeys(t *testing.T) {
 			mustPut(t, s, k, entryAt(now, Catalog, `{"key":"`+k+`"}`))
 		}
 		mustPut(t, s, "a1", entryAt(now, Availability, "{}"))
+		s.mem.clear() // the entries put are there
 		var seen []string
 		err := s.Keys(Catalog, func(k string, e *Entry) bool {
 			if string(e.Body) != `{"key":"`+k+`"}` {
@@ -848,4 +878,24 @@ func TestValueLogGCRuns(t *testing.T) {
 	if _, err := s.Get("big"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPutTooLargeForMemoryDropsTheOldEntry: an entry too large for the memory layer replaces the
+// smaller one cached there, rather than leave the old one served.
+func TestPutTooLargeForMemoryDropsTheOldEntry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := openTest(t, Options{MemoryBytes: 4 << 10})
+		mustPut(t, s, "k", entryAt(time.Now(), Catalog, "small"))
+		if e, err := s.Get("k"); err != nil || string(e.Body) != "small" {
+			t.Fatalf("Get = %v, %v", e, err)
+		}
+		large := strings.Repeat("L", 8<<10)
+		mustPut(t, s, "k", entryAt(time.Now(), Catalog, large))
+		if e, err := s.Get("k"); err != nil || string(e.Body) != large {
+			t.Fatalf("Get after the large Put: %v", err)
+		}
+		if st := s.Stats(); st.MemoryEntries != 0 || st.DiskHits != 1 {
+			t.Errorf("stats: %+v", st)
+		}
+	})
 }

@@ -1,9 +1,13 @@
 package edge
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -79,4 +83,53 @@ func BenchmarkServeHitParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkServeMissLarge is the miss of a 10 MB catalog answer, sent
+// gzipped as S-360 does, then read once more as the next reader would: the
+// bytes allocated per op count the copies of the body that the miss path
+// makes (read, decompress, store, load).
+func BenchmarkServeMissLarge(b *testing.B) {
+	const size = 10 << 20
+	// Random letters compress about as well as a catalog does (4-5×);
+	// a run of one letter would not, and would hide gunzip's sizing.
+	data := make([]byte, size-34)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = 'a' + byte(rng.IntN(26))
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"statusCode":"success","data":"` + string(data) + `"}`))
+	zw.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == upstream.AuthPath {
+			w.Write([]byte(`{"token":"t"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Write(gz.Bytes())
+	}))
+	b.Cleanup(srv.Close)
+	e, err := Open(Options{Dir: b.TempDir(), Institution: "mosa"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Close() })
+	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Wait: e.Wait, Observe: e.Observe})
+	e.Attach(c)
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		canonical := []byte(`{"pointOfSalesId":` + strconv.Itoa(i) + `}`)
+		if r := e.Serve(ctx, c, catalog, canonical); r.Entry == nil || len(r.Entry.Body) != size {
+			b.Fatalf("miss: %+v", r.CacheStatus)
+		}
+		if r := e.Serve(ctx, c, catalog, canonical); !r.Hit || len(r.Entry.Body) != size {
+			b.Fatalf("next reader: %q", r.CacheStatus)
+		}
+	}
 }
