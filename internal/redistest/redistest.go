@@ -32,7 +32,7 @@ type Server struct {
 	dir  string
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
-	out  output
+	out  *output       // of the latest run
 }
 
 // bindTries bounds the starts on new ports after losing the chosen one to
@@ -58,7 +58,7 @@ func Start(t testing.TB, password string) *Server {
 
 func start(t testing.TB, password string, pick func(testing.TB) string) *Server {
 	t.Helper()
-	s := &Server{Password: password, t: t, bin: binary(t), dir: t.TempDir()}
+	s := &Server{Password: password, t: t, bin: binary(t), dir: t.TempDir(), out: &output{}}
 	t.Cleanup(func() {
 		s.kill()
 		if t.Failed() {
@@ -119,9 +119,9 @@ func (s *Server) run() error {
 	if s.Password != "" {
 		args = append(args, "--requirepass", s.Password)
 	}
-	s.out.mark()
+	s.out = &output{}
 	cmd := exec.Command(s.bin, args...)
-	cmd.Stdout, cmd.Stderr = &s.out, &s.out
+	cmd.Stdout, cmd.Stderr = s.out, s.out
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func (s *Server) run() error {
 	for deadline := time.Now().Add(readyWithin); ; time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-s.done:
-			if strings.Contains(s.out.sinceMark(), "in use") {
+			if strings.Contains(s.out.tail(), "in use") {
 				return errPortTaken
 			}
 			return errors.New("redis-server exited")
@@ -238,11 +238,10 @@ func (s *Server) Restart() {
 func (s *Server) Pause()  { s.cmd.Process.Signal(syscall.SIGSTOP) }
 func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
 
-// output is the server's stdout and stderr, over all its runs.
+// output is what redis-server wrote to stdout and stderr in one run.
 type output struct {
-	mu   sync.Mutex
-	b    bytes.Buffer
-	from int // where the current run's output begins
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
 func (o *output) Write(p []byte) (int, error) {
@@ -251,23 +250,10 @@ func (o *output) Write(p []byte) (int, error) {
 	return o.b.Write(p)
 }
 
-func (o *output) mark() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.from = o.b.Len()
-}
-
-func (o *output) sinceMark() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()[o.from:]
-}
-
+// tail is the output's end, for a failure report.
 func (o *output) tail() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if s := o.b.String(); len(s) > 4000 {
-		return "..." + s[len(s)-4000:]
-	}
-	return o.b.String()
+	s := o.b.String()
+	return s[max(0, len(s)-4000):]
 }
