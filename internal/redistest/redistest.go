@@ -6,16 +6,15 @@ package redistest
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,10 +28,9 @@ type Server struct {
 
 	t    testing.TB
 	bin  string
-	dir  string
+	dir  string // its --dir, which also holds its output
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
-	out  *output       // of the latest run
 }
 
 // bindTries bounds the starts on new ports after losing the chosen one to
@@ -58,11 +56,11 @@ func Start(t testing.TB, password string) *Server {
 
 func start(t testing.TB, password string, pick func(testing.TB) string) *Server {
 	t.Helper()
-	s := &Server{Password: password, t: t, bin: binary(t), dir: t.TempDir(), out: &output{}}
+	s := &Server{Password: password, t: t, bin: binary(t), dir: t.TempDir()}
 	t.Cleanup(func() {
 		s.kill()
 		if t.Failed() {
-			t.Logf("--- redis-server %s output ---\n%s", s.Addr, s.out.tail())
+			t.Logf("--- redis-server %s output ---\n%s", s.Addr, s.output())
 		}
 	})
 	for try := 1; ; try++ {
@@ -72,7 +70,7 @@ func start(t testing.TB, password string, pick func(testing.TB) string) *Server 
 			return s
 		}
 		if try == bindTries || !errors.Is(err, errPortTaken) {
-			t.Fatalf("redis-server on %s: %v\n%s", s.Addr, err, s.out.tail())
+			t.Fatalf("redis-server on %s: %v\n%s", s.Addr, err, s.output())
 		}
 	}
 }
@@ -119,9 +117,13 @@ func (s *Server) run() error {
 	if s.Password != "" {
 		args = append(args, "--requirepass", s.Password)
 	}
-	s.out = &output{}
+	out, err := os.Create(s.log())
+	if err != nil {
+		return err
+	}
+	defer out.Close() // the child has its own copy
 	cmd := exec.Command(s.bin, args...)
-	cmd.Stdout, cmd.Stderr = s.out, s.out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -130,7 +132,8 @@ func (s *Server) run() error {
 	for deadline := time.Now().Add(readyWithin); ; time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-s.done:
-			if strings.Contains(s.out.tail(), "in use") {
+			s.cmd = nil
+			if strings.Contains(s.output(), "in use") {
 				return errPortTaken
 			}
 			return errors.New("redis-server exited")
@@ -229,7 +232,7 @@ func (s *Server) Restart() {
 		s.t.Fatal("redistest: Restart of a running redis-server; Kill it first")
 	}
 	if err := s.run(); err != nil {
-		s.t.Fatalf("redis-server did not start again on %s: %v\n%s", s.Addr, err, s.out.tail())
+		s.t.Fatalf("redis-server did not start again on %s: %v\n%s", s.Addr, err, s.output())
 	}
 }
 
@@ -238,22 +241,11 @@ func (s *Server) Restart() {
 func (s *Server) Pause()  { s.cmd.Process.Signal(syscall.SIGSTOP) }
 func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
 
-// output is what redis-server wrote to stdout and stderr in one run.
-type output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// output is the end of what redis-server wrote to stdout and stderr in
+// its latest run, for a failure report.
+func (s *Server) output() string {
+	b, _ := os.ReadFile(s.log())
+	return string(b[max(0, len(b)-4000):])
 }
 
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-// tail is the output's end, for a failure report.
-func (o *output) tail() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	s := o.b.String()
-	return s[max(0, len(s)-4000):]
-}
+func (s *Server) log() string { return filepath.Join(s.dir, "output") }
