@@ -3,12 +3,8 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,44 +14,8 @@ import (
 
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/cluster"
+	"github.com/s360edge/s360edge/internal/redistest"
 )
-
-// startRedis runs a redis-server on a free loopback port until it returns
-// kill, or the test ends. Without redis-server the test is skipped (it
-// fails in CI, which installs it).
-func startRedis(t *testing.T) (url string, kill func()) {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server not installed; CI must run the cluster tests")
-		}
-		t.Skip("redis-server not installed (Debian package redis-server)")
-	}
-	port := freePort(t)
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := false
-	kill = func() {
-		if !done {
-			done = true
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	}
-	t.Cleanup(kill)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	waitUntil(t, "redis-server to accept connections", 10*time.Second, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return "redis://" + addr + "/0", kill
-}
 
 // waitUntil polls cond until it holds, and fails the test at the deadline.
 func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
@@ -73,7 +33,8 @@ func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool
 // Redis where another node sees them, and when Redis dies the stats, the
 // metrics and the status page say so while sessions fail closed.
 func TestClusterWithRedis(t *testing.T) {
-	redisURL, killRedis := startRedis(t)
+	redis := redistest.Start(t, "")
+	redisURL, killRedis := redis.URL(), redis.Kill
 	dir, listen := t.TempDir(), freeListen(t)
 	t.Cleanup(func() { caddy.Stop() })
 	h := handlerJSON(dir, 40, 0, "5s")

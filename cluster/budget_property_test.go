@@ -21,7 +21,7 @@ import (
 // N nodes, random arrivals and priorities: the grants (at Redis's clock,
 // which decides) never exceed the limit in any window.
 func TestPropertyNodesNeverExceedTheLimit(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	const (
 		limit = 20
 		w     = time.Second
@@ -68,7 +68,7 @@ func TestPropertyNodesNeverExceedTheLimit(t *testing.T) {
 // A flood of buyers' misses on every node cannot keep an order out: the
 // order reserve is cluster-wide.
 func TestOrdersGetThroughAForegroundFlood(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 20, Window: 2 * time.Second, FixedLimit: true, ClientQuota: -1}
 	nodes := newNodes(t, addr, 3, cfg, nodeOpts{opTimeout: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -110,7 +110,8 @@ func TestOrdersGetThroughAForegroundFlood(t *testing.T) {
 // nodes together stay within the limit, and Redis back, they rejoin
 // without a burst.
 func TestRedisDownFallsBackToTheShareAndRejoins(t *testing.T) {
-	addr, stop := startRedis(t)
+	r := startRedisB(t)
+	addr := r.Addr
 	const (
 		limit = 30
 		w     = 1500 * time.Millisecond
@@ -127,7 +128,7 @@ func TestRedisDownFallsBackToTheShareAndRejoins(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stop()
+	r.Kill()
 	for i, nd := range nodes {
 		start := time.Now()
 		err := try(nd.b, budget.Foreground, time.Second)
@@ -161,7 +162,7 @@ func TestRedisDownFallsBackToTheShareAndRejoins(t *testing.T) {
 			t.Errorf("node %d: %d calls in its local window, want its share, 10", i, n)
 		}
 	}
-	_ = startRedisAt(t, addr)
+	r.Restart()
 	flood(2 * w)
 	for i, nd := range nodes {
 		if nd.b.down || !nd.c.Status().RedisOK {
@@ -179,7 +180,8 @@ func TestRedisDownFallsBackToTheShareAndRejoins(t *testing.T) {
 // others' shares shrink by what they last saw, so that the sum stays
 // within the limit (without it: 20 + 10 + 10 in one window of 30).
 func TestFallbackKeepsTheSum(t *testing.T) {
-	addr, stop := startRedis(t)
+	r := startRedisB(t)
+	addr := r.Addr
 	const (
 		limit = 30
 		w     = 2 * time.Second
@@ -197,7 +199,7 @@ func TestFallbackKeepsTheSum(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stop()
+	r.Kill()
 	var granted atomic.Int64
 	var wg sync.WaitGroup
 	for _, nd := range nodes {
@@ -222,7 +224,7 @@ func TestFallbackKeepsTheSum(t *testing.T) {
 // BenchmarkClusterAcquire measures one acquire (one script round trip to
 // a local redis-server), p50 and p99.
 func BenchmarkClusterAcquire(b *testing.B) {
-	addr, _ := startRedis(b)
+	addr := startRedisB(b).Addr
 	nodes := newNodes(b, addr, 1, budget.Config{Calls: 1 << 30, Window: time.Minute, FixedLimit: true}, nodeOpts{opTimeout: time.Second})
 	bud := nodes[0].b
 	bud.OnGrant(nil)
@@ -250,7 +252,8 @@ func BenchmarkClusterAcquire(b *testing.B) {
 // window: the shared window does not hold the calls the others still make
 // alone.
 func TestRejoinKeepsToTheShareWhileOthersAreAlone(t *testing.T) {
-	addr, stop := startRedis(t)
+	r := startRedisB(t)
+	addr := r.Addr
 	const (
 		limit = 30
 		w     = 3 * time.Second
@@ -264,13 +267,13 @@ func TestRejoinKeepsToTheShareWhileOthersAreAlone(t *testing.T) {
 		nd.c.nodes.Store(3)
 		nd.b.Update(cfg) // their share is a third
 	}
-	stop()
+	r.Kill()
 	for _, nd := range nodes {
 		if err := try(nd.b, budget.Foreground, time.Second); err != nil || !nd.b.down {
 			t.Fatalf("with Redis down: %v, down %v", err, nd.b.down)
 		}
 	}
-	_ = startRedisAt(t, addr)
+	r.Restart()
 	eventually(t, 2*time.Second, "node 0 to rejoin", func() bool {
 		try(first[0].b, budget.Foreground, 10*time.Millisecond)
 		return !first[0].b.down
@@ -295,7 +298,8 @@ func TestRejoinKeepsToTheShareWhileOthersAreAlone(t *testing.T) {
 // An institution pause in force when Redis goes away holds on the nodes
 // that decide alone, without a second WARN line.
 func TestPauseHoldsWhenRedisGoesAway(t *testing.T) {
-	addr, stop := startRedis(t)
+	r := startRedisB(t)
+	addr := r.Addr
 	core, logs := observer.New(zapcore.WarnLevel)
 	cfg := budget.Config{Calls: 100, Window: 10 * time.Second}
 	nodes := newNodes(t, addr, 2, cfg, nodeOpts{logger: zap.New(core), opTimeout: 500 * time.Millisecond})
@@ -309,7 +313,7 @@ func TestPauseHoldsWhenRedisGoesAway(t *testing.T) {
 		t.Fatalf("during the pause: %v", err)
 	}
 	warned := logs.FilterMessageSnippet("pausing").Len()
-	stop()
+	r.Kill()
 	for i, nd := range nodes {
 		err := try(nd.b, budget.Watch, 50*time.Millisecond)
 		if we := waitErr(t, err); !errors.Is(err, budget.ErrPaused) || we.Scope != budget.ScopeInstitution || !nd.b.down {

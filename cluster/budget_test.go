@@ -139,7 +139,7 @@ func waitErr(t *testing.T, err error) *budget.WaitError {
 }
 
 func TestFullWindowRefusesAtOnceWithRetryIn(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 5, Window: 2 * time.Second, FixedLimit: true, OrderReserve: -1, WatchReserve: -1, Reserve: -1}
 	nodes := newNodes(t, addr, 2, cfg, nodeOpts{})
 	for i := range 5 {
@@ -164,7 +164,7 @@ func TestFullWindowRefusesAtOnceWithRetryIn(t *testing.T) {
 }
 
 func TestKeyPauseOnOneNodeRefusesTheKeyOnAnother(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	core, logs := observer.New(zapcore.WarnLevel)
 	cfg := budget.Config{Calls: 100, FirstPause: 5 * time.Second}
 	nodes := newNodes(t, addr, 2, cfg, nodeOpts{logger: zap.New(core)})
@@ -198,7 +198,7 @@ func TestKeyPauseOnOneNodeRefusesTheKeyOnAnother(t *testing.T) {
 }
 
 func TestInstitutionPauseRefusesAllButOrdersUntilRetryAfter(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 100, Window: 10 * time.Second, FixedLimit: true}
 	nodes := newNodes(t, addr, 3, cfg, nodeOpts{})
 	a, b, c := nodes[0].b, nodes[1].b, nodes[2].b
@@ -249,7 +249,7 @@ func TestInstitutionPauseRefusesAllButOrdersUntilRetryAfter(t *testing.T) {
 }
 
 func TestAdaptiveLimitIsSharedAndGrowsPerWindow(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	const w = 600 * time.Millisecond
 	cfg := budget.Config{Calls: 20, Window: w, AdaptiveStep: 2, FirstPause: 50 * time.Millisecond}
 	nodes := newNodes(t, addr, 3, cfg, nodeOpts{})
@@ -300,7 +300,7 @@ func TestAdaptiveLimitIsSharedAndGrowsPerWindow(t *testing.T) {
 }
 
 func TestFloorsAreSharedAcrossNodes(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Floors: map[string]time.Duration{"catalogService/getCatalog": 400 * time.Millisecond}}
 	nodes := newNodes(t, addr, 2, cfg, nodeOpts{})
 	a, b := nodes[0].b, nodes[1].b
@@ -326,7 +326,7 @@ func TestFloorsAreSharedAcrossNodes(t *testing.T) {
 }
 
 func TestRestoreKeepsRedisValue(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 100}
 	nodes := newNodes(t, addr, 2, cfg, nodeOpts{})
 	nodes[0].b.Restore(budget.Learned{Limit: 60})
@@ -340,7 +340,7 @@ func TestRestoreKeepsRedisValue(t *testing.T) {
 }
 
 func TestScriptReloadedAfterFlush(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	nodes := newNodes(t, addr, 1, budget.Config{}, nodeOpts{})
 	if err := try(nodes[0].b, budget.Foreground, time.Second); err != nil {
 		t.Fatal(err)
@@ -361,7 +361,7 @@ func TestScriptReloadedAfterFlush(t *testing.T) {
 
 // Every key the budget writes expires (cluster design, decision 6).
 func TestEveryBudgetKeyHasATTL(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 10, Floors: map[string]time.Duration{"a/x": time.Minute}}
 	nodes := newNodes(t, addr, 2, cfg, nodeOpts{})
 	a := nodes[0].b
@@ -399,7 +399,7 @@ func TestEveryBudgetKeyHasATTL(t *testing.T) {
 }
 
 func TestClientQuotaIsClusterWide(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 100, ClientQuota: 2, ClientWindow: 5 * time.Second}
 	nodes := newNodes(t, addr, 3, cfg, nodeOpts{})
 	x := budget.Call{Priority: budget.Foreground, Client: "192.0.2.1"}
@@ -431,7 +431,7 @@ func TestClientQuotaIsClusterWide(t *testing.T) {
 // A Redis that answers, but later than OpTimeout, is as good as down: the
 // acquire answers from the local share at once.
 func TestSlowRedisFallsBackAtOnce(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 30, Window: time.Minute}
 	nodes := newNodes(t, addr, 3, cfg, nodeOpts{heartbeat: 100 * time.Millisecond})
 	b := nodes[0].b
@@ -474,7 +474,7 @@ func TestSlowRedisFallsBackAtOnce(t *testing.T) {
 // The pause scopes follow budget.Budget's rules: the same refusals give
 // the same scopes, whichever nodes report them.
 func TestPauseScopesMatchTheLocalBudget(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	type refusal struct {
 		node        int
 		method, key string
@@ -521,7 +521,7 @@ func TestPauseScopesMatchTheLocalBudget(t *testing.T) {
 // have waited longer (without the ordering, one of the eight wakes first
 // at random).
 func TestHigherPriorityWaitersTryFirst(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 2, Window: time.Second, FixedLimit: true, OrderReserve: -1, WatchReserve: -1, Reserve: -1, ClientQuota: -1}
 	nodes := newNodes(t, addr, 1, cfg, nodeOpts{opTimeout: time.Second})
 	b := nodes[0].b
@@ -576,7 +576,7 @@ func TestShareDividesTheBudget(t *testing.T) {
 // Waiters of one node do not all ask Redis when a slot frees: the first
 // does, the others follow it, so Redis's load stays one call per slot.
 func TestWaitersAskRedisOneAtATime(t *testing.T) {
-	addr, _ := startRedis(t)
+	addr := startRedisB(t).Addr
 	cfg := budget.Config{Calls: 1, Window: 500 * time.Millisecond, FixedLimit: true, ClientQuota: -1}
 	nodes := newNodes(t, addr, 1, cfg, nodeOpts{opTimeout: time.Second})
 	b := nodes[0].b

@@ -45,8 +45,8 @@ func callsFailFast(t *testing.T, c *Cluster, bound time.Duration) {
 func TestRedisOutOfReach(t *testing.T) {
 	r := startRedisB(t)
 	// The production bound, 50 ms.
-	a := stateNodeCfg(t, Config{URL: r.url(), Node: "a"})
-	b := stateNodeCfg(t, Config{URL: r.url(), Node: "b"})
+	a := stateNodeCfg(t, Config{URL: r.URL(), Node: "a"})
+	b := stateNodeCfg(t, Config{URL: r.URL(), Node: "b"})
 	events, eventsA := make(recorder, 100), make(recorder, 100)
 	b.Subscribe(events.fn)
 	a.Subscribe(eventsA.fn)
@@ -132,18 +132,18 @@ func TestRedisOutOfReach(t *testing.T) {
 	}
 
 	t.Run("paused: calls time out at 50 ms", func(t *testing.T) {
-		r.pause()
+		r.Pause()
 		// Bound: 50 ms, plus scheduling slack on a loaded test machine.
 		callsFailFast(t, a, 200*time.Millisecond)
 		down(t)
-		r.resume()
+		r.Resume()
 		back(t)
 	})
 	t.Run("killed, then restarted", func(t *testing.T) {
-		r.kill()
+		r.Kill()
 		callsFailFast(t, b, 200*time.Millisecond)
 		down(t)
-		r.start()
+		r.Restart()
 		back(t)
 	})
 }

@@ -1,73 +1,33 @@
 package cluster
 
 import (
-	"context"
-	"net"
-	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/s360edge/s360edge/internal/redistest"
 )
 
-// startRedis starts a real redis-server on a free 127.0.0.1 port, without
-// persistence, and waits until it answers. stop kills it (SIGKILL, as a
-// crash would) and may be called more than once; the test's cleanup calls
-// it too. The test is skipped when redis-server is not installed.
-func startRedis(t testing.TB) (addr string, stop func()) {
+// redisProc is the test's real redis-server (see internal/redistest),
+// which a test may Kill, Restart on the same address and Pause.
+type redisProc struct{ *redistest.Server }
+
+// startRedisB starts a redis-server that the test's cleanup kills.
+func startRedisB(t testing.TB) *redisProc {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = l.Addr().String()
-	l.Close()
-	return addr, startRedisAt(t, addr)
+	return &redisProc{redistest.Start(t, "")}
 }
 
-// startRedisAt starts redis-server on addr, e.g. again after stopping the
-// one startRedis started there.
-func startRedisAt(t testing.TB, addr string) (stop func()) {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed (Debian: apt-get install redis-server); cluster tests need a real one")
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--loglevel", "warning", "--enable-debug-command", "local")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-		})
-	}
-	t.Cleanup(stop)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := rdb.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return stop
-		}
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("redis-server on %s did not answer within 10s: %v", addr, err)
-		}
-	}
+// client is a plain client, for a test to look at or tamper with the keys.
+func (r *redisProc) client() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: time.Second})
 }
 
-// redisURL is the URL of a server startRedis started.
+// redisURL is the URL of the redis-server at addr.
 func redisURL(addr string) string { return "redis://" + addr + "/0" }
 
-// redisClient is a plain client of a server startRedis started.
+// redisClient is a plain client of the redis-server at addr.
 func redisClient(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 }

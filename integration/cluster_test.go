@@ -10,11 +10,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/s360edge/s360edge/internal/redistest"
 )
 
 // The cluster tests (issue 12) run several real s360edge processes, each
@@ -28,7 +29,7 @@ const clusterPrefix = "s360test"
 
 // withCluster adds the cluster subdirective on r to a Caddyfile of the
 // integration tests, at the start of its s360 block.
-func withCluster(caddyfile string, r *redisServer) string {
+func withCluster(caddyfile string, r *redistest.Server) string {
 	block := "s360 {\n\t\tcluster " + r.URL() + " {\n\t\t\tprefix " + clusterPrefix + "\n\t\t}\n"
 	if !strings.Contains(caddyfile, "s360 {\n") {
 		panic("withCluster: no s360 block in the Caddyfile")
@@ -114,9 +115,9 @@ var lastingKeys = map[string]bool{clusterPrefix + ":gen": true, clusterPrefix + 
 
 // checkKeys checks what the nodes left in Redis: every key under the
 // prefix, and none without a TTL but lastingKeys.
-func checkKeys(t *testing.T, r *redisServer) {
+func checkKeys(t *testing.T, r *redistest.Server) {
 	t.Helper()
-	c := r.Client(t)
+	c := redisClient(t, r)
 	ctx := t.Context()
 	keys, err := c.Keys(ctx, "*").Result()
 	if err != nil {
@@ -224,7 +225,7 @@ func stormNodes(ctx context.Context, t *testing.T, nodes []*edge, fx fixtures, c
 func TestClusterBudgetStorm(t *testing.T) {
 	const window = 6 * time.Second
 	s := startSim(t, "-rate-limit", "20", "-rate-window", "6s", "-availability-floor", "0", "-token-ttl", "10m")
-	r := startRedis(t, "")
+	r := redistest.Start(t, "")
 	nodes := startNodes(t, 3, withCluster(caddyfile(s, "rate_limit 20 6s\n\t\tclient_quota off\n\t\tmax_wait 500ms"), r))
 	waitJoined(t, nodes, 3)
 	fx := s.Fixtures(t)
@@ -243,7 +244,7 @@ func TestClusterBudgetStorm(t *testing.T) {
 // Redis requires a password here, which no node may log.
 func TestClusterOneFetchPerKey(t *testing.T) {
 	s := startSim(t, "-catalog-latency", "1s")
-	r := startRedis(t, "cluster-pass-7c1e9")
+	r := redistest.Start(t, "cluster-pass-7c1e9")
 	cfg := withCluster(caddyfile(s, ""), r)
 	nodes := startNodes(t, 3, cfg)
 	waitJoined(t, nodes, 3)
@@ -282,7 +283,7 @@ func TestClusterOneFetchPerKey(t *testing.T) {
 
 	// A local hit never touches Redis: 200 hits cost no more commands
 	// than the nodes' background work (heartbeats) meanwhile.
-	rc := r.Client(t)
+	rc := redisClient(t, r)
 	processed := func() int64 {
 		info, err := rc.Info(t.Context(), "stats").Result()
 		if err != nil {
@@ -325,7 +326,7 @@ func TestClusterOneFetchPerKey(t *testing.T) {
 func TestClusterOnePoller(t *testing.T) {
 	const interval = time.Second
 	s := startWatchSim(t)
-	r := startRedis(t, "")
+	r := redistest.Start(t, "")
 	nodes := startNodes(t, 3, withCluster(watchConfig(s), r))
 	waitJoined(t, nodes, 3)
 	leader := waitLeader(t, nodes)
@@ -429,7 +430,7 @@ func TestClusterOnePoller(t *testing.T) {
 func TestClusterRedisDown(t *testing.T) {
 	const window = 6 * time.Second
 	s := startSim(t, "-rate-limit", "20", "-rate-window", "6s", "-availability-floor", "0", "-token-ttl", "10m")
-	r := startRedis(t, "")
+	r := redistest.Start(t, "")
 	nodes := startNodes(t, 3, withCluster(caddyfile(s, "rate_limit 20 6s\n\t\tclient_quota off\n\t\tmax_wait 500ms"), r))
 	waitJoined(t, nodes, 3)
 	fx := s.Fixtures(t)
@@ -444,8 +445,8 @@ func TestClusterRedisDown(t *testing.T) {
 	// A frozen Redis (SIGSTOP: connections open, no answers) is the slow
 	// case: every Redis call must give up within its 50 ms bound.
 	t.Run("Redis frozen", func(t *testing.T) {
-		r.cmd.Process.Signal(syscall.SIGSTOP)
-		defer r.cmd.Process.Signal(syscall.SIGCONT)
+		r.Pause()
+		defer r.Resume()
 		for i, e := range nodes {
 			start := time.Now()
 			status, hdr, _ := post(t, e.URL+getEventAvailability, cached)
@@ -471,7 +472,7 @@ func TestClusterRedisDown(t *testing.T) {
 	})
 	waitJoined(t, nodes, 3)
 
-	r.Kill(t)
+	r.Kill()
 	waitFor(t, "every node to see Redis down", 10*time.Second, func() bool {
 		for _, e := range nodes {
 			if st := e.clusterStatus(t); st.RedisOK || st.Mode != "local" {
@@ -497,7 +498,7 @@ func TestClusterRedisDown(t *testing.T) {
 	stormDone := make(chan *storm, 1)
 	go func() { stormDone <- stormNodes(ctx, t, nodes, fx, 8) }()
 	time.Sleep(window) // a whole window with Redis down
-	r.Restart(t)
+	r.Restart()
 	waitJoined(t, nodes, 3)
 	checkWindows(t, s, 20, <-stormDone)
 
@@ -527,7 +528,7 @@ func TestClusterRedisDown(t *testing.T) {
 func TestClusterLogoutRevokesEverywhere(t *testing.T) {
 	p := startProvider(t)
 	s := startSim(t)
-	r := startRedis(t, "")
+	r := redistest.Start(t, "")
 	env := oidcEnv(t, p)
 	nodes := startNodes(t, 2, withCluster(oidcCaddyfile(s, p, "{env.XDG_DATA_HOME}", ""), r), env...)
 	a, b := nodes[0], nodes[1]
@@ -565,7 +566,7 @@ func TestClusterLogoutRevokesEverywhere(t *testing.T) {
 	}
 
 	other := login("buyer-13")
-	r.Kill(t)
+	r.Kill()
 	waitFor(t, "node B to see Redis down", 10*time.Second, func() bool { return !b.clusterStatus(t).RedisOK })
 	if r := userinfo(b, other); r.status != http.StatusServiceUnavailable {
 		t.Errorf("a session on node B with Redis down: %s, want 503 (revocations unknown: fail closed)", r)
