@@ -266,7 +266,9 @@ func (c *Cluster) Invalidate(ctx context.Context, tags []string) error {
 // their local tiers, marked purged, and a refresh must not find the
 // purged answer in the shared tier and take it for new.
 func (c *Cluster) Purge(ctx context.Context, ev edge.Event) error {
-	var sets []string
+	// Marked: the sets whose puts are judged (availability's class and
+	// tags), so that a call begun before the purge does not refill them.
+	var sets, marked []string
 	avail := c.key("c", cachestore.Availability.String())
 	if ev.Class != "" {
 		cl, err := cachestore.ParseClass(ev.Class)
@@ -274,15 +276,14 @@ func (c *Cluster) Purge(ctx context.Context, ev edge.Event) error {
 			return fmt.Errorf("cluster: purging the shared tier: %w", err)
 		}
 		sets = append(sets, c.key("c", cl.String()))
+		if cl == cachestore.Availability {
+			marked = append(marked, avail)
+		}
 	}
 	for _, t := range ev.Tags {
 		sets = append(sets, c.key("t", t))
+		marked = append(marked, c.key("t", t))
 	}
-	// Marked: the availability class and tags, whose puts are judged
-	// (a call begun before the purge must not refill the tier).
-	marked := slices.DeleteFunc(slices.Clone(sets), func(s string) bool {
-		return strings.HasPrefix(s, c.key("c", "")) && s != avail
-	})
 	if ev.Key != "" {
 		octx, cancel := c.op(ctx)
 		err := c.reportFor(ctx, c.rdb.Del(octx, c.key("e", ev.Key)).Err())
