@@ -810,3 +810,41 @@ func TestClusterInvalidationDuringAnotherNodesCall(t *testing.T) {
 		}
 	})
 }
+
+// The catalog has no such race: an answer carries the generation it was
+// asked under, so when it comes back after a setup change, a node that
+// applied the change takes it for old, whatever the shared tier holds.
+func TestClusterSetupChangeDuringAnotherNodesCatalogCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		hub, nodes := openCluster(t, f, "a", "b", "c")
+		a, b, c := nodes[0], nodes[1], nodes[2]
+		catalogEverywhere(t, nodes)
+		mustPoll(t, a.e.pollSetup) // records the setup value
+
+		const body = `{"lang":"fr"}`
+		b.f.gate = make(chan struct{})
+		b.f.set(http.StatusOK, `{"statusCode":"success","edition":"before"}`)
+		done := make(chan Result)
+		go func() { done <- b.serve(t, catalog, body) }()
+		synctest.Wait() // b holds the key's lease; S-360 holds its call
+
+		hub.holdEvents("b")
+		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
+		mustPoll(t, a.e.pollSetup)
+		close(b.f.gate)
+		if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"before"`) {
+			t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
+		}
+		b.f.answer.Store(f.serve)
+		synctest.Wait()
+		if r := c.serve(t, catalog, body); r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"v2"`) {
+			t.Errorf("node c, at the new generation, answered %+v; want the new catalog", r)
+		}
+		hub.releaseEvents("b")
+		eventually(t, "node b serves the new catalog", func() bool {
+			r := b.serve(t, catalog, body)
+			return r.Entry != nil && strings.Contains(string(r.Entry.Body), `"v2"`)
+		})
+	})
+}
