@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,18 +58,61 @@ if n <= tonumber(ARGV[1]) then return redis.call('GET', KEYS[1]) end
 return n
 `)
 
-// dropScript deletes every entry named in the index sets KEYS, and the
-// sets. ARGV[1] is the entries' key prefix. Returns how many it deleted.
+// dropScript deletes every entry named in the index sets KEYS[1..ARGV[2]],
+// and the sets, and sets the invalidation marks KEYS[ARGV[2]+1..] to
+// Redis's clock now (microseconds), for ARGV[3] ms: a put whose call began
+// before is refused (putAvailabilityScript). ARGV[1] is the entries' key
+// prefix. Returns how many entries it deleted.
 var dropScript = redis.NewScript(`
-local n = 0
-for i = 1, #KEYS do
+local n, sets = 0, tonumber(ARGV[2])
+for i = 1, sets do
   for _, m in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
     n = n + redis.call('DEL', ARGV[1] .. m)
   end
   redis.call('DEL', KEYS[i])
 end
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%06d', t[2])
+for i = sets + 1, #KEYS do
+  redis.call('SET', KEYS[i], now, 'PX', ARGV[3])
+end
 return n
 `)
+
+// putAvailabilityScript stores an availability entry as PutEntry's MULTI
+// does, unless its call may have begun before an invalidation of one of
+// its sets: then it stores nothing and returns 0. The call's start is the
+// mark (Mark, Redis's clock in microseconds); a mark older than the marks'
+// life (ARGV[6] microseconds) cannot be judged, as the marks set after it
+// may have expired, and is refused as well (so is mark 0, unknown).
+// KEYS[1] entry, then the n index sets, then their n marks. ARGV: value,
+// ttl ms, now ms, the sets' member (the key), mark, marks' life, the
+// member's expiry ms (its score).
+var putAvailabilityScript = redis.NewScript(`
+local t = redis.call('TIME')
+local mark = tonumber(ARGV[5])
+if t[1] * 1000000 + t[2] - mark > tonumber(ARGV[6]) then return 0 end
+local n = (#KEYS - 1) / 2
+for i = n + 2, #KEYS do
+  local m = redis.call('GET', KEYS[i])
+  if m and tonumber(m) >= mark then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 2, n + 1 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[3])
+  redis.call('ZADD', KEYS[i], ARGV[7], ARGV[4])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2], 'NX')
+  redis.call('PEXPIRE', KEYS[i], ARGV[2], 'GT')
+end
+return 1
+`)
+
+// markLife is how long an invalidation mark lives. Only calls in flight
+// need it, not the entries' lives: an entry in the tier when its tag is
+// invalidated is deleted then, and the mark only judges puts of calls that
+// began before. A call whose answer comes later than this after its mark
+// is not shared (putAvailabilityScript).
+const markLife = time.Hour
 
 // transferBound is how long moving n bytes to or from Redis may take.
 func (c *Cluster) transferBound(n int) time.Duration {
@@ -128,9 +173,24 @@ func decodeTierValue(val []byte) (*cachestore.Entry, error) {
 	return cachestore.DecodeEntry(raw)
 }
 
+// Mark is Redis's clock now, in microseconds: the start of an
+// availability call, for PutEntry.
+func (c *Cluster) Mark(ctx context.Context) (int64, error) {
+	octx, cancel := c.op(ctx)
+	t, err := c.rdb.Time(octx).Result()
+	cancel()
+	if c.reportFor(ctx, err) != nil {
+		return 0, err
+	}
+	return t.UnixMicro(), nil
+}
+
 // PutEntry stores ent in the shared tier until its StaleUntil (at least
 // 1 s; maxTierTTL when it never goes stale), indexed by class and tags.
-func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entry) error {
+// An availability entry is stored only if none of its tags and not its
+// class was invalidated or purged since mark, the Mark taken before its
+// call; else nothing is stored and PutEntry returns edge.ErrInvalidated.
+func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error {
 	if key == "" {
 		return errors.New("cluster: storing a shared entry: empty key")
 	}
@@ -139,8 +199,7 @@ func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entr
 		ttl = max(time.Until(ent.StaleUntil), time.Second)
 	}
 	val := zenc().EncodeAll(cachestore.EncodeEntry(ent), nil)
-	sets := make([]string, 0, 1+len(ent.Tags))
-	sets = append(sets, c.key("c", ent.Class.String()))
+	sets := []string{c.key("c", ent.Class.String())}
 	for _, t := range ent.Tags {
 		sets = append(sets, c.key("t", t))
 	}
@@ -148,12 +207,25 @@ func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entr
 	// bound than a lookup's.
 	octx, cancel := context.WithTimeout(ctx, slowOpTimeout+c.transferBound(len(val)))
 	defer cancel()
-	// One MULTI rather than a script: a script would copy a large value
-	// once more, and send it twice the first time (EVALSHA, then EVAL).
 	// The index sets are sorted by their members' expiry, so that each put
 	// forgets the members expired since; each set lives at least as long as
 	// its newest member (NX sets a TTL on a new set, GT only lengthens it).
 	now := time.Now().UnixMilli()
+	if ent.Class == cachestore.Availability {
+		keys := append([]string{c.key("e", key)}, sets...)
+		keys = append(keys, c.marks(sets)...)
+		stored, err := putAvailabilityScript.Run(octx, c.bulk, keys, val, ttl.Milliseconds(), now, key, mark, markLife.Microseconds(), now+ttl.Milliseconds()).Int()
+		if c.reportFor(ctx, err) != nil {
+			return err
+		}
+		if stored == 0 {
+			return edge.ErrInvalidated
+		}
+		return nil
+	}
+	// One MULTI rather than a script: a script would copy a large value
+	// (a catalog) once more, and send it twice the first time (EVALSHA,
+	// then EVAL). The generation those entries carry protects them.
 	_, err := c.bulk.TxPipelined(octx, func(p redis.Pipeliner) error {
 		p.Set(octx, c.key("e", key), val, ttl)
 		for _, set := range sets {
@@ -167,6 +239,15 @@ func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entr
 	return c.reportFor(ctx, err)
 }
 
+// marks are the invalidation marks of index sets: i:c:<class>, i:t:<tag>.
+func (c *Cluster) marks(sets []string) []string {
+	marks := make([]string, len(sets))
+	for i, s := range sets {
+		marks[i] = c.key("i", strings.TrimPrefix(s, c.cfg.Prefix+":"))
+	}
+	return marks
+}
+
 // Invalidate drops from the shared tier every entry carrying one of tags.
 func (c *Cluster) Invalidate(ctx context.Context, tags []string) error {
 	if len(tags) == 0 {
@@ -176,7 +257,7 @@ func (c *Cluster) Invalidate(ctx context.Context, tags []string) error {
 	for i, t := range tags {
 		keys[i] = c.key("t", t)
 	}
-	return c.drop(ctx, keys)
+	return c.drop(ctx, keys, c.marks(keys))
 }
 
 // Purge drops from the shared tier what ev names: the entry at ev.Key,
@@ -185,16 +266,23 @@ func (c *Cluster) Invalidate(ctx context.Context, tags []string) error {
 // their local tiers, marked purged, and a refresh must not find the
 // purged answer in the shared tier and take it for new.
 func (c *Cluster) Purge(ctx context.Context, ev edge.Event) error {
-	var sets []string
+	// Marked: the sets whose puts are judged (availability's class and
+	// tags), so that a call begun before the purge does not refill them.
+	var sets, marked []string
+	avail := c.key("c", cachestore.Availability.String())
 	if ev.Class != "" {
 		cl, err := cachestore.ParseClass(ev.Class)
 		if err != nil {
 			return fmt.Errorf("cluster: purging the shared tier: %w", err)
 		}
 		sets = append(sets, c.key("c", cl.String()))
+		if cl == cachestore.Availability {
+			marked = append(marked, avail)
+		}
 	}
 	for _, t := range ev.Tags {
 		sets = append(sets, c.key("t", t))
+		marked = append(marked, c.key("t", t))
 	}
 	if ev.Key != "" {
 		octx, cancel := c.op(ctx)
@@ -208,12 +296,15 @@ func (c *Cluster) Purge(ctx context.Context, ev edge.Event) error {
 		for _, cl := range []cachestore.Class{cachestore.Catalog, cachestore.Availability, cachestore.Other} {
 			sets = append(sets, c.key("c", cl.String()))
 		}
+		marked = []string{avail}
 	}
-	return c.drop(ctx, sets)
+	return c.drop(ctx, sets, c.marks(marked))
 }
 
-func (c *Cluster) drop(ctx context.Context, sets []string) error {
+// drop deletes the entries of sets and the sets, and marks marks.
+func (c *Cluster) drop(ctx context.Context, sets, marks []string) error {
 	octx, cancel := context.WithTimeout(ctx, slowOpTimeout)
 	defer cancel()
-	return c.reportFor(ctx, dropScript.Run(octx, c.bulk, sets, c.key("e", "")).Err())
+	keys := append(slices.Clone(sets), marks...)
+	return c.reportFor(ctx, dropScript.Run(octx, c.bulk, keys, c.key("e", ""), len(sets), markLife.Milliseconds()).Err())
 }

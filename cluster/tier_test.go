@@ -32,6 +32,15 @@ func entry(body []byte, class cachestore.Class, staleIn time.Duration, tags ...s
 	}
 }
 
+// putNow stores ent as the answer of a call that begins now.
+func putNow(ctx context.Context, c *Cluster, key string, ent *cachestore.Entry) error {
+	mark, err := c.Mark(ctx)
+	if err != nil {
+		return err
+	}
+	return c.PutEntry(ctx, key, ent, mark)
+}
+
 func TestTierRoundTrip(t *testing.T) {
 	r := startRedisB(t)
 	a := stateNode(t, r, "a", "")
@@ -56,7 +65,7 @@ func TestTierRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			start := time.Now()
-			if err := a.PutEntry(ctx, tc.name, tc.ent); err != nil {
+			if err := putNow(ctx, a, tc.name, tc.ent); err != nil {
 				t.Fatalf("PutEntry: %v", err)
 			}
 			put := time.Since(start)
@@ -86,7 +95,7 @@ func TestTierCorruptValueIsAMiss(t *testing.T) {
 	rdb := r.client()
 	defer rdb.Close()
 	ctx := context.Background()
-	if err := a.PutEntry(ctx, "k", entry([]byte(`{"a":1}`), cachestore.Other, time.Minute)); err != nil {
+	if err := putNow(ctx, a, "k", entry([]byte(`{"a":1}`), cachestore.Other, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	good, err := rdb.Get(ctx, "t:e:k").Bytes()
@@ -140,7 +149,7 @@ func TestTierTTLFollowsStaleUntil(t *testing.T) {
 			if tc.never {
 				ent.StaleUntil = time.Time{}
 			}
-			if err := a.PutEntry(ctx, tc.name, ent); err != nil {
+			if err := putNow(ctx, a, tc.name, ent); err != nil {
 				t.Fatal(err)
 			}
 			ttl := rdb.PTTL(ctx, "t:e:"+tc.name).Val()
@@ -153,7 +162,7 @@ func TestTierTTLFollowsStaleUntil(t *testing.T) {
 		})
 	}
 	// An entry read after its StaleUntil (kept the 1 s minimum) is a miss.
-	if err := a.PutEntry(ctx, "short", entry([]byte("x"), cachestore.Other, 50*time.Millisecond)); err != nil {
+	if err := putNow(ctx, a, "short", entry([]byte("x"), cachestore.Other, 50*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(60 * time.Millisecond)
@@ -176,7 +185,7 @@ func TestTierInvalidateAndPurge(t *testing.T) {
 			"w": entry([]byte("w"), cachestore.Catalog, time.Minute),
 			"v": entry([]byte("v"), cachestore.Other, time.Minute),
 		} {
-			if err := a.PutEntry(ctx, k, e); err != nil {
+			if err := putNow(ctx, a, k, e); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -239,7 +248,7 @@ func BenchmarkSharedTierGet(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("%dKB", size>>10), func(b *testing.B) {
 			ctx := context.Background()
-			if err := c.PutEntry(ctx, "bench", entry(body, cachestore.Availability, time.Hour, "product:1")); err != nil {
+			if err := putNow(ctx, c, "bench", entry(body, cachestore.Availability, time.Hour, "product:1")); err != nil {
 				b.Fatal(err)
 			}
 			lat := make([]time.Duration, 0, b.N)
@@ -254,5 +263,107 @@ func BenchmarkSharedTierGet(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
+	}
+}
+
+// An availability answer asked for before an invalidation of what it tells
+// about, and stored after it, must not reach the other nodes as fresh:
+// PutEntry with the call's mark refuses it.
+func TestTierPutAfterAnInvalidation(t *testing.T) {
+	r := startRedisB(t)
+	a := stateNode(t, r, "a", "") // the poller, or an operator's node
+	b := stateNode(t, r, "b", "") // the node whose call is out
+	ctx := context.Background()
+	invalidate := func(tags ...string) func() error {
+		return func() error { return a.Invalidate(ctx, tags) }
+	}
+	purge := func(ev edge.Event) func() error {
+		return func() error { ev.Kind = edge.EventPurge; return a.Purge(ctx, ev) }
+	}
+	avail := cachestore.Availability
+	for _, tc := range []struct {
+		name    string
+		class   cachestore.Class
+		tags    []string
+		before  func() error // runs before the call's mark
+		during  func() error // runs while the call is out
+		age     time.Duration
+		refused bool
+	}{
+		// First, while no invalidation has run yet in this Redis.
+		{"no invalidation, a call of 59 minutes", avail, []string{"product:59"}, nil, nil, markLife - time.Minute, false},
+		{"its tag invalidated during the call", avail, []string{"product:1"}, nil, invalidate("product:1"), 0, true},
+		{"one of its tags invalidated", avail, []string{"product:1", "performance:12"}, nil, invalidate("performance:12", "product:9"), 0, true},
+		{"the untagged tag invalidated", avail, []string{edge.UntaggedTag}, nil, invalidate(edge.UntaggedTag, "product:9"), 0, true},
+		{"another tag invalidated", avail, []string{"product:1"}, nil, invalidate("product:2"), 0, false},
+		{"its tag invalidated before the call", avail, []string{"product:1"}, invalidate("product:1"), nil, 0, false},
+		{"its tag purged softly", avail, []string{"product:1"}, nil, purge(edge.Event{Tags: []string{"product:1"}, Soft: true}), 0, true},
+		{"the availability class purged", avail, []string{"product:1"}, nil, purge(edge.Event{Class: "availability"}), 0, true},
+		{"everything purged", avail, []string{"product:1"}, nil, purge(edge.Event{}), 0, true},
+		{"the catalog class purged", avail, []string{"product:1"}, nil, purge(edge.Event{Class: "catalog"}), 0, false},
+		// The marks set since may have expired: it cannot be judged.
+		{"a mark older than the marks' life", avail, []string{"product:61"}, nil, nil, markLife + time.Second, true},
+		// The generation each catalog entry carries protects it.
+		{"a catalog entry after everything was purged", cachestore.Catalog, nil, nil, purge(edge.Event{}), 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.before != nil {
+				if err := tc.before(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mark, err := b.Mark(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.during != nil {
+				if err := tc.during(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ent := entry([]byte(`{"seats":10}`), tc.class, time.Hour, tc.tags...)
+			err = b.PutEntry(ctx, tc.name, ent, mark-tc.age.Microseconds())
+			if tc.refused != errors.Is(err, edge.ErrInvalidated) || !tc.refused && err != nil {
+				t.Fatalf("PutEntry = %v; want refused %v", err, tc.refused)
+			}
+			_, err = a.GetEntry(ctx, tc.name)
+			if stored := err == nil; stored == tc.refused {
+				t.Fatalf("another node's GetEntry after the put: %v; want stored %v", err, !tc.refused)
+			}
+		})
+	}
+
+	t.Run("mark unknown", func(t *testing.T) {
+		err := b.PutEntry(ctx, "unknown", entry([]byte(`{"seats":10}`), avail, time.Hour, "product:5"), 0)
+		if !errors.Is(err, edge.ErrInvalidated) {
+			t.Fatalf("PutEntry with mark 0 = %v; want ErrInvalidated", err)
+		}
+	})
+
+	// Refused, not stored stale: a newer answer, asked for after the
+	// invalidation, stays.
+	t.Run("a newer answer stays", func(t *testing.T) {
+		old, _ := b.Mark(ctx)
+		if err := a.Invalidate(ctx, []string{"product:3"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := putNow(ctx, a, "newer", entry([]byte(`{"seats":2}`), avail, time.Hour, "product:3")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.PutEntry(ctx, "newer", entry([]byte(`{"seats":10}`), avail, time.Hour, "product:3"), old); !errors.Is(err, edge.ErrInvalidated) {
+			t.Fatalf("the older answer's PutEntry = %v; want ErrInvalidated", err)
+		}
+		if got, err := b.GetEntry(ctx, "newer"); err != nil || string(got.Body) != `{"seats":2}` {
+			t.Fatalf("GetEntry = %v, %v; want the newer answer", got, err)
+		}
+	})
+
+	rdb := r.client()
+	defer rdb.Close()
+	if ttl := rdb.PTTL(ctx, "t:i:t:product:1").Val(); ttl <= markLife-time.Minute || ttl > markLife {
+		t.Errorf("an invalidation mark's TTL is %v; want about %v", ttl, markLife)
+	}
+	if n := rdb.Exists(ctx, "t:i:c:catalog").Val(); n != 0 {
+		t.Error("a purge of the catalog class left a mark nothing reads")
 	}
 }

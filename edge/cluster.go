@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/s360edge/s360edge/cachestore"
@@ -18,13 +19,21 @@ type Shared interface {
 	// GetEntry reads key's entry from the shared tier;
 	// cachestore.ErrNotFound when there is none.
 	GetEntry(ctx context.Context, key string) (*cachestore.Entry, error)
-	// PutEntry stores ent in the shared tier until its StaleUntil.
-	PutEntry(ctx context.Context, key string, ent *cachestore.Entry) error
+	// Mark is the shared state's clock now, taken before an availability
+	// call: the call's start, for PutEntry.
+	Mark(ctx context.Context) (int64, error)
+	// PutEntry stores ent in the shared tier until its StaleUntil. An
+	// availability entry whose call began (mark) before an invalidation
+	// or purge of one of its tags or of its class, or whose mark cannot be
+	// judged (0: unknown), is not stored: ErrInvalidated.
+	PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error
 	// Invalidate drops from the shared tier every entry carrying one of
-	// tags (availability purges).
+	// tags (availability purges), and marks the tags as invalidated now.
 	Invalidate(ctx context.Context, tags []string) error
 	// Purge drops from the shared tier what an EventPurge names: every
-	// entry (no Class, Key or Tags), one class, one key, or tags.
+	// entry (no Class, Key or Tags), one class, one key, or tags; all but
+	// a key or another class than availability are marked as Invalidate
+	// marks.
 	Purge(ctx context.Context, ev Event) error
 	// Lease takes, for ttl, the cluster-wide right to call S-360 for key.
 	// ok is false when another node holds it: WaitEntry then. release
@@ -50,6 +59,10 @@ type Shared interface {
 	// (re)joins.
 	Subscribe(fn func(Event))
 }
+
+// ErrInvalidated is PutEntry's refusal of an answer asked for before an
+// invalidation of what it tells about: the node keeps it stale.
+var ErrInvalidated = errors.New("an invalidation ran in the cluster since the call began")
 
 // EventKind says what an Event carries.
 type EventKind string

@@ -37,10 +37,14 @@ type sharedHub struct {
 	deliver sync.Mutex // one event at a time, in order, to every other node
 	gen     uint64     // the cluster's generation and setup value, for EventSync
 	setup   []byte
+	clock   int64              // Redis's clock, for Mark and the marks
+	marks   map[string]int64   // invalidation marks: "t:<tag>", "c:availability"
+	held    map[string][]Event // events not yet delivered to a node (holdEvents)
 }
 
 func newHub(poller string) *sharedHub {
-	return &sharedHub{entries: map[string][]byte{}, leases: map[string]chan struct{}{}, poller: poller, subs: map[string]func(Event){}}
+	return &sharedHub{entries: map[string][]byte{}, leases: map[string]chan struct{}{}, poller: poller, subs: map[string]func(Event){},
+		marks: map[string]int64{}, held: map[string][]Event{}}
 }
 
 type sharedNode struct {
@@ -77,14 +81,47 @@ func (n *sharedNode) GetEntry(ctx context.Context, key string) (*cachestore.Entr
 	return cachestore.DecodeEntry(b)
 }
 
-func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.Entry) error {
+func (n *sharedNode) Mark(ctx context.Context) (int64, error) {
+	if err := n.call(); err != nil {
+		return 0, err
+	}
+	n.hub.mu.Lock()
+	defer n.hub.mu.Unlock()
+	n.hub.clock++
+	return n.hub.clock, nil
+}
+
+// PutEntry refuses, as the cluster's script does, an availability entry
+// whose tags or class were marked since mark.
+func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error {
 	if err := n.call(); err != nil {
 		return err
 	}
 	n.hub.mu.Lock()
 	defer n.hub.mu.Unlock()
+	if ent.Class == cachestore.Availability {
+		marks := []string{"c:" + ent.Class.String()}
+		for _, t := range ent.Tags {
+			marks = append(marks, "t:"+t)
+		}
+		for _, m := range marks {
+			if mark == 0 || n.hub.marks[m] >= mark {
+				return ErrInvalidated
+			}
+		}
+	}
 	n.hub.entries[key] = cachestore.EncodeEntry(ent)
 	return nil
+}
+
+// mark records an invalidation of the marks now.
+func (h *sharedHub) mark(marks ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clock++
+	for _, m := range marks {
+		h.marks[m] = h.clock
+	}
 }
 
 // drop deletes the entries for which match holds.
@@ -109,6 +146,11 @@ func (n *sharedNode) Invalidate(ctx context.Context, tags []string) error {
 	if err := n.call(); err != nil {
 		return err
 	}
+	var marks []string
+	for _, t := range tags {
+		marks = append(marks, "t:"+t)
+	}
+	n.hub.mark(marks...)
 	n.hub.drop(func(_ string, ent *cachestore.Entry) bool {
 		return slices.ContainsFunc(ent.Tags, func(t string) bool { return slices.Contains(tags, t) })
 	})
@@ -118,6 +160,15 @@ func (n *sharedNode) Invalidate(ctx context.Context, tags []string) error {
 func (n *sharedNode) Purge(ctx context.Context, ev Event) error {
 	if err := n.call(); err != nil {
 		return err
+	}
+	switch {
+	case ev.Key != "":
+	case ev.Class == "availability", ev.Class == "" && len(ev.Tags) == 0:
+		n.hub.mark("c:availability")
+	default:
+		for _, t := range ev.Tags {
+			n.hub.mark("t:" + t)
+		}
 	}
 	n.hub.drop(func(k string, ent *cachestore.Entry) bool {
 		switch {
@@ -193,7 +244,9 @@ func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
 	}
 	var fns []func(Event)
 	for name, fn := range n.hub.subs {
-		if name != n.name {
+		if _, held := n.hub.held[name]; held && name != n.name {
+			n.hub.held[name] = append(n.hub.held[name], ev)
+		} else if name != n.name {
 			fns = append(fns, fn)
 		}
 	}
@@ -202,6 +255,27 @@ func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
 		fn(ev)
 	}
 	return nil
+}
+
+// holdEvents keeps the events published from now on from node name (its
+// stream reader is behind) until releaseEvents.
+func (h *sharedHub) holdEvents(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held[name] = []Event{}
+}
+
+// releaseEvents delivers to node name, in order, the events held for it.
+func (h *sharedHub) releaseEvents(name string) {
+	h.deliver.Lock()
+	defer h.deliver.Unlock()
+	h.mu.Lock()
+	evs, fn := h.held[name], h.subs[name]
+	delete(h.held, name)
+	h.mu.Unlock()
+	for _, ev := range evs {
+		fn(ev)
+	}
 }
 
 // Subscribe registers fn and, as a node (re)joining, hands it the
@@ -683,5 +757,94 @@ func TestClusterLeaseAfterAnotherNodesCallReadsAgain(t *testing.T) {
 		if got := len(f.calls("getCatalogDetailed")); got != 1 {
 			t.Errorf("getCatalogDetailed calls = %d, want 1", got)
 		}
+	})
+}
+
+// Node b's availability call is out when the poller learns that the
+// product changed and invalidates it in the shared tier; b's answer, which
+// may tell what was true before the change, comes before b applies the
+// event. The other nodes must not read it as fresh from the shared tier,
+// and b keeps it stale.
+func TestClusterInvalidationDuringAnotherNodesCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		hub, nodes := openCluster(t, f, "a", "b", "c")
+		a, b, c := nodes[0], nodes[1], nodes[2]
+		catalogEverywhere(t, nodes)  // the poller knows product 101
+		mustPoll(t, a.e.pollUpdates) // sets the reference date
+		time.Sleep(time.Second)
+
+		const body = `{"productId":101}`
+		canon, _ := s360.Canonical([]byte(body))
+		key := s360.Key("mosa", productAva, canon)
+		b.f.gate = make(chan struct{})
+		b.f.set(http.StatusOK, `{"statusCode":"success","seats":10}`)
+		done := make(chan Result)
+		go func() { done <- b.serve(t, productAva, body) }()
+		synctest.Wait() // b holds the key's lease; S-360 holds its call
+
+		hub.holdEvents("b") // b's stream reader is behind
+		f.set(func(f *watchFake) { f.updated["101"] = true })
+		mustPoll(t, a.e.pollUpdates)
+		close(b.f.gate)
+		if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"seats":10`) {
+			t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
+		}
+		if hub.has(key) {
+			t.Error("node b's answer, asked for before the invalidation, is in the shared tier")
+		}
+		if ent, err := b.e.store.Get(key); err != nil || time.Now().Before(ent.FreshUntil) {
+			t.Errorf("node b keeps its answer (err %v) fresh; want it stale", err)
+		}
+		calls := len(f.calls("getProductAvailability"))
+		if r := c.serve(t, productAva, body); r.Entry == nil || strings.Contains(string(r.Entry.Body), `"seats":10`) {
+			t.Errorf("node c answered %+v, want a new call's answer", r)
+		}
+		if got := len(f.calls("getProductAvailability")) - calls; got != 1 {
+			t.Errorf("node c made %d getProductAvailability calls, want 1", got)
+		}
+
+		hub.releaseEvents("b")
+		if _, err := b.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
+			t.Errorf("node b still holds its answer after applying the invalidation (err %v)", err)
+		}
+	})
+}
+
+// The catalog has no such race: an answer carries the generation it was
+// asked under, so when it comes back after a setup change, a node that
+// applied the change takes it for old, whatever the shared tier holds.
+func TestClusterSetupChangeDuringAnotherNodesCatalogCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newWatchFake()
+		hub, nodes := openCluster(t, f, "a", "b", "c")
+		a, b, c := nodes[0], nodes[1], nodes[2]
+		catalogEverywhere(t, nodes)
+		mustPoll(t, a.e.pollSetup) // records the setup value
+
+		const body = `{"lang":"fr"}`
+		b.f.gate = make(chan struct{})
+		b.f.set(http.StatusOK, `{"statusCode":"success","edition":"before"}`)
+		done := make(chan Result)
+		go func() { done <- b.serve(t, catalog, body) }()
+		synctest.Wait() // b holds the key's lease; S-360 holds its call
+
+		hub.holdEvents("b")
+		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
+		mustPoll(t, a.e.pollSetup)
+		close(b.f.gate)
+		if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"before"`) {
+			t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
+		}
+		b.f.answer.Store(f.serve)
+		synctest.Wait()
+		if r := c.serve(t, catalog, body); r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"v2"`) {
+			t.Errorf("node c, at the new generation, answered %+v; want the new catalog", r)
+		}
+		hub.releaseEvents("b")
+		eventually(t, "node b serves the new catalog", func() bool {
+			r := b.serve(t, catalog, body)
+			return r.Entry != nil && strings.Contains(string(r.Entry.Body), `"v2"`)
+		})
 	})
 }

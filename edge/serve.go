@@ -292,6 +292,15 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	// stale. Likewise an availability answer asked for before a reported
 	// change.
 	gen, inv := e.gen.Load(), e.invalidations.Load()
+	// The same for the cluster: an invalidation another node runs while
+	// the call is out keeps its answer out of the shared tier.
+	var mark int64
+	if shared && call.Class == s360.Availability {
+		var err error
+		if mark, err = e.opts.Shared.Mark(ctx); err != nil {
+			e.sharedFailed("reading the shared clock", err)
+		}
+	}
 	resp, err := client.Do(WithCallKey(ctx, key), call.Path(), canonical)
 	e.stats.upstream(call.Class, resp, err)
 	if reachedS360(err) {
@@ -328,16 +337,19 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 		}
 	}
 	// An invalidation that ran while the call was out may have missed
-	// this entry (it was not stored yet): store it stale. Checked after
+	// this entry (it was not stored yet): it is kept stale. Checked after
 	// the Put, as the watcher counts before it purges.
-	if e.put(call, key, ent) && call.Class == s360.Availability && e.invalidations.Load() != inv {
-		stale := *ent
-		stale.FreshUntil = now
-		e.put(call, key, &stale)
-		ent = &stale
-	}
+	ent, fresh := e.keep(call, key, ent, inv)
 	if shared {
-		if err := e.opts.Shared.PutEntry(ctx, key, ent); err != nil {
+		err := e.opts.Shared.PutEntry(ctx, key, ent, mark)
+		switch {
+		case errors.Is(err, ErrInvalidated):
+			// Another node invalidated it; this node may not have
+			// applied that event yet.
+			if fresh {
+				ent = e.keepStale(call, key, ent)
+			}
+		case err != nil:
 			e.sharedFailed("storing an answer in the shared tier", err)
 		}
 	}

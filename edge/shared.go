@@ -47,17 +47,33 @@ func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, cano
 	if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); !fresh {
 		return nil
 	}
-	e.put(call, key, ent)
-	if call.Class == s360.Availability && e.invalidations.Load() != inv {
-		// An invalidation applied since the read may have come before
-		// this copy was stored: keep it stale, and call.
-		stale := *ent
-		stale.FreshUntil = e.opts.Now()
-		e.put(call, key, &stale)
-		return nil
+	if _, fresh := e.keep(call, key, ent, inv); !fresh {
+		return nil // not trusted: kept stale, and called for
 	}
 	e.stats.sharedHits.Add(1)
 	return &fetched{entry: ent, hit: true, shared: true}
+}
+
+// keep stores ent locally, and returns the entry kept and whether it is
+// fresh. An availability invalidation applied since inv was read may have
+// run before the Put and missed ent: a stale copy is kept then. The check
+// does not depend on the Put's success, so that an answer the local store
+// failed to keep does not go fresh to the shared tier either.
+func (e *Edge) keep(call s360.Call, key string, ent *cachestore.Entry, inv uint64) (*cachestore.Entry, bool) {
+	e.put(call, key, ent)
+	if call.Class == s360.Availability && e.invalidations.Load() != inv {
+		return e.keepStale(call, key, ent), false
+	}
+	return ent, true
+}
+
+// keepStale stores a copy of ent that is stale from now (the Put keeps the
+// entry it is given: ent itself is never changed), and returns it.
+func (e *Edge) keepStale(call s360.Call, key string, ent *cachestore.Entry) *cachestore.Entry {
+	stale := *ent
+	stale.FreshUntil = e.opts.Now()
+	e.put(call, key, &stale)
+	return &stale
 }
 
 // leaseWait bounds the wait for another node's call: that call's lease,
