@@ -340,15 +340,13 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	// this entry (it was not stored yet): it is kept stale. Checked after
 	// the Put, as the watcher counts before it purges.
 	ent, fresh := e.keep(call, key, ent, inv)
-	if shared {
+	if shared && fresh { // other nodes take only fresh copies from the tier
 		err := e.opts.Shared.PutEntry(ctx, key, ent, mark)
 		switch {
 		case errors.Is(err, ErrInvalidated):
 			// Another node invalidated it; this node may not have
 			// applied that event yet.
-			if fresh {
-				ent = e.keepStale(call, key, ent)
-			}
+			ent = e.keepStale(call, key, ent)
 		case err != nil:
 			e.sharedFailed("storing an answer in the shared tier", err)
 		}
