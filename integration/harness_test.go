@@ -65,17 +65,11 @@ func (p *proc) Output() string {
 	return p.out.String()
 }
 
+// start runs the binary name that TestMain built.
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	return startPath(t, name, filepath.Join(binDir, name), env, args...)
-}
-
-// startPath runs the program at path (a binary not built by TestMain,
-// such as redis-server) as a proc named name.
-func startPath(t *testing.T, name, path string, env []string, args ...string) *proc {
-	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(path, args...)
+	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
