@@ -848,3 +848,57 @@ func TestClusterSetupChangeDuringAnotherNodesCatalogCall(t *testing.T) {
 		})
 	})
 }
+
+// When the lease's holder brings nothing the waiting nodes can use, they
+// take the lease again rather than all call at once: one more call for
+// the cluster, whose answer the others read.
+func TestClusterWaitersRetakeTheLease(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int // node a's answer from S-360
+		newGen bool
+	}{
+		{"holder fails", http.StatusServiceUnavailable, false},
+		{"holder's answer is of a generation the others left", http.StatusOK, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				_, nodes := openCluster(t, f, "a", "b", "c")
+				a, waiters := nodes[0], nodes[1:]
+				a.f.gate = make(chan struct{})
+				a.f.set(tc.status, `{"statusCode":"success","held":true}`)
+				done := make(chan Result)
+				go func() { done <- a.serve(t, catalog, `{}`) }()
+				synctest.Wait() // a holds the lease and waits for S-360
+				results := make([]Result, len(waiters))
+				var wg sync.WaitGroup
+				for i, n := range waiters {
+					wg.Go(func() { results[i] = n.serve(t, catalog, `{}`) })
+				}
+				synctest.Wait() // b and c wait for a's lease
+				if tc.newGen {
+					// The setup changed while a's call was out; b and c
+					// applied it, a not yet.
+					for _, n := range waiters {
+						n.e.applyEvent(Event{Kind: EventGeneration, Generation: a.e.Generation() + 1, Setup: []byte(`{"changed":1}`)})
+					}
+				}
+				close(a.f.gate)
+				<-done
+				wg.Wait()
+				if got := len(f.calls("getCatalogDetailed")); got != 1 {
+					t.Errorf("b and c made %d getCatalogDetailed calls after a's unusable answer, want 1", got)
+				}
+				for i, r := range results {
+					if r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"edition":"v1"`) {
+						t.Errorf("node %d answered %+v, want the new call's answer", i+1, r)
+					}
+				}
+				if got := a.f.calls.Load(); got != 1 {
+					t.Errorf("node a called S-360 %d times, want 1", got)
+				}
+			})
+		})
+	}
+}

@@ -18,6 +18,44 @@ import (
 // may first wait for a budget slot and a token.
 const leaseMargin = 10 * time.Second
 
+// leaseRounds bounds how many times a node waits for other nodes' calls
+// of one key before it calls without the lease.
+const leaseRounds = 3
+
+// leaseKey takes key's fetch lease for this node's call, and returns its
+// release; or the answer another node's call brought. When another node
+// holds the lease, it waits for that call and, when nothing usable comes
+// (the holder failed, or answered under a generation this node has left),
+// takes the lease again: the nodes that waited then call one at a time,
+// each reading the previous one's answer first, rather than all at once.
+// After leaseRounds waits, when the shared state fails, or when ctx ends,
+// it returns neither: the node calls as a single node would.
+func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, inv uint64) (func(), *fetched) {
+	for range leaseRounds {
+		release, ok, err := e.opts.Shared.Lease(ctx, key, e.timeout()+leaseMargin)
+		if err != nil {
+			e.sharedFailed("taking a key's fetch lease", err)
+			return nil, nil
+		}
+		if ok {
+			// The previous holder may have stored the answer and let the
+			// lease go between the last read and this lease: read again.
+			if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
+				release()
+				return nil, f
+			}
+			return release, nil
+		}
+		if f := e.sharedEntry(ctx, call, key, canonical, true, inv); f != nil {
+			return nil, f
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+	}
+	return nil, nil
+}
+
 // sharedEntry reads key from the shared tier, after waiting for another
 // node's lease on it when wait is set, and stores it locally when it is
 // fresh. nil when there is nothing fresh for canonical.
