@@ -38,7 +38,7 @@ type sharedHub struct {
 	gen     uint64     // the cluster's generation and setup value, for EventSync
 	setup   []byte
 	clock   int64              // Redis's clock, for Mark and the marks
-	marks   map[string]int64   // invalidation marks: "t:<tag>", "c:availability"
+	marks   map[string]int64   // invalidation marks: "t:<tag>", "c:availability", "e:<key>"
 	held    map[string][]Event // events not yet delivered to a node (holdEvents)
 }
 
@@ -92,7 +92,7 @@ func (n *sharedNode) Mark(ctx context.Context) (int64, error) {
 }
 
 // PutEntry refuses, as the cluster's script does, an availability entry
-// whose tags or class were marked since mark.
+// whose tags, class or key were marked since mark.
 func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error {
 	if err := n.call(); err != nil {
 		return err
@@ -100,7 +100,7 @@ func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.E
 	n.hub.mu.Lock()
 	defer n.hub.mu.Unlock()
 	if ent.Class == cachestore.Availability {
-		marks := []string{"c:" + ent.Class.String()}
+		marks := []string{"c:" + ent.Class.String(), "e:" + key}
 		for _, t := range ent.Tags {
 			marks = append(marks, "t:"+t)
 		}
@@ -163,6 +163,7 @@ func (n *sharedNode) Purge(ctx context.Context, ev Event) error {
 	}
 	switch {
 	case ev.Key != "":
+		n.hub.mark("e:" + ev.Key)
 	case ev.Class == "availability", ev.Class == "" && len(ev.Tags) == 0:
 		n.hub.mark("c:availability")
 	default:
