@@ -51,6 +51,7 @@ type sharedNode struct {
 	hub   *sharedHub
 	name  string
 	calls atomic.Int32
+	down  atomic.Bool // this node is cut off from the shared state
 	// onGet, when set, runs during GetEntry, after the entry was read.
 	onGet func()
 }
@@ -59,7 +60,7 @@ var errRedisDown = errors.New("redis: connection refused")
 
 func (n *sharedNode) call() error {
 	n.calls.Add(1)
-	if n.hub.fail.Load() {
+	if n.hub.fail.Load() || n.down.Load() {
 		return errRedisDown
 	}
 	return nil
@@ -223,7 +224,7 @@ func (n *sharedNode) WaitEntry(ctx context.Context, key string) (*cachestore.Ent
 
 func (n *sharedNode) Poller() (bool, int) {
 	n.calls.Add(1)
-	if n.hub.fail.Load() {
+	if n.hub.fail.Load() || n.down.Load() {
 		return true, n.hub.nodes
 	}
 	return n.hub.poller == n.name, 1
@@ -898,6 +899,86 @@ func TestClusterWaitersRetakeTheLease(t *testing.T) {
 				}
 				if got := a.f.calls.Load(); got != 1 {
 					t.Errorf("node a called S-360 %d times, want 1", got)
+				}
+			})
+		})
+	}
+}
+
+// A node cut off from Redis starts its own generation gen+1 for the setup
+// change it sees; the cluster's poller reaches gen+1 too. For a later
+// change, the node back in the cluster must not take its older catalog,
+// stamped with the same number, for current: it refreshes it through the
+// shared tier. For the same change, it keeps its catalog.
+func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
+	releaseEvents := func(hub *sharedHub, _ *clusterNode) { hub.releaseEvents("b") }
+	syncEvent := func(hub *sharedHub, b *clusterNode) {
+		hub.mu.Lock()
+		ev := Event{Kind: EventSync, Generation: hub.gen, Setup: hub.setup}
+		hub.mu.Unlock()
+		b.e.applyEvent(ev)
+	}
+	for _, tc := range []struct {
+		name   string
+		rejoin func(hub *sharedHub, b *clusterNode)
+		later  bool // the setup changes again before the cluster's poller looks
+	}{
+		{"another change, the stream's event", releaseEvents, true},
+		{"another change, the sync at rejoin", syncEvent, true},
+		{"the same change", syncEvent, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				hub, nodes := openCluster(t, f, "a", "b")
+				a, b := nodes[0], nodes[1]
+				catalogEverywhere(t, nodes)
+				mustPoll(t, a.e.pollSetup) // records the setup value
+				serves := func(n *clusterNode, edition string) func() bool {
+					return func() bool {
+						r := n.serve(t, catalog, `{}`)
+						return r.Hit && r.CacheStatus == hitStatus(r.Entry, time.Now(), "") && strings.Contains(string(r.Entry.Body), edition)
+					}
+				}
+				// A change every node applies, so that b records its value.
+				f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v1b" })
+				mustPoll(t, a.e.pollSetup)
+				eventually(t, "a has the new catalog", serves(a, `"v1b"`))
+				eventually(t, "b has the new catalog", serves(b, `"v1b"`))
+				gen := a.e.Generation()
+
+				// b, cut off, sees the next change alone.
+				b.shared.down.Store(true)
+				hub.holdEvents("b")
+				f.set(func(f *watchFake) { f.setup = "2025-11-13T10:00:00.000+01:00"; f.edition = "v2" })
+				mustPoll(t, b.e.pollSetup)
+				eventually(t, "b refreshed alone", serves(b, `"v2"`))
+				want := `"v2"`
+				if tc.later {
+					f.set(func(f *watchFake) { f.setup = "2025-11-14T10:00:00.000+01:00"; f.edition = "v3" })
+					want = `"v3"`
+				}
+				mustPoll(t, a.e.pollSetup)
+				eventually(t, "a refreshed", serves(a, want))
+				if ga, gb := a.e.Generation(), b.e.Generation(); ga != gen+1 || gb != gen+1 {
+					t.Fatalf("generations a %d, b %d; want both %d (the collision this test is about)", ga, gb, gen+1)
+				}
+				calls := len(f.calls("getCatalogDetailed"))
+
+				b.shared.down.Store(false)
+				tc.rejoin(hub, b)
+				if tc.later && serves(b, `"v2"`)() {
+					t.Error("back in the cluster, b serves its older catalog as fresh")
+				}
+				if !tc.later {
+					ent, err := b.e.store.Get(s360.Key("mosa", catalog, []byte(`{}`)))
+					if err != nil || slices.Contains(ent.Tags, cachestore.PurgedTag) {
+						t.Errorf("b's catalog of the same setup value was purged (err %v)", err)
+					}
+				}
+				eventually(t, "b has the cluster's catalog", serves(b, want))
+				if got := len(f.calls("getCatalogDetailed")) - calls; got != 0 {
+					t.Errorf("b's rejoin cost %d getCatalogDetailed calls, want 0", got)
 				}
 			})
 		})

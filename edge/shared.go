@@ -194,9 +194,23 @@ func (e *Edge) applyEvent(ev Event) {
 // and refreshes the catalog ahead through the shared tier and the keys'
 // leases (one S-360 call per key for the cluster). Generation 0 is a
 // cluster that has none yet: the node keeps its own.
+//
+// A node that bumped its generation alone (gen+1, while the shared state
+// was out of reach) may meet the cluster's poller at the same number for
+// another setup value: its catalog entries carry the cluster's number but
+// may tell an older setup. The number alone cannot tell, the setup value
+// can: when it differs from the one this node recorded, the node's
+// catalog is soft-purged and refreshed through the shared tier. This keeps
+// one numbering for the cluster (no node-made numbers to reconcile), and
+// costs nothing in the common case, a node that saw the same change alone.
 func (e *Edge) adoptGeneration(ev Event) {
 	e.genMu.Lock()
 	adopt := ev.Generation != 0 && ev.Generation != e.gen.Load()
+	collided := false
+	if !adopt && ev.Generation != 0 && ev.Setup != nil {
+		prev, _ := e.store.GetMeta(metaSetupLast) // none or unreadable: the entries cannot be vouched for
+		collided = !bytes.Equal(prev, ev.Setup)
+	}
 	var err error
 	if adopt {
 		err = e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, ev.Generation))
@@ -209,6 +223,12 @@ func (e *Edge) adoptGeneration(ev Event) {
 	e.genMu.Unlock()
 	if err != nil {
 		e.opts.Logger.Warn("persisting the cluster's catalog generation failed", zap.Error(err))
+	}
+	if collided {
+		e.opts.Logger.Info("this node's catalog generation is the cluster's but for another setup value (bumped while Redis was out of reach): refreshing its catalog", zap.Uint64("generation", ev.Generation))
+		if _, err := e.purgeLocal(PurgeRequest{Class: cachestore.Catalog}); err != nil {
+			e.opts.Logger.Warn("marking this node's catalog for refresh failed", zap.Error(err))
+		}
 	}
 	if !adopt {
 		return
