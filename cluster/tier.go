@@ -85,14 +85,13 @@ return n
 
 // putAvailabilityScript stores an availability entry as PutEntry's MULTI
 // does, unless its call may have begun before an invalidation of one of
-// its sets, or a purge of its key: then it stores nothing and returns 0. The call's start is the
-// mark (Mark, Redis's clock in microseconds); a mark older than the marks'
-// life (ARGV[6] microseconds) cannot be judged, as the marks set after it
-// may have expired, and is refused as well (so is mark 0, unknown).
-// KEYS[1] entry, then the n index sets, then their n marks, then the
-// entry's own mark. ARGV: value,
-// ttl ms, now ms, the sets' member (the key), mark, marks' life, the
-// member's expiry ms (its score).
+// its sets, or a purge of its key: then it stores nothing and returns 0.
+// The call's start is the mark (Mark, Redis's clock in microseconds); a
+// mark older than the marks' life (ARGV[6] microseconds) cannot be judged,
+// as the marks set after it may have expired, and is refused as well (so
+// is mark 0, unknown). KEYS[1] entry, then the n index sets, then their n
+// marks, then the entry's own mark. ARGV: value, ttl ms, now ms, the sets'
+// member (the key), mark, marks' life, the member's expiry ms (its score).
 var putAvailabilityScript = redis.NewScript(`
 local t = redis.call('TIME')
 local mark = tonumber(ARGV[5])
