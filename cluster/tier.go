@@ -59,21 +59,25 @@ return n
 `)
 
 // dropScript deletes every entry named in the index sets KEYS[1..ARGV[2]],
-// and the sets, and sets the invalidation marks KEYS[ARGV[2]+1..] to
-// Redis's clock now (microseconds), for ARGV[3] ms: a put whose call began
-// before is refused (putAvailabilityScript). ARGV[1] is the entries' key
-// prefix. Returns how many entries it deleted.
+// and the sets, then the ARGV[4] entries named next, and sets the
+// invalidation marks (the remaining KEYS) to Redis's clock now
+// (microseconds), for ARGV[3] ms: a put whose call began before is refused
+// (putAvailabilityScript). ARGV[1] is the entries' key prefix. Returns how
+// many entries it deleted.
 var dropScript = redis.NewScript(`
-local n, sets = 0, tonumber(ARGV[2])
+local n, sets, ents = 0, tonumber(ARGV[2]), tonumber(ARGV[4])
 for i = 1, sets do
   for _, m in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
     n = n + redis.call('DEL', ARGV[1] .. m)
   end
   redis.call('DEL', KEYS[i])
 end
+for i = sets + 1, sets + ents do
+  n = n + redis.call('DEL', KEYS[i])
+end
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', t[2])
-for i = sets + 1, #KEYS do
+for i = sets + ents + 1, #KEYS do
   redis.call('SET', KEYS[i], now, 'PX', ARGV[3])
 end
 return n
@@ -81,18 +85,18 @@ return n
 
 // putAvailabilityScript stores an availability entry as PutEntry's MULTI
 // does, unless its call may have begun before an invalidation of one of
-// its sets: then it stores nothing and returns 0. The call's start is the
-// mark (Mark, Redis's clock in microseconds); a mark older than the marks'
-// life (ARGV[6] microseconds) cannot be judged, as the marks set after it
-// may have expired, and is refused as well (so is mark 0, unknown).
-// KEYS[1] entry, then the n index sets, then their n marks. ARGV: value,
-// ttl ms, now ms, the sets' member (the key), mark, marks' life, the
-// member's expiry ms (its score).
+// its sets, or a purge of its key: then it stores nothing and returns 0.
+// The call's start is the mark (Mark, Redis's clock in microseconds); a
+// mark older than the marks' life (ARGV[6] microseconds) cannot be judged,
+// as the marks set after it may have expired, and is refused as well (so
+// is mark 0, unknown). KEYS[1] entry, then the n index sets, then their n
+// marks, then the entry's own mark. ARGV: value, ttl ms, now ms, the sets'
+// member (the key), mark, marks' life, the member's expiry ms (its score).
 var putAvailabilityScript = redis.NewScript(`
 local t = redis.call('TIME')
 local mark = tonumber(ARGV[5])
 if t[1] * 1000000 + t[2] - mark > tonumber(ARGV[6]) then return 0 end
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 2) / 2
 for i = n + 2, #KEYS do
   local m = redis.call('GET', KEYS[i])
   if m and tonumber(m) >= mark then return 0 end
@@ -214,6 +218,7 @@ func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entr
 	if ent.Class == cachestore.Availability {
 		keys := append([]string{c.key("e", key)}, sets...)
 		keys = append(keys, c.marks(sets)...)
+		keys = append(keys, c.key("i", "e", key))
 		stored, err := putAvailabilityScript.Run(octx, c.bulk, keys, val, ttl.Milliseconds(), now, key, mark, markLife.Microseconds(), now+ttl.Milliseconds()).Int()
 		if c.reportFor(ctx, err) != nil {
 			return err
@@ -239,7 +244,8 @@ func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entr
 	return c.reportFor(ctx, err)
 }
 
-// marks are the invalidation marks of index sets: i:c:<class>, i:t:<tag>.
+// marks are the invalidation marks of index sets and entries: i:c:<class>,
+// i:t:<tag>, i:e:<key>.
 func (c *Cluster) marks(sets []string) []string {
 	marks := make([]string, len(sets))
 	for i, s := range sets {
@@ -257,7 +263,7 @@ func (c *Cluster) Invalidate(ctx context.Context, tags []string) error {
 	for i, t := range tags {
 		keys[i] = c.key("t", t)
 	}
-	return c.drop(ctx, keys, c.marks(keys))
+	return c.drop(ctx, keys, nil, c.marks(keys))
 }
 
 // Purge drops from the shared tier what ev names: the entry at ev.Key,
@@ -267,8 +273,9 @@ func (c *Cluster) Invalidate(ctx context.Context, tags []string) error {
 // purged answer in the shared tier and take it for new.
 func (c *Cluster) Purge(ctx context.Context, ev edge.Event) error {
 	// Marked: the sets whose puts are judged (availability's class and
-	// tags), so that a call begun before the purge does not refill them.
-	var sets, marked []string
+	// tags), and the key, so that a call begun before the purge does not
+	// refill them.
+	var sets, entries, marked []string
 	avail := c.key("c", cachestore.Availability.String())
 	if ev.Class != "" {
 		cl, err := cachestore.ParseClass(ev.Class)
@@ -285,26 +292,24 @@ func (c *Cluster) Purge(ctx context.Context, ev edge.Event) error {
 		marked = append(marked, c.key("t", t))
 	}
 	if ev.Key != "" {
-		octx, cancel := c.op(ctx)
-		err := c.reportFor(ctx, c.rdb.Del(octx, c.key("e", ev.Key)).Err())
-		cancel()
-		if err != nil || len(sets) == 0 {
-			return err
-		}
+		// Marked whatever its class, which the tier cannot tell when the
+		// call is still out: only availability puts read the mark.
+		entries = append(entries, c.key("e", ev.Key))
+		marked = append(marked, c.key("e", ev.Key))
 	}
-	if len(sets) == 0 {
+	if len(sets) == 0 && len(entries) == 0 {
 		for _, cl := range []cachestore.Class{cachestore.Catalog, cachestore.Availability, cachestore.Other} {
 			sets = append(sets, c.key("c", cl.String()))
 		}
 		marked = []string{avail}
 	}
-	return c.drop(ctx, sets, c.marks(marked))
+	return c.drop(ctx, sets, entries, c.marks(marked))
 }
 
-// drop deletes the entries of sets and the sets, and marks marks.
-func (c *Cluster) drop(ctx context.Context, sets, marks []string) error {
+// drop deletes the entries of sets, the sets and entries, and marks marks.
+func (c *Cluster) drop(ctx context.Context, sets, entries, marks []string) error {
 	octx, cancel := context.WithTimeout(ctx, slowOpTimeout)
 	defer cancel()
-	keys := append(slices.Clone(sets), marks...)
-	return c.reportFor(ctx, dropScript.Run(octx, c.bulk, keys, c.key("e", ""), len(sets), markLife.Milliseconds()).Err())
+	keys := slices.Concat(sets, entries, marks)
+	return c.reportFor(ctx, dropScript.Run(octx, c.bulk, keys, c.key("e", ""), len(sets), markLife.Milliseconds(), len(entries)).Err())
 }

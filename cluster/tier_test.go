@@ -301,6 +301,11 @@ func TestTierPutAfterAnInvalidation(t *testing.T) {
 		{"the availability class purged", avail, []string{"product:1"}, nil, purge(edge.Event{Class: "availability"}), 0, true},
 		{"everything purged", avail, []string{"product:1"}, nil, purge(edge.Event{}), 0, true},
 		{"the catalog class purged", avail, []string{"product:1"}, nil, purge(edge.Event{Class: "catalog"}), 0, false},
+		// An operator's purge of the key itself (the table's name is the key).
+		{"its key purged", avail, []string{"product:1"}, nil, purge(edge.Event{Key: "its key purged"}), 0, true},
+		{"its key purged softly", avail, []string{"product:1"}, nil, purge(edge.Event{Key: "its key purged softly", Soft: true}), 0, true},
+		{"another key purged", avail, []string{"product:1"}, nil, purge(edge.Event{Key: "another"}), 0, false},
+		{"its key purged before the call", avail, []string{"product:1"}, purge(edge.Event{Key: "its key purged before the call"}), nil, 0, false},
 		// The marks set since may have expired: it cannot be judged.
 		{"a mark older than the marks' life", avail, []string{"product:61"}, nil, nil, markLife + time.Second, true},
 		// The generation each catalog entry carries protects it.

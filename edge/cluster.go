@@ -24,16 +24,16 @@ type Shared interface {
 	Mark(ctx context.Context) (int64, error)
 	// PutEntry stores ent in the shared tier until its StaleUntil. An
 	// availability entry whose call began (mark) before an invalidation
-	// or purge of one of its tags or of its class, or whose mark cannot be
-	// judged (0: unknown), is not stored: ErrInvalidated.
+	// or purge of one of its tags, of its class or of its key, or whose
+	// mark cannot be judged (0: unknown), is not stored: ErrInvalidated.
 	PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error
 	// Invalidate drops from the shared tier every entry carrying one of
 	// tags (availability purges), and marks the tags as invalidated now.
 	Invalidate(ctx context.Context, tags []string) error
 	// Purge drops from the shared tier what an EventPurge names: every
 	// entry (no Class, Key or Tags), one class, one key, or tags; all but
-	// a key or another class than availability are marked as Invalidate
-	// marks.
+	// another class than availability are marked as Invalidate marks, so
+	// that PutEntry refuses the answer of a call begun before.
 	Purge(ctx context.Context, ev Event) error
 	// Lease takes, for ttl, the cluster-wide right to call S-360 for key.
 	// ok is false when another node holds it: WaitEntry then. release

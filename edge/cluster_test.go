@@ -38,7 +38,7 @@ type sharedHub struct {
 	gen     uint64     // the cluster's generation and setup value, for EventSync
 	setup   []byte
 	clock   int64              // Redis's clock, for Mark and the marks
-	marks   map[string]int64   // invalidation marks: "t:<tag>", "c:availability"
+	marks   map[string]int64   // invalidation marks: "t:<tag>", "c:availability", "e:<key>"
 	held    map[string][]Event // events not yet delivered to a node (holdEvents)
 }
 
@@ -51,6 +51,7 @@ type sharedNode struct {
 	hub   *sharedHub
 	name  string
 	calls atomic.Int32
+	down  atomic.Bool // this node is cut off from the shared state
 	// onGet, when set, runs during GetEntry, after the entry was read.
 	onGet func()
 }
@@ -59,7 +60,7 @@ var errRedisDown = errors.New("redis: connection refused")
 
 func (n *sharedNode) call() error {
 	n.calls.Add(1)
-	if n.hub.fail.Load() {
+	if n.hub.fail.Load() || n.down.Load() {
 		return errRedisDown
 	}
 	return nil
@@ -92,7 +93,7 @@ func (n *sharedNode) Mark(ctx context.Context) (int64, error) {
 }
 
 // PutEntry refuses, as the cluster's script does, an availability entry
-// whose tags or class were marked since mark.
+// whose tags, class or key were marked since mark.
 func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error {
 	if err := n.call(); err != nil {
 		return err
@@ -100,7 +101,7 @@ func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.E
 	n.hub.mu.Lock()
 	defer n.hub.mu.Unlock()
 	if ent.Class == cachestore.Availability {
-		marks := []string{"c:" + ent.Class.String()}
+		marks := []string{"c:" + ent.Class.String(), "e:" + key}
 		for _, t := range ent.Tags {
 			marks = append(marks, "t:"+t)
 		}
@@ -163,6 +164,7 @@ func (n *sharedNode) Purge(ctx context.Context, ev Event) error {
 	}
 	switch {
 	case ev.Key != "":
+		n.hub.mark("e:" + ev.Key)
 	case ev.Class == "availability", ev.Class == "" && len(ev.Tags) == 0:
 		n.hub.mark("c:availability")
 	default:
@@ -222,7 +224,7 @@ func (n *sharedNode) WaitEntry(ctx context.Context, key string) (*cachestore.Ent
 
 func (n *sharedNode) Poller() (bool, int) {
 	n.calls.Add(1)
-	if n.hub.fail.Load() {
+	if n.hub.fail.Load() || n.down.Load() {
 		return true, n.hub.nodes
 	}
 	return n.hub.poller == n.name, 1
@@ -847,4 +849,138 @@ func TestClusterSetupChangeDuringAnotherNodesCatalogCall(t *testing.T) {
 			return r.Entry != nil && strings.Contains(string(r.Entry.Body), `"v2"`)
 		})
 	})
+}
+
+// When the lease's holder brings nothing the waiting nodes can use, they
+// take the lease again rather than all call at once: one more call for
+// the cluster, whose answer the others read.
+func TestClusterWaitersRetakeTheLease(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int // node a's answer from S-360
+		newGen bool
+	}{
+		{"holder fails", http.StatusServiceUnavailable, false},
+		{"holder's answer is of a generation the others left", http.StatusOK, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				_, nodes := openCluster(t, f, "a", "b", "c")
+				a, waiters := nodes[0], nodes[1:]
+				a.f.gate = make(chan struct{})
+				a.f.set(tc.status, `{"statusCode":"success","held":true}`)
+				done := make(chan Result)
+				go func() { done <- a.serve(t, catalog, `{}`) }()
+				synctest.Wait() // a holds the lease and waits for S-360
+				results := make([]Result, len(waiters))
+				var wg sync.WaitGroup
+				for i, n := range waiters {
+					wg.Go(func() { results[i] = n.serve(t, catalog, `{}`) })
+				}
+				synctest.Wait() // b and c wait for a's lease
+				if tc.newGen {
+					// The setup changed while a's call was out; b and c
+					// applied it, a not yet.
+					for _, n := range waiters {
+						n.e.applyEvent(Event{Kind: EventGeneration, Generation: a.e.Generation() + 1, Setup: []byte(`{"changed":1}`)})
+					}
+				}
+				close(a.f.gate)
+				<-done
+				wg.Wait()
+				if got := len(f.calls("getCatalogDetailed")); got != 1 {
+					t.Errorf("b and c made %d getCatalogDetailed calls after a's unusable answer, want 1", got)
+				}
+				for i, r := range results {
+					if r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"edition":"v1"`) {
+						t.Errorf("node %d answered %+v, want the new call's answer", i+1, r)
+					}
+				}
+				if got := a.f.calls.Load(); got != 1 {
+					t.Errorf("node a called S-360 %d times, want 1", got)
+				}
+			})
+		})
+	}
+}
+
+// A node cut off from Redis starts its own generation gen+1 for the setup
+// change it sees; the cluster's poller reaches gen+1 too. For a later
+// change, the node back in the cluster must not take its older catalog,
+// stamped with the same number, for current: it refreshes it through the
+// shared tier. For the same change, it keeps its catalog.
+func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
+	releaseEvents := func(hub *sharedHub, _ *clusterNode) { hub.releaseEvents("b") }
+	syncEvent := func(hub *sharedHub, b *clusterNode) {
+		hub.mu.Lock()
+		ev := Event{Kind: EventSync, Generation: hub.gen, Setup: hub.setup}
+		hub.mu.Unlock()
+		b.e.applyEvent(ev)
+	}
+	for _, tc := range []struct {
+		name   string
+		rejoin func(hub *sharedHub, b *clusterNode)
+		later  bool // the setup changes again before the cluster's poller looks
+	}{
+		{"another change, the stream's event", releaseEvents, true},
+		{"another change, the sync at rejoin", syncEvent, true},
+		{"the same change", syncEvent, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				hub, nodes := openCluster(t, f, "a", "b")
+				a, b := nodes[0], nodes[1]
+				catalogEverywhere(t, nodes)
+				mustPoll(t, a.e.pollSetup) // records the setup value
+				serves := func(n *clusterNode, edition string) func() bool {
+					return func() bool {
+						r := n.serve(t, catalog, `{}`)
+						return r.Hit && r.CacheStatus == hitStatus(r.Entry, time.Now(), "") && strings.Contains(string(r.Entry.Body), edition)
+					}
+				}
+				// A change every node applies, so that b records its value.
+				f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v1b" })
+				mustPoll(t, a.e.pollSetup)
+				eventually(t, "a has the new catalog", serves(a, `"v1b"`))
+				eventually(t, "b has the new catalog", serves(b, `"v1b"`))
+				gen := a.e.Generation()
+
+				// b, cut off, sees the next change alone.
+				b.shared.down.Store(true)
+				hub.holdEvents("b")
+				f.set(func(f *watchFake) { f.setup = "2025-11-13T10:00:00.000+01:00"; f.edition = "v2" })
+				mustPoll(t, b.e.pollSetup)
+				eventually(t, "b refreshed alone", serves(b, `"v2"`))
+				want := `"v2"`
+				if tc.later {
+					f.set(func(f *watchFake) { f.setup = "2025-11-14T10:00:00.000+01:00"; f.edition = "v3" })
+					want = `"v3"`
+				}
+				mustPoll(t, a.e.pollSetup)
+				eventually(t, "a refreshed", serves(a, want))
+				if ga, gb := a.e.Generation(), b.e.Generation(); ga != gen+1 || gb != gen+1 {
+					t.Fatalf("generations a %d, b %d; want both %d (the collision this test is about)", ga, gb, gen+1)
+				}
+				calls := len(f.calls("getCatalogDetailed"))
+
+				b.shared.down.Store(false)
+				tc.rejoin(hub, b)
+				if tc.later && serves(b, `"v2"`)() {
+					t.Error("back in the cluster, b serves its older catalog as fresh")
+				}
+				if !tc.later {
+					ent, err := b.e.store.Get(s360.Key("mosa", catalog, []byte(`{}`)))
+					if err != nil || slices.Contains(ent.Tags, cachestore.PurgedTag) {
+						t.Errorf("b's catalog of the same setup value was purged (err %v)", err)
+					}
+				}
+				eventually(t, "b has the cluster's catalog", serves(b, want))
+				if got := len(f.calls("getCatalogDetailed")) - calls; got != 0 {
+					t.Errorf("b's rejoin cost %d getCatalogDetailed calls, want 0", got)
+				}
+			})
+		})
+	}
 }

@@ -261,22 +261,12 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 		if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
 			return f
 		}
-		release, ok, err := e.opts.Shared.Lease(ctx, key, e.timeout()+leaseMargin)
-		switch {
-		case err != nil:
-			e.sharedFailed("taking a key's fetch lease", err)
-		case ok:
+		release, f := e.leaseKey(ctx, call, key, canonical, inv)
+		if f != nil {
+			return f
+		}
+		if release != nil {
 			defer release()
-			// The previous holder may have stored the answer and let the
-			// lease go between the read above and this lease: read again.
-			if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
-				return f
-			}
-		default:
-			if f := e.sharedEntry(ctx, call, key, canonical, true, inv); f != nil {
-				return f
-			}
-			// Nothing usable came: this node calls, as a single node would.
 		}
 	}
 	if client == nil {

@@ -18,6 +18,44 @@ import (
 // may first wait for a budget slot and a token.
 const leaseMargin = 10 * time.Second
 
+// leaseRounds bounds how many times a node waits for other nodes' calls
+// of one key before it calls without the lease.
+const leaseRounds = 3
+
+// leaseKey takes key's fetch lease for this node's call, and returns its
+// release; or the answer another node's call brought. When another node
+// holds the lease, it waits for that call and, when nothing usable comes
+// (the holder failed, or answered under a generation this node has left),
+// takes the lease again: the nodes that waited then call one at a time,
+// each reading the previous one's answer first, rather than all at once.
+// After leaseRounds waits, when the shared state fails, or when ctx ends,
+// it returns neither: the node calls as a single node would.
+func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, inv uint64) (func(), *fetched) {
+	for range leaseRounds {
+		release, ok, err := e.opts.Shared.Lease(ctx, key, e.timeout()+leaseMargin)
+		if err != nil {
+			e.sharedFailed("taking a key's fetch lease", err)
+			return nil, nil
+		}
+		if ok {
+			// The previous holder may have stored the answer and let the
+			// lease go between the last read and this lease: read again.
+			if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
+				release()
+				return nil, f
+			}
+			return release, nil
+		}
+		if f := e.sharedEntry(ctx, call, key, canonical, true, inv); f != nil {
+			return nil, f
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+	}
+	return nil, nil
+}
+
 // sharedEntry reads key from the shared tier, after waiting for another
 // node's lease on it when wait is set, and stores it locally when it is
 // fresh. nil when there is nothing fresh for canonical.
@@ -156,9 +194,23 @@ func (e *Edge) applyEvent(ev Event) {
 // and refreshes the catalog ahead through the shared tier and the keys'
 // leases (one S-360 call per key for the cluster). Generation 0 is a
 // cluster that has none yet: the node keeps its own.
+//
+// A node that bumped its generation alone (gen+1, while the shared state
+// was out of reach) may meet the cluster's poller at the same number for
+// another setup value: its catalog entries carry the cluster's number but
+// may tell an older setup. The number alone cannot tell, the setup value
+// can: when it differs from the one this node recorded, the node's
+// catalog is soft-purged and refreshed through the shared tier. This keeps
+// one numbering for the cluster (no node-made numbers to reconcile), and
+// costs nothing in the common case, a node that saw the same change alone.
 func (e *Edge) adoptGeneration(ev Event) {
 	e.genMu.Lock()
 	adopt := ev.Generation != 0 && ev.Generation != e.gen.Load()
+	collided := false
+	if !adopt && ev.Generation != 0 && ev.Setup != nil {
+		prev, _ := e.store.GetMeta(metaSetupLast) // none or unreadable: the entries cannot be vouched for
+		collided = !bytes.Equal(prev, ev.Setup)
+	}
 	var err error
 	if adopt {
 		err = e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, ev.Generation))
@@ -171,6 +223,12 @@ func (e *Edge) adoptGeneration(ev Event) {
 	e.genMu.Unlock()
 	if err != nil {
 		e.opts.Logger.Warn("persisting the cluster's catalog generation failed", zap.Error(err))
+	}
+	if collided {
+		e.opts.Logger.Info("this node's catalog generation is the cluster's but for another setup value (bumped while Redis was out of reach): refreshing its catalog", zap.Uint64("generation", ev.Generation))
+		if _, err := e.purgeLocal(PurgeRequest{Class: cachestore.Catalog}); err != nil {
+			e.opts.Logger.Warn("marking this node's catalog for refresh failed", zap.Error(err))
+		}
 	}
 	if !adopt {
 		return
