@@ -370,3 +370,38 @@ func TestClientGoneIs499AndNothingIsStoredForOthersToMiss(t *testing.T) {
 		t.Fatalf("%d upstream calls, want 1", n)
 	}
 }
+
+// TestBodyLength: the body is read into a buffer of its declared length,
+// or within max_body_size when no length is declared (chunked); a body
+// shorter than its declared length is refused.
+func TestBodyLength(t *testing.T) {
+	f := &fakeUpstream{}
+	h := newTestHandler(t, f, time.Second) // max_body_size 100
+	cases := []struct {
+		name   string
+		body   string
+		length int64 // -1: not declared
+		status int
+		code   string
+	}{
+		{"declared", `{"a":1}`, 7, 200, ""},
+		{"not declared", `{"a":1}`, -1, 200, ""},
+		{"not declared, too large", `{"pad":"` + strings.Repeat("x", 200) + `"}`, -1, 413, "body_too_large"},
+		{"declared too large", `{}`, 101, 413, "body_too_large"},
+		{"shorter than declared", `{"a":1}`, 50, 400, "bad_body"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", catalogPath, strings.NewReader(c.body))
+			r.Header.Set("Content-Type", "application/json")
+			r.ContentLength = c.length
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r, &nextHandler{})
+			var e apiError
+			json.Unmarshal(w.Body.Bytes(), &e)
+			if w.Code != c.status || e.Code != c.code {
+				t.Errorf("got %d %s, want %d %q", w.Code, w.Body, c.status, c.code)
+			}
+		})
+	}
+}

@@ -22,32 +22,51 @@ func writeBody(w http.ResponseWriter, b []byte) {
 	}
 }
 
-// placeholders sets the handler's placeholders (see the Handler doc) on
-// the request's replacer; a nil one (a request that did not come through
-// Caddy's server) is skipped.
-type placeholders struct{ repl *caddy.Replacer }
+// placeholders are the handler's placeholders (see the Handler doc), given
+// to the request's replacer as one provider that answers when asked (an
+// access log's format, a later handler): a hit pays no map writes for
+// them. A request that did not come through Caddy's server has no
+// replacer: nil, and every method is a no-op.
+type placeholders struct {
+	w        http.ResponseWriter
+	call     s360.Call
+	upstream time.Duration
+	called   bool // upstream is set
+}
 
-func placeholdersOf(r *http.Request) placeholders {
+func placeholdersOf(w http.ResponseWriter, r *http.Request) *placeholders {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	return placeholders{repl}
+	if repl == nil {
+		return nil
+	}
+	p := &placeholders{w: w}
+	repl.Map(p.get)
+	return p
 }
 
-func (p placeholders) call(c s360.Call) {
-	if p.repl != nil {
-		p.repl.Set("http.s360.method", c.Name())
-		p.repl.Set("http.s360.class", c.Class.String())
+func (p *placeholders) get(key string) (any, bool) {
+	switch key {
+	case "http.s360.method":
+		return p.call.Name(), true
+	case "http.s360.class":
+		return p.call.Class.String(), true
+	case "http.s360.upstream_duration":
+		return p.upstream, p.called
+	case "http.s360.cache_status":
+		return p.w.Header().Get("Cache-Status"), true
+	}
+	return nil, false
+}
+
+func (p *placeholders) setCall(c s360.Call) {
+	if p != nil {
+		p.call = c
 	}
 }
 
-func (p placeholders) upstream(d time.Duration) {
-	if p.repl != nil {
-		p.repl.Set("http.s360.upstream_duration", d)
-	}
-}
-
-func (p placeholders) done(w http.ResponseWriter) {
-	if p.repl != nil {
-		p.repl.Set("http.s360.cache_status", w.Header().Get("Cache-Status"))
+func (p *placeholders) setUpstream(d time.Duration) {
+	if p != nil {
+		p.upstream, p.called = d, true
 	}
 }
 
