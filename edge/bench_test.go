@@ -20,22 +20,7 @@ import (
 func benchServeEnv(b *testing.B, size int) (*Edge, *upstream.Client, []byte) {
 	b.Helper()
 	answer := `{"statusCode":"success","data":"` + strings.Repeat("x", max(size-33, 0)) + `"}`
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == upstream.AuthPath {
-			w.Write([]byte(`{"token":"t"}`))
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(answer))
-	}))
-	b.Cleanup(srv.Close)
-	e, err := Open(Options{Dir: b.TempDir(), Institution: "mosa"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { e.Close() })
-	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Wait: e.Wait, Observe: e.Observe})
-	e.Attach(c)
+	e, c := benchEdge(b, []byte(answer), "")
 	canonical, err := s360.Canonical([]byte(`{"performanceIds":[10228231500032],"pointOfSalesId":10228100000100}`))
 	if err != nil {
 		b.Fatal(err)
@@ -47,6 +32,32 @@ func benchServeEnv(b *testing.B, size int) (*Edge, *upstream.Client, []byte) {
 		b.Fatalf("second call not a hit: %q", r.CacheStatus)
 	}
 	return e, c, canonical
+}
+
+// benchEdge opens an edge on an upstream that answers every call with
+// answer, sent with the given Content-Encoding.
+func benchEdge(b *testing.B, answer []byte, encoding string) (*Edge, *upstream.Client) {
+	b.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == upstream.AuthPath {
+			w.Write([]byte(`{"token":"t"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if encoding != "" {
+			w.Header().Set("Content-Encoding", encoding)
+		}
+		w.Write(answer)
+	}))
+	b.Cleanup(srv.Close)
+	e, err := Open(Options{Dir: b.TempDir(), Institution: "mosa"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Close() })
+	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Wait: e.Wait, Observe: e.Observe})
+	e.Attach(c)
+	return e, c
 }
 
 // BenchmarkServeHit is Serve on a warm key: the edge's share of a cache
@@ -102,23 +113,7 @@ func BenchmarkServeMissLarge(b *testing.B) {
 	zw := gzip.NewWriter(&gz)
 	zw.Write([]byte(`{"statusCode":"success","data":"` + string(data) + `"}`))
 	zw.Close()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == upstream.AuthPath {
-			w.Write([]byte(`{"token":"t"}`))
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Encoding", "gzip")
-		w.Write(gz.Bytes())
-	}))
-	b.Cleanup(srv.Close)
-	e, err := Open(Options{Dir: b.TempDir(), Institution: "mosa"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { e.Close() })
-	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Wait: e.Wait, Observe: e.Observe})
-	e.Attach(c)
+	e, c := benchEdge(b, gz.Bytes(), "gzip")
 	ctx := context.Background()
 	b.ReportAllocs()
 	i := 0
