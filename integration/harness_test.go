@@ -384,3 +384,54 @@ func restartEdge(t *testing.T, old *edge, extraEnv ...string) *edge {
 	}
 	return e
 }
+
+// siteCaddyfile is the sidecar in front of the simulator at simURL, its
+// s360 block ending in the lines s360, then the site's other directives
+// (the website; s360 is ordered before reverse_proxy and file_server).
+// %[1]s and %[2]s stay for startEdge.
+func siteCaddyfile(simURL string, s360, site []string) string {
+	const tmpl = `{
+	admin %[2]s
+}
+http://%[1]s {
+	s360 {
+		upstream     @SIM@
+		operator     {env.S360_OPERATOR}
+		secret       {env.S360_SECRET}
+		shop         @SIM@
+		storage      {env.XDG_DATA_HOME}/store
+		@S360@
+	}
+	@SITE@
+}
+`
+	return strings.NewReplacer("@SIM@", simURL, "@S360@", strings.Join(s360, "\n\t\t"),
+		"@SITE@", strings.Join(site, "\n\t")).Replace(tmpl)
+}
+
+// staticSite is a website of static files: startEdge's index.html.
+var staticSite = []string{"root * {env.XDG_DATA_HOME}", "file_server"}
+
+// noFloors sets our own floors to 0, so that a refresh follows a change at
+// once.
+var noFloors = []string{"min_interval catalogService/* 0", "min_interval availabilityService/* 0"}
+
+// pollsOffCaddyfile is siteCaddyfile without the polls, so that only the
+// test's calls reach the simulator; extra is the rest of the s360 block (a
+// login block: oidcLogin or a saml subBlock).
+func pollsOffCaddyfile(simURL, extra string, site ...string) string {
+	return siteCaddyfile(simURL, []string{"setup_poll 0", "updates_poll 0", extra}, site)
+}
+
+// oidcLogin is the oidc block for the provider issuer and the client
+// clientID, whose secrets come from oidcEnv's environment, with the lines
+// more (protect, token_auth).
+func oidcLogin(issuer, clientID string, more ...string) string {
+	return subBlock("oidc", append([]string{"issuer " + issuer, "client_id " + clientID,
+		"client_secret {env.OIDC_CLIENT_SECRET}", "cookie_secret {env.S360_COOKIE_KEY}"}, more...)...)
+}
+
+// subBlock is the block name { lines } inside the s360 block.
+func subBlock(name string, lines ...string) string {
+	return name + " {\n\t\t\t" + strings.Join(lines, "\n\t\t\t") + "\n\t\t}"
+}

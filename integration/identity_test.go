@@ -18,31 +18,9 @@ import (
 // identityCaddyfile is the sidecar with buyer login in front of a website
 // that gets every path s360 passes on (reverse_proxy runs after s360).
 func identityCaddyfile(s *sim, p *mockoidc.MockOIDC, website string) string {
-	const tmpl = `{
-	admin %[2]s
-}
-http://%[1]s {
-	s360 {
-		upstream     @SIM@
-		operator     {env.S360_OPERATOR}
-		secret       {env.S360_SECRET}
-		shop         @SIM@
-		storage      {env.XDG_DATA_HOME}/store
-		setup_poll   0
-		updates_poll 0
-		oidc {
-			issuer        @ISSUER@
-			client_id     @CLIENT@
-			client_secret {env.OIDC_CLIENT_SECRET}
-			cookie_secret {env.S360_COOKIE_KEY}
-			protect       /account* /checkout /tnseb/backend-apis/externalOrderFacade/*
-		}
-	}
-	reverse_proxy @WEB@
-}
-`
-	return strings.NewReplacer("@SIM@", s.URL, "@ISSUER@", p.Issuer(), "@CLIENT@", p.ClientID,
-		"@WEB@", strings.TrimPrefix(website, "http://")).Replace(tmpl)
+	return pollsOffCaddyfile(s.URL,
+		oidcLogin(p.Issuer(), p.ClientID, "protect /account* /checkout /tnseb/backend-apis/externalOrderFacade/*"),
+		"reverse_proxy "+strings.TrimPrefix(website, "http://"))
 }
 
 // seen is one request that reached the website.

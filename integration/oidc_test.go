@@ -38,39 +38,12 @@ const (
 // website is the static files under root; when echo is not empty, /echo*
 // goes to that backend instead (reverse_proxy runs after s360, so it sees
 // the identity headers s360 sets, as a real website backend would).
-// %[1]s and %[2]s are left for startEdge.
 func oidcCaddyfile(s *sim, p *mockoidc.MockOIDC, root, echo string) string {
-	const tmpl = `{
-	admin %[2]s
-}
-http://%[1]s {
-	s360 {
-		upstream     @SIM@
-		operator     {env.S360_OPERATOR}
-		secret       {env.S360_SECRET}
-		shop         @SIM@
-		storage      {env.XDG_DATA_HOME}/store
-		setup_poll   0
-		updates_poll 0
-		oidc {
-			issuer        @ISSUER@
-			client_id     @CLIENT@
-			client_secret {env.OIDC_CLIENT_SECRET}
-			cookie_secret {env.S360_COOKIE_KEY}
-			protect       /tnseb/backend-apis/externalOrderFacade/*
-		}
-	}
-	@PROXY@
-	root * @ROOT@
-	file_server
-}
-`
-	proxy := "# no website backend"
+	site := []string{"root * " + root, "file_server"}
 	if echo != "" {
-		proxy = "reverse_proxy /echo* " + strings.TrimPrefix(echo, "http://")
+		site = append(site, "reverse_proxy /echo* "+strings.TrimPrefix(echo, "http://"))
 	}
-	return strings.NewReplacer("@SIM@", s.URL, "@ISSUER@", p.Issuer(), "@CLIENT@", p.ClientID,
-		"@PROXY@", proxy, "@ROOT@", root).Replace(tmpl)
+	return pollsOffCaddyfile(s.URL, oidcLogin(p.Issuer(), p.ClientID, "protect /tnseb/backend-apis/externalOrderFacade/*"), site...)
 }
 
 // oidcEnv is the environment that carries the secrets of oidcCaddyfile.

@@ -11,31 +11,10 @@ import (
 
 const api = "/tnseb/backend-apis/"
 
-// baseCaddyfile is the sidecar in front of the simulator; %[3]s is the
-// simulator URL and %[4]s extra subdirectives.
-const baseCaddyfile = `{
-	admin %[2]s
-}
-http://%[1]s {
-	s360 {
-		upstream     %[3]s
-		operator     {env.S360_OPERATOR}
-		secret       {env.S360_SECRET}
-		shop         %[3]s
-		storage      {env.XDG_DATA_HOME}/store
-		setup_poll   0
-		updates_poll 0
-		%[4]s
-	}
-	# The website: s360 is ordered before reverse_proxy and file_server.
-	root * {env.XDG_DATA_HOME}
-	file_server
-}
-`
-
+// caddyfile is the sidecar in front of the simulator, without polls and
+// with the s360 subdirectives extra, in front of a static website.
 func caddyfile(s *sim, extra string) string {
-	// Keep %[1]s and %[2]s for startEdge/Reload.
-	return fmt.Sprintf(strings.NewReplacer("%[1]s", "%%[1]s", "%[2]s", "%%[2]s").Replace(baseCaddyfile), "", "", s.URL, extra)
+	return pollsOffCaddyfile(s.URL, extra, staticSite...)
 }
 
 func TestProxyAgainstSimulator(t *testing.T) {

@@ -29,34 +29,6 @@ import (
 // the SP. The test plays the browser: every redirect and form post between
 // the two processes is driven and asserted by hand.
 
-// samlCaddyfile: SAML login only (no oidc block); /echo/private* and the
-// order path are protected.
-const samlCaddyfile = `{
-	admin %[2]s
-}
-http://%[1]s {
-	s360 {
-		upstream     @SIM@
-		operator     {env.S360_OPERATOR}
-		secret       {env.S360_SECRET}
-		shop         @SIM@
-		storage      {env.XDG_DATA_HOME}/store
-		setup_poll   0
-		updates_poll 0
-		saml {
-			idp_metadata  @SIM@/saml/metadata
-			cert          @CERT@
-			key           @KEY@
-			cookie_secret {env.S360_COOKIE_KEY}
-			protect       /echo/private* /tnseb/backend-apis/externalOrderFacade/*
-		}
-	}
-	reverse_proxy /echo* @ECHO@
-	root * @ROOT@
-	file_server
-}
-`
-
 // spKeyPair writes the SP's self-signed certificate and key.
 func spKeyPair(t *testing.T) (certFile, keyFile string) {
 	t.Helper()
@@ -124,8 +96,12 @@ func startSAML(t *testing.T, root string) (e *edge, simURL string, simProc *proc
 	rand.Read(key32)
 	// The sidecar starts first: it reads the IdP metadata only at the
 	// first login, so the shop being down does not block its start.
-	e = startEdge(t, strings.NewReplacer("@SIM@", simURL, "@CERT@", cert, "@KEY@", key,
-		"@ECHO@", strings.TrimPrefix(echo.URL, "http://"), "@ROOT@", root).Replace(samlCaddyfile),
+	// SAML login only (no oidc block); /echo/private* and the order path
+	// are protected.
+	login := subBlock("saml", "idp_metadata "+simURL+"/saml/metadata", "cert "+cert, "key "+key,
+		"cookie_secret {env.S360_COOKIE_KEY}", "protect /echo/private* /tnseb/backend-apis/externalOrderFacade/*")
+	e = startEdge(t, pollsOffCaddyfile(simURL, login,
+		"reverse_proxy /echo* "+strings.TrimPrefix(echo.URL, "http://"), "root * "+root, "file_server"),
 		"S360_COOKIE_KEY="+base64.StdEncoding.EncodeToString(key32))
 	simProc = start(t, "s360sim", nil, "-addr", simAddr, "-operator", simOperator, "-secret", simSecret,
 		"-saml-sp-metadata", e.URL+"/auth/saml/metadata")

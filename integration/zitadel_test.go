@@ -50,32 +50,8 @@ func zitadelBinary(t *testing.T) string {
 }
 
 func zitadelCaddyfile(s *sim, issuer, tokenAuth, website string) string {
-	const tmpl = `{
-	admin %[2]s
-}
-http://%[1]s {
-	s360 {
-		upstream     @SIM@
-		operator     {env.S360_OPERATOR}
-		secret       {env.S360_SECRET}
-		shop         @SIM@
-		storage      {env.XDG_DATA_HOME}/store
-		setup_poll   0
-		updates_poll 0
-		oidc {
-			issuer        @ISSUER@
-			client_id     @CLIENT@
-			client_secret {env.OIDC_CLIENT_SECRET}
-			cookie_secret {env.S360_COOKIE_KEY}
-			token_auth    @AUTH@
-			protect       /account*
-		}
-	}
-	reverse_proxy @WEB@
-}
-`
-	return strings.NewReplacer("@SIM@", s.URL, "@ISSUER@", issuer, "@CLIENT@", zitadelClient, "@AUTH@", tokenAuth,
-		"@WEB@", strings.TrimPrefix(website, "http://")).Replace(tmpl)
+	return pollsOffCaddyfile(s.URL, oidcLogin(issuer, zitadelClient, "token_auth "+tokenAuth, "protect /account*"),
+		"reverse_proxy "+strings.TrimPrefix(website, "http://"))
 }
 
 // TestOIDCZitadelUserinfoClaims logs in through zitadel's example OP with
