@@ -95,14 +95,14 @@ func (b *browser) note(list *[]string, format string, args ...any) {
 	*list = append(*list, fmt.Sprintf(format, args...))
 }
 
-// startBrowser starts Chromium for t. If t fails, the page at that moment
-// is saved as failShot in artifacts, and what the pages did is logged.
-func startBrowser(t *testing.T, artifacts, failShot string) *browser {
+// startChromium starts headless Chromium for t; stop (also run when t
+// ends) closes it, out is its output.
+func startChromium(t *testing.T) (ctx context.Context, stop func(), out *syncBuffer) {
 	t.Helper()
 	// As root, Chromium needs --no-sandbox; without the background
 	// networking flags it keeps calling Google's services, which a closed
 	// network answers slowly or never.
-	chromeOut := &syncBuffer{}
+	out = &syncBuffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
 		chromedp.Headless,
@@ -115,10 +115,12 @@ func startBrowser(t *testing.T, artifacts, failShot string) *browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1200, 900),
-		chromedp.CombinedOutput(chromeOut),
+		chromedp.CombinedOutput(out),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
+	stop = func() { cancel(); cancelAlloc() }
+	t.Cleanup(stop)
 
 	// The first Run starts the browser and binds it to ctx, so it gets no
 	// deadline of its own; a watchdog bounds it instead.
@@ -132,11 +134,16 @@ func startBrowser(t *testing.T, artifacts, failShot string) *browser {
 		err = fmt.Errorf("no answer within 90s (%w)", <-started)
 	}
 	if err != nil {
-		cancel()
-		cancelAlloc()
-		t.Fatalf("starting %s: %v\n--- chromium output ---\n%s", chromiumPath, err, tail(chromeOut.String(), 4000))
+		t.Fatalf("starting %s: %v\n--- chromium output ---\n%s", chromiumPath, err, tail(out.String(), 4000))
 	}
+	return ctx, stop, out
+}
 
+// startBrowser starts Chromium for t. If t fails, the page at that moment
+// is saved as failShot in artifacts, and what the pages did is logged.
+func startBrowser(t *testing.T, artifacts, failShot string) *browser {
+	t.Helper()
+	ctx, stop, chromeOut := startChromium(t)
 	b := &browser{ctx: ctx}
 	var wg sync.WaitGroup
 	consoleEvents := chromedp.Events(ctx, runtime.ConsoleAPICalled)
@@ -198,9 +205,8 @@ func startBrowser(t *testing.T, artifacts, failShot string) *browser {
 			}
 			scancel()
 		}
-		cancel()
+		stop()
 		wg.Wait()
-		cancelAlloc()
 		if t.Failed() {
 			b.mu.Lock()
 			t.Logf("--- what the page did ---\n%s", strings.Join(b.pageLog, "\n"))

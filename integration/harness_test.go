@@ -412,8 +412,7 @@ http://%[1]s {
 // staticSite is a website of static files: startEdge's index.html.
 var staticSite = []string{"root * {env.XDG_DATA_HOME}", "file_server"}
 
-// noFloors sets our own floors to 0, so that a refresh follows a change at
-// once.
+// noFloors sets our own per-call floors to 0.
 var noFloors = []string{"min_interval catalogService/* 0", "min_interval availabilityService/* 0"}
 
 // pollsOffCaddyfile is siteCaddyfile without the polls, so that only the

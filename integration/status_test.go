@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,30 +16,13 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// statusCaddyfile polls once at start (then hourly) and counts the budget
+// statusConfig polls once at start (then hourly) and counts the budget
 // over an hour, so that nothing moves between reading the page and
 // /s360/stats.
-const statusCaddyfile = `{
-	admin %[2]s
+func statusConfig(s *sim) string {
+	return siteCaddyfile(s.URL, append([]string{"rate_limit 100 1h", "setup_poll 1h", "updates_poll 1h"}, noFloors...),
+		append([]string{"s360_status /status"}, staticSite...))
 }
-http://%[1]s {
-	s360 {
-		upstream     SIMURL
-		operator     {env.S360_OPERATOR}
-		secret       {env.S360_SECRET}
-		shop         SIMURL
-		storage      {env.XDG_DATA_HOME}/store
-		rate_limit   100 1h
-		setup_poll   1h
-		updates_poll 1h
-		min_interval catalogService/* 0
-		min_interval availabilityService/* 0
-	}
-	s360_status /status
-	root * {env.XDG_DATA_HOME}
-	file_server
-}
-`
 
 // shownStats reads every data-stat of the page's first edge: the class
 // table's cells under "requests.<class>.<outcome>".
@@ -74,7 +56,7 @@ func TestStatusPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startSim(t, "-catalog-floor", "0", "-availability-floor", "0")
-	e := startEdge(t, strings.ReplaceAll(statusCaddyfile, "SIMURL", s.URL))
+	e := startEdge(t, statusConfig(s))
 	defer e.Stop(t)
 	// Caddy's admin endpoint refuses browser navigations (no Origin): the
 	// browser reads the page from the s360_status handler, curl from the
@@ -88,7 +70,7 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("admin /s360/ for curl is not the stats JSON: %s", tail(j, 500))
 	}
 
-	ctx := startChromium(t)
+	ctx, _, _ := startChromium(t)
 	load := func(what, shot string) map[string]string {
 		t.Helper()
 		runWithin(t, ctx, "loading "+page+" "+what, 30*time.Second, chromedp.Steps(
@@ -225,36 +207,4 @@ func adminStats(t *testing.T, e *edge) gjson.Result {
 		t.Fatalf("/s360/stats has %d edges, want 1", len(edges))
 	}
 	return edges[0]
-}
-
-// startChromium starts headless Chromium as the browser journey does and
-// stops it when the test ends.
-func startChromium(t *testing.T) context.Context {
-	t.Helper()
-	out := &syncBuffer{}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1200, 900),
-		chromedp.CombinedOutput(out),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("starting %s: %v\n%s", chromiumPath, err, tail(out.String(), 4000))
-		}
-	case <-time.After(90 * time.Second):
-		cancel()
-		t.Fatalf("starting %s: no answer within 90s (%v)\n%s", chromiumPath, <-started, tail(out.String(), 4000))
-	}
-	return ctx
 }

@@ -7,30 +7,11 @@ import (
 	"time"
 )
 
-// watchCaddyfile polls every second (the default is a minute) and sets our
-// own floors to 0, so that a refresh follows a change at once. SIMURL is
-// replaced by the simulator's URL; %[1]s and %[2]s are for startEdge.
-const watchCaddyfile = `{
-	admin %[2]s
+// watchConfig polls every second (the default is a minute) and sets our
+// own floors to 0, so that a refresh follows a change at once.
+func watchConfig(s *sim) string {
+	return siteCaddyfile(s.URL, append([]string{"setup_poll 1s", "updates_poll 1s"}, noFloors...), staticSite)
 }
-http://%[1]s {
-	s360 {
-		upstream     SIMURL
-		operator     {env.S360_OPERATOR}
-		secret       {env.S360_SECRET}
-		shop         SIMURL
-		storage      {env.XDG_DATA_HOME}/store
-		setup_poll   1s
-		updates_poll 1s
-		min_interval catalogService/* 0
-		min_interval availabilityService/* 0
-	}
-	root * {env.XDG_DATA_HOME}
-	file_server
-}
-`
-
-func watchConfig(s *sim) string { return strings.ReplaceAll(watchCaddyfile, "SIMURL", s.URL) }
 
 // startWatchSim runs the simulator without its per-request floors (the
 // tests fetch the same catalog again within seconds) but with its
