@@ -32,33 +32,7 @@ $GO build -o "$BIN/freeport" ./cmd/freeport
 $GO build -o "$BIN/mdsection" ./cmd/mdsection
 $GO build -o "$BIN/sharedhit" ./cmd/sharedhit
 
-PIDS=()
-start() { # NAME CMD...: in the background, output in work-cluster/NAME.log; sets LAST_PID
-	local name=$1
-	shift
-	env HOME="$WORK" XDG_DATA_HOME="$WORK/data" XDG_CONFIG_HOME="$WORK/config" "$@" >"$WORK/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-cleanup() {
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-wait_up() { # URL
-	for _ in $(seq 1 300); do
-		curl -s -o /dev/null "$1" && return 0
-		sleep 0.1
-	done
-	echo "timed out waiting for $1" >&2
-	exit 1
-}
-post() { # URL BODY OUTFILE HEADERFILE
-	curl -s -X POST -H 'Content-Type: application/json' --data-binary "$2" -o "$3" -D "$4" -w '%{time_total} %{http_code}\n' "$1"
-}
-hdr() { { grep -i "^$1:" "$2" || true; } | head -1 | cut -d' ' -f2- | tr -d '\r'; }
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+source ./lib.sh
 
 mapfile -t PORTS < <("$BIN/freeport" 7)
 read -r P_REDIS P_SIM P_ADMIN P_SINGLE P_CLUSTER P_ADMIN_B P_B <<<"${PORTS[*]}"

@@ -24,10 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 MODE=$1 EDGE_BIN=${2:-}
 HEADER="| binary | round | idle 10 s: VmRSS (anon + file) MiB | idle 150 s: VmRSS (anon + file) MiB | small hit req/s | 10 MB catalog req/s | peak VmRSS under the readers (anon + file at the peak) MiB | VmHWM since start MiB |"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-wait_up() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
+source ./lib.sh
 mem() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %.1f MiB, ", $1, $2/1024}' "/proc/$1/status"; echo; }
 # "VmRSS (RssAnon + RssFile)" in MiB
 rss() { awk '/^VmRSS:/ {v=$2} /^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} END {printf "%.1f (%.1f + %.1f)", v/1024, a/1024, f/1024}' "/proc/$1/status"; }
