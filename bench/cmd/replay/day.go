@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/s360edge/s360edge/bench/internal/proc"
 )
 
 // ------------------------------------------------------------ the schedule
@@ -210,9 +212,9 @@ func runDesign(name string) (*result, error) {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	simAddr := "127.0.0.1:" + freePort()
+	simAddr := "127.0.0.1:" + proc.FreePort()
 	simURL := "http://" + simAddr
-	sim, err := start(filepath.Join(work, "sim.log"), nil, filepath.Join(*binDir, "s360sim"),
+	sim, err := proc.Start(filepath.Join(work, "sim.log"), nil, filepath.Join(*binDir, "s360sim"),
 		"-addr", simAddr, "-operator", operator, "-secret", secret, "-products", fmt.Sprint(*products),
 		"-rate-limit", fmt.Sprint(*simLimit), "-rate-window", minute.String(),
 		"-catalog-floor", scaled(10*time.Minute).String(), "-availability-floor", scaled(time.Minute).String(),
@@ -220,8 +222,8 @@ func runDesign(name string) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer sim.stop()
-	if err := waitUp(simURL+"/_sim/fixtures", sim); err != nil {
+	defer sim.Stop()
+	if err := proc.WaitUp(simURL+"/_sim/fixtures", sim, time.Minute); err != nil {
 		return nil, err
 	}
 	var fx fixtures
@@ -248,7 +250,7 @@ func runDesign(name string) (*result, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	switch name {
 	case "s360edge":
-		edgePort, adminPort := freePort(), freePort()
+		edgePort, adminPort := proc.FreePort(), proc.FreePort()
 		c.base = "http://127.0.0.1:" + edgePort
 		env := []string{"HOME=" + work, "XDG_DATA_HOME=" + work, "XDG_CONFIG_HOME=" + work, "WORK=" + work,
 			"EDGE_PORT=" + edgePort, "ADMIN_PORT=" + adminPort, "SIM_URL=" + simURL,
@@ -259,18 +261,18 @@ func runDesign(name string) (*result, error) {
 		if err != nil {
 			return res, err
 		}
-		defer edge.stop()
+		defer edge.Stop()
 	case "nocache":
 		c.base = simURL
 	case "nginx":
-		port := freePort()
+		port := proc.FreePort()
 		c.base = "http://127.0.0.1:" + port
 		ng, err := startNginx(work, port, simAddr)
 		if err != nil {
 			return nil, err
 		}
-		defer ng.stop()
-		if err := waitUp(c.base+"/", ng); err != nil {
+		defer ng.Stop()
+		if err := proc.WaitUp(c.base+"/", ng, time.Minute); err != nil {
 			return nil, fmt.Errorf("%v; %s", err, readTail(filepath.Join(work, "error.log")))
 		}
 	}

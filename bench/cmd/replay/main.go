@@ -22,18 +22,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/s360edge/s360edge/bench/internal/mdsection"
+	"github.com/s360edge/s360edge/bench/internal/proc"
 )
 
 var (
@@ -152,72 +150,13 @@ func scaled(real time.Duration) time.Duration {
 
 // ------------------------------------------------------------ processes
 
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func start(logPath string, env []string, name string, args ...string) (*proc, error) {
-	log, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); log.Close(); close(p.done) }()
-	return p, nil
-}
-
-func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
-}
-
-// waitUp polls url until it answers; a process that exits meanwhile fails it.
-func waitUp(url string, p *proc) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited", filepath.Base(p.cmd.Path))
-		default:
-		}
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("timed out waiting for %s", url)
-}
-
 var unknownSub = regexp.MustCompile(`unknown subdirective \\?"([A-Za-z_]+)\\?"`)
 
 // startEdge runs s360edge with the Caddyfile. When the binary refuses a
 // subdirective it does not know (a Caddyfile written for a newer sidecar),
 // the line is dropped from a copy and the start retried; the dropped names
 // are returned for the report.
-func startEdge(work string, env []string, edgeURL string) (*proc, []string, error) {
+func startEdge(work string, env []string, edgeURL string) (*proc.Proc, []string, error) {
 	src, err := os.ReadFile(*caddyfile)
 	if err != nil {
 		return nil, nil, err
@@ -229,14 +168,14 @@ func startEdge(work string, env []string, edgeURL string) (*proc, []string, erro
 			return nil, nil, err
 		}
 		logPath := filepath.Join(work, "edge.log")
-		p, err := start(logPath, env, filepath.Join(*binDir, "s360edge"), "run", "--config", path, "--adapter", "caddyfile")
+		p, err := proc.Start(logPath, env, filepath.Join(*binDir, "s360edge"), "run", "--config", path, "--adapter", "caddyfile")
 		if err != nil {
 			return nil, nil, err
 		}
-		if err = waitUp(edgeURL+"/", p); err == nil {
+		if err = proc.WaitUp(edgeURL+"/", p, time.Minute); err == nil {
 			return p, dropped, nil
 		}
-		p.stop()
+		p.Stop()
 		log, _ := os.ReadFile(logPath)
 		m := unknownSub.FindSubmatch(log)
 		if m == nil {
@@ -279,7 +218,7 @@ func tail(b []byte, n int) string {
 
 // startNginx writes the config from the template into work and runs nginx
 // in the foreground (daemon off), so that it is stopped by its PID.
-func startNginx(work, port, simAddr string) (*proc, error) {
+func startNginx(work, port, simAddr string) (*proc.Proc, error) {
 	tmpl, err := os.ReadFile(*nginxConf)
 	if err != nil {
 		return nil, err
@@ -300,7 +239,7 @@ func startNginx(work, port, simAddr string) (*proc, error) {
 		}
 		bin = "/usr/sbin/nginx"
 	}
-	return start(filepath.Join(work, "nginx.out"), nil, bin, "-p", work, "-c", filepath.Join(work, "nginx.conf"), "-e", filepath.Join(work, "error.log"))
+	return proc.Start(filepath.Join(work, "nginx.out"), nil, bin, "-p", work, "-c", filepath.Join(work, "nginx.conf"), "-e", filepath.Join(work, "error.log"))
 }
 
 func drain(r io.Reader) { io.Copy(io.Discard, r) }

@@ -18,18 +18,16 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/s360edge/s360edge/bench/internal/mdsection"
+	"github.com/s360edge/s360edge/bench/internal/proc"
 )
 
 var (
@@ -114,63 +112,6 @@ func main() {
 }
 
 // ------------------------------------------------------------ processes
-
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func start(logPath string, env []string, name string, args ...string) (*proc, error) {
-	log, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); log.Close(); close(p.done) }()
-	return p, nil
-}
-
-func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
-}
-
-func waitUp(url string, p *proc) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited", p.cmd.Path)
-		default:
-		}
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("timed out waiting for %s", url)
-}
 
 func getJSON(url string, v any) error {
 	resp, err := http.Get(url)
@@ -277,27 +218,27 @@ func runPhase(limit int) (*phaseResult, error) {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	simAddr := "127.0.0.1:" + freePort()
+	simAddr := "127.0.0.1:" + proc.FreePort()
 	simURL := "http://" + simAddr
-	sim, err := start(filepath.Join(work, "sim.log"), nil, filepath.Join(*binDir, "s360sim"),
+	sim, err := proc.Start(filepath.Join(work, "sim.log"), nil, filepath.Join(*binDir, "s360sim"),
 		"-addr", simAddr, "-operator", operator, "-secret", secret,
 		"-rate-limit", fmt.Sprint(*simLimit), "-rate-window", "1m", "-availability-floor", "0")
 	if err != nil {
 		return nil, err
 	}
-	defer sim.stop()
-	if err := waitUp(simURL+"/_sim/fixtures", sim); err != nil {
+	defer sim.Stop()
+	if err := proc.WaitUp(simURL+"/_sim/fixtures", sim, 30*time.Second); err != nil {
 		return nil, err
 	}
 	redisURL := ""
 	if *nodes > 1 {
-		port := freePort()
-		redis, err := start(filepath.Join(work, "redis.log"), nil, *redisBin,
+		port := proc.FreePort()
+		redis, err := proc.Start(filepath.Join(work, "redis.log"), nil, *redisBin,
 			"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work)
 		if err != nil {
 			return nil, err
 		}
-		defer redis.stop() // deferred first, so stopped after the nodes
+		defer redis.Stop() // deferred first, so stopped after the nodes
 		redisURL = "redis://127.0.0.1:" + port + "/0"
 	}
 	var edgeURLs, adminURLs []string
@@ -306,16 +247,16 @@ func runPhase(limit int) (*phaseResult, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		edgePort, adminPort := freePort(), freePort()
+		edgePort, adminPort := proc.FreePort(), proc.FreePort()
 		env := []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir, "WORK=" + dir, "REDIS_URL=" + redisURL,
 			"EDGE_PORT=" + edgePort, "ADMIN_PORT=" + adminPort, "SIM_URL=" + simURL, fmt.Sprintf("RATE_LIMIT=%d 1m", limit)}
-		edge, err := start(filepath.Join(work, fmt.Sprintf("edge%d.log", i+1)), env, filepath.Join(*binDir, "s360edge"),
+		edge, err := proc.Start(filepath.Join(work, fmt.Sprintf("edge%d.log", i+1)), env, filepath.Join(*binDir, "s360edge"),
 			"run", "--config", *caddyfile, "--adapter", "caddyfile")
 		if err != nil {
 			return nil, err
 		}
-		defer edge.stop()
-		if err := waitUp("http://127.0.0.1:"+edgePort+"/", edge); err != nil {
+		defer edge.Stop()
+		if err := proc.WaitUp("http://127.0.0.1:"+edgePort+"/", edge, 30*time.Second); err != nil {
 			return nil, err
 		}
 		edgeURLs = append(edgeURLs, "http://127.0.0.1:"+edgePort)

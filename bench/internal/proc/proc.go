@@ -1,0 +1,80 @@
+// Package proc runs the child processes of the bench commands (simulator,
+// sidecars, redis-server, nginx) on free loopback ports, each stopped by its
+// PID.
+package proc
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Proc is a started child process.
+type Proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start runs name with args and the environment plus env, its output in a
+// new file at logPath.
+func Start(logPath string, env []string, name string, args ...string) (*Proc, error) {
+	log, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, err
+	}
+	p := &Proc{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); log.Close(); close(p.done) }()
+	return p, nil
+}
+
+// Stop sends SIGTERM and waits, killing the process after 20 s.
+func (p *Proc) Stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// FreePort is a loopback port that was free a moment ago.
+func FreePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+}
+
+// WaitUp polls url until it answers; p exiting meanwhile, or timeout
+// passing, fails it.
+func WaitUp(url string, p *Proc, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited", filepath.Base(p.cmd.Path))
+		default:
+		}
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("timed out waiting for %s", url)
+}
