@@ -130,14 +130,23 @@ var errStaleTimeout = errors.New("stale_timeout reached")
 // repeated within their floor, and the website may call them as often as
 // it likes, so the website's calls are answered from a copy of the last
 // answer of the same request, kept for the floor.
-var feeds = budget.FeedFloors()
+//
+// Keyed by service and method, so that the lookup on every hit builds no
+// string.
+var feeds = func() map[[2]string]bool {
+	m := make(map[[2]string]bool)
+	for name := range budget.FeedFloors() {
+		service, method, _ := strings.Cut(name, "/")
+		m[[2]string{service, method}] = true
+	}
+	return m
+}()
 
 // Feed reports whether call is one of the feeds (getUpdatedAvailabilities,
 // getLastSetupUpdate, isCatalogServiceAlive), which Serve answers though
 // they are not cacheable.
 func Feed(call s360.Call) bool {
-	_, ok := feeds[call.Name()]
-	return ok
+	return feeds[[2]string{call.Service, call.Method}]
 }
 
 // feedCopyTTL is how long a copy of a feed's answer is served, the feeds'
@@ -166,11 +175,13 @@ func (e *Edge) freshness(p Policy, call s360.Call, ent *cachestore.Entry, now ti
 }
 
 func hitStatus(ent *cachestore.Entry, now time.Time, detail string) string {
-	s := "s360edge; hit; ttl=" + strconv.FormatInt(int64(ent.FreshUntil.Sub(now)/time.Second), 10)
+	b := make([]byte, 0, 64) // on the stack: one allocation, the string
+	b = append(b, "s360edge; hit; ttl="...)
+	b = strconv.AppendInt(b, int64(ent.FreshUntil.Sub(now)/time.Second), 10)
 	if detail != "" {
-		s += "; detail=" + detail
+		b = append(append(b, "; detail="...), detail...)
 	}
-	return s
+	return string(b)
 }
 
 // fetched is the outcome of one upstream fetch, shared by coalesced callers.
