@@ -338,7 +338,7 @@ func TestGetAfterInvalidationDoesNotJoinOlderRead(t *testing.T) {
 		s := openTest(t, Options{})
 		mustPut(t, s, "k", entryAt(time.Now(), Catalog, strings.Repeat("C", bodyFileMin)))
 		s.mem.remove("k") // on disk only
-		s.closeMu.Lock() // the reads wait on it
+		s.closeMu.Lock()  // the reads wait on it
 		locked := true
 		defer func() {
 			if locked {

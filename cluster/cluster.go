@@ -179,10 +179,25 @@ func Open(cfg Config) (*Cluster, error) {
 	c.heartbeat()
 	c.leadOnce()
 	c.wg.Add(3)
-	go c.membersLoop()
-	go c.leaderLoop()
+	go c.every(c.cfg.Heartbeat, c.heartbeat)
+	go c.every(c.leaseTTL()/3, c.leadOnce)
 	go c.releasedLoop()
 	return c, nil
+}
+
+// every runs fn every d until the cluster closes.
+func (c *Cluster) every(d time.Duration, fn func()) {
+	defer c.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }
 
 // Node is this node's name.

@@ -90,20 +90,6 @@ func (c *Cluster) Poller() (bool, int) {
 	return false, 0
 }
 
-func (c *Cluster) leaderLoop() {
-	defer c.wg.Done()
-	t := time.NewTicker(c.leaseTTL() / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-			c.leadOnce()
-		}
-	}
-}
-
 // leadOnce takes or renews the polling lease, or notes who holds it.
 // When Redis does not answer, the lease this node may hold runs out by
 // its local deadline: a node never believes it polls alone longer than

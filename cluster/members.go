@@ -20,20 +20,6 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return redis.call('ZCARD', KEYS[1])
 `)
 
-func (c *Cluster) membersLoop() {
-	defer c.wg.Done()
-	t := time.NewTicker(c.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-			c.heartbeat()
-		}
-	}
-}
-
 // heartbeat refreshes this node's membership and c.nodes. While Redis is
 // out of reach c.nodes keeps the last count seen: the local budget share
 // is rate_limit / that count.
