@@ -227,7 +227,7 @@ func runDesign(name string) (*result, error) {
 		return nil, err
 	}
 	var fx fixtures
-	if err := getJSON(simURL+"/_sim/fixtures", &fx); err != nil {
+	if err := proc.GetJSON(simURL+"/_sim/fixtures", &fx); err != nil {
 		return nil, err
 	}
 	if len(fx.Products) < 6 {
@@ -285,7 +285,7 @@ func runDesign(name string) (*result, error) {
 	var mu sync.Mutex
 	var wg, sampler sync.WaitGroup
 	var first simCounters
-	if err := getJSON(simURL+"/_sim/counters", &first); err != nil {
+	if err := proc.GetJSON(simURL+"/_sim/counters", &first); err != nil {
 		return nil, err
 	}
 	res.minutes = append(res.minutes, first)
@@ -295,7 +295,7 @@ func runDesign(name string) (*result, error) {
 		for k := 1; k <= *dayLen; k++ {
 			time.Sleep(time.Until(t0.Add(time.Duration(k) * *minute)))
 			var cs simCounters
-			if err := getJSON(simURL+"/_sim/counters", &cs); err != nil {
+			if err := proc.GetJSON(simURL+"/_sim/counters", &cs); err != nil {
 				fmt.Fprintln(os.Stderr, "   counters:", err)
 			}
 			mu.Lock()
@@ -315,7 +315,7 @@ func runDesign(name string) (*result, error) {
 		switch e.kind {
 		case kSetup:
 			var cs simCounters
-			getJSON(simURL+"/_sim/counters", &cs)
+			proc.GetJSON(simURL+"/_sim/counters", &cs)
 			if err := postJSON(simURL+"/_sim/setup", struct{}{}, nil); err != nil {
 				fmt.Fprintln(os.Stderr, "   setup change:", err)
 				continue
@@ -357,7 +357,7 @@ func runDesign(name string) (*result, error) {
 	sampler.Wait()
 	res.wall = time.Since(t0)
 	var last simCounters
-	if err := getJSON(simURL+"/_sim/counters", &last); err != nil {
+	if err := proc.GetJSON(simURL+"/_sim/counters", &last); err != nil {
 		return nil, err
 	}
 	res.setupSnap = append(res.setupSnap, last.Calls[catalogMethod])
@@ -545,15 +545,6 @@ func (c *client) getToken(stale string) (string, error) {
 }
 
 // ------------------------------------------------------------ helpers
-
-func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
-}
 
 func postJSON(url string, in, out any) error {
 	b, _ := json.Marshal(in)

@@ -7,7 +7,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/s360edge/s360edge/bench/internal/proc"
 )
 
 const avail = "/tnseb/backend-apis/availabilityService/v1_33/getEventAvailability"
@@ -36,7 +37,7 @@ func main() {
 			} `json:"performances"`
 		} `json:"products"`
 	}
-	must(getJSON(*sim+"/_sim/fixtures", &fx))
+	must(proc.GetJSON(*sim+"/_sim/fixtures", &fx))
 	var ids []string
 	for _, p := range fx.Products {
 		if len(ids) < *perfs && len(p.Performances) > 0 {
@@ -108,17 +109,8 @@ func simTotal(sim string) int {
 	var c struct {
 		Total int `json:"total"`
 	}
-	must(getJSON(sim+"/_sim/counters", &c))
+	must(proc.GetJSON(sim+"/_sim/counters", &c))
 	return c.Total
-}
-
-func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 func must(err error) {

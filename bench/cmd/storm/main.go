@@ -113,15 +113,6 @@ func main() {
 
 // ------------------------------------------------------------ processes
 
-func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
 // ------------------------------------------------------------ observed state
 
 type simCounters struct {
@@ -269,7 +260,7 @@ func runPhase(limit int) (*phaseResult, error) {
 		}
 	}
 	var fx fixtures
-	if err := getJSON(simURL+"/_sim/fixtures", &fx); err != nil {
+	if err := proc.GetJSON(simURL+"/_sim/fixtures", &fx); err != nil {
 		return nil, err
 	}
 	if len(fx.Products) == 0 {
@@ -292,7 +283,7 @@ func runPhase(limit int) (*phaseResult, error) {
 		for {
 			var c simCounters
 			st, err := allStats(adminURLs)
-			if getJSON(simURL+"/_sim/counters", &c) == nil && err == nil {
+			if proc.GetJSON(simURL+"/_sim/counters", &c) == nil && err == nil {
 				s := sample{at: time.Since(t0), ok: c.Total - c.RateLimited, s509: c.Statuses["509"]}
 				for _, e := range st.Edges {
 					s.paused = s.paused || time.Now().Before(e.Budget.PausedUntil)
@@ -400,7 +391,7 @@ func runPhase(limit int) (*phaseResult, error) {
 	wg.Wait()
 	res.wall = time.Since(t0)
 	time.Sleep(500 * time.Millisecond)
-	if err := getJSON(simURL+"/_sim/counters", &res.counters); err != nil {
+	if err := proc.GetJSON(simURL+"/_sim/counters", &res.counters); err != nil {
 		return nil, err
 	}
 	if res.stats, err = allStats(adminURLs); err != nil {
@@ -421,7 +412,7 @@ func allStats(adminURLs []string) (budgetStats, error) {
 	var all budgetStats
 	for _, a := range adminURLs {
 		var st budgetStats
-		if err := getJSON(a+"/s360/stats", &st); err != nil {
+		if err := proc.GetJSON(a+"/s360/stats", &st); err != nil {
 			return all, err
 		}
 		if len(st.Edges) != 1 {

@@ -1,9 +1,10 @@
 // Package proc runs the child processes of the bench commands (simulator,
 // sidecars, redis-server, nginx) on free loopback ports, each stopped by its
-// PID.
+// PID, and reads their JSON control and admin endpoints.
 package proc
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -77,4 +78,14 @@ func WaitUp(url string, p *Proc, timeout time.Duration) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("timed out waiting for %s", url)
+}
+
+// GetJSON decodes the JSON answer of a GET of url into v.
+func GetJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
 }
