@@ -405,3 +405,24 @@ func TestBodyLength(t *testing.T) {
 		})
 	}
 }
+
+func TestLocalTokensAreKnownByTheirSecret(t *testing.T) {
+	l := newLocalTokens("X_WEB", "s")
+	tok := l.issue()
+	if !l.issued(tok) {
+		t.Fatal("a token just issued is not recognised")
+	}
+	if !newLocalTokens("X_WEB", "s").issued(tok) {
+		t.Fatal("a token is not recognised after a reload with the same secret")
+	}
+	if newLocalTokens("X_WEB", "other").issued(tok) {
+		t.Fatal("a token is recognised under another secret")
+	}
+	raw, _ := base64URL.DecodeString(tok)
+	raw[0] ^= 1
+	for _, bad := range []string{base64URL.EncodeToString(raw), "", "eyJhbGciOiJSUzI1NiJ9.e30.sig", tok + "A", "%%%"} {
+		if l.issued(bad) {
+			t.Fatalf("%q taken for an issued token", bad)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -15,15 +16,34 @@ import (
 // itself before its API calls. Credentials it posts are checked against the
 // sidecar's operator and secret, so a connection test with a wrong secret
 // fails as it would against S-360; a body without credentials (a site
-// written for the sidecar holds no secret) gets a token too. The token is
-// opaque random bytes and grants nothing: the sidecar never forwards the
-// website's Authorization header and calls S-360 with its own token.
+// written for the sidecar holds no secret) gets a token too. The token
+// grants nothing: the sidecar never forwards the website's Authorization
+// header and calls S-360 with its own token. It is 16 random bytes and
+// their MAC under a key derived from the secret, so that the sidecar knows
+// its own tokens when the website sends them back (issued), across reloads
+// and restarts, without asking the buyers' identity provider.
 type localTokens struct {
 	operator, secret [sha256.Size]byte
+	mac              [sha256.Size]byte // key of the tokens' MAC
 }
 
 func newLocalTokens(operator, secret string) *localTokens {
-	return &localTokens{operator: sha256.Sum256([]byte(operator)), secret: sha256.Sum256([]byte(secret))}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("s360edge local token"))
+	l := &localTokens{operator: sha256.Sum256([]byte(operator)), secret: sha256.Sum256([]byte(secret))}
+	copy(l.mac[:], m.Sum(nil))
+	return l
+}
+
+const (
+	tokenNonce = 16
+	tokenMAC   = 16
+)
+
+func (l *localTokens) sum(nonce []byte) []byte {
+	m := hmac.New(sha256.New, l.mac[:])
+	m.Write(nonce)
+	return m.Sum(nil)[:tokenMAC]
 }
 
 // match compares digests, so that neither the content nor the length of
@@ -34,9 +54,18 @@ func (l *localTokens) match(operator, secret string) bool {
 }
 
 func (l *localTokens) issue() string {
-	b := make([]byte, 32)
+	b := make([]byte, tokenNonce, tokenNonce+tokenMAC)
 	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return base64.RawURLEncoding.EncodeToString(append(b, l.sum(b)...))
+}
+
+// issued tells whether token is one that issue made with this secret.
+func (l *localTokens) issued(token string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(b) != tokenNonce+tokenMAC {
+		return false
+	}
+	return hmac.Equal(b[tokenNonce:], l.sum(b[:tokenNonce]))
 }
 
 const maxTokenRequest = 64 << 10
