@@ -387,7 +387,7 @@ func TestConcurrentGzipAnswersDoNotHoldAndWait(t *testing.T) {
 	io.WriteString(zw, body)
 	zw.Close()
 	z, d := int64(zb.Len()), int64(len(body))+1 // the first buffer is one byte over the body
-	bound := z + d + z/2                       // one at a time, not two compressed bodies and one buffer
+	bound := z + d + z/2                        // one at a time, not two compressed bodies and one buffer
 	headers := make(chan struct{}, 2)
 	bodies := make(chan struct{})
 	cl, _ := setup(t, func(cfg *Config, f *fakeS360) {
