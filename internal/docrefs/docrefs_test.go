@@ -32,7 +32,7 @@ func TestCheck(t *testing.T) {
 			"The layout: `sim/`, `sim/doc.go`, `gone/` and `sim/gone.go`.", // line 4: the last path; gone/ is no top-level entry
 			"Built into `bin/s360edge` (ignored); `/tnseb/backend-apis` is no repository path.",
 			"Cited by name: docs/S360.md, S360-API.md and https://example.com/NOTES.md.", // line 6: the second name
-			"Outside: " + outside + "/DESIGN.md.", // line 7: the directory, and the file in it
+			"Outside: " + outside + "/DESIGN.md.",                                        // line 7: the directory, and the file in it
 		}, "\n")),
 		"docs/ARCHITECTURE.md": []byte("Back to the [README](../README.md), and [a sibling](S360.md), [not one](../S360.md).\n"), // line 1: the last link, beside README
 		"docs/S360.md":         []byte("# S-360\n"),
