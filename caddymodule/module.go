@@ -29,7 +29,7 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Defaults. S-360's guidance (S360-API.md §4) is 180 calls a minute for the
+// Defaults. S-360's guidance (docs/S360.md, "Rate limits") is 180 calls a minute for the
 // whole institution, getCatalogDetailed at most every 10 minutes and
 // availability at most once a minute; the defaults stay inside it.
 const (

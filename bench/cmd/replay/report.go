@@ -361,9 +361,11 @@ func figure(results []*result) []byte {
 	return b.Bytes()
 }
 
-// writeTargets checks issue 9's targets for s360edge. "One catalog call per
-// key per setup change" is checked on totals: the calls between two changes
-// against the number of catalog keys the buyers use.
+// writeTargets checks the replay's targets for s360edge (0 × 509, one
+// catalog call per key per setup change, staleness within a poll interval
+// plus the fetch, every order, the abusive client held to its quota). "One
+// catalog call per key per setup change" is checked on totals: the calls
+// between two changes against the number of catalog keys the buyers use.
 func writeTargets(w io.Writer, s summary, pl *plan) {
 	verdict := func(ok bool) string {
 		if ok {

@@ -1,4 +1,4 @@
-// Command storm is issue 5's storm at full size. It runs s360sim limited to
+// Command storm is the rate-limit storm at full size. It runs s360sim limited to
 // 60 calls a minute and s360edge in front of it (bench/Caddyfile.storm),
 // fires thousands of distinct availability requests a minute from many
 // clients for two minutes, places a few orders meanwhile, and reports what
