@@ -161,7 +161,7 @@ func (cfg Config) check() (crypto.Signer, *x509.Certificate, error) {
 	var key crypto.Signer
 	var cert *x509.Certificate
 	if cfg.Cert == "" {
-		errs = append(errs, field.Errorf("cert", "missing; the IdP wants signed requests: set it to a PEM certificate file (self-signed is fine, e.g. openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=sp -keyout sp.key -out sp.crt)"))
+		errs = append(errs, field.Errorf("cert", "missing; the IdP wants signed requests: set it to a PEM certificate file (self-signed is fine)"))
 	}
 	if cfg.Key == "" {
 		errs = append(errs, field.Errorf("key", "missing; the IdP wants signed requests: set it to the PEM file of cert's private key"))
