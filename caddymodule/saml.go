@@ -49,7 +49,7 @@ func (h *Handler) provisionSAML() error {
 	}
 	replacePlaceholders(&s.IDPMetadata, &s.EntityID, &s.Cert, &s.Key, &s.CookieSecret)
 	prefix := "/auth"
-	if h.OIDC != nil && strings.TrimRight(h.OIDC.PathPrefix, "/") != "" {
+	if h.OIDC != nil && strings.HasPrefix(strings.TrimRight(h.OIDC.PathPrefix, "/"), "/") { // else oidc's error says so
 		prefix = strings.TrimRight(h.OIDC.PathPrefix, "/")
 	}
 	var errs []error
