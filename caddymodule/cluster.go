@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -123,5 +124,6 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 		}
 		return pooledEdge{}, err
 	}
-	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id()}, nil
+	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id(),
+		tokenGuard: newTokenGuard(time.Now, caddy.Log().Named("s360.local_token"))}, nil
 }
