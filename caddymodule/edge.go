@@ -20,7 +20,7 @@ var edges = caddy.NewUsagePool()
 // endpoint's counts of wrong credentials live with it too.
 type pooledEdge struct {
 	*edge.Edge
-	cluster   *cluster.Cluster
+	cluster    *cluster.Cluster
 	clusterID  string // Cluster.id of the config that opened it
 	tokenGuard *tokenGuard
 }
