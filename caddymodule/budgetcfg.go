@@ -71,19 +71,6 @@ func parseClientQuota(d *caddyfile.Dispenser) (*ClientQuota, error) {
 	return &ClientQuota{Calls: n, Window: caddy.Duration(w)}, nil
 }
 
-// parseAdaptive reads `adaptive on|off`.
-func parseAdaptive(d *caddyfile.Dispenser) (*bool, error) {
-	var v string
-	if err := oneArg(d, "", &v); err != nil {
-		return nil, err
-	}
-	if v != "on" && v != "off" {
-		return nil, parseErr(d, "", "adaptive", "want on or off, got %q", v)
-	}
-	on := v == "on"
-	return &on, nil
-}
-
 // checkClientQuota is check's part for client_quota.
 func (h *Handler) checkClientQuota() error {
 	if q := h.ClientQuota; q != nil && !q.Off && (q.Calls <= 0 || q.Window < 0) {

@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rate_limit   <calls> <window>
 //		client_quota <calls> <window> | off
 //		adaptive     on|off
+//		local_token  on|off
 //		max_wait     <duration>
 //		setup_poll   <duration>
 //		updates_poll <duration>
@@ -122,7 +123,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "client_quota":
 			h.ClientQuota, err = parseClientQuota(d)
 		case "adaptive":
-			h.Adaptive, err = parseAdaptive(d)
+			h.Adaptive, err = onOffArg(d)
+		case "local_token":
+			h.LocalToken, err = onOffArg(d)
 		case "max_wait":
 			var t *caddy.Duration
 			if t, err = durationArg(d); err == nil {
@@ -227,6 +230,19 @@ func sizeArg(d *caddyfile.Dispenser, dst *int64, limit uint64) error {
 	}
 	*dst = int64(n)
 	return nil
+}
+
+// onOffArg parses one on or off, such as `adaptive off`.
+func onOffArg(d *caddyfile.Dispenser) (*bool, error) {
+	name, v := d.Val(), ""
+	if err := oneArg(d, "", &v); err != nil {
+		return nil, err
+	}
+	if v != "on" && v != "off" {
+		return nil, parseErr(d, "", name, "want on or off, got %q", v)
+	}
+	on := v == "on"
+	return &on, nil
 }
 
 func durationArg(d *caddyfile.Dispenser) (*caddy.Duration, error) {

@@ -79,6 +79,25 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 	}
 }
 
+// caddyfileJSON parses an s360 block of lines and returns its JSON config
+// and that JSON read back, failing unless it maps back onto the same JSON.
+func caddyfileJSON(t *testing.T, lines string) (string, *Handler) {
+	t.Helper()
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("s360 {\n" + lines + "\n}")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(h)
+	back := new(Handler)
+	if err := json.Unmarshal(got, back); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := json.Marshal(back); string(again) != string(got) {
+		t.Fatalf("JSON round trip: %s, want %s", again, got)
+	}
+	return string(got), back
+}
+
 // Each Caddyfile error names the subdirective as written, in its block,
 // and says what to write.
 func TestUnmarshalCaddyfileErrors(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -124,5 +125,6 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 		}
 		return pooledEdge{}, fmt.Errorf("storage: opening the cache in %s: %w", dir, err)
 	}
-	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id()}, nil
+	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id(),
+		tokenGuard: newTokenGuard(time.Now, caddy.Log().Named("s360.local_token"))}, nil
 }

@@ -27,6 +27,7 @@ var examples = map[string]string{
 	"rate_limit":             "rate_limit 150 1m",
 	"client_quota":           "client_quota 30 1m",
 	"adaptive":               "adaptive on",
+	"local_token":            "local_token off",
 	"max_wait":               "max_wait 3s",
 	"setup_poll":             "setup_poll 1m",
 	"updates_poll":           "updates_poll 1m",

@@ -138,6 +138,12 @@ type Handler struct {
 	OIDC *OIDC `json:"oidc,omitempty"`
 	// SAML configures buyer login at the shop as SAML IdP. Default: off.
 	SAML *SAML `json:"saml,omitempty"`
+	// LocalToken answers the website's own calls of the S-360 token
+	// endpoint (/tnai/backend-apis/v1/auth and /tnco/backend-apis/v1/auth)
+	// in the sidecar, at most 10 wrong credentials per client address and
+	// minute; false passes these paths on to the next handler like any
+	// other path, for websites that never call them. Default true.
+	LocalToken *bool `json:"local_token,omitempty"`
 	// Cluster shares the budget, the cache, the polling and the logouts
 	// with the institution's other sidecars through Redis. Default: off
 	// (this sidecar alone; Redis is never needed).
@@ -151,6 +157,7 @@ type Handler struct {
 	edgeKey     string
 	cluster     *cluster.Cluster // the edge's; nil without cluster
 	localToken  *localTokens
+	tokenGuard  *tokenGuard // the edge's
 	rp          *oidcrp.RP
 	canon       *s360.CanonicalMemo
 }
@@ -306,7 +313,7 @@ func (h *Handler) provision(ctx caddy.Context) error {
 		_, _ = edges.Delete(dir)
 		return errClusterChanged(dir)
 	}
-	h.edge, h.edgeKey, h.cluster = pe.Edge, dir, pe.cluster
+	h.edge, h.edgeKey, h.cluster, h.tokenGuard = pe.Edge, dir, pe.cluster, pe.tokenGuard
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -522,7 +529,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// Identity headers come from the sidecar only, never from the client.
 	oidcrp.SetIdentityHeaders(r.Header, id)
 	switch {
-	case p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth":
+	case (p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth") && (h.LocalToken == nil || *h.LocalToken):
 		return h.serveLocalToken(w, r)
 	case strings.HasPrefix(p, s360.APIPrefix):
 		return h.serveAPI(w, r)
