@@ -105,6 +105,12 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"cluster unknown subdirective", "s360 {\n cluster redis://a {\n  node a\n }\n}", `unknown cluster subdirective "node"`},
 		{"cluster prefix without value", "s360 {\n cluster redis://a {\n  prefix\n }\n}", "wrong argument count"},
 		{"cluster prefix twice", "s360 {\n cluster redis://a {\n  prefix a\n  prefix b\n }\n}", "cluster prefix given twice"},
+		{"cluster nodes without value", "s360 {\n cluster redis://a {\n  nodes\n }\n}", "wrong argument count"},
+		{"cluster nodes with two values", "s360 {\n cluster redis://a {\n  nodes 3 4\n }\n}", "wrong argument count"},
+		{"cluster nodes not a number", "s360 {\n cluster redis://a {\n  nodes three\n }\n}", `cluster nodes: want the number of sidecars deployed, a positive integer, got "three"`},
+		{"cluster nodes zero", "s360 {\n cluster redis://a {\n  nodes 0\n }\n}", `a positive integer, got "0"`},
+		{"cluster nodes negative", "s360 {\n cluster redis://a {\n  nodes -2\n }\n}", `a positive integer, got "-2"`},
+		{"cluster nodes twice", "s360 {\n cluster redis://a {\n  nodes 3\n  nodes 3\n }\n}", "cluster nodes given twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler
@@ -121,6 +127,7 @@ func TestUnmarshalCaddyfileCluster(t *testing.T) {
 		{"URL alone", "s360 {\n cluster redis://127.0.0.1:6379/0\n}", `{"url":"redis://127.0.0.1:6379/0"}`},
 		{"with prefix", "s360 {\n cluster rediss://u:p@r.example:6380/2 {\n  prefix inst-a\n }\n}", `{"url":"rediss://u:p@r.example:6380/2","prefix":"inst-a"}`},
 		{"empty block", "s360 {\n cluster {env.REDIS_URL} {\n }\n}", `{"url":"{env.REDIS_URL}"}`},
+		{"with nodes", "s360 {\n cluster redis://r:6379/0 {\n  nodes 3\n  prefix p\n }\n}", `{"url":"redis://r:6379/0","prefix":"p","nodes":3}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler
@@ -161,6 +168,7 @@ func TestCheckRejectsUnusableConfig(t *testing.T) {
 		`cluster "http://u:xxxxx@r:6379": want redis://`:  func(h *Handler) { h.Cluster = &Cluster{URL: "http://u:s3cret-value@r:6379?password=s3cret-value"} },
 		`cluster "unix:///run/redis.sock": want redis://`: func(h *Handler) { h.Cluster = &Cluster{URL: "unix:///run/redis.sock"} },
 		"cluster: the Redis URL does not parse":           func(h *Handler) { h.Cluster = &Cluster{URL: "redis://u:s3cret-value@r:port"} },
+		"cluster nodes -1: want the number of sidecars":   func(h *Handler) { h.Cluster = &Cluster{URL: "redis://r:6379/0", Nodes: -1} },
 	}
 	for want, mod := range cases {
 		t.Run(want, func(t *testing.T) {

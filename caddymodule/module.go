@@ -335,6 +335,7 @@ func (h *Handler) settings() edge.Settings {
 		Timeout:     time.Duration(h.Timeout),
 		MaxBytes:    h.MaxSize,
 		Budget:      &limits,
+		Nodes:       h.Cluster.nodes(),
 	}
 }
 

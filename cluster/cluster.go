@@ -187,6 +187,7 @@ func Open(cfg Config) (*Cluster, error) {
 	c.rdb, c.bulk = redis.NewClient(opts), redis.NewClient(&bulkOpts)
 	c.pollFirst, c.pollMax = waitPollFirst, waitPollMax
 	c.count.saved = loadNodeCount(cfg.Dir)
+	c.SetNodes(cfg.Nodes)
 	c.leader.Store("")
 	c.released.waiters = map[string]map[chan struct{}]struct{}{}
 	c.ctx, c.cancel = context.WithCancel(context.Background())

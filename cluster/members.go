@@ -54,9 +54,10 @@ const unknownNodes = 10
 // nodeCount is what a node knows of its cluster's size besides the live
 // count (Cluster.nodes).
 type nodeCount struct {
-	saved   int         // read from Dir at Open; 0 for none
-	written int64       // last count written to Dir (heartbeat's goroutine only)
-	warned  atomic.Bool // the WARN of an unknown count was written
+	deployed atomic.Int64 // Config.Nodes, or SetNodes's; 0: unknown
+	saved    int          // read from Dir at Open; 0 for none
+	written  int64        // last count written to Dir (heartbeat's goroutine only)
+	warned   atomic.Bool  // the WARN of an unknown count was written
 }
 
 // loadNodeCount reads the count an earlier run saved in dir; anything
@@ -119,12 +120,17 @@ func (c *Cluster) aloneNodes() int {
 	return n
 }
 
+// SetNodes applies a reloaded config's nodes (Config.Nodes); the budget
+// takes it at its next Update or fallback.
+func (c *Cluster) SetNodes(n int) { c.count.deployed.Store(int64(max(n, 0))) }
+
 func (c *Cluster) nodeCount() (n int, known bool) {
+	deployed := int(c.count.deployed.Load())
 	switch live := int(c.nodes.Load()); {
 	case live > 0:
-		return max(live, c.cfg.Nodes), true
-	case c.cfg.Nodes > 0:
-		return c.cfg.Nodes, true
+		return max(live, deployed), true
+	case deployed > 0:
+		return deployed, true
 	case c.count.saved > 0:
 		return c.count.saved, true
 	}
