@@ -125,7 +125,7 @@ type Cluster struct {
 	nodes   atomic.Int64 // live nodes last seen; 0 until Redis first answers
 	count   nodeCount
 	refusal atomic.Pointer[string] // why Redis is not used although it answers (refuse.go); nil when it is
-	leader  atomic.Value // string: the polling node last seen
+	leader  atomic.Value           // string: the polling node last seen
 
 	ctx       context.Context // canceled by Close
 	cancel    context.CancelFunc
