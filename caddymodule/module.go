@@ -471,6 +471,7 @@ func (h *Handler) warnBelowGuidance() {
 // Cleanup releases the edge this handler acquired; the edge stays open
 // while another config (e.g. the one a reload brought in) still uses it.
 func (h *Handler) Cleanup() error {
+	h.SAML.release()
 	if h.edgeKey == "" {
 		return nil
 	}
