@@ -90,32 +90,29 @@ caddy_s360_cluster_redis_up 0
 		})
 	}
 
-	t.Run("reload with the same cluster applies the budget", func(t *testing.T) {
-		// With Redis down the stats are this node's share of the
-		// budget, which follows the new rate_limit.
-		if err := loadConfig(t, listen, withCluster(20, redisURL, "inst-a")); err != nil {
-			t.Fatalf("reload: %v", err)
-		}
-		if p := runningPooled(t); p.Edge != first.Edge || p.cluster != first.cluster {
-			t.Fatal("the reload reopened the edge or its cluster")
-		}
-		if got := budgetStats(first.Edge).Limit; got != 10 {
-			t.Fatalf("limit after the reload: %d, want 20 / 2 nodes = 10", got)
-		}
-	})
-
-	t.Run("reload with other nodes applies them", func(t *testing.T) {
-		nodes = 4
-		if err := loadConfig(t, listen, withCluster(20, redisURL, "inst-a")); err != nil {
-			t.Fatalf("reload: %v", err)
-		}
-		if p := runningPooled(t); p.Edge != first.Edge || p.cluster != first.cluster {
-			t.Fatal("the reload reopened the edge or its cluster")
-		}
-		if got := budgetStats(first.Edge).Limit; got != 5 {
-			t.Fatalf("limit after the reload: %d, want 20 / 4 nodes = 5", got)
-		}
-	})
+	// With Redis down the stats are this node's share of the budget,
+	// which follows the new rate_limit and nodes.
+	for _, tc := range []struct {
+		name         string
+		calls, nodes int
+		want         int
+	}{
+		{"the same cluster applies the budget", 20, 2, 10},
+		{"other nodes applies them", 20, 4, 5},
+	} {
+		t.Run("reload with "+tc.name, func(t *testing.T) {
+			nodes = tc.nodes
+			if err := loadConfig(t, listen, withCluster(tc.calls, redisURL, "inst-a")); err != nil {
+				t.Fatalf("reload: %v", err)
+			}
+			if p := runningPooled(t); p.Edge != first.Edge || p.cluster != first.cluster {
+				t.Fatal("the reload reopened the edge or its cluster")
+			}
+			if got := budgetStats(first.Edge).Limit; got != tc.want {
+				t.Fatalf("limit after the reload: %d, want %d / %d nodes = %d", got, tc.calls, tc.nodes, tc.want)
+			}
+		})
+	}
 }
 
 // Without cluster, /s360/stats has no cluster object and the cluster
