@@ -28,7 +28,7 @@ type Server struct {
 
 	t    testing.TB
 	bin  string
-	dir  string // its --dir, which also holds its output
+	dir  string   // its --dir, which also holds its output
 	args []string // more arguments of redis-server
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
