@@ -134,9 +134,15 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"cluster without URL", "s360 {\n cluster\n}", "s360: cluster: wrong number of values; write e.g. cluster {env.REDIS_URL}"},
 		{"cluster with two URLs", "s360 {\n cluster redis://a redis://b\n}", "s360: cluster: wrong number of values"},
 		{"cluster twice", "s360 {\n cluster redis://a\n cluster redis://b\n}", "s360: cluster: given twice; keep one"},
-		{"cluster unknown subdirective", "s360 {\n cluster redis://a {\n  node a\n }\n}", `s360: cluster: unknown subdirective "node"; the cluster block takes prefix`},
+		{"cluster unknown subdirective", "s360 {\n cluster redis://a {\n  node a\n }\n}", `s360: cluster: unknown subdirective "node"; the cluster block takes nodes, prefix`},
 		{"cluster prefix without value", "s360 {\n cluster redis://a {\n  prefix\n }\n}", "s360: cluster: prefix: wrong number of values; write e.g. prefix myinstit"},
 		{"cluster prefix twice", "s360 {\n cluster redis://a {\n  prefix a\n  prefix b\n }\n}", "s360: cluster: prefix: given twice; keep one"},
+		{"cluster nodes without value", "s360 {\n cluster redis://a {\n  nodes\n }\n}", "s360: cluster: nodes: wrong number of values; write e.g. nodes 3"},
+		{"cluster nodes with two values", "s360 {\n cluster redis://a {\n  nodes 3 4\n }\n}", "s360: cluster: nodes: wrong number of values"},
+		{"cluster nodes not a number", "s360 {\n cluster redis://a {\n  nodes three\n }\n}", `s360: cluster: nodes: want the number of sidecars deployed, a positive integer, got "three"; write e.g. nodes 3`},
+		{"cluster nodes zero", "s360 {\n cluster redis://a {\n  nodes 0\n }\n}", `a positive integer, got "0"`},
+		{"cluster nodes negative", "s360 {\n cluster redis://a {\n  nodes -2\n }\n}", `a positive integer, got "-2"`},
+		{"cluster nodes twice", "s360 {\n cluster redis://a {\n  nodes 3\n  nodes 3\n }\n}", "s360: cluster: nodes: given twice; keep one"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler
@@ -186,6 +192,7 @@ func TestUnmarshalCaddyfileCluster(t *testing.T) {
 		{"URL alone", "s360 {\n cluster redis://127.0.0.1:6379/0\n}", `{"url":"redis://127.0.0.1:6379/0"}`},
 		{"with prefix", "s360 {\n cluster rediss://u:p@r.example:6380/2 {\n  prefix inst-a\n }\n}", `{"url":"rediss://u:p@r.example:6380/2","prefix":"inst-a"}`},
 		{"empty block", "s360 {\n cluster {env.REDIS_URL} {\n }\n}", `{"url":"{env.REDIS_URL}"}`},
+		{"with nodes", "s360 {\n cluster redis://r:6379/0 {\n  nodes 3\n  prefix p\n }\n}", `{"url":"redis://r:6379/0","prefix":"p","nodes":3}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler
@@ -234,8 +241,9 @@ func TestCheckRejectsUnusableConfig(t *testing.T) {
 		`cluster: "http://u:xxxxx@r:6379" is not a Redis URL; write redis://[user:password@]host:port/db, or rediss:// for TLS, e.g. cluster {env.REDIS_URL}`: func(h *Handler) {
 			h.Cluster = &Cluster{URL: "http://u:s3cret-value@r:6379?password=s3cret-value"}
 		},
-		`cluster: "unix:///run/redis.sock" is not a Redis URL`:  func(h *Handler) { h.Cluster = &Cluster{URL: "unix:///run/redis.sock"} },
-		"cluster: the Redis URL does not parse; write redis://": func(h *Handler) { h.Cluster = &Cluster{URL: "redis://u:s3cret-value@r:port"} },
+		`cluster: "unix:///run/redis.sock" is not a Redis URL`:                                func(h *Handler) { h.Cluster = &Cluster{URL: "unix:///run/redis.sock"} },
+		"cluster: the Redis URL does not parse; write redis://":                               func(h *Handler) { h.Cluster = &Cluster{URL: "redis://u:s3cret-value@r:port"} },
+		"cluster: nodes: -1 is negative; write the number of sidecars deployed, e.g. nodes 3": func(h *Handler) { h.Cluster = &Cluster{URL: "redis://r:6379/0", Nodes: -1} },
 	}
 	for want, mod := range cases {
 		t.Run(want, func(t *testing.T) {

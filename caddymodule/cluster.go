@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,9 +30,25 @@ type Cluster struct {
 	// Prefix starts every Redis key of this institution; institutions
 	// sharing one Redis need different prefixes. Default: s360edge.
 	Prefix string `json:"prefix,omitempty"`
+	// Nodes is the number of sidecars deployed. A node that has never
+	// reached Redis since it started takes rate_limit / Nodes (and one
+	// that lost Redis, rate_limit over the larger of Nodes and the live
+	// nodes it last saw). Default 0, unknown: such a node takes
+	// rate_limit over the count it saved in its storage directory in an
+	// earlier run, or a tenth of rate_limit when it has none. A reload
+	// applies it.
+	Nodes int `json:"nodes,omitempty"`
 }
 
-// parseCluster reads `cluster <url> [{ prefix <p> }]`.
+// nodes is c's Nodes; 0 without a cluster.
+func (c *Cluster) nodes() int {
+	if c == nil {
+		return 0
+	}
+	return c.Nodes
+}
+
+// parseCluster reads `cluster <url> [{ prefix <p>; nodes <n> }]`.
 func parseCluster(d *caddyfile.Dispenser) (*Cluster, error) {
 	c := &Cluster{}
 	if err := oneArg(d, "", &c.URL); err != nil {
@@ -46,6 +63,19 @@ func parseCluster(d *caddyfile.Dispenser) (*Cluster, error) {
 			if err := oneArg(d, "cluster", &c.Prefix); err != nil {
 				return nil, err
 			}
+		case "nodes":
+			if c.Nodes != 0 {
+				return nil, twiceErr(d, "cluster")
+			}
+			var v string
+			if err := oneArg(d, "cluster", &v); err != nil {
+				return nil, err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return nil, parseErr(d, "cluster", "nodes", "want the number of sidecars deployed, a positive integer, got %q", v)
+			}
+			c.Nodes = n
 		default:
 			return nil, unknownErr(d, "cluster")
 		}
@@ -59,6 +89,9 @@ func (c *Cluster) check() error {
 	const want = "write redis://[user:password@]host:port/db, or rediss:// for TLS, e.g. cluster {env.REDIS_URL}"
 	if c.URL == "" {
 		return errors.New("cluster: the Redis URL is missing (is its environment variable set?); " + want)
+	}
+	if c.Nodes < 0 {
+		return fmt.Errorf("cluster: nodes: %d is negative; write the number of sidecars deployed, e.g. nodes 3", c.Nodes)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil {
@@ -108,7 +141,7 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 	var cl *cluster.Cluster
 	if cc != nil {
 		var err error
-		cl, err = cluster.Open(cluster.Config{URL: cc.URL, Prefix: cc.Prefix, Budget: *s.Budget, Dir: dir,
+		cl, err = cluster.Open(cluster.Config{URL: cc.URL, Prefix: cc.Prefix, Nodes: cc.Nodes, Budget: *s.Budget, Dir: dir,
 			Poll: s.Watch.SetupPoll, Logger: caddy.Log().Named("s360.cluster")})
 		if err != nil {
 			// cluster's errors start "cluster: ".

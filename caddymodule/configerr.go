@@ -68,6 +68,7 @@ var examples = map[string]string{
 	"saml cookie_secret":   "cookie_secret {env.S360_COOKIE_KEY}",
 
 	"cluster prefix": "prefix myinstit",
+	"cluster nodes":  "nodes 3",
 }
 
 // example is the example line of the subdirective name of block ("" for

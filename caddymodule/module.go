@@ -347,6 +347,7 @@ func (h *Handler) settings() edge.Settings {
 		Timeout:     time.Duration(h.Timeout),
 		MaxBytes:    h.MaxSize,
 		Budget:      &limits,
+		Nodes:       h.Cluster.nodes(),
 	}
 }
 
@@ -495,6 +496,7 @@ func (h *Handler) warnBelowGuidance() {
 // Cleanup releases the edge this handler acquired; the edge stays open
 // while another config (e.g. the one a reload brought in) still uses it.
 func (h *Handler) Cleanup() error {
+	h.SAML.release()
 	if h.edgeKey == "" {
 		return nil
 	}

@@ -4,7 +4,12 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/crewjam/saml"
+
+	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/oidcrp"
 	"github.com/s360edge/s360edge/samlsp"
 )
@@ -37,6 +42,7 @@ type SAML struct {
 	sp        *samlsp.SP
 	protect   oidcrp.Protect
 	loginPath string
+	replays   bool // holds a use of the process's record (samlReplays)
 }
 
 // provisionSAML runs after provisionOIDC: SAML logins share the OIDC
@@ -76,7 +82,17 @@ func (h *Handler) provisionSAML() error {
 			h.rp = rp
 		}
 	}
+	record, err := s.holdReplays()
+	if err != nil {
+		return inBlock("saml", err)
+	}
+	var shared samlsp.SharedReplays
+	if h.Cluster != nil {
+		shared = clusterReplays{h}
+	}
 	sp, err := samlsp.New(samlsp.Config{
+		Replays:        record,
+		Shared:         shared,
 		IDPMetadata:    s.IDPMetadata,
 		EntityID:       s.EntityID,
 		Cert:           s.Cert,
@@ -92,6 +108,7 @@ func (h *Handler) provisionSAML() error {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
+		s.release() // a config that fails holds no use of the record
 		return inBlock("saml", err)
 	}
 	s.sp, s.protect, s.loginPath = sp, protect, prefix+"/login"
@@ -133,4 +150,58 @@ func (h *Handler) serveSAML(w http.ResponseWriter, r *http.Request) bool {
 // protects reports whether the saml block protects r's path.
 func (s *SAML) protects(r *http.Request) bool {
 	return s != nil && s.protect.Match(r.URL)
+}
+
+// samlReplays holds the process's record of the SAML assertions accepted,
+// under replaysKey: a reload's SP gets the record of the SP it replaces
+// (Caddy provisions the new config before it cleans up the old), so that
+// a reload opens no window for a replay.
+var samlReplays = caddy.NewUsagePool()
+
+const replaysKey = "saml assertions"
+
+// pooledReplays adapts the record to caddy.Destructor; it holds memory
+// only.
+type pooledReplays struct{ saml.AssertionReplayCache }
+
+func (pooledReplays) Destruct() error { return nil }
+
+func (s *SAML) holdReplays() (saml.AssertionReplayCache, error) {
+	v, _, err := samlReplays.LoadOrNew(replaysKey, func() (caddy.Destructor, error) {
+		return pooledReplays{samlsp.NewLocalReplays()}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.replays = true
+	return v.(pooledReplays).AssertionReplayCache, nil
+}
+
+// release gives back the use of the record; Cleanup calls it, also after
+// a failed Provision.
+func (s *SAML) release() {
+	if s != nil && s.replays {
+		s.replays = false
+		_, _ = samlReplays.Delete(replaysKey)
+	}
+}
+
+// clusterReplays is the cluster's record of the accepted assertions, in
+// Redis (cluster.ConsumeAssertion): an assertion accepted on one node is
+// refused on the others. Its errors refuse the assertion (fail closed),
+// as a session is refused while the revocations cannot be read.
+type clusterReplays struct{ h *Handler }
+
+var errNoCluster = errors.New("the cluster is not open")
+
+func (c clusterReplays) ConsumeAssertion(id string, until time.Time) (bool, error) {
+	cl := c.h.cluster
+	if cl == nil {
+		return false, errNoCluster
+	}
+	err := cl.ConsumeAssertion(id, until)
+	if errors.Is(err, cluster.ErrReplayed) {
+		return true, nil
+	}
+	return false, err
 }

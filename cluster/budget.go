@@ -112,8 +112,6 @@ func share(cfg budget.Config, eff, n int) budget.Config {
 	return cfg
 }
 
-func (c *Cluster) liveNodes() int { return max(int(c.nodes.Load()), 1) }
-
 // run calls the script for op with the call-specific keys and arguments.
 func (b *Budget) run(ctx context.Context, cfg budget.Config, op, member string, k callKeys, args ...any) (any, error) {
 	// The caller's deadline does not shorten the call: a Redis slower
@@ -244,7 +242,7 @@ func (b *Budget) fail(err error) {
 	now := time.Now()
 	b.outage, b.endOutage = context.WithCancel(context.Background())
 	b.retryAt = now.Add(b.c.cfg.Heartbeat)
-	n := b.c.liveNodes()
+	n := b.c.aloneNodes()
 	b.shares = n
 	b.local.Update(share(b.cfg, b.eff, n))
 	if b.pausedUntil.After(now) {

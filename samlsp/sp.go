@@ -77,6 +77,16 @@ type Config struct {
 	Logger *zap.Logger
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Replays is this process's record of the assertions accepted, so
+	// that each is accepted once. Default: one of this SP's own, which
+	// a new SP (a config reload) does not inherit; NewLocalReplays makes
+	// one to share.
+	Replays saml.AssertionReplayCache
+	// Shared, when set, is the record of every node of a cluster: an
+	// assertion accepted on one node is refused on the others, and
+	// refused everywhere (503) while the record is out of reach.
+	// Default: none (one process).
+	Shared SharedReplays
 }
 
 // SP is the service provider; safe for concurrent use.
@@ -88,7 +98,7 @@ type SP struct {
 	// sigMethod fits key: the IdP checks the AuthnRequests with it.
 	sigMethod string
 	state     *oidcrp.Sealer
-	replays   saml.AssertionReplayCache
+	replays   saml.AssertionReplayCache // used without Config.Replays
 
 	mu      sync.Mutex
 	idp     *saml.EntityDescriptor
@@ -333,7 +343,7 @@ func (s *SP) provider(r *http.Request, idp *saml.EntityDescriptor) *saml.Service
 		IDPMetadata:                      idp,
 		SignatureMethod:                  s.sigMethod,
 		AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
-		ReplayCache:                      s.replays,
+		ReplayCache:                      s.replayCache(),
 		RejectSHA1Signatures:             true,
 		Clock:                            dsig.NewFakeClockAt(s.cfg.Now()),
 	}
@@ -476,6 +486,12 @@ func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	assertion, err := sp.ParseXMLResponse(raw, []string{st.RequestID}, sp.AcsURL)
+	if errors.Is(err, ErrReplaysUnavailable) {
+		s.log.Warn("saml response refused: the cluster's record of accepted assertions is out of reach (Redis), so a replay on another node cannot be ruled out")
+		w.Header().Set("Retry-After", "5")
+		oidcrp.WriteError(w, http.StatusServiceUnavailable, "login_unavailable", "the login cannot be completed right now; try again shortly")
+		return
+	}
 	if err != nil {
 		// crewjam's private error may quote the response; only its class
 		// is logged.
