@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,39 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-	"github.com/oauth2-proxy/mockoidc"
-
+	"github.com/s360edge/s360edge/internal/oidctest"
 	"github.com/s360edge/s360edge/oidcrp"
 )
-
-// countedProvider is mockoidc, a real OIDC provider, on a loopback port,
-// counting the requests it gets.
-func countedProvider(t *testing.T) (*mockoidc.MockOIDC, *atomic.Int32) {
-	t.Helper()
-	m, err := mockoidc.NewServer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n atomic.Int32
-	if err := m.AddMiddleware(func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			n.Add(1)
-			next.ServeHTTP(w, r)
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(ln, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Shutdown() })
-	return m, &n
-}
 
 // seenHeaders is the website: it records the X-S360-* headers it gets.
 type seenHeaders struct{ got map[string]string }
@@ -63,7 +32,8 @@ func (s *seenHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 // they carry; the local token is no buyer credential anywhere; forged
 // identity headers are removed on every path.
 func TestIdentityOnlyWhereUsed(t *testing.T) {
-	m, providerCalls := countedProvider(t)
+	var providerCalls atomic.Int32
+	m := oidctest.Start(t, oidctest.Count(&providerCalls, func(string) bool { return true }))
 	f := &fakeUpstream{}
 	h := newTestHandler(t, f, time.Second)
 	h.OIDC = &OIDC{Issuer: m.Issuer(), ClientID: m.ClientID, ClientSecret: m.ClientSecret,
@@ -71,16 +41,7 @@ func TestIdentityOnlyWhereUsed(t *testing.T) {
 	if err := h.provisionOIDC(); err != nil {
 		t.Fatal(err)
 	}
-	other, err := mockoidc.RandomKeypair(2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	forgedJWT, err := other.SignJWT(jwt.MapClaims{"iss": m.Issuer(), "aud": m.ClientID, "sub": "intruder",
-		"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	forgedJWT := oidctest.Token(t, oidctest.ForeignKey(t), m.Issuer(), m.ClientID, "intruder", time.Now())
 	local := h.localToken.issue()
 	forgedHeaders := map[string]string{"X-S360-User": "admin", "X-S360-Email": "boss@example.com"}
 

@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/s360edge/s360edge/internal/oidctest"
 )
 
 // hangingIdP accepts connections and never answers on them, as an identity
@@ -68,23 +69,6 @@ func startHangingIdP(t *testing.T) *hangingIdP {
 
 func (h *hangingIdP) Issuer() string { return "http://" + h.ln.Addr().String() }
 
-// forgedToken is a JWT for issuer and clientID signed by a key of its own,
-// which no provider publishes.
-func forgedToken(t *testing.T, issuer, clientID string) string {
-	t.Helper()
-	k, err := mockoidc.RandomKeypair(2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tok, err := k.SignJWT(jwt.MapClaims{"iss": issuer, "aud": clientID, "sub": "intruder",
-		"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
 // localToken gets a token from the sidecar's own token endpoint, as an
 // S-360 client does before its calls.
 func localToken(t *testing.T, e *edge) string {
@@ -114,7 +98,7 @@ func TestHangingIdentityProvider(t *testing.T) {
 		t.Fatalf("catalog miss: %d %q %.300s", status, hdr.Get("Cache-Status"), body)
 	}
 	local := localToken(t, e)
-	forged := forgedToken(t, idp.Issuer(), "website")
+	forged := oidctest.Token(t, oidctest.ForeignKey(t), idp.Issuer(), "website", "intruder", time.Now())
 
 	// The sidecar gives the provider 10 s; these requests get 1 s.
 	fast := &http.Client{Timeout: time.Second}
@@ -171,33 +155,12 @@ func TestHangingIdentityProvider(t *testing.T) {
 // not publish, on protected and website paths, make at most one key set
 // fetch, and the provider's own tokens still verify without another.
 func TestUnknownKeyFetchesKeysOnce(t *testing.T) {
-	p, err := mockoidc.NewServer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var jwks atomic.Int32
-	if err := p.AddMiddleware(func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == mockoidc.JWKSEndpoint {
-				jwks.Add(1)
-			}
-			next.ServeHTTP(w, r)
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ln, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Shutdown() })
+	p := oidctest.Start(t, oidctest.Count(&jwks, func(path string) bool { return path == mockoidc.JWKSEndpoint }))
 	s := startSim(t)
 	web := echoWebsite(t)
 	e := startEdge(t, identityCaddyfile(s, p, web.URL), oidcEnv(t, p)...)
-	forged := forgedToken(t, p.Issuer(), p.ClientID)
+	forged := oidctest.Token(t, oidctest.ForeignKey(t), p.Issuer(), p.ClientID, "intruder", time.Now())
 	c := newClient("forger")
 
 	const n = 20

@@ -9,8 +9,9 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/s360edge/s360edge/internal/oidctest"
 )
 
 // hangingProvider makes the provider's answers at the paths for which hang
@@ -57,16 +58,7 @@ func (h *hangingProvider) wrap(next http.Handler) http.Handler {
 
 // signedBy is an ID token for the env's client, signed by k.
 func (e *env) signedBy(k *mockoidc.Keypair) string {
-	e.t.Helper()
-	now := e.m.Now()
-	tok, err := k.SignJWT(jwt.MapClaims{
-		"iss": e.m.Issuer(), "aud": e.m.ClientID, "sub": "bearer-buyer",
-		"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return tok
+	return oidctest.Token(e.t, k, e.m.Issuer(), e.m.ClientID, "bearer-buyer", e.m.Now())
 }
 
 // timed runs e.do and returns how long it took (fake time in a bubble).
@@ -173,11 +165,7 @@ func TestUnknownKeyFetchesKeysOncePerMinute(t *testing.T) {
 		hp := newHangingProvider(nil)
 		e := newEnv(t, envOptions{provider: hp.wrap})
 		api := &http.Client{Transport: e.net}
-		other, err := mockoidc.RandomKeypair(2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		forged := http.Header{"Authorization": {"Bearer " + e.signedBy(other)}, "Accept": {"application/json"}}
+		forged := http.Header{"Authorization": {"Bearer " + e.signedBy(oidctest.ForeignKey(t))}, "Accept": {"application/json"}}
 		good := http.Header{"Authorization": {"Bearer " + e.signedBy(e.m.Keypair)}, "Accept": {"application/json"}}
 		jwks := func() int32 { return hp.count(mockoidc.JWKSEndpoint) }
 
