@@ -59,11 +59,12 @@ type RP struct {
 	state   *cookieCodec
 	protect Protect
 
-	mu       sync.Mutex
-	prov     *provider
-	inflight chan struct{} // closed when the running discovery ends
-	lastErr  error
-	retryAt  time.Time
+	mu         sync.Mutex
+	prov       *provider
+	inflight   chan struct{} // closed when the running discovery ends
+	inflightAt time.Time     // when it started
+	lastErr    error
+	retryAt    time.Time
 
 	logoutVia map[string]func(r *http.Request, ext, back string) string
 
@@ -113,6 +114,13 @@ func (rp *RP) Protected(r *http.Request) bool { return rp.protect.Match(r.URL) }
 // for the next. After a failure, callers get the same error until
 // discoveryRetry has passed.
 func (rp *RP) provider(ctx context.Context) (*provider, error) {
+	return rp.providerWithin(ctx, 0)
+}
+
+// providerWithin is provider, waiting for a discovery no longer than
+// patience after it started (0: no such bound): once a discovery has made
+// its first callers wait that long, the ones after them do not wait.
+func (rp *RP) providerWithin(ctx context.Context, patience time.Duration) (*provider, error) {
 	rp.mu.Lock()
 	if p := rp.prov; p != nil {
 		rp.mu.Unlock()
@@ -126,10 +134,16 @@ func (rp *RP) provider(ctx context.Context) (*provider, error) {
 			return nil, err
 		}
 		done = make(chan struct{})
-		rp.inflight = done
+		rp.inflight, rp.inflightAt = done, time.Now()
 		go rp.runDiscovery(done)
 	}
+	started := rp.inflightAt
 	rp.mu.Unlock()
+	if patience > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, started.Add(patience))
+		defer cancel()
+	}
 	select {
 	case <-done:
 	case <-ctx.Done():

@@ -323,7 +323,7 @@ func (rp *RP) identifyBearer(ctx context.Context, raw string) (*Identity, error)
 	if strings.Count(raw, ".") != 2 {
 		return nil, fmt.Errorf("%w: not a JWT", ErrInvalidToken)
 	}
-	p, err := rp.provider(ctx)
+	p, err := rp.providerWithin(ctx, identifyTimeout)
 	if err != nil {
 		return nil, err
 	}
