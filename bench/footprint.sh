@@ -8,11 +8,13 @@
 #     for DURATION, sampling the storage directory and RSS every 30 s; then a
 #     restart on the same directory and one more minute of churn.
 #   ./footprint.sh readers EDGE_BINARY WORKDIR [DURATION]
-#     idle RSS with max_size 1GiB, 10 s and 150 s (past Go's first forced
-#     GC) after a start with none of the binary's pages cached; then 50
+#     idle anonymous memory (RssAnon) with max_size 1GiB, 10 s and 150 s
+#     (past Go's first forced GC) after a start with none of the binary's
+#     pages cached, and VmRSS at 150 s; then 50
 #     clients on a small hit (getPOSConfig) for DURATION (default 15s), then
 #     a 10 MB catalog under 100 concurrent readers (wrk) for DURATION:
-#     throughput, and RSS sampled every 0.2 s. Prints one Markdown table row.
+#     throughput, and RssAnon and VmRSS sampled every 0.2 s (the peaks).
+#     Prints one Markdown table row.
 #   ./footprint.sh compare WORKDIR ROUNDS DURATION EDGE_BINARY...
 #     readers for each binary in turn, ROUNDS times, the order reversed in
 #     every other round; prints the Markdown table.
@@ -23,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 MODE=$1 EDGE_BIN=${2:-}
-HEADER="| binary | round | idle 10 s: VmRSS (anon + file) MiB | idle 150 s: VmRSS (anon + file) MiB | small hit req/s | 10 MB catalog req/s | peak VmRSS under the readers (anon + file at the peak) MiB | VmHWM since start MiB |"
+HEADER="| binary | round | idle 10 s: RssAnon MiB | idle 150 s: RssAnon MiB | idle 150 s: VmRSS (anon + file) MiB | small hit req/s | 10 MB catalog req/s | peak RssAnon under the readers MiB | peak VmRSS under the readers (anon + file at the peak) MiB | VmHWM since start MiB |"
 source ./lib.sh
 mem() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %.1f MiB, ", $1, $2/1024}' "/proc/$1/status"; echo; }
 # "VmRSS (RssAnon + RssFile)" in MiB
@@ -52,7 +54,7 @@ if [ "$MODE" = hits ]; then
 		wait_up "http://127.0.0.1:${PORTS[1 + 2 * i]}/"
 		curl -s -X POST -H 'Content-Type: application/json' -d '{}' -o /dev/null "${URLS[i]}"
 	done
-	sleep 10 # past the release of the startup pages
+	sleep 10 # let start-up settle
 	printf '| round |'; for b in "${BINS[@]}"; do printf ' %s req/s |' "$(basename "$b")"; done; echo
 	printf '|--:|'; for _ in "${BINS[@]}"; do printf -- '--:|'; done; echo
 	for r in $(seq 1 "$ROUNDS"); do
@@ -71,7 +73,7 @@ if [ "$MODE" = compare ]; then
 	shift 4
 	BINS=("$@")
 	echo "$HEADER"
-	echo "|---|--:|--:|--:|--:|--:|--:|--:|"
+	echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 	for r in $(seq 1 "$ROUNDS"); do
 		order=("${BINS[@]}")
 		if [ $((r % 2)) = 0 ]; then
@@ -116,7 +118,7 @@ fi
 start_edge
 sleep 10
 if [ "$MODE" = churn ]; then echo "idle, 10 s after start: $(mem "$EDGE_PID")"; fi
-IDLE10=$(rss "$EDGE_PID")
+IDLE10=$(field "$EDGE_PID" RssAnon)
 
 if [ "$MODE" = churn ]; then
 	"$BIN/churn" -edge "$E" -pid "$EDGE_PID" -dir "$WORK/store" -d "$DURATION" -every 30s
@@ -131,7 +133,7 @@ fi
 
 # readers: RSS at 10 s and 60 s of idling, a small hit, then the 10 MB catalog.
 sleep 140
-IDLE150=$(rss "$EDGE_PID")
+IDLE150=$(field "$EDGE_PID" RssAnon) IDLE150RSS=$(rss "$EDGE_PID")
 POS=$E/tnseb/backend-apis/catalogService/v1_33/getPOSConfig
 curl -s -X POST -H 'Content-Type: application/json' -d '{}' -o /dev/null "$POS"
 wrk -t2 -c50 -d"$DURATION" --timeout 10s -s wrk.lua "$POS" >"$WORK/wrk-small.txt"
@@ -140,11 +142,14 @@ curl -s -X POST -H 'Content-Type: application/json' -d '{}' -o "$WORK/cat.json" 
 echo "catalog: $(stat -c %s "$WORK/cat.json") bytes; after the miss: $(mem "$EDGE_PID")" >&2
 # RSS every 0.2 s while the readers run; the highest sample is the peak.
 (while kill -0 "$EDGE_PID" 2>/dev/null; do echo "$(field "$EDGE_PID" VmRSS) $(rss "$EDGE_PID")"; sleep 0.2; done) >"$WORK/rss.txt" &
+(while kill -0 "$EDGE_PID" 2>/dev/null; do field "$EDGE_PID" RssAnon; echo; sleep 0.2; done) >"$WORK/anon.txt" &
+ANON=$!
 SAMPLER=$!
 wrk -t2 -c100 -d"$DURATION" --timeout 10s --latency -s wrk.lua "$CAT" >"$WORK/wrk.txt"
-kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true
+kill "$SAMPLER" "$ANON"; wait "$SAMPLER" "$ANON" 2>/dev/null || true
 # wrk.lua's RESULT line: req/s p50 p99 max non-2xx errors; a run with
 # failed answers is not a throughput.
 ok() { awk '$1 == "RESULT" { if ($6 + $7 > 0) printf "%s (%d failed)", $2, $6 + $7; else printf "%s", $2 }' "$1"; }
 PEAK=$(sort -n "$WORK/rss.txt" | tail -1 | cut -d' ' -f2-)
-echo "| $(basename "$EDGE_BIN") | ${ROUND:-1} | $IDLE10 | $IDLE150 | $(ok "$WORK/wrk-small.txt") | $(ok "$WORK/wrk.txt") | $PEAK | $(field "$EDGE_PID" VmHWM) |"
+PEAKANON=$(sort -n "$WORK/anon.txt" | tail -1)
+echo "| $(basename "$EDGE_BIN") | ${ROUND:-1} | $IDLE10 | $IDLE150 | $IDLE150RSS | $(ok "$WORK/wrk-small.txt") | $(ok "$WORK/wrk.txt") | $PEAKANON | $PEAK | $(field "$EDGE_PID" VmHWM) |"

@@ -3,7 +3,7 @@
 // S-360 counts all calls of an institution against one limit (180 per
 // minute by default, less on some contracts) and answers 509 or 429 beyond
 // it, so the sidecar must make exceeding its configured limit impossible,
-// whatever the website does (S360-API.md §4).
+// whatever the website does (docs/S360.md, "Rate limits").
 //
 // # Sliding log, not a token bucket
 //

@@ -6,7 +6,7 @@ import (
 )
 
 // DefaultFloors returns the per-key minimum intervals S-360 publishes
-// (S360-API.md §4): the catalog at most once per 10 minutes, availability
+// (docs/S360.md, "Rate limits"): the catalog at most once per 10 minutes, availability
 // at most once a minute. The feeds (FeedFloors) are floored at a minute
 // per key too: the website's identical calls within it are answered from a
 // copy of the last answer (the watchers' own polls do not pass the floors).

@@ -28,17 +28,9 @@ func TestClientQuotaAndAdaptiveConfig(t *testing.T) {
 		{"off", "client_quota off\nadaptive off", `{"client_quota":"off","adaptive":false}`, 0, 60, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var h Handler
-			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("s360 {\n" + tc.caddyfile + "\n}")); err != nil {
-				t.Fatal(err)
-			}
-			got, _ := json.Marshal(h)
-			if string(got) != tc.json {
+			got, back := caddyfileJSON(t, tc.caddyfile)
+			if got != tc.json {
 				t.Fatalf("JSON %s, want %s", got, tc.json)
-			}
-			var back Handler
-			if err := json.Unmarshal(got, &back); err != nil {
-				t.Fatal(err)
 			}
 			back.RateLimit = &RateLimit{Calls: 150, Window: caddy.Duration(time.Minute)}
 			s := budget.New(back.budgetConfig()).Stats()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -33,20 +34,20 @@ type Cluster struct {
 // parseCluster reads `cluster <url> [{ prefix <p> }]`.
 func parseCluster(d *caddyfile.Dispenser) (*Cluster, error) {
 	c := &Cluster{}
-	if err := oneArg(d, &c.URL); err != nil {
+	if err := oneArg(d, "", &c.URL); err != nil {
 		return nil, err
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "prefix":
 			if c.Prefix != "" {
-				return nil, d.Err("cluster prefix given twice")
+				return nil, twiceErr(d, "cluster")
 			}
-			if err := oneArg(d, &c.Prefix); err != nil {
+			if err := oneArg(d, "cluster", &c.Prefix); err != nil {
 				return nil, err
 			}
 		default:
-			return nil, d.Errf("unknown cluster subdirective %q", d.Val())
+			return nil, unknownErr(d, "cluster")
 		}
 	}
 	return c, nil
@@ -55,17 +56,17 @@ func parseCluster(d *caddyfile.Dispenser) (*Cluster, error) {
 // check runs after placeholders are replaced. Its errors never carry the
 // URL's password: a URL that does not parse is not echoed at all.
 func (c *Cluster) check() error {
-	const want = "want redis://[user:password@]host:port/db, or rediss:// for TLS"
+	const want = "write redis://[user:password@]host:port/db, or rediss:// for TLS, e.g. cluster {env.REDIS_URL}"
 	if c.URL == "" {
-		return errors.New("cluster: the Redis URL is required (is its environment variable set?)")
+		return errors.New("cluster: the Redis URL is missing (is its environment variable set?); " + want)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return errors.New("cluster: the Redis URL does not parse: " + want)
+		return errors.New("cluster: the Redis URL does not parse; " + want)
 	}
 	if (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
 		u.RawQuery, u.Fragment = "", ""
-		return fmt.Errorf("cluster %q: %s", u.Redacted(), want)
+		return fmt.Errorf("cluster: %q is not a Redis URL; %s", u.Redacted(), want)
 	}
 	return nil
 }
@@ -86,8 +87,8 @@ func (c *Cluster) id() string {
 // budget, its shared tier and its place in the event stream), so it is not
 // swapped under the requests in flight.
 func errClusterChanged(dir string) error {
-	return fmt.Errorf("the cluster settings (url or prefix, or cluster on/off) of the running cache in %s differ from this config's: "+
-		"they apply at a restart of the process, not at a reload", dir)
+	return fmt.Errorf("cluster: its URL or prefix, or whether there is one, differ from those of the running cache in %s: "+
+		"they apply at a restart of the process, not at a reload; restart, or keep the running cluster settings", dir)
 }
 
 // openEdge opens the edge of dir, with its cluster when cc is set: the
@@ -110,7 +111,8 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 		cl, err = cluster.Open(cluster.Config{URL: cc.URL, Prefix: cc.Prefix, Budget: *s.Budget, Dir: dir,
 			Poll: s.Watch.SetupPoll, Logger: caddy.Log().Named("s360.cluster")})
 		if err != nil {
-			return pooledEdge{}, err
+			// cluster's errors start "cluster: ".
+			return pooledEdge{}, fmt.Errorf("%w; want a URL redis://[user:password@]host:port/db (rediss:// for TLS) and a prefix without spaces or braces, e.g. prefix myinstit", err)
 		}
 		opts.Gate, opts.Shared = cluster.NewBudget(cl, *s.Budget), cl
 	} else {
@@ -121,7 +123,8 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 		if cl != nil {
 			cl.Close()
 		}
-		return pooledEdge{}, err
+		return pooledEdge{}, fmt.Errorf("storage: opening the cache in %s: %w", dir, err)
 	}
-	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id()}, nil
+	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id(),
+		tokenGuard: newTokenGuard(time.Now, caddy.Log().Named("s360.local_token"))}, nil
 }

@@ -137,7 +137,7 @@ func TestClusterPrefixFromAnUnsetVariableFails(t *testing.T) {
 	h := handlerJSON(dir, 40, 0, "5s")
 	h["cluster"] = map[string]any{"url": fmt.Sprintf("redis://127.0.0.1:%d/0", freePort(t)), "prefix": "{env.S360EDGE_TEST_UNSET_PREFIX}"}
 	err := loadConfig(t, listen, h)
-	if err == nil || !strings.Contains(err.Error(), "prefix is empty") {
+	if err == nil || !strings.Contains(err.Error(), "s360: cluster: prefix: empty once its placeholders are replaced (is its environment variable set?); set it, e.g. prefix myinstit, or leave it out for the default s360edge") {
 		t.Fatalf("load: %v, want an error about the empty prefix", err)
 	}
 }

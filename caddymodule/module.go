@@ -29,7 +29,7 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Defaults. S-360's guidance (S360-API.md §4) is 180 calls a minute for the
+// Defaults. S-360's guidance (docs/S360.md, "Rate limits") is 180 calls a minute for the
 // whole institution, getCatalogDetailed at most every 10 minutes and
 // availability at most once a minute; the defaults stay inside it.
 const (
@@ -138,6 +138,12 @@ type Handler struct {
 	OIDC *OIDC `json:"oidc,omitempty"`
 	// SAML configures buyer login at the shop as SAML IdP. Default: off.
 	SAML *SAML `json:"saml,omitempty"`
+	// LocalToken answers the website's own calls of the S-360 token
+	// endpoint (/tnai/backend-apis/v1/auth and /tnco/backend-apis/v1/auth)
+	// in the sidecar, at most 10 wrong credentials per client address and
+	// minute; false passes these paths on to the next handler like any
+	// other path, for websites that never call them. Default true.
+	LocalToken *bool `json:"local_token,omitempty"`
 	// Cluster shares the budget, the cache, the polling and the logouts
 	// with the institution's other sidecars through Redis. Default: off
 	// (this sidecar alone; Redis is never needed).
@@ -151,6 +157,7 @@ type Handler struct {
 	edgeKey     string
 	cluster     *cluster.Cluster // the edge's; nil without cluster
 	localToken  *localTokens
+	tokenGuard  *tokenGuard // the edge's
 	rp          *oidcrp.RP
 	canon       *s360.CanonicalMemo
 }
@@ -216,15 +223,24 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision applies defaults, replaces placeholders and acquires the edge.
+// Each line of its error starts with "s360: ", then names the subdirective
+// as the Caddyfile spells it (in its block: "saml: cookie_secret"), and
+// says what to write.
 func (h *Handler) Provision(ctx caddy.Context) error {
+	return within("s360", h.provision(ctx))
+}
+
+func (h *Handler) provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	replacePlaceholders(&h.Upstream, &h.Operator, &h.Secret, &h.Partner, &h.Shop, &h.Storage)
+	var errs []error
 	if h.Cluster != nil {
 		// A prefix written as a placeholder that resolves to nothing must
 		// not fall back to the default one another institution may use.
 		if h.Cluster.Prefix != "" {
 			if replacePlaceholders(&h.Cluster.Prefix); h.Cluster.Prefix == "" {
-				return errors.New("cluster: the prefix is empty once its placeholders are replaced (is its environment variable set?)")
+				errs = append(errs, fmt.Errorf("cluster: prefix: empty once its placeholders are replaced (is its environment variable set?); "+
+					"set it, e.g. %s, or leave it out for the default %s", example("cluster", "prefix"), cluster.DefaultPrefix))
 			}
 		}
 		replacePlaceholders(&h.Cluster.URL)
@@ -252,16 +268,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxBodySize == 0 {
 		h.MaxBodySize = DefaultMaxBodySize
 	}
-	if err := h.check(); err != nil {
+	// One error of each subdirective that does not validate, all at once.
+	errs = append(errs, h.check(), h.provisionOIDC(), h.provisionSAML())
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	h.warnBelowGuidance()
-	if err := h.provisionOIDC(); err != nil {
-		return err
-	}
-	if err := h.provisionSAML(); err != nil {
-		return err
-	}
 
 	u, _ := url.Parse(h.Upstream)
 	h.institution = u.Host
@@ -270,7 +282,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	dir, err := filepath.Abs(h.Storage)
 	if err != nil {
-		return fmt.Errorf("resolving storage %q: %w", h.Storage, err)
+		return fmt.Errorf("storage: resolving %q: %w", h.Storage, err)
 	}
 	h.Storage = dir
 	h.classifier = s360.Classifier{Extra: h.Allow}
@@ -292,7 +304,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return p, nil
 	})
 	if err != nil {
-		return fmt.Errorf("opening the cache in %s: %w", dir, err)
+		return err // openEdge's names storage or cluster
 	}
 	pe := v.(pooledEdge)
 	if pe.clusterID != h.Cluster.id() {
@@ -301,7 +313,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		_, _ = edges.Delete(dir)
 		return errClusterChanged(dir)
 	}
-	h.edge, h.edgeKey, h.cluster = pe.Edge, dir, pe.cluster
+	h.edge, h.edgeKey, h.cluster, h.tokenGuard = pe.Edge, dir, pe.cluster, pe.tokenGuard
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -370,79 +382,92 @@ func replacePlaceholders(fields ...*string) {
 }
 
 // check rejects configurations that cannot work; it runs in Provision,
-// after placeholders are replaced, and never prints the secret.
+// after placeholders are replaced, and never prints the secret. Its errors
+// name the subdirective and say what to write; the oidc and saml blocks are
+// provisionOIDC's and provisionSAML's.
 func (h *Handler) check() error {
 	var errs []error
-	if err := checkBaseURL("upstream", h.Upstream); err != nil {
-		errs = append(errs, err)
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if err := checkBaseURL("shop", h.Shop); err != nil {
-		errs = append(errs, err)
-	}
+	add(checkBaseURL("upstream", h.Upstream, "the institution's S-360 web services base URL"))
+	add(checkBaseURL("shop", h.Shop, "the ticket shop's base URL"))
 	if h.CartTarget != "cart" && h.CartTarget != "checkout" {
-		errs = append(errs, fmt.Errorf("cart_target %q: want cart or checkout", h.CartTarget))
+		add(fmt.Errorf("cart_target: %q; write cart_target cart or cart_target checkout", h.CartTarget))
 	}
 	if h.Operator == "" {
-		errs = append(errs, errors.New("operator is required (is its environment variable set?)"))
+		add(missing("operator", "the virtual operator login"))
 	}
 	if h.Secret == "" {
-		errs = append(errs, errors.New("secret is required (is its environment variable set?)"))
+		add(missing("secret", "the operator's secret"))
 	}
 	if h.RateLimit.Calls <= 0 || h.RateLimit.Window <= 0 {
-		errs = append(errs, fmt.Errorf("rate_limit must be a positive number of calls per positive window, got %d per %s", h.RateLimit.Calls, time.Duration(h.RateLimit.Window)))
+		add(fmt.Errorf("rate_limit: %d calls per %s; write a positive number of calls per positive window, e.g. %s",
+			h.RateLimit.Calls, time.Duration(h.RateLimit.Window), example("", "rate_limit")))
 	}
-	if err := h.checkClientQuota(); err != nil {
-		errs = append(errs, err)
+	add(h.checkClientQuota())
+	for _, d := range []struct {
+		name string
+		v    caddy.Duration
+	}{
+		{"setup_poll", *h.SetupPoll}, {"updates_poll", *h.UpdatesPoll}, {"timeout", h.Timeout}, {"max_wait", h.MaxWait},
+		{"stale_while_revalidate", h.StaleWhileRevalidate}, {"stale_if_error", h.StaleIfError}, {"stale_timeout", h.StaleTimeout},
+	} {
+		if d.v < 0 {
+			add(fmt.Errorf("%s: %s is negative; write a duration >= 0, e.g. %s", d.name, time.Duration(d.v), example("", d.name)))
+		}
 	}
-	if *h.SetupPoll < 0 || *h.UpdatesPoll < 0 || h.Timeout < 0 || h.MaxWait < 0 {
-		errs = append(errs, errors.New("setup_poll, updates_poll, timeout and max_wait cannot be negative"))
-	}
-	if h.MaxBodySize < 0 {
-		errs = append(errs, errors.New("max_body_size cannot be negative"))
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{{"max_body_size", h.MaxBodySize}, {"max_size", h.MaxSize}} {
+		if n.v < 0 {
+			add(fmt.Errorf("%s: %d is negative; write a size, e.g. %s", n.name, n.v, example("", n.name)))
+		}
 	}
 	if h.MaxResponseSize < 0 || h.MaxResponseSize > upstream.DefaultReadingBytes {
-		errs = append(errs, fmt.Errorf("max_response_size must be between 0 (default) and %d bytes", upstream.DefaultReadingBytes))
-	}
-	if h.StaleWhileRevalidate < 0 || h.StaleIfError < 0 || h.MaxSize < 0 || h.StaleTimeout < 0 {
-		errs = append(errs, errors.New("stale_while_revalidate, stale_if_error, stale_timeout and max_size cannot be negative"))
+		add(fmt.Errorf("max_response_size: %d bytes; write a size up to %d bytes (256MiB), e.g. %s", h.MaxResponseSize, upstream.DefaultReadingBytes, example("", "max_response_size")))
 	}
 	for pat, d := range h.MaxAge {
 		if !s360.ValidPattern(pat) || d <= 0 {
-			errs = append(errs, fmt.Errorf("max_age %q %s: want service/method (or service/*) and a positive duration", pat, time.Duration(d)))
+			add(fmt.Errorf("max_age: %q %s; write a service/method (or service/*) and a positive duration, e.g. %s", pat, time.Duration(d), example("", "max_age")))
 		}
 	}
 	for pat, d := range h.MinInterval {
 		if !s360.ValidPattern(pat) || d < 0 {
-			errs = append(errs, fmt.Errorf("min_interval %q %s: want service/method (or service/*) and a duration >= 0", pat, time.Duration(d)))
+			add(fmt.Errorf("min_interval: %q %s; write a service/method (or service/*) and a duration >= 0, e.g. %s", pat, time.Duration(d), example("", "min_interval")))
 		}
 	}
 	for _, pat := range h.Allow {
 		if !s360.ValidPattern(pat) {
-			errs = append(errs, fmt.Errorf("allow %q: want service/method or service/*", pat))
+			add(fmt.Errorf("allow: %q; write service/method or service/*, e.g. %s", pat, example("", "allow")))
 		}
 	}
 	if h.Cluster != nil {
-		if err := h.Cluster.check(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if h.OIDC != nil {
-		for _, p := range h.OIDC.Protect {
-			if !strings.HasPrefix(p, "/") {
-				errs = append(errs, fmt.Errorf("oidc protect %q: want a path starting with /", p))
-			}
-		}
+		add(h.Cluster.check())
 	}
 	return errors.Join(errs...)
 }
 
-func checkBaseURL(name, raw string) error {
+// missing is the error of the required subdirective name, left out or
+// empty once its placeholders are replaced: what it is, and an example.
+func missing(name, what string) error {
+	return fmt.Errorf("%s: missing (is its environment variable set?); set it to %s, e.g. %s", name, what, example("", name))
+}
+
+func checkBaseURL(name, raw, what string) error {
 	if raw == "" {
-		return fmt.Errorf("%s is required", name)
+		return missing(name, what)
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("%s %q: want a base URL such as https://host[:port], with no path, query or credentials", name, raw)
+		shown := "(unparsable)"
+		if err == nil {
+			shown = u.Redacted()
+		}
+		return fmt.Errorf("%s: %q is not a base URL; set it to %s: scheme and host[:port], with no path, query or credentials, e.g. %s", name, shown, what, example("", name))
 	}
 	return nil
 }
@@ -492,7 +517,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	// Identity headers come from the sidecar only, never from the client.
 	oidcrp.SetIdentityHeaders(r.Header, nil)
-	token := p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth"
+	// With local_token off, the token endpoint's path goes to the website.
+	token := (p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth") && (h.LocalToken == nil || *h.LocalToken)
 	api := strings.HasPrefix(p, s360.APIPrefix)
 	// The buyer is worked out only where it is used: a protected path, and
 	// a request the website gets with the identity headers. S-360 calls and

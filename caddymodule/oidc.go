@@ -20,7 +20,12 @@ func (h *Handler) provisionOIDC() error {
 	}
 	o := h.OIDC
 	replacePlaceholders(&o.Issuer, &o.ClientID, &o.ClientSecret, &o.CookieSecret, &o.RedirectURL)
+	var errs []error
 	prefix := strings.TrimRight(o.PathPrefix, "/")
+	if prefix != "" && !strings.HasPrefix(prefix, "/") {
+		errs = append(errs, fmt.Errorf("path_prefix: %q does not start with /; write e.g. %s", o.PathPrefix, example("oidc", "path_prefix")))
+		prefix = "" // the other settings are still checked
+	}
 	if prefix == "" {
 		prefix = "/auth"
 	}
@@ -44,8 +49,8 @@ func (h *Handler) provisionOIDC() error {
 		IgnoreBearer: h.localBearer,
 		Logger:       h.logger.Named("oidc"),
 	})
-	if err != nil {
-		return fmt.Errorf("oidc: %w", err)
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return inBlock("oidc", err)
 	}
 	h.rp = rp
 	return nil

@@ -23,6 +23,12 @@ func (h *Handler) writeOrder(w http.ResponseWriter, r *http.Request, call s360.C
 		return h.writeOrderUnknown(w, r)
 	case resp.Status != http.StatusOK:
 		// Refused before running: rate limit, credentials, bad request.
+		// What passes through carries no redirect of S-360's.
+		if body, err := s360.DropRedirects(resp.Body); err == nil {
+			c := *resp
+			c.Body = body
+			resp = &c
+		}
 		return h.writeUpstream(w, call, resp)
 	}
 	res, err := s360.ParseOrder(resp.Body)

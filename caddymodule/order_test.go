@@ -35,6 +35,8 @@ func TestOrderRewrite(t *testing.T) {
 		{"bad lang is dropped", `{"statusCode":"success","orderUpdateData":{"orderId":7}}`, 200, browser, "?lang=//evil", 303,
 			"https://pfx-x.shop.secutix.com/api/1/redirect/cart?orderId=7", ""},
 		{"api client gets redirectUrl", `{"statusCode":"success","redirectUrl":"https://evil.example/","orderUpdateData":{"orderId":7}}`, 200, api, "", 200, "", ""},
+		{"nested and case-variant redirects are dropped", `{"statusCode":"success","RedirectURL":"https://evil.example/a","orderUpdateData":{"orderId":7,"redirectUrl":"https://evil.example/b","items":[{"REDIRECTURL":"https://evil.example/c"}]}}`, 200, api, "", 200, "", ""},
+		{"a refusal passed through carries no redirect", `{"statusCode":"error","details":{"redirectUrl":"https://evil.example/"}}`, 400, api, "", 400, "", ""},
 		{"sold out is 409", `{"orderUpdateData":null,"expectedException":true,"statusCode":"error","statusMessage":"No more tickets available","statusDetail":"error.order.availability"}`, 200, api, "", 409, "", "not_available"},
 		{"other business failure is 409", `{"statusCode":"error","statusMessage":"bad","statusDetail":"error.parameter.mandatory"}`, 200, browser, "", 409, "", "order_failed"},
 		{"cut JSON: the order may exist", `{"statusCode":"success",`, 200, api, "", 502, cart, "order_unknown"},
@@ -67,6 +69,9 @@ func TestOrderRewrite(t *testing.T) {
 			}
 			if c.want == 200 && (out["redirectUrl"] != cart+"?orderId=7" || strings.Count(w.Body.String(), `"redirectUrl"`) != 1) {
 				t.Fatalf("want exactly one redirectUrl, to the cart: %s", w.Body)
+			}
+			if strings.Contains(w.Body.String(), "evil.example") || strings.Count(strings.ToLower(w.Body.String()), `"redirecturl"`) > 1 {
+				t.Fatalf("an upstream redirect reached the website: %s", w.Body)
 			}
 			if c.code == "order_unknown" {
 				if out["redirectUrl"] != c.location || !strings.Contains(w.Header().Get("Link"), "<"+c.location+">") ||

@@ -1,7 +1,7 @@
 package caddymodule
 
 import (
-	"fmt"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -40,7 +40,8 @@ type SAML struct {
 }
 
 // provisionSAML runs after provisionOIDC: SAML logins share the OIDC
-// sessions, or get a session-only RP when there is no oidc block.
+// sessions, or get a session-only RP when there is no oidc block. Its errors
+// name the saml block's subdirectives, all of them at once.
 func (h *Handler) provisionSAML() error {
 	s := h.SAML
 	if s == nil {
@@ -48,14 +49,17 @@ func (h *Handler) provisionSAML() error {
 	}
 	replacePlaceholders(&s.IDPMetadata, &s.EntityID, &s.Cert, &s.Key, &s.CookieSecret)
 	prefix := "/auth"
-	if h.OIDC != nil && strings.TrimRight(h.OIDC.PathPrefix, "/") != "" {
+	if h.OIDC != nil && strings.HasPrefix(strings.TrimRight(h.OIDC.PathPrefix, "/"), "/") { // else oidc's error says so
 		prefix = strings.TrimRight(h.OIDC.PathPrefix, "/")
 	}
+	var errs []error
 	protect, err := oidcrp.NewProtect(s.Protect)
 	if err != nil {
-		return fmt.Errorf("saml: %w", err)
+		errs = append(errs, err)
 	}
-	if h.rp == nil {
+	// With an oidc block, its sessions (h.rp) are the ones; when that block
+	// failed, its errors say so, and the saml settings are still checked.
+	if h.OIDC == nil {
 		rp, err := oidcrp.New(oidcrp.Config{
 			NoProvider:   true,
 			CookieSecret: s.CookieSecret,
@@ -68,9 +72,10 @@ func (h *Handler) provisionSAML() error {
 			Logger:       h.logger.Named("saml"),
 		})
 		if err != nil {
-			return fmt.Errorf("saml: %w", err)
+			errs = append(errs, err)
+		} else {
+			h.rp = rp
 		}
-		h.rp = rp
 	}
 	sp, err := samlsp.New(samlsp.Config{
 		IDPMetadata:    s.IDPMetadata,
@@ -84,8 +89,11 @@ func (h *Handler) provisionSAML() error {
 		Sessions:       h.rp,
 		Logger:         h.logger.Named("saml"),
 	})
-	if err != nil {
-		return fmt.Errorf("saml: %w", err)
+	if err != nil && !errors.Is(err, samlsp.ErrNoSessions) { // no sessions: errs or oidc's errors say why
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return inBlock("saml", err)
 	}
 	s.sp, s.protect, s.loginPath = sp, protect, prefix+"/login"
 	return nil

@@ -132,7 +132,8 @@ func TestSAMLLoginRouting(t *testing.T) {
 func TestSAMLNeedsCookieSecretWithoutOIDC(t *testing.T) {
 	cert, key := spKeyPair(t)
 	h := &Handler{logger: zap.NewNop(), SAML: &SAML{IDPMetadata: "https://shop.example.com/md", Cert: cert, Key: key}}
-	if err := h.provisionSAML(); err == nil || !strings.Contains(err.Error(), "cookie secret") {
-		t.Fatalf("err = %v", err)
+	want := "saml: cookie_secret: missing; set it to at least 32 random characters, or base64 of 32 random bytes (openssl rand -base64 32), e.g. cookie_secret {env.S360_COOKIE_KEY}"
+	if err := h.provisionSAML(); err == nil || err.Error() != want {
+		t.Fatalf("err = %v, want %q", err, want)
 	}
 }

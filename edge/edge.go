@@ -68,7 +68,8 @@ type Policy struct {
 // DefaultStaleTimeout is Policy.StaleTimeout's default.
 const DefaultStaleTimeout = 2 * time.Second
 
-// DefaultMaxAge follows S360-API.md §10.
+// DefaultMaxAge follows S-360's guidance on how often to fetch the catalog
+// and availability (docs/S360.md, "Rate limits").
 func DefaultMaxAge() map[string]time.Duration {
 	return map[string]time.Duration{
 		"catalogService/*":      24 * time.Hour,

@@ -18,7 +18,7 @@ import (
 	"github.com/s360edge/s360edge/internal/redistest"
 )
 
-// The cluster tests (issue 12) run several real s360edge processes, each
+// The cluster tests run several real s360edge processes, each
 // with its own storage directory, sharing one real redis-server, in front
 // of one simulator: the simulator's counters are what S-360 would see of
 // the institution as a whole.

@@ -80,6 +80,21 @@ func TestIntegrityUnderSpoiledAnswers(t *testing.T) {
 		}
 	})
 
+	t.Run("an order answer carries only the sidecar's redirect", func(t *testing.T) {
+		s.Control(t, "/_sim/corrupt", `{"mode":"redirects","count":1}`)
+		status, _, body := post(t, e.URL+orderPath, stormOrder(fx, 0), "Accept", "application/json")
+		var out struct {
+			RedirectURL     string
+			OrderUpdateData struct{ OrderID int64 }
+		}
+		json.Unmarshal(body, &out)
+		want := s.URL + "/api/1/redirect/cart?orderId="
+		if status != 200 || out.OrderUpdateData.OrderID == 0 || !strings.HasPrefix(out.RedirectURL, want) ||
+			strings.Contains(string(body), "evil.example") || strings.Count(strings.ToLower(string(body)), `"redirecturl"`) != 1 {
+			t.Fatalf("got %d %s, want 200 with exactly one redirectUrl, to %s…", status, body, want)
+		}
+	})
+
 	t.Run("the local token endpoint checks posted credentials", func(t *testing.T) {
 		for _, c := range []struct {
 			body   string

@@ -56,7 +56,8 @@ func (c Call) Path() string {
 }
 
 // defaultClasses is the built-in allow-list. It names each known read method
-// (S360-API.md §5-§7, and the setupService reads of §5.5) and the one write
+// (docs/S360.md, "Methods": catalog, setupService and availability reads)
+// and the one write
 // a website needs; a method S-360 adds, or one it has that we never named
 // (deleteEverything, setStock...), stays denied until the operator's allow
 // opens it.

@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 func TestValid(t *testing.T) {
@@ -86,5 +88,34 @@ func TestWithRedirectSetsExactlyOne(t *testing.T) {
 	want := `{"orderUpdateData":{"orderId":7},"redirectUrl":"https://shop/api/1/redirect/cart?lang=fr&orderId=7","statusCode":"success"}`
 	if string(out) != want {
 		t.Errorf("got %s, want %s", out, want)
+	}
+}
+
+func TestWithRedirectDropsEveryUpstreamRedirect(t *testing.T) {
+	body := `{"statusCode":"success","RedirectURL":"https://evil.example/1","orderUpdateData":{"orderId":12345678901234567890,"redirectUrl":"https://evil.example/2",` +
+		`"lines":[{"REDIRECTURL":"https://evil.example/3","price":45000.50},{"x":{"redirecturl":"https://evil.example/4"}}]},"note":"redirectUrl stays as text"}`
+	target := "https://shop/api/1/redirect/cart?lang=fr&orderId=12345678901234567890"
+	out, err := WithRedirect([]byte(body), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "evil.example") {
+		t.Fatalf("an upstream redirect is left: %s", out)
+	}
+	if strings.Count(strings.ToLower(string(out)), `"redirecturl":`) != 1 || gjson.GetBytes(out, "redirectUrl").String() != target {
+		t.Fatalf("want exactly the sidecar's redirectUrl: %s", out)
+	}
+	for _, keep := range []string{`"orderId":12345678901234567890`, `"price":45000.50`, `"note":"redirectUrl stays as text"`} {
+		if !strings.Contains(string(out), keep) {
+			t.Errorf("%s lost from %s", keep, out)
+		}
+	}
+	for _, bad := range []string{`[1]`, `{"a":1} {"b":2}`, `{"a":`} {
+		if _, err := WithRedirect([]byte(bad), target); err == nil {
+			t.Errorf("WithRedirect(%s) took a body that is not one JSON object", bad)
+		}
+	}
+	if out, err := DropRedirects([]byte(`{"error":"x","details":[{"redirectUrl":"https://evil.example/"}]}`)); err != nil || string(out) != `{"details":[{}],"error":"x"}` {
+		t.Fatalf("DropRedirects: %s %v", out, err)
 	}
 }

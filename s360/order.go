@@ -27,7 +27,7 @@ var ErrBadOrderAnswer = errors.New("S-360 order answer is not usable")
 
 var digits = regexp.MustCompile(`^[0-9]{1,20}$`)
 
-// ParseOrder reads an OrderUpdateResult (S360-API.md §7.3).
+// ParseOrder reads an OrderUpdateResult (docs/S360.md, "Answers").
 func ParseOrder(body []byte) (OrderResult, error) {
 	if !Valid(body) || CheckNoDuplicates(body) != nil {
 		return OrderResult{}, ErrBadOrderAnswer
@@ -50,7 +50,7 @@ func ParseOrder(body []byte) (OrderResult, error) {
 
 // NotAvailable reports whether the failure is S-360's
 // error.order.availability, wherever the envelope carries the code
-// (S360-API.md §3: the field is not documented).
+// (docs/S360.md, "Answers": the field is not documented).
 func (r OrderResult) NotAvailable() bool {
 	for _, s := range []string{r.StatusCode, r.StatusDetail, r.StatusMessage} {
 		if strings.Contains(s, "error.order.availability") {
@@ -65,7 +65,7 @@ var lang = regexp.MustCompile(`^[a-z]{2}$`)
 // ValidLang reports whether s is an ISO 639-1 code as the shop takes it.
 func ValidLang(s string) bool { return lang.MatchString(s) }
 
-// CartURL is the ticket shop redirect for an order (S360-API.md §8):
+// CartURL is the ticket shop redirect for an order (docs/S360.md, "Ticket shop"):
 // <shop>/api/1/redirect/<target>?orderId=<id>[&lang=<lang>]. The host is
 // always the configured shop: nothing of the request or the upstream answer
 // but the numeric order id and a checked language code goes into it. An
@@ -86,27 +86,73 @@ func CartURL(shop, target, orderID, language string) string {
 	return u
 }
 
-// WithRedirect rebuilds an order answer (checked by ParseOrder) from its
-// parsed top-level fields, with every redirectUrl it had dropped and exactly
-// one set to target: a browser must not find an upstream one.
+// WithRedirect rebuilds an order answer (checked by ParseOrder) with every
+// redirect URL it had dropped (see DropRedirects) and exactly one,
+// top-level redirectUrl set to target: a browser must not find an upstream
+// one.
 func WithRedirect(body []byte, target string) ([]byte, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
-		return nil, err
-	}
-	// Without HTML escaping, so that the URL's & and the upstream's own
-	// strings keep their bytes.
-	encode := func(v any) ([]byte, error) {
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		err := enc.Encode(v)
-		return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), err
-	}
-	t, err := encode(target)
+	v, err := decodeDropping(body)
 	if err != nil {
 		return nil, err
 	}
-	fields["redirectUrl"] = t
-	return encode(fields)
+	fields, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("the order answer is not a JSON object")
+	}
+	fields["redirectUrl"] = target
+	return encodeJSON(fields)
+}
+
+// DropRedirects rebuilds a JSON answer without any key that case-folds to
+// "redirecturl", at any depth (redirectUrl, RedirectURL, a nested
+// orderUpdateData.redirectUrl…): the only redirect a website gets with an
+// order answer is the one the sidecar builds to the configured shop.
+// Numbers keep their exact text.
+func DropRedirects(body []byte) ([]byte, error) {
+	v, err := decodeDropping(body)
+	if err != nil {
+		return nil, err
+	}
+	return encodeJSON(v)
+}
+
+func decodeDropping(body []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("more than one JSON value")
+	}
+	dropRedirects(v)
+	return v, nil
+}
+
+func dropRedirects(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if strings.EqualFold(k, "redirecturl") {
+				delete(v, k)
+				continue
+			}
+			dropRedirects(x)
+		}
+	case []any:
+		for _, x := range v {
+			dropRedirects(x)
+		}
+	}
+}
+
+// encodeJSON encodes without HTML escaping, so that the URL's & and the
+// upstream's own strings keep their bytes.
+func encodeJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(v)
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"sync"
 )
 
@@ -14,6 +15,9 @@ import (
 //	cut        status 200, half the body, then the connection is closed
 //	html       status 200, an HTML page that contains "statusCode":"success"
 //	duplicate  the JSON answer with two extra redirectUrl keys, off-site
+//	redirects  the JSON answer with off-site redirect URLs under other
+//	           spellings and depths (RedirectURL at the top, redirectUrl
+//	           in every nested object), each key once
 //	hangup     the connection is closed with no answer at all
 //
 // POST /_sim/corrupt {"mode":"cut","count":1}; count 0 clears it.
@@ -29,14 +33,14 @@ func (s *Server) postCorrupt(w http.ResponseWriter, r *http.Request) {
 		Count int    `json:"count"`
 	}
 	if json.NewDecoder(r.Body).Decode(&c) != nil || c.Count < 0 {
-		writeError(w, r, http.StatusBadRequest, "bad_request", `want {"mode":"cut|html|duplicate|hangup","count":N}`)
+		writeError(w, r, http.StatusBadRequest, "bad_request", `want {"mode":"cut|html|duplicate|redirects|hangup","count":N}`)
 		return
 	}
 	switch c.Mode {
-	case "cut", "html", "duplicate", "hangup":
+	case "cut", "html", "duplicate", "redirects", "hangup":
 	default:
 		if c.Count > 0 {
-			writeError(w, r, http.StatusBadRequest, "bad_request", "mode must be cut, html, duplicate or hangup")
+			writeError(w, r, http.StatusBadRequest, "bad_request", "mode must be cut, html, duplicate, redirects or hangup")
 			return
 		}
 	}
@@ -107,5 +111,27 @@ func (c *corruptWriter) finish() {
 		c.w.Header().Set("Content-Type", "application/json")
 		c.w.WriteHeader(c.status)
 		c.w.Write(body)
+	case "redirects":
+		// Every "{" that opens an object gets a key of its own; the top
+		// one is spelled RedirectURL. A "{" inside a string is rare in
+		// these answers and would only add text to it.
+		var out []byte
+		for i, b := range body {
+			out = append(out, b)
+			if b == '{' && i+1 < len(body) {
+				key := "redirectUrl"
+				if len(out) == 1 {
+					key = "RedirectURL"
+				}
+				sep := ","
+				if body[i+1] == '}' {
+					sep = ""
+				}
+				out = append(out, `"`+key+`":"https://evil.example/`+strconv.Itoa(i)+`"`+sep...)
+			}
+		}
+		c.w.Header().Set("Content-Type", "application/json")
+		c.w.WriteHeader(c.status)
+		c.w.Write(out)
 	}
 }

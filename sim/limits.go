@@ -94,7 +94,7 @@ func (s *Server) takeInProgress() bool {
 }
 
 // allowInstitution counts a call in the institution-wide fixed window, aligned
-// on multiples of the window (S360-API.md §4: every endpoint and operator
+// on multiples of the window (docs/S360.md, "Rate limits": every endpoint and operator
 // shares it). Rejected calls do not use up the quota.
 func (s *Server) allowInstitution() bool {
 	now := s.now()
@@ -126,7 +126,8 @@ func (s *Server) floorFor(key string) time.Duration {
 }
 
 // allowFloor enforces a method's minimum interval per identical body,
-// requestId aside (S360-API.md §4 items 4 and 5).
+// requestId aside (docs/S360.md, "Rate limits": getCatalogDetailed and
+// getCatalog, and availability methods, with the same parameters).
 func (s *Server) allowFloor(key string, obj map[string]json.RawMessage, floor time.Duration) bool {
 	fk := key + " " + canonical(obj)
 	now := s.now()

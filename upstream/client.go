@@ -29,11 +29,11 @@ import (
 	"github.com/s360edge/s360edge/s360"
 )
 
-// AuthPath is the S-360 token endpoint (S360-API.md §2.1).
+// AuthPath is the S-360 token endpoint (docs/S360.md, "Authentication").
 const AuthPath = "/tnai/backend-apis/v1/auth"
 
 // Defaults, chosen for S-360's slowest documented call: getCatalogDetailed
-// takes about 20 s and 10 MB (S360-API.md §5.1).
+// takes about 20 s and 10 MB (docs/S360.md, "Answers").
 const (
 	DefaultTimeout          = 60 * time.Second
 	DefaultMaxResponseBytes = 64 << 20
@@ -376,7 +376,13 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 // could leave every reader waiting for the others.
 // first is the buffer's first size when the length is unknown.
 func (c *Client) read(ctx context.Context, path string, body io.Reader, length, first int64) ([]byte, func(), error) {
-	var held int64
+	return c.readHolding(ctx, path, body, length, first, 0)
+}
+
+// readHolding is read with held bytes of the Reading bound already taken
+// for it by the caller (the first buffer of an unknown length); they are
+// given back with the rest.
+func (c *Client) readHolding(ctx context.Context, path string, body io.Reader, length, first, held int64) ([]byte, func(), error) {
 	r := c.cfg.Reading
 	free := sync.OnceFunc(func() { r.sem.Release(held) })
 	buf, err := c.readCharged(ctx, path, body, length, first, &held)
@@ -386,6 +392,9 @@ func (c *Client) read(ctx context.Context, path string, body io.Reader, length, 
 	}
 	return buf, free, nil
 }
+
+// firstSize is the first buffer of an answer of unknown length.
+func (c *Client) firstSize(first int64) int64 { return max(1, min(first, c.cfg.MaxResponseBytes+1)) }
 
 func (c *Client) readCharged(ctx context.Context, path string, body io.Reader, length, first int64, held *int64) ([]byte, error) {
 	limit, r := c.cfg.MaxResponseBytes, c.cfg.Reading
@@ -412,11 +421,13 @@ func (c *Client) readCharged(ctx context.Context, path string, body io.Reader, l
 		}
 		return buf, nil
 	}
-	size := max(1, min(first, limit+1))
-	if err := r.sem.Acquire(ctx, size); err != nil {
-		return nil, c.classify(ctx, path, err, true)
+	size := c.firstSize(first)
+	if *held < size {
+		if err := r.sem.Acquire(ctx, size-*held); err != nil {
+			return nil, c.classify(ctx, path, err, true)
+		}
+		*held = size
 	}
-	*held = size
 	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
@@ -457,8 +468,14 @@ func (c *Client) readCharged(ctx context.Context, path string, body io.Reader, l
 // trailer is the last one's), the buffer grows as for any answer of
 // unknown length. gzip checks each member's CRC and length: a cut, corrupt
 // or lying stream is Invalid.
+//
+// It never waits for room while holding z's: two answers each holding
+// their compressed bytes and waiting for the other's room would both wait
+// until their timeout. Room for the first buffer is taken at once if the
+// bound has it; otherwise z's room is given back and room for both is
+// waited for in one piece.
 func (c *Client) gunzip(ctx context.Context, path string, z []byte, freeZ func()) ([]byte, func(), error) {
-	defer freeZ()
+	defer func() { freeZ() }()
 	zr, err := gzip.NewReader(bytes.NewReader(z))
 	if err != nil {
 		return nil, nil, &Error{Kind: Invalid, Sent: true, Err: fmt.Errorf("reading %s: the gzip answer does not start as one: %w", path, err)}
@@ -467,7 +484,19 @@ func (c *Client) gunzip(ctx context.Context, path string, z []byte, freeZ func()
 	if n := len(z); n >= 4 {
 		first = min(int64(binary.LittleEndian.Uint32(z[n-4:]))+1, 32*int64(n)+64<<10)
 	}
-	return c.read(ctx, path, zr, -1, first)
+	r, size := c.cfg.Reading, c.firstSize(first)
+	if !r.sem.TryAcquire(size) {
+		zn := int64(len(z))
+		freeZ()
+		if zn+size > r.size {
+			return nil, nil, &Error{Kind: TooLarge, Sent: true, Err: fmt.Errorf("reading %s: the compressed answer and its first %d bytes decompressed exceed the %d bytes allowed", path, size, r.size)}
+		}
+		if err := r.sem.Acquire(ctx, zn+size); err != nil {
+			return nil, nil, c.classify(ctx, path, err, true)
+		}
+		freeZ = sync.OnceFunc(func() { r.sem.Release(zn) })
+	}
+	return c.readHolding(ctx, path, zr, -1, first, size)
 }
 
 // Reading bounds the total bytes of upstream answers being read at once,

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -367,5 +368,73 @@ func TestGzipAnswers(t *testing.T) {
 				t.Errorf("Content-Encoding %q left on a decoded answer", ce)
 			}
 		})
+	}
+}
+
+// Two large gzip answers under a Reading bound that fits one at a time
+// (its compressed and decompressed bytes) but not both compressed bodies
+// and one decompressed: each call holding its compressed bytes while
+// waiting for room to decompress would leave both waiting until their
+// timeout. Both answers are read, one after the other.
+func TestConcurrentGzipAnswersDoNotHoldAndWait(t *testing.T) {
+	var ids strings.Builder
+	for i := range 100000 {
+		fmt.Fprintf(&ids, "%d,", i*7919%100003)
+	}
+	body := `{"statusCode":"success","ids":[` + ids.String() + `0]}`
+	var zb bytes.Buffer
+	zw := gzip.NewWriter(&zb)
+	io.WriteString(zw, body)
+	zw.Close()
+	z, d := int64(zb.Len()), int64(len(body))+1 // the first buffer is one byte over the body
+	bound := z + d + z/2                        // one at a time, not two compressed bodies and one buffer
+	headers := make(chan struct{}, 2)
+	bodies := make(chan struct{})
+	cl, _ := setup(t, func(cfg *Config, f *fakeS360) {
+		cfg.Timeout = 5 * time.Second
+		cfg.Reading = NewReading(bound)
+		f.handler = func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Header().Set("Content-Length", strconv.FormatInt(z, 10))
+			w.WriteHeader(200)
+			http.NewResponseController(w).Flush()
+			headers <- struct{}{}
+			<-bodies
+			w.Write(zb.Bytes())
+		}
+	})
+	if _, err := cl.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			resp, err := cl.Do(context.Background(), path, []byte(`{}`))
+			if err == nil && string(resp.Body) != body {
+				err = errors.New("body not decoded")
+			}
+			errs <- err
+		}()
+	}
+	<-headers
+	<-headers
+	// Both calls hold their compressed bytes (known length) before either
+	// body arrives.
+	sem, probe := cl.cfg.Reading.sem, bound-2*z+1
+	for deadline := time.Now().Add(10 * time.Second); sem.TryAcquire(probe); {
+		sem.Release(probe)
+		if time.Now().After(deadline) {
+			t.Fatal("the two calls did not both take room for their compressed bytes")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(bodies)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("a gzip answer was not read: %v", err)
+		}
+	}
+	if !sem.TryAcquire(bound) {
+		t.Fatal("room of the Reading bound not given back")
 	}
 }

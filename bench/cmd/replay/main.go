@@ -1,4 +1,5 @@
-// Command replay is the evidence of issue 9: a compressed day of a website's
+// Command replay is the evidence that a site behind s360edge stays within
+// S-360's limits where plain designs do not: a compressed day of a website's
 // traffic replayed against s360sim through three designs, one after the
 // other, each with a fresh simulator and the same seeded schedule:
 //
