@@ -517,23 +517,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.rp.ServeHTTP(w, r)
 		return nil
 	}
-	var id *oidcrp.Identity
+	// Identity headers come from the sidecar only, never from the client.
+	oidcrp.SetIdentityHeaders(r.Header, nil)
+	// With local_token off, the token endpoint's path goes to the website.
+	token := (p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth") && (h.LocalToken == nil || *h.LocalToken)
+	api := strings.HasPrefix(p, s360.APIPrefix)
+	// The buyer is worked out only where it is used: a protected path, and
+	// a request the website gets with the identity headers. S-360 calls and
+	// the token endpoint need none, so their answers never wait for the
+	// identity provider.
 	if h.rp != nil {
-		if h.protected(r) {
+		var id *oidcrp.Identity
+		switch {
+		case h.protected(r):
 			var ok bool
 			if id, ok = h.rp.Require(w, r); !ok {
 				return nil
 			}
-		} else {
+		case !token && !api:
 			id, _ = h.rp.Identify(w, r)
 		}
+		if id != nil {
+			oidcrp.SetIdentityHeaders(r.Header, id)
+		}
 	}
-	// Identity headers come from the sidecar only, never from the client.
-	oidcrp.SetIdentityHeaders(r.Header, id)
 	switch {
-	case (p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth") && (h.LocalToken == nil || *h.LocalToken):
+	case token:
 		return h.serveLocalToken(w, r)
-	case strings.HasPrefix(p, s360.APIPrefix):
+	case api:
 		return h.serveAPI(w, r)
 	}
 	return next.ServeHTTP(w, r)

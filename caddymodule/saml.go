@@ -74,6 +74,7 @@ func (h *Handler) provisionSAML() error {
 			LogoutPath:   prefix + "/logout",
 			UserinfoPath: prefix + "/userinfo",
 			Revocations:  storeRevocations{h: h},
+			IgnoreBearer: h.localBearer,
 			Logger:       h.logger.Named("saml"),
 		})
 		if err != nil {

@@ -79,6 +79,13 @@ type Config struct {
 	// Default: no logging.
 	Logger *zap.Logger
 
+	// IgnoreBearer tells the Bearer tokens that are not buyer credentials,
+	// such as the tokens the sidecar itself hands the website: Identify
+	// reads a request that carries one as if it had no Authorization
+	// header (its session cookie, if any, decides), without asking the
+	// provider. Default: none.
+	IgnoreBearer func(token string) bool
+
 	// NoProvider makes the RP keep only the sessions another login method
 	// starts (StartSession, for SAML): Issuer, ClientID and ClientSecret are
 	// then unused, and login and callback are not served.
