@@ -486,8 +486,8 @@ func TestClusterInvalidationReachesEveryNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, n := range nodes {
-			if _, err := n.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
-				t.Errorf("node %d still holds the invalidated entry (err %v)", i, err)
+			if ent, err := n.e.store.Get(key); err != nil || cachestore.Marked(ent.Tags) != cachestore.InvalidatedTag || time.Now().Before(ent.FreshUntil) {
+				t.Errorf("node %d does not keep the invalidated entry stale and marked (err %v)", i, err)
 			}
 			if got, _ := n.e.store.GetMeta(metaUpdatesRef); string(got) != string(ref) {
 				t.Errorf("node %d reference date %q, want the poller's %q", i, got, ref)
@@ -807,8 +807,8 @@ func TestClusterInvalidationDuringAnotherNodesCall(t *testing.T) {
 		}
 
 		hub.releaseEvents("b")
-		if _, err := b.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
-			t.Errorf("node b still holds its answer after applying the invalidation (err %v)", err)
+		if ent, err := b.e.store.Get(key); err != nil || cachestore.Marked(ent.Tags) != cachestore.InvalidatedTag || time.Now().Before(ent.FreshUntil) {
+			t.Errorf("node b does not keep its answer stale and invalidated after applying the invalidation (err %v)", err)
 		}
 	})
 }
