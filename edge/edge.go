@@ -126,7 +126,7 @@ type Edge struct {
 	// stale. Guarded by amu, which is taken alone.
 	amu    sync.Mutex
 	asking map[*asking]struct{}
-	stats         stats
+	stats  stats
 	// waiting counts callers blocked on a fetch (coalesced ones included).
 	waiting atomic.Int64
 	watch   watchState
