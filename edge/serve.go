@@ -283,12 +283,12 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			return &fetched{entry: got, hit: true}
 		}
 	}
-	// In a cluster, the shared tier, then the key's lease, come before
-	// S-360: the cluster makes one call per key. Feeds' copies stay local.
 	// From here on, what is purged or invalidated for the key makes an
 	// answer read or asked for before it stale (marks.go).
 	a := e.beginAsking(call, key, canonical)
 	defer e.endAsking(a)
+	// In a cluster, the shared tier, then the key's lease, come before
+	// S-360: the cluster makes one call per key. Feeds' copies stay local.
 	shared := e.opts.Shared != nil && !Feed(call)
 	if shared {
 		if f := e.sharedEntry(ctx, call, key, canonical, false, a); f != nil {
