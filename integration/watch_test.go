@@ -173,11 +173,13 @@ func TestStockChangeInvalidatesOnlyThatProduct(t *testing.T) {
 // and the new stock is served once the floor ends: within floor + poll of
 // the change.
 func TestStockChangeWithinTheFloorIsServedStaleThenRefreshed(t *testing.T) {
-	const floor, poll = 5 * time.Second, time.Second
+	// The floor leaves the feed time to report the change first, even on
+	// a loaded machine.
+	const floor, poll = 8 * time.Second, time.Second
 	s := startWatchSim(t)
 	simUp := time.Now()
 	e := startEdge(t, siteCaddyfile(s.URL, []string{"setup_poll 1s", "updates_poll 1s",
-		"min_interval catalogService/* 0", "min_interval availabilityService/* 5s"}, staticSite))
+		"min_interval catalogService/* 0", "min_interval availabilityService/* " + floor.String()}, staticSite))
 	fx := s.Fixtures(t)
 	waitFor(t, "the first setup poll", 10*time.Second, func() bool { return !e.watchStats(t).LastSetupPoll.IsZero() })
 	post(t, e.URL+getCatalog, `{}`)
