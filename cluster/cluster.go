@@ -16,8 +16,8 @@
 //	gen, setup       the cluster's catalog generation and setup value (no TTL)
 //	e:<key>          a shared-tier entry: zstd of the store's encoding, until its StaleUntil
 //	c:<class>, t:<tag> index sets of the entries by class and tag
-//	i:c:availability, i:t:<tag>, i:e:<key> when availability's class, a tag or
-//	                 a key was last invalidated or purged (Redis's clock,
+//	i:c:<class>, i:t:<tag>, i:e:<key> when a class, a tag or a key was
+//	                 last invalidated or purged (Redis's clock,
 //	                 microseconds), for an hour
 //	l:<key>          a fetch lease, node/token
 //	revoked:<id>     a logged-out session, until its cookie expires

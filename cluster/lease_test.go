@@ -117,7 +117,7 @@ func TestWaitEntry(t *testing.T) {
 			default:
 			}
 			if tc.store {
-				if err := a.PutEntry(ctx, "k", entry([]byte("fetched"), cachestore.Other, time.Minute), 0); err != nil {
+				if err := putNow(ctx, a, "k", entry([]byte("fetched"), cachestore.Other, time.Minute)); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -19,21 +19,23 @@ type Shared interface {
 	// GetEntry reads key's entry from the shared tier;
 	// cachestore.ErrNotFound when there is none.
 	GetEntry(ctx context.Context, key string) (*cachestore.Entry, error)
-	// Mark is the shared state's clock now, taken before an availability
-	// call: the call's start, for PutEntry.
+	// Mark is the shared state's clock now, taken before a call: the
+	// call's start, for PutEntry.
 	Mark(ctx context.Context) (int64, error)
 	// PutEntry stores ent in the shared tier until its StaleUntil. An
-	// availability entry whose call began (mark) before an invalidation
-	// or purge of one of its tags, of its class or of its key, or whose
+	// entry whose call began (mark) before an invalidation or purge of one
+	// of its tags, of its class, of its key or of everything, or whose
 	// mark cannot be judged (0: unknown), is not stored: ErrInvalidated.
 	PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error
 	// Invalidate drops from the shared tier every entry carrying one of
-	// tags (availability purges), and marks the tags as invalidated now.
+	// tags (availability invalidations), and marks the tags as
+	// invalidated now.
 	Invalidate(ctx context.Context, tags []string) error
 	// Purge drops from the shared tier what an EventPurge names: every
-	// entry (no Class, Key or Tags), one class, one key, or tags; all but
-	// another class than availability are marked as Invalidate marks, so
-	// that PutEntry refuses the answer of a call begun before.
+	// entry (no Class, Key or Tags), one class, one key, or tags, and
+	// marks what it names (every class for everything) as Invalidate
+	// marks tags, so that PutEntry refuses the answer of a call begun
+	// before.
 	Purge(ctx context.Context, ev Event) error
 	// Lease takes, for ttl, the cluster-wide right to call S-360 for key.
 	// ok is false when another node holds it: WaitEntry then. release
@@ -61,7 +63,7 @@ type Shared interface {
 }
 
 // ErrInvalidated is PutEntry's refusal of an answer asked for before an
-// invalidation of what it tells about: the node keeps it stale.
+// invalidation or a purge of what it tells about: the node keeps it stale.
 var ErrInvalidated = errors.New("an invalidation ran in the cluster since the call began")
 
 // EventKind says what an Event carries.
@@ -72,7 +74,7 @@ const (
 	// generation and Setup the canonical getLastSetupUpdate answer.
 	EventGeneration EventKind = "generation"
 	// EventInvalidate: products' availability changed; Tags are the
-	// availability tags purged, Reference the updates poll's next
+	// availability tags invalidated, Reference the updates poll's next
 	// referenceDate.
 	EventInvalidate EventKind = "invalidate"
 	// EventPurge: an operator purged everything, or Class, Key or Tags

@@ -92,23 +92,21 @@ func (n *sharedNode) Mark(ctx context.Context) (int64, error) {
 	return n.hub.clock, nil
 }
 
-// PutEntry refuses, as the cluster's script does, an availability entry
-// whose tags, class or key were marked since mark.
+// PutEntry refuses, as the cluster's script does, an entry whose tags,
+// class or key were marked since mark.
 func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error {
 	if err := n.call(); err != nil {
 		return err
 	}
 	n.hub.mu.Lock()
 	defer n.hub.mu.Unlock()
-	if ent.Class == cachestore.Availability {
-		marks := []string{"c:" + ent.Class.String(), "e:" + key}
-		for _, t := range ent.Tags {
-			marks = append(marks, "t:"+t)
-		}
-		for _, m := range marks {
-			if mark == 0 || n.hub.marks[m] >= mark {
-				return ErrInvalidated
-			}
+	marks := []string{"c:" + ent.Class.String(), "e:" + key}
+	for _, t := range ent.Tags {
+		marks = append(marks, "t:"+t)
+	}
+	for _, m := range marks {
+		if mark == 0 || n.hub.marks[m] >= mark {
+			return ErrInvalidated
 		}
 	}
 	n.hub.entries[key] = cachestore.EncodeEntry(ent)
@@ -165,8 +163,10 @@ func (n *sharedNode) Purge(ctx context.Context, ev Event) error {
 	switch {
 	case ev.Key != "":
 		n.hub.mark("e:" + ev.Key)
-	case ev.Class == "availability", ev.Class == "" && len(ev.Tags) == 0:
-		n.hub.mark("c:availability")
+	case ev.Class != "":
+		n.hub.mark("c:" + ev.Class)
+	case len(ev.Tags) == 0:
+		n.hub.mark("c:catalog", "c:availability", "c:other")
 	default:
 		for _, t := range ev.Tags {
 			n.hub.mark("t:" + t)
@@ -486,8 +486,8 @@ func TestClusterInvalidationReachesEveryNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, n := range nodes {
-			if _, err := n.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
-				t.Errorf("node %d still holds the invalidated entry (err %v)", i, err)
+			if ent, err := n.e.store.Get(key); err != nil || cachestore.Marked(ent.Tags) != cachestore.InvalidatedTag || time.Now().Before(ent.FreshUntil) {
+				t.Errorf("node %d does not keep the invalidated entry stale and marked (err %v)", i, err)
 			}
 			if got, _ := n.e.store.GetMeta(metaUpdatesRef); string(got) != string(ref) {
 				t.Errorf("node %d reference date %q, want the poller's %q", i, got, ref)
@@ -807,10 +807,60 @@ func TestClusterInvalidationDuringAnotherNodesCall(t *testing.T) {
 		}
 
 		hub.releaseEvents("b")
-		if _, err := b.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
-			t.Errorf("node b still holds its answer after applying the invalidation (err %v)", err)
+		if ent, err := b.e.store.Get(key); err != nil || cachestore.Marked(ent.Tags) != cachestore.InvalidatedTag || time.Now().Before(ent.FreshUntil) {
+			t.Errorf("node b does not keep its answer stale and invalidated after applying the invalidation (err %v)", err)
 		}
 	})
+}
+
+// Node b's catalog call is out when an operator purges the catalog on
+// node a: b's answer, asked for before the purge, must not reach the
+// shared tier (its put is refused after the purge's mark), and b keeps it
+// stale and purged even before it applies the purge's event.
+func TestClusterPurgeDuringAnotherNodesCatalogCall(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		req  PurgeRequest
+	}{
+		{"soft purge of the class", PurgeRequest{Class: cachestore.Catalog}},
+		{"hard purge of the key", PurgeRequest{Key: s360.Key("mosa", catalog, []byte(`{"lang":"fr"}`)), Hard: true}},
+		{"soft purge of everything", PurgeRequest{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				hub, nodes := openCluster(t, f, "a", "b", "c")
+				a, b, c := nodes[0], nodes[1], nodes[2]
+				const body = `{"lang":"fr"}`
+				key := s360.Key("mosa", catalog, []byte(body))
+				b.f.gate = make(chan struct{})
+				b.f.set(http.StatusOK, `{"statusCode":"success","edition":"before"}`)
+				done := make(chan Result)
+				go func() { done <- b.serve(t, catalog, body) }()
+				synctest.Wait() // b holds the key's lease; S-360 holds its call
+
+				hub.holdEvents("b") // b's stream reader is behind
+				if _, err := a.e.Purge(context.Background(), tc.req); err != nil {
+					t.Fatal(err)
+				}
+				close(b.f.gate)
+				if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"before"`) {
+					t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
+				}
+				if hub.has(key) {
+					t.Error("node b's answer, asked for before the purge, is in the shared tier")
+				}
+				ent, err := b.e.store.Get(key)
+				if err != nil || time.Now().Before(ent.FreshUntil) || cachestore.Marked(ent.Tags) != cachestore.PurgedTag {
+					t.Fatalf("node b keeps %+v (err %v); want its answer stale and purged", ent, err)
+				}
+				if r := c.serve(t, catalog, body); r.Entry == nil || strings.Contains(string(r.Entry.Body), `"before"`) {
+					t.Errorf("node c answered %+v, want a new call's answer", r)
+				}
+				hub.releaseEvents("b")
+			})
+		})
+	}
 }
 
 // The catalog has no such race: an answer carries the generation it was

@@ -367,10 +367,10 @@ func TestAvailabilityInvalidation(t *testing.T) {
 			mustPoll(t, v.e.pollUpdates)
 			close(release)
 			<-done
-			expect(t, v.serve(t, productAva, `{"productIds":[101]}`), "s360edge; hit; ttl=0; detail=stale-while-revalidate", "remaining")
+			expect(t, v.serve(t, productAva, `{"productIds":[101]}`), "s360edge; hit; ttl=0; detail=invalidated", "remaining")
 		})
 	})
-	t.Run("untagged entries are purged on any change", func(t *testing.T) {
+	t.Run("untagged entries are invalidated on any change", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			v := openEconomy(t, t.TempDir(), catalogStub(`{"productId":101}`, 0), nil)
 			defer v.e.Close()
@@ -380,11 +380,11 @@ func TestAvailabilityInvalidation(t *testing.T) {
 			v.serve(t, productAva, `{"productIds":[102]}`)
 			mustPoll(t, v.e.pollUpdates)
 			key := func(body string) string { return s360.Key("mosa", productAva, []byte(body)) }
-			if _, err := v.e.Store().Get(key(`{"passId":7}`)); !errors.Is(err, cachestore.ErrNotFound) {
-				t.Fatalf("the untagged entry survived a change: %v", err)
+			if ent, err := v.e.Store().Get(key(`{"passId":7}`)); err != nil || cachestore.Marked(ent.Tags) != cachestore.InvalidatedTag {
+				t.Fatalf("the untagged entry was not invalidated by a change: %v", err)
 			}
-			if _, err := v.e.Store().Get(key(`{"productIds":[102]}`)); err != nil {
-				t.Fatalf("an unchanged product's entry was purged: %v", err)
+			if ent, err := v.e.Store().Get(key(`{"productIds":[102]}`)); err != nil || cachestore.Marked(ent.Tags) != "" {
+				t.Fatalf("an unchanged product's entry was invalidated: %v", err)
 			}
 		})
 	})

@@ -122,10 +122,12 @@ type Edge struct {
 	// publishFailing is set while publishing to the cluster fails, so
 	// that it is logged once.
 	publishFailing atomic.Bool
-	// invalidations counts the availability watcher's reported changes:
-	// an availability answer asked for before one is stored stale.
-	invalidations atomic.Uint64
-	stats         stats
+	// asking are the fetches in progress (marks.go): a purge or an
+	// invalidation marks those it concerns, whose answers are then kept
+	// stale. Guarded by amu, which is taken alone.
+	amu    sync.Mutex
+	asking map[*asking]struct{}
+	stats  stats
 	// waiting counts callers blocked on a fetch (coalesced ones included).
 	waiting atomic.Int64
 	watch   watchState
@@ -157,7 +159,7 @@ func Open(opts Options) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}, opened: opts.Now()}
+	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}, asking: map[*asking]struct{}{}, opened: opts.Now()}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if b, err := store.GetMeta(metaGeneration); err == nil && len(b) == 8 {
 		e.gen.Store(binary.BigEndian.Uint64(b))

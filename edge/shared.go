@@ -30,7 +30,7 @@ const leaseRounds = 3
 // each reading the previous one's answer first, rather than all at once.
 // After leaseRounds waits, when the shared state fails, or when ctx ends,
 // it returns neither: the node calls as a single node would.
-func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, inv uint64) (func(), *fetched) {
+func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, a *asking) (func(), *fetched) {
 	for range leaseRounds {
 		release, ok, err := e.opts.Shared.Lease(ctx, key, e.timeout()+leaseMargin)
 		if err != nil {
@@ -40,13 +40,13 @@ func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonic
 		if ok {
 			// The previous holder may have stored the answer and let the
 			// lease go between the last read and this lease: read again.
-			if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
+			if f := e.sharedEntry(ctx, call, key, canonical, false, a); f != nil {
 				release()
 				return nil, f
 			}
 			return release, nil
 		}
-		if f := e.sharedEntry(ctx, call, key, canonical, true, inv); f != nil {
+		if f := e.sharedEntry(ctx, call, key, canonical, true, a); f != nil {
 			return nil, f
 		}
 		if ctx.Err() != nil {
@@ -59,9 +59,9 @@ func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonic
 // sharedEntry reads key from the shared tier, after waiting for another
 // node's lease on it when wait is set, and stores it locally when it is
 // fresh. nil when there is nothing fresh for canonical.
-// inv is the availability invalidation count when the caller began to
-// look: a copy read after a later invalidation is not trusted.
-func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, canonical []byte, wait bool, inv uint64) *fetched {
+// a is the caller's fetch: a copy read after a purge or an invalidation
+// that concerns it is not trusted.
+func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, canonical []byte, wait bool, a *asking) *fetched {
 	var ent *cachestore.Entry
 	var err error
 	if wait {
@@ -85,33 +85,11 @@ func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, cano
 	if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); !fresh {
 		return nil
 	}
-	if _, fresh := e.keep(call, key, ent, inv); !fresh {
+	if _, fresh := e.keep(call, key, ent, a); !fresh {
 		return nil // not trusted: kept stale, and called for
 	}
 	e.stats.sharedHits.Add(1)
 	return &fetched{entry: ent, hit: true, shared: true}
-}
-
-// keep stores ent locally, and returns the entry kept and whether it is
-// fresh. An availability invalidation applied since inv was read may have
-// run before the Put and missed ent: a stale copy is kept then. The check
-// does not depend on the Put's success, so that an answer the local store
-// failed to keep does not go fresh to the shared tier either.
-func (e *Edge) keep(call s360.Call, key string, ent *cachestore.Entry, inv uint64) (*cachestore.Entry, bool) {
-	e.put(call, key, ent)
-	if call.Class == s360.Availability && e.invalidations.Load() != inv {
-		return e.keepStale(call, key, ent), false
-	}
-	return ent, true
-}
-
-// keepStale stores a copy of ent that is stale from now (the Put keeps the
-// entry it is given: ent itself is never changed), and returns it.
-func (e *Edge) keepStale(call s360.Call, key string, ent *cachestore.Entry) *cachestore.Entry {
-	stale := *ent
-	stale.FreshUntil = e.opts.Now()
-	e.put(call, key, &stale)
-	return &stale
 }
 
 // leaseWait bounds the wait for another node's call: that call's lease,
@@ -168,9 +146,7 @@ func (e *Edge) applyEvent(ev Event) {
 	case EventGeneration, EventSync:
 		e.adoptGeneration(ev)
 	case EventInvalidate:
-		// Counted before purging, as pollUpdates does.
-		e.invalidations.Add(1)
-		if err := e.purgeTags(ev.Tags); err != nil {
+		if err := e.invalidateLocal(ev.Tags); err != nil {
 			e.opts.Logger.Warn("applying another node's availability invalidation failed", zap.Error(err))
 		}
 		if _, err := time.Parse(time.RFC3339Nano, ev.Reference); err == nil {
@@ -312,8 +288,11 @@ func purgeOf(ev Event) (PurgeRequest, error) {
 }
 
 // purgeLocal applies req to the local store and refreshes the catalog
-// entries a soft purge marked.
+// entries a soft purge marked. The fetches in progress that req concerns
+// are marked first: an answer asked for before the purge, stored after
+// this look at the store, is kept stale (and so refreshed), soft or hard.
 func (e *Edge) purgeLocal(req PurgeRequest) (int, error) {
+	e.markAsking(cachestore.PurgedTag, req.concerns)
 	s := e.store
 	var n int
 	var err error

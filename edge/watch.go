@@ -21,7 +21,7 @@ import (
 
 // Watch configures the edge's S-360-aware invalidation: the setup watcher
 // (getLastSetupUpdate → catalog generations, then refresh-ahead) and the
-// availability watcher (getUpdatedAvailabilities → per-product purges).
+// availability watcher (getUpdatedAvailabilities → per-product invalidations).
 type Watch struct {
 	SetupPoll   time.Duration // getLastSetupUpdate interval; 0 = off
 	UpdatesPoll time.Duration // getUpdatedAvailabilities interval; 0 = off
@@ -46,7 +46,7 @@ const (
 	// changes with its own clock, in milliseconds, so a change in the same
 	// millisecond as our previous poll, or hidden by a small clock skew,
 	// would otherwise be missed for good. The cost is that such a change
-	// is reported (and purged) twice.
+	// is reported (and invalidated) twice.
 	updatesOverlap = time.Second
 	refDateLayout  = "2006-01-02T15:04:05.000Z"
 )
@@ -335,7 +335,7 @@ func (e *Edge) refreshCatalog(stale func(*cachestore.Entry) bool) {
 }
 
 // refreshKey refetches one stale key (an older catalog generation, a soft
-// purge) through the coalescing fetch, so it shares the call with a buyer's
+// purge, an invalidation) through the coalescing fetch, so it shares the call with a buyer's
 // miss and respects the floors. A floor is waited out on a timer; a failure
 // is retried at the setup poll interval.
 func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
@@ -371,6 +371,13 @@ func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
 	case failures+1 < maxRefreshFailures:
 		e.retryRefresh(key, max(e.watchConfig().SetupPoll, time.Second), failures+1)
 	}
+}
+
+// retrying says whether a refresh of key waits on a timer (retryRefresh).
+func (e *Edge) retrying(key string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.watch.retries[key] != nil
 }
 
 func (e *Edge) retryRefresh(key string, after time.Duration, failures int) {
@@ -410,9 +417,10 @@ func (e *Edge) parseKey(key string) (s360.Call, bool) {
 }
 
 // pollUpdates asks S-360 which products of the cached catalog had their
-// availability changed since the previous successful poll, and purges the
-// availability entries tagged with them. The reference date advances only
-// when every batch succeeded, so that no change is missed.
+// availability changed since the previous successful poll, and
+// invalidates the availability entries tagged with them. The reference
+// date advances only when every batch succeeded, so that no change is
+// missed.
 func (e *Edge) pollUpdates(ctx context.Context) error {
 	e.watch.updatesMu.Lock()
 	defer e.watch.updatesMu.Unlock()
@@ -480,9 +488,6 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 		if len(changed) == 0 {
 			continue
 		}
-		// Counted before purging: a fetch that began before this change
-		// and stores after the purge stores its answer stale.
-		e.invalidations.Add(1)
 		tags := []string{UntaggedTag}
 		for _, v := range changed {
 			if id := v.String(); id != "" { // the digits, whether S-360 sent a number or a string
@@ -503,16 +508,16 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 	return nil
 }
 
-// invalidate purges the availability entries tagged with tags: from the
-// shared tier first in a cluster, so that no node refills its store from
-// it, then from the local store.
+// invalidate invalidates the availability entries tagged with tags: drops
+// them from the shared tier first in a cluster, so that no node refills its
+// store from it, then marks them in the local store (invalidateLocal).
 func (e *Edge) invalidate(ctx context.Context, tags []string) error {
 	if e.opts.Shared != nil {
 		if err := e.opts.Shared.Invalidate(ctx, tags); err != nil {
 			e.sharedFailed("invalidating the shared tier", err)
 		}
 	}
-	return e.purgeTags(tags)
+	return e.invalidateLocal(tags)
 }
 
 // updatesReference is the referenceDate of this poll: the start of the
@@ -614,11 +619,17 @@ func productTags(id string, tags []string) []string {
 	return tags
 }
 
-func (e *Edge) purgeTags(tags []string) error {
+// invalidateLocal marks the entries tagged with tags invalidated: each
+// keeps its answer, served (detail=invalidated) until it is refreshed,
+// when its key's floor allows (Serve). The fetches in progress for them
+// are marked first: an answer asked for before the change, stored after
+// this look at the store, is kept stale too.
+func (e *Edge) invalidateLocal(tags []string) error {
+	e.markAsking(cachestore.InvalidatedTag, func(a *asking) bool { return taggedAny(a, tags) })
 	tags = slices.Clone(tags)
 	slices.Sort(tags)
 	for _, tag := range slices.Compact(tags) {
-		n, err := e.store.PurgeTag(tag)
+		n, err := e.store.InvalidateTag(tag)
 		if err != nil {
 			return err
 		}

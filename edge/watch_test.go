@@ -383,8 +383,8 @@ func TestUpdatesInvalidateOnlyChangedProducts(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("getUpdatedAvailabilities bodies\n%q\nwant\n%q", got, want)
 		}
-		for _, r := range a {
-			expect(t, v.serve(t, r.call, r.body), "s360edge; fwd=miss; stored", "echo")
+		for _, r := range a { // no floor: fetched again, the invalidated copy at hand
+			expect(t, v.serve(t, r.call, r.body), "s360edge; fwd=stale; stored", "echo")
 		}
 		for _, r := range b {
 			expect(t, v.serve(t, r.call, r.body), "s360edge; hit; ttl=3540", "echo")
