@@ -144,6 +144,7 @@ func (b *Budget) heldLocked(fc *fairClient, now time.Time) (time.Duration, bool)
 	if fc.elem == nil {
 		return 0, false // fair sharing was turned off and on while it waited
 	}
+	b.pruneFairLocked(now) // fc stays: it was seen now, or it waits
 	a, n := b.allowance(Foreground), len(f.clients)
 	cut := now.Add(-b.cfg.Window)
 	u := fc.use(cut)

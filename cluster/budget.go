@@ -770,8 +770,9 @@ func (b *Budget) Stats() budget.Stats {
 	}
 	s.Probing = r[3] == 1
 	s.PausedKeys, s.PausedMethods = int(r[4]), nil
-	s.Clients, s.FairShare = int(r[5]), 0
+	s.Clients, s.FairShare = 0, 0
 	if cfg.ClientQuota >= 0 {
+		s.Clients = int(r[5])
 		s.FairShare = b.lim.Allowance(budget.Foreground) / max(s.Clients, 1)
 	}
 	for _, m := range a[6:] {
