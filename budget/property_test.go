@@ -76,11 +76,14 @@ func runProperty(t *testing.T, seed uint64, adaptive bool) {
 		clk.Advance(d)
 		settle()
 	}
+	// Three clients (and the sidecar's own calls) share the budget fairly.
+	clients := []string{"", "a", "b", "c"}
 	acquire := func(ctx context.Context, p Priority) {
 		started.Add(1)
+		c := Call{Priority: p, Client: clients[rng.IntN(len(clients))]}
 		go func() {
 			defer finished.Add(1)
-			if b.Acquire(ctx, p) == nil {
+			if b.AcquireCall(ctx, c) == nil {
 				record()
 			}
 		}()

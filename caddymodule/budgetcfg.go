@@ -16,16 +16,18 @@ import (
 	"github.com/s360edge/s360edge/budget"
 )
 
-// ClientQuota is the most upstream calls one client may cause per window.
-// In JSON it is {"calls": 30, "window": "1m"}, or the string "off".
+// ClientQuota is a hard cap on the upstream calls one client may cause per
+// window, on top of the fair sharing of the budget among clients (the
+// default, without client_quota), or "off" for neither. In JSON it is
+// {"calls": 30, "window": "1m"}, or the string "off".
 type ClientQuota struct {
 	// Calls is the most upstream calls one client may cause per Window.
-	// Required unless "off"; default (without client_quota) a fifth of
-	// rate_limit's calls.
+	// Required unless "off".
 	Calls int `json:"calls,omitempty"`
 	// Window is the quota's sliding window. Default: rate_limit's window.
 	Window caddy.Duration `json:"window,omitempty"`
-	// Off turns the quota off; it is the JSON string "off".
+	// Off turns fair sharing and the quota off (first come, first
+	// served); it is the JSON string "off".
 	Off bool `json:"-"`
 }
 

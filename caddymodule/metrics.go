@@ -100,8 +100,12 @@ var scalars = []scalar{
 		func(_ snap, b bstat) float64 { return float64(b.EffectiveLimit) }),
 	counter("caddy_s360_budget_limit_adjustments_total", "Changes of the effective limit.",
 		func(_ snap, b bstat) float64 { return float64(b.Adjustments) }),
-	counter("caddy_s360_budget_client_quota_refusals_total", "Upstream calls refused because their client had reached its quota.",
+	counter("caddy_s360_budget_client_quota_refusals_total", "Upstream calls refused because their client had reached its quota or, while clients compete, its fair share.",
 		func(_ snap, b bstat) float64 { return float64(b.QuotaRefusals) }),
+	gauge("caddy_s360_budget_clients", "Clients that asked for an upstream call in the rate window ending now, or wait for one.",
+		func(_ snap, b bstat) float64 { return float64(b.Clients) }),
+	gauge("caddy_s360_budget_fair_share", "Upstream calls per rate window each active client is sure of (0: client_quota off).",
+		func(_ snap, b bstat) float64 { return float64(b.FairShare) }),
 }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {

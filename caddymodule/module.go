@@ -81,10 +81,12 @@ type Handler struct {
 	// RateLimit bounds upstream calls for the whole institution.
 	// Default 150 calls per 1m, under S-360's 180/min.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
-	// ClientQuota bounds the upstream calls one client (Caddy's client
-	// IP, which honours trusted_proxies) may cause: {"calls": 30,
-	// "window": "1m"}, or "off". Orders and the sidecar's own calls are
-	// outside it. Default: a fifth of rate_limit per its window.
+	// ClientQuota is how clients (Caddy's client IP, which honours
+	// trusted_proxies) share the budget. Without it (the default) they
+	// share it max-min fairly: a lone client may use all of it, and
+	// while clients compete each active one is sure of an equal share.
+	// {"calls": 30, "window": "1m"} caps each client besides; "off"
+	// turns both off. Orders and the sidecar's own calls are outside.
 	ClientQuota *ClientQuota `json:"client_quota,omitempty"`
 	// Adaptive lowers the effective limit below rate_limit when S-360
 	// refuses calls at institution scope, and raises it back by one call

@@ -127,7 +127,7 @@ func TestStatusPageRenders(t *testing.T) {
 				Store: cachestore.Stats{Entries: 7, Bytes: 3 << 20, MaxBytes: 4 << 20}},
 			Budget: budget.Stats{Limit: 150, EffectiveLimit: 100, Window: time.Minute, Calls: 95, Remaining: 5,
 				PausedUntil: now.Add(time.Minute), PausesByScope: budget.ScopeCounts{Key: 3, Method: 1, Institution: 1},
-				PausedMethods: []string{"availabilityService/getEventAvailability"}, QuotaRefusals: 9,
+				PausedMethods: []string{"availabilityService/getEventAvailability"}, QuotaRefusals: 9, Clients: 3, FairShare: 30,
 				LastAdjustment: &budget.Adjustment{At: now.Add(-time.Minute), From: 150, To: 100, Reason: "pushback"}, Adjustments: 1},
 			PerMinute: h,
 			Catalog:   cachestore.Ages{Entries: 2, Oldest: now.Add(-2 * time.Hour), Newest: now.Add(-time.Minute)},
@@ -135,7 +135,7 @@ func TestStatusPageRenders(t *testing.T) {
 		page := render(t, v, now)
 		for name, want := range map[string]string{"paused": "paused until 12:31:20 UTC", "budget.calls": "95",
 			"budget.effective_limit": "100", "budget.limit": "150", "budget.pauses_by_scope.method": "1",
-			"budget.pauses_by_scope.institution": "1", "budget.quota_refusals": "9", "store.entries": "7",
+			"budget.pauses_by_scope.institution": "1", "budget.quota_refusals": "9", "budget.clients": "3", "budget.fair_share": "30", "store.entries": "7",
 			"store.bytes": "3.0 MiB", "hit_ratio": "60.0 %", "generation": "3", "poll_failures": "4",
 			"budget_per_minute_total": "170", "catalog_ages.entries": "2"} {
 			if got := stat(t, page, name); got != want {

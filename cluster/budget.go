@@ -93,7 +93,8 @@ func NewBudget(c *Cluster, cfg budget.Config) *Budget {
 
 // share is this node's part of cfg, at the effective limit eff, when n
 // nodes share it: the limit, the reserves and the client quota divided by
-// n (at least 1 each), so that the nodes together stay within it. The
+// n (at least 1 each), so that the nodes together stay within it; the
+// node's clients share its part fairly, unless client_quota is off. The
 // limit is fixed: it is learned in Redis, and a pause carried over from
 // the cluster (fail) must not teach the local budget anything.
 func share(cfg budget.Config, eff, n int) budget.Config {
@@ -107,7 +108,9 @@ func share(cfg budget.Config, eff, n int) budget.Config {
 	l := budget.ScaledLimits(cfg, eff)
 	cfg.Calls = max(l.Calls/n, 1)
 	cfg.OrderReserve, cfg.WatchReserve, cfg.Reserve = div(l.Order), div(l.Watch), div(l.Reserve)
-	cfg.ClientQuota = div(l.Quota)
+	if cfg.ClientQuota > 0 {
+		cfg.ClientQuota = div(l.Quota)
+	}
 	cfg.FixedLimit = true
 	return cfg
 }
@@ -149,6 +152,7 @@ func (b *Budget) keys(k callKeys) []string {
 		c.key("budget", "client", k.client), c.key("budget", "probing"), c.key("budget", "probe"),
 		c.key("budget", "refusals"), c.key("budget", "backoff"), c.key("budget", "backoff", "m", k.method),
 		c.key("budget", "paused"),
+		c.key("budget", "fair", "calls"), c.key("budget", "fair", "active"), c.key("budget", "fair", "use"),
 	}
 }
 
@@ -384,9 +388,12 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 			return attempt{}, err
 		}
 	}
-	quota, client := 0, ""
+	quota, client, fair := 0, "", 0
 	if c.Priority == budget.Foreground && c.Client != "" {
 		quota, client = lim.Quota, c.Client
+		if cfg.ClientQuota >= 0 {
+			fair = lim.Allowance(budget.Foreground)
+		}
 	}
 	hasKey := 0
 	if c.Key != "" {
@@ -394,7 +401,8 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 	}
 	member := b.member()
 	v, err := b.run(ctx, cfg, "acquire", member, callKeys{c.Method, c.Key, client},
-		int(c.Priority), eff, lim.Allowance(c.Priority), quota, cfg.ClientWindow.Microseconds(), hasKey, cap, b.c.node+":")
+		int(c.Priority), eff, lim.Allowance(c.Priority), quota, cfg.ClientWindow.Microseconds(), hasKey, cap, b.c.node+":",
+		fair, client, cfg.MaxClients)
 	if err != nil {
 		return attempt{}, err
 	}
@@ -419,7 +427,7 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 
 // AcquireCall is budget.Budget's AcquireCall, cluster-wide: one script
 // call per attempt decides on the shared window, the priority's allowance,
-// the client quota and the pauses. Callers wait while the window is full,
+// the client quota, the clients' fair shares and the pauses. Callers wait while the window is full,
 // the institution is paused or the probe is out, unless ctx's deadline
 // comes first; on this node higher priorities try first.
 func (b *Budget) AcquireCall(ctx context.Context, c budget.Call) error {
@@ -741,7 +749,7 @@ func (b *Budget) Stats() budget.Stats {
 	}
 	a, _ := v.([]any)
 	r := ints(v)
-	if len(r) < 5 {
+	if len(r) < 6 {
 		return s
 	}
 	b.mu.Lock()
@@ -760,7 +768,12 @@ func (b *Budget) Stats() budget.Stats {
 	}
 	s.Probing = r[3] == 1
 	s.PausedKeys, s.PausedMethods = int(r[4]), nil
-	for _, m := range a[5:] {
+	s.Clients, s.FairShare = 0, 0
+	if cfg.ClientQuota >= 0 {
+		s.Clients = int(r[5])
+		s.FairShare = b.lim.Allowance(budget.Foreground) / max(s.Clients, 1)
+	}
+	for _, m := range a[6:] {
 		if m, ok := m.(string); ok {
 			s.PausedMethods = append(s.PausedMethods, m)
 		}

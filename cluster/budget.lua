@@ -24,6 +24,11 @@
 --   11 mbackoff  STR   the method's last pause without Retry-After
 --   12 paused    ZSET  the key and method pauses ("k:<key>", "m:<method>"),
 --                      score = end in ms, for statistics
+--   13 fcalls    ZSET  fair sharing: the clients' Foreground grants of the
+--                      window, member = client|unique, score = time
+--   14 factive   ZSET  fair sharing: the active clients, score = their
+--                      last ask
+--   15 fuse      HASH  fair sharing: client -> its grants in fcalls
 --
 -- ARGV (common):
 --   1 operation: acquire | pushback | success | rejoin | stats | restore
@@ -40,6 +45,9 @@
 --                for a window after it rejoins: the nodes not back yet
 --                decide alone, and the window does not hold their grants
 --             18 this node's member prefix (node:)
+--             19 the Foreground allowance the clients share fairly (0:
+--                no fair sharing, or not a client's Foreground call)
+--             20 the client   21 the most clients tracked (MaxClients)
 --   pushback: 11 method   12 key ("" for none)   13 Retry-After (ms, 0: none)
 --   rejoin:   11.. pairs (member, time) of this node's grants of the last
 --             window: time > 0 is Redis's clock (µs), time < 0 an age (µs)
@@ -53,7 +61,8 @@
 -- pushback {scope 0 call 1 key 2 method 3 institution, started 0/1, pause
 -- ms, effective limit}; success 1 when the institution is free again;
 -- rejoin and restore {calls in window, effective limit}; stats {calls,
--- effective limit, pause ms, probing 0/1, paused keys, paused methods...}.
+-- effective limit, pause ms, probing 0/1, paused keys, active clients,
+-- paused methods...}.
 
 local op = ARGV[1]
 local uniq = ARGV[2]
@@ -112,6 +121,51 @@ local function grantAt(k, at, member, ttl)
   redis.call('PEXPIRE', k, ttl)
 end
 
+-- Fair sharing, as budget/quota.go: a client is active from each call it
+-- asks for until a window later; its use is its grants in the window.
+-- pruneFair forgets what left the window.
+local function pruneFair()
+  local cut = fmt(now - win)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[13], '-inf', cut)
+  for _, m in ipairs(old) do
+    local c = string.sub(m, 1, string.find(m, '|', 1, true) - 1)
+    if redis.call('HINCRBY', KEYS[15], c, -1) <= 0 then redis.call('HDEL', KEYS[15], c) end
+  end
+  if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', cut) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[14], '-inf', cut)
+end
+
+-- heldFair is 0 unless client, at or beyond its share a/n, would take a
+-- slot of the ones owed to the other active clients' unused shares (with
+-- used calls in the window): then the wait (µs) until it is back within
+-- its share.
+local function heldFair(a, client, used)
+  local n = redis.call('ZCARD', KEYS[14])
+  local u = tonumber(redis.call('HGET', KEYS[15], client)) or 0
+  if u * n < a then return 0 end
+  -- In n-ths of a call: the others' unused shares.
+  local owed, users = 0, 0
+  local h = redis.call('HGETALL', KEYS[15])
+  for i = 1, #h, 2 do
+    users = users + 1
+    owed = owed + math.max(a - tonumber(h[i + 1]) * n, 0)
+  end
+  owed = owed + (n - users) * a
+  if owed == 0 or (a - used - 1) * n >= owed then return 0 end
+  -- Back within its share once its use is at most (a-1)/n: its kth oldest
+  -- call must age out.
+  local k = u - math.floor((a - 1) / n)
+  local prefix = client .. '|'
+  local all = redis.call('ZRANGE', KEYS[13], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #prefix) == prefix then
+      k = k - 1
+      if k == 0 then return math.max(tonumber(all[i + 1]) + win - now, 1) end
+    end
+  end
+  return win
+end
+
 if op == 'acquire' then
   local p = tonumber(ARGV[11])
   local eff = effective()
@@ -122,6 +176,14 @@ if op == 'acquire' then
   end
   local ms = pttl(KEYS[4])
   if ms > 0 then return {2, 2, ms * 1000, eff, 0} end
+  local fa, client = tonumber(ARGV[19]), ARGV[20]
+  if fa > 0 then
+    pruneFair()
+    if not redis.call('ZSCORE', KEYS[14], client) and redis.call('ZCARD', KEYS[14]) >= tonumber(ARGV[21]) then
+      client = '\0overflow' -- beyond MaxClients, newcomers count as one
+    end
+    grantAt(KEYS[14], now, client, winMs + 1000)
+  end
   -- The quota refuses at once, before the window: waiting would not help.
   local quota = tonumber(ARGV[14])
   local cw = tonumber(ARGV[15])
@@ -134,6 +196,10 @@ if op == 'acquire' then
     end
   end
   local n = used()
+  if fa > 0 then
+    local held = heldFair(fa, client, n)
+    if held > 0 then return {6, n, held, eff, 0} end
+  end
   -- Orders pass the institution pause and the probe: a buyer is paying.
   local pause = 0
   if p ~= 0 then pause = pttl(KEYS[3]) * 1000 end
@@ -167,6 +233,11 @@ if op == 'acquire' then
   end
   grantAt(KEYS[1], now, uniq, 2 * winMs + 1000)
   if quota > 0 then grantAt(KEYS[6], now, uniq, math.ceil(cw / 1000) + 1000) end
+  if fa > 0 then
+    grantAt(KEYS[13], now, client .. '|' .. uniq, 2 * winMs + 1000)
+    redis.call('HINCRBY', KEYS[15], client, 1)
+    redis.call('PEXPIRE', KEYS[15], 2 * winMs + 1000)
+  end
   return {0, n + 1, now, eff, 0}
 
 elseif op == 'pushback' then
@@ -293,7 +364,8 @@ elseif op == 'restore' then
   return {used(), effective()}
 
 elseif op == 'stats' then
-  local out = {used(), effective(), pttl(KEYS[3]), redis.call('EXISTS', KEYS[7]), 0}
+  pruneFair()
+  local out = {used(), effective(), pttl(KEYS[3]), redis.call('EXISTS', KEYS[7]), 0, redis.call('ZCARD', KEYS[14])}
   redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', nowMs)
   for _, m in ipairs(redis.call('ZRANGE', KEYS[12], 0, -1)) do
     if string.sub(m, 1, 2) == 'k:' then

@@ -144,11 +144,11 @@ func TestLimitsFromCaddyfile(t *testing.T) {
 		name, src         string
 		wantRate, wantQuo int
 	}{
-		{"defaults", "s360 {\n\tupstream x\n}\n", 150, 30},
-		{"rate_limit sets the default quota", "\trate_limit 100 {$MINUTE}\n", 100, 20},
+		{"defaults: no quota, fair shares", "s360 {\n\tupstream x\n}\n", 150, -1},
+		{"rate_limit sets no quota", "\trate_limit 100 {$MINUTE}\n", 100, -1},
 		{"client_quota", "\trate_limit 150 3s\n\tclient_quota 10 {$MINUTE}\n", 150, 10},
 		{"client_quota off", "\tclient_quota off\n", 150, 0},
-		{"a placeholder count is left alone", "\trate_limit {$RATE} 3s\n", 150, 30},
+		{"a placeholder count is left alone", "\trate_limit {$RATE} 3s\n", 150, -1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -385,6 +385,9 @@ func writeTargets(w io.Writer, s summary, pl *plan) {
 }
 
 func quotaText() string {
+	if quota < 0 {
+		return "none, fair shares"
+	}
 	if quota == 0 {
 		return "off"
 	}
