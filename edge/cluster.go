@@ -48,15 +48,20 @@ type Shared interface {
 	// node while the shared state is out of reach.
 	Poller() (poll bool, factor int)
 	// Publish appends ev to the cluster's durable event stream, which every
-	// other node applies. Generation and invalidation events fail when
-	// this node does not hold the polling lease (fencing); an operator's
-	// EventPurge may come from any node.
+	// other node applies, and writes the cluster's state it changes
+	// (generation and setup, reference date) in the same step. A
+	// generation event lands only while the cluster's setup is ev.From
+	// (ErrSuperseded otherwise: the cluster moved on); an invalidation
+	// fails when this node does not hold the polling lease (fencing; the
+	// new poller finds the change again); an operator's EventPurge may
+	// come from any node. Any other error: the shared state is out of
+	// reach, and the edge's outbox tries again.
 	Publish(ctx context.Context, ev Event) error
 	// Subscribe registers the edge's handler of the other nodes' events:
 	// fn is called on one goroutine, in stream order, for every event
 	// published since the last one this node applied (catch-up after a
 	// restart or an outage included), and with an EventSync when the node
-	// (re)joins.
+	// (re)joins and then every heartbeat (reconcile).
 	Subscribe(fn func(Event))
 }
 
@@ -78,8 +83,9 @@ const (
 	// EventPurge: an operator purged everything, or Class, Key or Tags
 	// (Soft: marked for refresh rather than deleted).
 	EventPurge EventKind = "purge"
-	// EventSync: the node (re)joined; Generation and Setup are the
-	// cluster's current ones (zero and nil when it has none yet).
+	// EventSync: the node (re)joined, or reconciles (every heartbeat);
+	// Generation, Setup and Reference are the cluster's current ones
+	// (zero, nil and "" when it has none yet).
 	EventSync EventKind = "sync"
 )
 
@@ -94,4 +100,9 @@ type Event struct {
 	Key        string    `json:"key,omitempty"`
 	Soft       bool      `json:"soft,omitempty"`
 	Node       string    `json:"node,omitempty"` // the publisher
+	// From is, on an EventGeneration handed to Publish, the setup value
+	// the change was seen from (nil: none): the cluster takes the change
+	// only while its own setup is that value, so that a change seen late
+	// never takes it back. Not sent to the other nodes.
+	From []byte `json:"from,omitempty"`
 }

@@ -119,9 +119,13 @@ type Edge struct {
 	// genMu orders the changes of gen: the setup watcher's bumps and, in
 	// a cluster, the adoption of the cluster's generation.
 	genMu sync.Mutex
-	// publishFailing is set while publishing to the cluster fails, so
-	// that it is logged once.
+	// publishFailing is set while publishing a purge to the cluster
+	// fails, so that it is logged once.
 	publishFailing atomic.Bool
+	// outbox keeps the changes this node found until the cluster has them.
+	outbox outbox
+	// refMu orders the writes of the updates poll's reference date.
+	refMu sync.Mutex
 	// invalidations counts the availability watcher's reported changes:
 	// an availability answer asked for before one is stored stale.
 	invalidations atomic.Uint64
@@ -172,6 +176,11 @@ func Open(opts Options) (*Edge, error) {
 	e.keepLearnedLimit()
 	e.keepHistory()
 	if opts.Shared != nil {
+		if err := e.openOutbox(); err != nil {
+			e.cancel()
+			store.Close()
+			return nil, err
+		}
 		opts.Shared.Subscribe(e.applyEvent)
 	}
 	return e, nil

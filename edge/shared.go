@@ -138,9 +138,10 @@ func (e *Edge) poller() (bool, int) {
 	return run, max(factor, 1)
 }
 
-// publish hands a change to the other nodes. A failure (Redis down, the
-// polling lease lost) leaves the change applied here only; it is logged
-// once until publishing works again.
+// publish hands an operator's purge to the other nodes, once: a failure
+// (Redis down) leaves it applied here only; it is logged once until
+// publishing works again. The poller's changes go through the outbox
+// (enqueue), which retries until they land.
 func (e *Edge) publish(ctx context.Context, ev Event) {
 	if e.opts.Shared == nil {
 		return
@@ -157,7 +158,8 @@ func (e *Edge) publish(ctx context.Context, ev Event) {
 	}
 }
 
-// applyEvent applies another node's change; the cluster calls it on one
+// applyEvent applies another node's change, or the cluster's state (an
+// EventSync, at each join and heartbeat); the cluster calls it on one
 // goroutine, in stream order.
 func (e *Edge) applyEvent(ev Event) {
 	if !e.hold() {
@@ -166,6 +168,7 @@ func (e *Edge) applyEvent(ev Event) {
 	defer e.bg.Done()
 	switch ev.Kind {
 	case EventGeneration, EventSync:
+		e.adoptReference(ev.Reference)
 		e.adoptGeneration(ev)
 	case EventInvalidate:
 		// Counted before purging, as pollUpdates does.
@@ -173,11 +176,7 @@ func (e *Edge) applyEvent(ev Event) {
 		if err := e.purgeTags(ev.Tags); err != nil {
 			e.opts.Logger.Warn("applying another node's availability invalidation failed", zap.Error(err))
 		}
-		if _, err := time.Parse(time.RFC3339Nano, ev.Reference); err == nil {
-			if err := e.store.PutMeta(metaUpdatesRef, []byte(ev.Reference)); err != nil {
-				e.opts.Logger.Warn("storing the updates poll's reference date failed", zap.Error(err))
-			}
-		}
+		e.adoptReference(ev.Reference)
 	case EventPurge:
 		req, err := purgeOf(ev)
 		if err == nil {
@@ -189,43 +188,80 @@ func (e *Edge) applyEvent(ev Event) {
 	}
 }
 
+// adoptReference moves the updates poll's reference date forward to ref,
+// the cluster's (every change before it was published, and is applied
+// here before ref is), never back: a later date of this node's own is as
+// good. "" or unreadable: nothing.
+func (e *Edge) adoptReference(ref string) {
+	t, err := time.Parse(time.RFC3339Nano, ref)
+	if err != nil {
+		return
+	}
+	e.refMu.Lock()
+	defer e.refMu.Unlock()
+	if b, err := e.store.GetMeta(metaUpdatesRef); err == nil {
+		if cur, err := time.Parse(time.RFC3339Nano, string(b)); err == nil && !cur.Before(t) {
+			return
+		}
+	}
+	if err := e.store.PutMeta(metaUpdatesRef, []byte(ref)); err != nil {
+		e.opts.Logger.Warn("storing the updates poll's reference date failed", zap.Error(err))
+	}
+}
+
 // adoptGeneration makes the cluster's catalog generation this node's, so
 // that every node stamps and compares catalog entries with the same number,
 // and refreshes the catalog ahead through the shared tier and the keys'
 // leases (one S-360 call per key for the cluster). Generation 0 is a
-// cluster that has none yet: the node keeps its own.
+// cluster that has none yet: the node keeps its own, and the poller gives
+// the cluster its own (Redis restarted empty may have lost the last
+// change).
 //
-// A node that bumped its generation alone (gen+1, while the shared state
-// was out of reach) may meet the cluster's poller at the same number for
-// another setup value: its catalog entries carry the cluster's number but
-// may tell an older setup. The number alone cannot tell, the setup value
-// can: when it differs from the one this node recorded, the node's
-// catalog is soft-purged and refreshed through the shared tier. This keeps
-// one numbering for the cluster (no node-made numbers to reconcile), and
-// costs nothing in the common case, a node that saw the same change alone.
+// A sync (the cluster's state, every heartbeat) does not take a node back
+// while a generation change it found has not landed in the cluster yet:
+// the cluster's state is behind it then. Events always apply: they are
+// the cluster's, in its order.
+//
+// Generations are derived from the setup value (GenerationOf), so nodes
+// that saw a change alone agree on its number. A node may still meet the
+// cluster at the same number for another setup value (numbers given by a
+// version that counted them): its catalog entries may tell an older
+// setup, so they are soft-purged and refreshed through the shared tier.
 func (e *Edge) adoptGeneration(ev Event) {
 	e.genMu.Lock()
-	adopt := ev.Generation != 0 && ev.Generation != e.gen.Load()
-	collided := false
-	if !adopt && ev.Generation != 0 && ev.Setup != nil {
-		prev, _ := e.store.GetMeta(metaSetupLast) // none or unreadable: the entries cannot be vouched for
-		collided = !bytes.Equal(prev, ev.Setup)
+	if ev.Kind == EventSync && e.pendingGenerations() > 0 {
+		e.genMu.Unlock()
+		return
 	}
+	cur := e.gen.Load()
+	var prev []byte
+	if ev.Generation != 0 || ev.Setup != nil {
+		prev, _ = e.store.GetMeta(metaSetupLast) // none or unreadable: the entries cannot be vouched for
+	}
+	adopt := ev.Generation != 0 && ev.Generation != cur
+	collided := !adopt && ev.Generation != 0 && ev.Setup != nil && !bytes.Equal(prev, ev.Setup)
 	var err error
 	if adopt {
 		err = e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, ev.Generation))
 		e.gen.Store(ev.Generation)
 	}
-	if err == nil && ev.Setup != nil {
+	if err == nil && ev.Setup != nil && !bytes.Equal(prev, ev.Setup) {
 		// The value this node compares with when it becomes the poller.
 		err = e.store.PutMeta(metaSetupLast, ev.Setup)
+	}
+	if ev.Kind == EventSync && ev.Generation == 0 && cur != 0 && prev != nil {
+		if run, factor := e.poller(); run && factor == 1 {
+			// The cluster has no state (a new or emptied Redis): the
+			// poller's is the cluster's.
+			e.enqueue(Event{Kind: EventGeneration, Generation: cur, Setup: prev}, false)
+		}
 	}
 	e.genMu.Unlock()
 	if err != nil {
 		e.opts.Logger.Warn("persisting the cluster's catalog generation failed", zap.Error(err))
 	}
 	if collided {
-		e.opts.Logger.Info("this node's catalog generation is the cluster's but for another setup value (bumped while Redis was out of reach): refreshing its catalog", zap.Uint64("generation", ev.Generation))
+		e.opts.Logger.Info("this node's catalog generation is the cluster's but for another setup value: refreshing its catalog", zap.Uint64("generation", ev.Generation))
 		if _, err := e.purgeLocal(PurgeRequest{Class: cachestore.Catalog}); err != nil {
 			e.opts.Logger.Warn("marking this node's catalog for refresh failed", zap.Error(err))
 		}
