@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,11 +36,16 @@ type sharedHub struct {
 	fail    atomic.Bool // every call fails, as with Redis down
 	nodes   int
 	deliver sync.Mutex // one event at a time, in order, to every other node
-	gen     uint64     // the cluster's generation and setup value, for EventSync
+	gen     uint64     // the cluster's generation, setup value and reference date, for EventSync
 	setup   []byte
-	clock   int64              // Redis's clock, for Mark and the marks
-	marks   map[string]int64   // invalidation marks: "t:<tag>", "c:availability", "e:<key>"
-	held    map[string][]Event // events not yet delivered to a node (holdEvents)
+	ref     string
+	// failPublish: Publish fails as with Redis paused for writes.
+	failPublish atomic.Bool
+	clock       int64              // Redis's clock, for Mark and the marks
+	marks       map[string]int64   // invalidation marks: "t:<tag>", "c:availability", "e:<key>"
+	held        map[string][]Event // events not yet delivered to a node (holdEvents)
+	// published are the events that landed, in order.
+	published []Event
 }
 
 func newHub(poller string) *sharedHub {
@@ -230,20 +236,41 @@ func (n *sharedNode) Poller() (bool, int) {
 	return n.hub.poller == n.name, 1
 }
 
+// Publish is the cluster's publishScript: a generation change lands only
+// while the hub's setup is the one it was seen from, an invalidation only
+// from the poller, and each writes the hub's state with its event.
 func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
 	if err := n.call(); err != nil {
 		return err
 	}
-	if n.hub.poller != n.name && ev.Kind != EventPurge {
-		return errors.New("not the poller")
+	if n.hub.failPublish.Load() {
+		return errRedisDown
 	}
-	ev.Node = n.name
 	n.hub.deliver.Lock()
 	defer n.hub.deliver.Unlock()
 	n.hub.mu.Lock()
-	if ev.Kind == EventGeneration {
+	switch ev.Kind {
+	case EventGeneration:
+		if bytes.Equal(n.hub.setup, ev.Setup) {
+			n.hub.mu.Unlock()
+			return nil
+		}
+		if n.hub.setup != nil && !bytes.Equal(n.hub.setup, ev.From) {
+			n.hub.mu.Unlock()
+			return fmt.Errorf("superseded: %w", ErrRefusedChange)
+		}
 		n.hub.gen, n.hub.setup = ev.Generation, ev.Setup
+	case EventInvalidate:
+		if n.hub.poller != n.name {
+			n.hub.mu.Unlock()
+			return fmt.Errorf("not the poller: %w", ErrRefusedChange)
+		}
+		if ev.Reference > n.hub.ref {
+			n.hub.ref = ev.Reference
+		}
 	}
+	ev.Node, ev.From = n.name, nil
+	n.hub.published = append(n.hub.published, ev)
 	var fns []func(Event)
 	for name, fn := range n.hub.subs {
 		if _, held := n.hub.held[name]; held && name != n.name {
@@ -257,6 +284,33 @@ func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
 		fn(ev)
 	}
 	return nil
+}
+
+// heartbeat hands every node whose events are not held the hub's state,
+// as each node's reconcile does every heartbeat.
+func (h *sharedHub) heartbeat() {
+	h.deliver.Lock()
+	defer h.deliver.Unlock()
+	h.mu.Lock()
+	ev := Event{Kind: EventSync, Generation: h.gen, Setup: h.setup, Reference: h.ref}
+	var fns []func(Event)
+	for name, fn := range h.subs {
+		if _, held := h.held[name]; !held {
+			fns = append(fns, fn)
+		}
+	}
+	h.mu.Unlock()
+	for _, fn := range fns {
+		fn(ev)
+	}
+}
+
+// dropEvents loses the events held for node name, as a node that failed
+// to apply them.
+func (h *sharedHub) dropEvents(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.held, name)
 }
 
 // holdEvents keeps the events published from now on from node name (its
@@ -285,7 +339,7 @@ func (h *sharedHub) releaseEvents(name string) {
 func (n *sharedNode) Subscribe(fn func(Event)) {
 	n.hub.mu.Lock()
 	n.hub.subs[n.name] = fn
-	ev := Event{Kind: EventSync, Generation: n.hub.gen, Setup: n.hub.setup}
+	ev := Event{Kind: EventSync, Generation: n.hub.gen, Setup: n.hub.setup, Reference: n.hub.ref}
 	n.hub.mu.Unlock()
 	fn(ev)
 }
@@ -330,6 +384,17 @@ func openNodeIn(t *testing.T, dir string, hub *sharedHub, name string, f *watchF
 		}
 	})
 	return &clusterNode{env: &env{e: e, f: fs, client: c, dir: dir}, shared: sn, logs: logs}
+}
+
+// landed waits until the changes node n found are in the hub (its
+// outbox is empty).
+func landed(t *testing.T, n *clusterNode) {
+	t.Helper()
+	eventually(t, n.shared.name+"'s changes to land in the cluster", func() bool {
+		n.e.outbox.mu.Lock()
+		defer n.e.outbox.mu.Unlock()
+		return n.e.outbox.n == 0
+	})
 }
 
 func openCluster(t *testing.T, f *watchFake, names ...string) (*sharedHub, []*clusterNode) {
@@ -437,8 +502,8 @@ func TestClusterOnlyThePollerPollsAndGenerationsSpread(t *testing.T) {
 			return true
 		})
 		for i, n := range nodes {
-			if g := n.e.Generation(); g != gen+1 {
-				t.Errorf("node %d is at generation %d, want the poller's %d", i, g, gen+1)
+			if g := n.e.Generation(); g == gen || g != f.gen(t) {
+				t.Errorf("node %d is at generation %d (before the change %d), want the new setup value's %d", i, g, gen, f.gen(t))
 			}
 		}
 		if got := len(f.calls("getCatalogDetailed")) - calls; got != 1 {
@@ -478,6 +543,7 @@ func TestClusterInvalidationReachesEveryNode(t *testing.T) {
 		time.Sleep(time.Second)
 		f.set(func(f *watchFake) { f.updated["101"] = true })
 		mustPoll(t, nodes[0].e.pollUpdates)
+		landed(t, nodes[0])
 		if hub.has(key) {
 			t.Error("the invalidated entry is still in the shared tier")
 		}
@@ -712,6 +778,7 @@ func TestClusterRestartedNodeCatchesUpFromTheSharedTier(t *testing.T) {
 		// The setup changes while b is down; a refreshes the catalog.
 		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
 		mustPoll(t, a.e.pollSetup)
+		landed(t, a)
 		eventually(t, "a refreshed", func() bool {
 			r := a.serve(t, catalog, `{}`)
 			return r.Hit && strings.Contains(string(r.Entry.Body), `"v2"`)
@@ -788,6 +855,7 @@ func TestClusterInvalidationDuringAnotherNodesCall(t *testing.T) {
 		hub.holdEvents("b") // b's stream reader is behind
 		f.set(func(f *watchFake) { f.updated["101"] = true })
 		mustPoll(t, a.e.pollUpdates)
+		landed(t, a)
 		close(b.f.gate)
 		if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"seats":10`) {
 			t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
@@ -834,6 +902,7 @@ func TestClusterSetupChangeDuringAnotherNodesCatalogCall(t *testing.T) {
 		hub.holdEvents("b")
 		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
 		mustPoll(t, a.e.pollSetup)
+		landed(t, a)
 		close(b.f.gate)
 		if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"before"`) {
 			t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
@@ -905,14 +974,20 @@ func TestClusterWaitersRetakeTheLease(t *testing.T) {
 	}
 }
 
-// A node cut off from Redis starts its own generation gen+1 for the setup
-// change it sees; the cluster's poller reaches gen+1 too. For a later
-// change, the node back in the cluster must not take its older catalog,
-// stamped with the same number, for current: it refreshes it through the
-// shared tier. For the same change, it keeps its catalog.
+// A node cut off from Redis starts its own generation for the setup
+// change it sees. Generations are the setup value's: for the same change
+// the cluster's poller reaches the same number, and the node back in the
+// cluster keeps its catalog; for a later change the numbers differ, and
+// the node must not take its older catalog for current: it refreshes it
+// through the shared tier. (With counted generations both were gen+1, a
+// collision only the setup value could tell apart.)
 func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
-	releaseEvents := func(hub *sharedHub, _ *clusterNode) { hub.releaseEvents("b") }
-	syncEvent := func(hub *sharedHub, b *clusterNode) {
+	releaseEvents := func(t *testing.T, hub *sharedHub, _ *clusterNode) { hub.releaseEvents("b") }
+	syncEvent := func(t *testing.T, hub *sharedHub, b *clusterNode) {
+		// b's own change, kept while it was cut off, lands (the same
+		// change) or is refused (the cluster moved on) first; until then
+		// a sync would not take b back.
+		landed(t, b)
 		hub.mu.Lock()
 		ev := Event{Kind: EventSync, Generation: hub.gen, Setup: hub.setup}
 		hub.mu.Unlock()
@@ -920,7 +995,7 @@ func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		rejoin func(hub *sharedHub, b *clusterNode)
+		rejoin func(t *testing.T, hub *sharedHub, b *clusterNode)
 		later  bool // the setup changes again before the cluster's poller looks
 	}{
 		{"another change, the stream's event", releaseEvents, true},
@@ -943,6 +1018,7 @@ func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
 				// A change every node applies, so that b records its value.
 				f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v1b" })
 				mustPoll(t, a.e.pollSetup)
+				landed(t, a)
 				eventually(t, "a has the new catalog", serves(a, `"v1b"`))
 				eventually(t, "b has the new catalog", serves(b, `"v1b"`))
 				gen := a.e.Generation()
@@ -959,14 +1035,15 @@ func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
 					want = `"v3"`
 				}
 				mustPoll(t, a.e.pollSetup)
+				landed(t, a)
 				eventually(t, "a refreshed", serves(a, want))
-				if ga, gb := a.e.Generation(), b.e.Generation(); ga != gen+1 || gb != gen+1 {
-					t.Fatalf("generations a %d, b %d; want both %d (the collision this test is about)", ga, gb, gen+1)
+				if ga, gb := a.e.Generation(), b.e.Generation(); ga == gen || ga != f.gen(t) || (ga == gb) == tc.later {
+					t.Fatalf("generations a %d, b %d (before %d); want a at the value's %d, and b the same exactly for the same change", ga, gb, gen, f.gen(t))
 				}
 				calls := len(f.calls("getCatalogDetailed"))
 
 				b.shared.down.Store(false)
-				tc.rejoin(hub, b)
+				tc.rejoin(t, hub, b)
 				if tc.later && serves(b, `"v2"`)() {
 					t.Error("back in the cluster, b serves its older catalog as fresh")
 				}

@@ -234,10 +234,7 @@ func (e *Edge) adoptGeneration(ev Event) {
 		return
 	}
 	cur := e.gen.Load()
-	var prev []byte
-	if ev.Generation != 0 || ev.Setup != nil {
-		prev, _ = e.store.GetMeta(metaSetupLast) // none or unreadable: the entries cannot be vouched for
-	}
+	prev, _ := e.store.GetMeta(metaSetupLast) // none or unreadable: the entries cannot be vouched for
 	adopt := ev.Generation != 0 && ev.Generation != cur
 	collided := !adopt && ev.Generation != 0 && ev.Setup != nil && !bytes.Equal(prev, ev.Setup)
 	var err error
