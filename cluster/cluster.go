@@ -107,6 +107,10 @@ type Cluster struct {
 	// change them to tell a pub/sub wake-up from a poll).
 	pollFirst, pollMax time.Duration
 
+	// syncEvery is the reconcile's period: the heartbeat (tests that
+	// count events set it long before Subscribe).
+	syncEvery time.Duration
+
 	lead     leaderState
 	stream   streamState
 	released releasedHub
@@ -168,6 +172,7 @@ func Open(cfg Config) (*Cluster, error) {
 	bulkOpts.PoolTimeout = time.Second
 	c := &Cluster{cfg: cfg, rdb: redis.NewClient(opts), bulk: redis.NewClient(&bulkOpts), node: cfg.Node, log: cfg.Logger}
 	c.pollFirst, c.pollMax = waitPollFirst, waitPollMax
+	c.syncEvery = cfg.Heartbeat
 	c.nodes.Store(1)
 	c.leader.Store("")
 	c.released.waiters = map[string]map[chan struct{}]struct{}{}

@@ -201,7 +201,7 @@ func (c *Cluster) readLoop() {
 	var synced time.Time
 	block := min(streamBlock, c.cfg.Heartbeat)
 	for c.ctx.Err() == nil {
-		if d := c.downs.Load(); !joined || d != downs || time.Since(synced) >= c.cfg.Heartbeat {
+		if d := c.downs.Load(); !joined || d != downs || time.Since(synced) >= c.syncEvery {
 			// A join when the node (re)joins, a reconcile every heartbeat:
 			// the same catch-up and sync.
 			if d != downs {
