@@ -127,7 +127,7 @@ func TestRedisOutOfReach(t *testing.T) {
 			defer cancel()
 			w := waitAsync(b, ctx, key)
 			time.Sleep(50 * time.Millisecond) // b's waiter is registered
-			release()
+			release.Release()
 			return !errors.Is((<-w).err, context.DeadlineExceeded)
 		})
 	}

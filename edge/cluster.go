@@ -36,9 +36,10 @@ type Shared interface {
 	// that PutEntry refuses the answer of a call begun before.
 	Purge(ctx context.Context, ev Event) error
 	// Lease takes, for ttl, the cluster-wide right to call S-360 for key.
-	// ok is false when another node holds it: WaitEntry then. release
-	// (never nil when ok) gives the lease up, and wakes the waiters.
-	Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool, err error)
+	// ok is false when another node holds it: WaitEntry then. The lease
+	// (never nil when ok) is renewed by its holder while it waits and
+	// calls, and released when it is done.
+	Lease(ctx context.Context, key string, ttl time.Duration) (lease KeyLease, ok bool, err error)
 	// WaitEntry waits until key's lease is released (or has expired) or
 	// ctx ends, then reads key's entry from the shared tier.
 	WaitEntry(ctx context.Context, key string) (*cachestore.Entry, error)
@@ -63,6 +64,18 @@ type Shared interface {
 	// restart or an outage included), and with an EventSync when the node
 	// (re)joins and then every heartbeat (reconcile).
 	Subscribe(fn func(Event))
+}
+
+// KeyLease is a key's fetch lease, held by this node.
+type KeyLease interface {
+	// Renew extends the lease by its ttl if this node still holds it
+	// (fenced: a lease that expired, and may be another node's, is not
+	// extended): held is false then. An error: the shared state is out of
+	// reach.
+	Renew(ctx context.Context) (held bool, err error)
+	// Release gives the lease up if it is still this node's, and wakes
+	// the waiters of every node. Only its first call does anything.
+	Release()
 }
 
 // ErrInvalidated is PutEntry's refusal of an answer asked for before an

@@ -30,7 +30,8 @@ import (
 type sharedHub struct {
 	mu      sync.Mutex
 	entries map[string][]byte
-	leases  map[string]chan struct{} // closed on release
+	leases  map[string]*hubLease
+	tokens  int
 	poller  string
 	subs    map[string]func(Event)
 	fail    atomic.Bool // every call fails, as with Redis down
@@ -46,10 +47,12 @@ type sharedHub struct {
 	held        map[string][]Event // events not yet delivered to a node (holdEvents)
 	// published are the events that landed, in order.
 	published []Event
+	// floors, when set, are the keys' last calls (hubFloors).
+	floors map[string]time.Time
 }
 
 func newHub(poller string) *sharedHub {
-	return &sharedHub{entries: map[string][]byte{}, leases: map[string]chan struct{}{}, poller: poller, subs: map[string]func(Event){},
+	return &sharedHub{entries: map[string][]byte{}, leases: map[string]*hubLease{}, poller: poller, subs: map[string]func(Event){},
 		marks: map[string]int64{}, held: map[string][]Event{}}
 }
 
@@ -192,40 +195,89 @@ func (n *sharedNode) Purge(ctx context.Context, ev Event) error {
 	return nil
 }
 
-func (n *sharedNode) Lease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
+// hubLease is a key's lease in the hub: it expires at until unless its
+// holder renews it, as in Redis.
+type hubLease struct {
+	token    int
+	until    time.Time
+	released chan struct{} // closed on release
+}
+
+// nodeLease is a node's handle on the lease it took.
+type nodeLease struct {
+	n     *sharedNode
+	key   string
+	token int
+	ttl   time.Duration
+}
+
+func (n *sharedNode) Lease(ctx context.Context, key string, ttl time.Duration) (KeyLease, bool, error) {
 	if err := n.call(); err != nil {
 		return nil, false, err
 	}
 	n.hub.mu.Lock()
 	defer n.hub.mu.Unlock()
-	if n.hub.leases[key] != nil {
+	if l := n.hub.leases[key]; l != nil && time.Now().Before(l.until) {
 		return nil, false, nil
 	}
-	ch := make(chan struct{})
-	n.hub.leases[key] = ch
-	return sync.OnceFunc(func() {
-		n.hub.mu.Lock()
-		delete(n.hub.leases, key)
-		n.hub.mu.Unlock()
-		close(ch)
-	}), true, nil
+	n.hub.tokens++
+	n.hub.leases[key] = &hubLease{token: n.hub.tokens, until: time.Now().Add(ttl), released: make(chan struct{})}
+	return &nodeLease{n: n, key: key, token: n.hub.tokens, ttl: ttl}, true, nil
 }
 
+func (l *nodeLease) Renew(ctx context.Context) (bool, error) {
+	if err := l.n.call(); err != nil {
+		return false, err
+	}
+	l.n.hub.mu.Lock()
+	defer l.n.hub.mu.Unlock()
+	hl := l.n.hub.leases[l.key]
+	if hl == nil || hl.token != l.token || !time.Now().Before(hl.until) {
+		return false, nil
+	}
+	hl.until = time.Now().Add(l.ttl)
+	return true, nil
+}
+
+func (l *nodeLease) Release() {
+	if l.n.call() != nil {
+		return
+	}
+	l.n.hub.mu.Lock()
+	defer l.n.hub.mu.Unlock()
+	if hl := l.n.hub.leases[l.key]; hl != nil && hl.token == l.token {
+		delete(l.n.hub.leases, l.key)
+		close(hl.released)
+	}
+}
+
+// WaitEntry waits for the lease's release or expiry, as the cluster's
+// polling of the lease does.
 func (n *sharedNode) WaitEntry(ctx context.Context, key string) (*cachestore.Entry, error) {
 	if err := n.call(); err != nil {
 		return nil, err
 	}
-	n.hub.mu.Lock()
-	ch := n.hub.leases[key]
-	n.hub.mu.Unlock()
-	if ch != nil {
+	for {
+		n.hub.mu.Lock()
+		l := n.hub.leases[key]
+		var until time.Time
+		if l != nil {
+			until = l.until
+		}
+		n.hub.mu.Unlock()
+		if l == nil || !time.Now().Before(until) {
+			return n.GetEntry(ctx, key)
+		}
+		t := time.NewTimer(time.Until(until))
 		select {
-		case <-ch:
+		case <-l.released:
+		case <-t.C: // expired, or renewed: look again
 		case <-ctx.Done():
+			t.Stop()
 			return nil, ctx.Err()
 		}
+		t.Stop()
 	}
-	return n.GetEntry(ctx, key)
 }
 
 func (n *sharedNode) Poller() (bool, int) {
@@ -363,13 +415,22 @@ func openNode(t *testing.T, hub *sharedHub, name string, f *watchFake) *clusterN
 
 func openNodeIn(t *testing.T, dir string, hub *sharedHub, name string, f *watchFake) *clusterNode {
 	t.Helper()
+	return openNodeWith(t, dir, hub, name, f, nil)
+}
+
+// openNodeWith is openNodeIn with the node's gate wrapped by wrap.
+func openNodeWith(t *testing.T, dir string, hub *sharedHub, name string, f *watchFake, wrap func(Gate) Gate) *clusterNode {
+	t.Helper()
 	sn := &sharedNode{hub: hub, name: name}
 	hub.mu.Lock()
 	hub.nodes++
 	hub.mu.Unlock()
 	core, logs := observer.New(zapcore.InfoLevel)
-	e, err := Open(Options{Dir: dir, Institution: "mosa", Shared: sn, Logger: zap.New(core),
-		Gate: budget.New(budget.Config{Floors: map[string]time.Duration{"catalogService/*": 0, "availabilityService/*": 0}})})
+	var gate Gate = budget.New(budget.Config{Floors: map[string]time.Duration{"catalogService/*": 0, "availabilityService/*": 0}})
+	if wrap != nil {
+		gate = wrap(gate)
+	}
+	e, err := Open(Options{Dir: dir, Institution: "mosa", Shared: sn, Logger: zap.New(core), Gate: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1028,7 +1089,9 @@ func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
 				hub.holdEvents("b")
 				f.set(func(f *watchFake) { f.setup = "2025-11-13T10:00:00.000+01:00"; f.edition = "v2" })
 				mustPoll(t, b.e.pollSetup)
-				eventually(t, "b refreshed alone", serves(b, `"v2"`))
+				// A background refresh waits sharedBlip for Redis before it
+				// calls alone.
+				eventuallyWithin(t, sharedBlip+5*time.Second, "b refreshed alone", serves(b, `"v2"`))
 				want := `"v2"`
 				if tc.later {
 					f.set(func(f *watchFake) { f.setup = "2025-11-14T10:00:00.000+01:00"; f.edition = "v3" })

@@ -126,6 +126,9 @@ type Edge struct {
 	outbox outbox
 	// refMu orders the writes of the updates poll's reference date.
 	refMu sync.Mutex
+	// sharedDown is when the shared state began to fail (unix ns), 0
+	// while it answers: see retryLease.
+	sharedDown atomic.Int64
 	// invalidations counts the availability watcher's reported changes:
 	// an availability answer asked for before one is stored stale.
 	invalidations atomic.Uint64

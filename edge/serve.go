@@ -267,42 +267,61 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	// In a cluster, the shared tier, then the key's lease, come before
 	// S-360: the cluster makes one call per key. Feeds' copies stay local.
 	shared := e.opts.Shared != nil && !Feed(call)
-	if shared {
-		inv := e.invalidations.Load()
-		if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
-			return f
+	var held *heldLease
+	defer func() {
+		if held != nil {
+			held.release()
 		}
-		release, f := e.leaseKey(ctx, call, key, canonical, inv)
-		if f != nil {
-			return f
+	}()
+	var (
+		gen, inv uint64
+		mark     int64
+		resp     *upstream.Response
+		err      error
+	)
+	for lost := 0; ; lost++ {
+		if shared {
+			inv := e.invalidations.Load()
+			if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
+				return f
+			}
+			h, f := e.leaseKey(ctx, call, key, canonical, inv)
+			if f != nil {
+				return f
+			}
+			held = h
 		}
-		if release != nil {
-			defer release()
+		if client == nil {
+			return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
 		}
+		if e.opts.Gate != nil {
+			if wait := e.opts.Gate.FloorWait(key, call.Name()); wait > 0 {
+				return &fetched{err: &FloorError{Name: call.Name(), Wait: wait}}
+			}
+		}
+		// The answer belongs to the generation current when it was asked
+		// for: a setup change during a 20 s getCatalogDetailed must leave it
+		// stale. Likewise an availability answer asked for before a reported
+		// change.
+		gen, inv = e.gen.Load(), e.invalidations.Load()
+		// The same for the cluster: an invalidation another node runs while
+		// the call is out keeps its answer out of the shared tier.
+		if shared && call.Class == s360.Availability {
+			if mark, err = e.opts.Shared.Mark(ctx); err != nil {
+				e.sharedFailed("reading the shared clock", err)
+			}
+		}
+		resp, err = client.Do(withLease(WithCallKey(ctx, key), held), call.Path(), canonical)
+		if errors.Is(err, errLeaseLost) && lost < leaseRounds {
+			// The lease expired while the call waited (Redis paused past
+			// it): another node may have called since. The shared tier,
+			// the lease and the floor again, as at first.
+			held.release()
+			held = nil
+			continue
+		}
+		break
 	}
-	if client == nil {
-		return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
-	}
-	if e.opts.Gate != nil {
-		if wait := e.opts.Gate.FloorWait(key, call.Name()); wait > 0 {
-			return &fetched{err: &FloorError{Name: call.Name(), Wait: wait}}
-		}
-	}
-	// The answer belongs to the generation current when it was asked
-	// for: a setup change during a 20 s getCatalogDetailed must leave it
-	// stale. Likewise an availability answer asked for before a reported
-	// change.
-	gen, inv := e.gen.Load(), e.invalidations.Load()
-	// The same for the cluster: an invalidation another node runs while
-	// the call is out keeps its answer out of the shared tier.
-	var mark int64
-	if shared && call.Class == s360.Availability {
-		var err error
-		if mark, err = e.opts.Shared.Mark(ctx); err != nil {
-			e.sharedFailed("reading the shared clock", err)
-		}
-	}
-	resp, err := client.Do(WithCallKey(ctx, key), call.Path(), canonical)
 	e.stats.upstream(call.Class, resp, err)
 	if reachedS360(err) {
 		e.markFetched(key, call.Name())

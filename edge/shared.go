@@ -14,38 +14,60 @@ import (
 	"github.com/s360edge/s360edge/s360"
 )
 
-// leaseMargin is added to the fetch timeout for a key's lease: the call
-// may first wait for a budget slot and a token.
+// leaseMargin is added to the fetch timeout for a waiter's bound on
+// another node's call: that call may first wait for a budget slot and a
+// token.
 const leaseMargin = 10 * time.Second
 
 // leaseRounds bounds how many times a node waits for other nodes' calls
-// of one key before it calls without the lease.
+// of one key before it gives up (errLeaseBusy) rather than call too.
 const leaseRounds = 3
 
-// leaseKey takes key's fetch lease for this node's call, and returns its
-// release; or the answer another node's call brought. When another node
-// holds the lease, it waits for that call and, when nothing usable comes
-// (the holder failed, or answered under a generation this node has left),
-// takes the lease again: the nodes that waited then call one at a time,
-// each reading the previous one's answer first, rather than all at once.
-// After leaseRounds waits, when the shared state fails, or when ctx ends,
-// it returns neither: the node calls as a single node would.
-func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, inv uint64) (func(), *fetched) {
-	for range leaseRounds {
-		release, ok, err := e.opts.Shared.Lease(ctx, key, e.timeout()+leaseMargin)
+// A background fetch whose lease cannot be taken because the shared state
+// fails tries again, from leaseRetryFirst doubling to leaseRetryMax, while
+// the shared state has failed for less than sharedBlip: a Redis paused or
+// restarted for a few seconds does not make every node refresh its
+// catalog alone (one call per node and key). Past it the node goes on
+// alone, as a single node.
+const (
+	leaseRetryFirst = 100 * time.Millisecond
+	leaseRetryMax   = time.Second
+	sharedBlip      = 10 * time.Second
+)
+
+// leaseKey takes key's fetch lease for this node's call and keeps it alive
+// until the caller releases it; or returns the answer another node's call
+// brought. When another node holds the lease, it waits for that call and,
+// when nothing usable comes (the holder failed, or answered under a
+// generation this node has left), takes the lease again: the nodes that
+// waited then call one at a time, each reading the previous one's answer
+// first, rather than all at once. After leaseRounds waits it gives up
+// (errLeaseBusy): it does not call while another node may. When the shared
+// state fails (past a short retry for a background fetch, retryLease), or
+// when ctx ends, it returns neither: the node calls as a single node would.
+func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, inv uint64) (*heldLease, *fetched) {
+	delay := leaseRetryFirst
+	for round := 0; round < leaseRounds; {
+		l, ok, err := e.opts.Shared.Lease(ctx, key, leaseTTL)
 		if err != nil {
 			e.sharedFailed("taking a key's fetch lease", err)
-			return nil, nil
+			if !e.retryLease(ctx) || !sleepCtx(ctx, delay) {
+				return nil, nil
+			}
+			delay = min(2*delay, leaseRetryMax)
+			continue
 		}
+		e.sharedDown.Store(0)
 		if ok {
 			// The previous holder may have stored the answer and let the
 			// lease go between the last read and this lease: read again.
 			if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
-				release()
+				l.Release()
 				return nil, f
 			}
-			return release, nil
+			return e.keepLease(l, leaseTTL), nil
 		}
+		round++
 		if f := e.sharedEntry(ctx, call, key, canonical, true, inv); f != nil {
 			return nil, f
 		}
@@ -53,7 +75,31 @@ func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonic
 			return nil, nil
 		}
 	}
-	return nil, nil
+	return nil, &fetched{err: errLeaseBusy}
+}
+
+// retryLease says whether a fetch whose lease could not be taken (the
+// shared state failed) tries again rather than call alone: a background
+// one, while the shared state has failed for less than sharedBlip.
+func (e *Edge) retryLease(ctx context.Context) bool {
+	p := PriorityOf(ctx)
+	if fl := flightOf(ctx); fl != nil {
+		p, _ = fl.priority()
+	}
+	since := e.sharedDown.Load()
+	return p == PriorityBackground && since != 0 && time.Since(time.Unix(0, since)) < sharedBlip
+}
+
+// sleepCtx waits d; false when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // sharedEntry reads key from the shared tier, after waiting for another
@@ -114,10 +160,10 @@ func (e *Edge) keepStale(call s360.Call, key string, ent *cachestore.Entry) *cac
 	return &stale
 }
 
-// leaseWait bounds the wait for another node's call: that call's lease,
-// as a coalesced request waits for its flight (the buyers' own waits are
-// bounded in fetch), so that a 20 s getCatalogDetailed missed on N nodes
-// is still one call.
+// leaseWait bounds one wait for another node's call, as a coalesced
+// request waits for its flight (the buyers' own waits are bounded in
+// fetch), so that a 20 s getCatalogDetailed missed on N nodes is still one
+// call.
 func (e *Edge) leaseWait() time.Duration { return e.timeout() + leaseMargin }
 
 // sharedFailed counts a failed call of the shared state; the edge goes on
@@ -125,6 +171,7 @@ func (e *Edge) leaseWait() time.Duration { return e.timeout() + leaseMargin }
 // Redis going down and up).
 func (e *Edge) sharedFailed(what string, err error) {
 	e.stats.sharedErrors.Add(1)
+	e.sharedDown.CompareAndSwap(0, time.Now().UnixNano())
 	e.opts.Logger.Debug(what+" failed; going on as a single node", zap.Error(err))
 }
 

@@ -141,7 +141,13 @@ var (
 // at a deadline of fake time.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	eventuallyWithin(t, 5*time.Second, what, cond)
+}
+
+// eventuallyWithin is eventually with a deadline of d.
+func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for synctest.Wait(); !cond(); synctest.Wait() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
