@@ -117,6 +117,10 @@ type Cluster struct {
 	// change them to tell a pub/sub wake-up from a poll).
 	pollFirst, pollMax time.Duration
 
+	// syncEvery is the reconcile's period: the heartbeat (tests that
+	// count events set it long before Subscribe).
+	syncEvery time.Duration
+
 	lead     leaderState
 	stream   streamState
 	released releasedHub
@@ -186,6 +190,7 @@ func Open(cfg Config) (*Cluster, error) {
 	bulkOpts.PoolTimeout = time.Second
 	c.rdb, c.bulk = redis.NewClient(opts), redis.NewClient(&bulkOpts)
 	c.pollFirst, c.pollMax = waitPollFirst, waitPollMax
+	c.syncEvery = cfg.Heartbeat
 	c.count.saved = loadNodeCount(cfg.Dir)
 	c.SetNodes(cfg.Nodes)
 	c.leader.Store("")

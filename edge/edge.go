@@ -119,15 +119,22 @@ type Edge struct {
 	// genMu orders the changes of gen: the setup watcher's bumps and, in
 	// a cluster, the adoption of the cluster's generation.
 	genMu sync.Mutex
-	// publishFailing is set while publishing to the cluster fails, so
-	// that it is logged once.
+	// publishFailing is set while publishing a purge to the cluster
+	// fails, so that it is logged once.
 	publishFailing atomic.Bool
 	// asking are the fetches in progress (marks.go): a purge or an
 	// invalidation marks those it concerns, whose answers are then kept
 	// stale. Guarded by amu, which is taken alone.
 	amu    sync.Mutex
 	asking map[*asking]struct{}
-	stats  stats
+	// outbox keeps the changes this node found until the cluster has them.
+	outbox outbox
+	// refMu orders the writes of the updates poll's reference date.
+	refMu sync.Mutex
+	// sharedDown is when the shared state began to fail (unix ns), 0
+	// while it answers: see retryLease.
+	sharedDown atomic.Int64
+	stats      stats
 	// waiting counts callers blocked on a fetch (coalesced ones included).
 	waiting atomic.Int64
 	watch   watchState
@@ -174,6 +181,11 @@ func Open(opts Options) (*Edge, error) {
 	e.keepLearnedLimit()
 	e.keepHistory()
 	if opts.Shared != nil {
+		if err := e.openOutbox(); err != nil {
+			e.cancel()
+			store.Close()
+			return nil, err
+		}
 		opts.Shared.Subscribe(e.applyEvent)
 	}
 	return e, nil

@@ -84,8 +84,27 @@ type Waits struct {
 }
 
 // Wait is the upstream client's Wait hook: every upstream call, token
-// calls included, takes a slot of the budget first.
+// calls included, takes a slot of the budget first. A call under a key's
+// fetch lease (a cluster) leaves only while that lease is still this
+// node's: it is renewed right after the slot is granted.
 func (e *Edge) Wait(ctx context.Context, path string) error {
+	lease := leaseOf(ctx)
+	if path == upstream.AuthPath {
+		lease = nil // the token's call, not the key's
+	}
+	if lease != nil && lease.lost.Load() {
+		return errLeaseLost // no slot taken for a call that will not leave
+	}
+	if err := e.waitBudget(ctx, path); err != nil {
+		return err
+	}
+	if lease != nil {
+		return lease.confirm(ctx, e)
+	}
+	return nil
+}
+
+func (e *Edge) waitBudget(ctx context.Context, path string) error {
 	if e.opts.Gate == nil {
 		return nil
 	}

@@ -290,40 +290,60 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 	// In a cluster, the shared tier, then the key's lease, come before
 	// S-360: the cluster makes one call per key. Feeds' copies stay local.
 	shared := e.opts.Shared != nil && !Feed(call)
-	if shared {
-		if f := e.sharedEntry(ctx, call, key, canonical, false, a); f != nil {
-			return f
+	var held *heldLease
+	defer func() {
+		if held != nil {
+			held.release()
 		}
-		release, f := e.leaseKey(ctx, call, key, canonical, a)
-		if f != nil {
-			return f
+	}()
+	var (
+		gen  uint64
+		mark int64
+		resp *upstream.Response
+		err  error
+	)
+	for lost := 0; ; lost++ {
+		if shared {
+			if f := e.sharedEntry(ctx, call, key, canonical, false, a); f != nil {
+				return f
+			}
+			h, f := e.leaseKey(ctx, call, key, canonical, a)
+			if f != nil {
+				return f
+			}
+			held = h
 		}
-		if release != nil {
-			defer release()
+		if client == nil {
+			return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
 		}
-	}
-	if client == nil {
-		return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
-	}
-	if wait := e.floorWait(call, key); wait > 0 {
-		return &fetched{err: &FloorError{Name: call.Name(), Wait: wait}}
-	}
-	// The answer belongs to the generation current when it was asked
-	// for: a setup change during a 20 s getCatalogDetailed must leave it
-	// stale. Likewise an answer asked for before a reported change or a
-	// purge: only those from now on concern it.
-	gen := e.gen.Load()
-	e.restart(a)
-	// The same for the cluster: an invalidation or a purge another node
-	// runs while the call is out keeps its answer out of the shared tier.
-	var mark int64
-	if shared {
-		var err error
-		if mark, err = e.opts.Shared.Mark(ctx); err != nil {
-			e.sharedFailed("reading the shared clock", err)
+		if wait := e.floorWait(call, key); wait > 0 {
+			return &fetched{err: &FloorError{Name: call.Name(), Wait: wait}}
 		}
+		// The answer belongs to the generation current when it was asked
+		// for: a setup change during a 20 s getCatalogDetailed must leave
+		// it stale. Likewise an answer asked for before a reported change
+		// or a purge: only those from now on concern it.
+		gen = e.gen.Load()
+		e.restart(a)
+		// The same for the cluster: an invalidation or a purge another
+		// node runs while the call is out keeps its answer out of the
+		// shared tier.
+		if shared {
+			if mark, err = e.opts.Shared.Mark(ctx); err != nil {
+				e.sharedFailed("reading the shared clock", err)
+			}
+		}
+		resp, err = client.Do(withLease(WithCallKey(ctx, key), held), call.Path(), canonical)
+		if errors.Is(err, errLeaseLost) && lost < leaseRounds {
+			// The lease expired while the call waited (Redis paused past
+			// it): another node may have called since. The shared tier,
+			// the lease and the floor again, as at first.
+			held.release()
+			held = nil
+			continue
+		}
+		break
 	}
-	resp, err := client.Do(WithCallKey(ctx, key), call.Path(), canonical)
 	e.stats.upstream(call.Class, resp, err)
 	if reachedS360(err) {
 		e.markFetched(key, call.Name())

@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -223,33 +224,12 @@ func (e *Edge) pollSetup(ctx context.Context) error {
 	if err != nil {
 		return e.pollFailed(ctx, call.Method, fmt.Errorf("reading getLastSetupUpdate: %w", err))
 	}
-	prev, err := e.store.GetMeta(metaSetupLast)
-	var changed bool
-	switch {
-	case errors.Is(err, cachestore.ErrNotFound):
-		changed = e.hasCatalogBefore(e.opened)
-	case err != nil:
+	changed, err := e.setupValue(value)
+	if err != nil {
 		return e.pollFailed(ctx, call.Method, err)
-	default:
-		changed = !bytes.Equal(prev, value)
-	}
-	if changed {
-		// The generation is persisted before the value: a crash in
-		// between repeats the bump at the next start, never loses it.
-		if err := e.newGeneration(); err != nil {
-			return e.pollFailed(ctx, call.Method, err)
-		}
-	}
-	if changed || prev == nil {
-		if err := e.store.PutMeta(metaSetupLast, value); err != nil {
-			return e.pollFailed(ctx, call.Method, err)
-		}
 	}
 	e.stats.lastSetupPoll.Store(e.opts.Now().UnixNano())
 	if changed {
-		// Published before refreshing, so that the nodes refresh
-		// together and share each key's one call.
-		e.publish(ctx, Event{Kind: EventGeneration, Generation: e.gen.Load(), Setup: value})
 		e.refreshAhead()
 	}
 	return nil
@@ -277,24 +257,66 @@ func (e *Edge) hasCatalogBefore(t time.Time) bool {
 	return found
 }
 
-// newGeneration makes every catalog entry stale at once: entries carry the
-// generation they were fetched in, and Serve compares it with the current
-// one.
-//
-// In a cluster, gen is the cluster's last generation (adopted from every
-// event) or above it after bumps while Redis was out of reach, so that
-// the poller's gen+1 is max(local, cluster)+1.
-func (e *Edge) newGeneration() error {
+// setupValue compares value, the setup poll's answer, with the last one
+// and starts a new generation when it changed (see pollSetup for the
+// first poll). It runs under genMu: a sync from the cluster, behind this
+// change, cannot come between the comparison, the generation, the value
+// and the change kept for the cluster.
+func (e *Edge) setupValue(value []byte) (changed bool, err error) {
 	e.genMu.Lock()
 	defer e.genMu.Unlock()
-	g := e.gen.Add(1)
-	if err := e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, g)); err != nil {
-		return fmt.Errorf("storing the catalog generation: %w", err)
+	prev, err := e.store.GetMeta(metaSetupLast)
+	switch {
+	case errors.Is(err, cachestore.ErrNotFound):
+		changed = e.hasCatalogBefore(e.opened)
+	case err != nil:
+		return false, err
+	default:
+		changed = !bytes.Equal(prev, value)
 	}
-	e.stats.gens.Add(1)
-	e.stats.lastSetupChange.Store(e.opts.Now().UnixNano())
-	e.opts.Logger.Info("S-360 setup changed: new catalog generation", zap.Uint64("generation", g))
+	if changed {
+		return true, e.newGeneration(prev, value)
+	}
+	if prev == nil {
+		return false, e.store.PutMeta(metaSetupLast, value)
+	}
+	return false, nil
+}
+
+// newGeneration makes every catalog entry stale at once: entries carry the
+// generation they were fetched in, and Serve compares it with the current
+// one. The generation is the setup value's (GenerationOf), so that nodes
+// of a cluster that saw the same change alone (Redis out of reach) agree
+// on its number, and an entry fetched under a setup value is current
+// wherever that value is. In a cluster the change is kept for the other
+// nodes (the outbox), seen from prev. Called with genMu held.
+//
+// The generation is persisted before the value: a crash in between
+// repeats the change at the next start, which gives the same number.
+func (e *Edge) newGeneration(prev, value []byte) error {
+	g := GenerationOf(value)
+	if g != e.gen.Load() {
+		if err := e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, g)); err != nil {
+			return fmt.Errorf("storing the catalog generation: %w", err)
+		}
+		e.gen.Store(g)
+		e.stats.gens.Add(1)
+		e.stats.lastSetupChange.Store(e.opts.Now().UnixNano())
+		e.opts.Logger.Info("S-360 setup changed: new catalog generation", zap.Uint64("generation", g))
+	}
+	if err := e.store.PutMeta(metaSetupLast, value); err != nil {
+		return err
+	}
+	e.enqueue(Event{Kind: EventGeneration, Generation: g, Setup: value, From: prev}, false)
 	return nil
+}
+
+// GenerationOf is the catalog generation of a setup value (the canonical
+// getLastSetupUpdate answer): 53 bits of its SHA-256, never 0 (no
+// generation), exact in JSON numbers and metrics.
+func GenerationOf(setup []byte) uint64 {
+	h := sha256.Sum256(setup)
+	return max(binary.BigEndian.Uint64(h[:8])&(1<<53-1), 1)
 }
 
 // refreshAhead refetches, one at a time, the cached catalog entries of an
@@ -458,10 +480,11 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 	// reference date when every batch succeeded.
 	var purged []string
 	var reference string
+	tier := false // a shared tier's invalidation failed: the outbox does it again
 	defer func() {
 		if len(purged) > 0 {
 			slices.Sort(purged)
-			e.publish(ctx, Event{Kind: EventInvalidate, Tags: slices.Compact(purged), Reference: reference})
+			e.enqueue(Event{Kind: EventInvalidate, Tags: slices.Compact(purged), Reference: reference}, tier)
 		}
 	}()
 	for i, batch := range slices.Collect(slices.Chunk(ids, w.BatchSize)) {
@@ -494,13 +517,18 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 				tags = append(tags, productTags(id, products[id])...)
 			}
 		}
-		if err := e.invalidate(ctx, tags); err != nil {
+		shared, err := e.invalidate(ctx, tags)
+		tier = tier || !shared
+		if err != nil {
 			return e.pollFailed(ctx, method, err)
 		}
 		purged = append(purged, tags...)
 	}
 	reference = next.UTC().Format(refDateLayout)
-	if err := e.store.PutMeta(metaUpdatesRef, []byte(reference)); err != nil {
+	e.refMu.Lock()
+	err = e.store.PutMeta(metaUpdatesRef, []byte(reference))
+	e.refMu.Unlock()
+	if err != nil {
 		reference = ""
 		return e.pollFailed(ctx, method, err)
 	}
@@ -511,13 +539,16 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 // invalidate invalidates the availability entries tagged with tags: drops
 // them from the shared tier first in a cluster, so that no node refills its
 // store from it, then marks them in the local store (invalidateLocal).
-func (e *Edge) invalidate(ctx context.Context, tags []string) error {
+// shared is false when the shared tier's part failed.
+func (e *Edge) invalidate(ctx context.Context, tags []string) (shared bool, err error) {
+	shared = true
 	if e.opts.Shared != nil {
 		if err := e.opts.Shared.Invalidate(ctx, tags); err != nil {
 			e.sharedFailed("invalidating the shared tier", err)
+			shared = false
 		}
 	}
-	return e.invalidateLocal(tags)
+	return shared, e.invalidateLocal(tags)
 }
 
 // updatesReference is the referenceDate of this poll: the start of the
