@@ -156,4 +156,12 @@ storm-cluster:
 	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
 	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm-cluster -nodes 3 -phases 50 -section storm-cluster -md BENCHMARKS.md
 
-.PHONY: storm storm-adaptive storm-cluster bench-cluster replay
+# The cluster under Redis faults (CLIENT PAUSE WRITE, SIGSTOP, kill during a
+# publish, a call outliving a lease), before and after, in one run: the
+# integration tests TestClusterFault* against an older build and this one;
+# rewrites the faults table of BENCHMARKS.md. About 10 minutes. Needs
+# redis-server. BEFORE=<commit> picks the older build.
+cluster-faults:
+	bench/cluster-faults.sh
+
+.PHONY: storm storm-adaptive storm-cluster bench-cluster replay cluster-faults
