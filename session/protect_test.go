@@ -1,4 +1,4 @@
-package oidcrp
+package session
 
 import (
 	"net/http"
@@ -77,5 +77,23 @@ func TestNewProtectValidates(t *testing.T) {
 				t.Errorf("NewProtect(%q) error = %v, want ok=%v", tc.pattern, err, tc.ok)
 			}
 		})
+	}
+}
+
+func TestProtectOr(t *testing.T) {
+	a, _ := NewProtect([]string{"/account*"})
+	b, _ := NewProtect([]string{"/checkout"})
+	both := a.Or(b)
+	for target, want := range map[string]bool{"/account/x": true, "/checkout": true, "/shop": false} {
+		r := httptest.NewRequest(http.MethodGet, "http://site"+target, nil)
+		if got := both.Match(r.URL); got != want {
+			t.Errorf("Match(%q) = %v, want %v", target, got, want)
+		}
+	}
+	if r := httptest.NewRequest(http.MethodGet, "http://site/checkout", nil); a.Match(r.URL) {
+		t.Error("Or changed its receiver")
+	}
+	if !(Protect{}).Or(Protect{}).Empty() {
+		t.Error("two empty lists protect something")
 	}
 }
