@@ -78,11 +78,12 @@ func New(cfg Config) (*RP, error) {
 	if cfg.Sessions == nil {
 		return nil, session.ErrNoSessions
 	}
-	state, err := cfg.Sessions.Sealer(cfg.Sessions.CookieName() + "_state")
+	rp := &RP{cfg: cfg, log: cfg.Logger, sessions: cfg.Sessions, recent: map[string]recentRefresh{}}
+	state, err := cfg.Sessions.Sealer(rp.stateCookieName())
 	if err != nil {
 		return nil, err
 	}
-	rp := &RP{cfg: cfg, log: cfg.Logger, sessions: cfg.Sessions, state: state, recent: map[string]recentRefresh{}}
+	rp.state = state
 	cfg.Sessions.UseProvider(rp)
 	cfg.Sessions.OnLogout("", rp.logoutURL)
 	return rp, nil

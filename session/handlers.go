@@ -143,6 +143,6 @@ func (m *Manager) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrRevocationUnavailable):
 		writeSessionCheckUnavailable(w)
 	default:
-		WriteJSON(w, http.StatusUnauthorized, ErrorBody{Error: "unauthenticated", Message: "not logged in", LoginURL: m.LoginURL("/")})
+		WriteJSON(w, http.StatusUnauthorized, ErrorBody{Error: "unauthenticated", Message: "not logged in", LoginURL: m.loginURL("/")})
 	}
 }

@@ -18,7 +18,7 @@ func (m *Manager) Require(w http.ResponseWriter, r *http.Request) (*Identity, bo
 	if id != nil {
 		return id, true
 	}
-	loginURL := m.LoginURL(returnTarget(r))
+	loginURL := m.loginURL(returnTarget(r))
 	switch {
 	case errors.Is(err, ErrProviderUnavailable):
 		WriteProviderUnavailable(w)

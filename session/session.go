@@ -433,9 +433,9 @@ func bearerToken(r *http.Request) (string, bool) {
 	return strings.TrimSpace(token), true
 }
 
-// LoginURL is the path that starts a login and comes back to returnTo
+// loginURL is the path that starts a login and comes back to returnTo
 // (sanitised to a same-site path).
-func (m *Manager) LoginURL(returnTo string) string {
+func (m *Manager) loginURL(returnTo string) string {
 	return m.LoginPath() + "?return_to=" + url.QueryEscape(SanitizeReturnTo(returnTo))
 }
 
