@@ -146,7 +146,7 @@ func within(prefix string, err error) error {
 }
 
 // inBlock is within(block, err) where an error about a missing setting
-// (a *field.Error of oidcrp or samlsp) also gets the setting's example.
+// (a *field.Error of session, oidcrp or samlsp) also gets the setting's example.
 func inBlock(block string, err error) error {
 	if err == nil {
 		return nil

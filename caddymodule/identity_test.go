@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/s360edge/s360edge/internal/oidctest"
-	"github.com/s360edge/s360edge/oidcrp"
+	"github.com/s360edge/s360edge/session"
 )
 
 // seenHeaders is the website: it records the X-S360-* headers it gets.
@@ -134,13 +134,13 @@ func (c *countingRevocations) Revoked(string) (bool, error) {
 func TestSessionNotReadOnS360Calls(t *testing.T) {
 	h := newTestHandler(t, &fakeUpstream{}, time.Second)
 	rev := &countingRevocations{}
-	rp, err := oidcrp.New(oidcrp.Config{NoProvider: true, CookieSecret: strings.Repeat("k", 32), Revocations: rev, IgnoreBearer: h.localBearer})
+	sessions, err := session.New(session.Config{CookieSecret: strings.Repeat("k", 32), Revocations: rev, IgnoreBearer: h.localBearer})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.rp = rp
+	h.sessions = sessions
 	rec := httptest.NewRecorder()
-	if err := rp.StartSession(rec, httptest.NewRequest("GET", "/", nil), oidcrp.Login{Via: "saml", Subject: "buyer-7"}); err != nil {
+	if err := sessions.Start(rec, httptest.NewRequest("GET", "/", nil), session.Session{Via: "saml", Sub: "buyer-7"}); err != nil {
 		t.Fatal(err)
 	}
 	cookie := rec.Result().Cookies()[0]

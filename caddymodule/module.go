@@ -22,6 +22,7 @@ import (
 	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/oidcrp"
 	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/session"
 	"github.com/s360edge/s360edge/upstream"
 )
 
@@ -167,6 +168,11 @@ type Handler struct {
 	tokenGuard  *tokenGuard // the edge's
 	rp          *oidcrp.RP
 	canon       *s360.CanonicalMemo
+
+	// sessions are the oidc block's, else the saml block's; protect is
+	// both blocks' protect.
+	sessions *session.Manager
+	protect  session.Protect
 }
 
 // RateLimit is a number of calls per window.
@@ -524,8 +530,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.rp.ServeHTTP(w, r)
 		return nil
 	}
+	if h.sessions != nil && h.sessions.Handles(p) {
+		h.sessions.ServeHTTP(w, r)
+		return nil
+	}
 	// Identity headers come from the sidecar only, never from the client.
-	oidcrp.SetIdentityHeaders(r.Header, nil)
+	session.SetIdentityHeaders(r.Header, nil)
 	// With local_token off, the token endpoint's path goes to the website.
 	token := (p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth") && (h.LocalToken == nil || *h.LocalToken)
 	api := strings.HasPrefix(p, s360.APIPrefix)
@@ -533,19 +543,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// a request the website gets with the identity headers. S-360 calls and
 	// the token endpoint need none, so their answers never wait for the
 	// identity provider.
-	if h.rp != nil {
-		var id *oidcrp.Identity
+	if h.sessions != nil {
+		var id *session.Identity
 		switch {
 		case h.protected(r):
 			var ok bool
-			if id, ok = h.rp.Require(w, r); !ok {
+			if id, ok = h.sessions.Require(w, r); !ok {
 				return nil
 			}
 		case !token && !api:
-			id, _ = h.rp.Identify(w, r)
+			id, _ = h.sessions.Identify(w, r)
 		}
 		if id != nil {
-			oidcrp.SetIdentityHeaders(r.Header, id)
+			session.SetIdentityHeaders(r.Header, id)
 		}
 	}
 	switch {

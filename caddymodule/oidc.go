@@ -9,11 +9,13 @@ import (
 
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/oidcrp"
+	"github.com/s360edge/s360edge/session"
 )
 
-// provisionOIDC builds the buyer-login relying party. It makes no network
-// call: discovery happens on first use, and is retried if the provider is
-// down, so a config load never blocks on the identity provider.
+// provisionOIDC builds the buyer sessions and the relying party that logs
+// buyers in. It makes no network call: discovery happens on first use, and
+// is retried if the provider is down, so a config load never blocks on the
+// identity provider.
 func (h *Handler) provisionOIDC() error {
 	if h.OIDC == nil {
 		return nil
@@ -24,49 +26,59 @@ func (h *Handler) provisionOIDC() error {
 	prefix := strings.TrimRight(o.PathPrefix, "/")
 	if prefix != "" && !strings.HasPrefix(prefix, "/") {
 		errs = append(errs, fmt.Errorf("path_prefix: %q does not start with /; write e.g. %s", o.PathPrefix, example("oidc", "path_prefix")))
-		prefix = "" // the other settings are still checked
+		prefix = "" // the default; the other settings are still checked
 	}
-	if prefix == "" {
-		prefix = "/auth"
-	}
+	sessions, serr := h.newSessions("oidc", o.CookieSecret, prefix, o.RedirectURL)
 	rp, err := oidcrp.New(oidcrp.Config{
 		Issuer:       o.Issuer,
 		ClientID:     o.ClientID,
 		ClientSecret: o.ClientSecret,
-		CookieSecret: o.CookieSecret,
+		Sessions:     sessions,
 		RedirectURL:  o.RedirectURL,
 		Scopes:       o.Scopes,
-		Protect:      o.Protect,
 		EmailClaim:   o.EmailClaim,
 		NameClaim:    o.NameClaim,
 		TokenAuth:    o.TokenAuth,
-		LoginPath:    prefix + "/login",
-		CallbackPath: prefix + "/callback",
-		LogoutPath:   prefix + "/logout",
-		UserinfoPath: prefix + "/userinfo",
+		Logger:       h.logger.Named("oidc"),
+	})
+	if err != nil && !errors.Is(err, session.ErrNoSessions) { // no sessions: serr says why
+		errs = append(errs, err)
+	}
+	protect, perr := session.NewProtect(o.Protect)
+	if err := errors.Join(append(errs, serr, perr)...); err != nil {
+		return inBlock("oidc", err)
+	}
+	h.rp, h.sessions, h.protect = rp, sessions, protect
+	return nil
+}
+
+// newSessions builds the buyer sessions with the settings of block: the
+// oidc block, or the saml block when there is no oidc block. prefix ""
+// is the default.
+func (h *Handler) newSessions(block, secret, prefix, siteURL string) (*session.Manager, error) {
+	return session.New(session.Config{
+		CookieSecret: secret,
+		Prefix:       prefix,
+		SiteURL:      siteURL,
 		// The edge is opened after this runs; the list reads it per call.
 		Revocations:  storeRevocations{h: h},
 		IgnoreBearer: h.localBearer,
-		Logger:       h.logger.Named("oidc"),
+		Logger:       h.logger.Named(block),
 	})
-	if err := errors.Join(append(errs, err)...); err != nil {
-		return inBlock("oidc", err)
-	}
-	h.rp = rp
-	return nil
 }
 
 // localBearer tells the local tokens the sidecar issued, which S-360
 // clients send back as Bearer on every call: they are no buyer credential,
-// so the RP reads such a request by its session cookie alone, without
-// asking the identity provider.
+// so the sessions read such a request by its cookie alone, without asking
+// the identity provider.
 func (h *Handler) localBearer(token string) bool {
 	return h.localToken != nil && h.localToken.issued(token)
 }
 
-// protected reports whether r needs a logged-in buyer.
+// protected reports whether r needs a logged-in buyer: one list, the oidc
+// and saml blocks' protect.
 func (h *Handler) protected(r *http.Request) bool {
-	return h.rp != nil && (h.rp.Protected(r) || h.SAML.protects(r))
+	return h.sessions != nil && h.protect.Match(r.URL)
 }
 
 // revokedPrefix names the store's meta values of logged-out sessions.

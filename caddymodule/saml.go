@@ -3,15 +3,14 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/crewjam/saml"
 
 	"github.com/s360edge/s360edge/cluster"
-	"github.com/s360edge/s360edge/oidcrp"
 	"github.com/s360edge/s360edge/samlsp"
+	"github.com/s360edge/s360edge/session"
 )
 
 // SAML is buyer login with the shop as SAML 2.0 identity provider (see
@@ -39,14 +38,12 @@ type SAML struct {
 	// block; with one, oidc's cookie_secret is used.
 	CookieSecret string `json:"cookie_secret,omitempty"`
 
-	sp        *samlsp.SP
-	protect   oidcrp.Protect
-	loginPath string
-	replays   bool // holds a use of the process's record (samlReplays)
+	sp      *samlsp.SP
+	replays bool // holds a use of the process's record (samlReplays)
 }
 
-// provisionSAML runs after provisionOIDC: SAML logins share the OIDC
-// sessions, or get a session-only RP when there is no oidc block. Its errors
+// provisionSAML runs after provisionOIDC: SAML logins share the oidc
+// block's sessions, or build them when there is no oidc block. Its errors
 // name the saml block's subdirectives, all of them at once.
 func (h *Handler) provisionSAML() error {
 	s := h.SAML
@@ -54,33 +51,19 @@ func (h *Handler) provisionSAML() error {
 		return nil
 	}
 	replacePlaceholders(&s.IDPMetadata, &s.EntityID, &s.Cert, &s.Key, &s.CookieSecret)
-	prefix := "/auth"
-	if h.OIDC != nil && strings.HasPrefix(strings.TrimRight(h.OIDC.PathPrefix, "/"), "/") { // else oidc's error says so
-		prefix = strings.TrimRight(h.OIDC.PathPrefix, "/")
-	}
 	var errs []error
-	protect, err := oidcrp.NewProtect(s.Protect)
+	protect, err := session.NewProtect(s.Protect)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	// With an oidc block, its sessions (h.rp) are the ones; when that block
+	// With an oidc block, its sessions are the ones; when that block
 	// failed, its errors say so, and the saml settings are still checked.
 	if h.OIDC == nil {
-		rp, err := oidcrp.New(oidcrp.Config{
-			NoProvider:   true,
-			CookieSecret: s.CookieSecret,
-			LoginPath:    prefix + "/login",
-			CallbackPath: prefix + "/callback",
-			LogoutPath:   prefix + "/logout",
-			UserinfoPath: prefix + "/userinfo",
-			Revocations:  storeRevocations{h: h},
-			IgnoreBearer: h.localBearer,
-			Logger:       h.logger.Named("saml"),
-		})
+		sessions, err := h.newSessions("saml", s.CookieSecret, "", "")
 		if err != nil {
 			errs = append(errs, err)
 		} else {
-			h.rp = rp
+			h.sessions = sessions
 		}
 	}
 	record, err := s.holdReplays()
@@ -101,18 +84,17 @@ func (h *Handler) provisionSAML() error {
 		UserAttribute:  s.UserAttribute,
 		EmailAttribute: s.EmailAttribute,
 		NameAttribute:  s.NameAttribute,
-		Prefix:         prefix,
-		Sessions:       h.rp,
+		Sessions:       h.sessions,
 		Logger:         h.logger.Named("saml"),
 	})
-	if err != nil && !errors.Is(err, samlsp.ErrNoSessions) { // no sessions: errs or oidc's errors say why
+	if err != nil && !errors.Is(err, session.ErrNoSessions) { // no sessions: errs or oidc's errors say why
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.release() // a config that fails holds no use of the record
 		return inBlock("saml", err)
 	}
-	s.sp, s.protect, s.loginPath = sp, protect, prefix+"/login"
+	s.sp, h.protect = sp, h.protect.Or(protect)
 	return nil
 }
 
@@ -128,7 +110,7 @@ func (h *Handler) serveSAML(w http.ResponseWriter, r *http.Request) bool {
 		s.sp.ServeHTTP(w, r)
 		return true
 	}
-	if r.URL.Path != s.loginPath {
+	if r.URL.Path != h.sessions.LoginPath() {
 		return false
 	}
 	switch p := r.URL.Query().Get("provider"); {
@@ -136,21 +118,16 @@ func (h *Handler) serveSAML(w http.ResponseWriter, r *http.Request) bool {
 	case h.OIDC != nil && (p == "" || p == "oidc"):
 		return false
 	case p != "":
-		oidcrp.WriteError(w, http.StatusBadRequest, "unknown_provider", "provider must be saml or oidc (when configured)")
+		session.WriteError(w, http.StatusBadRequest, "unknown_provider", "provider must be saml or oidc (when configured)")
 		return true
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		oidcrp.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+		session.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 		return true
 	}
 	s.sp.ServeLogin(w, r)
 	return true
-}
-
-// protects reports whether the saml block protects r's path.
-func (s *SAML) protects(r *http.Request) bool {
-	return s != nil && s.protect.Match(r.URL)
 }
 
 // samlReplays holds the process's record of the SAML assertions accepted,

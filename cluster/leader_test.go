@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/s360edge/s360edge/edge"
-	"github.com/s360edge/s360edge/oidcrp"
+	"github.com/s360edge/s360edge/session"
 )
 
 var (
-	_ edge.Shared        = (*Cluster)(nil)
-	_ oidcrp.Revocations = (*Cluster)(nil)
+	_ edge.Shared         = (*Cluster)(nil)
+	_ session.Revocations = (*Cluster)(nil)
 )
 
 // onePoller waits until exactly one of cs polls, (true, 1), and every

@@ -12,6 +12,7 @@ import (
 	"github.com/oauth2-proxy/mockoidc"
 
 	"github.com/s360edge/s360edge/internal/oidctest"
+	"github.com/s360edge/s360edge/session"
 )
 
 // hangingProvider makes the provider's answers at the paths for which hang
@@ -137,7 +138,7 @@ func TestIdentifyWaitsForRefreshAtMostTheBound(t *testing.T) {
 		if res.status != http.StatusServiceUnavailable || res.json(t)["error"] != "provider_unavailable" || took > identifyTimeout {
 			t.Fatalf("expired, refresh hanging: %d %s after %s, want 503 provider_unavailable within %s", res.status, res.body, took, identifyTimeout)
 		}
-		if c := res.cookie[DefaultCookieName]; c != nil {
+		if c := res.cookie[session.DefaultCookieName]; c != nil {
 			t.Fatalf("the session cookie was touched while the refresh hangs: %+v", c)
 		}
 		res, took = e.timed(e.browser, http.MethodGet, "/page", accept)
@@ -150,7 +151,7 @@ func TestIdentifyWaitsForRefreshAtMostTheBound(t *testing.T) {
 		synctest.Wait()
 		refreshes := hp.count(mockoidc.TokenEndpoint)
 		res = e.get(e.browser, "/app/orders")
-		if res.status != http.StatusOK || res.json(t)["X-S360-User"] == nil || res.cookie[DefaultCookieName] == nil {
+		if res.status != http.StatusOK || res.json(t)["X-S360-User"] == nil || res.cookie[session.DefaultCookieName] == nil {
 			t.Fatalf("once the provider answers: %d %s, want the refreshed session", res.status, res.body)
 		}
 		if n := hp.count(mockoidc.TokenEndpoint); n != refreshes {
@@ -250,7 +251,7 @@ func TestIgnoredBearerIsNoCredential(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hp := newHangingProvider(nil)
 		const local = "c2lkZWNhci1sb2NhbC10b2tlbg"
-		e := newEnv(t, envOptions{provider: hp.wrap, cfg: func(c *Config) {
+		e := newEnv(t, envOptions{provider: hp.wrap, sessions: func(c *session.Config) {
 			c.IgnoreBearer = func(tok string) bool { return tok == local }
 		}})
 		api := &http.Client{Transport: e.net}
@@ -277,7 +278,7 @@ func TestIgnoredBearerIsNoCredential(t *testing.T) {
 		}
 		req := httptest.NewRequest(http.MethodGet, "/", nil)
 		req.Header.Set("Authorization", "Bearer "+local)
-		if id, err := e.rp.Identify(nil, req); id != nil || err != nil {
+		if id, err := e.sessions.Identify(nil, req); id != nil || err != nil {
 			t.Fatalf("Identify with the local token alone = %v, %v; want anonymous", id, err)
 		}
 	})

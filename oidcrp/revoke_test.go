@@ -3,13 +3,14 @@ package oidcrp
 import (
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/s360edge/s360edge/session"
 )
 
 // fakeRevocations is a Revocations whose store can be made to fail.
@@ -49,7 +50,7 @@ func (f *fakeRevocations) setFail(err error) {
 
 func newRevocationEnv(t *testing.T) (*env, *fakeRevocations) {
 	rev := &fakeRevocations{ids: map[string]time.Time{}}
-	return newEnv(t, envOptions{cfg: func(c *Config) { c.Revocations = rev }}), rev
+	return newEnv(t, envOptions{sessions: func(c *session.Config) { c.Revocations = rev }}), rev
 }
 
 // copyBrowser is a second browser holding a copy of c's cookies, as an
@@ -96,7 +97,7 @@ func TestLogoutCrossSite(t *testing.T) {
 				if res.status != http.StatusForbidden || res.json(t)["error"] != "cross_site" || res.json(t)["message"] == "" {
 					t.Fatalf("logout: %d %s, want 403 cross_site", res.status, res.body)
 				}
-				if c := res.cookie[DefaultCookieName]; c != nil {
+				if c := res.cookie[session.DefaultCookieName]; c != nil {
 					t.Errorf("a refused logout touched the session cookie: %+v", c)
 				}
 				if after.status != http.StatusOK || len(rev.ids) != 0 {
@@ -145,7 +146,7 @@ func TestLogoutRevokesCopies(t *testing.T) {
 		if res.status != http.StatusUnauthorized || res.json(t)["error"] != "unauthenticated" {
 			t.Fatalf("copied cookie after logout: %d %s, want 401", res.status, res.body)
 		}
-		if c := res.cookie[DefaultCookieName]; c == nil || c.MaxAge >= 0 {
+		if c := res.cookie[session.DefaultCookieName]; c == nil || c.MaxAge >= 0 {
 			t.Errorf("a revoked cookie should be deleted, got %+v", c)
 		}
 	})
@@ -190,28 +191,6 @@ func TestRefreshKeepsSessionID(t *testing.T) {
 	})
 }
 
-// sealed is s as its session cookie value.
-func (e *env) sealed(s session) string {
-	e.t.Helper()
-	rec := httptest.NewRecorder()
-	if err := e.rp.setSession(rec, httptest.NewRequest(http.MethodGet, "/", nil), s); err != nil {
-		e.t.Fatal(err)
-	}
-	return rec.Result().Cookies()[0].Value
-}
-
-func TestSessionWithoutIDRefused(t *testing.T) {
-	e, _ := newRevocationEnv(t)
-	s := session{Sub: "sub", Exp: time.Now().Add(time.Hour).Unix(), TokExp: time.Now().Add(time.Hour).Unix()}
-	if _, err := e.rp.readSession(e.sealed(s)); !errors.Is(err, ErrInvalidSession) {
-		t.Fatalf("session without an id: %v, want ErrInvalidSession", err)
-	}
-	s.ID = "some-id"
-	if _, err := e.rp.readSession(e.sealed(s)); err != nil {
-		t.Fatalf("same session with an id: %v", err)
-	}
-}
-
 func TestRevocationListDown(t *testing.T) {
 	e, rev := newRevocationEnv(t)
 	e.login(e.browser, "/")
@@ -241,7 +220,7 @@ func TestRevocationListDown(t *testing.T) {
 		if res.status != http.StatusServiceUnavailable || res.json(t)["error"] != "logout_incomplete" {
 			t.Fatalf("logout: %d %s, want 503 logout_incomplete", res.status, res.body)
 		}
-		if c := res.cookie[DefaultCookieName]; c == nil || c.MaxAge >= 0 {
+		if c := res.cookie[session.DefaultCookieName]; c == nil || c.MaxAge >= 0 {
 			t.Errorf("logout should still delete the cookie, got %+v", c)
 		}
 		// The list is back: the session was never revoked, and the cookie
@@ -250,51 +229,5 @@ func TestRevocationListDown(t *testing.T) {
 		if res := e.get(stolen, "/auth/userinfo"); res.status != http.StatusOK {
 			t.Errorf("userinfo once the list answers: %d", res.status)
 		}
-	})
-}
-
-func TestMemRevocationsExpire(t *testing.T) {
-	// revoked revokes "a" for an hour and "b" for two, at the bubble's start.
-	revoked := func(t *testing.T) *memRevocations {
-		m := newMemRevocations()
-		if err := m.Revoke("a", time.Now().Add(time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Revoke("b", time.Now().Add(2*time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	for _, tc := range []struct {
-		name  string
-		after time.Duration
-		id    string
-		want  bool
-	}{
-		{"revoked", 0, "a", true},
-		{"never revoked", 0, "c", false},
-		{"just before the end", time.Hour - time.Second, "a", true},
-		{"at the end", time.Hour, "a", false},
-		{"a longer one stays", time.Hour, "b", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				m := revoked(t)
-				time.Sleep(tc.after)
-				if got, err := m.Revoked(tc.id); err != nil || got != tc.want {
-					t.Fatalf("Revoked(%q) = %v, %v, want %v", tc.id, got, err, tc.want)
-				}
-			})
-		})
-	}
-	t.Run("expired ones are forgotten", func(t *testing.T) {
-		synctest.Test(t, func(t *testing.T) {
-			m := revoked(t)
-			time.Sleep(time.Hour)
-			_ = m.Revoke("c", time.Now().Add(time.Minute))
-			if _, kept := m.ids["a"]; kept {
-				t.Error("an expired revocation is kept in memory forever")
-			}
-		})
 	})
 }

@@ -1,16 +1,15 @@
 // Package oidcrp is the OpenID Connect relying party of s360edge: buyers log
-// in with the institution's provider (authorization code flow with PKCE), the
-// session lives in an encrypted cookie, and the verified identity is handed to
-// the website as headers. It has no Caddy imports; caddymodule wires it in.
+// in with the institution's provider (authorization code flow with PKCE),
+// and the login starts a session of package session, whose Bearer tokens
+// and refreshes the RP verifies. It has no Caddy imports; caddymodule wires
+// it in.
 package oidcrp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,19 +17,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
-)
 
-// Errors returned by Identify, to tell the caller which answer fits.
-var (
-	// ErrProviderUnavailable: discovery failed (answer 503); retried later.
-	ErrProviderUnavailable = errors.New("oidc provider unavailable")
-	// ErrInvalidToken: an Authorization: Bearer token failed verification.
-	ErrInvalidToken = errors.New("invalid bearer token")
-	// ErrSessionExpired: the session cookie's life or its tokens ran out.
-	ErrSessionExpired = errors.New("session expired")
-	// ErrInvalidSession: the session cookie was tampered with, sealed with
-	// another secret, or garbage.
-	ErrInvalidSession = errors.New("invalid session cookie")
+	"github.com/s360edge/s360edge/session"
 )
 
 const (
@@ -39,9 +27,10 @@ const (
 	discoveryRetry = 5 * time.Second
 	// providerTimeout bounds one discovery, exchange or refresh.
 	providerTimeout = 10 * time.Second
-	// identifyTimeout bounds how long Identify waits for the provider
-	// (discovery, the key set, a refresh): past it the request is read as
-	// not logged in (ErrProviderUnavailable), and the call goes on in the
+	// identifyTimeout bounds how long Bearer and Refresh (the sessions'
+	// Identify) wait for the provider (discovery, the key set, a refresh):
+	// past it the request is read as not logged in
+	// (session.ErrProviderUnavailable), and the call goes on in the
 	// background for the requests after it.
 	identifyTimeout = 2 * time.Second
 	// stateTTL is how long a buyer may stay at the provider during login.
@@ -52,12 +41,10 @@ const (
 // goroutines are the provider's discovery, key set fetches and token
 // refreshes, each bounded by providerTimeout, so it needs no cleanup.
 type RP struct {
-	cfg     Config
-	log     *zap.Logger
-	secret  []byte
-	session *cookieCodec
-	state   *cookieCodec
-	protect Protect
+	cfg      Config
+	log      *zap.Logger
+	sessions *session.Manager
+	state    *session.Sealer
 
 	mu         sync.Mutex
 	prov       *provider
@@ -65,8 +52,6 @@ type RP struct {
 	inflightAt time.Time     // when it started
 	lastErr    error
 	retryAt    time.Time
-
-	logoutVia map[string]func(r *http.Request, ext, back string) string
 
 	refreshes singleflight.Group
 	recentMu  sync.Mutex
@@ -81,31 +66,32 @@ type provider struct {
 	endSession string
 }
 
-// New validates cfg and returns an RP. It does no network I/O: discovery
-// happens on first use, so a provider that is down never blocks a config load.
+// New validates cfg and returns an RP, which verifies the Bearer tokens and
+// refreshes the sessions of cfg.Sessions, and ends its sessions at the
+// provider on logout. It does no network I/O: discovery happens on first
+// use, so a provider that is down never blocks a config load.
 func New(cfg Config) (*RP, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	secret, err := decodeSecret(cfg.CookieSecret)
+	if cfg.Sessions == nil {
+		return nil, session.ErrNoSessions
+	}
+	rp := &RP{cfg: cfg, log: cfg.Logger, sessions: cfg.Sessions, recent: map[string]recentRefresh{}}
+	state, err := cfg.Sessions.Sealer(rp.stateCookieName())
 	if err != nil {
 		return nil, err
 	}
-	sc, err := newCookieCodec(secret, cfg.CookieName)
-	if err != nil {
-		return nil, err
-	}
-	stc, err := newCookieCodec(secret, cfg.CookieName+"_state")
-	if err != nil {
-		return nil, err
-	}
-	protect, _ := NewProtect(cfg.Protect) // validated above
-	return &RP{cfg: cfg, log: cfg.Logger, secret: secret, session: sc, state: stc, protect: protect, recent: map[string]recentRefresh{}, logoutVia: map[string]func(*http.Request, string, string) string{}}, nil
+	rp.state = state
+	cfg.Sessions.UseProvider(rp)
+	cfg.Sessions.OnLogout("", rp.logoutURL)
+	return rp, nil
 }
 
-// Protected reports whether r's path, in any reading of it, is protected.
-func (rp *RP) Protected(r *http.Request) bool { return rp.protect.Match(r.URL) }
+// Endpoint paths, below the sessions' prefix.
+func (rp *RP) loginPath() string    { return rp.sessions.LoginPath() }
+func (rp *RP) callbackPath() string { return rp.sessions.Prefix() + "/callback" }
 
 // provider returns the discovered provider, discovering it if needed.
 // Discovery runs on a goroutine of its own, one at a time, detached from any
@@ -147,7 +133,7 @@ func (rp *RP) providerWithin(ctx context.Context, patience time.Duration) (*prov
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, ctx.Err())
+		return nil, fmt.Errorf("%w: %w", session.ErrProviderUnavailable, ctx.Err())
 	}
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
@@ -164,7 +150,7 @@ func (rp *RP) runDiscovery(done chan struct{}) {
 	defer rp.mu.Unlock()
 	rp.inflight = nil
 	if err != nil {
-		rp.lastErr = fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
+		rp.lastErr = fmt.Errorf("%w: %w", session.ErrProviderUnavailable, err)
 		rp.retryAt = time.Now().Add(discoveryRetry)
 		rp.log.Warn("oidc discovery failed; will retry", zap.String("issuer", rp.cfg.Issuer), zap.Duration("retry_in", discoveryRetry), zap.Error(rp.lastErr))
 	} else {
@@ -233,91 +219,33 @@ func (rp *RP) clientCtx(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithValue(ctx, oauth2.HTTPClient, rp.cfg.HTTPClient), cancel
 }
 
-// Handles reports whether path is one of the RP's endpoints.
+// Handles reports whether path is one of the RP's endpoints: login and
+// callback (logout and userinfo are the sessions').
 func (rp *RP) Handles(path string) bool {
-	switch path {
-	case rp.cfg.LoginPath, rp.cfg.CallbackPath:
-		return !rp.cfg.NoProvider
-	case rp.cfg.LogoutPath, rp.cfg.UserinfoPath:
-		return true
-	}
-	return false
+	return path == rp.loginPath() || path == rp.callbackPath()
 }
 
-// ServeHTTP serves the login, callback, logout and userinfo endpoints.
+// ServeHTTP serves the login and callback endpoints.
 func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case rp.cfg.LoginPath:
-		if allowMethods(w, r, http.MethodGet, http.MethodHead) {
+	case rp.loginPath():
+		if session.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
 			rp.serveLogin(w, r)
 		}
-	case rp.cfg.CallbackPath:
-		if allowMethods(w, r, http.MethodGet) {
+	case rp.callbackPath():
+		if session.AllowMethods(w, r, http.MethodGet) {
 			rp.serveCallback(w, r)
 		}
-	case rp.cfg.LogoutPath:
-		if allowMethods(w, r, http.MethodGet, http.MethodPost) {
-			rp.serveLogout(w, r)
-		}
-	case rp.cfg.UserinfoPath:
-		if allowMethods(w, r, http.MethodGet, http.MethodHead) {
-			rp.serveUserinfo(w, r)
-		}
 	default:
-		writeError(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no such authentication endpoint"})
+		session.WriteError(w, http.StatusNotFound, "not_found", "no such authentication endpoint")
 	}
-}
-
-func allowMethods(w http.ResponseWriter, r *http.Request, methods ...string) bool {
-	for _, m := range methods {
-		if r.Method == m {
-			return true
-		}
-	}
-	w.Header().Set("Allow", strings.Join(methods, ", "))
-	writeError(w, http.StatusMethodNotAllowed, apiError{Error: "method_not_allowed", Message: "use " + strings.Join(methods, " or ")})
-	return false
-}
-
-// LoginURL is the path that starts a login and comes back to returnTo
-// (sanitised to a same-site path).
-func (rp *RP) LoginURL(returnTo string) string {
-	return rp.cfg.LoginPath + "?return_to=" + url.QueryEscape(SanitizeReturnTo(returnTo))
-}
-
-// Secure says whether cookies set on r's answer must be Secure: the buyer
-// reached us over TLS, directly or through a proxy that says so.
-func (rp *RP) Secure(r *http.Request) bool {
-	if r.TLS != nil || strings.HasPrefix(rp.cfg.RedirectURL, "https://") {
-		return true
-	}
-	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
-	return strings.EqualFold(strings.TrimSpace(proto), "https")
-}
-
-// Origin is scheme://host of the request, as the buyer sees it.
-func (rp *RP) Origin(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	} else if proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ","); strings.EqualFold(strings.TrimSpace(proto), "https") {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
 }
 
 func (rp *RP) redirectURL(r *http.Request) string {
 	if rp.cfg.RedirectURL != "" {
 		return rp.cfg.RedirectURL
 	}
-	return rp.Origin(r) + rp.cfg.CallbackPath
+	return session.Origin(r) + rp.callbackPath()
 }
 
-func (rp *RP) stateCookieName() string { return rp.cfg.CookieName + "_state" }
-
-// redirect answers 302 without http.Redirect's path cleaning and HTML body.
-func redirect(w http.ResponseWriter, location string) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Location", location)
-	w.WriteHeader(http.StatusFound)
-}
+func (rp *RP) stateCookieName() string { return rp.sessions.CookieName() + "_state" }

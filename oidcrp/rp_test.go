@@ -22,7 +22,10 @@ import (
 	"github.com/oauth2-proxy/mockoidc"
 
 	"github.com/s360edge/s360edge/internal/field"
+	"github.com/s360edge/s360edge/session"
 )
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
 // namedUser adds a "name" claim, which mockoidc's default user lacks.
 type namedUser struct {
@@ -48,12 +51,13 @@ func (u namedUser) Claims(scopes []string, base *mockoidc.IDTokenClaims) (jwt.Cl
 }
 
 type env struct {
-	t       *testing.T
-	m       *mockoidc.MockOIDC
-	rp      *RP
-	srv     site
-	net     memNet
-	browser *http.Client
+	t        *testing.T
+	m        *mockoidc.MockOIDC
+	rp       *RP
+	sessions *session.Manager
+	srv      site
+	net      memNet
+	browser  *http.Client
 
 	refreshCalls  atomic.Int32
 	exchangeCalls atomic.Int32
@@ -62,13 +66,14 @@ type env struct {
 type envOptions struct {
 	endSession bool
 	cfg        func(*Config)
+	sessions   func(*session.Config)
 	// provider wraps the provider's handler, to observe or change it.
 	provider func(http.Handler) http.Handler
 }
 
-// newEnv starts mockoidc and a site that serves the RP endpoints, a
-// protected /app/ area (Require) and an open area that echoes the identity
-// headers the website would receive.
+// newEnv starts mockoidc and a site that serves the RP's and the sessions'
+// endpoints, a protected /app/ area (Require) and an open area that echoes
+// the identity headers the website would receive.
 func newEnv(t *testing.T, opt envOptions) *env {
 	t.Helper()
 	e := &env{t: t}
@@ -121,12 +126,19 @@ func newEnv(t *testing.T, opt envOptions) *env {
 		Issuer:       m.Issuer(),
 		ClientID:     m.ClientID,
 		ClientSecret: m.ClientSecret,
-		CookieSecret: string(testSecret),
 		HTTPClient:   &http.Client{Transport: e.net},
 	}
 	if opt.cfg != nil {
 		opt.cfg(&cfg)
 	}
+	scfg := session.Config{CookieSecret: string(testSecret), SiteURL: cfg.RedirectURL}
+	if opt.sessions != nil {
+		opt.sessions(&scfg)
+	}
+	if e.sessions, err = session.New(scfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Sessions = e.sessions
 	e.rp, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -136,23 +148,27 @@ func newEnv(t *testing.T, opt envOptions) *env {
 			e.rp.ServeHTTP(w, r)
 			return
 		}
-		var id *Identity
+		if e.sessions.Handles(r.URL.Path) {
+			e.sessions.ServeHTTP(w, r)
+			return
+		}
+		var id *session.Identity
 		if strings.HasPrefix(r.URL.Path, "/app/") {
 			var ok bool
-			if id, ok = e.rp.Require(w, r); !ok {
+			if id, ok = e.sessions.Require(w, r); !ok {
 				return
 			}
 		} else {
-			id, _ = e.rp.Identify(w, r)
+			id, _ = e.sessions.Identify(w, r)
 		}
-		SetIdentityHeaders(r.Header, id)
+		session.SetIdentityHeaders(r.Header, id)
 		got := map[string]string{}
 		for k := range r.Header {
 			if strings.HasPrefix(strings.ToLower(k), "x-s360-") {
 				got[k] = r.Header.Get(k)
 			}
 		}
-		writeJSON(w, http.StatusOK, got)
+		session.WriteJSON(w, http.StatusOK, got)
 	})
 	e.browser = e.newBrowser()
 	return e
@@ -277,13 +293,21 @@ func (e *env) login(c *http.Client, returnTo string) result {
 	return res
 }
 
-// sessionOf opens the browser's session cookie, as the RP would.
-func (e *env) sessionOf(c *http.Client) session {
+// sessionOf opens the browser's session cookie, as the sessions would.
+func (e *env) sessionOf(c *http.Client) session.Session {
 	e.t.Helper()
 	u, _ := url.Parse(e.srv.URL)
+	opener, err := e.sessions.Sealer(session.DefaultCookieName)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	for _, ck := range c.Jar.Cookies(u) {
-		if ck.Name == DefaultCookieName {
-			s, err := e.rp.readSession(ck.Value)
+		if ck.Name == session.DefaultCookieName {
+			var s session.Session
+			payload, err := opener.Open(ck.Value)
+			if err == nil {
+				err = json.Unmarshal(payload, &s)
+			}
 			if err != nil {
 				e.t.Fatal(err)
 			}
@@ -291,7 +315,7 @@ func (e *env) sessionOf(c *http.Client) session {
 		}
 	}
 	e.t.Fatal("no session cookie")
-	return session{}
+	return session.Session{}
 }
 
 func TestLoginUserinfoIdentifyLogout(t *testing.T) {
@@ -324,8 +348,8 @@ func TestLoginUserinfoIdentifyLogout(t *testing.T) {
 	if res.status != http.StatusFound || res.header.Get("Location") != "/app/seats?show=42" {
 		t.Fatalf("callback: %d %v %s", res.status, res.header, res.body)
 	}
-	sc := res.cookie[DefaultCookieName]
-	if sc == nil || !sc.HttpOnly || sc.Path != "/" || sc.SameSite != http.SameSiteLaxMode || sc.MaxAge <= 0 || len(sc.Value) > maxCookieValue {
+	sc := res.cookie[session.DefaultCookieName]
+	if sc == nil || !sc.HttpOnly || sc.Path != "/" || sc.SameSite != http.SameSiteLaxMode || sc.MaxAge <= 0 || len(sc.String()) >= 4096 {
 		t.Fatalf("session cookie %+v", sc)
 	}
 	if c := res.cookie["s360_session_state"]; c == nil || c.MaxAge >= 0 {
@@ -363,7 +387,7 @@ func TestLoginUserinfoIdentifyLogout(t *testing.T) {
 	for _, ck := range e.browser.Jar.Cookies(u) {
 		req.AddCookie(ck)
 	}
-	id, err := e.rp.Identify(httptest.NewRecorder(), req)
+	id, err := e.sessions.Identify(httptest.NewRecorder(), req)
 	if err != nil || id == nil || id.Subject != "1234567890" || id.Claims["email"] != "jane.doe@example.com" {
 		t.Fatalf("Identify = %+v, %v", id, err)
 	}
@@ -373,7 +397,7 @@ func TestLoginUserinfoIdentifyLogout(t *testing.T) {
 	if res.status != http.StatusFound || res.header.Get("Location") != "/" {
 		t.Fatalf("logout: %d %v", res.status, res.header)
 	}
-	if c := res.cookie[DefaultCookieName]; c == nil || c.MaxAge >= 0 {
+	if c := res.cookie[session.DefaultCookieName]; c == nil || c.MaxAge >= 0 {
 		t.Fatalf("session cookie not cleared: %+v", c)
 	}
 	res = e.get(e.browser, "/auth/userinfo")
@@ -387,7 +411,7 @@ func TestLoginUserinfoIdentifyLogout(t *testing.T) {
 }
 
 func TestLogoutEndSession(t *testing.T) {
-	e := newEnv(t, envOptions{endSession: true, cfg: func(c *Config) { c.PostLogoutRedirect = "/bye" }})
+	e := newEnv(t, envOptions{endSession: true, sessions: func(c *session.Config) { c.PostLogoutRedirect = "/bye" }})
 	e.login(e.browser, "/")
 	idt := e.sessionOf(e.browser).IDT
 	if idt == "" {
@@ -401,7 +425,7 @@ func TestLogoutEndSession(t *testing.T) {
 		q.Get("post_logout_redirect_uri") != e.srv.URL+"/bye" {
 		t.Fatalf("logout: %d %s", res.status, loc)
 	}
-	if c := res.cookie[DefaultCookieName]; c == nil || c.MaxAge >= 0 {
+	if c := res.cookie[session.DefaultCookieName]; c == nil || c.MaxAge >= 0 {
 		t.Fatalf("session cookie not cleared: %+v", c)
 	}
 	// Without a session there is nothing to end at the provider.
@@ -419,7 +443,7 @@ func TestCallbackBadState(t *testing.T) {
 	q.Set("state", "not-the-state")
 	bad.RawQuery = q.Encode()
 	res := e.get(e.browser, bad.String())
-	if res.status != http.StatusBadRequest || res.json(t)["error"] != "invalid_state" || res.cookie[DefaultCookieName] != nil {
+	if res.status != http.StatusBadRequest || res.json(t)["error"] != "invalid_state" || res.cookie[session.DefaultCookieName] != nil {
 		t.Fatalf("bad state: %d %s %v", res.status, res.body, res.cookie)
 	}
 	if e.exchangeCalls.Load() != 0 {
@@ -427,7 +451,7 @@ func TestCallbackBadState(t *testing.T) {
 	}
 	// The genuine answer still completes: the state cookie was kept.
 	res = e.get(e.browser, cb.String())
-	if res.status != http.StatusFound || res.cookie[DefaultCookieName] == nil {
+	if res.status != http.StatusFound || res.cookie[session.DefaultCookieName] == nil {
 		t.Fatalf("genuine callback: %d %s", res.status, res.body)
 	}
 }
@@ -436,7 +460,7 @@ func TestCallbackMissingStateCookie(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	cb := e.startLogin(e.browser, "/")
 	res := e.get(e.newBrowser(), cb.String()) // another browser: no state cookie
-	if res.status != http.StatusBadRequest || res.json(t)["error"] != "invalid_state" || res.cookie[DefaultCookieName] != nil {
+	if res.status != http.StatusBadRequest || res.json(t)["error"] != "invalid_state" || res.cookie[session.DefaultCookieName] != nil {
 		t.Fatalf("missing state cookie: %d %s", res.status, res.body)
 	}
 }
@@ -459,7 +483,7 @@ func TestCallbackReplayedCode(t *testing.T) {
 	q.Set("code", first.Query().Get("code"))
 	own.RawQuery = q.Encode()
 	res := e.get(other, own.String())
-	if res.status != http.StatusBadRequest || res.cookie[DefaultCookieName] != nil {
+	if res.status != http.StatusBadRequest || res.cookie[session.DefaultCookieName] != nil {
 		t.Fatalf("replayed code: %d %s %v", res.status, res.body, res.cookie)
 	}
 	if j := res.json(t); j["error"] != "code_rejected" || j["provider_error"] != "invalid_grant" {
@@ -475,7 +499,7 @@ func TestCallbackProviderError(t *testing.T) {
 	cb := e.startLogin(e.browser, "/")
 	q := url.Values{"state": {cb.Query().Get("state")}, "error": {"access_denied<script>"}, "error_description": {"<b>no</b>"}}
 	res := e.get(e.browser, "/auth/callback?"+q.Encode())
-	if res.status != http.StatusBadRequest || !strings.HasPrefix(res.header.Get("Content-Type"), "application/json") || res.cookie[DefaultCookieName] != nil {
+	if res.status != http.StatusBadRequest || !strings.HasPrefix(res.header.Get("Content-Type"), "application/json") || res.cookie[session.DefaultCookieName] != nil {
 		t.Fatalf("provider error: %d %v %s", res.status, res.header, res.body)
 	}
 	if bytes.Contains(res.body, []byte("<")) {
@@ -488,7 +512,7 @@ func TestCallbackProviderError(t *testing.T) {
 
 func TestSessionExpired(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnv(t, envOptions{cfg: func(c *Config) { c.SessionTTL = time.Hour }})
+		e := newEnv(t, envOptions{sessions: func(c *session.Config) { c.SessionTTL = time.Hour }})
 		e.login(e.browser, "/")
 		// The browser's jar drops the cookie at its Max-Age; a skewed browser clock would not.
 		u, _ := url.Parse(e.srv.URL)
@@ -505,7 +529,7 @@ func TestSessionExpired(t *testing.T) {
 			!strings.Contains(j["message"].(string), "expired") {
 			t.Fatalf("expired API request: %d %v", res.status, j)
 		}
-		if c := res.cookie[DefaultCookieName]; c == nil || c.MaxAge >= 0 {
+		if c := res.cookie[session.DefaultCookieName]; c == nil || c.MaxAge >= 0 {
 			t.Fatalf("expired cookie not cleared: %+v", c)
 		}
 		if e.refreshCalls.Load() != 0 {
@@ -527,7 +551,7 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 		step := 9*time.Minute + 30*time.Second
 		time.Sleep(step)
 		res := e.get(e.browser, "/auth/userinfo")
-		if res.status != http.StatusOK || res.cookie[DefaultCookieName] == nil {
+		if res.status != http.StatusOK || res.cookie[session.DefaultCookieName] == nil {
 			t.Fatalf("userinfo near expiry: %d %s", res.status, res.body)
 		}
 		if n := e.refreshCalls.Load(); n != 1 {
@@ -576,7 +600,7 @@ func TestConcurrentRefreshOnce(t *testing.T) {
 					req.AddCookie(ck)
 				}
 				rec := httptest.NewRecorder()
-				id, err := e.rp.Identify(rec, req)
+				id, err := e.sessions.Identify(rec, req)
 				if err == nil && (id == nil || len(rec.Result().Cookies()) != 1) {
 					err = errors.New("no identity or no refreshed cookie")
 				}
@@ -642,7 +666,7 @@ func TestBearer(t *testing.T) {
 			}
 			req := httptest.NewRequest(http.MethodGet, "/", nil)
 			req.Header.Set("Authorization", "Bearer "+tok)
-			if id, err := e.rp.Identify(nil, req); id != nil || !errors.Is(err, ErrInvalidToken) {
+			if id, err := e.sessions.Identify(nil, req); id != nil || !errors.Is(err, session.ErrInvalidToken) {
 				t.Errorf("%s: Identify = %v, %v", name, id, err)
 			}
 		}
@@ -760,82 +784,12 @@ func TestSecureCookiesBehindTLSProxy(t *testing.T) {
 	}
 }
 
-func TestSessionCookieSizeLimit(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		e := newEnv(t, envOptions{})
-		s := session{ID: "id", Sub: "sub", Exp: time.Now().Add(time.Hour).Unix(), TokExp: time.Now().Add(time.Minute).Unix(),
-			RT: strings.Repeat("r", 500), IDT: strings.Repeat("i", 4000)}
-		req := httptest.NewRequest(http.MethodGet, "/", nil)
-		for _, tc := range []struct {
-			name       string
-			s          session
-			keepRT     bool
-			keepIDT    bool
-			wantFitted bool
-		}{
-			{"small", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: "rt", IDT: "idt"}, true, true, true},
-			{"big ID token", s, true, false, true},
-			{"big both", session{ID: "id", Sub: "sub", Exp: s.Exp, TokExp: s.TokExp, RT: strings.Repeat("r", 4000), IDT: "x"}, false, false, true},
-		} {
-			rec := httptest.NewRecorder()
-			if err := e.rp.setSession(rec, req, tc.s); err != nil {
-				t.Fatalf("%s: %v", tc.name, err)
-			}
-			c := rec.Result().Cookies()[0]
-			if len(c.String()) >= 4096 {
-				t.Fatalf("%s: cookie is %d bytes", tc.name, len(c.String()))
-			}
-			got, err := e.rp.readSession(c.Value)
-			if err != nil {
-				t.Fatalf("%s: %v", tc.name, err)
-			}
-			if (got.RT != "") != tc.keepRT || (got.IDT != "") != tc.keepIDT {
-				t.Fatalf("%s: kept RT=%v IDT=%v", tc.name, got.RT != "", got.IDT != "")
-			}
-		}
-	})
-}
-
-func TestSanitizeReturnTo(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                     "/",
-		"/":                    "/",
-		"/ok?x=1":              "/ok?x=1",
-		"/app/book?a=b#frag":   "/app/book?a=b#frag",
-		"//evil.com":           "/",
-		"///evil.com":          "/",
-		"/\\evil.com":          "/",
-		"/a\\b":                "/",
-		"https://evil.com":     "/",
-		"http:/evil.com":       "/",
-		"javascript:alert(1)":  "/",
-		"evil.com":             "/",
-		"/\t/evil.com":         "/",
-		"/\n/evil.com":         "/",
-		"/ok%2F%2Fstill-local": "/ok%2F%2Fstill-local",
-	} {
-		if got := SanitizeReturnTo(in); got != want {
-			t.Errorf("SanitizeReturnTo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestSetIdentityHeaders(t *testing.T) {
-	h := http.Header{"X-S360-User": {"forged"}, "X-S360-Admin": {"1"}, "Accept": {"*/*"}}
-	h["x-s360-raw"] = []string{"not canonical"}
-	SetIdentityHeaders(h, nil)
-	if len(h) != 1 || h.Get("Accept") != "*/*" {
-		t.Fatalf("anonymous: %v", h)
-	}
-	h = http.Header{"X-S360-User": {"forged"}}
-	SetIdentityHeaders(h, &Identity{Subject: "u1", Email: "a@b.c", Name: "Eve\r\nX-S360-Admin: 1"})
-	if h.Get("X-S360-User") != "u1" || h.Get("X-S360-Email") != "a@b.c" || h.Get("X-S360-Name") != "EveX-S360-Admin: 1" || len(h) != 3 {
-		t.Fatalf("identified: %v", h)
-	}
-}
-
 func TestNewValidates(t *testing.T) {
-	ok := Config{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s", CookieSecret: string(testSecret)}
+	sessions, err := session.New(session.Config{CookieSecret: string(testSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := Config{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s", Sessions: sessions}
 	if _, err := New(ok); err != nil {
 		t.Fatal(err)
 	}
@@ -844,11 +798,8 @@ func TestNewValidates(t *testing.T) {
 		"relative issuer": func(c *Config) { c.Issuer = "idp.example" },
 		"no client":       func(c *Config) { c.ClientID = "" },
 		"no secret":       func(c *Config) { c.ClientSecret = "" },
-		"short cookie":    func(c *Config) { c.CookieSecret = "too short" },
 		"relative redir":  func(c *Config) { c.RedirectURL = "/auth/callback" },
-		"bad path":        func(c *Config) { c.LoginPath = "auth/login" },
-		"same paths":      func(c *Config) { c.LogoutPath = DefaultLoginPath },
-		"bad cookie name": func(c *Config) { c.CookieName = "a b" },
+		"no sessions":     func(c *Config) { c.Sessions = nil },
 	} {
 		c := ok
 		mut(&c)
@@ -856,13 +807,10 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	_, err := New(Config{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s", CookieSecret: "short"})
-	if err == nil || !strings.Contains(err.Error(), "cookie_secret: too short; set it to at least 32 random characters") {
-		t.Fatalf("short secret error %v", err)
-	}
 	// Every error names its setting, as the Caddyfile spells it, for the
-	// caller to name the block it sits in.
-	_, err = New(Config{RedirectURL: "/cb", TokenAuth: "x", Protect: []string{"account"}})
+	// caller to name the block it sits in; the settings' errors come first,
+	// so that a caller whose sessions failed gets them too.
+	_, err = New(Config{RedirectURL: "/cb", TokenAuth: "x"})
 	var names []string
 	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 		var fe *field.Error
@@ -871,11 +819,11 @@ func TestNewValidates(t *testing.T) {
 		}
 		names = append(names, fe.Name)
 	}
-	if got := strings.Join(names, " "); got != "issuer client_id client_secret cookie_secret redirect_url token_auth protect" {
+	if got := strings.Join(names, " "); got != "issuer client_id client_secret redirect_url token_auth" {
 		t.Fatalf("errors of %s, in %v", got, err)
 	}
-	if !strings.Contains(err.Error(), "cookie_secret: missing;") {
-		t.Fatalf("an empty cookie secret is not reported missing: %v", err)
+	if _, err := New(Config{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s"}); !errors.Is(err, session.ErrNoSessions) {
+		t.Fatalf("valid settings without sessions: %v, want session.ErrNoSessions", err)
 	}
 }
 
@@ -889,7 +837,7 @@ func TestCallbackNonceMismatch(t *testing.T) {
 		var st loginState
 		for _, ck := range e.browser.Jar.Cookies(u) {
 			if ck.Name == "s360_session_state" {
-				payload, err := e.rp.state.decode(ck.Value, time.Now())
+				payload, err := e.rp.state.Open(ck.Value)
 				if err != nil || json.Unmarshal(payload, &st) != nil {
 					t.Fatalf("state cookie: %v", err)
 				}
@@ -897,14 +845,33 @@ func TestCallbackNonceMismatch(t *testing.T) {
 		}
 		st.Nonce = "another-nonce"
 		payload, _ := json.Marshal(st)
-		v, err := e.rp.state.encode(payload, time.Now().Add(time.Minute))
+		v, err := e.rp.state.Seal(payload, time.Now().Add(time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.browser.Jar.SetCookies(u, []*http.Cookie{{Name: "s360_session_state", Value: v, Path: "/auth/callback"}})
 		res := e.get(e.browser, cb.String())
-		if res.status != http.StatusBadGateway || res.json(t)["error"] != "invalid_id_token" || res.cookie[DefaultCookieName] != nil {
+		if res.status != http.StatusBadGateway || res.json(t)["error"] != "invalid_id_token" || res.cookie[session.DefaultCookieName] != nil {
 			t.Fatalf("nonce mismatch: %d %s", res.status, res.body)
 		}
 	})
+}
+
+// A SAML session logs out here only: the OIDC provider's end-session
+// endpoint knows nothing of it.
+func TestLogoutOfSAMLSessionStaysHere(t *testing.T) {
+	e := newEnv(t, envOptions{endSession: true, sessions: func(c *session.Config) { c.PostLogoutRedirect = "/bye" }})
+	rec := httptest.NewRecorder()
+	if err := e.sessions.Start(rec, httptest.NewRequest(http.MethodPost, "/", nil), session.Session{Via: "saml", Sub: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(e.srv.URL)
+	e.browser.Jar.SetCookies(u, rec.Result().Cookies())
+	if v := e.get(e.browser, "/auth/userinfo").json(t); v["sub"] != "b" {
+		t.Fatalf("userinfo: %v", v)
+	}
+	res := e.get(e.browser, "/auth/logout")
+	if res.status != http.StatusFound || res.header.Get("Location") != "/bye" {
+		t.Fatalf("logout: %d %v", res.status, res.header)
+	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/s360edge/s360edge/session"
 )
 
 // thinUser is a provider account whose ID token carries only the standard
@@ -78,7 +80,7 @@ func TestClaimsFromUserinfo(t *testing.T) {
 				t.Fatalf("callback: %d %s, want %d", res.status, res.body, tc.wantStatus)
 			}
 			if tc.wantStatus != http.StatusFound {
-				if res.json(t)["error"] != "invalid_userinfo" || res.cookie[DefaultCookieName] != nil {
+				if res.json(t)["error"] != "invalid_userinfo" || res.cookie[session.DefaultCookieName] != nil {
 					t.Fatalf("callback: %s %v, want invalid_userinfo and no session", res.body, res.cookie)
 				}
 				return
@@ -161,7 +163,7 @@ func TestTokenAuth(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s", CookieSecret: string(testSecret), TokenAuth: "jwt"}); err == nil || !strings.Contains(err.Error(), "token_auth") {
+	if _, err := New(Config{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s", TokenAuth: "jwt"}); err == nil || !strings.Contains(err.Error(), "token_auth") {
 		t.Errorf("token_auth jwt accepted: %v", err)
 	}
 }

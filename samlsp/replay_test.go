@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/s360edge/s360edge/oidcrp"
+	"github.com/s360edge/s360edge/session"
 )
 
 // memShared is a cluster's record of accepted assertions, in memory; down
@@ -41,12 +41,12 @@ func (m *memShared) ConsumeAssertion(id string, until time.Time) (bool, error) {
 func otherNode(t *testing.T, f *fixture, shared SharedReplays) *SP {
 	t.Helper()
 	f.sp.cfg.Shared = shared
-	rp, err := oidcrp.New(oidcrp.Config{NoProvider: true, CookieSecret: strings.Repeat("k", 32)})
+	sessions, err := session.New(session.Config{CookieSecret: strings.Repeat("k", 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := f.sp.cfg
-	cfg.Sessions, cfg.Replays, cfg.Logger = rp, nil, zap.NewNop()
+	cfg.Sessions, cfg.Replays, cfg.Logger = sessions, nil, zap.NewNop()
 	sp, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
 // Package samlsp is the SAML 2.0 service provider of s360edge: buyers log in
 // at the shop, which is the identity provider ("S-360 as IdP"). A verified
-// assertion starts the same session as an OIDC login (oidcrp's cookie,
-// revocation and X-S360-* headers). It has no Caddy imports.
+// assertion starts a session of package session, as an OIDC login does
+// (the same cookie, revocation and X-S360-* headers). It has no Caddy
+// imports.
 package samlsp
 
 import (
@@ -30,7 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/internal/field"
-	"github.com/s360edge/s360edge/oidcrp"
+	"github.com/s360edge/s360edge/session"
 )
 
 const (
@@ -58,8 +59,9 @@ type Config struct {
 	// IDPMetadata is the IdP's metadata: an http(s) URL or a file. It is
 	// read on first use and retried while it fails.
 	IDPMetadata string
-	// EntityID names this SP at the IdP. Default: <site><Prefix>/saml/metadata,
-	// the site being the request's scheme and host.
+	// EntityID names this SP at the IdP. Default:
+	// <site><prefix>/saml/metadata, the site being the request's scheme and
+	// host, the prefix the sessions'.
 	EntityID string
 	// Cert and Key are PEM files: the SP's signing certificate and key.
 	Cert, Key string
@@ -67,10 +69,10 @@ type Config struct {
 	// attributes (by Name or FriendlyName) behind X-S360-User, -Email and
 	// -Name. Defaults: NameID (the subject), email, displayName.
 	UserAttribute, EmailAttribute, NameAttribute string
-	// Prefix is the endpoints' prefix. Default: /auth.
-	Prefix string
-	// Sessions keeps the buyer sessions; required.
-	Sessions *oidcrp.RP
+	// Sessions keeps the buyer sessions; required. Its Prefix places the
+	// endpoints: <prefix>/saml/metadata, /saml/acs and /saml/slo, and the
+	// login (ServeLogin) at its LoginPath.
+	Sessions *session.Manager
 	// HTTPClient fetches the metadata. Default: 10 s timeout.
 	HTTPClient *http.Client
 	// Logger never receives assertion content. Default: none.
@@ -97,7 +99,8 @@ type SP struct {
 	cert *x509.Certificate
 	// sigMethod fits key: the IdP checks the AuthnRequests with it.
 	sigMethod string
-	state     *oidcrp.Sealer
+	prefix    string
+	state     *session.Sealer
 	replays   saml.AssertionReplayCache // used without Config.Replays
 
 	mu      sync.Mutex
@@ -109,16 +112,9 @@ type SP struct {
 // ErrIDPUnavailable: the IdP metadata could not be read (answer 503).
 var ErrIDPUnavailable = errors.New("saml identity provider metadata unavailable")
 
-// ErrNoSessions: Config.Sessions is nil. New returns it only when the
-// settings a person writes are valid, so that a caller whose sessions
-// could not be built still gets those settings' errors.
-var ErrNoSessions = errors.New("samlsp: Config.Sessions is required")
-
 // New validates cfg and loads the SP's key pair. It does no network I/O.
+// With valid settings and no Sessions it returns session.ErrNoSessions.
 func New(cfg Config) (*SP, error) {
-	if cfg.Prefix == "" {
-		cfg.Prefix = "/auth"
-	}
 	def := func(s *string, v string) {
 		if *s == "" {
 			*s = v
@@ -136,12 +132,16 @@ func New(cfg Config) (*SP, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	key, cert, err := cfg.check()
+	prefix := session.DefaultPrefix // for the errors' example without Sessions
+	if cfg.Sessions != nil {
+		prefix = cfg.Sessions.Prefix()
+	}
+	key, cert, err := cfg.check(prefix)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Sessions == nil {
-		return nil, ErrNoSessions
+		return nil, session.ErrNoSessions
 	}
 	state, err := cfg.Sessions.Sealer(stateCookieName)
 	if err != nil {
@@ -151,21 +151,21 @@ func New(cfg Config) (*SP, error) {
 	if _, ok := key.Public().(*ecdsa.PublicKey); ok {
 		sigMethod = dsig.ECDSASHA256SignatureMethod
 	}
-	sp := &SP{cfg: cfg, log: cfg.Logger, key: key, cert: cert, sigMethod: sigMethod, state: state, replays: csamlsp.NewMemoryReplayCache(100_000)}
+	sp := &SP{cfg: cfg, log: cfg.Logger, key: key, cert: cert, sigMethod: sigMethod, prefix: prefix, state: state, replays: csamlsp.NewMemoryReplayCache(100_000)}
 	cfg.Sessions.OnLogout(via, sp.logoutURL)
 	return sp, nil
 }
 
 // check validates the settings a person writes, all of them, and loads the
 // key pair. Each error is a *field.Error.
-func (cfg Config) check() (crypto.Signer, *x509.Certificate, error) {
+func (cfg Config) check(prefix string) (crypto.Signer, *x509.Certificate, error) {
 	var errs []error
 	if err := checkMetadata(cfg.IDPMetadata); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.EntityID != "" {
 		if u, err := url.Parse(cfg.EntityID); err != nil || !u.IsAbs() || u.Host == "" {
-			errs = append(errs, field.Errorf("entity_id", "%q is not an absolute URL; set it to this site's SP metadata URL, e.g. https://www.example.com%s/saml/metadata", cfg.EntityID, cfg.Prefix))
+			errs = append(errs, field.Errorf("entity_id", "%q is not an absolute URL; set it to this site's SP metadata URL, e.g. https://www.example.com%s/saml/metadata", cfg.EntityID, prefix))
 		}
 	}
 	var key crypto.Signer
@@ -243,9 +243,9 @@ func redacted(src string) string {
 }
 
 // Paths of the endpoints.
-func (s *SP) metadataPath() string { return s.cfg.Prefix + "/saml/metadata" }
-func (s *SP) acsPath() string      { return s.cfg.Prefix + "/saml/acs" }
-func (s *SP) sloPath() string      { return s.cfg.Prefix + "/saml/slo" }
+func (s *SP) metadataPath() string { return s.prefix + "/saml/metadata" }
+func (s *SP) acsPath() string      { return s.prefix + "/saml/acs" }
+func (s *SP) sloPath() string      { return s.prefix + "/saml/slo" }
 
 // Handles reports whether path is one of the SP's own endpoints (login is
 // shared with OIDC and routed by the caller to ServeLogin).
@@ -323,7 +323,7 @@ func (s *SP) readMetadata() (*saml.EntityDescriptor, error) {
 // provider is crewjam's SP for the site r reached. Its URLs follow
 // EntityID's site when set, else r's scheme and host.
 func (s *SP) provider(r *http.Request, idp *saml.EntityDescriptor) *saml.ServiceProvider {
-	site := s.cfg.Sessions.Origin(r)
+	site := session.Origin(r)
 	entity := s.cfg.EntityID
 	if entity != "" {
 		u, _ := url.Parse(entity) // validated in New
@@ -360,8 +360,7 @@ type loginState struct {
 func (s *SP) providerOr503(w http.ResponseWriter, r *http.Request) (*saml.ServiceProvider, bool) {
 	idp, err := s.metadata()
 	if err != nil {
-		w.Header().Set("Retry-After", "5")
-		oidcrp.WriteError(w, http.StatusServiceUnavailable, "provider_unavailable", "the identity provider cannot be reached; try again shortly")
+		session.WriteProviderUnavailable(w)
 		return nil, false
 	}
 	return s.provider(r, idp), true
@@ -381,7 +380,7 @@ func (s *SP) ServeLogin(w http.ResponseWriter, r *http.Request) {
 	loc := sp.GetSSOBindingLocation(saml.HTTPRedirectBinding)
 	if loc == "" {
 		s.log.Error("the saml idp offers no HTTP-Redirect sign-on endpoint")
-		oidcrp.WriteError(w, http.StatusBadGateway, "provider_error", "the identity provider offers no usable sign-on endpoint")
+		session.WriteError(w, http.StatusBadGateway, "provider_error", "the identity provider offers no usable sign-on endpoint")
 		return
 	}
 	req, err := sp.MakeAuthenticationRequest(loc, saml.HTTPRedirectBinding, saml.HTTPPostBinding)
@@ -391,18 +390,16 @@ func (s *SP) ServeLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	var value string
 	if err == nil {
-		payload, _ := json.Marshal(loginState{RequestID: req.ID, ReturnTo: oidcrp.SanitizeReturnTo(r.URL.Query().Get("return_to"))})
+		payload, _ := json.Marshal(loginState{RequestID: req.ID, ReturnTo: session.SanitizeReturnTo(r.URL.Query().Get("return_to"))})
 		value, err = s.state.Seal(payload, s.cfg.Now().Add(stateTTL))
 	}
 	if err != nil {
 		s.log.Error("starting a saml login", zap.Error(err))
-		oidcrp.WriteError(w, http.StatusInternalServerError, "internal_error", "could not start the login")
+		session.WriteError(w, http.StatusInternalServerError, "internal_error", "could not start the login")
 		return
 	}
 	http.SetCookie(w, s.stateCookie(r, value, int(stateTTL/time.Second)))
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Location", to.String())
-	w.WriteHeader(http.StatusFound)
+	session.Redirect(w, http.StatusFound, to.String())
 }
 
 // stateCookie is scoped to the ACS. The IdP posts the answer from its own
@@ -422,21 +419,21 @@ func (s *SP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case s.metadataPath():
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			oidcrp.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+			session.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 			return
 		}
 		s.serveMetadata(w, r)
 	case s.acsPath():
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
-			oidcrp.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST (HTTP-POST binding)")
+			session.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST (HTTP-POST binding)")
 			return
 		}
 		s.serveACS(w, r)
 	case s.sloPath():
 		s.serveSLO(w, r)
 	default:
-		oidcrp.WriteError(w, http.StatusNotFound, "not_found", "no such authentication endpoint")
+		session.WriteError(w, http.StatusNotFound, "not_found", "no such authentication endpoint")
 	}
 }
 
@@ -446,7 +443,7 @@ func (s *SP) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	sp := s.provider(r, nil)
 	buf, err := xml.MarshalIndent(sp.Metadata(), "", "  ")
 	if err != nil {
-		oidcrp.WriteError(w, http.StatusInternalServerError, "internal_error", "could not write the metadata")
+		session.WriteError(w, http.StatusInternalServerError, "internal_error", "could not write the metadata")
 		return
 	}
 	w.Header().Set("Content-Type", "application/samlmetadata+xml")
@@ -456,7 +453,7 @@ func (s *SP) serveMetadata(w http.ResponseWriter, r *http.Request) {
 func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxResponse)
 	if err := r.ParseForm(); err != nil {
-		oidcrp.WriteError(w, http.StatusBadRequest, "invalid_request", "the login answer is not a readable form")
+		session.WriteError(w, http.StatusBadRequest, "invalid_request", "the login answer is not a readable form")
 		return
 	}
 	var st loginState
@@ -469,7 +466,7 @@ func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil || st.RequestID == "" {
 		s.log.Info("saml response refused: no login in progress in this browser")
-		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_state", "no login is in progress in this browser (it expired, was already completed, or cookies are blocked); start the login again")
+		session.WriteError(w, http.StatusUnauthorized, "invalid_state", "no login is in progress in this browser (it expired, was already completed, or cookies are blocked); start the login again")
 		return
 	}
 	// From here the attempt is over, whatever the outcome.
@@ -478,7 +475,7 @@ func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
 	raw, err := base64.StdEncoding.DecodeString(r.PostForm.Get("SAMLResponse"))
 	if err != nil || len(raw) == 0 {
 		s.log.Info("saml response refused: no SAMLResponse")
-		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_response", "the login answer carries no SAML response")
+		session.WriteError(w, http.StatusUnauthorized, "invalid_response", "the login answer carries no SAML response")
 		return
 	}
 	sp, ok := s.providerOr503(w, r)
@@ -489,27 +486,25 @@ func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, ErrReplaysUnavailable) {
 		s.log.Warn("saml response refused: the cluster's record of accepted assertions is out of reach (Redis), so a replay on another node cannot be ruled out")
 		w.Header().Set("Retry-After", "5")
-		oidcrp.WriteError(w, http.StatusServiceUnavailable, "login_unavailable", "the login cannot be completed right now; try again shortly")
+		session.WriteError(w, http.StatusServiceUnavailable, "login_unavailable", "the login cannot be completed right now; try again shortly")
 		return
 	}
 	if err != nil {
 		// crewjam's private error may quote the response; only its class
 		// is logged.
 		s.log.Info("saml response refused", zap.String("reason", reason(err)))
-		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_response", "the identity provider's answer failed verification; log in again")
+		session.WriteError(w, http.StatusUnauthorized, "invalid_response", "the identity provider's answer failed verification; log in again")
 		return
 	}
 	user, email, name := s.identity(assertion)
-	login := oidcrp.Login{Via: via, Subject: user, Email: email, Name: name, Until: sessionEnd(assertion), Ext: idpSessionOf(assertion)}
-	if err := s.cfg.Sessions.StartSession(w, r, login); err != nil {
+	login := session.Session{Via: via, Sub: user, Email: email, Name: name, Exp: sessionEnd(assertion), Ext: idpSessionOf(assertion)}
+	if err := s.cfg.Sessions.Start(w, r, login); err != nil {
 		s.log.Info("saml response refused: unusable subject", zap.Error(err))
-		oidcrp.WriteError(w, http.StatusUnauthorized, "invalid_response", "the identity provider's answer names no usable user")
+		session.WriteError(w, http.StatusUnauthorized, "invalid_response", "the identity provider's answer names no usable user")
 		return
 	}
 	s.log.Debug("saml login completed")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Location", oidcrp.SanitizeReturnTo(st.ReturnTo))
-	w.WriteHeader(http.StatusSeeOther)
+	session.Redirect(w, http.StatusSeeOther, session.SanitizeReturnTo(st.ReturnTo))
 }
 
 // reasons name the check that refused a response, for the log: crewjam's
@@ -562,17 +557,18 @@ func (s *SP) identity(a *saml.Assertion) (user, email, name string) {
 	return attr(s.cfg.UserAttribute), attr(s.cfg.EmailAttribute), attr(s.cfg.NameAttribute)
 }
 
-// sessionEnd is the IdP's SessionNotOnOrAfter, if it set one.
-func sessionEnd(a *saml.Assertion) time.Time {
+// sessionEnd is the IdP's SessionNotOnOrAfter in Unix seconds, if it set
+// one, else 0.
+func sessionEnd(a *saml.Assertion) int64 {
 	for _, st := range a.AuthnStatements {
 		if st.SessionNotOnOrAfter != nil {
-			return *st.SessionNotOnOrAfter
+			return st.SessionNotOnOrAfter.Unix()
 		}
 	}
-	return time.Time{}
+	return 0
 }
 
-// via names SAML sessions in oidcrp.
+// via names SAML sessions (session.Session.Via).
 const via = "saml"
 
 // idpSession is what single logout needs of the login, kept in the session.
@@ -604,9 +600,9 @@ func idpSessionOf(a *saml.Assertion) string {
 // (HTTP-Redirect binding) when its metadata offers one, else "" (the
 // session ends here only). The session is already revoked here: the IdP's
 // answer changes nothing.
-func (s *SP) logoutURL(r *http.Request, ext, _ string) string {
+func (s *SP) logoutURL(r *http.Request, ss session.Session, _ string) string {
 	var v idpSession
-	if json.Unmarshal([]byte(ext), &v) != nil || v.NameID == "" {
+	if json.Unmarshal([]byte(ss.Ext), &v) != nil || v.NameID == "" {
 		return ""
 	}
 	idp, err := s.metadata()
@@ -642,7 +638,7 @@ func (s *SP) logoutURL(r *http.Request, ext, _ string) string {
 // checked and logged. Logout requests the IdP starts are not supported.
 func (s *SP) serveSLO(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("SAMLRequest") != "" || r.Method != http.MethodGet {
-		oidcrp.WriteError(w, http.StatusBadRequest, "unsupported", "only the answer to a logout this site started is accepted here (HTTP-Redirect binding)")
+		session.WriteError(w, http.StatusBadRequest, "unsupported", "only the answer to a logout this site started is accepted here (HTTP-Redirect binding)")
 		return
 	}
 	if idp, err := s.metadata(); err == nil {
@@ -650,7 +646,5 @@ func (s *SP) serveSLO(w http.ResponseWriter, r *http.Request) {
 			s.log.Info("saml logout response refused", zap.String("reason", reason(err)))
 		}
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Location", "/")
-	w.WriteHeader(http.StatusFound)
+	session.Redirect(w, http.StatusFound, "/")
 }

@@ -31,7 +31,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/s360edge/s360edge/internal/field"
-	"github.com/s360edge/s360edge/oidcrp"
+	"github.com/s360edge/s360edge/session"
 )
 
 const (
@@ -90,12 +90,12 @@ func (l spLookup) GetServiceProvider(*http.Request, string) (*saml.EntityDescrip
 }
 
 type fixture struct {
-	t    *testing.T
-	sp   *SP
-	rp   *oidcrp.RP
-	idp  *saml.IdentityProvider
-	evil *saml.IdentityProvider // same URLs, another key: not in the metadata
-	logs *observer.ObservedLogs
+	t        *testing.T
+	sp       *SP
+	sessions *session.Manager
+	idp      *saml.IdentityProvider
+	evil     *saml.IdentityProvider // same URLs, another key: not in the metadata
+	logs     *observer.ObservedLogs
 }
 
 func newIDP(kp keyPair) *saml.IdentityProvider {
@@ -129,7 +129,7 @@ func newFixture(t *testing.T, clear bool) *fixture {
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	f.logs = logs
-	f.rp, err = oidcrp.New(oidcrp.Config{NoProvider: true, CookieSecret: strings.Repeat("k", 32)})
+	f.sessions, err = session.New(session.Config{CookieSecret: strings.Repeat("k", 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func newFixture(t *testing.T, clear bool) *fixture {
 		IDPMetadata: mdFile,
 		Cert:        writePEM(t, dir, "sp.crt", "CERTIFICATE", k[1].cert.Raw),
 		Key:         writePEM(t, dir, "sp.key", "PRIVATE KEY", must(x509.MarshalPKCS8PrivateKey(k[1].key))),
-		Sessions:    f.rp,
+		Sessions:    f.sessions,
 		Logger:      zap.New(core),
 	})
 	if err != nil {
@@ -217,15 +217,15 @@ func (f *fixture) post(host string, state *http.Cookie, response []byte) *httpte
 }
 
 // identify returns the buyer the session cookie set by rec names, or nil.
-func (f *fixture) identify(rec *httptest.ResponseRecorder) *oidcrp.Identity {
+func (f *fixture) identify(rec *httptest.ResponseRecorder) *session.Identity {
 	f.t.Helper()
 	req := httptest.NewRequest(http.MethodGet, site+"/account", nil)
 	for _, c := range rec.Result().Cookies() {
-		if c.Name == oidcrp.DefaultCookieName && c.MaxAge >= 0 {
+		if c.Name == session.DefaultCookieName && c.MaxAge >= 0 {
 			req.AddCookie(c)
 		}
 	}
-	id, _ := f.rp.Identify(nil, req)
+	id, _ := f.sessions.Identify(nil, req)
 	return id
 }
 
@@ -423,17 +423,17 @@ func TestSPMetadata(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	rp := must(oidcrp.New(oidcrp.Config{NoProvider: true, CookieSecret: strings.Repeat("k", 32)}))
+	sessions := must(session.New(session.Config{CookieSecret: strings.Repeat("k", 32)}))
 	tests := []struct {
 		name string
 		cfg  Config
 		want string
 	}{
-		{"no metadata", Config{Sessions: rp, Cert: "x", Key: "y"}, "idp_metadata: missing; set it to the shop's IdP metadata: an https:// URL, or a local file"},
-		{"no cert", Config{Sessions: rp, IDPMetadata: "m", Key: "y"}, "cert: missing; the IdP wants signed requests"},
-		{"no key", Config{Sessions: rp, IDPMetadata: "m", Cert: "x"}, "key: missing; the IdP wants signed requests"},
-		{"unreadable key pair", Config{Sessions: rp, IDPMetadata: "m", Cert: "/nonexistent", Key: "/nonexistent"}, "cert and key: loading them: open /nonexistent"},
-		{"relative entity_id", Config{Sessions: rp, IDPMetadata: "m", Cert: "x", Key: "y", EntityID: "/sp"}, `entity_id: "/sp" is not an absolute URL`},
+		{"no metadata", Config{Sessions: sessions, Cert: "x", Key: "y"}, "idp_metadata: missing; set it to the shop's IdP metadata: an https:// URL, or a local file"},
+		{"no cert", Config{Sessions: sessions, IDPMetadata: "m", Key: "y"}, "cert: missing; the IdP wants signed requests"},
+		{"no key", Config{Sessions: sessions, IDPMetadata: "m", Cert: "x"}, "key: missing; the IdP wants signed requests"},
+		{"unreadable key pair", Config{Sessions: sessions, IDPMetadata: "m", Cert: "/nonexistent", Key: "/nonexistent"}, "cert and key: loading them: open /nonexistent"},
+		{"relative entity_id", Config{Sessions: sessions, IDPMetadata: "m", Cert: "x", Key: "y", EntityID: "/sp"}, `entity_id: "/sp" is not an absolute URL`},
 		// The settings' errors come first, all of them: a caller whose
 		// sessions failed gets them too.
 		{"no sessions, bad settings", Config{EntityID: "/sp"}, "idp_metadata: missing"},
@@ -446,7 +446,7 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
 			var fe *field.Error
-			if !errors.As(err, &fe) || errors.Is(err, ErrNoSessions) {
+			if !errors.As(err, &fe) || errors.Is(err, session.ErrNoSessions) {
 				t.Fatalf("err = %v, want only *field.Error", err)
 			}
 		})
@@ -454,8 +454,8 @@ func TestConfigErrors(t *testing.T) {
 	f := newFixture(t, false)
 	cfg := f.sp.cfg
 	cfg.Sessions = nil
-	if _, err := New(cfg); !errors.Is(err, ErrNoSessions) {
-		t.Fatalf("valid settings without sessions: %v, want ErrNoSessions", err)
+	if _, err := New(cfg); !errors.Is(err, session.ErrNoSessions) {
+		t.Fatalf("valid settings without sessions: %v, want session.ErrNoSessions", err)
 	}
 }
 
@@ -562,10 +562,10 @@ func TestSingleLogoutRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := httptest.NewRequest(http.MethodGet, site+"/auth/logout", nil)
-	if u := f.sp.logoutURL(req, "not json", "/"); u != "" {
+	if u := f.sp.logoutURL(req, session.Session{Ext: "not json"}, "/"); u != "" {
 		t.Fatalf("a session without IdP data logs out at %q", u)
 	}
-	u := must(url.Parse(f.sp.logoutURL(req, `{"n":"buyer-42","i":"idx-1"}`, "/")))
+	u := must(url.Parse(f.sp.logoutURL(req, session.Session{Ext: `{"n":"buyer-42","i":"idx-1"}`}, "/")))
 	if u.Host != "idp.test" || u.Path != "/slo" || u.Query().Get("SAMLRequest") == "" || u.Query().Get("Signature") == "" {
 		t.Fatalf("logout URL %s: want a signed LogoutRequest to the IdP's SLO", u)
 	}

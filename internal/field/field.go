@@ -1,8 +1,8 @@
 // Package field is the error of one configuration setting that does not
-// validate. The packages whose Config a person writes (oidcrp, samlsp) name
-// the setting as the Caddyfile and the JSON config spell it (cookie_secret),
-// and say what to write; caddymodule adds the block it sits in and an
-// example line.
+// validate. The packages whose Config a person writes (session, oidcrp,
+// samlsp) name the setting as the Caddyfile and the JSON config spell it
+// (cookie_secret), and say what to write; caddymodule adds the block it
+// sits in and an example line.
 package field
 
 import "fmt"

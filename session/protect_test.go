@@ -1,8 +1,9 @@
-package oidcrp
+package session
 
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 )
 
@@ -77,5 +78,21 @@ func TestNewProtectValidates(t *testing.T) {
 				t.Errorf("NewProtect(%q) error = %v, want ok=%v", tc.pattern, err, tc.ok)
 			}
 		})
+	}
+}
+
+func TestProtectOr(t *testing.T) {
+	a, _ := NewProtect([]string{"/account*"})
+	b, _ := NewProtect([]string{"/checkout"})
+	both := a.Or(b)
+	at := func(p string) *url.URL { return &url.URL{Path: p} }
+	if !both.Match(at("/account/x")) || !both.Match(at("/checkout")) || both.Match(at("/shop")) {
+		t.Error("a.Or(b) does not protect what a or b protects, and only that")
+	}
+	if a.Match(at("/checkout")) {
+		t.Error("Or changed its receiver")
+	}
+	if !(Protect{}).Or(Protect{}).Empty() {
+		t.Error("two empty lists protect something")
 	}
 }

@@ -1,4 +1,4 @@
-package oidcrp
+package session
 
 import (
 	"crypto/aes"
@@ -61,7 +61,9 @@ func decodeSecret(s string) ([]byte, error) {
 }
 
 // newCookieCodec derives a key for this cookie name from the secret with
-// HKDF-SHA256, so the session and state cookies never share a key.
+// HKDF-SHA256, so the session and state cookies never share a key. The
+// label still names oidcrp, where sessions began: changing it would log
+// every buyer out.
 func newCookieCodec(secret []byte, name string) (*cookieCodec, error) {
 	key, err := hkdf.Key(sha256.New, secret, nil, "s360edge oidcrp cookie v1 "+name, 32)
 	if err != nil {
@@ -121,16 +123,16 @@ func (c *cookieCodec) decode(value string, now time.Time) ([]byte, error) {
 	return plain[8:], nil
 }
 
-// Sealer seals short-lived values for another login method's own cookie
-// (SAML's login state), with a key derived from the RP's secret and name.
+// Sealer seals short-lived values for a login method's own cookie (its
+// login state), with a key derived from the cookie secret and the name.
 type Sealer struct {
 	c *cookieCodec
 }
 
 // Sealer returns a Sealer for the cookie called name; name must differ from
-// the RP's own cookie names.
-func (rp *RP) Sealer(name string) (*Sealer, error) {
-	c, err := newCookieCodec(rp.secret, name)
+// the session cookie's.
+func (m *Manager) Sealer(name string) (*Sealer, error) {
+	c, err := newCookieCodec(m.secret, name)
 	if err != nil {
 		return nil, err
 	}

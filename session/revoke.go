@@ -1,4 +1,4 @@
-package oidcrp
+package session
 
 import (
 	"errors"
@@ -17,7 +17,7 @@ type Revocations interface {
 	// Revoke marks session id as logged out until until.
 	Revoke(id string, until time.Time) error
 	// Revoked reports whether id was revoked. An error means the answer is
-	// unknown; the RP then treats the session as unusable (fail closed).
+	// unknown; Identify then treats the session as unusable (fail closed).
 	Revoked(id string) (bool, error)
 }
 
@@ -63,7 +63,7 @@ func (m *memRevocations) Revoked(id string) (bool, error) {
 // refused. A request with none of these headers (old browsers, curl) is
 // allowed: a browser that sends no Fetch Metadata still sends Origin on a
 // cross-site POST.
-func (rp *RP) crossSite(r *http.Request) bool {
+func (m *Manager) crossSite(r *http.Request) bool {
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "same-origin", "none":
 		// Still check Origin below: it must agree.
@@ -72,18 +72,18 @@ func (rp *RP) crossSite(r *http.Request) bool {
 		return true
 	}
 	if o := r.Header.Get("Origin"); o != "" {
-		return !rp.ownOrigin(r, o)
+		return !m.ownOrigin(r, o)
 	}
 	if ref := r.Referer(); ref != "" && r.Header.Get("Sec-Fetch-Site") == "" {
-		return !rp.ownOrigin(r, ref)
+		return !m.ownOrigin(r, ref)
 	}
 	return false
 }
 
 // ownOrigin: raw is a URL on this site's host (the request's Host, or the
-// configured redirect URL's). The scheme is not compared: behind a TLS
+// configured SiteURL's). The scheme is not compared: behind a TLS
 // proxy the sidecar may not know it.
-func (rp *RP) ownOrigin(r *http.Request, raw string) bool {
+func (m *Manager) ownOrigin(r *http.Request, raw string) bool {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return false // includes "Origin: null" from sandboxed or opaque contexts
@@ -91,7 +91,7 @@ func (rp *RP) ownOrigin(r *http.Request, raw string) bool {
 	if strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
-	if ru, err := url.Parse(rp.cfg.RedirectURL); err == nil && ru.Host != "" {
+	if ru, err := url.Parse(m.cfg.SiteURL); err == nil && ru.Host != "" {
 		return strings.EqualFold(u.Host, ru.Host)
 	}
 	return false

@@ -1,8 +1,9 @@
-package oidcrp
+package session
 
 import (
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/s360edge/s360edge/internal/field"
@@ -40,6 +41,14 @@ func NewProtect(patterns []string) (Protect, error) {
 		}
 	}
 	return p, nil
+}
+
+// Or protects what p or q protects: the lists of two login methods.
+func (p Protect) Or(q Protect) Protect {
+	return Protect{
+		exact:    append(slices.Clip(p.exact), q.exact...),
+		prefixes: append(slices.Clip(p.prefixes), q.prefixes...),
+	}
 }
 
 // Empty reports whether nothing is protected.

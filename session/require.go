@@ -1,4 +1,4 @@
-package oidcrp
+package session
 
 import (
 	"errors"
@@ -13,20 +13,20 @@ import (
 // returns false: a browser navigation is sent to the login page (and back
 // here afterwards), an API request gets 401 JSON with a login_url, a bad
 // Bearer token gets 401 invalid_token, and an unreachable provider 503.
-func (rp *RP) Require(w http.ResponseWriter, r *http.Request) (*Identity, bool) {
-	id, err := rp.Identify(w, r)
+func (m *Manager) Require(w http.ResponseWriter, r *http.Request) (*Identity, bool) {
+	id, err := m.Identify(w, r)
 	if id != nil {
 		return id, true
 	}
-	loginURL := rp.LoginURL(returnTarget(r))
+	loginURL := m.loginURL(returnTarget(r))
 	switch {
 	case errors.Is(err, ErrProviderUnavailable):
-		writeUnavailable(w)
+		WriteProviderUnavailable(w)
 	case errors.Is(err, ErrRevocationUnavailable):
 		writeSessionCheckUnavailable(w)
 	case errors.Is(err, ErrInvalidToken):
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, apiError{Error: "invalid_token", Message: "the bearer token is invalid or expired"})
+		WriteError(w, http.StatusUnauthorized, "invalid_token", "the bearer token is invalid or expired")
 	case isNavigation(r):
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			// A form post: the browser comes back with a GET.
@@ -34,13 +34,13 @@ func (rp *RP) Require(w http.ResponseWriter, r *http.Request) (*Identity, bool) 
 			w.WriteHeader(http.StatusSeeOther)
 			break
 		}
-		redirect(w, loginURL)
+		Redirect(w, http.StatusFound, loginURL)
 	default:
 		msg := "log in to continue"
 		if errors.Is(err, ErrSessionExpired) {
 			msg = "the session has expired; log in again"
 		}
-		writeError(w, http.StatusUnauthorized, apiError{Error: "login_required", Message: msg, LoginURL: loginURL})
+		WriteJSON(w, http.StatusUnauthorized, ErrorBody{Error: "login_required", Message: msg, LoginURL: loginURL})
 	}
 	return nil, false
 }

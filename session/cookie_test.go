@@ -1,4 +1,4 @@
-package oidcrp
+package session
 
 import (
 	"bytes"
