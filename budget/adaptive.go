@@ -56,6 +56,7 @@ type adaptive struct {
 	// call made before the decrease.
 	cut     bool
 	cutAt   uint64
+	cutFrom int // eff before that decrease
 	methods map[string]*methodLimit // learned limits, by "service/method"
 	calls   map[string][]time.Time  // each method's grants, oldest first, pruned to the window
 	waiting int                     // callers waiting for their method's slot, outside the queue
@@ -71,6 +72,8 @@ type methodLimit struct {
 	refusedAt time.Time // last refusal of the method
 	cut       bool      // lowered by a refusal, not restored ...
 	since     int       // ... and the method's grants since
+	cutAt     time.Time // ... when
+	before    int       // ... and from what
 	last      Adjustment
 }
 
@@ -171,6 +174,9 @@ func (b *Budget) learnLocked(now time.Time, method string, scope Scope) (explain
 	}
 	total, mine := b.acceptedLocked(now, method)
 	most := method != "" && mine > 0 && 4*mine >= 3*total
+	if scope == ScopeInstitution {
+		b.withdrawLocked(now, method)
+	}
 	if scope == ScopeInstitution || most {
 		explained = b.learnInstitutionLocked(now, total)
 	}
@@ -192,9 +198,42 @@ func (b *Budget) learnInstitutionLocked(now time.Time, accepted int) (explained 
 		return false
 	}
 	a.grownAt = now
-	a.cut, a.cutAt = true, b.granted
+	a.cut, a.cutAt, a.cutFrom = true, b.granted, a.eff
 	b.setLimitLocked(now, to, "institution pushback")
 	return true
+}
+
+// lateAnswerLocked takes an answer to a call of method into the limits
+// last lowered, when it came before any call was granted under them: the
+// call was made before S-360 refused, which had counted it, so the limit
+// rises to 0.9 × the calls answered (never above what it was before).
+// Calls in flight when S-360 begins to refuse are answered after the
+// refusal; without this, the more there are, the lower the limit learned.
+func (b *Budget) lateAnswerLocked(now time.Time, method string) {
+	a := &b.adaptive
+	raise := func(eff *int, to int, last *Adjustment) bool {
+		if to <= *eff {
+			return false
+		}
+		*eff, last.To = to, to
+		b.cfg.Logger.Debug("learned upstream limit raised by a late answer", zap.String("method", method), zap.Int("to", to))
+		return true
+	}
+	changed := false
+	if a.cut && b.granted <= a.cutAt {
+		total, _ := b.acceptedLocked(now, "")
+		if raise(&a.eff, min(total*9/10, a.cutFrom), &a.last) {
+			b.relimitLocked()
+			changed = true
+		}
+	}
+	if ml := a.methods[method]; ml != nil && ml.cut && ml.since <= 0 {
+		_, mine := b.acceptedLocked(now, method)
+		changed = raise(&ml.eff, min(mine*9/10, ml.before), &ml.last) || changed
+	}
+	if changed {
+		b.notifyLocked(now)
+	}
 }
 
 // learnMethodLocked lowers method's limit to 0.9 × accepted, its calls
@@ -220,9 +259,23 @@ func (b *Budget) learnMethodLocked(now time.Time, method string, accepted int) (
 		a.methods[method] = ml
 	}
 	ml.grownAt, ml.refusedAt = now, now
-	ml.cut, ml.since = true, 0
+	ml.cut, ml.since, ml.cutAt, ml.before = true, 0, now, ml.eff
 	b.setMethodLimitLocked(now, method, ml, to, "method pushback")
 	return true
+}
+
+// withdrawLocked undoes the decreases of other methods' limits than
+// refused's made in the window ending now: S-360 has since refused at the
+// institution's scope, which explains those refusals too. Two methods
+// limited by the institution's limit would otherwise each keep about half
+// of it as their own for many windows.
+func (b *Budget) withdrawLocked(now time.Time, refused string) {
+	for m, ml := range b.adaptive.methods {
+		if m != refused && ml.cut && now.Sub(ml.cutAt) < b.cfg.Window && ml.before > ml.eff {
+			ml.cut = false
+			b.setMethodLimitLocked(now, m, ml, ml.before, "withdrawn: the institution's limit explains its refusals")
+		}
+	}
 }
 
 func (b *Budget) setLimitLocked(now time.Time, to int, reason string) {

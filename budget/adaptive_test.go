@@ -59,6 +59,33 @@ func TestAdaptiveLimit(t *testing.T) {
 			}
 		})
 	})
+	t.Run("answers of calls in flight at the refusal count", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := New(cfg)
+			answer(t, b, 40)
+			for range 20 { // S-360 took them before it refused; their answers come after
+				wantGranted(t, b, fg(avail, "x"))
+			}
+			refuseInstitution(b)
+			if got := b.Stats().EffectiveLimit; got != 36 {
+				t.Fatalf("effective %d, want 36", got)
+			}
+			for range 20 {
+				b.SuccessCall(fg(avail, "x"))
+			}
+			if s := b.Stats(); s.EffectiveLimit != 54 || s.LastAdjustment.To != 54 || s.Adjustments != 1 {
+				t.Fatalf("after the late answers: %+v", s)
+			}
+			// Once a call was granted under the learned limit, answers are
+			// no longer late.
+			time.Sleep(time.Minute)
+			wantGranted(t, b, fg(perf, "y"))
+			answer(t, b, 10)
+			if got := b.Stats().EffectiveLimit; got != 55 { // the quiet window's step
+				t.Fatalf("effective %d, want 55", got)
+			}
+		})
+	})
 	t.Run("the lowered limit holds in every window", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			b := New(cfg)
@@ -445,6 +472,25 @@ func TestMethodLimit(t *testing.T) {
 			}
 			if s := b.Stats(); s.MethodLimits[0].Calls != 3 || s.Calls != 5 || s.Waiting != 0 {
 				t.Fatalf("stats %+v", s)
+			}
+		})
+	})
+	t.Run("withdrawn when another method's refusal shows the institution's limit", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := New(cfg)
+			answerMethod(t, b, avail, 30)
+			answerMethod(t, b, perf, 30)
+			refuseMethod(b, avail) // 27: S-360 refused two keys of one method first
+			if s := b.PushbackCall(fg(perf, "r"), 0); s != ScopeInstitution {
+				t.Fatalf("scope %v", s)
+			}
+			if s := b.Stats(); s.EffectiveLimit != 54 || len(s.MethodLimits) != 0 || s.Pauses != 0 {
+				t.Fatalf("stats %+v", s)
+			}
+			// An echo of the method refused first teaches it nothing again.
+			b.PushbackCall(fg(avail, "r3"), 0)
+			if s := b.Stats(); s.EffectiveLimit != 54 || len(s.MethodLimits) != 0 {
+				t.Fatalf("after an echo %+v", s)
 			}
 		})
 	})

@@ -99,6 +99,7 @@ func (b *Budget) PushbackCall(c Call, retryAfter time.Duration) Scope {
 func (b *Budget) answeredLocked(now time.Time, method string) {
 	b.pruneAnswersLocked(now)
 	b.scopes.answers = append(b.scopes.answers, reply{now, method})
+	b.lateAnswerLocked(now, method)
 }
 
 func (b *Budget) pruneAnswersLocked(now time.Time) {
