@@ -36,7 +36,7 @@ run: build
 	echo; \
 	$(BIN)/s360edge run --config Caddyfile.example --adapter caddyfile
 
-# Three sidecars of one institution sharing one Redis (issue 12), in the
+# Three sidecars of one institution sharing one Redis (cluster mode), in the
 # foreground: redis-server on 127.0.0.1:$(REDIS_PORT) (no persistence), the
 # simulator, and nodes on 127.0.0.1:8080, 8082 and 8083 (admin API on
 # localhost:2019, 2020, 2021), each with its own storage under tmp/cluster/.
@@ -110,7 +110,7 @@ clean:
 # Performance evidence, in bench/ (its own Go module, so the product's go.mod
 # stays clean). `make bench` runs bench/run.sh (hit vs baselines, coalescing,
 # 10 MB catalog, restart, Go benchmarks; about 7 minutes); `make storm` the
-# issue-5 storm at full size (about 4 minutes). Each rewrites its own section
+# rate-limit storm at full size (about 4 minutes). Each rewrites its own section
 # of BENCHMARKS.md.
 bench:
 	cd bench && GO=$(GO) ./run.sh
@@ -121,7 +121,7 @@ storm:
 	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
 	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm -md BENCHMARKS.md
 
-# issue 9's evidence: a compressed day of site traffic through s360edge, no
+# The replay: a compressed day of site traffic through s360edge, no
 # cache and nginx proxy_cache (Debian's nginx), one after the other; about 9
 # minutes. Rewrites the "replay" section of BENCHMARKS.md and
 # bench/figures/replay.svg. REPLAY_FLAGS adds flags, e.g. -caddyfile.
@@ -134,20 +134,20 @@ replay:
 
 
 # The same storm with the default rate_limit (150/min) against the
-# simulator's 60/min: the adaptive limit learns it (issue 15).
+# simulator's 60/min: the adaptive limit learns it.
 storm-adaptive:
 	cd bench && $(GO) build -o bin/storm ./cmd/storm
 	$(GO) build -o bench/bin/s360edge ./cmd/s360edge
 	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
 	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm -phases 150 -duration 4m -section storm-adaptive -md BENCHMARKS.md
 
-# Cluster mode's costs (issue 12), side by side in one run: the local hit in
+# Cluster mode's costs, side by side in one run: the local hit in
 # cluster mode vs single node, a fresh node's shared-tier hit, the budget's
 # acquire round trip; about 3 minutes. Rewrites the "cluster" section.
 bench-cluster:
 	cd bench && GO=$(GO) ./cluster.sh
 
-# The storm on three sidecars sharing one Redis (issue 12), rate_limit 50/min
+# The storm on three sidecars sharing one Redis, rate_limit 50/min
 # for the whole cluster against the simulator's 60/min; about 3 minutes.
 # Needs redis-server (Debian's package).
 storm-cluster:
@@ -156,4 +156,12 @@ storm-cluster:
 	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
 	bench/bin/storm -bin bench/bin -caddyfile bench/Caddyfile.storm-cluster -nodes 3 -phases 50 -section storm-cluster -md BENCHMARKS.md
 
-.PHONY: storm storm-adaptive storm-cluster bench-cluster replay
+# The cluster under Redis faults (CLIENT PAUSE WRITE, SIGSTOP, kill during a
+# publish, a call outliving a lease), before and after, in one run: the
+# integration tests TestClusterFault* against an older build and this one;
+# rewrites the faults table of BENCHMARKS.md. About 10 minutes. Needs
+# redis-server. BEFORE=<commit> picks the older build.
+cluster-faults:
+	bench/cluster-faults.sh
+
+.PHONY: storm storm-adaptive storm-cluster bench-cluster replay cluster-faults

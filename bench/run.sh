@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make bench: the performance evidence of issue 3 (item 7) and DESIGN.md's
-# targets. Builds the binaries into bench/bin, runs them on free loopback
+# make bench: the performance evidence of the targets in BENCHMARKS.md's
+# summary (hit vs a static handler, coalesced misses, the 10 MB catalog,
+# restart). Builds the binaries into bench/bin, runs them on free loopback
 # ports, drives them with wrk and small Go clients, stops every process by
 # its PID and rewrites the "bench" section of ../BENCHMARKS.md.
 #

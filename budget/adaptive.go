@@ -56,7 +56,7 @@ type adaptive struct {
 	// call made before the decrease.
 	cut     bool
 	cutAt   uint64
-	cutFrom int // eff before that decrease
+	cutFrom int                     // eff before that decrease
 	methods map[string]*methodLimit // learned limits, by "service/method"
 	calls   map[string][]time.Time  // each method's grants, oldest first, pruned to the window
 	waiting int                     // callers waiting for their method's slot, outside the queue

@@ -65,15 +65,19 @@ type Config struct {
 	// misses can stop the sidecar from learning what changed. 0 means
 	// Calls/50, at least min(2, Calls/5); negative means none.
 	WatchReserve int
-	// ClientQuota is the most upstream calls one client (Call.Client) may
-	// cause in any ClientWindow. Only Foreground calls count: orders,
-	// watchers and background work are outside it. 0 means Calls/5, at
-	// least 1; negative turns the quota off.
+	// ClientQuota says how clients (Call.Client) share the budget; only
+	// their Foreground calls count: orders, watchers and background work
+	// are outside. 0 (the default): fairly, max-min (see quota.go): a
+	// client may use whatever the others leave, and while clients compete
+	// each active one is sure of an equal share of the Foreground
+	// allowance. Positive: fairly, and besides a hard cap of that many
+	// calls per ClientWindow for each client. Negative: neither.
 	ClientQuota int
-	// ClientWindow is the quota's window. Default Window.
+	// ClientWindow is the hard cap's window. Default Window. Fair shares
+	// are always of Window.
 	ClientWindow time.Duration
-	// MaxClients bounds the clients tracked for the quota; beyond it, new
-	// clients share one quota. Default DefaultMaxClients.
+	// MaxClients bounds the clients tracked; beyond it, new clients
+	// count as one. Default DefaultMaxClients.
 	MaxClients int
 	// FixedLimit turns the adaptive limit off: Calls is always the limit.
 	// Otherwise an institution-scope pushback lowers the effective limit
@@ -99,13 +103,14 @@ type Config struct {
 	// unanswered (no Success, no Pushback: the call failed some other way)
 	// before another probe is let through. Default DefaultProbeTimeout.
 	ProbeTimeout time.Duration
-	// Logger gets one WARN line per pause and the first time a client
-	// reaches its quota, one INFO line per limit adjustment. Default: none.
+	// Logger gets one WARN line per pause, the first time a client
+	// reaches its quota and the first time one is held to its fair share,
+	// one INFO line per limit adjustment. Default: none.
 	Logger *zap.Logger
 }
 
-// DefaultMaxClients bounds the client quota's memory: a few hundred
-// kilobytes at the default quota, whatever the number of addresses.
+// DefaultMaxClients bounds the memory of fair sharing and of the client
+// quota: a few hundred kilobytes, whatever the number of addresses.
 const DefaultMaxClients = 10000
 
 func (c Config) withDefaults() Config {
@@ -139,12 +144,7 @@ func (c Config) withDefaults() Config {
 	case c.WatchReserve == 0:
 		c.WatchReserve = max(c.Calls/50, min(2, c.Calls/5))
 	}
-	switch {
-	case c.ClientQuota < 0:
-		c.ClientQuota = 0
-	case c.ClientQuota == 0:
-		c.ClientQuota = max(c.Calls/5, 1)
-	}
+	c.ClientQuota = max(c.ClientQuota, -1)
 	if c.ClientWindow <= 0 {
 		c.ClientWindow = c.Window
 	}
@@ -178,7 +178,8 @@ var ErrPaused = errors.New("upstream asked to pause")
 var ErrLimited = errors.New("upstream rate limit reached")
 
 // ErrClientQuota says the calling client has caused its quota of upstream
-// calls in the quota's window.
+// calls in the quota's window, or, while clients compete, has used its
+// fair share of the budget and the free slots are owed to the others.
 var ErrClientQuota = errors.New("client quota of upstream calls reached")
 
 // WaitError is returned by Acquire when no slot was granted. It matches
@@ -233,10 +234,11 @@ type Stats struct {
 	PausesByScope  ScopeCounts   `json:"pauses_by_scope"`          // pauses started, by scope
 	PausedKeys     int           `json:"paused_keys"`              // cache keys paused now
 	PausedMethods  []string      `json:"paused_methods,omitempty"` // methods paused now
-	ClientQuota    int           `json:"client_quota"`             // upstream calls one client may cause per ClientWindow, scaled to the effective limit; 0 when off
+	ClientQuota    int           `json:"client_quota"`             // the hard cap: upstream calls one client may cause per ClientWindow, scaled to the effective limit; 0 when none
 	ClientWindow   time.Duration `json:"client_window"`
-	Clients        int           `json:"clients"`               // clients tracked for the quota
-	QuotaRefusals  uint64        `json:"quota_refusals"`        // calls refused because their client had reached its quota
+	FairShare      int           `json:"fair_share"`            // calls per Window each active client is sure of now (the Foreground allowance / active clients); 0 when fair sharing is off
+	Clients        int           `json:"clients"`               // active clients (fair sharing), or tracked for the quota
+	QuotaRefusals  uint64        `json:"quota_refusals"`        // calls refused because their client had reached its quota or, while clients compete, its fair share
 	Pushbacks      uint64        `json:"pushbacks"`             // Pushback calls (upstream 509/429 answers)
 	PausedUntil    time.Time     `json:"paused_until,omitzero"` // end of the pause in force; zero when not paused
 	Probing        bool          `json:"probing"`               // after a pause, one call at a time until a Success
@@ -275,6 +277,7 @@ type Budget struct {
 	adaptive adaptive
 	scopes   scopes
 	quota    quota
+	fair     fair
 
 	// Floors have their own lock: they are consulted on cache paths that
 	// never contend for slots.
@@ -290,6 +293,8 @@ type waiter struct {
 	bounced time.Time // set instead of granted when its method had used its learned limit: its next slot
 	client  string    // quota reservation to give back if not granted
 	quotaAt time.Time
+	fc      *fairClient // its client, for fair sharing; nil when outside
+	err     error       // why it was refused, when ready without a grant
 	elem    *list.Element
 	ready   chan struct{} // closed when granted
 	granted bool
@@ -341,6 +346,9 @@ func (b *Budget) Update(cfg Config) {
 	b.horizon = max(b.horizon, cfg.Window)
 	b.relimitLocked()
 	b.updateMethodsLocked()
+	if !b.fairOn() {
+		b.resetFairLocked()
+	}
 	if limit := now.Add(cfg.MaxPause); b.pausedUntil.After(limit) {
 		b.pausedUntil = limit
 	}
@@ -426,20 +434,29 @@ func (b *Budget) acquireCall(ctx context.Context, c Call) error {
 		b.mu.Unlock()
 		return err
 	}
+	fc := b.fairClientLocked(c, p, now)
 	client := b.quotaClientLocked(c, p, now)
 	if client != "" {
 		if retry, ok := b.reserveQuotaLocked(client, now); !ok {
-			b.rejections++
-			b.quota.refusals++
+			err := b.quotaRefusedLocked(retry)
 			b.mu.Unlock()
-			return &WaitError{Reason: ErrClientQuota, RetryIn: retry}
+			return err
 		}
 	}
 	if b.waiting > 0 {
 		b.dispatchLocked(now)
 	}
+	if fc != nil {
+		if retry, held := b.heldLocked(fc, now); held {
+			b.unreserveQuotaLocked(client, now)
+			err := b.quotaRefusedLocked(retry)
+			b.mu.Unlock()
+			return err
+		}
+	}
 	if !b.aheadLocked(p) && b.canGrantLocked(p, now) {
 		b.grantLocked(now, p, c.Method)
+		b.fairGrantLocked(fc, now)
 		b.mu.Unlock()
 		return nil
 	}
@@ -452,29 +469,38 @@ func (b *Budget) acquireCall(ctx context.Context, c Call) error {
 		b.mu.Unlock()
 		return e
 	}
-	w := &waiter{p: p, method: c.Method, client: client, quotaAt: now, ready: make(chan struct{})}
+	w := &waiter{p: p, method: c.Method, client: client, quotaAt: now, fc: fc, ready: make(chan struct{})}
 	w.elem = b.queues[p].PushBack(w)
 	b.waiting++
 	b.waits++
+	if fc != nil {
+		fc.waiting++
+	}
 	b.armLocked(now)
 	b.mu.Unlock()
 
 	select {
 	case <-w.ready:
-		if w.bounced.IsZero() {
+		if w.err == nil && w.bounced.IsZero() {
 			return nil
 		}
-		b.mu.Lock()
-		b.unreserveQuotaLocked(w.client, w.quotaAt)
-		b.adaptive.waiting++
-		b.mu.Unlock()
-		return &methodWait{w.bounced}
+		if !w.bounced.IsZero() {
+			b.mu.Lock()
+			b.unreserveQuotaLocked(w.client, w.quotaAt)
+			b.adaptive.waiting++
+			b.mu.Unlock()
+			return &methodWait{w.bounced}
+		}
 	case <-ctx.Done():
 	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now = time.Now()
+	b.unreserveQuotaLocked(w.client, w.quotaAt)
+	if w.err != nil {
+		return w.err // refused by dispatchLocked, which did the counting
+	}
 	if w.granted {
 		// Granted while the context ended: the call will not be made, so
 		// the slot goes back to the next waiter.
@@ -482,12 +508,28 @@ func (b *Budget) acquireCall(ctx context.Context, c Call) error {
 	} else if w.bounced.IsZero() {
 		b.queues[p].Remove(w.elem)
 		b.waiting--
+		b.unwaitLocked(w, now)
 	}
-	b.unreserveQuotaLocked(w.client, w.quotaAt)
 	b.rejections++
 	err := b.errLocked(p, now, ctx.Err())
 	b.dispatchLocked(now)
 	return err
+}
+
+// quotaRefusedLocked counts a refusal by the client quota or the fair
+// share.
+func (b *Budget) quotaRefusedLocked(retry time.Duration) error {
+	b.rejections++
+	b.quota.refusals++
+	return &WaitError{Reason: ErrClientQuota, RetryIn: retry}
+}
+
+// unwaitLocked notes that w no longer waits.
+func (b *Budget) unwaitLocked(w *waiter, now time.Time) {
+	if w.fc != nil {
+		w.fc.waiting--
+		b.seenLocked(w.fc, now)
+	}
 }
 
 // Pushback reports a 509/429 from S-360 that concerns the whole
@@ -583,7 +625,6 @@ func (b *Budget) Stats() Stats {
 		WatchReserve:   b.lim.watch,
 		ClientQuota:    b.lim.quota,
 		ClientWindow:   b.cfg.ClientWindow,
-		Clients:        len(b.quota.clients),
 		QuotaRefusals:  b.quota.refusals,
 		PausesByScope:  b.scopes.counts,
 		Calls:          used,
@@ -606,6 +647,10 @@ func (b *Budget) Stats() Stats {
 	}
 	s.PausedKeys, s.PausedMethods = b.pausedNowLocked(now)
 	s.MethodLimits = b.methodLimitsLocked(now)
+	s.FairShare, s.Clients = b.fairShareLocked(now)
+	if !b.fairOn() {
+		s.Clients = len(b.quota.clients)
+	}
 	return s
 }
 
@@ -769,6 +814,7 @@ func (b *Budget) refundLocked(w *waiter) {
 	}
 	b.granted--
 	b.methodRefundedLocked(w.method, w.at)
+	b.fairRefundLocked(w.fc, w.at)
 	if b.onGrant != nil {
 		b.onGrant(w.at, -1)
 	}
@@ -801,22 +847,39 @@ func (b *Budget) headLocked() *waiter {
 // waiter can be served. Stopping at the first one that cannot keeps the
 // order strict: every lower priority has the same or a smaller allowance,
 // so nobody behind it could be served either.
+//
+// A waiter whose client is held to its fair share is refused on the way:
+// the slots it waits for are owed to other clients.
 func (b *Budget) dispatchLocked(now time.Time) {
 	for {
 		w := b.headLocked()
-		if w == nil || !b.canGrantLocked(w.p, now) {
+		if w == nil {
+			break
+		}
+		held := false
+		if w.fc != nil {
+			var retry time.Duration
+			if retry, held = b.heldLocked(w.fc, now); held {
+				w.err = b.quotaRefusedLocked(retry)
+			}
+		}
+		if !held && !b.canGrantLocked(w.p, now) {
 			break
 		}
 		b.queues[w.p].Remove(w.elem)
 		b.waiting--
-		if at, full := b.methodFullLocked(w.method, now); full {
-			w.bounced = at // the caller waits for its method outside the queue
-			close(w.ready)
-			continue
-		}
-		w.granted, w.at = true, now
-		if b.grantLocked(now, w.p, w.method) {
-			w.lease = b.probeUntil
+		b.unwaitLocked(w, now)
+		if !held {
+			if at, full := b.methodFullLocked(w.method, now); full {
+				w.bounced = at // the caller waits for its method outside the queue
+				close(w.ready)
+				continue
+			}
+			w.granted, w.at = true, now
+			if b.grantLocked(now, w.p, w.method) {
+				w.lease = b.probeUntil
+			}
+			b.fairGrantLocked(w.fc, now)
 		}
 		close(w.ready)
 	}

@@ -3,7 +3,7 @@
 // S-360 counts all calls of an institution against one limit (180 per
 // minute by default, less on some contracts) and answers 509 or 429 beyond
 // it, so the sidecar must make exceeding its configured limit impossible,
-// whatever the website does (S360-API.md §4).
+// whatever the website does (docs/S360.md, "Rate limits").
 //
 // # Sliding log, not a token bucket
 //
@@ -25,9 +25,12 @@
 // for orders, the WatchReserve before them for orders and polls, and
 // Background (refresh-ahead) may not use the Reserve before those. A
 // refresh storm or a flood of misses never leaves an order or a poll
-// without a slot. Foreground calls also count against their client's
-// quota (ClientQuota per ClientWindow), kept for at most MaxClients
-// clients. The reserves and the quota are scaled to the effective limit.
+// without a slot. Clients (Call.Client) share the Foreground allowance
+// max-min fairly: a lone client may use all of it, and while clients
+// compete each active one is sure of an equal share (quota.go); an
+// explicit ClientQuota caps each client besides. At most MaxClients
+// clients are tracked. The reserves and the quota are scaled to the
+// effective limit.
 //
 // # Pushback, pause scopes and the learned limits
 //

@@ -346,34 +346,61 @@ func (s *Store) deleteLocked(vs []victim, extra [][]byte) (int, error) {
 // tags no longer carry the mark.
 const PurgedTag = "s360edge:purged"
 
+// InvalidatedTag marks an entry that S-360 reported changed (the edge's
+// availability watcher). Like PurgedTag, the entry is still served (the
+// edge says detail=invalidated) until a refresh replaces it.
+const InvalidatedTag = "s360edge:invalidated"
+
+// Marked is the mark an entry's tags carry, InvalidatedTag before
+// PurgedTag; "" when none.
+func Marked(tags []string) string {
+	for _, m := range [...]string{InvalidatedTag, PurgedTag} {
+		if slices.Contains(tags, m) {
+			return m
+		}
+	}
+	return ""
+}
+
 // SoftPurgeAll marks every entry stale and purged, and returns how many.
 func (s *Store) SoftPurgeAll() (int, error) {
-	return s.softPurgeMatching("all entries", func(string, indexRecord) bool { return true })
+	return s.softPurgeMatching("all entries", PurgedTag, func(string, indexRecord) bool { return true })
 }
 
 // SoftPurgeClass marks every entry of class c stale and purged.
 func (s *Store) SoftPurgeClass(c Class) (int, error) {
-	return s.softPurgeMatching(c.String()+" entries", func(_ string, r indexRecord) bool { return r.Class == c })
+	return s.softPurgeMatching(c.String()+" entries", PurgedTag, func(_ string, r indexRecord) bool { return r.Class == c })
 }
 
 // SoftPurgeTag marks every entry carrying tag stale and purged.
 func (s *Store) SoftPurgeTag(tag string) (int, error) {
+	return s.markTag(tag, PurgedTag)
+}
+
+// InvalidateTag marks every entry carrying tag stale and invalidated, and
+// returns how many: what S-360 reported changed keeps an answer until it
+// is refreshed.
+func (s *Store) InvalidateTag(tag string) (int, error) {
+	return s.markTag(tag, InvalidatedTag)
+}
+
+func (s *Store) markTag(tag, mark string) (int, error) {
 	if tag == "" || strings.IndexByte(tag, 0) >= 0 {
 		return 0, fmt.Errorf("purging tag %q: empty or containing NUL", tag)
 	}
-	return s.softPurgeMatching("tag "+tag, func(_ string, r indexRecord) bool { return slices.Contains(r.Tags, tag) })
+	return s.softPurgeMatching("tag "+tag, mark, func(_ string, r indexRecord) bool { return slices.Contains(r.Tags, tag) })
 }
 
 // SoftPurgeKey marks the entry at key stale and purged; 0 when there is none.
 func (s *Store) SoftPurgeKey(key string) (int, error) {
-	n, err := s.markPurged([]string{key})
+	n, err := s.markPurged([]string{key}, PurgedTag)
 	if err != nil {
 		return n, fmt.Errorf("purging key: %w", err)
 	}
 	return n, nil
 }
 
-func (s *Store) softPurgeMatching(what string, match func(string, indexRecord) bool) (int, error) {
+func (s *Store) softPurgeMatching(what, mark string, match func(string, indexRecord) bool) (int, error) {
 	done, err := s.open()
 	if err != nil {
 		return 0, err
@@ -387,7 +414,7 @@ func (s *Store) softPurgeMatching(what string, match func(string, indexRecord) b
 	done()
 	if err == nil {
 		var n int
-		n, err = s.markPurged(keys)
+		n, err = s.markPurged(keys, mark)
 		if err == nil {
 			return n, nil
 		}
@@ -397,11 +424,12 @@ func (s *Store) softPurgeMatching(what string, match func(string, indexRecord) b
 }
 
 // markPurged rewrites the entries at keys stale (FreshUntil now at the
-// latest) with PurgedTag, keeping their body and StaleUntil, so that every
-// key keeps an answer. Entries gone or already purged are skipped; corrupt
-// ones are dropped by Get. A refresh stored between the read and the
-// rewrite is marked too: it is refetched once more, never lost unanswered.
-func (s *Store) markPurged(keys []string) (int, error) {
+// latest) with mark (PurgedTag or InvalidatedTag), keeping their body and
+// StaleUntil, so that every key keeps an answer. Entries gone or already
+// carrying mark are skipped; corrupt ones are dropped by Get. A refresh
+// stored between the read and the rewrite is marked too: it is refetched
+// once more, never lost unanswered.
+func (s *Store) markPurged(keys []string, mark string) (int, error) {
 	now := time.Now()
 	n := 0
 	for _, k := range keys {
@@ -412,14 +440,14 @@ func (s *Store) markPurged(keys []string) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if slices.Contains(e.Tags, PurgedTag) {
+		if slices.Contains(e.Tags, mark) {
 			continue
 		}
 		p := *e
 		if p.FreshUntil.After(now) {
 			p.FreshUntil = now
 		}
-		p.Tags = append(slices.Clip(e.Tags), PurgedTag)
+		p.Tags = append(slices.Clip(e.Tags), mark)
 		if err := s.Put(k, &p); err != nil {
 			return n, err
 		}

@@ -45,7 +45,8 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	if aerr != nil {
 		return writeError(w, aerr)
 	}
-	// The client quota counts the upstream calls each client causes.
+	// Fair shares and the client quota count the upstream calls each
+	// client causes.
 	ctx := edge.WithClient(r.Context(), clientIP(r))
 	if call.Class.Cacheable() || edge.Feed(call) {
 		// What goes upstream is the canonical body, so every request
@@ -210,7 +211,7 @@ func (h *Handler) upstreamError(call s360.Call, err error) *apiError {
 		retry = max(retry, time.Second)
 		switch {
 		case errors.Is(err, budget.ErrClientQuota):
-			return &apiError{Status: http.StatusTooManyRequests, Code: "client_quota", Message: "this client has caused its quota of S-360 calls for now; try again later", RetryAfter: retry}
+			return &apiError{Status: http.StatusTooManyRequests, Code: "client_quota", Message: "this client has caused its quota or, while other clients need theirs, its share of S-360 calls for now; try again later", RetryAfter: retry}
 		case errors.Is(err, budget.ErrPaused):
 			return &apiError{Status: http.StatusTooManyRequests, Code: "upstream_paused", Message: "S-360 refused recent calls like this one; the sidecar holds them back for now; try again later", RetryAfter: retry}
 		}

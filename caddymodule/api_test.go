@@ -60,6 +60,7 @@ func newTestHandler(t *testing.T, f *fakeUpstream, timeout time.Duration) *Handl
 		classifier:  s360.Classifier{},
 		canon:       new(s360.CanonicalMemo),
 		localToken:  newLocalTokens("X_WEB", "s"),
+		tokenGuard:  newTokenGuard(time.Now, zap.NewNop()),
 		client:      upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Timeout: timeout}),
 	}
 }

@@ -16,16 +16,18 @@ import (
 	"github.com/s360edge/s360edge/budget"
 )
 
-// ClientQuota is the most upstream calls one client may cause per window.
-// In JSON it is {"calls": 30, "window": "1m"}, or the string "off".
+// ClientQuota is a hard cap on the upstream calls one client may cause per
+// window, on top of the fair sharing of the budget among clients (the
+// default, without client_quota), or "off" for neither. In JSON it is
+// {"calls": 30, "window": "1m"}, or the string "off".
 type ClientQuota struct {
 	// Calls is the most upstream calls one client may cause per Window.
-	// Required unless "off"; default (without client_quota) a fifth of
-	// rate_limit's calls.
+	// Required unless "off".
 	Calls int `json:"calls,omitempty"`
 	// Window is the quota's sliding window. Default: rate_limit's window.
 	Window caddy.Duration `json:"window,omitempty"`
-	// Off turns the quota off; it is the JSON string "off".
+	// Off turns fair sharing and the quota off (first come, first
+	// served); it is the JSON string "off".
 	Off bool `json:"-"`
 }
 
@@ -58,36 +60,23 @@ func parseClientQuota(d *caddyfile.Dispenser) (*ClientQuota, error) {
 	case len(args) == 1 && args[0] == "off":
 		return &ClientQuota{Off: true}, nil
 	case len(args) != 2:
-		return nil, d.Errf("client_quota: want <calls> <window> or off")
+		return nil, parseErr(d, "", "client_quota", "want <calls> <window>, or off")
 	}
 	n, err := strconv.Atoi(args[0])
 	if err != nil || n <= 0 {
-		return nil, d.Errf("client_quota: calls must be a positive integer, got %q", args[0])
+		return nil, parseErr(d, "", "client_quota", "calls must be a positive integer, got %q", args[0])
 	}
 	w, err := caddy.ParseDuration(args[1])
 	if err != nil || w <= 0 {
-		return nil, d.Errf("client_quota: window must be a positive duration, got %q", args[1])
+		return nil, parseErr(d, "", "client_quota", "window must be a positive duration, got %q", args[1])
 	}
 	return &ClientQuota{Calls: n, Window: caddy.Duration(w)}, nil
-}
-
-// parseAdaptive reads `adaptive on|off`.
-func parseAdaptive(d *caddyfile.Dispenser) (*bool, error) {
-	var v string
-	if err := oneArg(d, &v); err != nil {
-		return nil, err
-	}
-	if v != "on" && v != "off" {
-		return nil, d.Errf("adaptive: want on or off, got %q", v)
-	}
-	on := v == "on"
-	return &on, nil
 }
 
 // checkClientQuota is check's part for client_quota.
 func (h *Handler) checkClientQuota() error {
 	if q := h.ClientQuota; q != nil && !q.Off && (q.Calls <= 0 || q.Window < 0) {
-		return fmt.Errorf("client_quota must be a positive number of calls per window (or off), got %d per %s", q.Calls, time.Duration(q.Window))
+		return fmt.Errorf("client_quota: %d calls per %s; write a positive number of calls per window, or off, e.g. %s", q.Calls, time.Duration(q.Window), example("", "client_quota"))
 	}
 	return nil
 }

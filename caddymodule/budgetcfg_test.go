@@ -20,29 +20,21 @@ import (
 func TestClientQuotaAndAdaptiveConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name, caddyfile, json string
-		quota, window         int
+		quota, window, share  int // share: a lone client's fair share, 0 when off
 		fixed                 bool
 	}{
-		{"defaults", ``, `{}`, 30, 60, false},
-		{"quota", "client_quota 12 30s\nadaptive on", `{"client_quota":{"calls":12,"window":30000000000},"adaptive":true}`, 12, 30, false},
-		{"off", "client_quota off\nadaptive off", `{"client_quota":"off","adaptive":false}`, 0, 60, true},
+		{"defaults: fair sharing, no quota", ``, `{}`, 0, 60, 140, false},
+		{"quota", "client_quota 12 30s\nadaptive on", `{"client_quota":{"calls":12,"window":30000000000},"adaptive":true}`, 12, 30, 140, false},
+		{"off", "client_quota off\nadaptive off", `{"client_quota":"off","adaptive":false}`, 0, 60, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var h Handler
-			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("s360 {\n" + tc.caddyfile + "\n}")); err != nil {
-				t.Fatal(err)
-			}
-			got, _ := json.Marshal(h)
-			if string(got) != tc.json {
+			got, back := caddyfileJSON(t, tc.caddyfile)
+			if got != tc.json {
 				t.Fatalf("JSON %s, want %s", got, tc.json)
-			}
-			var back Handler
-			if err := json.Unmarshal(got, &back); err != nil {
-				t.Fatal(err)
 			}
 			back.RateLimit = &RateLimit{Calls: 150, Window: caddy.Duration(time.Minute)}
 			s := budget.New(back.budgetConfig()).Stats()
-			if s.ClientQuota != tc.quota || s.ClientWindow != time.Duration(tc.window)*time.Second || s.Adaptive == tc.fixed {
+			if s.ClientQuota != tc.quota || s.ClientWindow != time.Duration(tc.window)*time.Second || s.FairShare != tc.share || s.Adaptive == tc.fixed {
 				t.Fatalf("budget %+v", s)
 			}
 		})

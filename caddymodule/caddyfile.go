@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rate_limit   <calls> <window>
 //		client_quota <calls> <window> | off
 //		adaptive     on|off
+//		local_token  on|off
 //		max_wait     <duration>
 //		setup_poll   <duration>
 //		updates_poll <duration>
@@ -80,49 +81,51 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
-		return d.ArgErr()
+		return d.Errf("s360: takes no value, only a block of subdirectives: s360 { … }")
 	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
 		if seen[name] && name != "min_interval" && name != "max_age" && name != "allow" {
-			return d.Errf("%s given twice", name)
+			return twiceErr(d, "")
 		}
 		seen[name] = true
 		var err error
 		switch name {
 		case "upstream":
-			err = oneArg(d, &h.Upstream)
+			err = oneArg(d, "", &h.Upstream)
 		case "operator":
-			err = oneArg(d, &h.Operator)
+			err = oneArg(d, "", &h.Operator)
 		case "secret":
-			err = oneArg(d, &h.Secret)
+			err = oneArg(d, "", &h.Secret)
 		case "partner":
-			err = oneArg(d, &h.Partner)
+			err = oneArg(d, "", &h.Partner)
 		case "shop":
-			err = oneArg(d, &h.Shop)
+			err = oneArg(d, "", &h.Shop)
 		case "cart_target":
-			err = oneArg(d, &h.CartTarget)
+			err = oneArg(d, "", &h.CartTarget)
 		case "storage":
-			err = oneArg(d, &h.Storage)
+			err = oneArg(d, "", &h.Storage)
 		case "rate_limit":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return d.ArgErr()
+				return argErr(d, "", name)
 			}
 			n, err := strconv.Atoi(args[0])
 			if err != nil || n <= 0 {
-				return d.Errf("rate_limit: calls must be a positive integer, got %q", args[0])
+				return parseErr(d, "", name, "calls must be a positive integer, got %q", args[0])
 			}
 			w, err := caddy.ParseDuration(args[1])
 			if err != nil || w <= 0 {
-				return d.Errf("rate_limit: window must be a positive duration, got %q", args[1])
+				return parseErr(d, "", name, "window must be a positive duration, got %q", args[1])
 			}
 			h.RateLimit = &RateLimit{Calls: n, Window: caddy.Duration(w)}
 		case "client_quota":
 			h.ClientQuota, err = parseClientQuota(d)
 		case "adaptive":
-			h.Adaptive, err = parseAdaptive(d)
+			h.Adaptive, err = onOffArg(d)
+		case "local_token":
+			h.LocalToken, err = onOffArg(d)
 		case "max_wait":
 			var t *caddy.Duration
 			if t, err = durationArg(d); err == nil {
@@ -164,7 +167,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "allow":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return d.ArgErr()
+				return argErr(d, "", name)
 			}
 			h.Allow = append(h.Allow, args...)
 		case "oidc":
@@ -174,7 +177,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "cluster":
 			h.Cluster, err = parseCluster(d)
 		default:
-			return d.Errf("unknown subdirective %q", name)
+			return unknownErr(d, "")
 		}
 		if err != nil {
 			return err
@@ -183,13 +186,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func oneArg(d *caddyfile.Dispenser, dst *string) error {
+// oneArg reads the one value of the subdirective at d, of block ("" for
+// the s360 block itself).
+func oneArg(d *caddyfile.Dispenser, block string, dst *string) error {
+	name := d.Val()
 	if !d.NextArg() {
-		return d.ArgErr()
+		return argErr(d, block, name)
 	}
 	*dst = d.Val()
 	if d.NextArg() {
-		return d.ArgErr()
+		return argErr(d, block, name)
 	}
 	return nil
 }
@@ -199,11 +205,11 @@ func patternDuration(d *caddyfile.Dispenser, m *map[string]caddy.Duration) error
 	name := d.Val()
 	args := d.RemainingArgs()
 	if len(args) != 2 {
-		return d.ArgErr()
+		return argErr(d, "", name)
 	}
 	dur, err := caddy.ParseDuration(args[1])
 	if err != nil || dur < 0 {
-		return d.Errf("%s %s: bad duration %q", name, args[0], args[1])
+		return parseErr(d, "", name, "%s: %q is not a duration >= 0", args[0], args[1])
 	}
 	if *m == nil {
 		*m = map[string]caddy.Duration{}
@@ -215,104 +221,95 @@ func patternDuration(d *caddyfile.Dispenser, m *map[string]caddy.Duration) error
 // sizeArg parses one size such as 64KB or 1GiB, at most limit bytes.
 func sizeArg(d *caddyfile.Dispenser, dst *int64, limit uint64) error {
 	name, v := d.Val(), ""
-	if err := oneArg(d, &v); err != nil {
+	if err := oneArg(d, "", &v); err != nil {
 		return err
 	}
 	n, err := humanize.ParseBytes(v)
 	if err != nil || n == 0 || n > limit {
-		return d.Errf("%s: want a size such as 1MB, got %q", name, v)
+		return parseErr(d, "", name, "%q is not a size from 1 byte to %s", v, humanize.IBytes(limit))
 	}
 	*dst = int64(n)
 	return nil
 }
 
+// onOffArg parses one on or off, such as `adaptive off`.
+func onOffArg(d *caddyfile.Dispenser) (*bool, error) {
+	name, v := d.Val(), ""
+	if err := oneArg(d, "", &v); err != nil {
+		return nil, err
+	}
+	if v != "on" && v != "off" {
+		return nil, parseErr(d, "", name, "want on or off, got %q", v)
+	}
+	on := v == "on"
+	return &on, nil
+}
+
 func durationArg(d *caddyfile.Dispenser) (*caddy.Duration, error) {
 	name, v := d.Val(), ""
-	if err := oneArg(d, &v); err != nil {
+	if err := oneArg(d, "", &v); err != nil {
 		return nil, err
 	}
 	dur, err := caddy.ParseDuration(v)
 	if err != nil || dur < 0 {
-		return nil, d.Errf("%s: want a duration such as 1m, got %q", name, v)
+		return nil, parseErr(d, "", name, "%q is not a duration >= 0", v)
 	}
 	cd := caddy.Duration(dur)
 	return &cd, nil
 }
 
 func parseOIDC(d *caddyfile.Dispenser) (*OIDC, error) {
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
 	o := &OIDC{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var dst *string
-		switch d.Val() {
-		case "scopes", "protect":
-			name, args := d.Val(), d.RemainingArgs()
-			if len(args) == 0 {
-				return nil, d.ArgErr()
-			}
-			if name == "scopes" {
-				o.Scopes = append(o.Scopes, args...)
-			} else {
-				o.Protect = append(o.Protect, args...)
-			}
-			continue
-		case "redirect_url":
-			dst = &o.RedirectURL
-		case "path_prefix":
-			dst = &o.PathPrefix
-		case "issuer":
-			dst = &o.Issuer
-		case "client_id":
-			dst = &o.ClientID
-		case "client_secret":
-			dst = &o.ClientSecret
-		case "cookie_secret":
-			dst = &o.CookieSecret
-		case "email_claim":
-			dst = &o.EmailClaim
-		case "name_claim":
-			dst = &o.NameClaim
-		case "token_auth":
-			dst = &o.TokenAuth
-		default:
-			return nil, d.Errf("unknown oidc subdirective %q", d.Val())
-		}
-		if err := oneArg(d, dst); err != nil {
-			return nil, err
-		}
-	}
-	return o, nil
+	err := parseBlock(d, "oidc", map[string]*string{
+		"issuer": &o.Issuer, "client_id": &o.ClientID, "client_secret": &o.ClientSecret, "cookie_secret": &o.CookieSecret,
+		"redirect_url": &o.RedirectURL, "path_prefix": &o.PathPrefix, "email_claim": &o.EmailClaim,
+		"name_claim": &o.NameClaim, "token_auth": &o.TokenAuth,
+	}, map[string]*[]string{"scopes": &o.Scopes, "protect": &o.Protect})
+	return o, err
 }
 
 func parseSAML(d *caddyfile.Dispenser) (*SAML, error) {
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
 	s := &SAML{}
+	err := parseBlock(d, "saml", map[string]*string{
+		"idp_metadata": &s.IDPMetadata, "entity_id": &s.EntityID, "cert": &s.Cert, "key": &s.Key,
+		"user_attribute": &s.UserAttribute, "email_attribute": &s.EmailAttribute,
+		"name_attribute": &s.NameAttribute, "cookie_secret": &s.CookieSecret,
+	}, map[string]*[]string{"protect": &s.Protect})
+	return s, err
+}
+
+// parseBlock reads the block of the subdirective block (oidc, saml), which
+// takes no value of its own: each of its subdirectives in one puts its one
+// value there, at most once; each in lists appends its values, and may
+// repeat.
+func parseBlock(d *caddyfile.Dispenser, block string, one map[string]*string, lists map[string]*[]string) error {
+	if d.NextArg() {
+		return d.Errf("s360: %s: takes no value, only a block of subdirectives: %s { … }", block, block)
+	}
+	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		dst := map[string]*string{
-			"idp_metadata": &s.IDPMetadata, "entity_id": &s.EntityID, "cert": &s.Cert, "key": &s.Key,
-			"user_attribute": &s.UserAttribute, "email_attribute": &s.EmailAttribute,
-			"name_attribute": &s.NameAttribute, "cookie_secret": &s.CookieSecret,
-		}[d.Val()]
-		switch {
-		case d.Val() == "protect":
+		name := d.Val()
+		if dst := lists[name]; dst != nil {
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return nil, d.ArgErr()
+				return argErr(d, block, name)
 			}
-			s.Protect = append(s.Protect, args...)
+			*dst = append(*dst, args...)
+			continue
+		}
+		dst := one[name]
+		switch {
 		case dst == nil:
-			return nil, d.Errf("unknown saml subdirective %q", d.Val())
-		default:
-			if err := oneArg(d, dst); err != nil {
-				return nil, err
-			}
+			return unknownErr(d, block)
+		case seen[name]:
+			return twiceErr(d, block)
+		}
+		seen[name] = true
+		if err := oneArg(d, block, dst); err != nil {
+			return err
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // Interface guard

@@ -110,7 +110,7 @@ func TestCaddyProvisionReloadCleanup(t *testing.T) {
 	}
 	msg, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode == http.StatusOK || !strings.Contains(string(msg), "want cart or checkout") {
+	if resp.StatusCode == http.StatusOK || !strings.Contains(string(msg), `s360: cart_target: \"nowhere\"; write cart_target cart or cart_target checkout`) {
 		t.Fatalf("failed reload: %d %s, want the cart_target error", resp.StatusCode, msg)
 	}
 	denied()

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -28,25 +30,54 @@ type Cluster struct {
 	// Prefix starts every Redis key of this institution; institutions
 	// sharing one Redis need different prefixes. Default: s360edge.
 	Prefix string `json:"prefix,omitempty"`
+	// Nodes is the number of sidecars deployed. A node that has never
+	// reached Redis since it started takes rate_limit / Nodes (and one
+	// that lost Redis, rate_limit over the larger of Nodes and the live
+	// nodes it last saw). Default 0, unknown: such a node takes
+	// rate_limit over the count it saved in its storage directory in an
+	// earlier run, or a tenth of rate_limit when it has none. A reload
+	// applies it.
+	Nodes int `json:"nodes,omitempty"`
 }
 
-// parseCluster reads `cluster <url> [{ prefix <p> }]`.
+// nodes is c's Nodes; 0 without a cluster.
+func (c *Cluster) nodes() int {
+	if c == nil {
+		return 0
+	}
+	return c.Nodes
+}
+
+// parseCluster reads `cluster <url> [{ prefix <p>; nodes <n> }]`.
 func parseCluster(d *caddyfile.Dispenser) (*Cluster, error) {
 	c := &Cluster{}
-	if err := oneArg(d, &c.URL); err != nil {
+	if err := oneArg(d, "", &c.URL); err != nil {
 		return nil, err
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "prefix":
 			if c.Prefix != "" {
-				return nil, d.Err("cluster prefix given twice")
+				return nil, twiceErr(d, "cluster")
 			}
-			if err := oneArg(d, &c.Prefix); err != nil {
+			if err := oneArg(d, "cluster", &c.Prefix); err != nil {
 				return nil, err
 			}
+		case "nodes":
+			if c.Nodes != 0 {
+				return nil, twiceErr(d, "cluster")
+			}
+			var v string
+			if err := oneArg(d, "cluster", &v); err != nil {
+				return nil, err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return nil, parseErr(d, "cluster", "nodes", "want the number of sidecars deployed, a positive integer, got %q", v)
+			}
+			c.Nodes = n
 		default:
-			return nil, d.Errf("unknown cluster subdirective %q", d.Val())
+			return nil, unknownErr(d, "cluster")
 		}
 	}
 	return c, nil
@@ -55,17 +86,20 @@ func parseCluster(d *caddyfile.Dispenser) (*Cluster, error) {
 // check runs after placeholders are replaced. Its errors never carry the
 // URL's password: a URL that does not parse is not echoed at all.
 func (c *Cluster) check() error {
-	const want = "want redis://[user:password@]host:port/db, or rediss:// for TLS"
+	const want = "write redis://[user:password@]host:port/db, or rediss:// for TLS, e.g. cluster {env.REDIS_URL}"
 	if c.URL == "" {
-		return errors.New("cluster: the Redis URL is required (is its environment variable set?)")
+		return errors.New("cluster: the Redis URL is missing (is its environment variable set?); " + want)
+	}
+	if c.Nodes < 0 {
+		return fmt.Errorf("cluster: nodes: %d is negative; write the number of sidecars deployed, e.g. nodes 3", c.Nodes)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return errors.New("cluster: the Redis URL does not parse: " + want)
+		return errors.New("cluster: the Redis URL does not parse; " + want)
 	}
 	if (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
 		u.RawQuery, u.Fragment = "", ""
-		return fmt.Errorf("cluster %q: %s", u.Redacted(), want)
+		return fmt.Errorf("cluster: %q is not a Redis URL; %s", u.Redacted(), want)
 	}
 	return nil
 }
@@ -86,8 +120,8 @@ func (c *Cluster) id() string {
 // budget, its shared tier and its place in the event stream), so it is not
 // swapped under the requests in flight.
 func errClusterChanged(dir string) error {
-	return fmt.Errorf("the cluster settings (url or prefix, or cluster on/off) of the running cache in %s differ from this config's: "+
-		"they apply at a restart of the process, not at a reload", dir)
+	return fmt.Errorf("cluster: its URL or prefix, or whether there is one, differ from those of the running cache in %s: "+
+		"they apply at a restart of the process, not at a reload; restart, or keep the running cluster settings", dir)
 }
 
 // openEdge opens the edge of dir, with its cluster when cc is set: the
@@ -107,10 +141,11 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 	var cl *cluster.Cluster
 	if cc != nil {
 		var err error
-		cl, err = cluster.Open(cluster.Config{URL: cc.URL, Prefix: cc.Prefix, Budget: *s.Budget, Dir: dir,
+		cl, err = cluster.Open(cluster.Config{URL: cc.URL, Prefix: cc.Prefix, Nodes: cc.Nodes, Budget: *s.Budget, Dir: dir,
 			Poll: s.Watch.SetupPoll, Logger: caddy.Log().Named("s360.cluster")})
 		if err != nil {
-			return pooledEdge{}, err
+			// cluster's errors start "cluster: ".
+			return pooledEdge{}, fmt.Errorf("%w; want a URL redis://[user:password@]host:port/db (rediss:// for TLS) and a prefix without spaces or braces, e.g. prefix myinstit", err)
 		}
 		opts.Gate, opts.Shared = cluster.NewBudget(cl, *s.Budget), cl
 	} else {
@@ -121,7 +156,8 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 		if cl != nil {
 			cl.Close()
 		}
-		return pooledEdge{}, err
+		return pooledEdge{}, fmt.Errorf("storage: opening the cache in %s: %w", dir, err)
 	}
-	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id()}, nil
+	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id(),
+		tokenGuard: newTokenGuard(time.Now, caddy.Log().Named("s360.local_token"))}, nil
 }

@@ -29,9 +29,11 @@ func TestClusterReload(t *testing.T) {
 	t.Cleanup(func() { caddy.Stop() })
 	// Nothing listens there: a node whose Redis is down still starts.
 	redisURL := fmt.Sprintf("redis://127.0.0.1:%d/0", freePort(t))
+	// Redis never answers here: a node's budget is rate_limit / nodes.
+	nodes := 2
 	withCluster := func(calls int, url, prefix string) map[string]any {
 		h := handlerJSON(dir, calls, 0, "5s")
-		h["cluster"] = map[string]any{"url": url, "prefix": prefix}
+		h["cluster"] = map[string]any{"url": url, "prefix": prefix, "nodes": nodes}
 		return h
 	}
 	if err := loadConfig(t, listen, withCluster(40, redisURL, "inst-a")); err != nil {
@@ -82,25 +84,35 @@ caddy_s360_cluster_redis_up 0
 			if p := runningPooled(t); p.Edge != first.Edge || p.cluster != first.cluster {
 				t.Fatal("the failed reload replaced the running edge or cluster")
 			}
-			if got := budgetStats(first.Edge).Limit; got != 40 {
-				t.Fatalf("limit after the failed reload: %d, want 40", got)
+			if got := budgetStats(first.Edge).Limit; got != 20 {
+				t.Fatalf("limit after the failed reload: %d, want 40 / 2 nodes = 20", got)
 			}
 		})
 	}
 
-	t.Run("reload with the same cluster applies the budget", func(t *testing.T) {
-		// With Redis down the stats are this node's share of the
-		// budget, which follows the new rate_limit.
-		if err := loadConfig(t, listen, withCluster(20, redisURL, "inst-a")); err != nil {
-			t.Fatalf("reload: %v", err)
-		}
-		if p := runningPooled(t); p.Edge != first.Edge || p.cluster != first.cluster {
-			t.Fatal("the reload reopened the edge or its cluster")
-		}
-		if got := budgetStats(first.Edge).Limit; got != 20 {
-			t.Fatalf("limit after the reload: %d, want 20", got)
-		}
-	})
+	// With Redis down the stats are this node's share of the budget,
+	// which follows the new rate_limit and nodes.
+	for _, tc := range []struct {
+		name         string
+		calls, nodes int
+		want         int
+	}{
+		{"the same cluster applies the budget", 20, 2, 10},
+		{"other nodes applies them", 20, 4, 5},
+	} {
+		t.Run("reload with "+tc.name, func(t *testing.T) {
+			nodes = tc.nodes
+			if err := loadConfig(t, listen, withCluster(tc.calls, redisURL, "inst-a")); err != nil {
+				t.Fatalf("reload: %v", err)
+			}
+			if p := runningPooled(t); p.Edge != first.Edge || p.cluster != first.cluster {
+				t.Fatal("the reload reopened the edge or its cluster")
+			}
+			if got := budgetStats(first.Edge).Limit; got != tc.want {
+				t.Fatalf("limit after the reload: %d, want %d / %d nodes = %d", got, tc.calls, tc.nodes, tc.want)
+			}
+		})
+	}
 }
 
 // Without cluster, /s360/stats has no cluster object and the cluster
@@ -137,7 +149,7 @@ func TestClusterPrefixFromAnUnsetVariableFails(t *testing.T) {
 	h := handlerJSON(dir, 40, 0, "5s")
 	h["cluster"] = map[string]any{"url": fmt.Sprintf("redis://127.0.0.1:%d/0", freePort(t)), "prefix": "{env.S360EDGE_TEST_UNSET_PREFIX}"}
 	err := loadConfig(t, listen, h)
-	if err == nil || !strings.Contains(err.Error(), "prefix is empty") {
+	if err == nil || !strings.Contains(err.Error(), "s360: cluster: prefix: empty once its placeholders are replaced (is its environment variable set?); set it, e.g. prefix myinstit, or leave it out for the default s360edge") {
 		t.Fatalf("load: %v, want an error about the empty prefix", err)
 	}
 }

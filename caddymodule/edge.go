@@ -16,11 +16,13 @@ var edges = caddy.NewUsagePool()
 
 // pooledEdge adapts an edge to caddy.Destructor: the edge is closed when
 // the last handler using it is cleaned up, and then its cluster (nil
-// without one), which the edge uses until it is closed.
+// without one), which the edge uses until it is closed. The local token
+// endpoint's counts of wrong credentials live with it too.
 type pooledEdge struct {
 	*edge.Edge
-	cluster   *cluster.Cluster
-	clusterID string // Cluster.id of the config that opened it
+	cluster    *cluster.Cluster
+	clusterID  string // Cluster.id of the config that opened it
+	tokenGuard *tokenGuard
 }
 
 func (p pooledEdge) Destruct() error {

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"container/list"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,6 +11,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
 )
 
 // localTokens answers a website that still calls the S-360 token endpoint
@@ -96,7 +102,14 @@ func (h *Handler) serveLocalToken(w http.ResponseWriter, r *http.Request) error 
 		if creds.Secret != nil {
 			sec = *creds.Secret
 		}
-		if !h.localToken.match(op, sec) {
+		try, wait := h.tokenGuard.admit(clientIP(r))
+		if try == nil {
+			return writeError(w, &apiError{Status: http.StatusTooManyRequests, Code: "too_many_attempts", RetryAfter: wait,
+				Message: "too many wrong credentials from this address; try again after Retry-After seconds"})
+		}
+		ok := h.localToken.match(op, sec)
+		h.tokenGuard.settle(try, ok)
+		if !ok {
 			// What the S-360 token endpoint answers a wrong secret.
 			return writeError(w, &apiError{Status: http.StatusUnauthorized, Code: "invalid_credentials", Message: "unknown operator or wrong secret"})
 		}
@@ -104,4 +117,94 @@ func (h *Handler) serveLocalToken(w http.ResponseWriter, r *http.Request) error 
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	return json.NewEncoder(w).Encode(map[string]string{"token": h.localToken.issue()})
+}
+
+// The local token endpoint checks the operator's secret, so it limits the
+// checks per client address: after tokenTries wrong credentials within
+// tokenWindow of an address's first try, the address is refused (429)
+// without a check until that window ends.
+const (
+	tokenTries  = 10
+	tokenWindow = time.Minute
+	tokenAddrs  = 10000 // addresses tracked at most; the oldest window is dropped first
+)
+
+// tokenGuard counts the credential checks of each client address in a
+// window that starts with the address's first check. It belongs to the
+// edge, so a reload neither forgets the counts nor resets the metric.
+type tokenGuard struct {
+	now     func() time.Time
+	logger  *zap.Logger
+	refused atomic.Uint64 // attempts answered 429 without a check
+
+	mu    sync.Mutex
+	addrs map[string]*list.Element // of *tokenTry, in order
+	order list.List                // oldest window first
+}
+
+// tokenTry is an address's window: its checks (those under way and the
+// failed ones) and failures.
+type tokenTry struct {
+	addr         string
+	start        time.Time
+	used, failed int
+	gone         bool // expired or dropped
+}
+
+func newTokenGuard(now func() time.Time, logger *zap.Logger) *tokenGuard {
+	return &tokenGuard{now: now, logger: logger, addrs: map[string]*list.Element{}}
+}
+
+// admit reserves a check for addr; it returns nil and the time left in its
+// window when addr has used its tries. Reserving before the check, not
+// counting failures after it, keeps concurrent guesses within the tries.
+func (g *tokenGuard) admit(addr string) (*tokenTry, time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	for el := g.order.Front(); el != nil && !now.Before(el.Value.(*tokenTry).start.Add(tokenWindow)); el = g.order.Front() {
+		g.drop(el)
+	}
+	el := g.addrs[addr]
+	if el == nil {
+		if g.order.Len() >= tokenAddrs {
+			g.drop(g.order.Front())
+		}
+		el = g.order.PushBack(&tokenTry{addr: addr, start: now})
+		g.addrs[addr] = el
+	}
+	t := el.Value.(*tokenTry)
+	if t.used >= tokenTries {
+		g.refused.Add(1)
+		return nil, t.start.Add(tokenWindow).Sub(now)
+	}
+	t.used++
+	return t, 0
+}
+
+// settle ends a check admit reserved: a right one gives its reservation
+// back, a wrong one keeps it. The first failure of a window is logged.
+func (g *tokenGuard) settle(t *tokenTry, ok bool) {
+	g.mu.Lock()
+	if ok {
+		if t.used--; t.used == 0 && !t.gone {
+			g.drop(g.addrs[t.addr]) // nothing to remember
+		}
+		g.mu.Unlock()
+		return
+	}
+	t.failed++
+	first := t.failed == 1
+	g.mu.Unlock()
+	if first {
+		// Neither the operator nor the secret tried: only who and how many.
+		g.logger.Warn("wrong credentials at the local token endpoint; logged once per address and minute, refused after 10",
+			zap.String("client", t.addr), zap.Int("failures", 1))
+	}
+}
+
+func (g *tokenGuard) drop(el *list.Element) {
+	t := g.order.Remove(el).(*tokenTry)
+	t.gone = true
+	delete(g.addrs, t.addr)
 }

@@ -42,6 +42,9 @@ var (
 		"Waits for another node's call of the same key.", nil, nil)
 	descSharedErrors = prometheus.NewDesc("caddy_s360_shared_errors_total",
 		"Calls of the cluster's shared state that failed (the node then acts alone).", nil, nil)
+
+	descLocalTokenRefused = prometheus.NewDesc("caddy_s360_local_token_refused_total",
+		"Attempts at the local token endpoint refused without a check (429), their address having sent 10 wrong credentials within a minute.", nil, nil)
 )
 
 // scalar is a metric without labels, summed over the edges.
@@ -103,8 +106,12 @@ var scalars = []scalar{
 		func(_ snap, b bstat) float64 { return float64(b.EffectiveLimit) }),
 	counter("caddy_s360_budget_limit_adjustments_total", "Changes of the effective limit.",
 		func(_ snap, b bstat) float64 { return float64(b.Adjustments) }),
-	counter("caddy_s360_budget_client_quota_refusals_total", "Upstream calls refused because their client had reached its quota.",
+	counter("caddy_s360_budget_client_quota_refusals_total", "Upstream calls refused because their client had reached its quota or, while clients compete, its fair share.",
 		func(_ snap, b bstat) float64 { return float64(b.QuotaRefusals) }),
+	gauge("caddy_s360_budget_clients", "Clients that asked for an upstream call in the rate window ending now, or wait for one.",
+		func(_ snap, b bstat) float64 { return float64(b.Clients) }),
+	gauge("caddy_s360_budget_fair_share", "Upstream calls per rate window each active client is sure of (0: client_quota off).",
+		func(_ snap, b bstat) float64 { return float64(b.FairShare) }),
 }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
@@ -119,6 +126,7 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSharedHits
 	ch <- descSharedWaits
 	ch <- descSharedErrors
+	ch <- descLocalTokenRefused
 	for _, s := range scalars {
 		ch <- s.desc
 	}
@@ -133,9 +141,10 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	// The cluster gauges of a process's edges (one in practice) combine
 	// to what an operator asks: is any Redis down, does it lead anywhere.
 	clustered, nodes, leader, redisUp := false, 0, 0, 1
-	var sharedHits, sharedWaits, sharedErrors uint64
+	var sharedHits, sharedWaits, sharedErrors, tokenRefused uint64
 	eachPooled(func(p pooledEdge) {
 		e := p.Edge
+		tokenRefused += p.tokenGuard.refused.Load()
 		s, b := e.Stats(), budgetStats(e)
 		if p.cluster != nil {
 			st := p.cluster.Status()
@@ -182,6 +191,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	for i, sc := range scalars {
 		ch <- prometheus.MustNewConstMetric(sc.desc, sc.kind, sums[i])
 	}
+	ch <- prometheus.MustNewConstMetric(descLocalTokenRefused, prometheus.CounterValue, float64(tokenRefused))
 	if clustered {
 		ch <- prometheus.MustNewConstMetric(descClusterNodes, prometheus.GaugeValue, float64(nodes))
 		ch <- prometheus.MustNewConstMetric(descClusterLeader, prometheus.GaugeValue, float64(leader))

@@ -29,12 +29,11 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Defaults. S-360's guidance (S360-API.md §4) is 180 calls a minute for the
+// Defaults. S-360's guidance (docs/S360.md, "Rate limits") is 180 calls a minute for the
 // whole institution, getCatalogDetailed at most every 10 minutes and
 // availability at most once a minute; the defaults stay inside it.
+// rate_limit's defaults are the budget's (budget.DefaultCalls, DefaultWindow).
 const (
-	DefaultRateLimit   = 150
-	DefaultRateWindow  = time.Minute
 	DefaultPoll        = time.Minute
 	DefaultMaxBodySize = 1 << 20
 	DefaultPartner     = "s360edge"
@@ -81,10 +80,12 @@ type Handler struct {
 	// RateLimit bounds upstream calls for the whole institution.
 	// Default 150 calls per 1m, under S-360's 180/min.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
-	// ClientQuota bounds the upstream calls one client (Caddy's client
-	// IP, which honours trusted_proxies) may cause: {"calls": 30,
-	// "window": "1m"}, or "off". Orders and the sidecar's own calls are
-	// outside it. Default: a fifth of rate_limit per its window.
+	// ClientQuota is how clients (Caddy's client IP, which honours
+	// trusted_proxies) share the budget. Without it (the default) they
+	// share it max-min fairly: a lone client may use all of it, and
+	// while clients compete each active one is sure of an equal share.
+	// {"calls": 30, "window": "1m"} caps each client besides; "off"
+	// turns both off. Orders and the sidecar's own calls are outside.
 	ClientQuota *ClientQuota `json:"client_quota,omitempty"`
 	// Adaptive lowers the effective limit below rate_limit when S-360
 	// refuses calls at institution scope, and raises it back by one call
@@ -100,8 +101,13 @@ type Handler struct {
 	// off. Default 1m.
 	UpdatesPoll *caddy.Duration `json:"updates_poll,omitempty"`
 	// MinInterval holds per-method floors between upstream calls of one
-	// cache key, keyed "service/method" ("service/*" allowed). Defaults:
-	// catalogService/getCatalogDetailed 10m, availabilityService/* 1m.
+	// cache key, keyed "service/method" ("service/*" allowed). Defaults
+	// (s360.Methods and s360.Services): catalogService/getCatalog 10m,
+	// catalogService/getCatalogDetailed 10m, availabilityService/* 1m, and
+	// the feeds catalogService/getLastSetupUpdate 1m,
+	// catalogService/isCatalogServiceAlive 1m and
+	// availabilityService/getUpdatedAvailabilities 1m, which only an exact
+	// name changes.
 	MinInterval map[string]caddy.Duration `json:"min_interval,omitempty"`
 	// Timeout bounds one upstream call. Default 60s: getCatalogDetailed
 	// takes about 20 s.
@@ -117,8 +123,9 @@ type Handler struct {
 	// catalog, availability and createOrUpdateOrder.
 	Allow []string `json:"allow,omitempty"`
 	// MaxAge is how long an answer stays fresh, per "service/method"
-	// pattern. Defaults: catalogService/* 24h (and until the setup
-	// generation changes), availabilityService/* 1h.
+	// pattern. Defaults (s360.Methods and s360.Services): catalogService/*
+	// 24h and setupService/* 24h (and until the setup generation changes),
+	// availabilityService/* 1h.
 	MaxAge map[string]caddy.Duration `json:"max_age,omitempty"`
 	// StaleWhileRevalidate is how long past its freshness an answer is
 	// still served at once while one background call refreshes it.
@@ -138,6 +145,12 @@ type Handler struct {
 	OIDC *OIDC `json:"oidc,omitempty"`
 	// SAML configures buyer login at the shop as SAML IdP. Default: off.
 	SAML *SAML `json:"saml,omitempty"`
+	// LocalToken answers the website's own calls of the S-360 token
+	// endpoint (/tnai/backend-apis/v1/auth and /tnco/backend-apis/v1/auth)
+	// in the sidecar, at most 10 wrong credentials per client address and
+	// minute; false passes these paths on to the next handler like any
+	// other path, for websites that never call them. Default true.
+	LocalToken *bool `json:"local_token,omitempty"`
 	// Cluster shares the budget, the cache, the polling and the logouts
 	// with the institution's other sidecars through Redis. Default: off
 	// (this sidecar alone; Redis is never needed).
@@ -151,6 +164,7 @@ type Handler struct {
 	edgeKey     string
 	cluster     *cluster.Cluster // the edge's; nil without cluster
 	localToken  *localTokens
+	tokenGuard  *tokenGuard // the edge's
 	rp          *oidcrp.RP
 	canon       *s360.CanonicalMemo
 }
@@ -216,15 +230,24 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision applies defaults, replaces placeholders and acquires the edge.
+// Each line of its error starts with "s360: ", then names the subdirective
+// as the Caddyfile spells it (in its block: "saml: cookie_secret"), and
+// says what to write.
 func (h *Handler) Provision(ctx caddy.Context) error {
+	return within("s360", h.provision(ctx))
+}
+
+func (h *Handler) provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	replacePlaceholders(&h.Upstream, &h.Operator, &h.Secret, &h.Partner, &h.Shop, &h.Storage)
+	var errs []error
 	if h.Cluster != nil {
 		// A prefix written as a placeholder that resolves to nothing must
 		// not fall back to the default one another institution may use.
 		if h.Cluster.Prefix != "" {
 			if replacePlaceholders(&h.Cluster.Prefix); h.Cluster.Prefix == "" {
-				return errors.New("cluster: the prefix is empty once its placeholders are replaced (is its environment variable set?)")
+				errs = append(errs, fmt.Errorf("cluster: prefix: empty once its placeholders are replaced (is its environment variable set?); "+
+					"set it, e.g. %s, or leave it out for the default %s", example("cluster", "prefix"), cluster.DefaultPrefix))
 			}
 		}
 		replacePlaceholders(&h.Cluster.URL)
@@ -236,7 +259,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Partner = DefaultPartner
 	}
 	if h.RateLimit == nil {
-		h.RateLimit = &RateLimit{Calls: DefaultRateLimit, Window: caddy.Duration(DefaultRateWindow)}
+		h.RateLimit = &RateLimit{Calls: budget.DefaultCalls, Window: caddy.Duration(budget.DefaultWindow)}
 	}
 	if h.SetupPoll == nil {
 		d := caddy.Duration(DefaultPoll)
@@ -252,16 +275,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxBodySize == 0 {
 		h.MaxBodySize = DefaultMaxBodySize
 	}
-	if err := h.check(); err != nil {
+	// One error of each subdirective that does not validate, all at once.
+	errs = append(errs, h.check(), h.provisionOIDC(), h.provisionSAML())
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	h.warnBelowGuidance()
-	if err := h.provisionOIDC(); err != nil {
-		return err
-	}
-	if err := h.provisionSAML(); err != nil {
-		return err
-	}
 
 	u, _ := url.Parse(h.Upstream)
 	h.institution = u.Host
@@ -270,7 +289,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	dir, err := filepath.Abs(h.Storage)
 	if err != nil {
-		return fmt.Errorf("resolving storage %q: %w", h.Storage, err)
+		return fmt.Errorf("storage: resolving %q: %w", h.Storage, err)
 	}
 	h.Storage = dir
 	h.classifier = s360.Classifier{Extra: h.Allow}
@@ -292,7 +311,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return p, nil
 	})
 	if err != nil {
-		return fmt.Errorf("opening the cache in %s: %w", dir, err)
+		return err // openEdge's names storage or cluster
 	}
 	pe := v.(pooledEdge)
 	if pe.clusterID != h.Cluster.id() {
@@ -301,7 +320,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		_, _ = edges.Delete(dir)
 		return errClusterChanged(dir)
 	}
-	h.edge, h.edgeKey, h.cluster = pe.Edge, dir, pe.cluster
+	h.edge, h.edgeKey, h.cluster, h.tokenGuard = pe.Edge, dir, pe.cluster, pe.tokenGuard
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -335,6 +354,7 @@ func (h *Handler) settings() edge.Settings {
 		Timeout:     time.Duration(h.Timeout),
 		MaxBytes:    h.MaxSize,
 		Budget:      &limits,
+		Nodes:       h.Cluster.nodes(),
 	}
 }
 
@@ -349,7 +369,7 @@ func (h *Handler) budgetConfig() budget.Config {
 
 func (h *Handler) policy() edge.Policy {
 	p := edge.Policy{
-		MaxAge:               edge.DefaultMaxAge(),
+		MaxAge:               map[string]time.Duration{},
 		StaleWhileRevalidate: time.Duration(h.StaleWhileRevalidate),
 		StaleIfError:         time.Duration(h.StaleIfError),
 		StaleTimeout:         time.Duration(h.StaleTimeout),
@@ -370,79 +390,92 @@ func replacePlaceholders(fields ...*string) {
 }
 
 // check rejects configurations that cannot work; it runs in Provision,
-// after placeholders are replaced, and never prints the secret.
+// after placeholders are replaced, and never prints the secret. Its errors
+// name the subdirective and say what to write; the oidc and saml blocks are
+// provisionOIDC's and provisionSAML's.
 func (h *Handler) check() error {
 	var errs []error
-	if err := checkBaseURL("upstream", h.Upstream); err != nil {
-		errs = append(errs, err)
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if err := checkBaseURL("shop", h.Shop); err != nil {
-		errs = append(errs, err)
-	}
+	add(checkBaseURL("upstream", h.Upstream, "the institution's S-360 web services base URL"))
+	add(checkBaseURL("shop", h.Shop, "the ticket shop's base URL"))
 	if h.CartTarget != "cart" && h.CartTarget != "checkout" {
-		errs = append(errs, fmt.Errorf("cart_target %q: want cart or checkout", h.CartTarget))
+		add(fmt.Errorf("cart_target: %q; write cart_target cart or cart_target checkout", h.CartTarget))
 	}
 	if h.Operator == "" {
-		errs = append(errs, errors.New("operator is required (is its environment variable set?)"))
+		add(missing("operator", "the virtual operator login"))
 	}
 	if h.Secret == "" {
-		errs = append(errs, errors.New("secret is required (is its environment variable set?)"))
+		add(missing("secret", "the operator's secret"))
 	}
 	if h.RateLimit.Calls <= 0 || h.RateLimit.Window <= 0 {
-		errs = append(errs, fmt.Errorf("rate_limit must be a positive number of calls per positive window, got %d per %s", h.RateLimit.Calls, time.Duration(h.RateLimit.Window)))
+		add(fmt.Errorf("rate_limit: %d calls per %s; write a positive number of calls per positive window, e.g. %s",
+			h.RateLimit.Calls, time.Duration(h.RateLimit.Window), example("", "rate_limit")))
 	}
-	if err := h.checkClientQuota(); err != nil {
-		errs = append(errs, err)
+	add(h.checkClientQuota())
+	for _, d := range []struct {
+		name string
+		v    caddy.Duration
+	}{
+		{"setup_poll", *h.SetupPoll}, {"updates_poll", *h.UpdatesPoll}, {"timeout", h.Timeout}, {"max_wait", h.MaxWait},
+		{"stale_while_revalidate", h.StaleWhileRevalidate}, {"stale_if_error", h.StaleIfError}, {"stale_timeout", h.StaleTimeout},
+	} {
+		if d.v < 0 {
+			add(fmt.Errorf("%s: %s is negative; write a duration >= 0, e.g. %s", d.name, time.Duration(d.v), example("", d.name)))
+		}
 	}
-	if *h.SetupPoll < 0 || *h.UpdatesPoll < 0 || h.Timeout < 0 || h.MaxWait < 0 {
-		errs = append(errs, errors.New("setup_poll, updates_poll, timeout and max_wait cannot be negative"))
-	}
-	if h.MaxBodySize < 0 {
-		errs = append(errs, errors.New("max_body_size cannot be negative"))
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{{"max_body_size", h.MaxBodySize}, {"max_size", h.MaxSize}} {
+		if n.v < 0 {
+			add(fmt.Errorf("%s: %d is negative; write a size, e.g. %s", n.name, n.v, example("", n.name)))
+		}
 	}
 	if h.MaxResponseSize < 0 || h.MaxResponseSize > upstream.DefaultReadingBytes {
-		errs = append(errs, fmt.Errorf("max_response_size must be between 0 (default) and %d bytes", upstream.DefaultReadingBytes))
-	}
-	if h.StaleWhileRevalidate < 0 || h.StaleIfError < 0 || h.MaxSize < 0 || h.StaleTimeout < 0 {
-		errs = append(errs, errors.New("stale_while_revalidate, stale_if_error, stale_timeout and max_size cannot be negative"))
+		add(fmt.Errorf("max_response_size: %d bytes; write a size up to %d bytes (256MiB), e.g. %s", h.MaxResponseSize, upstream.DefaultReadingBytes, example("", "max_response_size")))
 	}
 	for pat, d := range h.MaxAge {
 		if !s360.ValidPattern(pat) || d <= 0 {
-			errs = append(errs, fmt.Errorf("max_age %q %s: want service/method (or service/*) and a positive duration", pat, time.Duration(d)))
+			add(fmt.Errorf("max_age: %q %s; write a service/method (or service/*) and a positive duration, e.g. %s", pat, time.Duration(d), example("", "max_age")))
 		}
 	}
 	for pat, d := range h.MinInterval {
 		if !s360.ValidPattern(pat) || d < 0 {
-			errs = append(errs, fmt.Errorf("min_interval %q %s: want service/method (or service/*) and a duration >= 0", pat, time.Duration(d)))
+			add(fmt.Errorf("min_interval: %q %s; write a service/method (or service/*) and a duration >= 0, e.g. %s", pat, time.Duration(d), example("", "min_interval")))
 		}
 	}
 	for _, pat := range h.Allow {
 		if !s360.ValidPattern(pat) {
-			errs = append(errs, fmt.Errorf("allow %q: want service/method or service/*", pat))
+			add(fmt.Errorf("allow: %q; write service/method or service/*, e.g. %s", pat, example("", "allow")))
 		}
 	}
 	if h.Cluster != nil {
-		if err := h.Cluster.check(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if h.OIDC != nil {
-		for _, p := range h.OIDC.Protect {
-			if !strings.HasPrefix(p, "/") {
-				errs = append(errs, fmt.Errorf("oidc protect %q: want a path starting with /", p))
-			}
-		}
+		add(h.Cluster.check())
 	}
 	return errors.Join(errs...)
 }
 
-func checkBaseURL(name, raw string) error {
+// missing is the error of the required subdirective name, left out or
+// empty once its placeholders are replaced: what it is, and an example.
+func missing(name, what string) error {
+	return fmt.Errorf("%s: missing (is its environment variable set?); set it to %s, e.g. %s", name, what, example("", name))
+}
+
+func checkBaseURL(name, raw, what string) error {
 	if raw == "" {
-		return fmt.Errorf("%s is required", name)
+		return missing(name, what)
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("%s %q: want a base URL such as https://host[:port], with no path, query or credentials", name, raw)
+		shown := "(unparsable)"
+		if err == nil {
+			shown = u.Redacted()
+		}
+		return fmt.Errorf("%s: %q is not a base URL; set it to %s: scheme and host[:port], with no path, query or credentials, e.g. %s", name, shown, what, example("", name))
 	}
 	return nil
 }
@@ -470,6 +503,7 @@ func (h *Handler) warnBelowGuidance() {
 // Cleanup releases the edge this handler acquired; the edge stays open
 // while another config (e.g. the one a reload brought in) still uses it.
 func (h *Handler) Cleanup() error {
+	h.SAML.release()
 	if h.edgeKey == "" {
 		return nil
 	}
@@ -490,23 +524,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.rp.ServeHTTP(w, r)
 		return nil
 	}
-	var id *oidcrp.Identity
+	// Identity headers come from the sidecar only, never from the client.
+	oidcrp.SetIdentityHeaders(r.Header, nil)
+	// With local_token off, the token endpoint's path goes to the website.
+	token := (p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth") && (h.LocalToken == nil || *h.LocalToken)
+	api := strings.HasPrefix(p, s360.APIPrefix)
+	// The buyer is worked out only where it is used: a protected path, and
+	// a request the website gets with the identity headers. S-360 calls and
+	// the token endpoint need none, so their answers never wait for the
+	// identity provider.
 	if h.rp != nil {
-		if h.protected(r) {
+		var id *oidcrp.Identity
+		switch {
+		case h.protected(r):
 			var ok bool
 			if id, ok = h.rp.Require(w, r); !ok {
 				return nil
 			}
-		} else {
+		case !token && !api:
 			id, _ = h.rp.Identify(w, r)
 		}
+		if id != nil {
+			oidcrp.SetIdentityHeaders(r.Header, id)
+		}
 	}
-	// Identity headers come from the sidecar only, never from the client.
-	oidcrp.SetIdentityHeaders(r.Header, id)
 	switch {
-	case p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth":
+	case token:
 		return h.serveLocalToken(w, r)
-	case strings.HasPrefix(p, s360.APIPrefix):
+	case api:
 		return h.serveAPI(w, r)
 	}
 	return next.ServeHTTP(w, r)

@@ -20,7 +20,12 @@ func (h *Handler) provisionOIDC() error {
 	}
 	o := h.OIDC
 	replacePlaceholders(&o.Issuer, &o.ClientID, &o.ClientSecret, &o.CookieSecret, &o.RedirectURL)
+	var errs []error
 	prefix := strings.TrimRight(o.PathPrefix, "/")
+	if prefix != "" && !strings.HasPrefix(prefix, "/") {
+		errs = append(errs, fmt.Errorf("path_prefix: %q does not start with /; write e.g. %s", o.PathPrefix, example("oidc", "path_prefix")))
+		prefix = "" // the other settings are still checked
+	}
 	if prefix == "" {
 		prefix = "/auth"
 	}
@@ -40,14 +45,23 @@ func (h *Handler) provisionOIDC() error {
 		LogoutPath:   prefix + "/logout",
 		UserinfoPath: prefix + "/userinfo",
 		// The edge is opened after this runs; the list reads it per call.
-		Revocations: storeRevocations{h: h},
-		Logger:      h.logger.Named("oidc"),
+		Revocations:  storeRevocations{h: h},
+		IgnoreBearer: h.localBearer,
+		Logger:       h.logger.Named("oidc"),
 	})
-	if err != nil {
-		return fmt.Errorf("oidc: %w", err)
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return inBlock("oidc", err)
 	}
 	h.rp = rp
 	return nil
+}
+
+// localBearer tells the local tokens the sidecar issued, which S-360
+// clients send back as Bearer on every call: they are no buyer credential,
+// so the RP reads such a request by its session cookie alone, without
+// asking the identity provider.
+func (h *Handler) localBearer(token string) bool {
+	return h.localToken != nil && h.localToken.issued(token)
 }
 
 // protected reports whether r needs a logged-in buyer.

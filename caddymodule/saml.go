@@ -1,10 +1,15 @@
 package caddymodule
 
 import (
-	"fmt"
+	"errors"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/crewjam/saml"
+
+	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/oidcrp"
 	"github.com/s360edge/s360edge/samlsp"
 )
@@ -37,10 +42,12 @@ type SAML struct {
 	sp        *samlsp.SP
 	protect   oidcrp.Protect
 	loginPath string
+	replays   bool // holds a use of the process's record (samlReplays)
 }
 
 // provisionSAML runs after provisionOIDC: SAML logins share the OIDC
-// sessions, or get a session-only RP when there is no oidc block.
+// sessions, or get a session-only RP when there is no oidc block. Its errors
+// name the saml block's subdirectives, all of them at once.
 func (h *Handler) provisionSAML() error {
 	s := h.SAML
 	if s == nil {
@@ -48,14 +55,17 @@ func (h *Handler) provisionSAML() error {
 	}
 	replacePlaceholders(&s.IDPMetadata, &s.EntityID, &s.Cert, &s.Key, &s.CookieSecret)
 	prefix := "/auth"
-	if h.OIDC != nil && strings.TrimRight(h.OIDC.PathPrefix, "/") != "" {
+	if h.OIDC != nil && strings.HasPrefix(strings.TrimRight(h.OIDC.PathPrefix, "/"), "/") { // else oidc's error says so
 		prefix = strings.TrimRight(h.OIDC.PathPrefix, "/")
 	}
+	var errs []error
 	protect, err := oidcrp.NewProtect(s.Protect)
 	if err != nil {
-		return fmt.Errorf("saml: %w", err)
+		errs = append(errs, err)
 	}
-	if h.rp == nil {
+	// With an oidc block, its sessions (h.rp) are the ones; when that block
+	// failed, its errors say so, and the saml settings are still checked.
+	if h.OIDC == nil {
 		rp, err := oidcrp.New(oidcrp.Config{
 			NoProvider:   true,
 			CookieSecret: s.CookieSecret,
@@ -64,14 +74,26 @@ func (h *Handler) provisionSAML() error {
 			LogoutPath:   prefix + "/logout",
 			UserinfoPath: prefix + "/userinfo",
 			Revocations:  storeRevocations{h: h},
+			IgnoreBearer: h.localBearer,
 			Logger:       h.logger.Named("saml"),
 		})
 		if err != nil {
-			return fmt.Errorf("saml: %w", err)
+			errs = append(errs, err)
+		} else {
+			h.rp = rp
 		}
-		h.rp = rp
+	}
+	record, err := s.holdReplays()
+	if err != nil {
+		return inBlock("saml", err)
+	}
+	var shared samlsp.SharedReplays
+	if h.Cluster != nil {
+		shared = clusterReplays{h}
 	}
 	sp, err := samlsp.New(samlsp.Config{
+		Replays:        record,
+		Shared:         shared,
 		IDPMetadata:    s.IDPMetadata,
 		EntityID:       s.EntityID,
 		Cert:           s.Cert,
@@ -83,8 +105,12 @@ func (h *Handler) provisionSAML() error {
 		Sessions:       h.rp,
 		Logger:         h.logger.Named("saml"),
 	})
-	if err != nil {
-		return fmt.Errorf("saml: %w", err)
+	if err != nil && !errors.Is(err, samlsp.ErrNoSessions) { // no sessions: errs or oidc's errors say why
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.release() // a config that fails holds no use of the record
+		return inBlock("saml", err)
 	}
 	s.sp, s.protect, s.loginPath = sp, protect, prefix+"/login"
 	return nil
@@ -125,4 +151,58 @@ func (h *Handler) serveSAML(w http.ResponseWriter, r *http.Request) bool {
 // protects reports whether the saml block protects r's path.
 func (s *SAML) protects(r *http.Request) bool {
 	return s != nil && s.protect.Match(r.URL)
+}
+
+// samlReplays holds the process's record of the SAML assertions accepted,
+// under replaysKey: a reload's SP gets the record of the SP it replaces
+// (Caddy provisions the new config before it cleans up the old), so that
+// a reload opens no window for a replay.
+var samlReplays = caddy.NewUsagePool()
+
+const replaysKey = "saml assertions"
+
+// pooledReplays adapts the record to caddy.Destructor; it holds memory
+// only.
+type pooledReplays struct{ saml.AssertionReplayCache }
+
+func (pooledReplays) Destruct() error { return nil }
+
+func (s *SAML) holdReplays() (saml.AssertionReplayCache, error) {
+	v, _, err := samlReplays.LoadOrNew(replaysKey, func() (caddy.Destructor, error) {
+		return pooledReplays{samlsp.NewLocalReplays()}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.replays = true
+	return v.(pooledReplays).AssertionReplayCache, nil
+}
+
+// release gives back the use of the record; Cleanup calls it, also after
+// a failed Provision.
+func (s *SAML) release() {
+	if s != nil && s.replays {
+		s.replays = false
+		_, _ = samlReplays.Delete(replaysKey)
+	}
+}
+
+// clusterReplays is the cluster's record of the accepted assertions, in
+// Redis (cluster.ConsumeAssertion): an assertion accepted on one node is
+// refused on the others. Its errors refuse the assertion (fail closed),
+// as a session is refused while the revocations cannot be read.
+type clusterReplays struct{ h *Handler }
+
+var errNoCluster = errors.New("the cluster is not open")
+
+func (c clusterReplays) ConsumeAssertion(id string, until time.Time) (bool, error) {
+	cl := c.h.cluster
+	if cl == nil {
+		return false, errNoCluster
+	}
+	err := cl.ConsumeAssertion(id, until)
+	if errors.Is(err, cluster.ErrReplayed) {
+		return true, nil
+	}
+	return false, err
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -17,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/crewjam/saml"
 	"go.uber.org/zap"
 )
 
@@ -120,6 +123,7 @@ func TestSAMLLoginRouting(t *testing.T) {
 			if err := h.provisionSAML(); err != nil {
 				t.Fatal(err)
 			}
+			defer h.SAML.release()
 			rec := httptest.NewRecorder()
 			served := h.serveSAML(rec, httptest.NewRequest(http.MethodGet, tt.target, nil))
 			if served != tt.wantServed || (served && rec.Code != tt.wantStatus) {
@@ -132,7 +136,49 @@ func TestSAMLLoginRouting(t *testing.T) {
 func TestSAMLNeedsCookieSecretWithoutOIDC(t *testing.T) {
 	cert, key := spKeyPair(t)
 	h := &Handler{logger: zap.NewNop(), SAML: &SAML{IDPMetadata: "https://shop.example.com/md", Cert: cert, Key: key}}
-	if err := h.provisionSAML(); err == nil || !strings.Contains(err.Error(), "cookie secret") {
-		t.Fatalf("err = %v", err)
+	want := "saml: cookie_secret: missing; set it to at least 32 random characters, or base64 of 32 random bytes (openssl rand -base64 32), e.g. cookie_secret {env.S360_COOKIE_KEY}"
+	if err := h.provisionSAML(); err == nil || err.Error() != want {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
+
+// The process's record of accepted assertions outlives a reload: the new
+// config's SP refuses what the old one accepted.
+func TestSAMLRecordSurvivesReload(t *testing.T) {
+	dir, listen := t.TempDir(), freeListen(t)
+	t.Cleanup(func() { caddy.Stop() })
+	cert, key := spKeyPair(t)
+	withSAML := func(calls int) map[string]any {
+		h := handlerJSON(dir, calls, 0, "5s")
+		h["saml"] = map[string]any{"idp_metadata": filepath.Join(dir, "idp.xml"), "cert": cert, "key": key, "cookie_secret": strings.Repeat("s", 32)}
+		return h
+	}
+	record := func() saml.AssertionReplayCache {
+		t.Helper()
+		var got []saml.AssertionReplayCache
+		samlReplays.Range(func(_, v any) bool {
+			got = append(got, v.(pooledReplays).AssertionReplayCache)
+			return true
+		})
+		if len(got) != 1 {
+			t.Fatalf("%d records of accepted assertions, want 1 for the process", len(got))
+		}
+		return got[0]
+	}
+	if n, _ := samlReplays.References(replaysKey); n != 0 {
+		t.Fatalf("%d uses of the record before the config loads", n)
+	}
+	if err := loadConfig(t, listen, withSAML(40)); err != nil {
+		t.Fatal(err)
+	}
+	before := record()
+	if err := before.Consume("id-accepted-before", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := loadConfig(t, listen, withSAML(50)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := record().Consume("id-accepted-before", time.Now().Add(time.Minute)); !errors.Is(err, saml.ErrAssertionReplayed) {
+		t.Fatalf("after the reload, an assertion accepted before: %v, want ErrAssertionReplayed", err)
 	}
 }

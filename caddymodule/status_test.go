@@ -72,7 +72,7 @@ func TestStatusPageRenders(t *testing.T) {
 		page := render(t, statsView{Snapshot: edge.Snapshot{Dir: "/var/lib/s360/x"}, PerMinute: hour}, now)
 		for name, want := range map[string]string{"store.entries": "0", "budget.calls": "0", "paused": "not paused",
 			"budget.method_limits": "none: no method was refused on its own",
-			"hit_ratio": "no requests yet", "budget_per_minute_total": "0", "catalog_ages.entries": "0"} {
+			"hit_ratio":            "no requests yet", "budget_per_minute_total": "0", "catalog_ages.entries": "0"} {
 			if got := stat(t, page, name); got != want {
 				t.Errorf("%s: %q, want %q", name, got, want)
 			}
@@ -128,7 +128,7 @@ func TestStatusPageRenders(t *testing.T) {
 				Store: cachestore.Stats{Entries: 7, Bytes: 3 << 20, MaxBytes: 4 << 20}},
 			Budget: budget.Stats{Limit: 150, EffectiveLimit: 100, Window: time.Minute, Calls: 95, Remaining: 5,
 				PausedUntil: now.Add(time.Minute), PausesByScope: budget.ScopeCounts{Key: 3, Method: 1, Institution: 1},
-				PausedMethods: []string{"availabilityService/getEventAvailability"}, QuotaRefusals: 9,
+				PausedMethods: []string{"availabilityService/getEventAvailability"}, QuotaRefusals: 9, Clients: 3, FairShare: 30,
 				LastAdjustment: &budget.Adjustment{At: now.Add(-time.Minute), From: 150, To: 100, Reason: "pushback"}, Adjustments: 1,
 				MethodLimits: []budget.MethodLimit{{Method: "availabilityService/getPerformanceAvailability", Limit: 54, Calls: 50,
 					LastAdjustment: &budget.Adjustment{At: now.Add(-2 * time.Minute), From: 150, To: 54, Reason: "method pushback"}}}},
@@ -138,7 +138,7 @@ func TestStatusPageRenders(t *testing.T) {
 		page := render(t, v, now)
 		for name, want := range map[string]string{"paused": "paused until 12:31:20 UTC", "budget.calls": "95",
 			"budget.effective_limit": "100", "budget.limit": "150", "budget.pauses_by_scope.method": "1",
-			"budget.pauses_by_scope.institution": "1", "budget.quota_refusals": "9", "store.entries": "7",
+			"budget.pauses_by_scope.institution": "1", "budget.quota_refusals": "9", "budget.clients": "3", "budget.fair_share": "30", "store.entries": "7",
 			"store.bytes": "3.0 MiB", "hit_ratio": "60.0 %", "generation": "3", "poll_failures": "4",
 			"budget_per_minute_total": "170", "catalog_ages.entries": "2", "budget.method_limits.limit": "54",
 			"budget.method_limits.calls": "50"} {

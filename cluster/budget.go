@@ -100,7 +100,8 @@ func NewBudget(c *Cluster, cfg budget.Config) *Budget {
 
 // share is this node's part of cfg, at the effective limit eff, when n
 // nodes share it: the limit, the reserves and the client quota divided by
-// n (at least 1 each), so that the nodes together stay within it. The
+// n (at least 1 each), so that the nodes together stay within it; the
+// node's clients share its part fairly, unless client_quota is off. The
 // limit is fixed: it is learned in Redis, and a pause carried over from
 // the cluster (fail) must not teach the local budget anything.
 func share(cfg budget.Config, eff, n int) budget.Config {
@@ -114,12 +115,12 @@ func share(cfg budget.Config, eff, n int) budget.Config {
 	l := budget.ScaledLimits(cfg, eff)
 	cfg.Calls = max(l.Calls/n, 1)
 	cfg.OrderReserve, cfg.WatchReserve, cfg.Reserve = div(l.Order), div(l.Watch), div(l.Reserve)
-	cfg.ClientQuota = div(l.Quota)
+	if cfg.ClientQuota > 0 {
+		cfg.ClientQuota = div(l.Quota)
+	}
 	cfg.FixedLimit = true
 	return cfg
 }
-
-func (c *Cluster) liveNodes() int { return max(int(c.nodes.Load()), 1) }
 
 // run calls the script for op with the call-specific keys and arguments.
 func (b *Budget) run(ctx context.Context, cfg budget.Config, op, member string, k callKeys, args ...any) (any, error) {
@@ -157,7 +158,9 @@ func (b *Budget) keys(k callKeys) []string {
 		c.key("budget", "pause", "m", k.method), c.key("budget", "pause", "k", k.key),
 		c.key("budget", "client", k.client), c.key("budget", "probing"), c.key("budget", "probe"),
 		c.key("budget", "refusals"), c.key("budget", "backoff"), c.key("budget", "backoff", "m", k.method),
-		c.key("budget", "paused"), c.key("budget", "answers"), c.key("budget", "mlimit"),
+		c.key("budget", "paused"),
+		c.key("budget", "fair", "calls"), c.key("budget", "fair", "active"), c.key("budget", "fair", "use"),
+		c.key("budget", "answers"), c.key("budget", "mlimit"),
 	}
 }
 
@@ -256,7 +259,7 @@ func (b *Budget) fail(err error) {
 	now := time.Now()
 	b.outage, b.endOutage = context.WithCancel(context.Background())
 	b.retryAt = now.Add(b.c.cfg.Heartbeat)
-	n := b.c.liveNodes()
+	n := b.c.aloneNodes()
 	b.shares = n
 	b.local.Update(share(b.cfg, b.eff, n))
 	if b.pausedUntil.After(now) {
@@ -423,9 +426,12 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 			return attempt{}, err
 		}
 	}
-	quota, client := 0, ""
+	quota, client, fair := 0, "", 0
 	if c.Priority == budget.Foreground && c.Client != "" {
 		quota, client = lim.Quota, c.Client
+		if cfg.ClientQuota >= 0 {
+			fair = lim.Allowance(budget.Foreground)
+		}
 	}
 	hasKey := 0
 	if c.Key != "" {
@@ -438,7 +444,8 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 		member += " " + c.Method
 	}
 	v, err := b.run(ctx, cfg, "acquire", member, callKeys{c.Method, c.Key, client},
-		int(c.Priority), eff, lim.Allowance(c.Priority), quota, cfg.ClientWindow.Microseconds(), hasKey, cap, b.c.node+":", c.Method)
+		int(c.Priority), eff, lim.Allowance(c.Priority), quota, cfg.ClientWindow.Microseconds(), hasKey, cap, b.c.node+":",
+		fair, client, cfg.MaxClients, c.Method)
 	if err != nil {
 		return attempt{}, err
 	}
@@ -464,7 +471,7 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 
 // AcquireCall is budget.Budget's AcquireCall, cluster-wide: one script
 // call per attempt decides on the shared window, the priority's allowance,
-// the client quota and the pauses. Callers wait while the window is full,
+// the client quota, the clients' fair shares and the pauses. Callers wait while the window is full,
 // the institution is paused or the probe is out, unless ctx's deadline
 // comes first; on this node higher priorities try first.
 func (b *Budget) AcquireCall(ctx context.Context, c budget.Call) error {
@@ -875,7 +882,7 @@ func (b *Budget) Stats() budget.Stats {
 	}
 	a, _ := v.([]any)
 	r := ints(v)
-	if len(r) < 6 || len(r) < 6+int(r[5]) || (len(r)-6-int(r[5]))%3 != 0 {
+	if len(r) < 7 || len(r) < 7+int(r[6]) || (len(r)-7-int(r[6]))%3 != 0 {
 		return s
 	}
 	b.mu.Lock()
@@ -894,8 +901,13 @@ func (b *Budget) Stats() budget.Stats {
 	}
 	s.Probing = r[3] == 1
 	s.PausedKeys, s.PausedMethods = int(r[4]), nil
-	paused := 6 + int(r[5])
-	for _, m := range a[6:paused] {
+	s.Clients, s.FairShare = 0, 0
+	if cfg.ClientQuota >= 0 {
+		s.Clients = int(r[5])
+		s.FairShare = b.lim.Allowance(budget.Foreground) / max(s.Clients, 1)
+	}
+	paused := 7 + int(r[6])
+	for _, m := range a[7:paused] {
 		if m, ok := m.(string); ok {
 			s.PausedMethods = append(s.PausedMethods, m)
 		}

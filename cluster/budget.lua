@@ -27,9 +27,14 @@
 --   11 mbackoff  STR   the method's last pause without Retry-After
 --   12 paused    ZSET  the key and method pauses ("k:<key>", "m:<method>"),
 --                      score = end in ms, for statistics
---   13 answers   ZSET  the last window's answers that were not pushbacks:
+--   13 fcalls    ZSET  fair sharing: the clients' Foreground grants of the
+--                      window, member = client|unique, score = time
+--   14 factive   ZSET  fair sharing: the active clients, score = their
+--                      last ask
+--   15 fuse      HASH  fair sharing: client -> its grants in fcalls
+--   16 answers   ZSET  the last window's answers that were not pushbacks:
 --                      score = time, member = "<method> node:sequence"
---   14 mlimit    HASH  the limits learned for methods, six fields each:
+--   17 mlimit    HASH  the limits learned for methods, six fields each:
 --                      <method>|e (the limit), |g (last change), |r (last
 --                      refusal of the method), |c, |b and |s (the time of
 --                      its last decrease by a refusal, the limit before it,
@@ -50,7 +55,10 @@
 --                for a window after it rejoins: the nodes not back yet
 --                decide alone, and the window does not hold their grants
 --             18 this node's member prefix (node:)
---             19 the call's method ("" for none)
+--             19 the Foreground allowance the clients share fairly (0:
+--                no fair sharing, or not a client's Foreground call)
+--             20 the client   21 the most clients tracked (MaxClients)
+--             22 the call's method ("" for none)
 --   pushback: 11 method   12 key ("" for none)   13 Retry-After (ms, 0: none)
 --   success:  11 method
 --   rejoin:   11.. pairs (member, time) of this node's grants of the last
@@ -63,15 +71,16 @@
 -- learned limit (0: none)} with code 0 granted (wait = grant time), 1
 -- stale (recompute for the limit returned), 2 paused key or method (calls
 -- = 1 key, 2 method), 3 institution pause, 4 window full, 5 probe out, 6
--- client quota, 7 the method's learned limit used (wait until its next
--- slot); pushback {scope 0 call 1 key 2 method 3 institution, started
--- 0/1, pause ms, effective limit, the method's learned limit};
--- success {1 when the institution is free again, effective limit, the
--- method's learned limit}; rejoin {calls in window, effective limit};
--- restore {calls in window, effective limit, then for each learned method
--- limit: method, limit}; stats {calls, effective limit, pause ms, probing 0/1, paused
--- keys, number of paused methods, the paused methods..., then for each
--- learned method limit: method, limit, calls of the method in the window}.
+-- client quota or fair share, 7 the method's learned limit used (wait
+-- until its next slot); pushback {scope 0 call 1 key 2 method 3
+-- institution, started 0/1, pause ms, effective limit, the method's
+-- learned limit}; success {1 when the institution is free again,
+-- effective limit, the method's learned limit}; rejoin {calls in window,
+-- effective limit}; restore {calls in window, effective limit, then for
+-- each learned method limit: method, limit}; stats {calls, effective
+-- limit, pause ms, probing 0/1, paused keys, active clients, number of
+-- paused methods, the paused methods..., then for each learned method
+-- limit: method, limit, calls of the method in the window}.
 --
 -- The learned limits follow budget/adaptive.go: a refusal of a method
 -- lowers its limit to 0.9 × its answers in the window, one of the
@@ -137,13 +146,15 @@ local function grantAt(k, at, member, ttl)
   redis.call('PEXPIRE', k, ttl)
 end
 
--- A method's share of a ZSET of "<uniq> <method>" (the window) or
--- "<method> <uniq>" (the answers) members.
+-- The method of a member of the window ("<uniq> <method>": after the last
+-- space) or of the answers ("<method> <uniq>": before the first).
 local function methodOf(member, first)
-  local i = string.find(member, ' ', 1, true)
-  if not i then return '' end
-  if first then return string.sub(member, 1, i - 1) end
-  return string.sub(member, i + 1)
+  if first then
+    local i = string.find(member, ' ', 1, true)
+    if not i then return '' end
+    return string.sub(member, 1, i - 1)
+  end
+  return string.match(member, ' ([^ ]*)$') or ''
 end
 
 -- grantsOf lists the scores of method's grants in the window, oldest
@@ -165,8 +176,8 @@ end
 
 -- answered counts the window's answers, all of them and method's.
 local function answered(method)
-  redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', fmt(now - win))
-  local all = redis.call('ZRANGE', KEYS[13], 0, -1)
+  redis.call('ZREMRANGEBYSCORE', KEYS[16], '-inf', fmt(now - win))
+  local all = redis.call('ZRANGE', KEYS[16], 0, -1)
   local mine = 0
   for _, m in ipairs(all) do
     if method ~= '' and methodOf(m, true) == method then mine = mine + 1 end
@@ -179,14 +190,14 @@ local mfields = {'|e', '|g', '|r', '|c', '|b', '|s'}
 local function forget(method)
   local f = {}
   for i, x in ipairs(mfields) do f[i] = method .. x end
-  redis.call('HDEL', KEYS[14], unpack(f))
+  redis.call('HDEL', KEYS[17], unpack(f))
 end
 
 -- methodEffective is method's learned limit after the additive increase,
 -- nil when it has none (or grew back to the configured one).
 local function methodEffective(method)
   if fixed or method == '' then return nil end
-  local h = redis.call('HMGET', KEYS[14], method .. '|e', method .. '|g', method .. '|r')
+  local h = redis.call('HMGET', KEYS[17], method .. '|e', method .. '|g', method .. '|r')
   local eff = tonumber(h[1])
   if not eff then return nil end
   local from = math.max(tonumber(h[2]) or now, tonumber(h[3]) or 0)
@@ -197,16 +208,61 @@ local function methodEffective(method)
       forget(method)
       return nil
     end
-    redis.call('HSET', KEYS[14], method .. '|e', eff, method .. '|g', fmt(from + n * win))
-    redis.call('PEXPIRE', KEYS[14], limitTTL)
+    redis.call('HSET', KEYS[17], method .. '|e', eff, method .. '|g', fmt(from + n * win))
+    redis.call('PEXPIRE', KEYS[17], limitTTL)
   end
   return eff
+end
+
+-- Fair sharing, as budget/quota.go: a client is active from each call it
+-- asks for until a window later; its use is its grants in the window.
+-- pruneFair forgets what left the window.
+local function pruneFair()
+  local cut = fmt(now - win)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[13], '-inf', cut)
+  for _, m in ipairs(old) do
+    local c = string.sub(m, 1, string.find(m, '|', 1, true) - 1)
+    if redis.call('HINCRBY', KEYS[15], c, -1) <= 0 then redis.call('HDEL', KEYS[15], c) end
+  end
+  if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', cut) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[14], '-inf', cut)
+end
+
+-- heldFair is 0 unless client, at or beyond its share a/n, would take a
+-- slot of the ones owed to the other active clients' unused shares (with
+-- used calls in the window): then the wait (µs) until it is back within
+-- its share.
+local function heldFair(a, client, used)
+  local n = redis.call('ZCARD', KEYS[14])
+  local u = tonumber(redis.call('HGET', KEYS[15], client)) or 0
+  if u * n < a then return 0 end
+  -- In n-ths of a call: the others' unused shares.
+  local owed, users = 0, 0
+  local h = redis.call('HGETALL', KEYS[15])
+  for i = 1, #h, 2 do
+    users = users + 1
+    owed = owed + math.max(a - tonumber(h[i + 1]) * n, 0)
+  end
+  owed = owed + (n - users) * a
+  if owed == 0 or (a - used - 1) * n >= owed then return 0 end
+  -- Back within its share once its use is at most (a-1)/n: its kth oldest
+  -- call must age out.
+  local k = u - math.floor((a - 1) / n)
+  local prefix = client .. '|'
+  local all = redis.call('ZRANGE', KEYS[13], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #prefix) == prefix then
+      k = k - 1
+      if k == 0 then return math.max(tonumber(all[i + 1]) + win - now, 1) end
+    end
+  end
+  return win
 end
 
 if op == 'acquire' then
   local p = tonumber(ARGV[11])
   local eff = effective()
-  local method = ARGV[19]
+  local method = ARGV[22]
   local meff = methodEffective(method)
   if eff ~= tonumber(ARGV[12]) then return {1, 0, 0, eff, 0, meff or 0} end
   if ARGV[16] == '1' then
@@ -223,6 +279,14 @@ if op == 'acquire' then
       return {7, #g, math.max(g[#g - meff + 1] + win - now, 1), eff, 0, meff}
     end
   end
+  local fa, client = tonumber(ARGV[19]), ARGV[20]
+  if fa > 0 then
+    pruneFair()
+    if not redis.call('ZSCORE', KEYS[14], client) and redis.call('ZCARD', KEYS[14]) >= tonumber(ARGV[21]) then
+      client = '\0overflow' -- beyond MaxClients, newcomers count as one
+    end
+    grantAt(KEYS[14], now, client, winMs + 1000)
+  end
   -- The quota refuses at once, before the window: waiting would not help.
   local quota = tonumber(ARGV[14])
   local cw = tonumber(ARGV[15])
@@ -235,6 +299,10 @@ if op == 'acquire' then
     end
   end
   local n = used()
+  if fa > 0 then
+    local held = heldFair(fa, client, n)
+    if held > 0 then return {6, n, held, eff, 0, meff or 0} end
+  end
   -- Orders pass the institution pause and the probe: a buyer is paying.
   local pause = 0
   if p ~= 0 then pause = pttl(KEYS[3]) * 1000 end
@@ -268,7 +336,12 @@ if op == 'acquire' then
   end
   grantAt(KEYS[1], now, uniq, 2 * winMs + 1000)
   if quota > 0 then grantAt(KEYS[6], now, uniq, math.ceil(cw / 1000) + 1000) end
-  if meff then redis.call('HINCRBY', KEYS[14], method .. '|s', 1) end
+  if fa > 0 then
+    grantAt(KEYS[13], now, client .. '|' .. uniq, 2 * winMs + 1000)
+    redis.call('HINCRBY', KEYS[15], client, 1)
+    redis.call('PEXPIRE', KEYS[15], 2 * winMs + 1000)
+  end
+  if meff then redis.call('HINCRBY', KEYS[17], method .. '|s', 1) end
   return {0, n + 1, now, eff, 0, meff or 0}
 
 elseif op == 'pushback' then
@@ -289,7 +362,7 @@ elseif op == 'pushback' then
 
   -- The scope, by budget/scope.go's rules on the cluster's counts.
   local meff = methodEffective(method)
-  if meff then redis.call('HSET', KEYS[14], method .. '|r', fmt(now)) end
+  if meff then redis.call('HSET', KEYS[17], method .. '|r', fmt(now)) end
   local scope
   if pttl(KEYS[3]) > 0 or n >= eff - math.max(1, math.floor(eff / 20)) then
     scope = 3
@@ -318,18 +391,18 @@ elseif op == 'pushback' then
     if scope == 3 then
       -- Other methods' decreases in this window: the institution's limit
       -- explains their refusals too.
-      local h = redis.call('HGETALL', KEYS[14])
+      local h = redis.call('HGETALL', KEYS[17])
       for i = 1, #h, 2 do
         local m = string.sub(h[i], 1, -3)
         if string.sub(h[i], -2) == '|c' and m ~= method and now - tonumber(h[i + 1]) < win then
-          local l = redis.call('HMGET', KEYS[14], m .. '|e', m .. '|b')
+          local l = redis.call('HMGET', KEYS[17], m .. '|e', m .. '|b')
           local e, b = tonumber(l[1]), tonumber(l[2])
           if e and b and b > e then
             if b >= calls then
               forget(m)
             else
-              redis.call('HSET', KEYS[14], m .. '|e', b)
-              redis.call('HDEL', KEYS[14], m .. '|c', m .. '|s')
+              redis.call('HSET', KEYS[17], m .. '|e', b)
+              redis.call('HDEL', KEYS[17], m .. '|c', m .. '|s')
             end
           end
         end
@@ -349,15 +422,15 @@ elseif op == 'pushback' then
       end
     end
     if (scope == 2 or most) and method ~= '' then
-      local l = redis.call('HMGET', KEYS[14], method .. '|c', method .. '|s')
+      local l = redis.call('HMGET', KEYS[17], method .. '|c', method .. '|s')
       if meff and l[1] and (tonumber(l[2]) or 0) == 0 then
         explained = true
       else
         local to = math.max(math.floor(mine * 9 / 10), minLimit)
-        if to < (meff or calls) and (meff or redis.call('HLEN', KEYS[14]) < #mfields * 64) then
-          redis.call('HSET', KEYS[14], method .. '|e', to, method .. '|g', fmt(now), method .. '|r', fmt(now),
+        if to < (meff or calls) and (meff or redis.call('HLEN', KEYS[17]) < #mfields * 64) then
+          redis.call('HSET', KEYS[17], method .. '|e', to, method .. '|g', fmt(now), method .. '|r', fmt(now),
             method .. '|c', fmt(now), method .. '|b', meff or calls, method .. '|s', 0)
-          redis.call('PEXPIRE', KEYS[14], limitTTL)
+          redis.call('PEXPIRE', KEYS[17], limitTTL)
           meff, explained = to, true
         end
       end
@@ -426,8 +499,8 @@ elseif op == 'pushback' then
 
 elseif op == 'success' then
   local method = ARGV[11]
-  redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', fmt(now - win))
-  grantAt(KEYS[13], now, method .. ' ' .. uniq, winMs + 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[16], '-inf', fmt(now - win))
+  grantAt(KEYS[16], now, method .. ' ' .. uniq, winMs + 1000)
   local eff = effective()
   local meff = methodEffective(method)
   -- An answer that came before any grant under a limit just lowered is to
@@ -445,13 +518,13 @@ elseif op == 'success' then
       end
     end
     if meff then
-      local l = redis.call('HMGET', KEYS[14], method .. '|c', method .. '|b', method .. '|s')
+      local l = redis.call('HMGET', KEYS[17], method .. '|c', method .. '|b', method .. '|s')
       cut, from = tonumber(l[1]), tonumber(l[2])
       if cut and from and (tonumber(l[3]) or 0) == 0 then
         local _, mine = answered(method)
         local to = math.min(math.floor(mine * 9 / 10), from)
         if to > meff then
-          redis.call('HSET', KEYS[14], method .. '|e', to)
+          redis.call('HSET', KEYS[17], method .. '|e', to)
           meff = to
         end
       end
@@ -481,13 +554,13 @@ elseif op == 'restore' then
   end
   for i = 12, #ARGV - 1, 2 do
     local m, l = ARGV[i], math.max(tonumber(ARGV[i + 1]), minLimit)
-    if not fixed and l < calls and redis.call('HEXISTS', KEYS[14], m .. '|e') == 0 and redis.call('HLEN', KEYS[14]) < #mfields * 64 then
-      redis.call('HSET', KEYS[14], m .. '|e', l, m .. '|g', fmt(now))
-      redis.call('PEXPIRE', KEYS[14], limitTTL)
+    if not fixed and l < calls and redis.call('HEXISTS', KEYS[17], m .. '|e') == 0 and redis.call('HLEN', KEYS[17]) < #mfields * 64 then
+      redis.call('HSET', KEYS[17], m .. '|e', l, m .. '|g', fmt(now))
+      redis.call('PEXPIRE', KEYS[17], limitTTL)
     end
   end
   local out = {used(), effective()}
-  local h = redis.call('HGETALL', KEYS[14])
+  local h = redis.call('HGETALL', KEYS[17])
   for i = 1, #h, 2 do
     if string.sub(h[i], -2) == '|e' then
       local m = string.sub(h[i], 1, -3)
@@ -501,17 +574,18 @@ elseif op == 'restore' then
   return out
 
 elseif op == 'stats' then
-  local out = {used(), effective(), pttl(KEYS[3]), redis.call('EXISTS', KEYS[7]), 0, 0}
+  pruneFair()
+  local out = {used(), effective(), pttl(KEYS[3]), redis.call('EXISTS', KEYS[7]), 0, redis.call('ZCARD', KEYS[14]), 0}
   redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', nowMs)
   for _, m in ipairs(redis.call('ZRANGE', KEYS[12], 0, -1)) do
     if string.sub(m, 1, 2) == 'k:' then
       out[5] = out[5] + 1
     else
       out[#out + 1] = string.sub(m, 3)
-      out[6] = out[6] + 1
+      out[7] = out[7] + 1
     end
   end
-  local h = redis.call('HGETALL', KEYS[14])
+  local h = redis.call('HGETALL', KEYS[17])
   for i = 1, #h, 2 do
     if string.sub(h[i], -2) == '|e' then
       local m = string.sub(h[i], 1, -3)

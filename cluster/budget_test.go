@@ -428,6 +428,120 @@ func TestClientQuotaIsClusterWide(t *testing.T) {
 	}
 }
 
+// takeShares asks for Foreground calls of the clients in turn, each on the
+// next node, each client until it is refused; it returns how many each was
+// granted and why each was refused.
+func takeShares(nodes []*testNode, ids ...string) (map[string]int, map[string]error) {
+	got, last := map[string]int{}, map[string]error{}
+	for i := 0; len(last) < len(ids); {
+		for _, id := range ids {
+			if last[id] != nil {
+				continue
+			}
+			if err := tryCall(nodes[i%len(nodes)].b, budget.Call{Priority: budget.Foreground, Client: id}, 50*time.Millisecond); err != nil {
+				last[id] = err
+			} else {
+				got[id]++
+			}
+			i++
+		}
+	}
+	return got, last
+}
+
+// The clients' fair shares (budget/quota.go) are the cluster's: budget.lua
+// decides them on the shared window, whatever node a client's calls reach.
+// A generous OpTimeout keeps a loaded machine from sending a node to its
+// local share, which knows only its own clients.
+func TestFairSharesAreClusterWide(t *testing.T) {
+	addr := startRedisB(t).Addr
+	// 100 calls less the order (6) and watch (4) reserves: the clients
+	// share 90.
+	cfg := budget.Config{Calls: 100, Window: time.Minute, OrderReserve: 6, WatchReserve: 4, FixedLimit: true}
+	t.Run("a lone client may use the whole budget but the reserves", func(t *testing.T) {
+		nodes := newNodes(t, addr, 3, cfg, nodeOpts{prefix: "lone", opTimeout: time.Second})
+		got, last := takeShares(nodes, "backend")
+		if got["backend"] != 90 || !errors.Is(last["backend"], budget.ErrLimited) {
+			t.Fatalf("granted %d, then %v; want 90, then the window full", got["backend"], last["backend"])
+		}
+		if err := try(nodes[0].b, budget.Watch, time.Second); err != nil {
+			t.Fatalf("a watcher's poll: %v", err)
+		}
+		if s := nodes[1].b.Stats(); s.Clients != 1 || s.FairShare != 90 || s.QuotaRefusals != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+	t.Run("two competing clients each get half of what remains", func(t *testing.T) {
+		nodes := newNodes(t, addr, 3, cfg, nodeOpts{prefix: "two", opTimeout: time.Second})
+		for i := range 30 { // alone at first
+			if err := tryCall(nodes[i%3].b, budget.Call{Priority: budget.Foreground, Client: "a"}, time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, last := takeShares(nodes, "a", "b")
+		if got["a"]+30 != 45 || got["b"] != 45 {
+			t.Fatalf("a got %d, b %d; want 45 each", got["a"]+30, got["b"])
+		}
+		if we := waitErr(t, last["a"]); !errors.Is(we, budget.ErrClientQuota) || we.RetryIn < 50*time.Second || we.RetryIn > time.Minute {
+			t.Fatalf("a: %v (retry in %v), want its share reached, back within it in about a minute", we, we.RetryIn)
+		}
+		if !errors.Is(last["b"], budget.ErrLimited) {
+			t.Fatalf("b: %v, want the window full", last["b"])
+		}
+		if s := nodes[0].b.Stats(); s.Clients != 2 || s.FairShare != 45 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+	t.Run("a client that goes quiet gives its share back one window after its last call", func(t *testing.T) {
+		const w = 4 * time.Second
+		c := cfg
+		c.Window = w
+		nodes := newNodes(t, addr, 3, c, nodeOpts{prefix: "quiet", opTimeout: time.Second})
+		takeShares(nodes, "a", "b")
+		filled := time.Now()
+		time.Sleep(time.Second)
+		if err := tryCall(nodes[2].b, budget.Call{Priority: budget.Foreground, Client: "b"}, 50*time.Millisecond); !errors.Is(err, budget.ErrLimited) {
+			t.Fatalf("b, the window full: %v", err)
+		}
+		asked := time.Now()
+		// Every call aged out; b is quiet but asked within the window: its
+		// share waits for it.
+		time.Sleep(time.Until(filled.Add(w + 200*time.Millisecond)))
+		got, last := takeShares(nodes, "a")
+		if time.Since(asked) >= w {
+			t.Skip("too slow a machine: b's last call aged out before a was done")
+		}
+		if got["a"] != 45 || !errors.Is(last["a"], budget.ErrClientQuota) {
+			t.Fatalf("a got %d, then %v, while b is active; want its share, 45, then refused for it", got["a"], last["a"])
+		}
+		// b has not asked for a window: a may take the 45 left.
+		time.Sleep(time.Until(asked.Add(w + 200*time.Millisecond)))
+		if got, last := takeShares(nodes, "a"); got["a"] != 45 || !errors.Is(last["a"], budget.ErrLimited) {
+			t.Fatalf("a got %d, then %v, once b was gone; want 45, then the window full", got["a"], last["a"])
+		}
+	})
+	t.Run("an explicit client_quota caps a client even alone", func(t *testing.T) {
+		c := cfg
+		c.ClientQuota = 10
+		nodes := newNodes(t, addr, 3, c, nodeOpts{prefix: "cap", opTimeout: time.Second})
+		if got, last := takeShares(nodes, "backend"); got["backend"] != 10 || !errors.Is(last["backend"], budget.ErrClientQuota) {
+			t.Fatalf("granted %d, then %v; want 10, then the quota", got["backend"], last["backend"])
+		}
+	})
+	t.Run("off: first come, first served", func(t *testing.T) {
+		c := cfg
+		c.ClientQuota = -1
+		nodes := newNodes(t, addr, 3, c, nodeOpts{prefix: "off", opTimeout: time.Second})
+		takeShares(nodes, "b")
+		if err := tryCall(nodes[0].b, budget.Call{Priority: budget.Foreground, Client: "b"}, 50*time.Millisecond); !errors.Is(err, budget.ErrLimited) {
+			t.Fatalf("b after taking everything: %v", err)
+		}
+		if s := nodes[0].b.Stats(); s.FairShare != 0 || s.QuotaRefusals != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}
+
 // A Redis that answers, but later than OpTimeout, is as good as down: the
 // acquire answers from the local share at once.
 func TestSlowRedisFallsBackAtOnce(t *testing.T) {
@@ -559,15 +673,17 @@ func TestShareDividesTheBudget(t *testing.T) {
 		n     int
 		calls int
 		quota int
+		fair  int // the fair share of a lone client: the node's Foreground allowance
 	}{
-		{"one node keeps a quota that is off", budget.Config{Calls: 30, ClientQuota: -1}, 1, 30, 0},
-		{"three nodes", budget.Config{Calls: 30, ClientQuota: 9}, 3, 10, 3},
-		{"more nodes than calls", budget.Config{Calls: 2, ClientQuota: 1}, 5, 1, 1},
+		{"one node keeps a quota that is off", budget.Config{Calls: 30, ClientQuota: -1}, 1, 30, 0, 0},
+		{"three nodes", budget.Config{Calls: 30, ClientQuota: 9}, 3, 10, 3, 10 - 1 - 1},
+		{"more nodes than calls", budget.Config{Calls: 2, ClientQuota: 1}, 5, 1, 1, 1},
+		{"fair sharing without a cap", budget.Config{Calls: 150}, 3, 50, 0, 50 - 7/3 - 3/3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := budget.New(share(tc.cfg.WithDefaults(), tc.cfg.Calls, tc.n)).Stats()
-			if s.Limit != tc.calls || s.ClientQuota != tc.quota {
-				t.Fatalf("limit %d, quota %d; want %d, %d", s.Limit, s.ClientQuota, tc.calls, tc.quota)
+			if s.Limit != tc.calls || s.ClientQuota != tc.quota || s.FairShare != tc.fair {
+				t.Fatalf("limit %d, quota %d, fair share %d; want %d, %d, %d", s.Limit, s.ClientQuota, s.FairShare, tc.calls, tc.quota, tc.fair)
 			}
 		})
 	}
@@ -652,11 +768,13 @@ func TestLearnedLimitsMatchTheLocalBudget(t *testing.T) {
 		{"unexplained: a pause", []step{calls(a, 5), calls(p, 20), refuse(a, "1"), refuse(a, "2"), calls(a, 3), refuse(a, "3")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := budget.Config{Calls: 100, Window: 10 * time.Second, OrderReserve: -1, WatchReserve: -1, Reserve: -1, ClientQuota: -1}
+			// Two clients share the budget fairly (the default): the fair
+			// shares and the learned limits are decided together.
+			cfg := budget.Config{Calls: 100, Window: 10 * time.Second, OrderReserve: -1, WatchReserve: -1, Reserve: -1}
 			nodes := newNodes(t, addr, 3, cfg, nodeOpts{prefix: fmt.Sprintf("learn%d", i)})
 			local := budget.New(cfg)
 			for j, st := range tc.steps {
-				c := budget.Call{Priority: budget.Foreground, Method: st.method, Key: st.key}
+				c := budget.Call{Priority: budget.Foreground, Method: st.method, Key: st.key, Client: fmt.Sprint("10.0.0.", j%2)}
 				b := nodes[j%3].b
 				switch {
 				case st.refuse:
@@ -689,7 +807,8 @@ func TestLearnedLimitsMatchTheLocalBudget(t *testing.T) {
 			for k, nd := range nodes {
 				got := nd.b.Stats()
 				if got.EffectiveLimit != want.EffectiveLimit || !slices.Equal(got.PausedMethods, want.PausedMethods) ||
-					got.PausedUntil.IsZero() != want.PausedUntil.IsZero() || len(got.MethodLimits) != len(want.MethodLimits) {
+					got.PausedUntil.IsZero() != want.PausedUntil.IsZero() || len(got.MethodLimits) != len(want.MethodLimits) ||
+					got.Clients != want.Clients || got.FairShare != want.FairShare {
 					t.Fatalf("node %d: %+v\nbudget.Budget: %+v", k, got, want)
 				}
 				for m, l := range got.MethodLimits {
@@ -698,7 +817,8 @@ func TestLearnedLimitsMatchTheLocalBudget(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("effective %d, methods %+v, paused %v", want.EffectiveLimit, want.MethodLimits, want.PausedMethods)
+			t.Logf("effective %d, methods %+v, paused %v, clients %d, fair share %d", want.EffectiveLimit, want.MethodLimits, want.PausedMethods,
+				want.Clients, want.FairShare)
 		})
 	}
 }

@@ -16,11 +16,12 @@
 //	gen, setup       the cluster's catalog generation and setup value (no TTL)
 //	e:<key>          a shared-tier entry: zstd of the store's encoding, until its StaleUntil
 //	c:<class>, t:<tag> index sets of the entries by class and tag
-//	i:c:availability, i:t:<tag>, i:e:<key> when availability's class, a tag or
-//	                 a key was last invalidated or purged (Redis's clock,
+//	i:c:<class>, i:t:<tag>, i:e:<key> when a class, a tag or a key was
+//	                 last invalidated or purged (Redis's clock,
 //	                 microseconds), for an hour
 //	l:<key>          a fetch lease, node/token
 //	revoked:<id>     a logged-out session, until its cookie expires
+//	saml:<id>        a SAML assertion id accepted by a node, until the assertion expires
 //
 // and the pub/sub channel released, where a fetch lease's release names
 // its key.
@@ -73,6 +74,12 @@ type Config struct {
 	// the last stream event it applied, so that a restart catches up.
 	// "" keeps it in memory only.
 	Dir string
+	// Nodes is the number of sidecars deployed (the cluster block's
+	// nodes); 0, the default, means unknown. While Redis is out of reach a
+	// node divides rate_limit by the nodes it last saw live, or by Nodes
+	// when that is more; before it has ever reached Redis, by Nodes, else
+	// by the count it saved in Dir in an earlier run, else by 10.
+	Nodes int
 	// Poll is the setup poll interval (setup_poll). The polling lease
 	// lasts clamp(Poll, 1 s, 10 s), so a dead poller is replaced within
 	// two polls. 0 means 10 s.
@@ -87,6 +94,9 @@ type Status struct {
 	Nodes   int    `json:"nodes"`  // live nodes last seen, at least 1
 	Leader  string `json:"leader"` // the polling node last seen; "" when unknown
 	RedisOK bool   `json:"redis_ok"`
+	// Error says why this node does not use Redis although it answers
+	// (a Redis Cluster endpoint); "" otherwise.
+	Error string `json:"error,omitempty"`
 }
 
 // Cluster is this node's membership of a cluster.
@@ -107,13 +117,19 @@ type Cluster struct {
 	// change them to tell a pub/sub wake-up from a poll).
 	pollFirst, pollMax time.Duration
 
+	// syncEvery is the reconcile's period: the heartbeat (tests that
+	// count events set it long before Subscribe).
+	syncEvery time.Duration
+
 	lead     leaderState
 	stream   streamState
 	released releasedHub
 
 	redisOK atomic.Bool
-	nodes   atomic.Int64 // live nodes last seen, >= 1
-	leader  atomic.Value // string: the polling node last seen
+	nodes   atomic.Int64 // live nodes last seen; 0 until Redis first answers
+	count   nodeCount
+	refusal atomic.Pointer[string] // why Redis is not used although it answers (refuse.go); nil when it is
+	leader  atomic.Value           // string: the polling node last seen
 
 	ctx       context.Context // canceled by Close
 	cancel    context.CancelFunc
@@ -140,6 +156,9 @@ func Open(cfg Config) (*Cluster, error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = DefaultOpTimeout
 	}
+	if cfg.Nodes < 0 {
+		return nil, fmt.Errorf("cluster: nodes %d: want the number of sidecars deployed, or 0 for unknown", cfg.Nodes)
+	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
@@ -159,6 +178,9 @@ func Open(cfg Config) (*Cluster, error) {
 	opts.WriteTimeout = cfg.OpTimeout
 	opts.PoolTimeout = cfg.OpTimeout
 	opts.ContextTimeoutEnabled = true
+	c := &Cluster{cfg: cfg, node: cfg.Node, log: cfg.Logger}
+	// Every new connection, pub/sub ones included, is checked first.
+	opts.OnConnect = c.checkServer
 	// go-redis would write a line to stderr for every failed dial while
 	// Redis is down; report writes one line per transition instead.
 	redis.SetLogger(&logging.VoidLogger{})
@@ -166,9 +188,11 @@ func Open(cfg Config) (*Cluster, error) {
 	bulkOpts.ReadTimeout = -1 // no socket deadline: each call's context bounds it
 	bulkOpts.WriteTimeout = -1
 	bulkOpts.PoolTimeout = time.Second
-	c := &Cluster{cfg: cfg, rdb: redis.NewClient(opts), bulk: redis.NewClient(&bulkOpts), node: cfg.Node, log: cfg.Logger}
+	c.rdb, c.bulk = redis.NewClient(opts), redis.NewClient(&bulkOpts)
 	c.pollFirst, c.pollMax = waitPollFirst, waitPollMax
-	c.nodes.Store(1)
+	c.syncEvery = cfg.Heartbeat
+	c.count.saved = loadNodeCount(cfg.Dir)
+	c.SetNodes(cfg.Nodes)
 	c.leader.Store("")
 	c.released.waiters = map[string]map[chan struct{}]struct{}{}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -205,9 +229,12 @@ func (c *Cluster) Node() string { return c.node }
 
 // Status is the cluster as this node sees it now.
 func (c *Cluster) Status() Status {
-	s := Status{Mode: "cluster", Node: c.node, Nodes: int(c.nodes.Load()), Leader: c.leader.Load().(string), RedisOK: c.redisOK.Load()}
+	s := Status{Mode: "cluster", Node: c.node, Nodes: max(int(c.nodes.Load()), 1), Leader: c.leader.Load().(string), RedisOK: c.redisOK.Load()}
 	if !s.RedisOK {
 		s.Mode = "local"
+	}
+	if why := c.refusal.Load(); why != nil {
+		s.Error = *why
 	}
 	return s
 }

@@ -77,12 +77,11 @@ func (c *Cluster) leaseTTL() time.Duration {
 
 // Poller says whether this node runs the watchers' polls, and at which
 // multiple of their intervals: (true, 1) while it holds the polling lease,
-// (false, 0) while it does not, and (true, live nodes last seen) while
-// Redis is out of reach, so that the nodes together poll no more often
-// than one would.
+// (false, 0) while it does not, and (true, liveNodes) while Redis is out
+// of reach, so that the nodes together poll no more often than one would.
 func (c *Cluster) Poller() (bool, int) {
 	if !c.redisOK.Load() {
-		return true, int(c.nodes.Load())
+		return true, c.aloneNodes()
 	}
 	if c.lead.holding(time.Now()) {
 		return true, 1

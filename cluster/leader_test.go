@@ -76,7 +76,9 @@ func TestPollingLease(t *testing.T) {
 	fenced := &Cluster{cfg: leader.cfg, rdb: r.client(), node: leader.node, log: leader.log}
 	fenced.lead.set(leader.lead.value(), time.Now().Add(time.Hour))
 	defer fenced.rdb.Close()
-	if err := fenced.Publish(context.Background(), edge.Event{Kind: edge.EventGeneration, Generation: 99}); !errors.Is(err, ErrNotPoller) {
+	// (Generation changes are judged by the setup value they were seen
+	// from instead: TestPublishWritesTheStateWithTheEvent.)
+	if err := fenced.Publish(context.Background(), edge.Event{Kind: edge.EventInvalidate, Tags: []string{"x"}, Reference: "99"}); !errors.Is(err, ErrNotPoller) {
 		t.Fatalf("Publish with a lost lease: %v; want ErrNotPoller", err)
 	}
 	if n, _ := r.client().Exists(context.Background(), "t:events").Result(); n != 0 {

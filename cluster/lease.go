@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/edge"
 )
 
 // Backoff of WaitEntry's polling of a lease, the fallback when the
@@ -28,10 +29,21 @@ if redis.call('SET', KEYS[1], v, 'NX', 'PX', ARGV[2]) then return v end
 return false
 `)
 
+// renewScript extends KEYS[1] by ARGV[2] ms if it still holds ARGV[1]:
+// a holder whose lease expired (and may be another node's now) cannot
+// extend it. Returns 1 if it did.
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
 // Lease takes, for ttl, the cluster-wide right to call S-360 for key. ok
-// is false when another node holds it. release gives the lease up, if it
-// is still this one, and wakes the waiters of every node.
-func (c *Cluster) Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool, err error) {
+// is false when another node holds it. The holder renews it (Renew) while
+// it waits and calls, and releases it when done.
+func (c *Cluster) Lease(ctx context.Context, key string, ttl time.Duration) (edge.KeyLease, bool, error) {
 	if ttl < time.Millisecond {
 		return nil, false, errors.New("cluster: taking a lease: ttl under 1 ms")
 	}
@@ -46,16 +58,40 @@ func (c *Cluster) Lease(ctx context.Context, key string, ttl time.Duration) (rel
 	if c.reportFor(ctx, err) != nil {
 		return nil, false, err
 	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			// Not the caller's context: a lease must be given up even when
-			// the request that took it has ended.
-			rctx, cancel := c.op(context.Background())
-			defer cancel()
-			c.report(releaseScript.Run(rctx, c.rdb, []string{lk, c.key("released")}, v, key).Err())
-		})
-	}, true, nil
+	return &keyLease{c: c, key: key, lk: lk, v: v, ttl: ttl}, true, nil
+}
+
+// keyLease is a fetch lease this node took.
+type keyLease struct {
+	c       *Cluster
+	key, lk string
+	v       string // node/token: this lease's own value
+	ttl     time.Duration
+	once    sync.Once
+}
+
+// Renew extends the lease by its ttl if it is still this one (fenced by
+// its value): held is false when it expired, and may be another node's.
+func (l *keyLease) Renew(ctx context.Context) (bool, error) {
+	octx, cancel := l.c.op(ctx)
+	defer cancel()
+	n, err := renewScript.Run(octx, l.c.rdb, []string{l.lk}, l.v, l.ttl.Milliseconds()).Int()
+	if l.c.reportFor(ctx, err) != nil {
+		return false, err
+	}
+	return n == 1, nil
+}
+
+// Release gives the lease up, if it is still this one, and wakes the
+// waiters of every node. Only its first call does anything.
+func (l *keyLease) Release() {
+	l.once.Do(func() {
+		// Not the caller's context: a lease must be given up even when
+		// the request that took it has ended.
+		rctx, cancel := l.c.op(context.Background())
+		defer cancel()
+		l.c.report(releaseScript.Run(rctx, l.c.rdb, []string{l.lk, l.c.key("released")}, l.v, l.key).Err())
+	})
 }
 
 // WaitEntry waits until key's lease is gone (released, or expired with its

@@ -26,7 +26,7 @@ func TestLeaseOneHolder(t *testing.T) {
 	if _, ok, _ := b.Lease(ctx, "other", time.Second); !ok {
 		t.Fatal("a lease on another key was refused")
 	}
-	release()
+	release.Release()
 	releaseB, ok, err := b.Lease(ctx, "k", 10*time.Second)
 	if err != nil || !ok {
 		t.Fatalf("Lease after release: ok=%v err=%v", ok, err)
@@ -41,15 +41,15 @@ func TestLeaseOneHolder(t *testing.T) {
 	if _, ok, _ := b.Lease(ctx, "short", 10*time.Second); !ok {
 		t.Fatal("an expired lease was not free")
 	}
-	old()
+	old.Release()
 	if _, ok, _ := a.Lease(ctx, "short", time.Second); ok {
 		t.Fatal("a stale release freed the successor's lease")
 	}
-	release() // twice: no effect on b's lease of k
+	release.Release() // twice: no effect on b's lease of k
 	if _, ok, _ := a.Lease(ctx, "k", time.Second); ok {
 		t.Fatal("a second call of an old release freed b's lease")
 	}
-	releaseB()
+	releaseB.Release()
 	if _, _, err := a.Lease(ctx, "k", 0); err == nil {
 		t.Fatal("Lease with ttl 0: no error")
 	}
@@ -107,7 +107,7 @@ func TestWaitEntry(t *testing.T) {
 			if err != nil || !ok {
 				t.Fatalf("Lease: %v %v", ok, err)
 			}
-			defer release()
+			defer release.Release()
 			defer rdb.Del(ctx, "t:e:k")
 			got := waitAsync(b, ctx, "k")
 			time.Sleep(300 * time.Millisecond) // the waiter is past its short polls
@@ -117,11 +117,11 @@ func TestWaitEntry(t *testing.T) {
 			default:
 			}
 			if tc.store {
-				if err := a.PutEntry(ctx, "k", entry([]byte("fetched"), cachestore.Other, time.Minute), 0); err != nil {
+				if err := putNow(ctx, a, "k", entry([]byte("fetched"), cachestore.Other, time.Minute)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			tc.end(t, release)
+			tc.end(t, release.Release)
 			ended := time.Now()
 			select {
 			case res := <-got:
@@ -141,7 +141,7 @@ func TestWaitEntry(t *testing.T) {
 		a := stateNode(t, r, "a", "")
 		b := stateNode(t, r, "b", "")
 		release, _, _ := a.Lease(context.Background(), "held", 10*time.Second)
-		defer release()
+		defer release.Release()
 		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -183,4 +183,87 @@ func TestLeaseRaceHasOneWinner(t *testing.T) {
 			t.Fatalf("round %d: %d of 30 concurrent Leases won; want 1", round, won)
 		}
 	}
+}
+
+// A lease is renewed while its holder works: it outlives its ttl as long
+// as it is renewed, and no other node takes it. Renewal is fenced: a
+// holder whose lease expired and was taken over can neither renew nor
+// release its successor's. Release wakes the waiters.
+func TestLeaseRenewalFencingAndRelease(t *testing.T) {
+	r := startRedisB(t)
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
+	ctx := context.Background()
+	const ttl = 300 * time.Millisecond
+	la, ok, err := a.Lease(ctx, "k", ttl)
+	if err != nil || !ok {
+		t.Fatalf("Lease: %v %v", ok, err)
+	}
+	// Renewed every third of its ttl for three ttls: still a's.
+	for end := time.Now().Add(3 * ttl); time.Now().Before(end); time.Sleep(ttl / 3) {
+		if held, err := la.Renew(ctx); err != nil || !held {
+			t.Fatalf("Renew of a held lease: %v %v", held, err)
+		}
+		if _, ok, _ := b.Lease(ctx, "k", ttl); ok {
+			t.Fatal("another node took a lease that was being renewed")
+		}
+	}
+	// Not renewed: it expires, b takes it, and a's handle is fenced off.
+	time.Sleep(ttl + 50*time.Millisecond)
+	lb, ok, err := b.Lease(ctx, "k", 10*time.Second)
+	if err != nil || !ok {
+		t.Fatalf("Lease after expiry: %v %v", ok, err)
+	}
+	if held, err := la.Renew(ctx); err != nil || held {
+		t.Fatalf("Renew of a lease that expired and was taken over: held %v, %v; want false", held, err)
+	}
+	rdb := r.client()
+	defer rdb.Close()
+	if d, _ := rdb.PTTL(ctx, "t:l:k").Result(); d < 9*time.Second {
+		t.Fatalf("the stale Renew changed the successor's ttl to %v", d)
+	}
+	la.Release()
+	if n, _ := rdb.Exists(ctx, "t:l:k").Result(); n != 1 {
+		t.Fatal("a stale Release freed the successor's lease")
+	}
+	// The successor's Release wakes a waiter on another node at once.
+	got := waitAsync(a, ctx, "k")
+	time.Sleep(50 * time.Millisecond)
+	released := time.Now()
+	lb.Release()
+	select {
+	case res := <-got:
+		if d := res.at.Sub(released); d > 300*time.Millisecond {
+			t.Errorf("the waiter woke %v after the release", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the release did not wake the waiter")
+	}
+	if held, _ := lb.Renew(ctx); held {
+		t.Fatal("Renew after Release: held")
+	}
+}
+
+// A holder whose Redis is paused past its lease's ttl finds it lost.
+func TestLeaseRenewAfterAPauseLongerThanTheTTL(t *testing.T) {
+	r := startRedisB(t)
+	a := stateNode(t, r, "a", "")
+	ctx := context.Background()
+	la, ok, err := a.Lease(ctx, "k", 200*time.Millisecond)
+	if err != nil || !ok {
+		t.Fatalf("Lease: %v %v", ok, err)
+	}
+	r.Pause()
+	if _, err := la.Renew(ctx); err == nil {
+		t.Fatal("Renew with Redis frozen: no error")
+	}
+	time.Sleep(400 * time.Millisecond)
+	r.Resume()
+	waitFor(t, 3*time.Second, "Renew answers again", func() bool {
+		held, err := la.Renew(ctx)
+		if err == nil && held {
+			t.Fatal("Renew of a lease that expired while Redis was frozen: held")
+		}
+		return err == nil
+	})
 }

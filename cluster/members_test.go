@@ -48,6 +48,7 @@ func TestRedisOutOfReach(t *testing.T) {
 	a := stateNodeCfg(t, Config{URL: r.URL(), Node: "a"})
 	b := stateNodeCfg(t, Config{URL: r.URL(), Node: "b"})
 	events, eventsA := make(recorder, 100), make(recorder, 100)
+	joinSyncsOnly(a, b)
 	b.Subscribe(events.fn)
 	a.Subscribe(eventsA.fn)
 	for _, rec := range []recorder{eventsA, events} {
@@ -126,7 +127,7 @@ func TestRedisOutOfReach(t *testing.T) {
 			defer cancel()
 			w := waitAsync(b, ctx, key)
 			time.Sleep(50 * time.Millisecond) // b's waiter is registered
-			release()
+			release.Release()
 			return !errors.Is((<-w).err, context.DeadlineExceeded)
 		})
 	}

@@ -32,3 +32,30 @@ func (c *Cluster) Revoked(id string) (bool, error) {
 	}
 	return n > 0, nil
 }
+
+// ErrReplayed is ConsumeAssertion's answer for an assertion id another
+// node (or this one) accepted already.
+var ErrReplayed = errors.New("cluster: the assertion was accepted already")
+
+// ConsumeAssertion records SAML assertion id as accepted until until, when
+// the assertion expires, on every node: ErrReplayed when some node
+// recorded it first. Like Revoked, it fails when Redis is out of reach;
+// the caller must then refuse the assertion (fail closed), since its use
+// on another node cannot be ruled out.
+func (c *Cluster) ConsumeAssertion(id string, until time.Time) error {
+	if id == "" {
+		return errors.New("cluster: recording an assertion: empty id")
+	}
+	// Kept a second past its expiry: the nodes' clocks differ a little.
+	ttl := max(time.Until(until), 0) + time.Second
+	ctx, cancel := c.op(c.ctx)
+	defer cancel()
+	fresh, err := c.rdb.SetNX(ctx, c.key("saml", id), c.node, ttl).Result()
+	if c.report(err) != nil {
+		return err
+	}
+	if !fresh {
+		return ErrReplayed
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -52,5 +53,34 @@ func TestRevocationsAcrossNodes(t *testing.T) {
 	}
 	if err := a.Revoke("", time.Now().Add(time.Hour)); err == nil {
 		t.Fatal("Revoke of an empty id: no error")
+	}
+}
+
+// An assertion accepted on one node is refused on every other, until it
+// expires; with Redis out of reach the answer is an error (fail closed).
+func TestAssertionsAcrossNodes(t *testing.T) {
+	r := startRedisB(t)
+	a := stateNode(t, r, "a", "")
+	b := stateNode(t, r, "b", "")
+	until := time.Now().Add(300 * time.Millisecond)
+	if err := a.ConsumeAssertion("id-1", until); err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+	for name, c := range map[string]*Cluster{"the other node": b, "the same node": a} {
+		if err := c.ConsumeAssertion("id-1", until); !errors.Is(err, ErrReplayed) {
+			t.Fatalf("replay on %s: %v, want ErrReplayed", name, err)
+		}
+	}
+	if err := b.ConsumeAssertion("id-2", until); err != nil {
+		t.Fatalf("another assertion: %v", err)
+	}
+	rdb := r.client()
+	defer rdb.Close()
+	if ttl := rdb.PTTL(context.Background(), "t:saml:id-1").Val(); ttl <= 0 || ttl > 1300*time.Millisecond {
+		t.Fatalf("the record's TTL is %v; want the assertion's remaining life and a second", ttl)
+	}
+	r.Kill()
+	if err := b.ConsumeAssertion("id-3", time.Now().Add(time.Minute)); err == nil || errors.Is(err, ErrReplayed) {
+		t.Fatalf("with Redis down: %v, want an error other than ErrReplayed", err)
 	}
 }

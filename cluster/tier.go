@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -62,7 +61,7 @@ return n
 // and the sets, then the ARGV[4] entries named next, and sets the
 // invalidation marks (the remaining KEYS) to Redis's clock now
 // (microseconds), for ARGV[3] ms: a put whose call began before is refused
-// (putAvailabilityScript). ARGV[1] is the entries' key prefix. Returns how
+// (putScript). ARGV[1] is the entries' key prefix. Returns how
 // many entries it deleted.
 var dropScript = redis.NewScript(`
 local n, sets, ents = 0, tonumber(ARGV[2]), tonumber(ARGV[4])
@@ -83,16 +82,19 @@ end
 return n
 `)
 
-// putAvailabilityScript stores an availability entry as PutEntry's MULTI
-// does, unless its call may have begun before an invalidation of one of
-// its sets, or a purge of its key: then it stores nothing and returns 0.
-// The call's start is the mark (Mark, Redis's clock in microseconds); a
-// mark older than the marks' life (ARGV[6] microseconds) cannot be judged,
-// as the marks set after it may have expired, and is refused as well (so
-// is mark 0, unknown). KEYS[1] entry, then the n index sets, then their n
-// marks, then the entry's own mark. ARGV: value, ttl ms, now ms, the sets'
+// putScript stores an entry and indexes it in its class's and tags' sets,
+// unless its call may have begun before an invalidation of one of its
+// sets, or a purge of its key: then it stores nothing and returns 0. The
+// call's start is the mark (Mark, Redis's clock in microseconds); a mark
+// older than the marks' life (ARGV[6] microseconds) cannot be judged, as
+// the marks set after it may have expired, and is refused as well (so is
+// mark 0, unknown). The index sets are sorted by their members' expiry, so
+// that each put forgets the members expired since; each set lives at least
+// as long as its newest member (NX sets a TTL on a new set, GT only
+// lengthens it). KEYS[1] entry, then the n index sets, then their n marks,
+// then the entry's own mark. ARGV: value, ttl ms, now ms, the sets'
 // member (the key), mark, marks' life, the member's expiry ms (its score).
-var putAvailabilityScript = redis.NewScript(`
+var putScript = redis.NewScript(`
 local t = redis.call('TIME')
 local mark = tonumber(ARGV[5])
 if t[1] * 1000000 + t[2] - mark > tonumber(ARGV[6]) then return 0 end
@@ -115,7 +117,7 @@ return 1
 // need it, not the entries' lives: an entry in the tier when its tag is
 // invalidated is deleted then, and the mark only judges puts of calls that
 // began before. A call whose answer comes later than this after its mark
-// is not shared (putAvailabilityScript).
+// is not shared (putScript).
 const markLife = time.Hour
 
 // transferBound is how long moving n bytes to or from Redis may take.
@@ -190,10 +192,15 @@ func (c *Cluster) Mark(ctx context.Context) (int64, error) {
 }
 
 // PutEntry stores ent in the shared tier until its StaleUntil (at least
-// 1 s; maxTierTTL when it never goes stale), indexed by class and tags.
-// An availability entry is stored only if none of its tags and not its
-// class was invalidated or purged since mark, the Mark taken before its
-// call; else nothing is stored and PutEntry returns edge.ErrInvalidated.
+// 1 s; maxTierTTL when it never goes stale), indexed by class and tags. It
+// is stored only if none of its tags, not its class and not its key was
+// invalidated or purged since mark, the Mark taken before its call; else
+// nothing is stored and PutEntry returns edge.ErrInvalidated.
+//
+// One script, with the value as an argument: Redis copies a large value
+// (a catalog) once more, and the value is sent twice when Redis does not
+// know the script yet (EVALSHA, then EVAL), that is at the first put after
+// Redis started, usually a small availability answer's.
 func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error {
 	if key == "" {
 		return errors.New("cluster: storing a shared entry: empty key")
@@ -211,37 +218,18 @@ func (c *Cluster) PutEntry(ctx context.Context, key string, ent *cachestore.Entr
 	// bound than a lookup's.
 	octx, cancel := context.WithTimeout(ctx, slowOpTimeout+c.transferBound(len(val)))
 	defer cancel()
-	// The index sets are sorted by their members' expiry, so that each put
-	// forgets the members expired since; each set lives at least as long as
-	// its newest member (NX sets a TTL on a new set, GT only lengthens it).
 	now := time.Now().UnixMilli()
-	if ent.Class == cachestore.Availability {
-		keys := append([]string{c.key("e", key)}, sets...)
-		keys = append(keys, c.marks(sets)...)
-		keys = append(keys, c.key("i", "e", key))
-		stored, err := putAvailabilityScript.Run(octx, c.bulk, keys, val, ttl.Milliseconds(), now, key, mark, markLife.Microseconds(), now+ttl.Milliseconds()).Int()
-		if c.reportFor(ctx, err) != nil {
-			return err
-		}
-		if stored == 0 {
-			return edge.ErrInvalidated
-		}
-		return nil
+	keys := append([]string{c.key("e", key)}, sets...)
+	keys = append(keys, c.marks(sets)...)
+	keys = append(keys, c.key("i", "e", key))
+	stored, err := putScript.Run(octx, c.bulk, keys, val, ttl.Milliseconds(), now, key, mark, markLife.Microseconds(), now+ttl.Milliseconds()).Int()
+	if c.reportFor(ctx, err) != nil {
+		return err
 	}
-	// One MULTI rather than a script: a script would copy a large value
-	// (a catalog) once more, and send it twice the first time (EVALSHA,
-	// then EVAL). The generation those entries carry protects them.
-	_, err := c.bulk.TxPipelined(octx, func(p redis.Pipeliner) error {
-		p.Set(octx, c.key("e", key), val, ttl)
-		for _, set := range sets {
-			p.ZRemRangeByScore(octx, set, "-inf", strconv.FormatInt(now, 10))
-			p.ZAdd(octx, set, redis.Z{Score: float64(now + ttl.Milliseconds()), Member: key})
-			p.Do(octx, "PEXPIRE", set, ttl.Milliseconds(), "NX")
-			p.Do(octx, "PEXPIRE", set, ttl.Milliseconds(), "GT")
-		}
-		return nil
-	})
-	return c.reportFor(ctx, err)
+	if stored == 0 {
+		return edge.ErrInvalidated
+	}
+	return nil
 }
 
 // marks are the invalidation marks of index sets and entries: i:c:<class>,
@@ -272,38 +260,30 @@ func (c *Cluster) Invalidate(ctx context.Context, tags []string) error {
 // their local tiers, marked purged, and a refresh must not find the
 // purged answer in the shared tier and take it for new.
 func (c *Cluster) Purge(ctx context.Context, ev edge.Event) error {
-	// Marked: the sets whose puts are judged (availability's class and
-	// tags), and the key, so that a call begun before the purge does not
-	// refill them.
-	var sets, entries, marked []string
-	avail := c.key("c", cachestore.Availability.String())
+	// What is dropped is marked too, so that a call begun before the purge
+	// does not refill it: the class, the tags, the key (whatever its
+	// class, which the tier cannot tell while the call is out), or every
+	// class.
+	var sets, entries []string
 	if ev.Class != "" {
 		cl, err := cachestore.ParseClass(ev.Class)
 		if err != nil {
 			return fmt.Errorf("cluster: purging the shared tier: %w", err)
 		}
 		sets = append(sets, c.key("c", cl.String()))
-		if cl == cachestore.Availability {
-			marked = append(marked, avail)
-		}
 	}
 	for _, t := range ev.Tags {
 		sets = append(sets, c.key("t", t))
-		marked = append(marked, c.key("t", t))
 	}
 	if ev.Key != "" {
-		// Marked whatever its class, which the tier cannot tell when the
-		// call is still out: only availability puts read the mark.
 		entries = append(entries, c.key("e", ev.Key))
-		marked = append(marked, c.key("e", ev.Key))
 	}
 	if len(sets) == 0 && len(entries) == 0 {
 		for _, cl := range []cachestore.Class{cachestore.Catalog, cachestore.Availability, cachestore.Other} {
 			sets = append(sets, c.key("c", cl.String()))
 		}
-		marked = []string{avail}
 	}
-	return c.drop(ctx, sets, entries, c.marks(marked))
+	return c.drop(ctx, sets, entries, c.marks(slices.Concat(sets, entries)))
 }
 
 // drop deletes the entries of sets, the sets and entries, and marks marks.

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,21 +30,29 @@ import (
 type sharedHub struct {
 	mu      sync.Mutex
 	entries map[string][]byte
-	leases  map[string]chan struct{} // closed on release
+	leases  map[string]*hubLease
+	tokens  int
 	poller  string
 	subs    map[string]func(Event)
 	fail    atomic.Bool // every call fails, as with Redis down
 	nodes   int
 	deliver sync.Mutex // one event at a time, in order, to every other node
-	gen     uint64     // the cluster's generation and setup value, for EventSync
+	gen     uint64     // the cluster's generation, setup value and reference date, for EventSync
 	setup   []byte
-	clock   int64              // Redis's clock, for Mark and the marks
-	marks   map[string]int64   // invalidation marks: "t:<tag>", "c:availability", "e:<key>"
-	held    map[string][]Event // events not yet delivered to a node (holdEvents)
+	ref     string
+	// failPublish: Publish fails as with Redis paused for writes.
+	failPublish atomic.Bool
+	clock       int64              // Redis's clock, for Mark and the marks
+	marks       map[string]int64   // invalidation marks: "t:<tag>", "c:availability", "e:<key>"
+	held        map[string][]Event // events not yet delivered to a node (holdEvents)
+	// published are the events that landed, in order.
+	published []Event
+	// floors, when set, are the keys' last calls (hubFloors).
+	floors map[string]time.Time
 }
 
 func newHub(poller string) *sharedHub {
-	return &sharedHub{entries: map[string][]byte{}, leases: map[string]chan struct{}{}, poller: poller, subs: map[string]func(Event){},
+	return &sharedHub{entries: map[string][]byte{}, leases: map[string]*hubLease{}, poller: poller, subs: map[string]func(Event){},
 		marks: map[string]int64{}, held: map[string][]Event{}}
 }
 
@@ -92,23 +101,21 @@ func (n *sharedNode) Mark(ctx context.Context) (int64, error) {
 	return n.hub.clock, nil
 }
 
-// PutEntry refuses, as the cluster's script does, an availability entry
-// whose tags, class or key were marked since mark.
+// PutEntry refuses, as the cluster's script does, an entry whose tags,
+// class or key were marked since mark.
 func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error {
 	if err := n.call(); err != nil {
 		return err
 	}
 	n.hub.mu.Lock()
 	defer n.hub.mu.Unlock()
-	if ent.Class == cachestore.Availability {
-		marks := []string{"c:" + ent.Class.String(), "e:" + key}
-		for _, t := range ent.Tags {
-			marks = append(marks, "t:"+t)
-		}
-		for _, m := range marks {
-			if mark == 0 || n.hub.marks[m] >= mark {
-				return ErrInvalidated
-			}
+	marks := []string{"c:" + ent.Class.String(), "e:" + key}
+	for _, t := range ent.Tags {
+		marks = append(marks, "t:"+t)
+	}
+	for _, m := range marks {
+		if mark == 0 || n.hub.marks[m] >= mark {
+			return ErrInvalidated
 		}
 	}
 	n.hub.entries[key] = cachestore.EncodeEntry(ent)
@@ -165,8 +172,10 @@ func (n *sharedNode) Purge(ctx context.Context, ev Event) error {
 	switch {
 	case ev.Key != "":
 		n.hub.mark("e:" + ev.Key)
-	case ev.Class == "availability", ev.Class == "" && len(ev.Tags) == 0:
-		n.hub.mark("c:availability")
+	case ev.Class != "":
+		n.hub.mark("c:" + ev.Class)
+	case len(ev.Tags) == 0:
+		n.hub.mark("c:catalog", "c:availability", "c:other")
 	default:
 		for _, t := range ev.Tags {
 			n.hub.mark("t:" + t)
@@ -186,40 +195,89 @@ func (n *sharedNode) Purge(ctx context.Context, ev Event) error {
 	return nil
 }
 
-func (n *sharedNode) Lease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
+// hubLease is a key's lease in the hub: it expires at until unless its
+// holder renews it, as in Redis.
+type hubLease struct {
+	token    int
+	until    time.Time
+	released chan struct{} // closed on release
+}
+
+// nodeLease is a node's handle on the lease it took.
+type nodeLease struct {
+	n     *sharedNode
+	key   string
+	token int
+	ttl   time.Duration
+}
+
+func (n *sharedNode) Lease(ctx context.Context, key string, ttl time.Duration) (KeyLease, bool, error) {
 	if err := n.call(); err != nil {
 		return nil, false, err
 	}
 	n.hub.mu.Lock()
 	defer n.hub.mu.Unlock()
-	if n.hub.leases[key] != nil {
+	if l := n.hub.leases[key]; l != nil && time.Now().Before(l.until) {
 		return nil, false, nil
 	}
-	ch := make(chan struct{})
-	n.hub.leases[key] = ch
-	return sync.OnceFunc(func() {
-		n.hub.mu.Lock()
-		delete(n.hub.leases, key)
-		n.hub.mu.Unlock()
-		close(ch)
-	}), true, nil
+	n.hub.tokens++
+	n.hub.leases[key] = &hubLease{token: n.hub.tokens, until: time.Now().Add(ttl), released: make(chan struct{})}
+	return &nodeLease{n: n, key: key, token: n.hub.tokens, ttl: ttl}, true, nil
 }
 
+func (l *nodeLease) Renew(ctx context.Context) (bool, error) {
+	if err := l.n.call(); err != nil {
+		return false, err
+	}
+	l.n.hub.mu.Lock()
+	defer l.n.hub.mu.Unlock()
+	hl := l.n.hub.leases[l.key]
+	if hl == nil || hl.token != l.token || !time.Now().Before(hl.until) {
+		return false, nil
+	}
+	hl.until = time.Now().Add(l.ttl)
+	return true, nil
+}
+
+func (l *nodeLease) Release() {
+	if l.n.call() != nil {
+		return
+	}
+	l.n.hub.mu.Lock()
+	defer l.n.hub.mu.Unlock()
+	if hl := l.n.hub.leases[l.key]; hl != nil && hl.token == l.token {
+		delete(l.n.hub.leases, l.key)
+		close(hl.released)
+	}
+}
+
+// WaitEntry waits for the lease's release or expiry, as the cluster's
+// polling of the lease does.
 func (n *sharedNode) WaitEntry(ctx context.Context, key string) (*cachestore.Entry, error) {
 	if err := n.call(); err != nil {
 		return nil, err
 	}
-	n.hub.mu.Lock()
-	ch := n.hub.leases[key]
-	n.hub.mu.Unlock()
-	if ch != nil {
+	for {
+		n.hub.mu.Lock()
+		l := n.hub.leases[key]
+		var until time.Time
+		if l != nil {
+			until = l.until
+		}
+		n.hub.mu.Unlock()
+		if l == nil || !time.Now().Before(until) {
+			return n.GetEntry(ctx, key)
+		}
+		t := time.NewTimer(time.Until(until))
 		select {
-		case <-ch:
+		case <-l.released:
+		case <-t.C: // expired, or renewed: look again
 		case <-ctx.Done():
+			t.Stop()
 			return nil, ctx.Err()
 		}
+		t.Stop()
 	}
-	return n.GetEntry(ctx, key)
 }
 
 func (n *sharedNode) Poller() (bool, int) {
@@ -230,20 +288,41 @@ func (n *sharedNode) Poller() (bool, int) {
 	return n.hub.poller == n.name, 1
 }
 
+// Publish is the cluster's publishScript: a generation change lands only
+// while the hub's setup is the one it was seen from, an invalidation only
+// from the poller, and each writes the hub's state with its event.
 func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
 	if err := n.call(); err != nil {
 		return err
 	}
-	if n.hub.poller != n.name && ev.Kind != EventPurge {
-		return errors.New("not the poller")
+	if n.hub.failPublish.Load() {
+		return errRedisDown
 	}
-	ev.Node = n.name
 	n.hub.deliver.Lock()
 	defer n.hub.deliver.Unlock()
 	n.hub.mu.Lock()
-	if ev.Kind == EventGeneration {
+	switch ev.Kind {
+	case EventGeneration:
+		if bytes.Equal(n.hub.setup, ev.Setup) {
+			n.hub.mu.Unlock()
+			return nil
+		}
+		if n.hub.setup != nil && !bytes.Equal(n.hub.setup, ev.From) {
+			n.hub.mu.Unlock()
+			return fmt.Errorf("superseded: %w", ErrRefusedChange)
+		}
 		n.hub.gen, n.hub.setup = ev.Generation, ev.Setup
+	case EventInvalidate:
+		if n.hub.poller != n.name {
+			n.hub.mu.Unlock()
+			return fmt.Errorf("not the poller: %w", ErrRefusedChange)
+		}
+		if ev.Reference > n.hub.ref {
+			n.hub.ref = ev.Reference
+		}
 	}
+	ev.Node, ev.From = n.name, nil
+	n.hub.published = append(n.hub.published, ev)
 	var fns []func(Event)
 	for name, fn := range n.hub.subs {
 		if _, held := n.hub.held[name]; held && name != n.name {
@@ -257,6 +336,33 @@ func (n *sharedNode) Publish(ctx context.Context, ev Event) error {
 		fn(ev)
 	}
 	return nil
+}
+
+// heartbeat hands every node whose events are not held the hub's state,
+// as each node's reconcile does every heartbeat.
+func (h *sharedHub) heartbeat() {
+	h.deliver.Lock()
+	defer h.deliver.Unlock()
+	h.mu.Lock()
+	ev := Event{Kind: EventSync, Generation: h.gen, Setup: h.setup, Reference: h.ref}
+	var fns []func(Event)
+	for name, fn := range h.subs {
+		if _, held := h.held[name]; !held {
+			fns = append(fns, fn)
+		}
+	}
+	h.mu.Unlock()
+	for _, fn := range fns {
+		fn(ev)
+	}
+}
+
+// dropEvents loses the events held for node name, as a node that failed
+// to apply them.
+func (h *sharedHub) dropEvents(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.held, name)
 }
 
 // holdEvents keeps the events published from now on from node name (its
@@ -285,7 +391,7 @@ func (h *sharedHub) releaseEvents(name string) {
 func (n *sharedNode) Subscribe(fn func(Event)) {
 	n.hub.mu.Lock()
 	n.hub.subs[n.name] = fn
-	ev := Event{Kind: EventSync, Generation: n.hub.gen, Setup: n.hub.setup}
+	ev := Event{Kind: EventSync, Generation: n.hub.gen, Setup: n.hub.setup, Reference: n.hub.ref}
 	n.hub.mu.Unlock()
 	fn(ev)
 }
@@ -309,13 +415,22 @@ func openNode(t *testing.T, hub *sharedHub, name string, f *watchFake) *clusterN
 
 func openNodeIn(t *testing.T, dir string, hub *sharedHub, name string, f *watchFake) *clusterNode {
 	t.Helper()
+	return openNodeWith(t, dir, hub, name, f, nil)
+}
+
+// openNodeWith is openNodeIn with the node's gate wrapped by wrap.
+func openNodeWith(t *testing.T, dir string, hub *sharedHub, name string, f *watchFake, wrap func(Gate) Gate) *clusterNode {
+	t.Helper()
 	sn := &sharedNode{hub: hub, name: name}
 	hub.mu.Lock()
 	hub.nodes++
 	hub.mu.Unlock()
 	core, logs := observer.New(zapcore.InfoLevel)
-	e, err := Open(Options{Dir: dir, Institution: "mosa", Shared: sn, Logger: zap.New(core),
-		Gate: budget.New(budget.Config{Floors: map[string]time.Duration{"catalogService/*": 0, "availabilityService/*": 0}})})
+	var gate Gate = budget.New(budget.Config{Floors: map[string]time.Duration{"catalogService/*": 0, "availabilityService/*": 0}})
+	if wrap != nil {
+		gate = wrap(gate)
+	}
+	e, err := Open(Options{Dir: dir, Institution: "mosa", Shared: sn, Logger: zap.New(core), Gate: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,6 +445,17 @@ func openNodeIn(t *testing.T, dir string, hub *sharedHub, name string, f *watchF
 		}
 	})
 	return &clusterNode{env: &env{e: e, f: fs, client: c, dir: dir}, shared: sn, logs: logs}
+}
+
+// landed waits until the changes node n found are in the hub (its
+// outbox is empty).
+func landed(t *testing.T, n *clusterNode) {
+	t.Helper()
+	eventually(t, n.shared.name+"'s changes to land in the cluster", func() bool {
+		n.e.outbox.mu.Lock()
+		defer n.e.outbox.mu.Unlock()
+		return n.e.outbox.n == 0
+	})
 }
 
 func openCluster(t *testing.T, f *watchFake, names ...string) (*sharedHub, []*clusterNode) {
@@ -437,8 +563,8 @@ func TestClusterOnlyThePollerPollsAndGenerationsSpread(t *testing.T) {
 			return true
 		})
 		for i, n := range nodes {
-			if g := n.e.Generation(); g != gen+1 {
-				t.Errorf("node %d is at generation %d, want the poller's %d", i, g, gen+1)
+			if g := n.e.Generation(); g == gen || g != f.gen(t) {
+				t.Errorf("node %d is at generation %d (before the change %d), want the new setup value's %d", i, g, gen, f.gen(t))
 			}
 		}
 		if got := len(f.calls("getCatalogDetailed")) - calls; got != 1 {
@@ -478,6 +604,7 @@ func TestClusterInvalidationReachesEveryNode(t *testing.T) {
 		time.Sleep(time.Second)
 		f.set(func(f *watchFake) { f.updated["101"] = true })
 		mustPoll(t, nodes[0].e.pollUpdates)
+		landed(t, nodes[0])
 		if hub.has(key) {
 			t.Error("the invalidated entry is still in the shared tier")
 		}
@@ -486,8 +613,8 @@ func TestClusterInvalidationReachesEveryNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, n := range nodes {
-			if _, err := n.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
-				t.Errorf("node %d still holds the invalidated entry (err %v)", i, err)
+			if ent, err := n.e.store.Get(key); err != nil || cachestore.Marked(ent.Tags) != cachestore.InvalidatedTag || time.Now().Before(ent.FreshUntil) {
+				t.Errorf("node %d does not keep the invalidated entry stale and marked (err %v)", i, err)
 			}
 			if got, _ := n.e.store.GetMeta(metaUpdatesRef); string(got) != string(ref) {
 				t.Errorf("node %d reference date %q, want the poller's %q", i, got, ref)
@@ -712,6 +839,7 @@ func TestClusterRestartedNodeCatchesUpFromTheSharedTier(t *testing.T) {
 		// The setup changes while b is down; a refreshes the catalog.
 		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
 		mustPoll(t, a.e.pollSetup)
+		landed(t, a)
 		eventually(t, "a refreshed", func() bool {
 			r := a.serve(t, catalog, `{}`)
 			return r.Hit && strings.Contains(string(r.Entry.Body), `"v2"`)
@@ -788,6 +916,7 @@ func TestClusterInvalidationDuringAnotherNodesCall(t *testing.T) {
 		hub.holdEvents("b") // b's stream reader is behind
 		f.set(func(f *watchFake) { f.updated["101"] = true })
 		mustPoll(t, a.e.pollUpdates)
+		landed(t, a)
 		close(b.f.gate)
 		if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"seats":10`) {
 			t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
@@ -807,10 +936,60 @@ func TestClusterInvalidationDuringAnotherNodesCall(t *testing.T) {
 		}
 
 		hub.releaseEvents("b")
-		if _, err := b.e.store.Get(key); !errors.Is(err, cachestore.ErrNotFound) {
-			t.Errorf("node b still holds its answer after applying the invalidation (err %v)", err)
+		if ent, err := b.e.store.Get(key); err != nil || cachestore.Marked(ent.Tags) != cachestore.InvalidatedTag || time.Now().Before(ent.FreshUntil) {
+			t.Errorf("node b does not keep its answer stale and invalidated after applying the invalidation (err %v)", err)
 		}
 	})
+}
+
+// Node b's catalog call is out when an operator purges the catalog on
+// node a: b's answer, asked for before the purge, must not reach the
+// shared tier (its put is refused after the purge's mark), and b keeps it
+// stale and purged even before it applies the purge's event.
+func TestClusterPurgeDuringAnotherNodesCatalogCall(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		req  PurgeRequest
+	}{
+		{"soft purge of the class", PurgeRequest{Class: cachestore.Catalog}},
+		{"hard purge of the key", PurgeRequest{Key: s360.Key("mosa", catalog, []byte(`{"lang":"fr"}`)), Hard: true}},
+		{"soft purge of everything", PurgeRequest{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newWatchFake()
+				hub, nodes := openCluster(t, f, "a", "b", "c")
+				a, b, c := nodes[0], nodes[1], nodes[2]
+				const body = `{"lang":"fr"}`
+				key := s360.Key("mosa", catalog, []byte(body))
+				b.f.gate = make(chan struct{})
+				b.f.set(http.StatusOK, `{"statusCode":"success","edition":"before"}`)
+				done := make(chan Result)
+				go func() { done <- b.serve(t, catalog, body) }()
+				synctest.Wait() // b holds the key's lease; S-360 holds its call
+
+				hub.holdEvents("b") // b's stream reader is behind
+				if _, err := a.e.Purge(context.Background(), tc.req); err != nil {
+					t.Fatal(err)
+				}
+				close(b.f.gate)
+				if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"before"`) {
+					t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
+				}
+				if hub.has(key) {
+					t.Error("node b's answer, asked for before the purge, is in the shared tier")
+				}
+				ent, err := b.e.store.Get(key)
+				if err != nil || time.Now().Before(ent.FreshUntil) || cachestore.Marked(ent.Tags) != cachestore.PurgedTag {
+					t.Fatalf("node b keeps %+v (err %v); want its answer stale and purged", ent, err)
+				}
+				if r := c.serve(t, catalog, body); r.Entry == nil || strings.Contains(string(r.Entry.Body), `"before"`) {
+					t.Errorf("node c answered %+v, want a new call's answer", r)
+				}
+				hub.releaseEvents("b")
+			})
+		})
+	}
 }
 
 // The catalog has no such race: an answer carries the generation it was
@@ -834,6 +1013,7 @@ func TestClusterSetupChangeDuringAnotherNodesCatalogCall(t *testing.T) {
 		hub.holdEvents("b")
 		f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v2" })
 		mustPoll(t, a.e.pollSetup)
+		landed(t, a)
 		close(b.f.gate)
 		if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"before"`) {
 			t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
@@ -905,14 +1085,20 @@ func TestClusterWaitersRetakeTheLease(t *testing.T) {
 	}
 }
 
-// A node cut off from Redis starts its own generation gen+1 for the setup
-// change it sees; the cluster's poller reaches gen+1 too. For a later
-// change, the node back in the cluster must not take its older catalog,
-// stamped with the same number, for current: it refreshes it through the
-// shared tier. For the same change, it keeps its catalog.
+// A node cut off from Redis starts its own generation for the setup
+// change it sees. Generations are the setup value's: for the same change
+// the cluster's poller reaches the same number, and the node back in the
+// cluster keeps its catalog; for a later change the numbers differ, and
+// the node must not take its older catalog for current: it refreshes it
+// through the shared tier. (With counted generations both were gen+1, a
+// collision only the setup value could tell apart.)
 func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
-	releaseEvents := func(hub *sharedHub, _ *clusterNode) { hub.releaseEvents("b") }
-	syncEvent := func(hub *sharedHub, b *clusterNode) {
+	releaseEvents := func(t *testing.T, hub *sharedHub, _ *clusterNode) { hub.releaseEvents("b") }
+	syncEvent := func(t *testing.T, hub *sharedHub, b *clusterNode) {
+		// b's own change, kept while it was cut off, lands (the same
+		// change) or is refused (the cluster moved on) first; until then
+		// a sync would not take b back.
+		landed(t, b)
 		hub.mu.Lock()
 		ev := Event{Kind: EventSync, Generation: hub.gen, Setup: hub.setup}
 		hub.mu.Unlock()
@@ -920,7 +1106,7 @@ func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		rejoin func(hub *sharedHub, b *clusterNode)
+		rejoin func(t *testing.T, hub *sharedHub, b *clusterNode)
 		later  bool // the setup changes again before the cluster's poller looks
 	}{
 		{"another change, the stream's event", releaseEvents, true},
@@ -943,6 +1129,7 @@ func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
 				// A change every node applies, so that b records its value.
 				f.set(func(f *watchFake) { f.setup = "2025-11-12T10:00:00.000+01:00"; f.edition = "v1b" })
 				mustPoll(t, a.e.pollSetup)
+				landed(t, a)
 				eventually(t, "a has the new catalog", serves(a, `"v1b"`))
 				eventually(t, "b has the new catalog", serves(b, `"v1b"`))
 				gen := a.e.Generation()
@@ -952,21 +1139,24 @@ func TestClusterGenerationMadeAloneDoesNotCollide(t *testing.T) {
 				hub.holdEvents("b")
 				f.set(func(f *watchFake) { f.setup = "2025-11-13T10:00:00.000+01:00"; f.edition = "v2" })
 				mustPoll(t, b.e.pollSetup)
-				eventually(t, "b refreshed alone", serves(b, `"v2"`))
+				// A background refresh waits sharedBlip for Redis before it
+				// calls alone.
+				eventuallyWithin(t, sharedBlip+5*time.Second, "b refreshed alone", serves(b, `"v2"`))
 				want := `"v2"`
 				if tc.later {
 					f.set(func(f *watchFake) { f.setup = "2025-11-14T10:00:00.000+01:00"; f.edition = "v3" })
 					want = `"v3"`
 				}
 				mustPoll(t, a.e.pollSetup)
+				landed(t, a)
 				eventually(t, "a refreshed", serves(a, want))
-				if ga, gb := a.e.Generation(), b.e.Generation(); ga != gen+1 || gb != gen+1 {
-					t.Fatalf("generations a %d, b %d; want both %d (the collision this test is about)", ga, gb, gen+1)
+				if ga, gb := a.e.Generation(), b.e.Generation(); ga == gen || ga != f.gen(t) || (ga == gb) == tc.later {
+					t.Fatalf("generations a %d, b %d (before %d); want a at the value's %d, and b the same exactly for the same change", ga, gb, gen, f.gen(t))
 				}
 				calls := len(f.calls("getCatalogDetailed"))
 
 				b.shared.down.Store(false)
-				tc.rejoin(hub, b)
+				tc.rejoin(t, hub, b)
 				if tc.later && serves(b, `"v2"`)() {
 					t.Error("back in the cluster, b serves its older catalog as fresh")
 				}

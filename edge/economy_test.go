@@ -11,6 +11,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -367,10 +368,10 @@ func TestAvailabilityInvalidation(t *testing.T) {
 			mustPoll(t, v.e.pollUpdates)
 			close(release)
 			<-done
-			expect(t, v.serve(t, productAva, `{"productIds":[101]}`), "s360edge; hit; ttl=0; detail=stale-while-revalidate", "remaining")
+			expect(t, v.serve(t, productAva, `{"productIds":[101]}`), "s360edge; hit; ttl=0; detail=invalidated", "remaining")
 		})
 	})
-	t.Run("untagged entries are purged on any change", func(t *testing.T) {
+	t.Run("untagged entries are invalidated on any change", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			v := openEconomy(t, t.TempDir(), catalogStub(`{"productId":101}`, 0), nil)
 			defer v.e.Close()
@@ -380,11 +381,11 @@ func TestAvailabilityInvalidation(t *testing.T) {
 			v.serve(t, productAva, `{"productIds":[102]}`)
 			mustPoll(t, v.e.pollUpdates)
 			key := func(body string) string { return s360.Key("mosa", productAva, []byte(body)) }
-			if _, err := v.e.Store().Get(key(`{"passId":7}`)); !errors.Is(err, cachestore.ErrNotFound) {
-				t.Fatalf("the untagged entry survived a change: %v", err)
+			if ent, err := v.e.Store().Get(key(`{"passId":7}`)); err != nil || cachestore.Marked(ent.Tags) != cachestore.InvalidatedTag {
+				t.Fatalf("the untagged entry was not invalidated by a change: %v", err)
 			}
-			if _, err := v.e.Store().Get(key(`{"productIds":[102]}`)); err != nil {
-				t.Fatalf("an unchanged product's entry was purged: %v", err)
+			if ent, err := v.e.Store().Get(key(`{"productIds":[102]}`)); err != nil || cachestore.Marked(ent.Tags) != "" {
+				t.Fatalf("an unchanged product's entry was invalidated: %v", err)
 			}
 		})
 	})
@@ -436,5 +437,122 @@ func TestSetupChangeAfterReopenWaitsForTheFloor(t *testing.T) {
 		if n := stub.count("getCatalogDetailed"); n != 2 {
 			t.Fatalf("no refresh once the floor passed: %d catalog calls", n)
 		}
+	})
+}
+
+// TestFairShareKeepsABuyerServedThroughAFlood: an abusive client floods the
+// edge with distinct availability requests (each one a miss) from one
+// address, while a buyer browses from another. With the default budget
+// (150 calls a minute, clients sharing it fairly) the buyer gets every
+// answer, and sees a stock change as soon as the watcher reports it; the
+// abuser gets what the buyer leaves of the window, never the buyer's
+// share.
+func TestFairShareKeepsABuyerServedThroughAFlood(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stub := catalogStub("", 0)
+		var mu sync.Mutex
+		remaining := 5
+		var abused []time.Time // when the abuser's calls reached S-360
+		stub.on(productAva.Method, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(w, `{"statusCode":"success","remaining":%d}`, remaining)
+		})
+		stub.on(avail.Method, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			abused = append(abused, time.Now())
+			mu.Unlock()
+			io.WriteString(w, `{"statusCode":"success"}`)
+		})
+		v := openEconomy(t, t.TempDir(), stub, nil)
+		defer v.e.Close()
+		serveAs := func(ip string, call s360.Call, body string) Result {
+			c, err := s360.Canonical([]byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v.e.Serve(WithClient(context.Background(), ip), v.client, call, c)
+		}
+		const buyer, abuser = "198.51.100.7", "203.0.113.66"
+		browse := func(visit int) string {
+			t.Helper()
+			var stock string
+			for _, p := range []struct {
+				call s360.Call
+				body string
+			}{
+				{posConfig, `{}`}, {catalog, `{}`},
+				{productAva, `{"productIds":[101]}`},
+				{productAva, fmt.Sprintf(`{"productIds":[102],"visit":%d}`, visit)}, // a miss each visit
+			} {
+				r := serveAs(buyer, p.call, p.body)
+				if r.Err != nil || r.Entry == nil {
+					t.Fatalf("visit %d, %s %s: %q %v", visit, p.call.Method, p.body, r.CacheStatus, r.Err)
+				}
+				if p.body == `{"productIds":[101]}` {
+					stock = string(r.Entry.Body)
+				}
+			}
+			return stock
+		}
+		browse(0)
+
+		// The flood: 8 connections, a distinct body every 250 ms each.
+		stop := make(chan struct{})
+		var refused atomic.Int64
+		var wg sync.WaitGroup
+		for c := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if r := serveAs(abuser, avail, fmt.Sprintf(`{"performanceIds":[%d]}`, c*1_000_000+i)); errors.Is(r.Err, budget.ErrClientQuota) {
+						refused.Add(1)
+					}
+					time.Sleep(250 * time.Millisecond)
+				}
+			})
+		}
+		for visit := 1; visit <= 24; visit++ { // a page every 5 s for 2 minutes
+			time.Sleep(5 * time.Second)
+			if visit == 12 {
+				mu.Lock()
+				remaining = 3
+				mu.Unlock()
+				stub.on("getUpdatedAvailabilities", func(w http.ResponseWriter, r *http.Request) {
+					io.WriteString(w, `{"statusCode":"success","availabilityUpdateData":[{"productId":101}]}`)
+				})
+				mustPoll(t, v.e.pollUpdates)
+			}
+			stock := browse(visit)
+			if changed := strings.Contains(stock, `"remaining":3`); changed != (visit >= 12) {
+				t.Fatalf("visit %d: the buyer sees %s", visit, stock)
+			}
+		}
+		close(stop)
+		wg.Wait()
+
+		// The buyer was active throughout: the abuser never had more than
+		// its share (140 after the reserves, halved) in any minute.
+		mu.Lock()
+		defer mu.Unlock()
+		most := 0
+		for i, at := range abused {
+			n := 0
+			for _, b := range abused[i:] {
+				if b.Sub(at) >= time.Minute {
+					break
+				}
+				n++
+			}
+			most = max(most, n)
+		}
+		if most == 0 || most > 70 || refused.Load() == 0 {
+			t.Fatalf("the abuser made %d calls, at most %d in a minute, and was refused %d times for its share", len(abused), most, refused.Load())
+		}
+		t.Logf("abuser: %d calls reached S-360 over 2 minutes, at most %d in a minute; %d refused for its share", len(abused), most, refused.Load())
 	})
 }

@@ -48,9 +48,8 @@ type Gate interface {
 // Policy is the freshness policy. Durations are per "service/method"
 // pattern ("service/*" allowed; the exact name wins).
 type Policy struct {
-	// MaxAge is how long an answer is fresh. Defaults: catalogService/*
-	// and setupService/* 24h (they also go stale when the setup
-	// generation changes), availabilityService/* 1h.
+	// MaxAge is how long an answer is fresh, by pattern, over the
+	// defaults of s360.Methods and s360.Services (s360.DefaultMaxAge).
 	MaxAge map[string]time.Duration
 	// StaleWhileRevalidate: a stale entry this much past its freshness is
 	// served at once while one background call refreshes it. Default 1h.
@@ -65,17 +64,12 @@ type Policy struct {
 	StaleTimeout time.Duration
 }
 
-// DefaultStaleTimeout is Policy.StaleTimeout's default.
-const DefaultStaleTimeout = 2 * time.Second
-
-// DefaultMaxAge follows S360-API.md §10.
-func DefaultMaxAge() map[string]time.Duration {
-	return map[string]time.Duration{
-		"catalogService/*":      24 * time.Hour,
-		"setupService/*":        24 * time.Hour, // setup data, governed by getLastSetupUpdate like the catalog
-		"availabilityService/*": time.Hour,
-	}
-}
+// Policy's defaults.
+const (
+	DefaultStaleWhileRevalidate = time.Hour
+	DefaultStaleIfError         = 24 * time.Hour
+	DefaultStaleTimeout         = 2 * time.Second
+)
 
 func (p Policy) maxAge(c s360.Call) time.Duration {
 	if d, ok := p.MaxAge[c.Name()]; ok {
@@ -84,7 +78,7 @@ func (p Policy) maxAge(c s360.Call) time.Duration {
 	if d, ok := p.MaxAge[c.Service+"/*"]; ok {
 		return d
 	}
-	return DefaultMaxAge()[c.Service+"/*"]
+	return s360.DefaultMaxAge(c)
 }
 
 // Options configures an Edge.
@@ -118,13 +112,22 @@ type Edge struct {
 	// genMu orders the changes of gen: the setup watcher's bumps and, in
 	// a cluster, the adoption of the cluster's generation.
 	genMu sync.Mutex
-	// publishFailing is set while publishing to the cluster fails, so
-	// that it is logged once.
+	// publishFailing is set while publishing a purge to the cluster
+	// fails, so that it is logged once.
 	publishFailing atomic.Bool
-	// invalidations counts the availability watcher's reported changes:
-	// an availability answer asked for before one is stored stale.
-	invalidations atomic.Uint64
-	stats         stats
+	// asking are the fetches in progress (marks.go): a purge or an
+	// invalidation marks those it concerns, whose answers are then kept
+	// stale. Guarded by amu, which is taken alone.
+	amu    sync.Mutex
+	asking map[*asking]struct{}
+	// outbox keeps the changes this node found until the cluster has them.
+	outbox outbox
+	// refMu orders the writes of the updates poll's reference date.
+	refMu sync.Mutex
+	// sharedDown is when the shared state began to fail (unix ns), 0
+	// while it answers: see retryLease.
+	sharedDown atomic.Int64
+	stats      stats
 	// waiting counts callers blocked on a fetch (coalesced ones included).
 	waiting atomic.Int64
 	watch   watchState
@@ -156,7 +159,7 @@ func Open(opts Options) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}, opened: opts.Now()}
+	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}, asking: map[*asking]struct{}{}, opened: opts.Now()}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if b, err := store.GetMeta(metaGeneration); err == nil && len(b) == 8 {
 		e.gen.Store(binary.BigEndian.Uint64(b))
@@ -171,6 +174,11 @@ func Open(opts Options) (*Edge, error) {
 	e.keepLearnedLimit()
 	e.keepHistory()
 	if opts.Shared != nil {
+		if err := e.openOutbox(); err != nil {
+			e.cancel()
+			store.Close()
+			return nil, err
+		}
 		opts.Shared.Subscribe(e.applyEvent)
 	}
 	return e, nil

@@ -79,13 +79,39 @@ func PriorityOf(ctx context.Context) Priority {
 // a buyer waits a little, an order longer, background work until its
 // context ends.
 type Waits struct {
-	Foreground time.Duration // default 3s
-	Order      time.Duration // default 30s
+	Foreground time.Duration // default DefaultForegroundWait
+	Order      time.Duration // default DefaultOrderWait
 }
 
+// The defaults of Waits: how long a buyer's call, and an order, may wait
+// for a slot of the budget (max_wait, max_wait_order).
+const (
+	DefaultForegroundWait = 3 * time.Second
+	DefaultOrderWait      = 30 * time.Second
+)
+
 // Wait is the upstream client's Wait hook: every upstream call, token
-// calls included, takes a slot of the budget first.
+// calls included, takes a slot of the budget first. A call under a key's
+// fetch lease (a cluster) leaves only while that lease is still this
+// node's: it is renewed right after the slot is granted.
 func (e *Edge) Wait(ctx context.Context, path string) error {
+	lease := leaseOf(ctx)
+	if path == upstream.AuthPath {
+		lease = nil // the token's call, not the key's
+	}
+	if lease != nil && lease.lost.Load() {
+		return errLeaseLost // no slot taken for a call that will not leave
+	}
+	if err := e.waitBudget(ctx, path); err != nil {
+		return err
+	}
+	if lease != nil {
+		return lease.confirm(ctx, e)
+	}
+	return nil
+}
+
+func (e *Edge) waitBudget(ctx context.Context, path string) error {
 	if e.opts.Gate == nil {
 		return nil
 	}

@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 
-	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
@@ -57,8 +54,10 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	if ent != nil && !bytes.Equal(ent.Canonical, canonical) {
 		ent = nil // the key is a hash: another body (or an entry from before the hash) is a miss
 	}
+	var reason string
 	if ent != nil {
-		fresh, reason := e.freshness(policy, call, ent, now)
+		var fresh bool
+		fresh, reason = e.freshness(policy, call, ent, now)
 		switch {
 		case fresh:
 			e.stats.count(call.Class, outcomeHit)
@@ -67,7 +66,12 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 				detail = "feed-copy"
 			}
 			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, detail)}
+		case reason == "invalidated" && e.floorWait(call, key) <= 0:
+			// Known to be outdated, and S-360 may be asked: the buyer
+			// gets the new answer (within stale_timeout, else this one).
 		case reason != "":
+			// Purged, invalidated, of an older generation: answered at
+			// once, and refreshed when the key's floor allows.
 			e.stats.count(call.Class, outcomeStale)
 			e.refreshLater(client, call, key, canonical, reason)
 			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, reason)}
@@ -76,7 +80,7 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 
 	// With an old answer at hand, a buyer waits for S-360 no longer than
 	// StaleTimeout; the fetch goes on and stores its answer.
-	servable := ent != nil && now.Sub(ent.FreshUntil) <= policy.StaleIfError
+	servable := ent != nil && (reason == "invalidated" || now.Sub(ent.FreshUntil) <= policy.StaleIfError)
 	var staleAfter time.Duration
 	if servable {
 		staleAfter = policy.StaleTimeout
@@ -135,9 +139,11 @@ var errStaleTimeout = errors.New("stale_timeout reached")
 // string.
 var feeds = func() map[[2]string]bool {
 	m := make(map[[2]string]bool)
-	for name := range budget.FeedFloors() {
-		service, method, _ := strings.Cut(name, "/")
-		m[[2]string{service, method}] = true
+	for name, meth := range s360.Methods {
+		if meth.Feed {
+			service, method, _ := strings.Cut(name, "/")
+			m[[2]string{service, method}] = true
+		}
 	}
 	return m
 }()
@@ -156,7 +162,12 @@ const feedCopyTTL = time.Minute
 // freshness says whether an entry is fresh, or else which stale answer it
 // may give at once ("" when it is too old to serve without a call).
 func (e *Edge) freshness(p Policy, call s360.Call, ent *cachestore.Entry, now time.Time) (bool, string) {
-	if slices.Contains(ent.Tags, cachestore.PurgedTag) {
+	switch cachestore.Marked(ent.Tags) {
+	case cachestore.InvalidatedTag:
+		// S-360 reported a change: answered until its refresh is in,
+		// whatever its age (see Serve).
+		return false, "invalidated"
+	case cachestore.PurgedTag:
 		// A soft purge: answered until its refresh is in, whatever its age.
 		return false, "purged"
 	}
@@ -233,6 +244,14 @@ func (e *Edge) markFetched(key, name string) {
 	}
 }
 
+// floorWait is how long until key may be fetched upstream again.
+func (e *Edge) floorWait(call s360.Call, key string) time.Duration {
+	if e.opts.Gate == nil {
+		return 0
+	}
+	return e.opts.Gate.FloorWait(key, call.Name())
+}
+
 // restoreFloors gives the budget the floors persisted before a restart.
 func (e *Edge) restoreFloors() error {
 	if e.opts.Gate == nil {
@@ -264,45 +283,67 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			return &fetched{entry: got, hit: true}
 		}
 	}
+	// From here on, what is purged or invalidated for the key makes an
+	// answer read or asked for before it stale (marks.go).
+	a := e.beginAsking(call, key, canonical)
+	defer e.endAsking(a)
 	// In a cluster, the shared tier, then the key's lease, come before
 	// S-360: the cluster makes one call per key. Feeds' copies stay local.
 	shared := e.opts.Shared != nil && !Feed(call)
-	if shared {
-		inv := e.invalidations.Load()
-		if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
-			return f
+	var held *heldLease
+	defer func() {
+		if held != nil {
+			held.release()
 		}
-		release, f := e.leaseKey(ctx, call, key, canonical, inv)
-		if f != nil {
-			return f
+	}()
+	var (
+		gen  uint64
+		mark int64
+		resp *upstream.Response
+		err  error
+	)
+	for lost := 0; ; lost++ {
+		if shared {
+			if f := e.sharedEntry(ctx, call, key, canonical, false, a); f != nil {
+				return f
+			}
+			h, f := e.leaseKey(ctx, call, key, canonical, a)
+			if f != nil {
+				return f
+			}
+			held = h
 		}
-		if release != nil {
-			defer release()
+		if client == nil {
+			return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
 		}
-	}
-	if client == nil {
-		return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
-	}
-	if e.opts.Gate != nil {
-		if wait := e.opts.Gate.FloorWait(key, call.Name()); wait > 0 {
+		if wait := e.floorWait(call, key); wait > 0 {
 			return &fetched{err: &FloorError{Name: call.Name(), Wait: wait}}
 		}
-	}
-	// The answer belongs to the generation current when it was asked
-	// for: a setup change during a 20 s getCatalogDetailed must leave it
-	// stale. Likewise an availability answer asked for before a reported
-	// change.
-	gen, inv := e.gen.Load(), e.invalidations.Load()
-	// The same for the cluster: an invalidation another node runs while
-	// the call is out keeps its answer out of the shared tier.
-	var mark int64
-	if shared && call.Class == s360.Availability {
-		var err error
-		if mark, err = e.opts.Shared.Mark(ctx); err != nil {
-			e.sharedFailed("reading the shared clock", err)
+		// The answer belongs to the generation current when it was asked
+		// for: a setup change during a 20 s getCatalogDetailed must leave
+		// it stale. Likewise an answer asked for before a reported change
+		// or a purge: only those from now on concern it.
+		gen = e.gen.Load()
+		e.restart(a)
+		// The same for the cluster: an invalidation or a purge another
+		// node runs while the call is out keeps its answer out of the
+		// shared tier.
+		if shared {
+			if mark, err = e.opts.Shared.Mark(ctx); err != nil {
+				e.sharedFailed("reading the shared clock", err)
+			}
 		}
+		resp, err = client.Do(withLease(WithCallKey(ctx, key), held), call.Path(), canonical)
+		if errors.Is(err, errLeaseLost) && lost < leaseRounds {
+			// The lease expired while the call waited (Redis paused past
+			// it): another node may have called since. The shared tier,
+			// the lease and the floor again, as at first.
+			held.release()
+			held = nil
+			continue
+		}
+		break
 	}
-	resp, err := client.Do(WithCallKey(ctx, key), call.Path(), canonical)
 	e.stats.upstream(call.Class, resp, err)
 	if reachedS360(err) {
 		e.markFetched(key, call.Name())
@@ -333,21 +374,18 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			Tags:       e.tags(call, canonical),
 			Canonical:  canonical,
 		}
-		if call.Class == s360.Availability {
-			ent.Generation = inv
-		}
 	}
-	// An invalidation that ran while the call was out may have missed
-	// this entry (it was not stored yet): it is kept stale. Checked after
-	// the Put, as the watcher counts before it purges.
-	ent, fresh := e.keep(call, key, ent, inv)
+	// An invalidation or a purge that ran while the call was out may have
+	// missed this entry (it was not stored yet): it is kept stale. Checked
+	// after the Put, as invalidations and purges mark before they purge.
+	ent, fresh := e.keep(call, key, ent, a)
 	if shared && fresh { // other nodes take only fresh copies from the tier
 		err := e.opts.Shared.PutEntry(ctx, key, ent, mark)
 		switch {
 		case errors.Is(err, ErrInvalidated):
-			// Another node invalidated it; this node may not have
-			// applied that event yet.
-			ent = e.keepStale(call, key, ent)
+			// Another node invalidated or purged it; this node may not
+			// have applied that event yet.
+			ent = e.keepStale(call, key, ent, refusedMark(call))
 		case err != nil:
 			e.sharedFailed("storing an answer in the shared tier", err)
 		}
@@ -379,12 +417,13 @@ func (e *Edge) put(call s360.Call, key string, ent *cachestore.Entry) bool {
 }
 
 // refreshLater refreshes a stale entry in the background, once per key:
-// nothing starts while a call or a refresh for the key is under way, so a
-// burst of stale hits costs no goroutines. A purged entry is refreshed as
-// soon as its floor allows.
+// nothing starts while a call or a refresh for the key is under way or
+// waits for its floor, so a burst of stale hits costs no goroutines. A
+// purged or invalidated entry, or one of an older catalog generation, is
+// refreshed as soon as its floor allows (refreshKey waits it out).
 func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string, canonical []byte, reason string) {
 	e.fmu.Lock()
-	busy := e.flights[key] != nil || e.refreshing[key]
+	busy := e.flights[key] != nil || e.refreshing[key] || e.retrying(key)
 	if !busy {
 		e.refreshing[key] = true
 	}
@@ -398,7 +437,7 @@ func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string,
 			delete(e.refreshing, key)
 			e.fmu.Unlock()
 		}()
-		if reason == "purged" {
+		if reason != "stale-while-revalidate" {
 			e.refreshKey(ctx, key, 0)
 			return
 		}
@@ -418,43 +457,11 @@ func storeClass(c s360.Class) cachestore.Class {
 	return cachestore.Other
 }
 
-// UntaggedTag marks availability entries whose request names no product,
-// performance or event id (passes, time slots, package lines): the
-// availability watcher purges them on any reported change.
-const UntaggedTag = "availability:untagged"
-
-// Tags are the invalidation handles of an availability entry: the
-// products, performances and events its request names, else UntaggedTag.
-func Tags(call s360.Call, canonical []byte) []string {
-	if call.Class != s360.Availability {
-		return nil
-	}
-	var tags []string
-	for _, f := range [...]struct{ field, prefix string }{
-		{"productIds", "product:"}, {"productId", "product:"}, {"composedProductId", "product:"},
-		{"performanceIds", "performance:"}, {"performanceId", "performance:"},
-		{"eventIds", "event:"},
-	} {
-		v := gjson.GetBytes(canonical, f.field)
-		if v.IsArray() {
-			for _, id := range v.Array() {
-				tags = append(tags, f.prefix+id.Raw)
-			}
-		} else if v.Exists() {
-			tags = append(tags, f.prefix+v.Raw)
-		}
-	}
-	if tags == nil {
-		return []string{UntaggedTag}
-	}
-	return tags
-}
-
-// tags is Tags, logging at DEBUG what could not be tagged.
+// tags is s360.Tags, logging at DEBUG what could not be tagged.
 func (e *Edge) tags(call s360.Call, canonical []byte) []string {
-	tags := Tags(call, canonical)
-	if len(tags) == 1 && tags[0] == UntaggedTag {
-		e.opts.Logger.Debug("availability request names no product, performance or event id: its entry is purged on any reported change", zap.String("method", call.Name()))
+	tags := s360.Tags(call, canonical)
+	if len(tags) == 1 && tags[0] == s360.UntaggedTag {
+		e.opts.Logger.Debug("availability request names no product, performance or event id: its entry is invalidated on any reported change", zap.String("method", call.Name()))
 	}
 	return tags
 }

@@ -18,7 +18,15 @@ type Settings struct {
 	MaxBytes    int64
 	// Budget, when set, replaces the gate's limits (a *budget.Budget's).
 	Budget *budget.Config
+	// Nodes is the number of sidecars deployed, for a Shared that splits
+	// the budget by it while it is out of reach (a NodeCounter); 0: unknown.
+	Nodes int
 }
+
+// NodeCounter is a Shared told how many nodes are deployed
+// (cluster.Cluster): Reconfigure gives it Settings.Nodes before the
+// gate's new limits, which it divides by that count when alone.
+type NodeCounter interface{ SetNodes(n int) }
 
 // withDefaults fills the defaults of Open's and Reconfigure's settings.
 func withDefaults(timeout time.Duration, w Waits, p Policy) (time.Duration, Waits, Policy) {
@@ -26,16 +34,16 @@ func withDefaults(timeout time.Duration, w Waits, p Policy) (time.Duration, Wait
 		timeout = upstream.DefaultTimeout
 	}
 	if w.Foreground <= 0 {
-		w.Foreground = 3 * time.Second
+		w.Foreground = DefaultForegroundWait
 	}
 	if w.Order <= 0 {
-		w.Order = 30 * time.Second
+		w.Order = DefaultOrderWait
 	}
 	if p.StaleWhileRevalidate == 0 {
-		p.StaleWhileRevalidate = time.Hour
+		p.StaleWhileRevalidate = DefaultStaleWhileRevalidate
 	}
 	if p.StaleIfError == 0 {
-		p.StaleIfError = 24 * time.Hour
+		p.StaleIfError = DefaultStaleIfError
 	}
 	if p.StaleTimeout <= 0 {
 		p.StaleTimeout = DefaultStaleTimeout
@@ -47,6 +55,9 @@ func withDefaults(timeout time.Duration, w Waits, p Policy) (time.Duration, Wait
 // calls it only for a config that became the running one.
 func (e *Edge) Reconfigure(s Settings) {
 	timeout, waits, policy := withDefaults(s.Timeout, s.Waits, s.Policy)
+	if nc, ok := e.opts.Shared.(NodeCounter); ok {
+		nc.SetNodes(s.Nodes)
+	}
 	if b, ok := e.opts.Gate.(interface{ Update(budget.Config) }); ok && s.Budget != nil {
 		b.Update(*s.Budget)
 	}

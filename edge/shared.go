@@ -14,54 +14,100 @@ import (
 	"github.com/s360edge/s360edge/s360"
 )
 
-// leaseMargin is added to the fetch timeout for a key's lease: the call
-// may first wait for a budget slot and a token.
+// leaseMargin is added to the fetch timeout for a waiter's bound on
+// another node's call: that call may first wait for a budget slot and a
+// token.
 const leaseMargin = 10 * time.Second
 
 // leaseRounds bounds how many times a node waits for other nodes' calls
-// of one key before it calls without the lease.
+// of one key before it gives up (errLeaseBusy) rather than call too.
 const leaseRounds = 3
 
-// leaseKey takes key's fetch lease for this node's call, and returns its
-// release; or the answer another node's call brought. When another node
-// holds the lease, it waits for that call and, when nothing usable comes
-// (the holder failed, or answered under a generation this node has left),
-// takes the lease again: the nodes that waited then call one at a time,
-// each reading the previous one's answer first, rather than all at once.
-// After leaseRounds waits, when the shared state fails, or when ctx ends,
-// it returns neither: the node calls as a single node would.
-func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, inv uint64) (func(), *fetched) {
-	for range leaseRounds {
-		release, ok, err := e.opts.Shared.Lease(ctx, key, e.timeout()+leaseMargin)
+// A background fetch whose lease cannot be taken because the shared state
+// fails tries again, from leaseRetryFirst doubling to leaseRetryMax, while
+// the shared state has failed for less than sharedBlip: a Redis paused or
+// restarted for a few seconds does not make every node refresh its
+// catalog alone (one call per node and key). Past it the node goes on
+// alone, as a single node.
+const (
+	leaseRetryFirst = 100 * time.Millisecond
+	leaseRetryMax   = time.Second
+	sharedBlip      = 10 * time.Second
+)
+
+// leaseKey takes key's fetch lease for this node's call and keeps it alive
+// until the caller releases it; or returns the answer another node's call
+// brought. When another node holds the lease, it waits for that call and,
+// when nothing usable comes (the holder failed, or answered under a
+// generation this node has left), takes the lease again: the nodes that
+// waited then call one at a time, each reading the previous one's answer
+// first, rather than all at once. After leaseRounds waits it gives up
+// (errLeaseBusy): it does not call while another node may. When the shared
+// state fails (past a short retry for a background fetch, retryLease), or
+// when ctx ends, it returns neither: the node calls as a single node would.
+func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, a *asking) (*heldLease, *fetched) {
+	delay := leaseRetryFirst
+	for round := 0; round < leaseRounds; {
+		l, ok, err := e.opts.Shared.Lease(ctx, key, leaseTTL)
 		if err != nil {
 			e.sharedFailed("taking a key's fetch lease", err)
-			return nil, nil
+			if !e.retryLease(ctx) || !sleepCtx(ctx, delay) {
+				return nil, nil
+			}
+			delay = min(2*delay, leaseRetryMax)
+			continue
 		}
+		e.sharedDown.Store(0)
 		if ok {
 			// The previous holder may have stored the answer and let the
 			// lease go between the last read and this lease: read again.
-			if f := e.sharedEntry(ctx, call, key, canonical, false, inv); f != nil {
-				release()
+			if f := e.sharedEntry(ctx, call, key, canonical, false, a); f != nil {
+				l.Release()
 				return nil, f
 			}
-			return release, nil
+			return e.keepLease(l, leaseTTL), nil
 		}
-		if f := e.sharedEntry(ctx, call, key, canonical, true, inv); f != nil {
+		round++
+		if f := e.sharedEntry(ctx, call, key, canonical, true, a); f != nil {
 			return nil, f
 		}
 		if ctx.Err() != nil {
 			return nil, nil
 		}
 	}
-	return nil, nil
+	return nil, &fetched{err: errLeaseBusy}
+}
+
+// retryLease says whether a fetch whose lease could not be taken (the
+// shared state failed) tries again rather than call alone: a background
+// one, while the shared state has failed for less than sharedBlip.
+func (e *Edge) retryLease(ctx context.Context) bool {
+	p := PriorityOf(ctx)
+	if fl := flightOf(ctx); fl != nil {
+		p, _ = fl.priority()
+	}
+	since := e.sharedDown.Load()
+	return p == PriorityBackground && since != 0 && time.Since(time.Unix(0, since)) < sharedBlip
+}
+
+// sleepCtx waits d; false when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // sharedEntry reads key from the shared tier, after waiting for another
 // node's lease on it when wait is set, and stores it locally when it is
 // fresh. nil when there is nothing fresh for canonical.
-// inv is the availability invalidation count when the caller began to
-// look: a copy read after a later invalidation is not trusted.
-func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, canonical []byte, wait bool, inv uint64) *fetched {
+// a is the caller's fetch: a copy read after a purge or an invalidation
+// that concerns it is not trusted.
+func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, canonical []byte, wait bool, a *asking) *fetched {
 	var ent *cachestore.Entry
 	var err error
 	if wait {
@@ -85,39 +131,17 @@ func (e *Edge) sharedEntry(ctx context.Context, call s360.Call, key string, cano
 	if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); !fresh {
 		return nil
 	}
-	if _, fresh := e.keep(call, key, ent, inv); !fresh {
+	if _, fresh := e.keep(call, key, ent, a); !fresh {
 		return nil // not trusted: kept stale, and called for
 	}
 	e.stats.sharedHits.Add(1)
 	return &fetched{entry: ent, hit: true, shared: true}
 }
 
-// keep stores ent locally, and returns the entry kept and whether it is
-// fresh. An availability invalidation applied since inv was read may have
-// run before the Put and missed ent: a stale copy is kept then. The check
-// does not depend on the Put's success, so that an answer the local store
-// failed to keep does not go fresh to the shared tier either.
-func (e *Edge) keep(call s360.Call, key string, ent *cachestore.Entry, inv uint64) (*cachestore.Entry, bool) {
-	e.put(call, key, ent)
-	if call.Class == s360.Availability && e.invalidations.Load() != inv {
-		return e.keepStale(call, key, ent), false
-	}
-	return ent, true
-}
-
-// keepStale stores a copy of ent that is stale from now (the Put keeps the
-// entry it is given: ent itself is never changed), and returns it.
-func (e *Edge) keepStale(call s360.Call, key string, ent *cachestore.Entry) *cachestore.Entry {
-	stale := *ent
-	stale.FreshUntil = e.opts.Now()
-	e.put(call, key, &stale)
-	return &stale
-}
-
-// leaseWait bounds the wait for another node's call: that call's lease,
-// as a coalesced request waits for its flight (the buyers' own waits are
-// bounded in fetch), so that a 20 s getCatalogDetailed missed on N nodes
-// is still one call.
+// leaseWait bounds one wait for another node's call, as a coalesced
+// request waits for its flight (the buyers' own waits are bounded in
+// fetch), so that a 20 s getCatalogDetailed missed on N nodes is still one
+// call.
 func (e *Edge) leaseWait() time.Duration { return e.timeout() + leaseMargin }
 
 // sharedFailed counts a failed call of the shared state; the edge goes on
@@ -125,6 +149,7 @@ func (e *Edge) leaseWait() time.Duration { return e.timeout() + leaseMargin }
 // Redis going down and up).
 func (e *Edge) sharedFailed(what string, err error) {
 	e.stats.sharedErrors.Add(1)
+	e.sharedDown.CompareAndSwap(0, time.Now().UnixNano())
 	e.opts.Logger.Debug(what+" failed; going on as a single node", zap.Error(err))
 }
 
@@ -138,9 +163,10 @@ func (e *Edge) poller() (bool, int) {
 	return run, max(factor, 1)
 }
 
-// publish hands a change to the other nodes. A failure (Redis down, the
-// polling lease lost) leaves the change applied here only; it is logged
-// once until publishing works again.
+// publish hands an operator's purge to the other nodes, once: a failure
+// (Redis down) leaves it applied here only; it is logged once until
+// publishing works again. The poller's changes go through the outbox
+// (enqueue), which retries until they land.
 func (e *Edge) publish(ctx context.Context, ev Event) {
 	if e.opts.Shared == nil {
 		return
@@ -157,7 +183,8 @@ func (e *Edge) publish(ctx context.Context, ev Event) {
 	}
 }
 
-// applyEvent applies another node's change; the cluster calls it on one
+// applyEvent applies another node's change, or the cluster's state (an
+// EventSync, at each join and heartbeat); the cluster calls it on one
 // goroutine, in stream order.
 func (e *Edge) applyEvent(ev Event) {
 	if !e.hold() {
@@ -166,18 +193,13 @@ func (e *Edge) applyEvent(ev Event) {
 	defer e.bg.Done()
 	switch ev.Kind {
 	case EventGeneration, EventSync:
+		e.adoptReference(ev.Reference)
 		e.adoptGeneration(ev)
 	case EventInvalidate:
-		// Counted before purging, as pollUpdates does.
-		e.invalidations.Add(1)
-		if err := e.purgeTags(ev.Tags); err != nil {
+		if err := e.invalidateLocal(ev.Tags); err != nil {
 			e.opts.Logger.Warn("applying another node's availability invalidation failed", zap.Error(err))
 		}
-		if _, err := time.Parse(time.RFC3339Nano, ev.Reference); err == nil {
-			if err := e.store.PutMeta(metaUpdatesRef, []byte(ev.Reference)); err != nil {
-				e.opts.Logger.Warn("storing the updates poll's reference date failed", zap.Error(err))
-			}
-		}
+		e.adoptReference(ev.Reference)
 	case EventPurge:
 		req, err := purgeOf(ev)
 		if err == nil {
@@ -189,43 +211,77 @@ func (e *Edge) applyEvent(ev Event) {
 	}
 }
 
+// adoptReference moves the updates poll's reference date forward to ref,
+// the cluster's (every change before it was published, and is applied
+// here before ref is), never back: a later date of this node's own is as
+// good. "" or unreadable: nothing.
+func (e *Edge) adoptReference(ref string) {
+	t, err := time.Parse(time.RFC3339Nano, ref)
+	if err != nil {
+		return
+	}
+	e.refMu.Lock()
+	defer e.refMu.Unlock()
+	if b, err := e.store.GetMeta(metaUpdatesRef); err == nil {
+		if cur, err := time.Parse(time.RFC3339Nano, string(b)); err == nil && !cur.Before(t) {
+			return
+		}
+	}
+	if err := e.store.PutMeta(metaUpdatesRef, []byte(ref)); err != nil {
+		e.opts.Logger.Warn("storing the updates poll's reference date failed", zap.Error(err))
+	}
+}
+
 // adoptGeneration makes the cluster's catalog generation this node's, so
 // that every node stamps and compares catalog entries with the same number,
 // and refreshes the catalog ahead through the shared tier and the keys'
 // leases (one S-360 call per key for the cluster). Generation 0 is a
-// cluster that has none yet: the node keeps its own.
+// cluster that has none yet: the node keeps its own, and the poller gives
+// the cluster its own (Redis restarted empty may have lost the last
+// change).
 //
-// A node that bumped its generation alone (gen+1, while the shared state
-// was out of reach) may meet the cluster's poller at the same number for
-// another setup value: its catalog entries carry the cluster's number but
-// may tell an older setup. The number alone cannot tell, the setup value
-// can: when it differs from the one this node recorded, the node's
-// catalog is soft-purged and refreshed through the shared tier. This keeps
-// one numbering for the cluster (no node-made numbers to reconcile), and
-// costs nothing in the common case, a node that saw the same change alone.
+// A sync (the cluster's state, every heartbeat) does not take a node back
+// while a generation change it found has not landed in the cluster yet:
+// the cluster's state is behind it then. Events always apply: they are
+// the cluster's, in its order.
+//
+// Generations are derived from the setup value (GenerationOf), so nodes
+// that saw a change alone agree on its number. A node may still meet the
+// cluster at the same number for another setup value (numbers given by a
+// version that counted them): its catalog entries may tell an older
+// setup, so they are soft-purged and refreshed through the shared tier.
 func (e *Edge) adoptGeneration(ev Event) {
 	e.genMu.Lock()
-	adopt := ev.Generation != 0 && ev.Generation != e.gen.Load()
-	collided := false
-	if !adopt && ev.Generation != 0 && ev.Setup != nil {
-		prev, _ := e.store.GetMeta(metaSetupLast) // none or unreadable: the entries cannot be vouched for
-		collided = !bytes.Equal(prev, ev.Setup)
+	if ev.Kind == EventSync && e.pendingGenerations() > 0 {
+		e.genMu.Unlock()
+		return
 	}
+	cur := e.gen.Load()
+	prev, _ := e.store.GetMeta(metaSetupLast) // none or unreadable: the entries cannot be vouched for
+	adopt := ev.Generation != 0 && ev.Generation != cur
+	collided := !adopt && ev.Generation != 0 && ev.Setup != nil && !bytes.Equal(prev, ev.Setup)
 	var err error
 	if adopt {
 		err = e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, ev.Generation))
 		e.gen.Store(ev.Generation)
 	}
-	if err == nil && ev.Setup != nil {
+	if err == nil && ev.Setup != nil && !bytes.Equal(prev, ev.Setup) {
 		// The value this node compares with when it becomes the poller.
 		err = e.store.PutMeta(metaSetupLast, ev.Setup)
+	}
+	if ev.Kind == EventSync && ev.Generation == 0 && cur != 0 && prev != nil {
+		if run, factor := e.poller(); run && factor == 1 {
+			// The cluster has no state (a new or emptied Redis): the
+			// poller's is the cluster's.
+			e.enqueue(Event{Kind: EventGeneration, Generation: cur, Setup: prev}, false)
+		}
 	}
 	e.genMu.Unlock()
 	if err != nil {
 		e.opts.Logger.Warn("persisting the cluster's catalog generation failed", zap.Error(err))
 	}
 	if collided {
-		e.opts.Logger.Info("this node's catalog generation is the cluster's but for another setup value (bumped while Redis was out of reach): refreshing its catalog", zap.Uint64("generation", ev.Generation))
+		e.opts.Logger.Info("this node's catalog generation is the cluster's but for another setup value: refreshing its catalog", zap.Uint64("generation", ev.Generation))
 		if _, err := e.purgeLocal(PurgeRequest{Class: cachestore.Catalog}); err != nil {
 			e.opts.Logger.Warn("marking this node's catalog for refresh failed", zap.Error(err))
 		}
@@ -312,8 +368,11 @@ func purgeOf(ev Event) (PurgeRequest, error) {
 }
 
 // purgeLocal applies req to the local store and refreshes the catalog
-// entries a soft purge marked.
+// entries a soft purge marked. The fetches in progress that req concerns
+// are marked first: an answer asked for before the purge, stored after
+// this look at the store, is kept stale (and so refreshed), soft or hard.
 func (e *Edge) purgeLocal(req PurgeRequest) (int, error) {
+	e.markAsking(cachestore.PurgedTag, req.concerns)
 	s := e.store
 	var n int
 	var err error

@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -21,7 +22,7 @@ import (
 
 // Watch configures the edge's S-360-aware invalidation: the setup watcher
 // (getLastSetupUpdate → catalog generations, then refresh-ahead) and the
-// availability watcher (getUpdatedAvailabilities → per-product purges).
+// availability watcher (getUpdatedAvailabilities → per-product invalidations).
 type Watch struct {
 	SetupPoll   time.Duration // getLastSetupUpdate interval; 0 = off
 	UpdatesPoll time.Duration // getUpdatedAvailabilities interval; 0 = off
@@ -46,7 +47,7 @@ const (
 	// changes with its own clock, in milliseconds, so a change in the same
 	// millisecond as our previous poll, or hidden by a small clock skew,
 	// would otherwise be missed for good. The cost is that such a change
-	// is reported (and purged) twice.
+	// is reported (and invalidated) twice.
 	updatesOverlap = time.Second
 	refDateLayout  = "2006-01-02T15:04:05.000Z"
 )
@@ -223,33 +224,12 @@ func (e *Edge) pollSetup(ctx context.Context) error {
 	if err != nil {
 		return e.pollFailed(ctx, call.Method, fmt.Errorf("reading getLastSetupUpdate: %w", err))
 	}
-	prev, err := e.store.GetMeta(metaSetupLast)
-	var changed bool
-	switch {
-	case errors.Is(err, cachestore.ErrNotFound):
-		changed = e.hasCatalogBefore(e.opened)
-	case err != nil:
+	changed, err := e.setupValue(value)
+	if err != nil {
 		return e.pollFailed(ctx, call.Method, err)
-	default:
-		changed = !bytes.Equal(prev, value)
-	}
-	if changed {
-		// The generation is persisted before the value: a crash in
-		// between repeats the bump at the next start, never loses it.
-		if err := e.newGeneration(); err != nil {
-			return e.pollFailed(ctx, call.Method, err)
-		}
-	}
-	if changed || prev == nil {
-		if err := e.store.PutMeta(metaSetupLast, value); err != nil {
-			return e.pollFailed(ctx, call.Method, err)
-		}
 	}
 	e.stats.lastSetupPoll.Store(e.opts.Now().UnixNano())
 	if changed {
-		// Published before refreshing, so that the nodes refresh
-		// together and share each key's one call.
-		e.publish(ctx, Event{Kind: EventGeneration, Generation: e.gen.Load(), Setup: value})
 		e.refreshAhead()
 	}
 	return nil
@@ -277,24 +257,66 @@ func (e *Edge) hasCatalogBefore(t time.Time) bool {
 	return found
 }
 
-// newGeneration makes every catalog entry stale at once: entries carry the
-// generation they were fetched in, and Serve compares it with the current
-// one.
-//
-// In a cluster, gen is the cluster's last generation (adopted from every
-// event) or above it after bumps while Redis was out of reach, so that
-// the poller's gen+1 is max(local, cluster)+1.
-func (e *Edge) newGeneration() error {
+// setupValue compares value, the setup poll's answer, with the last one
+// and starts a new generation when it changed (see pollSetup for the
+// first poll). It runs under genMu: a sync from the cluster, behind this
+// change, cannot come between the comparison, the generation, the value
+// and the change kept for the cluster.
+func (e *Edge) setupValue(value []byte) (changed bool, err error) {
 	e.genMu.Lock()
 	defer e.genMu.Unlock()
-	g := e.gen.Add(1)
-	if err := e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, g)); err != nil {
-		return fmt.Errorf("storing the catalog generation: %w", err)
+	prev, err := e.store.GetMeta(metaSetupLast)
+	switch {
+	case errors.Is(err, cachestore.ErrNotFound):
+		changed = e.hasCatalogBefore(e.opened)
+	case err != nil:
+		return false, err
+	default:
+		changed = !bytes.Equal(prev, value)
 	}
-	e.stats.gens.Add(1)
-	e.stats.lastSetupChange.Store(e.opts.Now().UnixNano())
-	e.opts.Logger.Info("S-360 setup changed: new catalog generation", zap.Uint64("generation", g))
+	if changed {
+		return true, e.newGeneration(prev, value)
+	}
+	if prev == nil {
+		return false, e.store.PutMeta(metaSetupLast, value)
+	}
+	return false, nil
+}
+
+// newGeneration makes every catalog entry stale at once: entries carry the
+// generation they were fetched in, and Serve compares it with the current
+// one. The generation is the setup value's (GenerationOf), so that nodes
+// of a cluster that saw the same change alone (Redis out of reach) agree
+// on its number, and an entry fetched under a setup value is current
+// wherever that value is. In a cluster the change is kept for the other
+// nodes (the outbox), seen from prev. Called with genMu held.
+//
+// The generation is persisted before the value: a crash in between
+// repeats the change at the next start, which gives the same number.
+func (e *Edge) newGeneration(prev, value []byte) error {
+	g := GenerationOf(value)
+	if g != e.gen.Load() {
+		if err := e.store.PutMeta(metaGeneration, binary.BigEndian.AppendUint64(nil, g)); err != nil {
+			return fmt.Errorf("storing the catalog generation: %w", err)
+		}
+		e.gen.Store(g)
+		e.stats.gens.Add(1)
+		e.stats.lastSetupChange.Store(e.opts.Now().UnixNano())
+		e.opts.Logger.Info("S-360 setup changed: new catalog generation", zap.Uint64("generation", g))
+	}
+	if err := e.store.PutMeta(metaSetupLast, value); err != nil {
+		return err
+	}
+	e.enqueue(Event{Kind: EventGeneration, Generation: g, Setup: value, From: prev}, false)
 	return nil
+}
+
+// GenerationOf is the catalog generation of a setup value (the canonical
+// getLastSetupUpdate answer): 53 bits of its SHA-256, never 0 (no
+// generation), exact in JSON numbers and metrics.
+func GenerationOf(setup []byte) uint64 {
+	h := sha256.Sum256(setup)
+	return max(binary.BigEndian.Uint64(h[:8])&(1<<53-1), 1)
 }
 
 // refreshAhead refetches, one at a time, the cached catalog entries of an
@@ -335,7 +357,7 @@ func (e *Edge) refreshCatalog(stale func(*cachestore.Entry) bool) {
 }
 
 // refreshKey refetches one stale key (an older catalog generation, a soft
-// purge) through the coalescing fetch, so it shares the call with a buyer's
+// purge, an invalidation) through the coalescing fetch, so it shares the call with a buyer's
 // miss and respects the floors. A floor is waited out on a timer; a failure
 // is retried at the setup poll interval.
 func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
@@ -371,6 +393,13 @@ func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
 	case failures+1 < maxRefreshFailures:
 		e.retryRefresh(key, max(e.watchConfig().SetupPoll, time.Second), failures+1)
 	}
+}
+
+// retrying says whether a refresh of key waits on a timer (retryRefresh).
+func (e *Edge) retrying(key string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.watch.retries[key] != nil
 }
 
 func (e *Edge) retryRefresh(key string, after time.Duration, failures int) {
@@ -410,9 +439,10 @@ func (e *Edge) parseKey(key string) (s360.Call, bool) {
 }
 
 // pollUpdates asks S-360 which products of the cached catalog had their
-// availability changed since the previous successful poll, and purges the
-// availability entries tagged with them. The reference date advances only
-// when every batch succeeded, so that no change is missed.
+// availability changed since the previous successful poll, and
+// invalidates the availability entries tagged with them. The reference
+// date advances only when every batch succeeded, so that no change is
+// missed.
 func (e *Edge) pollUpdates(ctx context.Context) error {
 	e.watch.updatesMu.Lock()
 	defer e.watch.updatesMu.Unlock()
@@ -450,10 +480,11 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 	// reference date when every batch succeeded.
 	var purged []string
 	var reference string
+	tier := false // a shared tier's invalidation failed: the outbox does it again
 	defer func() {
 		if len(purged) > 0 {
 			slices.Sort(purged)
-			e.publish(ctx, Event{Kind: EventInvalidate, Tags: slices.Compact(purged), Reference: reference})
+			e.enqueue(Event{Kind: EventInvalidate, Tags: slices.Compact(purged), Reference: reference}, tier)
 		}
 	}()
 	for i, batch := range slices.Collect(slices.Chunk(ids, w.BatchSize)) {
@@ -480,22 +511,24 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 		if len(changed) == 0 {
 			continue
 		}
-		// Counted before purging: a fetch that began before this change
-		// and stores after the purge stores its answer stale.
-		e.invalidations.Add(1)
-		tags := []string{UntaggedTag}
+		tags := []string{s360.UntaggedTag}
 		for _, v := range changed {
 			if id := v.String(); id != "" { // the digits, whether S-360 sent a number or a string
 				tags = append(tags, productTags(id, products[id])...)
 			}
 		}
-		if err := e.invalidate(ctx, tags); err != nil {
+		shared, err := e.invalidate(ctx, tags)
+		tier = tier || !shared
+		if err != nil {
 			return e.pollFailed(ctx, method, err)
 		}
 		purged = append(purged, tags...)
 	}
 	reference = next.UTC().Format(refDateLayout)
-	if err := e.store.PutMeta(metaUpdatesRef, []byte(reference)); err != nil {
+	e.refMu.Lock()
+	err = e.store.PutMeta(metaUpdatesRef, []byte(reference))
+	e.refMu.Unlock()
+	if err != nil {
 		reference = ""
 		return e.pollFailed(ctx, method, err)
 	}
@@ -503,16 +536,19 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 	return nil
 }
 
-// invalidate purges the availability entries tagged with tags: from the
-// shared tier first in a cluster, so that no node refills its store from
-// it, then from the local store.
-func (e *Edge) invalidate(ctx context.Context, tags []string) error {
+// invalidate invalidates the availability entries tagged with tags: drops
+// them from the shared tier first in a cluster, so that no node refills its
+// store from it, then marks them in the local store (invalidateLocal).
+// shared is false when the shared tier's part failed.
+func (e *Edge) invalidate(ctx context.Context, tags []string) (shared bool, err error) {
+	shared = true
 	if e.opts.Shared != nil {
 		if err := e.opts.Shared.Invalidate(ctx, tags); err != nil {
 			e.sharedFailed("invalidating the shared tier", err)
+			shared = false
 		}
 	}
-	return e.purgeTags(tags)
+	return shared, e.invalidateLocal(tags)
 }
 
 // updatesReference is the referenceDate of this poll: the start of the
@@ -614,11 +650,17 @@ func productTags(id string, tags []string) []string {
 	return tags
 }
 
-func (e *Edge) purgeTags(tags []string) error {
+// invalidateLocal marks the entries tagged with tags invalidated: each
+// keeps its answer, served (detail=invalidated) until it is refreshed,
+// when its key's floor allows (Serve). The fetches in progress for them
+// are marked first: an answer asked for before the change, stored after
+// this look at the store, is kept stale too.
+func (e *Edge) invalidateLocal(tags []string) error {
+	e.markAsking(cachestore.InvalidatedTag, func(a *asking) bool { return taggedAny(a, tags) })
 	tags = slices.Clone(tags)
 	slices.Sort(tags)
 	for _, tag := range slices.Compact(tags) {
-		n, err := e.store.PurgeTag(tag)
+		n, err := e.store.InvalidateTag(tag)
 		if err != nil {
 			return err
 		}

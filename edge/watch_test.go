@@ -93,6 +93,19 @@ func (f *watchFake) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// gen is the catalog generation of the fake's setup value now.
+func (f *watchFake) gen(t *testing.T) uint64 {
+	t.Helper()
+	f.mu.Lock()
+	body := fmt.Sprintf(`{"statusCode":"success","statusDetail":null,"requestId":0,"lastSetupUpdate":%q}`, f.setup)
+	f.mu.Unlock()
+	v, err := s360.Canonical([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return GenerationOf(v)
+}
+
 func (f *watchFake) set(fn func(f *watchFake)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -128,7 +141,13 @@ var (
 // at a deadline of fake time.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	eventuallyWithin(t, 5*time.Second, what, cond)
+}
+
+// eventuallyWithin is eventually with a deadline of d.
+func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for synctest.Wait(); !cond(); synctest.Wait() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -162,8 +181,8 @@ func TestSetupChangeServesOldGenerationThenRefreshes(t *testing.T) {
 		hold := make(chan struct{})
 		f.set(func(f *watchFake) { f.setup, f.edition, f.hold = "2025-11-11T09:00:00.000+01:00", "v2", hold })
 		mustPoll(t, v.e.pollSetup)
-		if g := v.e.Generation(); g != 1 {
-			t.Fatalf("generation %d after a setup change, want 1", g)
+		if g := v.e.Generation(); g != f.gen(t) {
+			t.Fatalf("generation %d after a setup change, want the new value's %d", g, f.gen(t))
 		}
 		eventually(t, "the refresh-ahead call", func() bool { return len(f.calls("getCatalogDetailed")) == 2 })
 		// While the refresh is in flight, the old entry is served.
@@ -206,8 +225,8 @@ func TestSetupValueAndGenerationSurviveRestart(t *testing.T) {
 		f.set(func(f *watchFake) { f.setup, f.edition = "2025-11-12T10:00:00.000+01:00", "v2" })
 		v = newWatchEnv(t, f, dir)
 		mustPoll(t, v.e.pollSetup)
-		if g := v.e.Generation(); g != 1 {
-			t.Fatalf("generation %d after a change made while down, want 1", g)
+		if g := v.e.Generation(); g != f.gen(t) {
+			t.Fatalf("generation %d after a change made while down, want the new value's %d", g, f.gen(t))
 		}
 		waitRefreshes(t, v, 1)
 		expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400", `"edition":"v2"`)
@@ -216,8 +235,8 @@ func TestSetupValueAndGenerationSurviveRestart(t *testing.T) {
 		// The generation itself is persisted too.
 		v = newWatchEnv(t, f, dir)
 		mustPoll(t, v.e.pollSetup)
-		if g := v.e.Generation(); g != 1 {
-			t.Fatalf("generation %d after restart, want 1", g)
+		if g := v.e.Generation(); g != f.gen(t) {
+			t.Fatalf("generation %d after restart, want %d", g, f.gen(t))
 		}
 		expect(t, v.serve(t, catalog, `{}`), "s360edge; hit; ttl=86400", `"edition":"v2"`)
 		if n := len(f.calls("getCatalogDetailed")); n != 2 {
@@ -236,12 +255,12 @@ func TestFirstPollWithCachedCatalogStartsGeneration(t *testing.T) {
 		time.Sleep(time.Second)
 		v = newWatchEnv(t, f, dir)
 		mustPoll(t, v.e.pollSetup) // the cached catalog's setup is unknown
-		if g := v.e.Generation(); g != 1 {
-			t.Fatalf("generation %d, want 1", g)
+		if g := v.e.Generation(); g != f.gen(t) {
+			t.Fatalf("generation %d, want the value's %d", g, f.gen(t))
 		}
 		mustPoll(t, v.e.pollSetup)
-		if g := v.e.Generation(); g != 1 {
-			t.Fatalf("generation %d after a second poll, want 1", g)
+		if g := v.e.Generation(); g != f.gen(t) || v.e.Stats().Generations != 1 {
+			t.Fatalf("generation %d after a second poll (%d generations), want the same", g, v.e.Stats().Generations)
 		}
 		waitRefreshes(t, v, 1)
 	})
@@ -306,8 +325,8 @@ func TestFailedSetupPollChangesNothing(t *testing.T) {
 		}
 		f.set(func(f *watchFake) { f.setupStatus, f.setupBody, f.setup = 0, "", "changed" })
 		mustPoll(t, v.e.pollSetup)
-		if g := v.e.Generation(); g != 1 {
-			t.Fatalf("generation %d after recovery with a change", g)
+		if g := v.e.Generation(); g != f.gen(t) {
+			t.Fatalf("generation %d after recovery with a change, want %d", g, f.gen(t))
 		}
 		waitRefreshes(t, v, 1)
 	})
@@ -383,8 +402,8 @@ func TestUpdatesInvalidateOnlyChangedProducts(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("getUpdatedAvailabilities bodies\n%q\nwant\n%q", got, want)
 		}
-		for _, r := range a {
-			expect(t, v.serve(t, r.call, r.body), "s360edge; fwd=miss; stored", "echo")
+		for _, r := range a { // no floor: fetched again, the invalidated copy at hand
+			expect(t, v.serve(t, r.call, r.body), "s360edge; fwd=stale; stored", "echo")
 		}
 		for _, r := range b {
 			expect(t, v.serve(t, r.call, r.body), "s360edge; hit; ttl=3540", "echo")

@@ -105,8 +105,8 @@ func budgetOf(t *testing.T, e *edge) budgetView {
 	return stats.Edges[0].Budget
 }
 
-// TestAdaptiveLimitLearnsTheInstitutionsLimit is issue 15 scaled to
-// 6-second windows: S-360 allows 60 calls a window, the sidecar keeps its
+// TestAdaptiveLimitLearnsTheInstitutionsLimit is `make storm-adaptive`
+// scaled to 6-second windows: S-360 allows 60 calls a window, the sidecar keeps its
 // default 150 and learns. Distinct misses of two methods, above the limit,
 // from one address (client_quota off: the website's backend is the caller).
 // The 509s all fall in the first window; every later full window stays

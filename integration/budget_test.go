@@ -89,7 +89,7 @@ type perWindow struct {
 	Statuses            map[string]int      `json:"statuses"`
 }
 
-// TestBudgetStorm is issue 5's storm scaled to 6-second windows so that it
+// TestBudgetStorm is the rate-limit storm scaled to 6-second windows so that it
 // fits in make test: the simulator allows 12 calls per window, the sidecar
 // is set to 10. `make storm` runs the full-size version (60/min vs 50/min,
 // two minutes) and records its figures in BENCHMARKS.md.

@@ -47,7 +47,7 @@ http://localhost:1 {
 }
 `, s.URL))
 	out, err := exec.Command(filepath.Join(binDir, "s360edge"), "reload", "--config", e.Config, "--adapter", "caddyfile", "--address", e.Admin).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "operator is required") {
+	if err == nil || !strings.Contains(string(out), "s360: operator: missing (is its environment variable set?)") {
 		t.Fatalf("the bad reload: err %v, want the operator error; output:\n%s", err, out)
 	}
 	if l, m := settings(); l != 100 || m != maxBytes {

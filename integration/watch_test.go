@@ -96,7 +96,7 @@ func TestSetupChangeRefreshesCatalog(t *testing.T) {
 		}
 	}
 	e.waitSetupPolls(t, 2)
-	if n, st := calls(), e.watchStats(t); n != 4 || st.Generations != 1 || st.Generation != 1 {
+	if n, st := calls(), e.watchStats(t); n != 4 || st.Generations != 1 || st.Generation == 0 {
 		t.Fatalf("after a setup change: %d getCatalogDetailed calls (want 4), stats %+v", n, st)
 	}
 	no509(t, s)
@@ -151,9 +151,10 @@ func TestStockChangeInvalidatesOnlyThatProduct(t *testing.T) {
 	}
 
 	s.Control(t, "/_sim/stock", fmt.Sprintf(`{"performanceId":%d,"seatCategoryId":%d,"quantity":3}`, a.Performances[0].ID, a.Performances[0].SeatCategoryIDs[0]))
+	// No floor: the invalidated entry is fetched again for the request.
 	waitFor(t, "A's availability to be refetched", 15*time.Second, func() bool {
 		_, hdr, body := post(t, url, bodyA)
-		return strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; fwd=miss") && strings.Contains(string(body), `"availableQuantity":3,`)
+		return strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; fwd=stale") && strings.Contains(string(body), `"availableQuantity":3,`)
 	})
 	if _, hdr, _ := post(t, url, bodyB); !strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; hit;") {
 		t.Fatalf("B's availability after A's stock changed: %q", hdr.Get("Cache-Status"))
@@ -163,6 +164,77 @@ func TestStockChangeInvalidatesOnlyThatProduct(t *testing.T) {
 	}
 	if st := e.watchStats(t); st.Invalidated == 0 || st.PollFailures != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+	no509(t, s)
+}
+
+// A stock change the feed reports within the key's floor leaves buyers
+// the stored answer (200, detail=invalidated), never a 429 min_interval,
+// and the new stock is served once the floor ends: within floor + poll of
+// the change.
+func TestStockChangeWithinTheFloorIsServedStaleThenRefreshed(t *testing.T) {
+	// The floor leaves the feed time to report the change first, even on
+	// a loaded machine.
+	const floor, poll = 8 * time.Second, time.Second
+	s := startWatchSim(t)
+	simUp := time.Now()
+	e := startEdge(t, siteCaddyfile(s.URL, []string{"setup_poll 1s", "updates_poll 1s",
+		"min_interval catalogService/* 0", "min_interval availabilityService/* " + floor.String()}, staticSite))
+	fx := s.Fixtures(t)
+	waitFor(t, "the first setup poll", 10*time.Second, func() bool { return !e.watchStats(t).LastSetupPoll.IsZero() })
+	post(t, e.URL+getCatalog, `{}`)
+	waitFor(t, "an updates poll past the simulator's start", 15*time.Second, func() bool {
+		return e.watchStats(t).LastUpdatesPoll.After(simUp.Add(1500 * time.Millisecond))
+	})
+	perf := fx.Products[0].Performances[0]
+	url := e.URL + api + "availabilityService/v1_33/getEventAvailability"
+	body := fmt.Sprintf(`{"pointOfSalesId":%d,"performanceIds":[%d],"seatCategoryIds":[-1]}`, fx.PosID, perf.ID)
+	if _, hdr, _ := post(t, url, body); hdr.Get("Cache-Status") != "s360edge; fwd=miss; stored" {
+		t.Fatalf("availability: %q", hdr.Get("Cache-Status"))
+	}
+	calls := func() int { return s.Counters(t).Calls["availabilityService/getEventAvailability"] }
+
+	s.Control(t, "/_sim/stock", fmt.Sprintf(`{"performanceId":%d,"seatCategoryId":%d,"quantity":3}`, perf.ID, perf.SeatCategoryIDs[0]))
+	changed := time.Now()
+	var invalidated, before int
+	var last string
+	waitFor(t, "the new stock", floor+poll+5*time.Second, func() bool {
+		status, hdr, b := post(t, url, body)
+		last = fmt.Sprintf("%d %q %.120s", status, hdr.Get("Cache-Status"), b)
+		cs := hdr.Get("Cache-Status")
+		switch {
+		case status != 200:
+			t.Fatalf("%s after the stock change: %s", time.Since(changed), last)
+		case strings.Contains(string(b), `"availableQuantity":3,`):
+			return true
+		case strings.HasPrefix(cs, "s360edge; hit; ttl=-") || strings.HasPrefix(cs, "s360edge; hit; ttl=0;"):
+			if !strings.HasSuffix(cs, "; detail=invalidated") {
+				t.Fatalf("the old stock served as %q", cs)
+			}
+			invalidated++
+		case strings.HasPrefix(cs, "s360edge; hit; ttl=") && !strings.Contains(cs, "detail="):
+			before++ // fresh: the feed has not reported the change yet
+		default:
+			t.Fatalf("%s after the stock change: %s", time.Since(changed), last)
+		}
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	took := time.Since(changed)
+	t.Logf("new stock served %s after the change (floor %s, poll %s): %d answers of the old stock before the feed reported it, %d invalidated; last %s",
+		took.Round(10*time.Millisecond), floor, poll, before, invalidated, last)
+	if invalidated == 0 {
+		t.Error("no request was answered with the invalidated entry")
+	}
+	// Refreshed in the background when the floor ended: served as a hit.
+	if _, hdr, _ := post(t, url, body); !strings.HasPrefix(hdr.Get("Cache-Status"), "s360edge; hit; ttl=") || strings.Contains(hdr.Get("Cache-Status"), "detail=") {
+		t.Errorf("after the refresh: %q", hdr.Get("Cache-Status"))
+	}
+	if n := calls(); n != 2 {
+		t.Errorf("%d getEventAvailability calls, want 2 (the miss, the refresh when the floor ended)", n)
+	}
+	if took > floor+poll+2*time.Second {
+		t.Errorf("the new stock came %s after the change, more than floor + poll (%s) with 2 s to spare", took, floor+poll)
 	}
 	no509(t, s)
 }
@@ -205,7 +277,7 @@ func TestSetupChangeWhileDownIsDetectedAtStart(t *testing.T) {
 	if n := calls(); n != 2 {
 		t.Fatalf("after a restart with a setup change: %d getCatalogDetailed calls, want 2", n)
 	}
-	if st := e.watchStats(t); st.Generations != 1 || st.Generation != 1 || st.LastSetupPoll.IsZero() {
+	if st := e.watchStats(t); st.Generations != 1 || st.Generation == 0 || st.LastSetupPoll.IsZero() {
 		t.Fatalf("stats %+v", st)
 	}
 	no509(t, s)

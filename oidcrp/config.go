@@ -2,7 +2,6 @@ package oidcrp
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/internal/field"
 )
 
 // Config configures the relying party. Only Issuer, ClientID, ClientSecret
@@ -78,6 +79,13 @@ type Config struct {
 	// Default: no logging.
 	Logger *zap.Logger
 
+	// IgnoreBearer tells the Bearer tokens that are not buyer credentials,
+	// such as the tokens the sidecar itself hands the website: Identify
+	// reads a request that carries one as if it had no Authorization
+	// header (its session cookie, if any, decides), without asking the
+	// provider. Default: none.
+	IgnoreBearer func(token string) bool
+
 	// NoProvider makes the RP keep only the sessions another login method
 	// starts (StartSession, for SAML): Issuer, ClientID and ClientSecret are
 	// then unused, and login and callback are not served.
@@ -129,19 +137,23 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// validate reads only; it runs after withDefaults.
+// validate reads only; it runs after withDefaults. Each error is a
+// *field.Error naming the setting as the Caddyfile spells it.
 func (c Config) validate() error {
 	var errs []error
 	if !c.NoProvider {
 		u, err := url.Parse(c.Issuer)
-		if c.Issuer == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("issuer must be an absolute http(s) URL, got %q", c.Issuer))
+		switch {
+		case c.Issuer == "":
+			errs = append(errs, field.Errorf("issuer", "missing; set it to the provider's issuer URL, where its /.well-known/openid-configuration lives"))
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+			errs = append(errs, field.Errorf("issuer", "%q is not an absolute http(s) URL; set it to the provider's issuer URL, where its /.well-known/openid-configuration lives", c.Issuer))
 		}
 		if c.ClientID == "" {
-			errs = append(errs, errors.New("client_id is required"))
+			errs = append(errs, field.Errorf("client_id", "missing; set it to the client id the provider gave this website"))
 		}
 		if c.ClientSecret == "" {
-			errs = append(errs, errors.New("client_secret is required"))
+			errs = append(errs, field.Errorf("client_secret", "missing; set it to the client secret the provider gave this website"))
 		}
 	}
 	if _, err := decodeSecret(c.CookieSecret); err != nil {
@@ -149,33 +161,30 @@ func (c Config) validate() error {
 	}
 	if c.RedirectURL != "" {
 		if u, err := url.Parse(c.RedirectURL); err != nil || !u.IsAbs() || u.Host == "" {
-			errs = append(errs, fmt.Errorf("redirect_url must be an absolute URL, got %q", c.RedirectURL))
+			errs = append(errs, field.Errorf("redirect_url", "%q is not an absolute URL; set it to the callback URL registered at the provider, e.g. https://www.example.com/auth/callback", c.RedirectURL))
 		}
 	}
 	paths := map[string]string{}
 	for _, p := range [][2]string{{"login_path", c.LoginPath}, {"callback_path", c.CallbackPath}, {"logout_path", c.LogoutPath}, {"userinfo_path", c.UserinfoPath}} {
 		if !strings.HasPrefix(p[1], "/") {
-			errs = append(errs, fmt.Errorf("%s must start with /, got %q", p[0], p[1]))
+			errs = append(errs, field.Errorf(p[0], "%q does not start with /", p[1]))
 		}
 		if other, dup := paths[p[1]]; dup {
-			errs = append(errs, fmt.Errorf("%s and %s are both %q", other, p[0], p[1]))
+			errs = append(errs, field.Errorf(p[0], "%q is also %s; give each endpoint its own path", p[1], other))
 		}
 		paths[p[1]] = p[0]
 	}
 	if c.TokenAuth != "" && c.TokenAuth != "basic" && c.TokenAuth != "post" {
-		errs = append(errs, fmt.Errorf("token_auth must be basic or post, got %q", c.TokenAuth))
+		errs = append(errs, field.Errorf("token_auth", "%q; write basic or post, or leave it out (basic, falling back to post)", c.TokenAuth))
 	}
 	if _, err := NewProtect(c.Protect); err != nil {
 		errs = append(errs, err)
 	}
 	if (&http.Cookie{Name: c.CookieName, Value: "x"}).Valid() != nil {
-		errs = append(errs, fmt.Errorf("invalid cookie name %q", c.CookieName))
+		errs = append(errs, field.Errorf("cookie_name", "%q is not a valid cookie name", c.CookieName))
 	}
 	if u, err := url.Parse(c.PostLogoutRedirect); err != nil || (!u.IsAbs() && !strings.HasPrefix(c.PostLogoutRedirect, "/")) {
-		errs = append(errs, fmt.Errorf("post_logout_redirect must be a path or an absolute URL, got %q", c.PostLogoutRedirect))
+		errs = append(errs, field.Errorf("post_logout_redirect", "%q is neither a path nor an absolute URL", c.PostLogoutRedirect))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("validating oidc config: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/s360edge/s360edge/internal/field"
 )
 
 // Cookie values are base64url(version || nonce || AES-256-GCM(expiry || payload)).
@@ -51,7 +53,11 @@ func decodeSecret(s string) ([]byte, error) {
 	if len(s) >= minSecretLen {
 		return []byte(s), nil
 	}
-	return nil, fmt.Errorf("cookie secret too short: need at least %d bytes (raw, or base64 of %d random bytes, e.g. `openssl rand -base64 32`)", minSecretLen, minSecretLen)
+	problem := "too short"
+	if s == "" {
+		problem = "missing"
+	}
+	return nil, field.Errorf("cookie_secret", "%s; set it to at least %d random characters, or base64 of %d random bytes (openssl rand -base64 %d)", problem, minSecretLen, minSecretLen, minSecretLen)
 }
 
 // newCookieCodec derives a key for this cookie name from the secret with

@@ -1,10 +1,11 @@
 package oidcrp
 
 import (
-	"fmt"
 	"net/url"
 	"path"
 	"strings"
+
+	"github.com/s360edge/s360edge/internal/field"
 )
 
 // Protect is a list of protected paths: exact paths, or prefixes ending in
@@ -29,7 +30,7 @@ func NewProtect(patterns []string) (Protect, error) {
 	for _, pat := range patterns {
 		prefix, isPrefix := strings.CutSuffix(pat, "*")
 		if !strings.HasPrefix(pat, "/") || strings.Contains(prefix, "*") {
-			return Protect{}, fmt.Errorf("protect %q: want a path starting with / or a prefix ending in *", pat)
+			return Protect{}, field.Errorf("protect", "%q; write paths starting with /, or prefixes ending in *, e.g. protect /account /orders/*", pat)
 		}
 		prefix = strings.ToLower(prefix)
 		if isPrefix {

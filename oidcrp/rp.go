@@ -39,12 +39,18 @@ const (
 	discoveryRetry = 5 * time.Second
 	// providerTimeout bounds one discovery, exchange or refresh.
 	providerTimeout = 10 * time.Second
+	// identifyTimeout bounds how long Identify waits for the provider
+	// (discovery, the key set, a refresh): past it the request is read as
+	// not logged in (ErrProviderUnavailable), and the call goes on in the
+	// background for the requests after it.
+	identifyTimeout = 2 * time.Second
 	// stateTTL is how long a buyer may stay at the provider during login.
 	stateTTL = 10 * time.Minute
 )
 
-// RP is the relying party. It is safe for concurrent use and holds no
-// goroutines, so it needs no cleanup.
+// RP is the relying party. It is safe for concurrent use. Its only
+// goroutines are the provider's discovery, key set fetches and token
+// refreshes, each bounded by providerTimeout, so it needs no cleanup.
 type RP struct {
 	cfg     Config
 	log     *zap.Logger
@@ -53,11 +59,12 @@ type RP struct {
 	state   *cookieCodec
 	protect Protect
 
-	mu       sync.Mutex
-	prov     *provider
-	inflight chan struct{} // closed when the running discovery ends
-	lastErr  error
-	retryAt  time.Time
+	mu         sync.Mutex
+	prov       *provider
+	inflight   chan struct{} // closed when the running discovery ends
+	inflightAt time.Time     // when it started
+	lastErr    error
+	retryAt    time.Time
 
 	logoutVia map[string]func(r *http.Request, ext, back string) string
 
@@ -100,53 +107,71 @@ func New(cfg Config) (*RP, error) {
 // Protected reports whether r's path, in any reading of it, is protected.
 func (rp *RP) Protected(r *http.Request) bool { return rp.protect.Match(r.URL) }
 
-// provider returns the discovered provider, discovering it if needed. One
-// discovery runs at a time; concurrent callers wait for it (or their own
-// context). After a failure, callers get the same error until discoveryRetry
-// has passed.
+// provider returns the discovered provider, discovering it if needed.
+// Discovery runs on a goroutine of its own, one at a time, detached from any
+// request: callers wait for it or for their own context, whichever ends
+// first, and a caller that stops waiting (Identify's bound) leaves it running
+// for the next. After a failure, callers get the same error until
+// discoveryRetry has passed.
 func (rp *RP) provider(ctx context.Context) (*provider, error) {
-	for {
-		rp.mu.Lock()
-		if rp.prov != nil {
-			p := rp.prov
-			rp.mu.Unlock()
-			return p, nil
-		}
-		if ch := rp.inflight; ch != nil {
-			rp.mu.Unlock()
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, ctx.Err())
-			}
-		}
+	return rp.providerWithin(ctx, 0)
+}
+
+// providerWithin is provider, waiting for a discovery no longer than
+// patience after it started (0: no such bound): once a discovery has made
+// its first callers wait that long, the ones after them do not wait.
+func (rp *RP) providerWithin(ctx context.Context, patience time.Duration) (*provider, error) {
+	rp.mu.Lock()
+	if p := rp.prov; p != nil {
+		rp.mu.Unlock()
+		return p, nil
+	}
+	done := rp.inflight
+	if done == nil {
 		if time.Now().Before(rp.retryAt) {
 			err := rp.lastErr
 			rp.mu.Unlock()
 			return nil, err
 		}
-		ch := make(chan struct{})
-		rp.inflight = ch
-		rp.mu.Unlock()
-
-		p, err := rp.discover()
-
-		rp.mu.Lock()
-		rp.inflight = nil
-		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
-			rp.lastErr = err
-			rp.retryAt = time.Now().Add(discoveryRetry)
-			rp.log.Warn("oidc discovery failed; will retry", zap.String("issuer", rp.cfg.Issuer), zap.Duration("retry_in", discoveryRetry), zap.Error(err))
-		} else {
-			rp.prov = p
-			rp.log.Info("oidc provider discovered", zap.String("issuer", rp.cfg.Issuer))
-		}
-		close(ch)
-		rp.mu.Unlock()
-		return p, err
+		done = make(chan struct{})
+		rp.inflight, rp.inflightAt = done, time.Now()
+		go rp.runDiscovery(done)
 	}
+	started := rp.inflightAt
+	rp.mu.Unlock()
+	if patience > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, started.Add(patience))
+		defer cancel()
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, ctx.Err())
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.prov != nil {
+		return rp.prov, nil
+	}
+	return nil, rp.lastErr
+}
+
+// runDiscovery discovers the provider, records the outcome and closes done.
+func (rp *RP) runDiscovery(done chan struct{}) {
+	p, err := rp.discover()
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	rp.inflight = nil
+	if err != nil {
+		rp.lastErr = fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
+		rp.retryAt = time.Now().Add(discoveryRetry)
+		rp.log.Warn("oidc discovery failed; will retry", zap.String("issuer", rp.cfg.Issuer), zap.Duration("retry_in", discoveryRetry), zap.Error(rp.lastErr))
+	} else {
+		rp.prov = p
+		rp.log.Info("oidc provider discovered", zap.String("issuer", rp.cfg.Issuer))
+	}
+	close(done)
 }
 
 // discover runs on a context detached from any request, so that one buyer
@@ -169,6 +194,9 @@ func (rp *RP) discover() (*provider, error) {
 	}
 	endpoint := p.Endpoint()
 	endpoint.AuthStyle = authStyle(rp.cfg.TokenAuth)
+	// The verifier fetches the key set through a gate that lets one fetch
+	// through per keyRefresh (see keyGate).
+	keys := oidc.ClientContext(context.Background(), gatedClient(rp.cfg.HTTPClient))
 	return &provider{
 		oidc: p,
 		// RedirectURL stays empty: redirect_uri is passed per login because
@@ -179,8 +207,7 @@ func (rp *RP) discover() (*provider, error) {
 			Endpoint:     endpoint,
 			Scopes:       rp.cfg.Scopes,
 		},
-		// The verifier fetches JWKS with the client given to NewProvider.
-		verifier:   p.Verifier(&oidc.Config{ClientID: rp.cfg.ClientID}),
+		verifier:   p.VerifierContext(keys, &oidc.Config{ClientID: rp.cfg.ClientID}),
 		endSession: meta.EndSession,
 	}, nil
 }

@@ -20,6 +20,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/s360edge/s360edge/internal/field"
 )
 
 // namedUser adds a "name" claim, which mockoidc's default user lacks.
@@ -855,8 +857,25 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 	_, err := New(Config{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s", CookieSecret: "short"})
-	if err == nil || !strings.Contains(err.Error(), "at least 32 bytes") {
+	if err == nil || !strings.Contains(err.Error(), "cookie_secret: too short; set it to at least 32 random characters") {
 		t.Fatalf("short secret error %v", err)
+	}
+	// Every error names its setting, as the Caddyfile spells it, for the
+	// caller to name the block it sits in.
+	_, err = New(Config{RedirectURL: "/cb", TokenAuth: "x", Protect: []string{"account"}})
+	var names []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *field.Error
+		if !errors.As(e, &fe) {
+			t.Fatalf("%v is not a *field.Error", e)
+		}
+		names = append(names, fe.Name)
+	}
+	if got := strings.Join(names, " "); got != "issuer client_id client_secret cookie_secret redirect_url token_auth protect" {
+		t.Fatalf("errors of %s, in %v", got, err)
+	}
+	if !strings.Contains(err.Error(), "cookie_secret: missing;") {
+		t.Fatalf("an empty cookie secret is not reported missing: %v", err)
 	}
 }
 

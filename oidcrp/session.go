@@ -246,11 +246,20 @@ func (rp *RP) readSession(value string) (session, error) {
 // shortly before they expire (the new cookie is set on w; w may be nil to
 // skip that). It returns nil, nil for an anonymous request, and an error
 // (ErrInvalidToken, ErrSessionExpired, ErrInvalidSession for a tampered or
-// logged-out cookie, ErrProviderUnavailable, ErrRevocationUnavailable) for credentials that cannot be accepted; a bad
-// session cookie is also cleared on w.
+// logged-out cookie, ErrProviderUnavailable, ErrRevocationUnavailable) for
+// credentials that cannot be accepted; a bad session cookie is also cleared
+// on w. A Bearer token that Config.IgnoreBearer names is no credential.
+//
+// It waits for the provider at most identifyTimeout: a Bearer token that
+// cannot be verified by then, or an expired session whose refresh has not
+// answered, is ErrProviderUnavailable (the session cookie is kept, and the
+// refresh goes on for the next request); a session whose ID token is still
+// valid goes on while its refresh runs.
 func (rp *RP) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error) {
-	if raw, ok := bearerToken(r); ok {
-		return rp.identifyBearer(r.Context(), raw)
+	ctx, cancel := context.WithTimeout(r.Context(), identifyTimeout)
+	defer cancel()
+	if raw, ok := bearerToken(r); ok && (rp.cfg.IgnoreBearer == nil || !rp.cfg.IgnoreBearer(raw)) {
+		return rp.identifyBearer(ctx, raw)
 	}
 	c, err := r.Cookie(rp.cfg.CookieName)
 	if err != nil || c.Value == "" {
@@ -274,13 +283,18 @@ func (rp *RP) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error
 	}
 	now := time.Now()
 	if s.RT != "" && now.Add(refreshMargin).Unix() >= s.TokExp {
-		ns, err := rp.refresh(r.Context(), s)
-		if err == nil {
+		ns, err := rp.refresh(ctx, s)
+		switch {
+		case err == nil:
 			s = ns
 			if err := rp.setSession(w, r, s); err != nil {
 				rp.log.Error("sealing refreshed session", zap.Error(err))
 			}
-		} else {
+		case errors.Is(err, ErrProviderUnavailable) && now.Unix() >= s.TokExp:
+			// The provider did not answer: the session is neither
+			// usable nor over.
+			return nil, err
+		default:
 			// Not fatal while the ID token is still valid: the next
 			// request tries again.
 			rp.log.Warn("session refresh failed", zap.Error(err))
@@ -305,12 +319,20 @@ func (rp *RP) identifyBearer(ctx context.Context, raw string) (*Identity, error)
 	if rp.cfg.NoProvider {
 		return nil, fmt.Errorf("%w: no OIDC provider is configured", ErrInvalidToken)
 	}
-	p, err := rp.provider(ctx)
+	// What is not a JWT is refused without asking the provider.
+	if strings.Count(raw, ".") != 2 {
+		return nil, fmt.Errorf("%w: not a JWT", ErrInvalidToken)
+	}
+	p, err := rp.providerWithin(ctx, identifyTimeout)
 	if err != nil {
 		return nil, err
 	}
 	idt, err := p.verifier.Verify(ctx, raw)
 	if err != nil {
+		if ctx.Err() != nil {
+			// The key set did not arrive in time: the token may be good.
+			return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
+		}
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	claims := map[string]any{}
@@ -348,8 +370,12 @@ func (rp *RP) refresh(ctx context.Context, old session) (session, error) {
 	}
 	rp.recentMu.Unlock()
 
-	v, err, _ := rp.refreshes.Do(key, func() (any, error) {
-		s, err := rp.doRefresh(ctx, old)
+	// The refresh runs on its own goroutine, detached from this caller, who
+	// waits for it only as long as ctx allows: its result is kept in
+	// rp.recent for the requests after it.
+	detached := context.WithoutCancel(ctx)
+	ch := rp.refreshes.DoChan(key, func() (any, error) {
+		s, err := rp.doRefresh(detached, old)
 		rr := recentRefresh{s: s, err: err, until: now.Add(recentRefreshTTL)}
 		if err != nil {
 			rr.until = now.Add(refreshFailureTTL)
@@ -364,10 +390,15 @@ func (rp *RP) refresh(ctx context.Context, old session) (session, error) {
 		rp.recentMu.Unlock()
 		return s, err
 	})
-	if err != nil {
-		return old, err
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return old, res.Err
+		}
+		return res.Val.(session), nil
+	case <-ctx.Done():
+		return old, fmt.Errorf("%w: the refresh has not answered: %w", ErrProviderUnavailable, ctx.Err())
 	}
-	return v.(session), nil
 }
 
 func (rp *RP) doRefresh(ctx context.Context, old session) (session, error) {

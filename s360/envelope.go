@@ -16,7 +16,8 @@ func StatusCode(body []byte) string {
 }
 
 // Valid reports whether body is an S-360 answer at all: exactly one JSON
-// object, nothing after it, with a string statusCode (S360-API.md §3). A
+// object, nothing after it, with a string statusCode (docs/S360.md,
+// "Answers"). A
 // cut body, an HTML error page or an array is not, whatever text it holds.
 func Valid(body []byte) bool {
 	if !gjson.ValidBytes(body) {
@@ -29,7 +30,7 @@ func Valid(body []byte) bool {
 }
 
 // Success reports whether an answer may be stored: HTTP 200, a valid
-// answer, and statusCode "success" (S360-API.md §3, §10).
+// answer, and statusCode "success" (docs/S360.md, "Answers").
 func Success(status int, body []byte) bool {
 	return status == 200 && Valid(body) && StatusCode(body) == "success"
 }

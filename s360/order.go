@@ -27,7 +27,7 @@ var ErrBadOrderAnswer = errors.New("S-360 order answer is not usable")
 
 var digits = regexp.MustCompile(`^[0-9]{1,20}$`)
 
-// ParseOrder reads an OrderUpdateResult (S360-API.md §7.3).
+// ParseOrder reads an OrderUpdateResult (docs/S360.md, "Answers").
 func ParseOrder(body []byte) (OrderResult, error) {
 	if !Valid(body) || CheckNoDuplicates(body) != nil {
 		return OrderResult{}, ErrBadOrderAnswer
@@ -50,7 +50,7 @@ func ParseOrder(body []byte) (OrderResult, error) {
 
 // NotAvailable reports whether the failure is S-360's
 // error.order.availability, wherever the envelope carries the code
-// (S360-API.md §3: the field is not documented).
+// (docs/S360.md, "Answers": the field is not documented).
 func (r OrderResult) NotAvailable() bool {
 	for _, s := range []string{r.StatusCode, r.StatusDetail, r.StatusMessage} {
 		if strings.Contains(s, "error.order.availability") {
@@ -65,7 +65,7 @@ var lang = regexp.MustCompile(`^[a-z]{2}$`)
 // ValidLang reports whether s is an ISO 639-1 code as the shop takes it.
 func ValidLang(s string) bool { return lang.MatchString(s) }
 
-// CartURL is the ticket shop redirect for an order (S360-API.md §8):
+// CartURL is the ticket shop redirect for an order (docs/S360.md, "Ticket shop"):
 // <shop>/api/1/redirect/<target>?orderId=<id>[&lang=<lang>]. The host is
 // always the configured shop: nothing of the request or the upstream answer
 // but the numeric order id and a checked language code goes into it. An

@@ -60,8 +60,9 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-// TestDefaultAllowList pins the built-in list: each method S360-API.md §5-§7
-// and §5.5 name as a read is allowed with its class, and nothing else is.
+// TestDefaultAllowList pins the built-in list: each read method docs/S360.md
+// names ("Methods"), and the order, is allowed with its class, and nothing
+// else is.
 func TestDefaultAllowList(t *testing.T) {
 	want := map[string]Class{
 		"catalogService/getCatalog":                        Catalog,

@@ -16,9 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	dsig "github.com/russellhaering/goxmldsig"
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/internal/field"
 	"github.com/s360edge/s360edge/oidcrp"
 )
 
@@ -74,6 +77,16 @@ type Config struct {
 	Logger *zap.Logger
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Replays is this process's record of the assertions accepted, so
+	// that each is accepted once. Default: one of this SP's own, which
+	// a new SP (a config reload) does not inherit; NewLocalReplays makes
+	// one to share.
+	Replays saml.AssertionReplayCache
+	// Shared, when set, is the record of every node of a cluster: an
+	// assertion accepted on one node is refused on the others, and
+	// refused everywhere (503) while the record is out of reach.
+	// Default: none (one process).
+	Shared SharedReplays
 }
 
 // SP is the service provider; safe for concurrent use.
@@ -85,7 +98,7 @@ type SP struct {
 	// sigMethod fits key: the IdP checks the AuthnRequests with it.
 	sigMethod string
 	state     *oidcrp.Sealer
-	replays   saml.AssertionReplayCache
+	replays   saml.AssertionReplayCache // used without Config.Replays
 
 	mu      sync.Mutex
 	idp     *saml.EntityDescriptor
@@ -95,6 +108,11 @@ type SP struct {
 
 // ErrIDPUnavailable: the IdP metadata could not be read (answer 503).
 var ErrIDPUnavailable = errors.New("saml identity provider metadata unavailable")
+
+// ErrNoSessions: Config.Sessions is nil. New returns it only when the
+// settings a person writes are valid, so that a caller whose sessions
+// could not be built still gets those settings' errors.
+var ErrNoSessions = errors.New("samlsp: Config.Sessions is required")
 
 // New validates cfg and loads the SP's key pair. It does no network I/O.
 func New(cfg Config) (*SP, error) {
@@ -118,35 +136,12 @@ func New(cfg Config) (*SP, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	var errs []error
+	key, cert, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Sessions == nil {
-		errs = append(errs, errors.New("saml needs the session settings"))
-	}
-	if cfg.IDPMetadata == "" {
-		errs = append(errs, errors.New("idp_metadata is required"))
-	}
-	if cfg.EntityID != "" {
-		if u, err := url.Parse(cfg.EntityID); err != nil || !u.IsAbs() || u.Host == "" {
-			errs = append(errs, fmt.Errorf("entity_id must be an absolute URL, got %q", cfg.EntityID))
-		}
-	}
-	var key crypto.Signer
-	var cert *x509.Certificate
-	if cfg.Cert == "" || cfg.Key == "" {
-		errs = append(errs, errors.New("cert and key are both required: the IdP wants signed requests"))
-	} else {
-		pair, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("loading cert and key: %w", err))
-		} else {
-			cert = pair.Leaf
-			if key, _ = pair.PrivateKey.(crypto.Signer); key == nil {
-				errs = append(errs, errors.New("key cannot sign"))
-			}
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("validating saml config: %w", err)
+		return nil, ErrNoSessions
 	}
 	state, err := cfg.Sessions.Sealer(stateCookieName)
 	if err != nil {
@@ -159,6 +154,92 @@ func New(cfg Config) (*SP, error) {
 	sp := &SP{cfg: cfg, log: cfg.Logger, key: key, cert: cert, sigMethod: sigMethod, state: state, replays: csamlsp.NewMemoryReplayCache(100_000)}
 	cfg.Sessions.OnLogout(via, sp.logoutURL)
 	return sp, nil
+}
+
+// check validates the settings a person writes, all of them, and loads the
+// key pair. Each error is a *field.Error.
+func (cfg Config) check() (crypto.Signer, *x509.Certificate, error) {
+	var errs []error
+	if err := checkMetadata(cfg.IDPMetadata); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.EntityID != "" {
+		if u, err := url.Parse(cfg.EntityID); err != nil || !u.IsAbs() || u.Host == "" {
+			errs = append(errs, field.Errorf("entity_id", "%q is not an absolute URL; set it to this site's SP metadata URL, e.g. https://www.example.com%s/saml/metadata", cfg.EntityID, cfg.Prefix))
+		}
+	}
+	var key crypto.Signer
+	var cert *x509.Certificate
+	if cfg.Cert == "" {
+		errs = append(errs, field.Errorf("cert", "missing; the IdP wants signed requests: set it to a PEM certificate file (self-signed is fine)"))
+	}
+	if cfg.Key == "" {
+		errs = append(errs, field.Errorf("key", "missing; the IdP wants signed requests: set it to the PEM file of cert's private key"))
+	}
+	if cfg.Cert != "" && cfg.Key != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+		if err != nil {
+			errs = append(errs, field.Errorf("cert and key", "loading them: %v; set them to the PEM files of one certificate and its private key", err))
+		} else {
+			cert = pair.Leaf
+			if key, _ = pair.PrivateKey.(crypto.Signer); key == nil {
+				errs = append(errs, field.Errorf("key", "its key cannot sign; use an RSA or ECDSA key"))
+			}
+		}
+	}
+	return key, cert, errors.Join(errs...)
+}
+
+// metadataURL is the IdP metadata's URL when src is an http(s) URL; else src
+// is a file.
+func metadataURL(src string) (*url.URL, bool) {
+	u, err := url.Parse(src)
+	return u, err == nil && (u.Scheme == "http" || u.Scheme == "https")
+}
+
+// checkMetadata refuses IdP metadata that the network could change on its
+// way: the metadata holds the certificate that signs the assertions, so who
+// swaps it logs in as any buyer. An https URL, a file, or plain http to a
+// loopback host are accepted.
+func checkMetadata(src string) error {
+	const want = "an https:// URL, or a local file (plain http only to 127.0.0.1, ::1 or localhost)"
+	u, isURL := metadataURL(src)
+	switch {
+	case src == "":
+		return field.Errorf("idp_metadata", "missing; set it to the shop's IdP metadata: %s", want)
+	case !isURL && strings.Contains(src, "://"):
+		return field.Errorf("idp_metadata", "%q is neither an http(s) URL nor a file; set it to %s", redacted(src), want)
+	case !isURL:
+		return nil
+	case u.Host == "":
+		return field.Errorf("idp_metadata", "%q has no host; set it to %s", u.Redacted(), want)
+	case u.Scheme == "http" && !loopback(u.Hostname()):
+		https := *u
+		https.Scheme = "https"
+		return field.Errorf("idp_metadata", "%q is plain http to a host that is not loopback: "+
+			"anyone on the network path could swap the IdP certificate and log in as any buyer; "+
+			"write idp_metadata %s, or download the metadata to a local file (plain http only to 127.0.0.1, ::1 or localhost)",
+			u.Redacted(), https.Redacted())
+	}
+	return nil
+}
+
+// loopback reports whether host is a name or address of this machine's
+// loopback interface: 127.0.0.0/8, ::1 or localhost.
+func loopback(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// redacted is src without a password, when it parses as a URL.
+func redacted(src string) string {
+	if u, err := url.Parse(src); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable)"
 }
 
 // Paths of the endpoints.
@@ -198,7 +279,7 @@ func (s *SP) metadata() (*saml.EntityDescriptor, error) {
 func (s *SP) readMetadata() (*saml.EntityDescriptor, error) {
 	var data []byte
 	src := s.cfg.IDPMetadata
-	if u, err := url.Parse(src); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+	if _, isURL := metadataURL(src); isURL {
 		// Detached from any request: others wait for this fetch.
 		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 		defer cancel()
@@ -211,6 +292,12 @@ func (s *SP) readMetadata() (*saml.EntityDescriptor, error) {
 			return nil, err
 		}
 		defer resp.Body.Close()
+		// A redirect must not lead where New would have refused to go.
+		if resp.Request != nil {
+			if err := checkMetadata(resp.Request.URL.String()); err != nil {
+				return nil, fmt.Errorf("fetching %s: redirected: %w", src, err)
+			}
+		}
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("fetching %s: %s", src, resp.Status)
 		}
@@ -256,7 +343,7 @@ func (s *SP) provider(r *http.Request, idp *saml.EntityDescriptor) *saml.Service
 		IDPMetadata:                      idp,
 		SignatureMethod:                  s.sigMethod,
 		AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
-		ReplayCache:                      s.replays,
+		ReplayCache:                      s.replayCache(),
 		RejectSHA1Signatures:             true,
 		Clock:                            dsig.NewFakeClockAt(s.cfg.Now()),
 	}
@@ -399,6 +486,12 @@ func (s *SP) serveACS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	assertion, err := sp.ParseXMLResponse(raw, []string{st.RequestID}, sp.AcsURL)
+	if errors.Is(err, ErrReplaysUnavailable) {
+		s.log.Warn("saml response refused: the cluster's record of accepted assertions is out of reach (Redis), so a replay on another node cannot be ruled out")
+		w.Header().Set("Retry-After", "5")
+		oidcrp.WriteError(w, http.StatusServiceUnavailable, "login_unavailable", "the login cannot be completed right now; try again shortly")
+		return
+	}
 	if err != nil {
 		// crewjam's private error may quote the response; only its class
 		// is logged.

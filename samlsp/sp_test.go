@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"encoding/xml"
+	"errors"
 	"html"
 	"io"
 	"log"
@@ -29,6 +30,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/s360edge/s360edge/internal/field"
 	"github.com/s360edge/s360edge/oidcrp"
 )
 
@@ -427,10 +429,15 @@ func TestConfigErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no metadata", Config{Sessions: rp, Cert: "x", Key: "y"}, "idp_metadata is required"},
-		{"no key pair", Config{Sessions: rp, IDPMetadata: "m"}, "cert and key are both required"},
-		{"unreadable key pair", Config{Sessions: rp, IDPMetadata: "m", Cert: "/nonexistent", Key: "/nonexistent"}, "loading cert and key"},
-		{"relative entity_id", Config{Sessions: rp, IDPMetadata: "m", Cert: "x", Key: "y", EntityID: "/sp"}, "entity_id must be an absolute URL"},
+		{"no metadata", Config{Sessions: rp, Cert: "x", Key: "y"}, "idp_metadata: missing; set it to the shop's IdP metadata: an https:// URL, or a local file"},
+		{"no cert", Config{Sessions: rp, IDPMetadata: "m", Key: "y"}, "cert: missing; the IdP wants signed requests"},
+		{"no key", Config{Sessions: rp, IDPMetadata: "m", Cert: "x"}, "key: missing; the IdP wants signed requests"},
+		{"unreadable key pair", Config{Sessions: rp, IDPMetadata: "m", Cert: "/nonexistent", Key: "/nonexistent"}, "cert and key: loading them: open /nonexistent"},
+		{"relative entity_id", Config{Sessions: rp, IDPMetadata: "m", Cert: "x", Key: "y", EntityID: "/sp"}, `entity_id: "/sp" is not an absolute URL`},
+		// The settings' errors come first, all of them: a caller whose
+		// sessions failed gets them too.
+		{"no sessions, bad settings", Config{EntityID: "/sp"}, "idp_metadata: missing"},
+		{"no sessions, bad settings, all reported", Config{EntityID: "/sp"}, "key: missing"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -438,7 +445,87 @@ func TestConfigErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
+			var fe *field.Error
+			if !errors.As(err, &fe) || errors.Is(err, ErrNoSessions) {
+				t.Fatalf("err = %v, want only *field.Error", err)
+			}
 		})
+	}
+	f := newFixture(t, false)
+	cfg := f.sp.cfg
+	cfg.Sessions = nil
+	if _, err := New(cfg); !errors.Is(err, ErrNoSessions) {
+		t.Fatalf("valid settings without sessions: %v, want ErrNoSessions", err)
+	}
+}
+
+// IdP metadata over plain http is refused unless it comes from loopback:
+// the network could swap the IdP's certificate on its way.
+func TestMetadataSource(t *testing.T) {
+	f := newFixture(t, false)
+	for _, tt := range []struct{ src, want string }{
+		{"https://shop.example.com/saml/metadata", ""},
+		{"http://127.0.0.1:8081/saml/metadata", ""},
+		{"http://127.3.4.5/md", ""},
+		{"http://localhost:8081/saml/metadata", ""},
+		{"http://LOCALHOST./md", ""},
+		{"http://[::1]:8081/saml/metadata", ""},
+		{f.sp.cfg.IDPMetadata, ""},
+		{"idp-metadata.xml", ""},
+		{"http://shop.example.com/saml/metadata", `idp_metadata: "http://shop.example.com/saml/metadata" is plain http to a host that is not loopback: ` +
+			"anyone on the network path could swap the IdP certificate and log in as any buyer; write idp_metadata https://shop.example.com/saml/metadata, or download"},
+		{"http://10.0.0.1/md", "write idp_metadata https://10.0.0.1/md"},
+		{"http://localhost.example.com/md", "is plain http to a host that is not loopback"},
+		{"http://u:pw@shop.example.com/md", `"http://u:xxxxx@shop.example.com/md" is plain http`},
+		{"ftp://shop.example.com/md", `idp_metadata: "ftp://shop.example.com/md" is neither an http(s) URL nor a file`},
+		{"https:///md", `idp_metadata: "https:///md" has no host`},
+	} {
+		t.Run(tt.src, func(t *testing.T) {
+			cfg := f.sp.cfg
+			cfg.IDPMetadata = tt.src
+			_, err := New(cfg)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			case err != nil && strings.Contains(err.Error(), "pw@"):
+				t.Fatalf("password in %v", err)
+			}
+		})
+	}
+}
+
+// roundTrip answers every request of an http.Client.
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A loopback metadata URL that redirects to plain http elsewhere is
+// refused at the fetch, as New would have refused that URL.
+func TestMetadataRedirectToPlainHTTP(t *testing.T) {
+	f := newFixture(t, false)
+	md := must(os.ReadFile(f.sp.cfg.IDPMetadata))
+	cfg := f.sp.cfg
+	cfg.IDPMetadata = "http://127.0.0.1:1/md"
+	cfg.HTTPClient = &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+		rec := httptest.NewRecorder()
+		if r.URL.Host == "127.0.0.1:1" {
+			http.Redirect(rec, r, "http://shop.example.com/md", http.StatusFound)
+		} else {
+			rec.Write(md)
+		}
+		resp := rec.Result()
+		resp.Request = r // as http.Transport sets it
+		return resp, nil
+	})}
+	sp := must(New(cfg))
+	if _, err := sp.metadata(); err == nil || !strings.Contains(err.Error(), "redirected: idp_metadata: \"http://shop.example.com/md\" is plain http") {
+		t.Fatalf("metadata after a redirect to plain http: %v", err)
+	}
+	cfg.IDPMetadata = "http://127.0.0.1:2/md" // not redirected
+	if _, err := must(New(cfg)).metadata(); err != nil {
+		t.Fatalf("loopback metadata: %v", err)
 	}
 }
 

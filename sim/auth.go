@@ -25,7 +25,8 @@ type claims struct {
 	Jti string `json:"jti"`
 }
 
-// auth answers the token endpoint (S360-API.md §2.1). Any partner is accepted;
+// auth answers the token endpoint (docs/S360.md, "Authentication"). Any
+// partner is accepted;
 // operator and secret must match.
 func (s *Server) auth(w http.ResponseWriter, r *http.Request, obj map[string]json.RawMessage) {
 	var operator, partner, secret string

@@ -33,7 +33,7 @@ func (s *Server) decodeAvailability(body []byte) (*availabilityRequest, envelope
 }
 
 // level is OUR assumption, not S-360's: no public source documents an
-// availability colour (S360-API.md §6.4). RED when sold out, ORANGE when less
+// availability colour (docs/S360.md, "Methods"). RED when sold out, ORANGE when less
 // than 20 % of the seats put on sale remain, GREEN otherwise.
 func level(available, capacity int) string {
 	switch {
@@ -197,7 +197,7 @@ func (s *Server) getSeatsAvailability(body []byte) (envelope, error) {
 }
 
 // getUpdatedAvailabilities lists the given products whose stock changed
-// strictly after referenceDate (S360-API.md §6.2).
+// strictly after referenceDate (docs/S360.md, "Change detection").
 func (s *Server) getUpdatedAvailabilities(body []byte) (envelope, error) {
 	req, fail, err := s.decodeAvailability(body)
 	if req == nil {
@@ -226,7 +226,7 @@ func (s *Server) getUpdatedAvailabilities(body []byte) (envelope, error) {
 }
 
 // getAvailableThemeAndLanguage answers for visit passes with themes and
-// languages (S360-API.md §6). The generated catalog has single entries only,
+// languages (docs/S360.md, "Methods"). The generated catalog has single entries only,
 // so the list is always empty; the method exists so that clients calling it
 // get S-360's shape.
 func (s *Server) getAvailableThemeAndLanguage(body []byte) (envelope, error) {

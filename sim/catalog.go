@@ -33,7 +33,7 @@ func (s *Server) getCatalogDetailed(body []byte) (envelope, error) {
 }
 
 // getCatalog answers the same catalog as one XML string. The real schema is
-// unknown (S360-API.md §5.1); this is encoding/xml of the same data.
+// unknown (docs/S360.md, "Methods"); this is encoding/xml of the same data.
 func (s *Server) getCatalog(body []byte) (envelope, error) {
 	v, err := s.catalogView(body)
 	if err != nil {

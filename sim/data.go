@@ -38,7 +38,7 @@ func tr(en, fr string) translated {
 }
 
 // The catalog types marshal to the shape of getCatalogDetailed's catalogData
-// (S360-API.md §5.1). Unexported fields hold the simulator's state.
+// (docs/S360.md, "Methods"). Unexported fields hold the simulator's state.
 // Views handed to the encoder are shallow copies taken under Server.mu, so
 // fields reachable from them (names, prices) are replaced, never mutated.
 type catalog struct {

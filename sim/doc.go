@@ -1,5 +1,5 @@
 // Package sim simulates the S-360 (SecuTix) web services of one institution,
-// after S360-API.md §12: the token endpoint, the catalog, availability and
+// after what docs/S360.md says of it: the token endpoint, the catalog, availability and
 // external-order services, the ticket shop's cart redirect, S-360's rate
 // limits, and a control API for tests. It uses the standard library only;
 // cmd/s360sim serves it.
@@ -25,7 +25,7 @@
 //	                            -rate-limit defaults to 60 then)
 //	-catalog-floor 10m          getCatalogDetailed / getCatalog: once per floor per identical body; 0 = off
 //	-availability-floor 1m      each availabilityService method, same rule, requestId ignored; 0 = off
-//	                            These are S-360's documented per-key limits (S360-API.md §4), on by default;
+//	                            These are S-360's documented per-key limits (docs/S360.md, "Rate limits"), on by default;
 //	                            refusals answer the rate status and count in floorRefused. Floors follow the
 //	                            simulator's clock (/_sim/clock), and POST /_sim/faults {"catalogFloor": "0s",
 //	                            "availabilityFloor": "0s"} turns them off at run time.
@@ -49,7 +49,7 @@
 //	  availabilityService: getEventAvailability, getPerformanceAvailability, getProductAvailability,
 //	                       getSeatsAvailability, getUpdatedAvailabilities,
 //	                       getAvailableThemeAndLanguage {passId, timeslotIds} (no passes: always an empty list)
-//	  setupService (S360-API.md §5.5, same ids as the catalog):
+//	  setupService (docs/S360.md, "Methods"; same ids as the catalog):
 //	    listSeasons {} → seasons[]{id, code, state, start, end, externalName, priceLevels: [], audienceCategories: []}
 //	    listAudienceSubCategories {seasonId} → audienceSubCategories[]{id, code, externalName, audienceCategoryKind,
 //	                                            requiredAudienceSubCategoryIds, crossSeatCategory}

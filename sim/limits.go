@@ -141,8 +141,9 @@ func endpointOf(key string) string {
 }
 
 // allowRate counts a call of key in its fixed window, aligned on
-// multiples of the window: the institution's (every endpoint and operator
-// shares it), or with ScopeEndpoint its endpoint's. Refused calls do not
+// multiples of the window: the institution's (docs/S360.md, "Rate
+// limits": every endpoint and operator shares it), or with ScopeEndpoint
+// its endpoint's. Refused calls do not
 // use up the quota. It returns nil when the call may go on.
 func (s *Server) allowRate(key string) *rateRefusal {
 	now := s.now()
@@ -190,7 +191,8 @@ func (s *Server) floorFor(key string) time.Duration {
 }
 
 // allowFloor enforces a method's minimum interval per identical body,
-// requestId aside (S360-API.md §4 items 4 and 5).
+// requestId aside (docs/S360.md, "Rate limits": getCatalogDetailed and
+// getCatalog, and availability methods, with the same parameters).
 func (s *Server) allowFloor(key string, obj map[string]json.RawMessage, floor time.Duration) bool {
 	fk := key + " " + canonical(obj)
 	now := s.now()

@@ -59,7 +59,7 @@ func (s *Server) orderFailure(code, message string) envelope {
 	return e
 }
 
-// createOrUpdateOrder implements single-entry sales (S360-API.md §7). Stock
+// createOrUpdateOrder implements single-entry sales (docs/S360.md, "Methods"). Stock
 // is checked and taken for all lines at once, or not at all.
 func (s *Server) createOrUpdateOrder(body []byte) (envelope, error) {
 	var req orderRequest

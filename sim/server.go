@@ -125,7 +125,7 @@ func success(kv ...any) envelope {
 }
 
 // failure is a business error: HTTP 200, statusCode "error", and the code in
-// the configured error field (S360-API.md §3 leaves that field unknown).
+// the configured error field (docs/S360.md, "Answers": that field is unknown).
 func (s *Server) failure(code, message string) envelope {
 	e := envelope{"statusCode": "error", "statusMessage": message, "statusDetail": message}
 	e[s.cfg.ErrorField] = code
@@ -283,7 +283,8 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, code, messag
 	writeJSON(w, r, status, map[string]string{"error": code, "message": message})
 }
 
-// writeJSON writes v, gzipped when the client accepts it (S360-API.md §1).
+// writeJSON writes v, gzipped when the client accepts it (docs/S360.md,
+// "Transport").
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {

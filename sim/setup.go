@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// The setupService reads and the order history of S360-API.md §5.5, answered
+// The setupService reads and the order history (docs/S360.md, "Methods"), answered
 // from the same generated catalog as getCatalogDetailed, so ids agree.
 
 // seasonRequest is the body of listAudienceSubCategories and listPriceLevels.

@@ -19,7 +19,7 @@ type redirect struct {
 	Status  int        `json:"status"`
 }
 
-// serveRedirect answers /api/1/redirect/* (S360-API.md §8). cart and checkout
+// serveRedirect answers /api/1/redirect/* (docs/S360.md, "Ticket shop"). cart and checkout
 // need a known orderId; a secret (or orderSecretId), when given, must match
 // the order's. Other pages redirect blindly to a placeholder shop page.
 func (s *Server) serveRedirect(w http.ResponseWriter, r *http.Request) {

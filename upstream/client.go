@@ -29,11 +29,11 @@ import (
 	"github.com/s360edge/s360edge/s360"
 )
 
-// AuthPath is the S-360 token endpoint (S360-API.md §2.1).
+// AuthPath is the S-360 token endpoint (docs/S360.md, "Authentication").
 const AuthPath = "/tnai/backend-apis/v1/auth"
 
 // Defaults, chosen for S-360's slowest documented call: getCatalogDetailed
-// takes about 20 s and 10 MB (S360-API.md §5.1).
+// takes about 20 s and 10 MB (docs/S360.md, "Answers").
 const (
 	DefaultTimeout          = 60 * time.Second
 	DefaultMaxResponseBytes = 64 << 20

@@ -56,7 +56,7 @@ func TestRulesMatchCode(t *testing.T) {
 	}
 	alerts := regexp.MustCompile(`(?m)^\s+- alert: (\S+)$`).FindAllStringSubmatch(rules, -1)
 	if len(alerts) < 7 {
-		t.Fatalf("%d alerts, want the 7 of issue 14", len(alerts))
+		t.Fatalf("%d alerts, want the 7 alerts of deploy/prometheus", len(alerts))
 	}
 	for _, a := range alerts {
 		if !strings.Contains(tests, "alertname: "+a[1]+"\n") {

@@ -28,7 +28,8 @@ type Server struct {
 
 	t    testing.TB
 	bin  string
-	dir  string // its --dir, which also holds its output
+	dir  string   // its --dir, which also holds its output
+	args []string // more arguments of redis-server
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
 }
@@ -54,9 +55,17 @@ func Start(t testing.TB, password string) *Server {
 	return start(t, password, freeAddr)
 }
 
-func start(t testing.TB, password string, pick func(testing.TB) string) *Server {
+// StartCluster is Start of a Redis Cluster node (cluster_enabled:1) with
+// no slots assigned: alone, it refuses every key with CLUSTERDOWN; what it
+// is for is a client's check of what it was given.
+func StartCluster(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{Password: password, t: t, bin: binary(t), dir: t.TempDir()}
+	return start(t, "", freeAddr, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+}
+
+func start(t testing.TB, password string, pick func(testing.TB) string, args ...string) *Server {
+	t.Helper()
+	s := &Server{Password: password, t: t, bin: binary(t), dir: t.TempDir(), args: args}
 	t.Cleanup(func() {
 		s.kill()
 		if t.Failed() {
@@ -117,6 +126,7 @@ func (s *Server) run() error {
 	if s.Password != "" {
 		args = append(args, "--requirepass", s.Password)
 	}
+	args = append(args, s.args...)
 	out, err := os.Create(s.log())
 	if err != nil {
 		return err

@@ -1,4 +1,5 @@
-// Command replay is the evidence of issue 9: a compressed day of a website's
+// Command replay is the evidence that a site behind s360edge stays within
+// S-360's limits where plain designs do not: a compressed day of a website's
 // traffic replayed against s360sim through three designs, one after the
 // other, each with a fresh simulator and the same seeded schedule:
 //
@@ -114,8 +115,8 @@ func fatal(err error) {
 }
 
 // quota is the client quota the report checks the abusive client against:
-// the Caddyfile's client_quota, else the documented default, a fifth of
-// rate_limit.
+// the Caddyfile's client_quota; 0 with client_quota off, -1 without one
+// (the default: clients share the budget fairly, no fixed quota).
 var quota int
 
 // limits reads the calls of rate_limit and client_quota from a Caddyfile
@@ -136,9 +137,6 @@ func limits(src []byte, rate int) (int, int) {
 		case f[0] == "client_quota" && f[1] == "off":
 			q = 0
 		}
-	}
-	if q < 0 {
-		q = rate / 5
 	}
 	return rate, q
 }

@@ -144,11 +144,11 @@ func TestLimitsFromCaddyfile(t *testing.T) {
 		name, src         string
 		wantRate, wantQuo int
 	}{
-		{"defaults", "s360 {\n\tupstream x\n}\n", 150, 30},
-		{"rate_limit sets the default quota", "\trate_limit 100 {$MINUTE}\n", 100, 20},
+		{"defaults: no quota, fair shares", "s360 {\n\tupstream x\n}\n", 150, -1},
+		{"rate_limit sets no quota", "\trate_limit 100 {$MINUTE}\n", 100, -1},
 		{"client_quota", "\trate_limit 150 3s\n\tclient_quota 10 {$MINUTE}\n", 150, 10},
 		{"client_quota off", "\tclient_quota off\n", 150, 0},
-		{"a placeholder count is left alone", "\trate_limit {$RATE} 3s\n", 150, 30},
+		{"a placeholder count is left alone", "\trate_limit {$RATE} 3s\n", 150, -1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,5 +157,20 @@ func TestLimitsFromCaddyfile(t *testing.T) {
 				t.Errorf("limits = %d, %d; want %d, %d", rate, q, tc.wantRate, tc.wantQuo)
 			}
 		})
+	}
+}
+
+// Failed answers are named by class and by what their body says, the
+// sidecar's error or S-360's status detail.
+func TestErrorKind(t *testing.T) {
+	for _, tc := range []struct{ class, body, want string }{
+		{"429", `{"error":"min_interval","message":"..."}`, "429 min_interval"},
+		{"509", `{"statusCode":"failed","statusDetail":"rate_limited"}`, "509 rate_limited"},
+		{"upstream", `{"statusCode":"invalid_parameter"}`, "upstream invalid_parameter"},
+		{"502", `<html>bad gateway</html>`, "502 (no JSON error)"},
+	} {
+		if got := errorKind(tc.class, []byte(tc.body)); got != tc.want {
+			t.Errorf("errorKind(%q, %s) = %q, want %q", tc.class, tc.body, got, tc.want)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-// Command sharedhit measures the shared tier of cluster mode (issue 12):
+// Command sharedhit measures the shared tier of cluster mode:
 // node A fetches N distinct availability keys from the simulator; node B,
 // a fresh node of the same cluster, then asks for each key twice. B's
 // first answer comes from Redis (a shared-tier hit), its second from its
