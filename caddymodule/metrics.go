@@ -202,11 +202,11 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// knownMethods are the method label's values: the built-in allow-list
-// and the token call.
+// knownMethods are the method label's values: the methods of s360.Methods
+// (the built-in allow-list) and the token call.
 var knownMethods = func() map[string]bool {
 	m := map[string]bool{"auth": true}
-	for name := range s360.DefaultMethods() {
+	for name := range s360.Methods {
 		m[name] = true
 	}
 	return m
