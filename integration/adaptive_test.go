@@ -15,7 +15,7 @@ import (
 // clients clients, who pause 50 ms after a 429) for n of the simulator's
 // windows, starting with one: S-360's windows are fixed and aligned on the
 // clock, so the first refusal comes after the limit's last call of a whole
-// window, as the issues' scenarios have it (a start late in a window would
+// window, as in `make storm-adaptive` (a start late in a window would
 // spread the first calls over two). It returns the simulator's 509 count at
 // each window's end and its counters at the end.
 func stormWindows(t *testing.T, s *sim, e *edge, window time.Duration, n int, methods []string, clients int) (at509 []int, c perWindow, st *storm) {
@@ -131,8 +131,8 @@ func TestAdaptiveLimitLearnsTheInstitutionsLimit(t *testing.T) {
 	t.Logf("adaptive: %d fresh, %d stale, %d throttled; 509s by window %v; windows %+v", st.ok.Load(), st.stale.Load(), st.throttled.Load(), at509, c.PerMinute)
 }
 
-// TestAdaptiveLimitLearnsOneMethodsLimit is issue 20's scenario scaled to
-// 6-second windows: steady distinct misses of one availability method, the
+// TestAdaptiveLimitLearnsOneMethodsLimit is a website polling one method
+// scaled to 6-second windows: steady distinct misses of one availability method, the
 // sidecar's default 150 against S-360 allowing 60 a window, counted over
 // the whole institution or per endpoint. Before, the method was paused a
 // window at a time and re-opened into a burst, with 509s in every window;
