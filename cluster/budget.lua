@@ -201,13 +201,14 @@ local function methodEffective(method)
   local eff = tonumber(h[1])
   if not eff then return nil end
   local from = math.max(tonumber(h[2]) or now, tonumber(h[3]) or 0)
-  local n = math.floor((now - from) / win)
+  local n = math.max(math.floor((now - from) / win), 0)
+  eff = eff + n * step
+  if eff >= calls then
+    -- Grown back, or rate_limit was lowered below it.
+    forget(method)
+    return nil
+  end
   if n > 0 then
-    eff = eff + n * step
-    if eff >= calls then
-      forget(method)
-      return nil
-    end
     redis.call('HSET', KEYS[17], method .. '|e', eff, method .. '|g', fmt(from + n * win))
     redis.call('PEXPIRE', KEYS[17], limitTTL)
   end

@@ -887,6 +887,15 @@ func TestMethodLimitIsShared(t *testing.T) {
 	if s := nodes[0].b.Stats(); len(s.MethodLimits) != 2 || s.MethodLimits[0].Limit != 18 || s.MethodLimits[1].Limit != 30 {
 		t.Fatalf("after a restore: %+v", s.MethodLimits)
 	}
+	// rate_limit lowered below a method's limit forgets it, as
+	// budget.Budget's Update does.
+	cfg.Calls = 20
+	for _, nd := range nodes {
+		nd.b.Update(cfg)
+	}
+	if s := nodes[1].b.Stats(); len(s.MethodLimits) != 1 || s.MethodLimits[0].Method != a.Method || s.MethodLimits[0].Limit != 18 {
+		t.Fatalf("after rate_limit 20: %+v", s.MethodLimits)
+	}
 }
 
 // Limits restored while Redis is out of reach are kept (a change persisted
