@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -180,26 +181,45 @@ func TestAdaptiveLimitLearnsOneMethodsLimit(t *testing.T) {
 
 // TestAdaptiveLimitHoldsTwoEndpointsLimitedSeparately: S-360 counts each
 // endpoint (60 a 6-second window each), and steady distinct misses of two
-// methods of two endpoints exceed both. Their refusals are learned (as
-// the institution's limit, 0.9 x the two endpoints' calls, which the
-// storm splits between them): 509s in the first window only, then 80 to
-// 100 % of each endpoint's limit, and no pause.
+// methods of two endpoints exceed both. Refusals of two methods are
+// learned as the institution's limit (0.9 x the two endpoints' calls),
+// which holds both: 509s in the first window only, and no pause. The
+// learned limit is shared by the two methods as the storm asks for them,
+// so each endpoint's share of it varies from window to window (47 to 56
+// of 60 seen): the check is 80 to 100 % of the two limits together, and
+// at least two thirds of each.
 func TestAdaptiveLimitHoldsTwoEndpointsLimitedSeparately(t *testing.T) {
 	const window = 6 * time.Second
 	s := startSim(t, "-limit-scope", "endpoint", "-rate-limit", "60", "-rate-window", "6s", "-availability-floor", "0")
 	e := startEdge(t, caddyfile(s, "rate_limit 150 6s\n\t\tclient_quota off\n\t\tmax_wait 300ms"))
+	endpoints := []string{"availabilityService", "setupService"}
 	at509, c, st := stormWindows(t, s, e, window, 5, []string{
 		"availabilityService/v1_33/getEventAvailability", "setupService/v1_33/listSeasons"}, 8)
 	first := checkFirstWindow(t, at509, 20)
-	for _, endpoint := range []string{"availabilityService", "setupService"} {
-		checkLearnedWindows(t, c.PerMinuteByEndpoint[endpoint], first, 48, 60)
+	// The two endpoints' calls by window, and the windows' sums.
+	sums := map[string]int{}
+	var starts []string
+	for _, ep := range endpoints {
+		checkLearnedWindows(t, c.PerMinuteByEndpoint[ep], first, 40, 60)
+		for _, w := range c.PerMinuteByEndpoint[ep] {
+			if _, ok := sums[w.Start]; !ok {
+				starts = append(starts, w.Start)
+			}
+			sums[w.Start] += w.Calls
+		}
 	}
+	slices.Sort(starts)
+	var both []bucket
+	for _, start := range starts {
+		both = append(both, bucket{Start: start, Calls: sums[start]})
+	}
+	checkLearnedWindows(t, both, first, 96, 120)
 	b := budgetOf(t, e)
 	if b.PausesByScope.Method != 0 || b.PausesByScope.Institution != 0 || b.EffectiveLimit > 120 {
 		t.Errorf("budget after the run: %+v", b)
 	}
-	t.Logf("two endpoints: %d fresh, %d stale, %d throttled; 509s by window %v; windows %+v; learned %+v",
-		st.ok.Load(), st.stale.Load(), st.throttled.Load(), at509, c.PerMinuteByEndpoint, b)
+	t.Logf("two endpoints: %d fresh, %d stale, %d throttled; 509s by window %v; both endpoints' windows %+v; each %+v; learned %+v",
+		st.ok.Load(), st.stale.Load(), st.throttled.Load(), at509, both, c.PerMinuteByEndpoint, b)
 }
 
 // TestRefusedKeyHoldsNeitherOrdersNorOtherMethods: S-360 refuses one
