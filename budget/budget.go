@@ -226,7 +226,7 @@ type Stats struct {
 	WatchReserve   int           `json:"watch_reserve"`            // slots only the watchers' polls and orders may use
 	Calls          int           `json:"calls"`                    // calls granted in the window ending now
 	Remaining      int           `json:"remaining"`                // EffectiveLimit - Calls; a pause is in PausedUntil
-	Waiting        int           `json:"waiting"`                  // callers queued in Acquire now
+	Waiting        int           `json:"waiting"`                  // callers waiting in Acquire now: queued, or for their method's learned limit
 	Granted        uint64        `json:"granted"`                  // slots granted since New (handed-back ones not counted)
 	Waits          uint64        `json:"waits"`                    // Acquire calls that had to queue
 	Rejections     uint64        `json:"rejections"`               // TryAcquire refusals and Acquire failures
@@ -243,6 +243,9 @@ type Stats struct {
 	PausedUntil    time.Time     `json:"paused_until,omitzero"` // end of the pause in force; zero when not paused
 	Probing        bool          `json:"probing"`               // after a pause, one call at a time until a Success
 	FloorKeys      int           `json:"floor_keys"`            // cache keys remembered for floors
+	// MethodLimits are the limits learned for methods S-360 refused
+	// (adaptive.go), by method.
+	MethodLimits []MethodLimit `json:"method_limits,omitempty"`
 }
 
 // Budget is the rate limiter of one S-360 institution. It is safe for
@@ -286,7 +289,9 @@ type Budget struct {
 
 type waiter struct {
 	p       Priority
-	client  string // quota reservation to give back if not granted
+	method  string    // Call.Method, for its learned limit
+	bounced time.Time // set instead of granted when its method had used its learned limit: its next slot
+	client  string    // quota reservation to give back if not granted
 	quotaAt time.Time
 	fc      *fairClient // its client, for fair sharing; nil when outside
 	err     error       // why it was refused, when ready without a grant
@@ -340,6 +345,7 @@ func (b *Budget) Update(cfg Config) {
 	// A longer window must still see the calls of the old one.
 	b.horizon = max(b.horizon, cfg.Window)
 	b.relimitLocked()
+	b.updateMethodsLocked()
 	if !b.fairOn() {
 		b.resetFairLocked()
 	}
@@ -363,7 +369,7 @@ func (b *Budget) TryAcquire(p Priority) (ok bool, retryIn time.Duration) {
 		b.dispatchLocked(now) // serve waiters whose time came before the timer fired
 	}
 	if !b.aheadLocked(p) && b.canGrantLocked(p, now) {
-		b.grantLocked(now, p)
+		b.grantLocked(now, p, "")
 		return true, 0
 	}
 	b.rejections++
@@ -391,8 +397,24 @@ type Call struct {
 
 // AcquireCall is Acquire for c: a call whose key or method is paused, or
 // whose client has spent its quota, is refused at once (it would not get
-// a slot in time, and must not hold up other methods' callers).
+// a slot in time, and must not hold up other methods' callers). A call of
+// a method that has used the limit learned for it waits for the method's
+// next slot outside the queue, or is refused at once when that comes
+// after ctx's deadline.
 func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
+	for {
+		err := b.acquireCall(ctx, c)
+		mw, ok := err.(*methodWait)
+		if !ok {
+			return err
+		}
+		if err := b.awaitMethodSlot(ctx, mw.at); err != nil {
+			return err
+		}
+	}
+}
+
+func (b *Budget) acquireCall(ctx context.Context, c Call) error {
 	p := c.Priority.valid()
 	b.mu.Lock()
 	now := time.Now()
@@ -407,6 +429,10 @@ func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
 		b.rejections++
 		b.mu.Unlock()
 		return &WaitError{Reason: ErrPaused, RetryIn: until.Sub(now), Scope: scope}
+	}
+	if err := b.methodRoomLocked(ctx, c.Method, now); err != nil {
+		b.mu.Unlock()
+		return err
 	}
 	fc := b.fairClientLocked(c, p, now)
 	client := b.quotaClientLocked(c, p, now)
@@ -429,7 +455,7 @@ func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
 		}
 	}
 	if !b.aheadLocked(p) && b.canGrantLocked(p, now) {
-		b.grantLocked(now, p)
+		b.grantLocked(now, p, c.Method)
 		b.fairGrantLocked(fc, now)
 		b.mu.Unlock()
 		return nil
@@ -443,7 +469,7 @@ func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
 		b.mu.Unlock()
 		return e
 	}
-	w := &waiter{p: p, client: client, quotaAt: now, fc: fc, ready: make(chan struct{})}
+	w := &waiter{p: p, method: c.Method, client: client, quotaAt: now, fc: fc, ready: make(chan struct{})}
 	w.elem = b.queues[p].PushBack(w)
 	b.waiting++
 	b.waits++
@@ -455,8 +481,15 @@ func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
 
 	select {
 	case <-w.ready:
-		if w.err == nil {
+		if w.err == nil && w.bounced.IsZero() {
 			return nil
+		}
+		if !w.bounced.IsZero() {
+			b.mu.Lock()
+			b.unreserveQuotaLocked(w.client, w.quotaAt)
+			b.adaptive.waiting++
+			b.mu.Unlock()
+			return &methodWait{w.bounced}
 		}
 	case <-ctx.Done():
 	}
@@ -472,7 +505,7 @@ func (b *Budget) AcquireCall(ctx context.Context, c Call) error {
 		// Granted while the context ended: the call will not be made, so
 		// the slot goes back to the next waiter.
 		b.refundLocked(w)
-	} else {
+	} else if w.bounced.IsZero() {
 		b.queues[p].Remove(w.elem)
 		b.waiting--
 		b.unwaitLocked(w, now)
@@ -500,9 +533,10 @@ func (b *Budget) unwaitLocked(w *waiter, now time.Time) {
 }
 
 // Pushback reports a 509/429 from S-360 that concerns the whole
-// institution (PushbackCall picks the scope from the call). It pauses
-// all calls but orders until retryAfter has passed or, without it, for an
-// exponential backoff (FirstPause, doubling, capped at MaxPause).
+// institution (PushbackCall picks the scope from the call). Unless it
+// lowers the adaptive limit (see PushbackCall), it pauses all calls but
+// orders until retryAfter has passed or, without it, for an exponential
+// backoff (FirstPause, doubling, capped at MaxPause).
 // Pushbacks that arrive during a pause are the echo of calls already in
 // flight when it began: they may lengthen it to their Retry-After but do
 // not double the backoff. After the pause, a single probe is let through.
@@ -555,7 +589,7 @@ func (b *Budget) SuccessCall(c Call) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now()
-	b.answeredLocked(now)
+	b.answeredLocked(now, c.Method)
 	b.methodSuccessLocked(c.Method, now)
 	if now.Before(b.pausedUntil) {
 		return
@@ -595,7 +629,7 @@ func (b *Budget) Stats() Stats {
 		PausesByScope:  b.scopes.counts,
 		Calls:          used,
 		Remaining:      max(b.lim.calls-used, 0),
-		Waiting:        b.waiting,
+		Waiting:        b.waiting + b.adaptive.waiting,
 		Granted:        b.granted,
 		Waits:          b.waits,
 		Rejections:     b.rejections,
@@ -612,6 +646,7 @@ func (b *Budget) Stats() Stats {
 		s.LastAdjustment = &a
 	}
 	s.PausedKeys, s.PausedMethods = b.pausedNowLocked(now)
+	s.MethodLimits = b.methodLimitsLocked(now)
 	s.FairShare, s.Clients = b.fairShareLocked(now)
 	if !b.fairOn() {
 		s.Clients = len(b.quota.clients)
@@ -752,12 +787,13 @@ func (b *Budget) errLocked(p Priority, now time.Time, cause error) error {
 	return e
 }
 
-// grantLocked records a grant; after a pause it is the probe, unless it
-// is an order, which passes the probe by.
-func (b *Budget) grantLocked(now time.Time, p Priority) (probe bool) {
+// grantLocked records a grant of a call of method; after a pause it is
+// the probe, unless it is an order, which passes the probe by.
+func (b *Budget) grantLocked(now time.Time, p Priority, method string) (probe bool) {
 	b.pruneLocked(now)
 	b.log = append(b.log, now)
 	b.granted++
+	b.methodGrantedLocked(method, now)
 	if b.onGrant != nil {
 		b.onGrant(now, 1)
 	}
@@ -777,6 +813,7 @@ func (b *Budget) refundLocked(w *waiter) {
 		}
 	}
 	b.granted--
+	b.methodRefundedLocked(w.method, w.at)
 	b.fairRefundLocked(w.fc, w.at)
 	if b.onGrant != nil {
 		b.onGrant(w.at, -1)
@@ -833,8 +870,13 @@ func (b *Budget) dispatchLocked(now time.Time) {
 		b.waiting--
 		b.unwaitLocked(w, now)
 		if !held {
+			if at, full := b.methodFullLocked(w.method, now); full {
+				w.bounced = at // the caller waits for its method outside the queue
+				close(w.ready)
+				continue
+			}
 			w.granted, w.at = true, now
-			if b.grantLocked(now, w.p) {
+			if b.grantLocked(now, w.p, w.method) {
 				w.lease = b.probeUntil
 			}
 			b.fairGrantLocked(w.fc, now)

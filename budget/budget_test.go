@@ -350,12 +350,12 @@ func TestUpdateKeepsHistoryAndPause(t *testing.T) {
 		// Raising the limit serves waiters at once; a pause survives.
 		mustRefuse(t, b, Order, time.Second)
 		w = acquireAsync(t, context.Background(), b, Foreground)
-		b.Update(Config{Calls: 20, Window: time.Minute})
+		b.Update(Config{Calls: 20, Window: time.Minute, FixedLimit: true})
 		if err := recv(t, w); err != nil {
 			t.Fatal(err)
 		}
 		b.Pushback(0)
-		b.Update(Config{Calls: 20, Window: time.Minute, Floors: map[string]time.Duration{"x/y": time.Second}})
+		b.Update(Config{Calls: 20, Window: time.Minute, FixedLimit: true, Floors: map[string]time.Duration{"x/y": time.Second}})
 		if s := b.Stats(); s.PausedUntil.IsZero() || s.Pauses != 1 {
 			t.Fatalf("pause lost in Update: %+v", s)
 		}

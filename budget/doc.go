@@ -32,20 +32,35 @@
 // clients are tracked. The reserves and the quota are scaled to the
 // effective limit.
 //
-// # Pushback, pause scopes and the adaptive limit
+// # Pushback, pause scopes and the learned limits
 //
 // When S-360 answers 509/429 anyway (another client of the institution, a
-// contract lower than configured), PushbackCall pauses the narrowest scope
-// that explains it: the call's key, its method, or the whole institution
-// (see PushbackCall). Calls under a key or method pause are refused at
-// once. An institution pause holds everything but orders for Retry-After
-// or an exponential backoff; after it a single probe is let through, and
-// the others wait until the probe's Success (or the next pushback), so a
-// recovering upstream is not hit by the whole backlog. An institution
-// pause also lowers the effective limit to 0.9 × the calls S-360 had
-// answered in the window; each full window without pushback raises it by
-// AdaptiveStep, up to Calls (unless FixedLimit). Whatever the limit, the
-// sliding log guarantees it in every window.
+// contract lower than configured, a limit per endpoint), PushbackCall
+// picks the narrowest scope that explains it: the call's key, its method,
+// or the whole institution (see PushbackCall). The budget learns a limit
+// for each scope S-360 refuses: a refusal of a method lowers the method's
+// limit to 0.9 × its calls S-360 had answered in the window, a refusal of
+// the institution the effective limit to 0.9 × all the calls answered,
+// and a refusal of a method that made most (three quarters or more) of
+// the window's calls lowers both, since S-360 may enforce either (its
+// current documentation limits the institution, an older page each
+// endpoint). Each full window without a refusal of its scope raises a
+// limit by AdaptiveStep, up to Calls (unless FixedLimit); a method's limit
+// is forgotten there. Calls of a method at its limit wait for the
+// method's next slot outside the queue, holding up nobody else. Whatever
+// the limits, the sliding log guarantees them in every window.
+//
+// A refusal a learned limit explains (it lowered one, or it is the echo of
+// a call made before the last decrease) pauses nothing: the lowered limit
+// holds the calls. Pauses remain for the rest: Retry-After pauses the
+// scope that long; a refusal no learned limit explains (FixedLimit, or a
+// limit already at or below what the refusal teaches) pauses a key for
+// FirstPause, and a method or the institution with an exponential
+// backoff. Calls under a key or method pause are refused at once. An
+// institution pause holds everything but orders; after it a single probe
+// is let through, and the others wait until the probe's Success (or the
+// next pushback), so a recovering upstream is not hit by the whole
+// backlog.
 //
 // # Floors
 //

@@ -51,23 +51,40 @@ type methodPause struct {
 	backoff time.Duration // last pause without Retry-After; 0 after a success
 }
 
+// reply is an answer S-360 gave that was not a pushback.
+type reply struct {
+	at     time.Time
+	method string
+}
+
 type scopes struct {
-	answers  []time.Time // the last window's answers that were not pushbacks, oldest first
-	refusals []refusal   // the last window's pushbacks, oldest first
+	answers  []reply   // the last window's answers that were not pushbacks, oldest first
+	refusals []refusal // the last window's pushbacks, oldest first
 	keys     map[string]time.Time
 	methods  map[string]*methodPause
 	counts   ScopeCounts
 }
 
-// PushbackCall reports a 509/429 S-360 gave to c and pauses the narrowest
+// PushbackCall reports a 509/429 S-360 gave to c and picks the narrowest
 // scope that explains it: c's key; its method once two of the method's
-// keys (or two keyless calls) were refused within a window; the whole
-// institution once calls of two methods were refused within a window, or
-// when the window's count was at or within a twentieth of the effective
-// limit. Retry-After sets the pause; without it a key pauses FirstPause
-// and a method or the institution backs off exponentially. A pushback on a
-// scope already paused is the echo of a call in flight: it may lengthen
-// the pause to its Retry-After, nothing more. It returns the scope chosen.
+// keys (or two keyless calls) were refused within a window, or when the
+// method's calls in the window were at or within a twentieth of the limit
+// learned for it; the whole institution once calls of two methods were
+// refused within a window, or when the window's count was at or within a
+// twentieth of the effective limit.
+//
+// A refusal of a method or of the institution teaches that scope's limit
+// (see learnLocked; both when the method made most of the window's
+// calls): the limit drops to 0.9 × the calls S-360 answered in the
+// window, and holds the calls from then on. Such a refusal pauses nothing,
+// unless it carries a Retry-After, which pauses the scope that long. A
+// refusal no learned limit explains (adaptive off, or the limit already
+// at or below what the refusal teaches) pauses the scope: a key
+// FirstPause, a method or the institution with an exponential backoff.
+// A pushback on a scope already paused, or one that came before any call
+// was granted under the lowered limit, is the echo of a call in flight:
+// it may lengthen a pause to its Retry-After, nothing more. It returns the
+// scope chosen.
 func (b *Budget) PushbackCall(c Call, retryAfter time.Duration) Scope {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -77,24 +94,36 @@ func (b *Budget) PushbackCall(c Call, retryAfter time.Duration) Scope {
 	return scope
 }
 
-// answeredLocked records an answer that was not a pushback.
-func (b *Budget) answeredLocked(now time.Time) {
-	b.acceptedLocked(now)
-	b.scopes.answers = append(b.scopes.answers, now)
+// answeredLocked records an answer to a call of method that was not a
+// pushback.
+func (b *Budget) answeredLocked(now time.Time, method string) {
+	b.pruneAnswersLocked(now)
+	b.scopes.answers = append(b.scopes.answers, reply{now, method})
+	b.lateAnswerLocked(now, method)
 }
 
-// acceptedLocked is the number of calls S-360 answered without pushback
-// in the window ending now: its own count when it began to refuse. The
-// calls granted are no measure of it: many may still be in flight.
-func (b *Budget) acceptedLocked(now time.Time) int {
+func (b *Budget) pruneAnswersLocked(now time.Time) {
 	a := b.scopes.answers
 	cut := now.Add(-b.cfg.Window)
 	i := 0
-	for i < len(a) && !a[i].After(cut) {
+	for i < len(a) && !a[i].at.After(cut) {
 		i++
 	}
 	b.scopes.answers = a[i:]
-	return len(a) - i
+}
+
+// acceptedLocked is the number of calls S-360 answered without pushback
+// in the window ending now, all of them and those of method: its own
+// counts when it began to refuse. The calls granted are no measure of
+// it: many may still be in flight.
+func (b *Budget) acceptedLocked(now time.Time, method string) (total, ofMethod int) {
+	b.pruneAnswersLocked(now)
+	for _, x := range b.scopes.answers {
+		if method != "" && x.method == method {
+			ofMethod++
+		}
+	}
+	return len(b.scopes.answers), ofMethod
 }
 
 // scopeLocked records the refusal and picks its scope.
@@ -119,6 +148,9 @@ func (b *Budget) scopeLocked(now time.Time, c Call) Scope {
 		return ScopeInstitution
 	}
 	if mp := s.methods[c.Method]; mp != nil && now.Before(mp.until) {
+		return ScopeMethod
+	}
+	if ml := b.adaptive.methods[c.Method]; ml != nil && b.methodCallsLocked(c.Method, now) >= ml.eff-max(1, ml.eff/20) {
 		return ScopeMethod
 	}
 	otherKeys := false
@@ -150,21 +182,28 @@ func (b *Budget) scopeLocked(now time.Time, c Call) Scope {
 func (b *Budget) pushbackLocked(now time.Time, c Call, retryAfter time.Duration, scope Scope) {
 	b.pushbacks++
 	b.adaptive.lastRefusal = now
+	if ml := b.adaptive.methods[c.Method]; ml != nil {
+		ml.refusedAt = now
+	}
 	s := &b.scopes
 	var until time.Time
 	switch scope {
 	case ScopeInstitution:
-		// S-360's own count: the calls it answered in the window,
-		// including those in flight when it began refusing, whose
-		// answers came after the first refusal.
-		accepted := b.acceptedLocked(now)
+		// An echo of a pause teaches nothing: S-360 refused a call sent
+		// before it.
+		if !now.Before(b.pausedUntil) && b.learnLocked(now, c.Method, scope) && retryAfter <= 0 {
+			return
+		}
 		if !b.pauseInstitutionLocked(now, retryAfter) {
 			return
 		}
 		s.counts.Institution++
 		until = b.pausedUntil
-		b.decreaseLocked(now, accepted)
 	case ScopeMethod:
+		if mp := s.methods[c.Method]; (mp == nil || !now.Before(mp.until)) && b.learnLocked(now, c.Method, scope) && retryAfter <= 0 {
+			b.releaseProbeLocked(now)
+			return
+		}
 		if s.methods == nil {
 			s.methods = make(map[string]*methodPause)
 		}

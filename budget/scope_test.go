@@ -49,8 +49,10 @@ func newObserved(cfg Config) (*Budget, *observer.ObservedLogs) {
 	return New(cfg), logs
 }
 
+// With adaptive off, nothing is learned: every refusal pauses its scope.
+// (TestLearnedLimits has what a refusal teaches otherwise.)
 func TestPauseScopes(t *testing.T) {
-	cfg := Config{Calls: 100, Window: time.Minute, MaxPause: 10 * time.Minute}
+	cfg := Config{Calls: 100, Window: time.Minute, MaxPause: 10 * time.Minute, FixedLimit: true}
 	t.Run("a refused key pauses that key only", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			b, logs := newObserved(cfg)
@@ -159,7 +161,7 @@ func TestPauseScopes(t *testing.T) {
 // methods queued behind a full window keep their place and are served.
 func TestPausedMethodDoesNotHoldOthers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(Config{Calls: 10, Window: time.Minute, OrderReserve: -1, WatchReserve: -1, Reserve: -1})
+		b := New(Config{Calls: 10, Window: time.Minute, OrderReserve: -1, WatchReserve: -1, Reserve: -1, FixedLimit: true})
 		b.PushbackCall(fg(avail, "k1"), 0)
 		b.PushbackCall(fg(avail, "k2"), 0)
 		for range 10 {

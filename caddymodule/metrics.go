@@ -7,12 +7,14 @@ import (
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/s360"
 )
 
 // collector exposes every open edge's counters as caddy_s360_* metrics.
 // It reads the edges' own counters at scrape time, so the numbers survive
 // config reloads (which bring a new registry) without double counting.
-// Labels are bounded: class and outcome, never keys, users or addresses.
+// Labels are bounded: class, outcome, scope and method (the allow-list's
+// names, else "other"), never keys, users or addresses.
 type collector struct{}
 
 var (
@@ -22,6 +24,10 @@ var (
 		"Calls made to S-360 by class and outcome.", []string{"class", "outcome"}, nil)
 	descScopePauses = prometheus.NewDesc("caddy_s360_budget_scope_pauses_total",
 		"Pauses started after S-360 answered 509/429, by scope (key, method, institution).", []string{"scope"}, nil)
+	descMethodLimit = prometheus.NewDesc("caddy_s360_budget_method_limit",
+		"Upstream calls per rate window the budget learned one method may make (after S-360 refused it); only methods with a learned limit.", []string{"method"}, nil)
+	descMethodCalls = prometheus.NewDesc("caddy_s360_budget_method_calls",
+		"Upstream calls of a method with a learned limit granted in the rate window ending now.", []string{"method"}, nil)
 
 	// Cluster mode only; absent without it.
 	descClusterNodes = prometheus.NewDesc("caddy_s360_cluster_nodes",
@@ -112,6 +118,8 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRequests
 	ch <- descUpstream
 	ch <- descScopePauses
+	ch <- descMethodLimit
+	ch <- descMethodCalls
 	ch <- descClusterNodes
 	ch <- descClusterLeader
 	ch <- descClusterRedisUp
@@ -129,6 +137,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	req, up := map[lk]uint64{}, map[lk]uint64{}
 	sums := make([]float64, len(scalars))
 	var scopes budget.ScopeCounts
+	methodLimits, methodCalls := map[string]int{}, map[string]int{}
 	// The cluster gauges of a process's edges (one in practice) combine
 	// to what an operator asks: is any Redis down, does it lead anywhere.
 	clustered, nodes, leader, redisUp := false, 0, 0, 1
@@ -160,7 +169,16 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		scopes.Key += b.PausesByScope.Key
 		scopes.Method += b.PausesByScope.Method
 		scopes.Institution += b.PausesByScope.Institution
+		for _, l := range b.MethodLimits {
+			m := methodLabel(l.Method)
+			methodLimits[m] += l.Limit
+			methodCalls[m] += l.Calls
+		}
 	})
+	for m, v := range methodLimits {
+		ch <- prometheus.MustNewConstMetric(descMethodLimit, prometheus.GaugeValue, float64(v), m)
+		ch <- prometheus.MustNewConstMetric(descMethodCalls, prometheus.GaugeValue, float64(methodCalls[m]), m)
+	}
 	for scope, v := range map[string]uint64{"key": scopes.Key, "method": scopes.Method, "institution": scopes.Institution} {
 		ch <- prometheus.MustNewConstMetric(descScopePauses, prometheus.CounterValue, float64(v), scope)
 	}
@@ -182,6 +200,26 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSharedWaits, prometheus.CounterValue, float64(sharedWaits))
 		ch <- prometheus.MustNewConstMetric(descSharedErrors, prometheus.CounterValue, float64(sharedErrors))
 	}
+}
+
+// knownMethods are the method label's values: the methods of s360.Methods
+// (the built-in allow-list) and the token call.
+var knownMethods = func() map[string]bool {
+	m := map[string]bool{"auth": true}
+	for name := range s360.Methods {
+		m[name] = true
+	}
+	return m
+}()
+
+// methodLabel keeps the method label bounded: a method outside the
+// built-in allow-list (opened by allow, perhaps with a wildcard) is
+// "other".
+func methodLabel(method string) string {
+	if knownMethods[method] {
+		return method
+	}
+	return "other"
 }
 
 // registerMetrics adds the collector to a config's registry once.

@@ -33,3 +33,18 @@ func TestMetricsRegisterOnceAndLint(t *testing.T) {
 		}
 	}
 }
+
+// The method label takes the allow-list's names and the token call; any
+// other method (allow "service/*" lets any name through) is "other".
+func TestMethodLabelIsBounded(t *testing.T) {
+	for m, want := range map[string]string{
+		"availabilityService/getEventAvailability": "availabilityService/getEventAvailability",
+		"auth": "auth",
+		"externalOrderHistoryService/listTicketsByCriteria": "other",
+		"availabilityService/anything":                      "other",
+	} {
+		if got := methodLabel(m); got != want {
+			t.Errorf("methodLabel(%q) = %q, want %q", m, got, want)
+		}
+	}
+}

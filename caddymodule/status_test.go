@@ -71,7 +71,8 @@ func TestStatusPageRenders(t *testing.T) {
 	t.Run("nothing cached, nothing called", func(t *testing.T) {
 		page := render(t, statsView{Snapshot: edge.Snapshot{Dir: "/var/lib/s360/x"}, PerMinute: hour}, now)
 		for name, want := range map[string]string{"store.entries": "0", "budget.calls": "0", "paused": "not paused",
-			"hit_ratio": "no requests yet", "budget_per_minute_total": "0", "catalog_ages.entries": "0"} {
+			"budget.method_limits": "none: no method was refused on its own",
+			"hit_ratio":            "no requests yet", "budget_per_minute_total": "0", "catalog_ages.entries": "0"} {
 			if got := stat(t, page, name); got != want {
 				t.Errorf("%s: %q, want %q", name, got, want)
 			}
@@ -128,7 +129,9 @@ func TestStatusPageRenders(t *testing.T) {
 			Budget: budget.Stats{Limit: 150, EffectiveLimit: 100, Window: time.Minute, Calls: 95, Remaining: 5,
 				PausedUntil: now.Add(time.Minute), PausesByScope: budget.ScopeCounts{Key: 3, Method: 1, Institution: 1},
 				PausedMethods: []string{"availabilityService/getEventAvailability"}, QuotaRefusals: 9, Clients: 3, FairShare: 30,
-				LastAdjustment: &budget.Adjustment{At: now.Add(-time.Minute), From: 150, To: 100, Reason: "pushback"}, Adjustments: 1},
+				LastAdjustment: &budget.Adjustment{At: now.Add(-time.Minute), From: 150, To: 100, Reason: "pushback"}, Adjustments: 1,
+				MethodLimits: []budget.MethodLimit{{Method: "availabilityService/getPerformanceAvailability", Limit: 54, Calls: 50,
+					LastAdjustment: &budget.Adjustment{At: now.Add(-2 * time.Minute), From: 150, To: 54, Reason: "method pushback"}}}},
 			PerMinute: h,
 			Catalog:   cachestore.Ages{Entries: 2, Oldest: now.Add(-2 * time.Hour), Newest: now.Add(-time.Minute)},
 		}
@@ -137,12 +140,14 @@ func TestStatusPageRenders(t *testing.T) {
 			"budget.effective_limit": "100", "budget.limit": "150", "budget.pauses_by_scope.method": "1",
 			"budget.pauses_by_scope.institution": "1", "budget.quota_refusals": "9", "budget.clients": "3", "budget.fair_share": "30", "store.entries": "7",
 			"store.bytes": "3.0 MiB", "hit_ratio": "60.0 %", "generation": "3", "poll_failures": "4",
-			"budget_per_minute_total": "170", "catalog_ages.entries": "2"} {
+			"budget_per_minute_total": "170", "catalog_ages.entries": "2", "budget.method_limits.limit": "54",
+			"budget.method_limits.calls": "50"} {
 			if got := stat(t, page, name); got != want {
 				t.Errorf("%s: %q, want %q", name, got, want)
 			}
 		}
 		for _, want := range []string{"availabilityService/getEventAvailability", "150 → 100", "newest 1m0s ago, oldest 2h0m0s ago",
+			`<tr data-method="availabilityService/getPerformanceAvailability">`, "150 → 54, method pushback, 2m0s ago",
 			"limit 100/min", "12:29 UTC: 140 calls", `class="n bad"`} {
 			if !strings.Contains(page, want) {
 				t.Errorf("the page lacks %q", want)

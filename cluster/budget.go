@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
+	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +34,7 @@ const (
 	acqLimited
 	acqProbe
 	acqQuota
+	acqMethod // the call's method has used its learned limit
 )
 
 // probePoll is how often a caller waiting for the probe's answer asks
@@ -64,6 +68,8 @@ type Budget struct {
 	lastAdj     *budget.Adjustment
 	adjusts     uint64
 	onAdjust    func(budget.Learned)
+	methods     map[string]int  // the shared learned limits of methods last seen
+	restoring   *budget.Learned // limits given to Restore, not yet sent to Redis
 
 	// gmu guards this node's grants; local's OnGrant hook takes it, so it
 	// is never held while calling local.
@@ -73,6 +79,7 @@ type Budget struct {
 	onGrant func(time.Time, int)
 
 	granted, waits, rejections, pushbacks, quotaRefusals atomic.Uint64
+	methodWaiting                                        atomic.Int64     // callers waiting for their method's slot
 	pauses                                               [4]atomic.Uint64 // started, by budget.Scope
 }
 
@@ -153,6 +160,7 @@ func (b *Budget) keys(k callKeys) []string {
 		c.key("budget", "refusals"), c.key("budget", "backoff"), c.key("budget", "backoff", "m", k.method),
 		c.key("budget", "paused"),
 		c.key("budget", "fair", "calls"), c.key("budget", "fair", "active"), c.key("budget", "fair", "use"),
+		c.key("budget", "answers"), c.key("budget", "mlimit"),
 	}
 }
 
@@ -195,6 +203,11 @@ func (b *Budget) rejoinLocked(ctx context.Context) bool {
 		return false
 	}
 	r := ints(v)
+	// Limits restored while Redis was out of reach go first: the next
+	// decisions use them. Failing, the node stays down and tries again.
+	if b.restoreLocked() != nil {
+		return false
+	}
 	b.down = false
 	b.endOutage() // callers waiting in local ask the cluster again
 	b.capUntil = time.Now().Add(b.cfg.Window)
@@ -349,8 +362,33 @@ func (b *Budget) setEffLocked(eff int) {
 	b.lastAdj = &budget.Adjustment{At: now, From: from, To: eff, Reason: reason}
 	b.cfg.Logger.Info("effective upstream limit adjusted (cluster-wide)", zap.Int("from", from), zap.Int("to", eff),
 		zap.Int("configured", b.cfg.Calls), zap.Duration("window", b.cfg.Window), zap.String("reason", reason))
+	b.notifyLocked(now)
+}
+
+// setMethodLocked takes method's shared learned limit seen in a reply (0:
+// none).
+func (b *Budget) setMethodLocked(method string, limit int) {
+	if method == "" || b.methods[method] == limit {
+		return
+	}
+	from := b.methods[method]
+	if limit <= 0 {
+		delete(b.methods, method)
+	} else {
+		if b.methods == nil {
+			b.methods = make(map[string]int)
+		}
+		b.methods[method] = limit
+	}
+	b.cfg.Logger.Info("learned upstream limit of a method adjusted (cluster-wide)", zap.String("method", method),
+		zap.Int("from", cmp.Or(from, b.cfg.Calls)), zap.Int("to", cmp.Or(limit, b.cfg.Calls)), zap.Int("configured", b.cfg.Calls))
+	b.notifyLocked(time.Now())
+}
+
+// notifyLocked tells OnAdjust's fn the learned limits this node has seen.
+func (b *Budget) notifyLocked(now time.Time) {
 	if b.onAdjust != nil {
-		b.onAdjust(budget.Learned{Limit: eff, At: now})
+		b.onAdjust(budget.Learned{Limit: b.eff, At: now, Methods: maps.Clone(b.methods)})
 	}
 }
 
@@ -399,25 +437,31 @@ func (b *Budget) try(ctx context.Context, c budget.Call) (attempt, error) {
 	if c.Key != "" {
 		hasKey = 1
 	}
+	// The window's member names the method, whose learned limit counts
+	// its grants there.
 	member := b.member()
+	if c.Method != "" {
+		member += " " + c.Method
+	}
 	v, err := b.run(ctx, cfg, "acquire", member, callKeys{c.Method, c.Key, client},
 		int(c.Priority), eff, lim.Allowance(c.Priority), quota, cfg.ClientWindow.Microseconds(), hasKey, cap, b.c.node+":",
-		fair, client, cfg.MaxClients)
+		fair, client, cfg.MaxClients, c.Method)
 	if err != nil {
 		return attempt{}, err
 	}
 	b.c.report(nil)
 	r := ints(v)
-	if len(r) != 5 {
+	if len(r) != 6 {
 		return attempt{}, errors.New("cluster budget: unexpected reply from the script")
 	}
 	a := attempt{code: r[0], used: int(r[1]), wait: µs(r[2])}
 	b.mu.Lock()
-	if a.code != acqStale && a.code != acqPaused {
+	if a.code != acqStale && a.code != acqPaused && a.code != acqMethod {
 		b.seenUsed, b.seenAt = a.used, time.Now()
 	}
 	b.pausedLocked(µs(r[4]))
 	b.setEffLocked(int(r[3]))
+	b.setMethodLocked(c.Method, int(r[5]))
 	b.mu.Unlock()
 	if a.code == acqGranted {
 		b.sharedGrant(cfg.Window, member, r[2])
@@ -477,6 +521,22 @@ func (b *Budget) AcquireCall(ctx context.Context, c budget.Call) error {
 			b.rejections.Add(1)
 			b.quotaRefusals.Add(1)
 			return &budget.WaitError{Reason: budget.ErrClientQuota, RetryIn: a.wait}
+		case acqMethod:
+			// As budget.Budget: the caller waits for its method's slot
+			// outside the node's queue, or is refused when that comes
+			// after its deadline.
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < a.wait {
+				b.rejections.Add(1)
+				return &budget.WaitError{Reason: budget.ErrLimited, RetryIn: a.wait, Scope: budget.ScopeMethod}
+			}
+			b.methodWaiting.Add(1)
+			err := sleepCtx(ctx, a.wait)
+			b.methodWaiting.Add(-1)
+			if err != nil {
+				b.rejections.Add(1)
+				return &budget.WaitError{Reason: budget.ErrLimited, Cause: err, Scope: budget.ScopeMethod}
+			}
+			continue
 		}
 		// Only firm obstacles make waiting pointless: the probe's answer
 		// may come any moment.
@@ -580,12 +640,13 @@ func (b *Budget) PushbackCall(c budget.Call, retryAfter time.Duration) budget.Sc
 		return b.local.PushbackCall(c, retryAfter)
 	}
 	r := ints(v)
-	if len(r) != 4 {
+	if len(r) != 5 {
 		return budget.ScopeInstitution
 	}
 	scope := budget.Scope(r[0])
 	b.mu.Lock()
 	b.setEffLocked(int(r[3]))
+	b.setMethodLocked(c.Method, int(r[4]))
 	if scope == budget.ScopeInstitution {
 		b.pausedLocked(time.Duration(r[2]) * time.Millisecond)
 	}
@@ -614,10 +675,19 @@ func (b *Budget) SuccessCall(c budget.Call) {
 	b.mu.Lock()
 	cfg := b.cfg
 	b.mu.Unlock()
-	_, err := b.run(context.Background(), cfg, "success", "", callKeys{method: c.Method})
+	// The answer counts in the shared window of answers, which the
+	// learned limits are taught from.
+	v, err := b.run(context.Background(), cfg, "success", b.member(), callKeys{method: c.Method}, c.Method)
 	if b.c.report(err) != nil {
 		b.fail(err)
 		b.local.SuccessCall(c)
+		return
+	}
+	if r := ints(v); len(r) == 3 {
+		b.mu.Lock()
+		b.setEffLocked(int(r[1]))
+		b.setMethodLocked(c.Method, int(r[2]))
+		b.mu.Unlock()
 	}
 }
 
@@ -662,28 +732,91 @@ func (b *Budget) RestoreFetched(key, name string, at time.Time) {
 	b.local.RestoreFetched(key, name, at)
 }
 
-// Restore applies the limit this node learned before a restart: to its
+// Restore applies the limits this node learned before a restart: to its
 // fallback, and to the cluster when Redis has none (Redis's value wins).
+// When Redis is out of reach they are kept (and persisted again by
+// OnAdjust's fn) and sent when this node rejoins.
 func (b *Budget) Restore(l budget.Learned) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cfg.FixedLimit || l.Limit <= 0 {
+	if b.cfg.FixedLimit || (l.Limit <= 0 && len(l.Methods) == 0) {
+		b.mu.Unlock()
 		return
 	}
-	if b.down {
-		// Until Redis answers, the fallback uses it.
+	b.restoring = &l
+	if !b.down {
+		err := b.restoreLocked()
+		b.mu.Unlock()
+		if err == nil {
+			return
+		}
+		b.fail(err) // the rejoin sends it
+		b.mu.Lock()
+	}
+	defer b.mu.Unlock()
+	b.keepRestoredLocked(l)
+}
+
+// keepRestoredLocked applies l to the fallback while Redis is out of
+// reach: the limit to the local share; the methods' limits are only
+// remembered (the local share has no learned limits), so that a change
+// persisted meanwhile keeps them.
+func (b *Budget) keepRestoredLocked(l budget.Learned) {
+	if l.Limit > 0 {
 		b.eff = min(b.eff, max(l.Limit, budget.MinLimit(b.cfg)))
 		b.lim = budget.ScaledLimits(b.cfg, b.eff)
 		b.local.Update(share(b.cfg, b.eff, b.shares))
-		return
 	}
-	v, err := b.run(context.Background(), b.cfg, "restore", "", callKeys{}, l.Limit)
+	for m, v := range l.Methods {
+		if _, ok := b.methods[m]; !ok && v > 0 && v < b.cfg.Calls {
+			if b.methods == nil {
+				b.methods = make(map[string]int)
+			}
+			b.methods[m] = max(v, budget.MinLimit(b.cfg))
+		}
+	}
+	b.notifyLocked(time.Now())
+}
+
+// restoreLocked sends the limits Restore was given to Redis, which keeps
+// its own where it has them.
+func (b *Budget) restoreLocked() error {
+	l := b.restoring
+	if l == nil {
+		return nil
+	}
+	args := []any{l.Limit}
+	for _, m := range slices.Sorted(maps.Keys(l.Methods)) {
+		args = append(args, m, l.Methods[m])
+	}
+	v, err := b.run(context.Background(), b.cfg, "restore", "", callKeys{}, args...)
 	if b.c.report(err) != nil {
-		return // the next acquire falls back and rejoins
+		var reply redis.Error
+		if errors.As(err, &reply) && !redis.HasErrorPrefix(err, "LOADING") &&
+			!redis.HasErrorPrefix(err, "MASTERDOWN") && !redis.HasErrorPrefix(err, "BUSY") {
+			// Redis answered, and refused: trying again would not help.
+			b.restoring = nil
+			b.cfg.Logger.Warn("restoring the learned upstream limits in Redis failed", zap.Error(err))
+			return nil
+		}
+		return err
 	}
-	if r := ints(v); len(r) == 2 {
-		b.setEffLocked(int(r[1]))
+	b.restoring = nil
+	r := ints(v)
+	if len(r) < 2 {
+		return nil
 	}
+	b.setEffLocked(int(r[1]))
+	methods := map[string]int{}
+	for i := 2; i+1 < len(r); i += 2 {
+		if m, _ := v.([]any)[i].(string); m != "" && r[i+1] > 0 {
+			methods[m] = int(r[i+1])
+		}
+	}
+	if !maps.Equal(methods, b.methods) {
+		b.methods = methods
+		b.notifyLocked(time.Now())
+	}
+	return nil
 }
 
 // OnAdjust sets fn to be told each new shared effective limit this node
@@ -749,7 +882,7 @@ func (b *Budget) Stats() budget.Stats {
 	}
 	a, _ := v.([]any)
 	r := ints(v)
-	if len(r) < 6 {
+	if len(r) < 7 || len(r) < 7+int(r[6]) || (len(r)-7-int(r[6]))%3 != 0 {
 		return s
 	}
 	b.mu.Lock()
@@ -760,7 +893,7 @@ func (b *Budget) Stats() budget.Stats {
 	s.ClientWindow = cfg.ClientWindow
 	s.Calls, s.Remaining = int(r[0]), max(b.eff-int(r[0]), 0)
 	s.Adjustments, s.LastAdjustment = b.adjusts, b.lastAdj
-	s.Waiting += len(b.queue)
+	s.Waiting += len(b.queue) + int(b.methodWaiting.Load())
 	s.PausedUntil = time.Time{}
 	if r[2] > 0 {
 		s.PausedUntil = time.Now().Add(time.Duration(r[2]) * time.Millisecond)
@@ -773,11 +906,37 @@ func (b *Budget) Stats() budget.Stats {
 		s.Clients = int(r[5])
 		s.FairShare = b.lim.Allowance(budget.Foreground) / max(s.Clients, 1)
 	}
-	for _, m := range a[6:] {
+	paused := 7 + int(r[6])
+	for _, m := range a[7:paused] {
 		if m, ok := m.(string); ok {
 			s.PausedMethods = append(s.PausedMethods, m)
 		}
 	}
 	slices.Sort(s.PausedMethods)
+	s.MethodLimits = nil
+	seen := map[string]int{}
+	for i := paused; i+2 < len(a); i += 3 {
+		m, _ := a[i].(string)
+		l := budget.MethodLimit{Method: m, Limit: int(r[i+1]), Calls: int(r[i+2])}
+		s.MethodLimits = append(s.MethodLimits, l)
+		seen[m] = l.Limit
+	}
+	slices.SortFunc(s.MethodLimits, func(x, y budget.MethodLimit) int { return strings.Compare(x.Method, y.Method) })
+	if !maps.Equal(seen, b.methods) && (len(seen) > 0 || len(b.methods) > 0) {
+		b.methods = seen
+		b.notifyLocked(time.Now())
+	}
 	return s
+}
+
+// sleepCtx waits d, or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -7,10 +7,13 @@
 --
 -- KEYS (the same layout for every operation; unused ones are never touched):
 --   1  window    ZSET  the grants of the last window: score = grant time,
---                      member = node:sequence (unique)
+--                      member = node:sequence (unique), then " <method>"
+--                      when the call has one
 --   2  limit     HASH  the adaptive limit: eff (effective limit; absent =
 --                      the configured one), grown (its last increase or
---                      decrease), refused (the last pushback of any scope)
+--                      decrease), refused (the last pushback of any scope),
+--                      cut and from (the time of its last decrease by a
+--                      refusal, and the limit before it)
 --   3  pause     STR   the institution pause, PX = its remaining length
 --   4  mpause    STR   the call's method pause
 --   5  kpause    STR   the call's key pause (only read when ARGV[16] = 1)
@@ -29,6 +32,13 @@
 --   14 factive   ZSET  fair sharing: the active clients, score = their
 --                      last ask
 --   15 fuse      HASH  fair sharing: client -> its grants in fcalls
+--   16 answers   ZSET  the last window's answers that were not pushbacks:
+--                      score = time, member = "<method> node:sequence"
+--   17 mlimit    HASH  the limits learned for methods, six fields each:
+--                      <method>|e (the limit), |g (last change), |r (last
+--                      refusal of the method), |c, |b and |s (the time of
+--                      its last decrease by a refusal, the limit before it,
+--                      and the method's grants since)
 --
 -- ARGV (common):
 --   1 operation: acquire | pushback | success | rejoin | stats | restore
@@ -48,21 +58,36 @@
 --             19 the Foreground allowance the clients share fairly (0:
 --                no fair sharing, or not a client's Foreground call)
 --             20 the client   21 the most clients tracked (MaxClients)
+--             22 the call's method ("" for none)
 --   pushback: 11 method   12 key ("" for none)   13 Retry-After (ms, 0: none)
+--   success:  11 method
 --   rejoin:   11.. pairs (member, time) of this node's grants of the last
 --             window: time > 0 is Redis's clock (µs), time < 0 an age (µs)
---   restore:  11 the limit learned before a restart
+--   restore:  11 the limit learned before a restart, 12.. pairs (method,
+--             its limit learned before the restart)
 --
 -- Replies: acquire {code, calls in window, wait µs, effective limit,
--- institution pause µs (0 for orders, which do not look)} with
--- code 0 granted (wait = grant time), 1 stale (recompute for the limit
--- returned), 2 paused key or method (calls = 1 key, 2 method), 3
--- institution pause, 4 window full, 5 probe out, 6 client quota;
--- pushback {scope 0 call 1 key 2 method 3 institution, started 0/1, pause
--- ms, effective limit}; success 1 when the institution is free again;
--- rejoin and restore {calls in window, effective limit}; stats {calls,
--- effective limit, pause ms, probing 0/1, paused keys, active clients,
--- paused methods...}.
+-- institution pause µs (0 for orders, which do not look), the method's
+-- learned limit (0: none)} with code 0 granted (wait = grant time), 1
+-- stale (recompute for the limit returned), 2 paused key or method (calls
+-- = 1 key, 2 method), 3 institution pause, 4 window full, 5 probe out, 6
+-- client quota or fair share, 7 the method's learned limit used (wait
+-- until its next slot); pushback {scope 0 call 1 key 2 method 3
+-- institution, started 0/1, pause ms, effective limit, the method's
+-- learned limit}; success {1 when the institution is free again,
+-- effective limit, the method's learned limit}; rejoin {calls in window,
+-- effective limit}; restore {calls in window, effective limit, then for
+-- each learned method limit: method, limit}; stats {calls, effective
+-- limit, pause ms, probing 0/1, paused keys, active clients, number of
+-- paused methods, the paused methods..., then for each learned method
+-- limit: method, limit, calls of the method in the window}.
+--
+-- The learned limits follow budget/adaptive.go: a refusal of a method
+-- lowers its limit to 0.9 × its answers in the window, one of the
+-- institution the effective limit to 0.9 × all answers, one of a method
+-- that made three quarters of them both; a refusal that lowered a limit,
+-- or came before any grant under the last decrease (an echo), pauses
+-- nothing unless it carries a Retry-After.
 
 local op = ARGV[1]
 local uniq = ARGV[2]
@@ -121,6 +146,75 @@ local function grantAt(k, at, member, ttl)
   redis.call('PEXPIRE', k, ttl)
 end
 
+-- The method of a member of the window ("<uniq> <method>": after the last
+-- space) or of the answers ("<method> <uniq>": before the first).
+local function methodOf(member, first)
+  if first then
+    local i = string.find(member, ' ', 1, true)
+    if not i then return '' end
+    return string.sub(member, 1, i - 1)
+  end
+  return string.match(member, ' ([^ ]*)$') or ''
+end
+
+-- grantsOf lists the scores of method's grants in the window, oldest
+-- first (the window is pruned by used()).
+local function grantsOf(method)
+  local out = {}
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    if methodOf(all[i], false) == method then out[#out + 1] = tonumber(all[i + 1]) end
+  end
+  return out
+end
+
+-- newest is the time of the window's newest grant.
+local function newest()
+  local g = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  return tonumber(g[2]) or 0
+end
+
+-- answered counts the window's answers, all of them and method's.
+local function answered(method)
+  redis.call('ZREMRANGEBYSCORE', KEYS[16], '-inf', fmt(now - win))
+  local all = redis.call('ZRANGE', KEYS[16], 0, -1)
+  local mine = 0
+  for _, m in ipairs(all) do
+    if method ~= '' and methodOf(m, true) == method then mine = mine + 1 end
+  end
+  return #all, mine
+end
+
+local mfields = {'|e', '|g', '|r', '|c', '|b', '|s'}
+
+local function forget(method)
+  local f = {}
+  for i, x in ipairs(mfields) do f[i] = method .. x end
+  redis.call('HDEL', KEYS[17], unpack(f))
+end
+
+-- methodEffective is method's learned limit after the additive increase,
+-- nil when it has none (or grew back to the configured one).
+local function methodEffective(method)
+  if fixed or method == '' then return nil end
+  local h = redis.call('HMGET', KEYS[17], method .. '|e', method .. '|g', method .. '|r')
+  local eff = tonumber(h[1])
+  if not eff then return nil end
+  local from = math.max(tonumber(h[2]) or now, tonumber(h[3]) or 0)
+  local n = math.max(math.floor((now - from) / win), 0)
+  eff = eff + n * step
+  if eff >= calls then
+    -- Grown back, or rate_limit was lowered below it.
+    forget(method)
+    return nil
+  end
+  if n > 0 then
+    redis.call('HSET', KEYS[17], method .. '|e', eff, method .. '|g', fmt(from + n * win))
+    redis.call('PEXPIRE', KEYS[17], limitTTL)
+  end
+  return eff
+end
+
 -- Fair sharing, as budget/quota.go: a client is active from each call it
 -- asks for until a window later; its use is its grants in the window.
 -- pruneFair forgets what left the window.
@@ -169,13 +263,23 @@ end
 if op == 'acquire' then
   local p = tonumber(ARGV[11])
   local eff = effective()
-  if eff ~= tonumber(ARGV[12]) then return {1, 0, 0, eff, 0} end
+  local method = ARGV[22]
+  local meff = methodEffective(method)
+  if eff ~= tonumber(ARGV[12]) then return {1, 0, 0, eff, 0, meff or 0} end
   if ARGV[16] == '1' then
     local ms = pttl(KEYS[5])
-    if ms > 0 then return {2, 1, ms * 1000, eff, 0} end
+    if ms > 0 then return {2, 1, ms * 1000, eff, 0, meff or 0} end
   end
   local ms = pttl(KEYS[4])
-  if ms > 0 then return {2, 2, ms * 1000, eff, 0} end
+  if ms > 0 then return {2, 2, ms * 1000, eff, 0, meff or 0} end
+  if meff then
+    used()
+    local g = grantsOf(method)
+    if #g >= meff then
+      -- The (#g - meff + 1)th oldest of its grants must age out first.
+      return {7, #g, math.max(g[#g - meff + 1] + win - now, 1), eff, 0, meff}
+    end
+  end
   local fa, client = tonumber(ARGV[19]), ARGV[20]
   if fa > 0 then
     pruneFair()
@@ -192,13 +296,13 @@ if op == 'acquire' then
     local n = redis.call('ZCARD', KEYS[6])
     if n >= quota then
       local g = redis.call('ZRANGE', KEYS[6], n - quota, n - quota, 'WITHSCORES')
-      return {6, n, math.max(tonumber(g[2]) + cw - now, 1), eff, 0}
+      return {6, n, math.max(tonumber(g[2]) + cw - now, 1), eff, 0, meff or 0}
     end
   end
   local n = used()
   if fa > 0 then
     local held = heldFair(fa, client, n)
-    if held > 0 then return {6, n, held, eff, 0} end
+    if held > 0 then return {6, n, held, eff, 0, meff or 0} end
   end
   -- Orders pass the institution pause and the probe: a buyer is paying.
   local pause = 0
@@ -223,12 +327,12 @@ if op == 'acquire' then
     end
     if mine >= cap then slot = math.max(oldest + win - now, 1) end
   end
-  if pause > 0 then return {3, n, math.max(pause, slot), eff, pause} end
-  if slot > 0 then return {4, n, slot, eff, 0} end
+  if pause > 0 then return {3, n, math.max(pause, slot), eff, pause, meff or 0} end
+  if slot > 0 then return {4, n, slot, eff, 0, meff or 0} end
   local probing = p ~= 0 and redis.call('EXISTS', KEYS[7]) == 1
   if probing then
     ms = pttl(KEYS[8])
-    if ms > 0 then return {5, n, ms * 1000, eff, 0} end
+    if ms > 0 then return {5, n, ms * 1000, eff, 0, meff or 0} end
     redis.call('SET', KEYS[8], uniq, 'PX', probeTimeout)
   end
   grantAt(KEYS[1], now, uniq, 2 * winMs + 1000)
@@ -238,7 +342,8 @@ if op == 'acquire' then
     redis.call('HINCRBY', KEYS[15], client, 1)
     redis.call('PEXPIRE', KEYS[15], 2 * winMs + 1000)
   end
-  return {0, n + 1, now, eff, 0}
+  if meff then redis.call('HINCRBY', KEYS[17], method .. '|s', 1) end
+  return {0, n + 1, now, eff, 0, meff or 0}
 
 elseif op == 'pushback' then
   local method, key, retryAfter = ARGV[11], ARGV[12], tonumber(ARGV[13])
@@ -257,10 +362,14 @@ elseif op == 'pushback' then
   end
 
   -- The scope, by budget/scope.go's rules on the cluster's counts.
+  local meff = methodEffective(method)
+  if meff then redis.call('HSET', KEYS[17], method .. '|r', fmt(now)) end
   local scope
   if pttl(KEYS[3]) > 0 or n >= eff - math.max(1, math.floor(eff / 20)) then
     scope = 3
   elseif pttl(KEYS[4]) > 0 then
+    scope = 2
+  elseif meff and #grantsOf(method) >= meff - math.max(1, math.floor(meff / 20)) then
     scope = 2
   else
     local others = false
@@ -271,6 +380,67 @@ elseif op == 'pushback' then
     end
     if not scope then
       if others then scope = 2 elseif key == '' then scope = 0 else scope = 1 end
+    end
+  end
+
+  -- What the refusal teaches (a pause or a method pause in force: an
+  -- echo, nothing).
+  if not fixed and ((scope == 3 and pttl(KEYS[3]) == 0) or (scope == 2 and pttl(KEYS[4]) == 0)) then
+    local total, mine = answered(method)
+    local most = method ~= '' and mine > 0 and 4 * mine >= 3 * total
+    local explained = false
+    if scope == 3 then
+      -- Other methods' decreases in this window: the institution's limit
+      -- explains their refusals too.
+      local h = redis.call('HGETALL', KEYS[17])
+      for i = 1, #h, 2 do
+        local m = string.sub(h[i], 1, -3)
+        if string.sub(h[i], -2) == '|c' and m ~= method and now - tonumber(h[i + 1]) < win then
+          local l = redis.call('HMGET', KEYS[17], m .. '|e', m .. '|b')
+          local e, b = tonumber(l[1]), tonumber(l[2])
+          if e and b and b > e then
+            if b >= calls then
+              forget(m)
+            else
+              redis.call('HSET', KEYS[17], m .. '|e', b)
+              redis.call('HDEL', KEYS[17], m .. '|c', m .. '|s')
+            end
+          end
+        end
+      end
+    end
+    if scope == 3 or most then
+      local cut = tonumber(redis.call('HGET', KEYS[2], 'cut'))
+      if cut and newest() <= cut then
+        explained = true
+      else
+        local to = math.max(math.floor(total * 9 / 10), minLimit)
+        if to < eff then
+          redis.call('HSET', KEYS[2], 'eff', to, 'grown', fmt(now), 'refused', fmt(now), 'cut', fmt(now), 'from', eff)
+          redis.call('PEXPIRE', KEYS[2], limitTTL)
+          eff, explained = to, true
+        end
+      end
+    end
+    if (scope == 2 or most) and method ~= '' then
+      local l = redis.call('HMGET', KEYS[17], method .. '|c', method .. '|s')
+      if meff and l[1] and (tonumber(l[2]) or 0) == 0 then
+        explained = true
+      else
+        local to = math.max(math.floor(mine * 9 / 10), minLimit)
+        if to < (meff or calls) and (meff or redis.call('HLEN', KEYS[17]) < #mfields * 64) then
+          redis.call('HSET', KEYS[17], method .. '|e', to, method .. '|g', fmt(now), method .. '|r', fmt(now),
+            method .. '|c', fmt(now), method .. '|b', meff or calls, method .. '|s', 0)
+          redis.call('PEXPIRE', KEYS[17], limitTTL)
+          meff, explained = to, true
+        end
+      end
+    end
+    if explained and retryAfter <= 0 then
+      -- The lowered limits hold the calls: no pause. A refusal of a
+      -- method says nothing about the institution: another probe may go.
+      if scope ~= 3 then redis.call('DEL', KEYS[8]) end
+      return {scope, 0, 0, eff, meff or 0}
     end
   end
 
@@ -294,17 +464,7 @@ elseif op == 'pushback' then
     end
     redis.call('SET', KEYS[7], '1', 'PX', math.max(d, left) + maxPause + probeTimeout)
     redis.call('DEL', KEYS[8])
-    if started == 1 and not fixed then
-      -- The cluster's count in the window is what S-360 took before it
-      -- refused.
-      local to = math.max(math.floor(n * 9 / 10), minLimit)
-      if to < eff then
-        redis.call('HSET', KEYS[2], 'eff', to, 'grown', fmt(now), 'refused', fmt(now))
-        redis.call('PEXPIRE', KEYS[2], limitTTL)
-        eff = to
-      end
-    end
-    return {scope, started, pause, eff}
+    return {scope, started, pause, eff, meff or 0}
   end
 
   if scope == 2 then
@@ -336,14 +496,46 @@ elseif op == 'pushback' then
   -- A refusal of a key or a method says nothing about the institution:
   -- another probe may go.
   redis.call('DEL', KEYS[8])
-  return {scope, started, pause, eff}
+  return {scope, started, pause, eff, meff or 0}
 
 elseif op == 'success' then
+  local method = ARGV[11]
+  redis.call('ZREMRANGEBYSCORE', KEYS[16], '-inf', fmt(now - win))
+  grantAt(KEYS[16], now, method .. ' ' .. uniq, winMs + 1000)
+  local eff = effective()
+  local meff = methodEffective(method)
+  -- An answer that came before any grant under a limit just lowered is to
+  -- a call S-360 counted before it refused: the limit rises to 0.9 × the
+  -- answers, never above what it was.
+  if not fixed then
+    local h = redis.call('HMGET', KEYS[2], 'cut', 'from')
+    local cut, from = tonumber(h[1]), tonumber(h[2])
+    if cut and from and newest() <= cut then
+      local total = answered('')
+      local to = math.min(math.floor(total * 9 / 10), from)
+      if to > eff then
+        redis.call('HSET', KEYS[2], 'eff', to)
+        eff = to
+      end
+    end
+    if meff then
+      local l = redis.call('HMGET', KEYS[17], method .. '|c', method .. '|b', method .. '|s')
+      cut, from = tonumber(l[1]), tonumber(l[2])
+      if cut and from and (tonumber(l[3]) or 0) == 0 then
+        local _, mine = answered(method)
+        local to = math.min(math.floor(mine * 9 / 10), from)
+        if to > meff then
+          redis.call('HSET', KEYS[17], method .. '|e', to)
+          meff = to
+        end
+      end
+    end
+  end
   if pttl(KEYS[4]) == 0 then redis.call('DEL', KEYS[11]) end
   -- During a pause the answer is to a call sent before it.
-  if pttl(KEYS[3]) > 0 then return 0 end
+  if pttl(KEYS[3]) > 0 then return {0, eff, meff or 0} end
   redis.call('DEL', KEYS[10], KEYS[7], KEYS[8])
-  return 1
+  return {1, eff, meff or 0}
 
 elseif op == 'rejoin' then
   for i = 11, #ARGV - 1, 2 do
@@ -354,24 +546,56 @@ elseif op == 'rejoin' then
   return {used(), effective()}
 
 elseif op == 'restore' then
-  if not fixed and redis.call('HEXISTS', KEYS[2], 'eff') == 0 then
+  if not fixed and redis.call('HEXISTS', KEYS[2], 'eff') == 0 and tonumber(ARGV[11]) > 0 then
     local l = math.max(math.min(tonumber(ARGV[11]), calls), minLimit)
     if l < calls then
       redis.call('HSET', KEYS[2], 'eff', l, 'grown', fmt(now))
       redis.call('PEXPIRE', KEYS[2], limitTTL)
     end
   end
-  return {used(), effective()}
+  for i = 12, #ARGV - 1, 2 do
+    local m, l = ARGV[i], math.max(tonumber(ARGV[i + 1]), minLimit)
+    if not fixed and l < calls and redis.call('HEXISTS', KEYS[17], m .. '|e') == 0 and redis.call('HLEN', KEYS[17]) < #mfields * 64 then
+      redis.call('HSET', KEYS[17], m .. '|e', l, m .. '|g', fmt(now))
+      redis.call('PEXPIRE', KEYS[17], limitTTL)
+    end
+  end
+  local out = {used(), effective()}
+  local h = redis.call('HGETALL', KEYS[17])
+  for i = 1, #h, 2 do
+    if string.sub(h[i], -2) == '|e' then
+      local m = string.sub(h[i], 1, -3)
+      local l = methodEffective(m)
+      if l then
+        out[#out + 1] = m
+        out[#out + 1] = l
+      end
+    end
+  end
+  return out
 
 elseif op == 'stats' then
   pruneFair()
-  local out = {used(), effective(), pttl(KEYS[3]), redis.call('EXISTS', KEYS[7]), 0, redis.call('ZCARD', KEYS[14])}
+  local out = {used(), effective(), pttl(KEYS[3]), redis.call('EXISTS', KEYS[7]), 0, redis.call('ZCARD', KEYS[14]), 0}
   redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', nowMs)
   for _, m in ipairs(redis.call('ZRANGE', KEYS[12], 0, -1)) do
     if string.sub(m, 1, 2) == 'k:' then
       out[5] = out[5] + 1
     else
       out[#out + 1] = string.sub(m, 3)
+      out[7] = out[7] + 1
+    end
+  end
+  local h = redis.call('HGETALL', KEYS[17])
+  for i = 1, #h, 2 do
+    if string.sub(h[i], -2) == '|e' then
+      local m = string.sub(h[i], 1, -3)
+      local l = methodEffective(m)
+      if l then
+        out[#out + 1] = m
+        out[#out + 1] = l
+        out[#out + 1] = #grantsOf(m)
+      end
     end
   end
   return out

@@ -256,11 +256,11 @@ func TestAdaptiveLimitIsSharedAndGrowsPerWindow(t *testing.T) {
 	var learned []budget.Learned
 	var mu sync.Mutex
 	nodes[2].b.OnAdjust(func(l budget.Learned) { mu.Lock(); learned = append(learned, l); mu.Unlock() })
-	for i := range 10 {
+	for range 10 {
 		if err := try(nodes[0].b, budget.Foreground, time.Second); err != nil {
 			t.Fatal(err)
 		}
-		_ = i
+		nodes[0].b.SuccessCall(budget.Call{Priority: budget.Foreground})
 	}
 	m1 := budget.Call{Priority: budget.Foreground, Method: "a/x", Key: "1"}
 	m2 := budget.Call{Priority: budget.Foreground, Method: "b/y", Key: "2"}
@@ -269,7 +269,7 @@ func TestAdaptiveLimitIsSharedAndGrowsPerWindow(t *testing.T) {
 		t.Fatalf("scope %v, want institution", s)
 	}
 	decreased := time.Now()
-	// 0.9 × the 10 calls of the window, on every node.
+	// 0.9 × the 10 calls S-360 answered in the window, on every node.
 	for i, n := range nodes {
 		if s := n.b.Stats(); s.EffectiveLimit != 9 {
 			t.Fatalf("node %d: effective limit %d after the pushback, want 9", i, s.EffectiveLimit)
@@ -732,5 +732,199 @@ func TestWaitersAskRedisOneAtATime(t *testing.T) {
 	// waiter's call that finds the window full again.
 	if n := scripts() - before; n > 8 {
 		t.Fatalf("%d script calls for 3 slots with 10 waiters; want about 2 per slot", n)
+	}
+}
+
+// The learned limits follow budget.Budget's rules on the cluster's
+// counts: the same answers and refusals, spread over the nodes, teach the
+// same limits, and pause the same scopes.
+func TestLearnedLimitsMatchTheLocalBudget(t *testing.T) {
+	addr := startRedisB(t).Addr
+	const (
+		a = "availabilityService/getEventAvailability"
+		p = "availabilityService/getPerformanceAvailability"
+	)
+	// step is one event: n calls of method granted (and answered unless
+	// inFlight), answered later (late), or a refusal of key.
+	type step struct {
+		method, key  string
+		n            int
+		inFlight     bool
+		late, refuse bool
+	}
+	calls := func(m string, n int) step { return step{method: m, n: n} }
+	refuse := func(m, key string) step { return step{method: m, key: key, refuse: true} }
+	for i, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"one method made the calls: both limits", []step{calls(a, 30), refuse(a, "1"), refuse(a, "2")}},
+		{"one method of two: its limit", []step{calls(a, 20), calls(p, 20), refuse(a, "1"), refuse(a, "2")}},
+		{"two methods: the institution's", []step{calls(a, 20), calls(p, 20), refuse(a, "1"), refuse(p, "2")}},
+		{"the institution's withdraws the method's", []step{calls(a, 30), calls(p, 30), refuse(a, "1"), refuse(a, "2"), refuse(p, "3")}},
+		{"echoes teach nothing", []step{calls(a, 20), calls(p, 20), refuse(a, "1"), refuse(a, "2"), refuse(a, "3"), refuse(a, "4")}},
+		{"late answers", []step{calls(a, 20), {method: a, n: 10, inFlight: true}, calls(p, 20), refuse(a, "1"), refuse(a, "2"),
+			{method: a, n: 10, late: true}}},
+		{"unexplained: a pause", []step{calls(a, 5), calls(p, 20), refuse(a, "1"), refuse(a, "2"), calls(a, 3), refuse(a, "3")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Two clients share the budget fairly (the default): the fair
+			// shares and the learned limits are decided together.
+			cfg := budget.Config{Calls: 100, Window: 10 * time.Second, OrderReserve: -1, WatchReserve: -1, Reserve: -1}
+			nodes := newNodes(t, addr, 3, cfg, nodeOpts{prefix: fmt.Sprintf("learn%d", i)})
+			local := budget.New(cfg)
+			for j, st := range tc.steps {
+				c := budget.Call{Priority: budget.Foreground, Method: st.method, Key: st.key, Client: fmt.Sprint("10.0.0.", j%2)}
+				b := nodes[j%3].b
+				switch {
+				case st.refuse:
+					want := local.PushbackCall(c, 0)
+					if got := b.PushbackCall(c, 0); got != want {
+						t.Fatalf("step %d: scope %v, budget.Budget says %v", j, got, want)
+					}
+				case st.late:
+					for range st.n {
+						local.SuccessCall(c)
+						b.SuccessCall(c)
+					}
+				default:
+					for k := range st.n {
+						c.Key = fmt.Sprint(j, "-", k)
+						if err := tryCall(b, c, time.Second); err != nil {
+							t.Fatalf("step %d: %v", j, err)
+						}
+						if err := local.AcquireCall(context.Background(), c); err != nil {
+							t.Fatalf("step %d, local: %v", j, err)
+						}
+						if !st.inFlight {
+							b.SuccessCall(c)
+							local.SuccessCall(c)
+						}
+					}
+				}
+			}
+			want := local.Stats()
+			for k, nd := range nodes {
+				got := nd.b.Stats()
+				if got.EffectiveLimit != want.EffectiveLimit || !slices.Equal(got.PausedMethods, want.PausedMethods) ||
+					got.PausedUntil.IsZero() != want.PausedUntil.IsZero() || len(got.MethodLimits) != len(want.MethodLimits) ||
+					got.Clients != want.Clients || got.FairShare != want.FairShare {
+					t.Fatalf("node %d: %+v\nbudget.Budget: %+v", k, got, want)
+				}
+				for m, l := range got.MethodLimits {
+					if w := want.MethodLimits[m]; l.Method != w.Method || l.Limit != w.Limit || l.Calls != w.Calls {
+						t.Fatalf("node %d: method limit %+v, budget.Budget's %+v", k, l, w)
+					}
+				}
+			}
+			t.Logf("effective %d, methods %+v, paused %v, clients %d, fair share %d", want.EffectiveLimit, want.MethodLimits, want.PausedMethods,
+				want.Clients, want.FairShare)
+		})
+	}
+}
+
+// A method's limit learned on one node holds its calls on every node,
+// while other methods go on; OnAdjust tells every node to persist it.
+func TestMethodLimitIsShared(t *testing.T) {
+	addr := startRedisB(t).Addr
+	const w = time.Second
+	cfg := budget.Config{Calls: 100, Window: w, OrderReserve: -1, WatchReserve: -1, Reserve: -1, ClientQuota: -1}
+	nodes := newNodes(t, addr, 2, cfg, nodeOpts{})
+	var mu sync.Mutex
+	var learned []budget.Learned
+	nodes[0].b.OnAdjust(func(l budget.Learned) { mu.Lock(); learned = append(learned, l); mu.Unlock() })
+	a := budget.Call{Priority: budget.Foreground, Method: "availabilityService/getEventAvailability"}
+	p := budget.Call{Priority: budget.Foreground, Method: "availabilityService/getPerformanceAvailability"}
+	start := time.Now()
+	for _, c := range []budget.Call{a, a, p} {
+		for i := range 10 {
+			c.Key = fmt.Sprint(i)
+			if err := tryCall(nodes[0].b, c, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			nodes[0].b.SuccessCall(c)
+		}
+	}
+	// Node 1 sees S-360 refuse two keys of the method: 0.9 × its 20.
+	a.Key = "r1"
+	nodes[1].b.PushbackCall(a, 0)
+	a.Key = "r2"
+	if s := nodes[1].b.PushbackCall(a, 0); s != budget.ScopeMethod {
+		t.Fatalf("scope %v", s)
+	}
+	for i, nd := range nodes {
+		s := nd.b.Stats()
+		if s.EffectiveLimit != 100 || len(s.MethodLimits) != 1 || s.MethodLimits[0].Method != a.Method ||
+			s.MethodLimits[0].Limit != 18 || s.MethodLimits[0].Calls != 20 || s.PausesByScope.Method != 0 {
+			t.Fatalf("node %d: %+v", i, s)
+		}
+	}
+	a.Key = "x"
+	err := tryCall(nodes[0].b, a, 50*time.Millisecond)
+	we := waitErr(t, err)
+	if !errors.Is(err, budget.ErrLimited) || we.Scope != budget.ScopeMethod || we.RetryIn <= 0 || we.RetryIn > w {
+		t.Fatalf("the method over its limit on another node: %v %+v", err, we)
+	}
+	if err := tryCall(nodes[1].b, p, 50*time.Millisecond); err != nil {
+		t.Fatalf("another method: %v", err)
+	}
+	mu.Lock()
+	if n := len(learned); n == 0 || learned[n-1].Methods[a.Method] != 18 {
+		t.Errorf("node 0 was told %+v, want the method's 18", learned)
+	}
+	mu.Unlock()
+	// A caller who can wait gets the method's next slot, when its first
+	// calls age out, a window after they were made.
+	if err := tryCall(nodes[1].b, a, 2*w); err != nil {
+		t.Fatalf("waiting for the method's slot: %v", err)
+	}
+	if since := time.Since(start); since < w {
+		t.Fatalf("granted after %v, before the method's calls aged out", since)
+	}
+	// Redis's value wins over a node's older memory; a node that finds
+	// none gives its own.
+	nodes[1].b.Restore(budget.Learned{Limit: 100, Methods: map[string]int{a.Method: 40, "setupService/listSeasons": 30}})
+	if s := nodes[0].b.Stats(); len(s.MethodLimits) != 2 || s.MethodLimits[0].Limit != 18 || s.MethodLimits[1].Limit != 30 {
+		t.Fatalf("after a restore: %+v", s.MethodLimits)
+	}
+	// rate_limit lowered below a method's limit forgets it, as
+	// budget.Budget's Update does.
+	cfg.Calls = 20
+	for _, nd := range nodes {
+		nd.b.Update(cfg)
+	}
+	if s := nodes[1].b.Stats(); len(s.MethodLimits) != 1 || s.MethodLimits[0].Method != a.Method || s.MethodLimits[0].Limit != 18 {
+		t.Fatalf("after rate_limit 20: %+v", s.MethodLimits)
+	}
+}
+
+// Limits restored while Redis is out of reach are kept (a change persisted
+// meanwhile still holds them) and reach Redis when the node rejoins.
+func TestRestoreWhileRedisIsDownReachesRedisOnRejoin(t *testing.T) {
+	r := startRedisB(t)
+	const m = "availabilityService/getEventAvailability"
+	cfg := budget.Config{Calls: 100, OrderReserve: -1, WatchReserve: -1, Reserve: -1, ClientQuota: -1}
+	nodes := newNodes(t, r.Addr, 2, cfg, nodeOpts{heartbeat: 50 * time.Millisecond, opTimeout: 500 * time.Millisecond})
+	var mu sync.Mutex
+	var learned []budget.Learned
+	nodes[0].b.OnAdjust(func(l budget.Learned) { mu.Lock(); learned = append(learned, l); mu.Unlock() })
+	r.Kill()
+	nodes[0].b.Restore(budget.Learned{Limit: 80, Methods: map[string]int{m: 40}})
+	if !nodes[0].b.down {
+		t.Fatal("a restore without Redis left the node in cluster mode")
+	}
+	mu.Lock()
+	if n := len(learned); n == 0 || learned[n-1].Limit != 80 || learned[n-1].Methods[m] != 40 {
+		t.Fatalf("persisted while Redis is down: %+v, want the limit 80 and the method's 40", learned)
+	}
+	mu.Unlock()
+	r.Restart()
+	eventually(t, 5*time.Second, "node 0 to rejoin", func() bool {
+		try(nodes[0].b, budget.Foreground, 10*time.Millisecond)
+		return !nodes[0].b.down
+	})
+	s := nodes[1].b.Stats()
+	if s.EffectiveLimit != 80 || len(s.MethodLimits) != 1 || s.MethodLimits[0].Method != m || s.MethodLimits[0].Limit != 40 {
+		t.Fatalf("another node after the rejoin: limit %d, methods %+v; want 80 and the method's 40", s.EffectiveLimit, s.MethodLimits)
 	}
 }

@@ -10,8 +10,9 @@ import (
 	"github.com/s360edge/s360edge/cachestore"
 )
 
-// metaLimit holds the budget's learned limit, so that a restart does not
-// relearn it through 509s.
+// metaLimit holds the budget's learned limits (the institution's and its
+// methods', budget.Learned), so that a restart does not relearn them
+// through 509s.
 const metaLimit = "budget.limit"
 
 // learner is a gate with an adaptive limit (budget.Budget).

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -54,6 +55,44 @@ func TestLearnedLimitPersists(t *testing.T) {
 				t.Fatalf("effective limit after reopening: %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// The limits learned for methods are kept with the institution's.
+func TestLearnedMethodLimitPersists(t *testing.T) {
+	dir := t.TempDir()
+	cfg := budget.Config{Calls: 150, Window: time.Minute}
+	const m = "availabilityService/getEventAvailability"
+	synctest.Test(t, func(t *testing.T) {
+		g := budget.New(cfg)
+		e, err := Open(Options{Dir: dir, Institution: "mosa", Gate: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 60 {
+			c := budget.Call{Priority: PriorityForeground, Method: m, Key: fmt.Sprint(i)}
+			if err := g.AcquireCall(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+			g.SuccessCall(c)
+		}
+		g.PushbackCall(budget.Call{Priority: PriorityForeground, Method: m, Key: "a"}, 0)
+		g.PushbackCall(budget.Call{Priority: PriorityForeground, Method: m, Key: "b"}, 0)
+		if s := g.Stats(); len(s.MethodLimits) != 1 || s.MethodLimits[0].Limit != 54 {
+			t.Fatalf("stats %+v", s)
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	g := budget.New(cfg)
+	e, err := Open(Options{Dir: dir, Institution: "mosa", Gate: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if s := g.Stats(); s.EffectiveLimit != 54 || len(s.MethodLimits) != 1 || s.MethodLimits[0].Method != m || s.MethodLimits[0].Limit != 54 {
+		t.Fatalf("after reopening: %+v", s)
 	}
 }
 

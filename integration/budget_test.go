@@ -77,12 +77,16 @@ func stormOrder(fx fixtures, i int) string {
 		fx.PosID, perf.ID, perf.SeatCategoryIDs[0], perf.AudienceSubCategoryIDs[0])
 }
 
+// bucket is one of the simulator's windows and the calls it accepted.
+type bucket struct {
+	Start string `json:"start"`
+	Calls int    `json:"calls"`
+}
+
 type perWindow struct {
-	PerMinute []struct {
-		Start string `json:"start"`
-		Calls int    `json:"calls"`
-	} `json:"perMinute"`
-	Statuses map[string]int `json:"statuses"`
+	PerMinute           []bucket            `json:"perMinute"`
+	PerMinuteByEndpoint map[string][]bucket `json:"perMinuteByEndpoint"`
+	Statuses            map[string]int      `json:"statuses"`
 }
 
 // TestBudgetStorm is the rate-limit storm scaled to 6-second windows so that it

@@ -15,8 +15,9 @@ type Config struct {
 	Seed     int64 // generator seed (default 1)
 
 	TokenTTL          time.Duration // lifetime of issued tokens (default 30s)
-	RateLimit         int           // calls per RateWindow for the institution, 0 = unlimited (default 180)
+	RateLimit         int           // calls per RateWindow for the institution (or each endpoint), 0 = unlimited (default 180)
 	RateWindow        time.Duration // fixed, aligned window of RateLimit (default 1m)
+	LimitScope        string        // what RateLimit counts: ScopeInstitution (default) or ScopeEndpoint
 	CatalogFloor      time.Duration // min interval per identical getCatalog(Detailed) body (default 10m)
 	AvailabilityFloor time.Duration // min interval per identical availability body (default 1m)
 	RateStatus        int           // HTTP status when rate limited: 509 or 429 (default 509)
@@ -32,6 +33,10 @@ type Config struct {
 
 }
 
+// DefaultEndpointLimit is s360sim's -rate-limit with -limit-scope
+// endpoint: the older SecuTix pages' 60 requests a minute per endpoint.
+const DefaultEndpointLimit = 60
+
 // DefaultConfig returns the defaults of the s360sim flags.
 func DefaultConfig() Config {
 	return Config{
@@ -44,6 +49,7 @@ func DefaultConfig() Config {
 		TokenTTL:          30 * time.Second,
 		RateLimit:         180,
 		RateWindow:        time.Minute,
+		LimitScope:        ScopeInstitution,
 		CatalogFloor:      10 * time.Minute,
 		AvailabilityFloor: time.Minute,
 		RateStatus:        509,
@@ -65,6 +71,7 @@ func (c Config) withDefaults() Config {
 	def(&c.Partner, d.Partner)
 	def(&c.SetupField, d.SetupField)
 	def(&c.ErrorField, d.ErrorField)
+	def(&c.LimitScope, d.LimitScope)
 	if c.Products <= 0 {
 		c.Products = d.Products
 	}

@@ -15,11 +15,11 @@ type counters struct {
 	RateLimited int            `json:"rateLimited"`
 	// FloorRefused counts per-key floor refusals by "service/method".
 	FloorRefused map[string]int `json:"floorRefused"`
-	Total        int            `json:"total"`
-	PerMinute    []struct {
-		Start string `json:"start"`
-		Calls int    `json:"calls"`
-	} `json:"perMinute"`
+	// RateLimitedBy counts rate-status answers by the limit hit.
+	RateLimitedBy       map[string]int      `json:"rateLimitedBy"`
+	Total               int                 `json:"total"`
+	PerMinute           []bucket            `json:"perMinute"`
+	PerMinuteByEndpoint map[string][]bucket `json:"perMinuteByEndpoint"`
 }
 
 func (h *harness) counters() counters {
@@ -39,7 +39,8 @@ func TestRateLimit(t *testing.T) {
 			h.ok("catalogService/getPOSConfig", map[string]int{"requestId": i})
 		}
 		r := h.call("availabilityService/getProductAvailability", "{}")
-		if r.status != 509 || r.json(t)["error"] != "rate_limited" || r.header.Get("Retry-After") != "" {
+		if body := r.json(t); r.status != 509 || body["error"] != "rate_limited" || body["scope"] != "institution" ||
+			body["limit"] != 5.0 || body["window"] != "1m0s" || r.header.Get("Retry-After") != "" {
 			t.Fatalf("6th call: %d %v %s", r.status, r.header, r.body)
 		}
 		c := h.counters()
@@ -73,12 +74,54 @@ func TestRateLimit(t *testing.T) {
 	})
 }
 
+// With LimitScope endpoint, each service (and auth) has the limit of its
+// own: the older SecuTix pages' 60 a minute per endpoint.
+func TestEndpointLimitScope(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemSim(t, func(c *Config) { c.RateLimit, c.LimitScope = 3, ScopeEndpoint })
+		h.login() // auth is an endpoint of its own
+		for i := range 3 {
+			h.ok("catalogService/getPOSConfig", map[string]int{"requestId": i})
+		}
+		// Another method of the same service shares its endpoint's limit.
+		r := h.call("catalogService/isCatalogServiceAlive", "{}")
+		if body := r.json(t); r.status != 509 || body["scope"] != "endpoint" || body["endpoint"] != "catalogService" ||
+			body["limit"] != 3.0 || !strings.Contains(body["message"].(string), "catalogService") {
+			t.Fatalf("4th catalogService call: %d %s", r.status, r.body)
+		}
+		// Another service has its own.
+		for range 3 {
+			h.ok("setupService/listVatCodes", "{}")
+		}
+		c := h.counters()
+		if c.RateLimited != 1 || c.RateLimitedBy["endpoint"] != 1 || len(c.PerMinute) != 1 || c.PerMinute[0].Calls != 7 ||
+			c.PerMinuteByEndpoint["catalogService"][0].Calls != 3 || c.PerMinuteByEndpoint["setupService"][0].Calls != 3 ||
+			c.PerMinuteByEndpoint["auth"][0].Calls != 1 {
+			t.Errorf("counters %+v", c)
+		}
+		// Switched at run time: the institution's sum is over the limit.
+		h.control("POST", "/_sim/faults", `{"limitScope": "institution"}`)
+		if r := h.call("setupService/listSeasons", "{}"); r.status != 509 || r.json(t)["scope"] != "institution" {
+			t.Errorf("institution scope: %d %s", r.status, r.body)
+		}
+		h.control("POST", "/_sim/clock", `{"advance": "1m"}`)
+		h.ok("setupService/listSeasons", "{}")
+		if r := h.do("POST", "/_sim/faults", `{"limitScope": "method"}`); r.status != 400 {
+			t.Errorf("limitScope method: %d %s", r.status, r.body)
+		}
+		if c := h.counters(); c.RateLimitedBy["institution"] != 1 || len(c.PerMinuteByEndpoint["setupService"]) != 2 {
+			t.Errorf("counters %+v", c)
+		}
+	})
+}
+
 func TestFloors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newMemSim(t, func(c *Config) { c.CatalogFloor = 10 * time.Minute; c.AvailabilityFloor = time.Minute })
 		f := h.fixtures()
 		h.ok("catalogService/getCatalogDetailed", `{"requestId": 1}`)
-		if r := h.call("catalogService/getCatalogDetailed", `{"requestId": 2}`); r.status != 509 || r.json(t)["error"] != "rate_limited" {
+		if r := h.call("catalogService/getCatalogDetailed", `{"requestId": 2}`); r.status != 509 || r.json(t)["error"] != "rate_limited" ||
+			r.json(t)["scope"] != "parameters" || r.json(t)["method"] != "catalogService/getCatalogDetailed" || r.json(t)["interval"] != "10m0s" {
 			t.Errorf("same body, other requestId: %d %s", r.status, r.body)
 		}
 		h.ok("catalogService/getCatalogDetailed", `{"scope": "EXTENDED"}`) // another body
@@ -107,7 +150,7 @@ func TestFloors(t *testing.T) {
 		h.control("POST", "/_sim/clock", `{"advance": "1m"}`)
 		h.ok("availabilityService/getEventAvailability", avail)
 		if c := h.counters(); c.FloorRefused["catalogService/getCatalogDetailed"] != 2 || c.FloorRefused["availabilityService/getEventAvailability"] != 2 ||
-			len(c.FloorRefused) != 2 || c.RateLimited != 4 {
+			len(c.FloorRefused) != 2 || c.RateLimited != 4 || c.RateLimitedBy["parameters"] != 4 {
 			t.Errorf("floor counters %+v", c)
 		}
 		h.control("POST", "/_sim/reset", "")

@@ -16,15 +16,24 @@
 //	-catalog-mb 0               if > 0, overrides -products to get a getCatalogDetailed body of about N MiB
 //	                            (about 280 products per MiB: 2800 products ≈ 10 MiB, 3000 ≈ 10.7 MiB)
 //	-token-ttl 30s
-//	-rate-limit 180             calls per -rate-window for the whole institution, auth included; 0 = off
+//	-rate-limit 180             calls per -rate-window for the whole institution, summed over every endpoint,
+//	                            auth included (platform.secutix.com/backend/api_rate_limits); 0 = off
 //	-rate-window 1m             fixed window aligned on multiples of its length
+//	-limit-scope institution    what -rate-limit counts: institution, or endpoint: each endpoint (one published
+//	                            service, e.g. availabilityService; auth is one) separately, as the older REST and
+//	                            SOAP standards pages state it (60 requests a minute per endpoint per institution:
+//	                            -rate-limit defaults to 60 then)
 //	-catalog-floor 10m          getCatalogDetailed / getCatalog: once per floor per identical body; 0 = off
 //	-availability-floor 1m      each availabilityService method, same rule, requestId ignored; 0 = off
 //	                            These are S-360's documented per-key limits (docs/S360.md, "Rate limits"), on by default;
 //	                            refusals answer the rate status and count in floorRefused. Floors follow the
 //	                            simulator's clock (/_sim/clock), and POST /_sim/faults {"catalogFloor": "0s",
 //	                            "availabilityFloor": "0s"} turns them off at run time.
-//	-rate-status 509            status of rate-limited calls (509 or 429); no Retry-After header
+//	-rate-status 509            status of rate-limited calls (509 or 429); no Retry-After header. The body says
+//	                            which limit was hit: {"error": "rate_limited", "scope": "institution"|"endpoint"|
+//	                            "parameters"|"injected", "endpoint": service (endpoint), "method": service/method
+//	                            (parameters), "limit": n and "window": "1m0s" (institution, endpoint), "interval":
+//	                            the floor (parameters), "message": text}. S-360's own body is not documented.
 //	-latency 0                  added to every tnseb call
 //	-catalog-latency 0          added to getCatalogDetailed and getCatalog
 //	-in-progress 0              the first N getCatalogDetailed calls answer in_progress
@@ -62,7 +71,7 @@
 //	GET /shop/cart, /shop/checkout  HTML: <h1 id="cart-title">, <span id="order-id">, rows .cart-line, #cart-total
 //
 // Order of checks on an API call: path (404) → verb (405) → injected faults
-// (down, burst509, fail5xx) → body size (413, 1 MiB) → institution rate limit →
+// (down, burst509, fail5xx) → body size (413, 1 MiB) → rate limit (institution or endpoint) →
 // Content-Type (415) → JSON object body (400) → bearer (401 invalid_token /
 // token_expired) → method (404) → in_progress fault → method floor → the
 // method (400 if a field has the wrong JSON type) → latency → answer.
@@ -87,10 +96,14 @@
 //
 //	GET  /_sim/counters   {"calls": {"auth": n, "catalogService/getCatalogDetailed": n, ..., "unknown": n},
 //	                       "statuses": {"200": n, "509": n, "0": n (connection closed)}, "rateLimited": n, "total": n,
-//	                       "floorRefused": {"catalogService/getCatalogDetailed": n, ...}, "perMinute": [{"start": iso, "calls": n}]}
-//	                      rateLimited counts every rate-status answer; floorRefused those of the per-key floors, by method.
+//	                       "rateLimitedBy": {"institution": n, "endpoint": n, "parameters": n, "injected": n},
+//	                       "floorRefused": {"catalogService/getCatalogDetailed": n, ...}, "perMinute": [{"start": iso, "calls": n}],
+//	                       "perMinuteByEndpoint": {"availabilityService": [{"start": iso, "calls": n}], "auth": [...], ...}}
+//	                      rateLimited counts every rate-status answer, rateLimitedBy the same by the limit hit (the
+//	                      body's scope); floorRefused those of the per-key floors, by method.
 //	                      API calls only (auth and tnseb; not shop or control requests). perMinute counts the calls
-//	                      not rate-limited per bucket of -rate-window (a minute by default), aligned, oldest first.
+//	                      not rate-limited per bucket of -rate-window (a minute by default), aligned, oldest first;
+//	                      perMinuteByEndpoint the same per endpoint (service, or auth).
 //	POST /_sim/reset      zero counters, rate-limit window and floors (not stock, orders or faults)
 //	POST /_sim/setup      rename product 0 ("… v2", "… v3"…), raise its first price by 1 €, bump getLastSetupUpdate
 //	                      → {"lastSetupUpdate": iso}
@@ -98,7 +111,7 @@
 //	GET  /_sim/faults     current switches
 //	POST /_sim/faults     any of {"latency": "1s", "catalogLatency": "20s", "fail5xx": N, "burst509": N,
 //	                      "inProgress": N, "expireTokens": true, "rateStatus": 429, "rateLimit": 60,
-//	                      "rateWindow": "1m", "catalogFloor": "10m", "availabilityFloor": "1m",
+//	                      "rateWindow": "1m", "limitScope": "endpoint", "catalogFloor": "10m", "availabilityFloor": "1m",
 //	                      "tokenTTL": "30s", "down": true}; unknown fields → 400. fail5xx: next N tnseb calls
 //	                      get 503; burst509: next N API calls (auth included) get the rate status;
 //	                      down: every API call (auth included) has its connection closed.

@@ -3,6 +3,7 @@ package sim
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,6 +39,7 @@ type faults struct {
 	RateStatus        int      `json:"rateStatus"`
 	RateLimit         int      `json:"rateLimit"`
 	RateWindow        duration `json:"rateWindow"`
+	LimitScope        string   `json:"limitScope"`
 	CatalogFloor      duration `json:"catalogFloor"`
 	AvailabilityFloor duration `json:"availabilityFloor"`
 	TokenTTL          duration `json:"tokenTTL"`
@@ -52,6 +54,8 @@ func (f faults) validate() error {
 		return fmt.Errorf("rateStatus must be an HTTP error status such as 509 or 429")
 	case f.RateWindow <= 0 || f.TokenTTL <= 0:
 		return fmt.Errorf("rateWindow and tokenTTL must be positive")
+	case f.LimitScope != ScopeInstitution && f.LimitScope != ScopeEndpoint:
+		return fmt.Errorf("limitScope must be %q or %q", ScopeInstitution, ScopeEndpoint)
 	}
 	return nil
 }
@@ -93,24 +97,85 @@ func (s *Server) takeInProgress() bool {
 	return false
 }
 
-// allowInstitution counts a call in the institution-wide fixed window, aligned
-// on multiples of the window (docs/S360.md, "Rate limits": every endpoint and operator
-// shares it). Rejected calls do not use up the quota.
-func (s *Server) allowInstitution() bool {
+// What RateLimit counts (Config.LimitScope).
+const (
+	// ScopeInstitution: every call of the institution, summed over every
+	// endpoint (platform.secutix.com/backend/api_rate_limits, 180 a minute).
+	ScopeInstitution = "institution"
+	// ScopeEndpoint: the calls of each endpoint (one published service;
+	// auth is one too) separately (the older REST and SOAP standards
+	// pages: 60 a minute per endpoint per institution).
+	ScopeEndpoint = "endpoint"
+)
+
+// The limits a rate-status answer can say were hit: the rate limit's
+// scope (ScopeInstitution, ScopeEndpoint), a method's per-parameters
+// floor, or an injected burst.
+const (
+	rateParameters = "parameters"
+	rateInjected   = "injected"
+)
+
+// rateRefusal is the body of a rate-status answer: which limit was hit.
+type rateRefusal struct {
+	Error    string `json:"error"`              // always rate_limited
+	Scope    string `json:"scope"`              // institution, endpoint, parameters or injected
+	Endpoint string `json:"endpoint,omitempty"` // with endpoint: the service (or auth)
+	Method   string `json:"method,omitempty"`   // with parameters: service/method
+	Limit    int    `json:"limit,omitempty"`    // with institution and endpoint: calls per window
+	Window   string `json:"window,omitempty"`   // their window
+	Interval string `json:"interval,omitempty"` // with parameters: the floor
+	Message  string `json:"message"`
+}
+
+func writeRateLimited(w http.ResponseWriter, r *http.Request, status int, refusal rateRefusal) {
+	refusal.Error = "rate_limited"
+	writeJSON(w, r, status, refusal)
+}
+
+// endpointOf is the endpoint a call counts against in ScopeEndpoint: its
+// service ("catalogService"), or the key itself ("auth", "unknown").
+func endpointOf(key string) string {
+	service, _, _ := strings.Cut(key, "/")
+	return service
+}
+
+// allowRate counts a call of key in its fixed window, aligned on
+// multiples of the window: the institution's (docs/S360.md, "Rate
+// limits": every endpoint and operator shares it), or with ScopeEndpoint
+// its endpoint's. Refused calls do not
+// use up the quota. It returns nil when the call may go on.
+func (s *Server) allowRate(key string) *rateRefusal {
 	now := s.now()
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
-	if s.faults.RateLimit <= 0 {
-		return true
+	f := &s.faults
+	if f.RateLimit <= 0 {
+		return nil
 	}
-	if start := now.Truncate(time.Duration(s.faults.RateWindow)); !start.Equal(s.window) {
-		s.window, s.windowN = start, 0
+	if start := now.Truncate(time.Duration(f.RateWindow)); !start.Equal(s.window) {
+		s.window = start
+		clear(s.windowN)
 	}
-	if s.windowN >= s.faults.RateLimit {
-		return false
+	// Both counts are kept, so that switching the scope at run time
+	// (/_sim/faults) starts from the window's calls.
+	ep := endpointOf(key)
+	counted := ""
+	if f.LimitScope == ScopeEndpoint {
+		counted = "/" + ep
 	}
-	s.windowN++
-	return true
+	if s.windowN[counted] < f.RateLimit {
+		s.windowN[""]++
+		s.windowN["/"+ep]++
+		return nil
+	}
+	window := time.Duration(f.RateWindow).String()
+	if counted == "" {
+		return &rateRefusal{Scope: ScopeInstitution, Limit: f.RateLimit, Window: window,
+			Message: fmt.Sprintf("rate limit of institution %s exceeded: %d calls per %s, summed over every endpoint", s.cfg.Institution, f.RateLimit, window)}
+	}
+	return &rateRefusal{Scope: ScopeEndpoint, Endpoint: ep, Limit: f.RateLimit, Window: window,
+		Message: fmt.Sprintf("rate limit of endpoint %s of institution %s exceeded: %d calls per %s", ep, s.cfg.Institution, f.RateLimit, window)}
 }
 
 func (s *Server) floorFor(key string) time.Duration {
@@ -167,22 +232,42 @@ func canonical(obj map[string]json.RawMessage) string {
 	return string(b)
 }
 
-func (s *Server) record(key string, status int, limited bool) {
+// record counts an API call; limited is the limit its rate-status answer
+// said was hit, "" when it was not refused so.
+func (s *Server) record(key string, status int, limited string) {
 	now := s.now()
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
 	s.calls[key]++
 	s.statuses[strconv.Itoa(status)]++
 	s.total++
-	if limited {
+	if limited != "" {
 		s.limited++
+		s.limitedBy[limited]++
 		return
 	}
 	window := time.Duration(s.faults.RateWindow)
-	s.perMinute[now.Truncate(window)]++
-	for t := range s.perMinute {
-		if now.Sub(t) > 240*window { // keep about four hours at the default window
-			delete(s.perMinute, t)
+	start := now.Truncate(window)
+	if s.perMinute[start] == 0 { // a new window: drop the buckets of long ago
+		for _, m := range s.perEndpoint {
+			pruneBuckets(m, now, window)
+		}
+		pruneBuckets(s.perMinute, now, window)
+	}
+	s.perMinute[start]++
+	ep := s.perEndpoint[endpointOf(key)]
+	if ep == nil {
+		ep = map[time.Time]int{}
+		s.perEndpoint[endpointOf(key)] = ep
+	}
+	ep[start]++
+}
+
+// pruneBuckets keeps about four hours of buckets at the default window.
+func pruneBuckets(m map[time.Time]int, now time.Time, window time.Duration) {
+	for t := range m {
+		if now.Sub(t) > 240*window {
+			delete(m, t)
 		}
 	}
 }
@@ -192,8 +277,9 @@ func (s *Server) resetCounters() {
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
 	s.calls, s.statuses, s.perMinute = map[string]int{}, map[string]int{}, map[time.Time]int{}
-	s.limited, s.total = 0, 0
-	s.window, s.windowN = time.Time{}, 0
+	s.limited, s.total, s.limitedBy = 0, 0, map[string]int{}
+	s.perEndpoint = map[string]map[time.Time]int{}
+	s.window, s.windowN = time.Time{}, map[string]int{}
 	s.floors, s.floorRefused = map[string]time.Time{}, map[string]int{}
 }
 
@@ -216,15 +302,28 @@ func (s *Server) counters() map[string]any {
 	for k, v := range s.statuses {
 		statuses[k] = v
 	}
-	starts := make([]time.Time, 0, len(s.perMinute))
-	for t := range s.perMinute {
+	limitedBy := map[string]int{}
+	for k, v := range s.limitedBy {
+		limitedBy[k] = v
+	}
+	byEndpoint := map[string][]bucket{}
+	for ep, m := range s.perEndpoint {
+		byEndpoint[ep] = sortedBuckets(m)
+	}
+	return map[string]any{"calls": calls, "statuses": statuses, "rateLimited": s.limited, "rateLimitedBy": limitedBy,
+		"floorRefused": floors, "total": s.total, "perMinute": sortedBuckets(s.perMinute), "perMinuteByEndpoint": byEndpoint}
+}
+
+// sortedBuckets lists per-window counts, oldest first.
+func sortedBuckets(m map[time.Time]int) []bucket {
+	starts := make([]time.Time, 0, len(m))
+	for t := range m {
 		starts = append(starts, t)
 	}
 	sort.Slice(starts, func(i, j int) bool { return starts[i].Before(starts[j]) })
 	buckets := []bucket{}
 	for _, t := range starts {
-		buckets = append(buckets, bucket{iso(t), s.perMinute[t]})
+		buckets = append(buckets, bucket{iso(t), m[t]})
 	}
-	return map[string]any{"calls": calls, "statuses": statuses, "rateLimited": s.limited, "floorRefused": floors,
-		"total": s.total, "perMinute": buckets}
+	return buckets
 }

@@ -41,11 +41,15 @@ type Server struct {
 	calls     map[string]int
 	statuses  map[string]int
 	limited   int
+	limitedBy map[string]int // rate-status answers by the limit hit (rateScope*)
 	total     int
 	perMinute map[time.Time]int
-	window    time.Time // start of the current rate-limit window
-	windowN   int
-	floors    map[string]time.Time // floor key → last accepted call
+	// perEndpoint counts the calls not rate-limited per window, by
+	// endpoint (the service, or auth).
+	perEndpoint map[string]map[time.Time]int
+	window      time.Time            // start of the current rate-limit window
+	windowN     map[string]int       // calls counted in it: "" the institution's, "/<endpoint>" each endpoint's
+	floors      map[string]time.Time // floor key → last accepted call
 	// floorRefused counts, per "service/method", the calls refused by a
 	// per-key floor (they also count in limited).
 	floorRefused map[string]int
@@ -60,7 +64,7 @@ func New(cfg Config) *Server {
 		posID: 10228100000100, orders: map[int64]*order{}, nextOrderID: 10000702651, nextOpID: 10228310724400,
 		faults: faults{Latency: duration(cfg.Latency), CatalogLatency: duration(cfg.CatalogLatency),
 			InProgress: cfg.InProgress, RateStatus: cfg.RateStatus, RateLimit: cfg.RateLimit,
-			RateWindow: duration(cfg.RateWindow), CatalogFloor: duration(cfg.CatalogFloor),
+			RateWindow: duration(cfg.RateWindow), LimitScope: cfg.LimitScope, CatalogFloor: duration(cfg.CatalogFloor),
 			AvailabilityFloor: duration(cfg.AvailabilityFloor), TokenTTL: duration(cfg.TokenTTL)},
 	}
 	_, _ = rand.Read(s.key)
@@ -155,7 +159,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		w, r = cw, cr
 	}
 	sw := &StatusWriter{ResponseWriter: w}
-	limited, recorded := false, false
+	limited, recorded := "", false // limited: the limit a rate-status answer says was hit
 	defer func() {
 		if !recorded {
 			s.record(key, sw.Code, limited)
@@ -174,12 +178,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case f.down:
 		recorded = true
-		s.record(key, 0, false)
+		s.record(key, 0, "")
 		abort(w)
 		return
 	case f.burst:
-		limited = true
-		writeError(sw, r, f.rateStatus, "rate_limited", "rate limit exceeded (injected)")
+		limited = rateInjected
+		writeRateLimited(sw, r, f.rateStatus, rateRefusal{Scope: rateInjected, Message: "rate limit exceeded (injected)"})
 		return
 	case f.fail:
 		writeError(sw, r, http.StatusServiceUnavailable, "unavailable", "service unavailable (injected)")
@@ -190,9 +194,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(sw, r, http.StatusRequestEntityTooLarge, "too_large", "request body too large")
 		return
 	}
-	if !s.allowInstitution() {
-		limited = true
-		writeError(sw, r, f.rateStatus, "rate_limited", "too many calls for institution "+s.cfg.Institution)
+	if refusal := s.allowRate(key); refusal != nil {
+		limited = refusal.Scope
+		writeRateLimited(sw, r, f.rateStatus, *refusal)
 		return
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
@@ -228,8 +232,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		env = envelope{"statusCode": "in_progress", "statusDetail": "Request is being processed, call again later",
 			"requestState": "IN_PROGRESS"}
 	} else if floor := s.floorFor(key); floor > 0 && !s.allowFloor(key, obj, floor) {
-		limited = true
-		writeError(sw, r, f.rateStatus, "rate_limited", key+" may be called once every "+floor.String()+" with the same parameters")
+		limited = rateParameters
+		writeRateLimited(sw, r, f.rateStatus, rateRefusal{Scope: rateParameters, Method: key, Interval: floor.String(),
+			Message: key + " may be called once every " + floor.String() + " with the same parameters"})
 		return
 	} else if env, err = h(s, body); err != nil {
 		writeError(sw, r, http.StatusBadRequest, "bad_request", "invalid parameters: "+err.Error())

@@ -43,8 +43,9 @@ func parseFlags(args []string, stderr io.Writer) (addr string, cfg sim.Config, e
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "generator seed")
 	mb := fs.Float64("catalog-mb", 0, "if > 0, pick the product count for a getCatalogDetailed body of about N MiB")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of issued tokens")
-	fs.IntVar(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "calls per window for the institution (0 = off)")
+	fs.IntVar(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "calls per window for the institution, or for each endpoint with -limit-scope endpoint (default 60 then); 0 = off")
 	fs.DurationVar(&cfg.RateWindow, "rate-window", cfg.RateWindow, "rate-limit window")
+	fs.StringVar(&cfg.LimitScope, "limit-scope", cfg.LimitScope, "what -rate-limit counts: institution (every call, summed over every endpoint) or endpoint (each service separately)")
 	fs.DurationVar(&cfg.CatalogFloor, "catalog-floor", cfg.CatalogFloor, "min interval per identical catalog request (0 = off)")
 	fs.DurationVar(&cfg.AvailabilityFloor, "availability-floor", cfg.AvailabilityFloor, "min interval per identical availability request (0 = off)")
 	fs.IntVar(&cfg.RateStatus, "rate-status", cfg.RateStatus, "HTTP status of rate-limited calls (509 or 429)")
@@ -62,6 +63,17 @@ func parseFlags(args []string, stderr io.Writer) (addr string, cfg sim.Config, e
 	}
 	if *mb > 0 {
 		cfg.Products = sim.ProductsForMB(*mb, cfg.Seed)
+	}
+	switch cfg.LimitScope {
+	case sim.ScopeInstitution:
+	case sim.ScopeEndpoint:
+		rateSet := false
+		fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate-limit" })
+		if !rateSet {
+			cfg.RateLimit = sim.DefaultEndpointLimit
+		}
+	default:
+		return "", cfg, fmt.Errorf("-limit-scope %q: want institution or endpoint", cfg.LimitScope)
 	}
 	if cfg.RateStatus < 400 || cfg.RateStatus > 599 {
 		return "", cfg, fmt.Errorf("-rate-status %d: want an HTTP error status such as 509 or 429", cfg.RateStatus)
@@ -91,8 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "shop SAML IdP at http://%s/saml/metadata; buyer login %q, password %q\n", ln.Addr(), sim.BuyerLogin, sim.BuyerPassword)
 	}
 	srv := &http.Server{Handler: logRequests(logger, handler), ReadHeaderTimeout: 10 * time.Second}
-	logger.Printf("s360sim: institution %s, %d products, rate limit %d/%s, status %d",
-		cfg.Institution, cfg.Products, cfg.RateLimit, cfg.RateWindow, cfg.RateStatus)
+	logger.Printf("s360sim: institution %s, %d products, rate limit %d/%s per %s, status %d",
+		cfg.Institution, cfg.Products, cfg.RateLimit, cfg.RateWindow, cfg.LimitScope, cfg.RateStatus)
 	fmt.Fprintf(stdout, "s360sim listening on http://%s\n", ln.Addr())
 
 	errc := make(chan error, 1)

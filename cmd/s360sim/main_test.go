@@ -17,7 +17,8 @@ func TestParseFlags(t *testing.T) {
 		cfg.Secret != "sim-secret" || cfg.Partner != "s360edge" || cfg.Products != 12 || cfg.Seed != 1 ||
 		cfg.TokenTTL != 30*time.Second || cfg.RateLimit != 180 || cfg.RateWindow != time.Minute ||
 		cfg.CatalogFloor != 10*time.Minute || cfg.AvailabilityFloor != time.Minute || cfg.RateStatus != 509 ||
-		cfg.Latency != 0 || cfg.CatalogLatency != 0 || cfg.SetupField != "lastSetupUpdate" || cfg.ErrorField != "statusDetail" {
+		cfg.Latency != 0 || cfg.CatalogLatency != 0 || cfg.SetupField != "lastSetupUpdate" || cfg.ErrorField != "statusDetail" ||
+		cfg.LimitScope != "institution" {
 		t.Errorf("defaults: %q %+v %v", addr, cfg, err)
 	}
 	_, cfg, err = parseFlags(strings.Fields("-rate-status 429 -rate-limit 0 -catalog-mb 10 -latency 2s -error-field statusMessage"), io.Discard)
@@ -25,7 +26,14 @@ func TestParseFlags(t *testing.T) {
 		cfg.Latency != 2*time.Second || cfg.ErrorField != "statusMessage" {
 		t.Errorf("flags: %+v %v", cfg, err)
 	}
-	for _, bad := range []string{"-rate-status 200", "-nope", "extra", "-products x"} {
+	// The older pages' per-endpoint limit: 60 a minute unless -rate-limit says otherwise.
+	if _, cfg, err = parseFlags(strings.Fields("-limit-scope endpoint"), io.Discard); err != nil || cfg.LimitScope != "endpoint" || cfg.RateLimit != 60 {
+		t.Errorf("-limit-scope endpoint: %+v %v", cfg, err)
+	}
+	if _, cfg, err = parseFlags(strings.Fields("-rate-limit 20 -limit-scope endpoint"), io.Discard); err != nil || cfg.RateLimit != 20 {
+		t.Errorf("-limit-scope endpoint -rate-limit 20: %+v %v", cfg, err)
+	}
+	for _, bad := range []string{"-rate-status 200", "-nope", "extra", "-products x", "-limit-scope method"} {
 		if _, _, err := parseFlags(strings.Fields(bad), io.Discard); err == nil {
 			t.Errorf("%s: no error", bad)
 		}
