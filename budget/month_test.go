@@ -12,6 +12,15 @@ import (
 // sleepUntil moves the bubble's clock to t.
 func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
 
+// newQuota is a month counter with a quota of calls, at date in the
+// bubble.
+func newQuota(date time.Time, shared bool, calls int) *Month {
+	sleepUntil(date)
+	m := NewMonth(shared)
+	m.SetQuota(calls)
+	return m
+}
+
 func addN(m *Month, at time.Time, n int) {
 	for range n {
 		m.Add(at, 1)
@@ -22,9 +31,7 @@ func addN(m *Month, at time.Time, n int) {
 // 1st of a 30-day month and half-way through it.
 func TestMonthPlanTenThousand(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sleepUntil(time.Date(2000, 4, 1, 0, 0, 0, 0, time.UTC))
-		m := NewMonth(false)
-		m.SetQuota(10000)
+		m := newQuota(time.Date(2000, 4, 1, 0, 0, 0, 0, time.UTC), false, 10000)
 		now := time.Now()
 		p := m.Plan(now)
 		if p.Month != "2000-04" || p.Used != 0 || p.Remaining != 10000 || p.OrderReserve != 1000 || p.Holding || !p.RunsOut.IsZero() {
@@ -83,9 +90,7 @@ func TestMonthPlanTenThousand(t *testing.T) {
 // try again, and lets calls through once those calls have left the hour.
 func TestMonthHoldsWhileThePaceWouldOverrun(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sleepUntil(time.Date(2000, 4, 1, 0, 1, 0, 0, time.UTC))
-		m := NewMonth(false)
-		m.SetQuota(10000)
+		m := newQuota(time.Date(2000, 4, 1, 0, 1, 0, 0, time.UTC), false, 10000)
 		addN(m, time.Now(), 13)
 		sleepUntil(time.Date(2000, 4, 1, 0, 30, 0, 0, time.UTC))
 		refused, retry := m.Refuse(time.Now())
@@ -124,9 +129,7 @@ func TestMonthHoldsWhileThePaceWouldOverrun(t *testing.T) {
 // Runs out: at the pace of the last hour, the date the quota is reached.
 func TestMonthRunsOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sleepUntil(time.Date(2000, 4, 1, 0, 0, 0, 0, time.UTC))
-		m := NewMonth(false)
-		m.SetQuota(10000)
+		m := newQuota(time.Date(2000, 4, 1, 0, 0, 0, 0, time.UTC), false, 10000)
 		addN(m, time.Now(), 100) // 100 an hour: the 9,900 left last 99 hours
 		p := m.Plan(time.Now())
 		if want := time.Now().Add(99 * time.Hour); !p.RunsOut.Equal(want) || p.Projected != 72100 {
@@ -139,9 +142,7 @@ func TestMonthRunsOut(t *testing.T) {
 // that the shared count has not had yet are still sent, to that month.
 func TestMonthRollover(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sleepUntil(time.Date(2000, 1, 31, 23, 59, 59, 0, time.UTC))
-		m := NewMonth(true)
-		m.SetQuota(10000)
+		m := newQuota(time.Date(2000, 1, 31, 23, 59, 59, 0, time.UTC), true, 10000)
 		jan := time.Now()
 		addN(m, jan, 5)
 		time.Sleep(2 * time.Second)
