@@ -3,22 +3,28 @@ package budget
 import (
 	"strings"
 	"time"
+
+	"github.com/s360edge/s360edge/s360"
 )
 
-// DefaultFloors returns the per-key minimum intervals S-360 publishes
-// (docs/S360.md, "Rate limits"): the catalog at most once per 10 minutes, availability
-// at most once a minute. The feeds (FeedFloors) are floored at a minute
-// per key too: the website's identical calls within it are answered from a
-// copy of the last answer (the watchers' own polls do not pass the floors).
-// The map is a fresh copy.
+// DefaultFloors returns the per-key minimum intervals S-360 publishes, by
+// "service/method" and "service/*" (s360.Methods and s360.Services): the
+// catalog at most once per 10 minutes, availability at most once a
+// minute. The feeds (FeedFloors) are floored at a minute per key too: the
+// website's identical calls within it are answered from a copy of the
+// last answer (the watchers' own polls do not pass the floors). The map
+// is a fresh copy.
 func DefaultFloors() map[string]time.Duration {
-	m := map[string]time.Duration{
-		"catalogService/getCatalogDetailed": 10 * time.Minute,
-		"catalogService/getCatalog":         10 * time.Minute,
-		"availabilityService/*":             time.Minute,
+	m := map[string]time.Duration{}
+	for name, meth := range s360.Methods {
+		if meth.Floor > 0 {
+			m[name] = meth.Floor
+		}
 	}
-	for k, v := range FeedFloors() {
-		m[k] = v
+	for svc, meth := range s360.Services {
+		if meth.Floor > 0 {
+			m[svc+"/*"] = meth.Floor
+		}
 	}
 	return m
 }
@@ -28,11 +34,13 @@ func DefaultFloors() map[string]time.Duration {
 // repeated within a minute. Only an exact min_interval changes them: a
 // "service/*" pattern does not.
 func FeedFloors() map[string]time.Duration {
-	return map[string]time.Duration{
-		"availabilityService/getUpdatedAvailabilities": time.Minute,
-		"catalogService/getLastSetupUpdate":            time.Minute,
-		"catalogService/isCatalogServiceAlive":         time.Minute,
+	m := map[string]time.Duration{}
+	for name, meth := range s360.Methods {
+		if meth.Feed {
+			m[name] = meth.Floor
+		}
 	}
+	return m
 }
 
 // mergeFloors lays the configured floors over the defaults. A configured

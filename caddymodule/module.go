@@ -32,9 +32,8 @@ func init() {
 // Defaults. S-360's guidance (docs/S360.md, "Rate limits") is 180 calls a minute for the
 // whole institution, getCatalogDetailed at most every 10 minutes and
 // availability at most once a minute; the defaults stay inside it.
+// rate_limit's defaults are the budget's (budget.DefaultCalls, DefaultWindow).
 const (
-	DefaultRateLimit   = 150
-	DefaultRateWindow  = time.Minute
 	DefaultPoll        = time.Minute
 	DefaultMaxBodySize = 1 << 20
 	DefaultPartner     = "s360edge"
@@ -108,8 +107,13 @@ type Handler struct {
 	// off. Default 1m.
 	UpdatesPoll *caddy.Duration `json:"updates_poll,omitempty"`
 	// MinInterval holds per-method floors between upstream calls of one
-	// cache key, keyed "service/method" ("service/*" allowed). Defaults:
-	// catalogService/getCatalogDetailed 10m, availabilityService/* 1m.
+	// cache key, keyed "service/method" ("service/*" allowed). Defaults
+	// (s360.Methods and s360.Services): catalogService/getCatalog 10m,
+	// catalogService/getCatalogDetailed 10m, availabilityService/* 1m, and
+	// the feeds catalogService/getLastSetupUpdate 1m,
+	// catalogService/isCatalogServiceAlive 1m and
+	// availabilityService/getUpdatedAvailabilities 1m, which only an exact
+	// name changes.
 	MinInterval map[string]caddy.Duration `json:"min_interval,omitempty"`
 	// Timeout bounds one upstream call. Default 60s: getCatalogDetailed
 	// takes about 20 s.
@@ -125,8 +129,9 @@ type Handler struct {
 	// catalog, availability and createOrUpdateOrder.
 	Allow []string `json:"allow,omitempty"`
 	// MaxAge is how long an answer stays fresh, per "service/method"
-	// pattern. Defaults: catalogService/* 24h (and until the setup
-	// generation changes), availabilityService/* 1h.
+	// pattern. Defaults (s360.Methods and s360.Services): catalogService/*
+	// 24h and setupService/* 24h (and until the setup generation changes),
+	// availabilityService/* 1h.
 	MaxAge map[string]caddy.Duration `json:"max_age,omitempty"`
 	// StaleWhileRevalidate is how long past its freshness an answer is
 	// still served at once while one background call refreshes it.
@@ -260,7 +265,7 @@ func (h *Handler) provision(ctx caddy.Context) error {
 		h.Partner = DefaultPartner
 	}
 	if h.RateLimit == nil {
-		h.RateLimit = &RateLimit{Calls: DefaultRateLimit, Window: caddy.Duration(DefaultRateWindow)}
+		h.RateLimit = &RateLimit{Calls: budget.DefaultCalls, Window: caddy.Duration(budget.DefaultWindow)}
 	}
 	if h.SetupPoll == nil {
 		d := caddy.Duration(DefaultPoll)
@@ -371,7 +376,7 @@ func (h *Handler) budgetConfig() budget.Config {
 
 func (h *Handler) policy() edge.Policy {
 	p := edge.Policy{
-		MaxAge:               edge.DefaultMaxAge(),
+		MaxAge:               map[string]time.Duration{},
 		StaleWhileRevalidate: time.Duration(h.StaleWhileRevalidate),
 		StaleIfError:         time.Duration(h.StaleIfError),
 		StaleTimeout:         time.Duration(h.StaleTimeout),

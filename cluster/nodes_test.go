@@ -79,7 +79,7 @@ func TestNodeThatNeverReachedRedis(t *testing.T) {
 
 	t.Run("the count saved by an earlier run", func(t *testing.T) {
 		r := startRedisB(t)
-		dir := t.TempDir()
+		dir := filepath.Join(t.TempDir(), "store") // not made yet: the node joins before the store opens
 		var nodes []*Cluster
 		for _, name := range []string{"a", "b", "c"} {
 			nodes = append(nodes, stateNode(t, r, name, map[string]string{"a": dir}[name]))

@@ -386,6 +386,10 @@ func (c *Cluster) saveLastID(id string) {
 }
 
 func writeFileAtomic(path string, b []byte) error {
+	// The node may join before the store has made its directory.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
 		return err

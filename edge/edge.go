@@ -48,9 +48,8 @@ type Gate interface {
 // Policy is the freshness policy. Durations are per "service/method"
 // pattern ("service/*" allowed; the exact name wins).
 type Policy struct {
-	// MaxAge is how long an answer is fresh. Defaults: catalogService/*
-	// and setupService/* 24h (they also go stale when the setup
-	// generation changes), availabilityService/* 1h.
+	// MaxAge is how long an answer is fresh, by pattern, over the
+	// defaults of s360.Methods and s360.Services (s360.DefaultMaxAge).
 	MaxAge map[string]time.Duration
 	// StaleWhileRevalidate: a stale entry this much past its freshness is
 	// served at once while one background call refreshes it. Default 1h.
@@ -65,18 +64,12 @@ type Policy struct {
 	StaleTimeout time.Duration
 }
 
-// DefaultStaleTimeout is Policy.StaleTimeout's default.
-const DefaultStaleTimeout = 2 * time.Second
-
-// DefaultMaxAge follows S-360's guidance on how often to fetch the catalog
-// and availability (docs/S360.md, "Rate limits").
-func DefaultMaxAge() map[string]time.Duration {
-	return map[string]time.Duration{
-		"catalogService/*":      24 * time.Hour,
-		"setupService/*":        24 * time.Hour, // setup data, governed by getLastSetupUpdate like the catalog
-		"availabilityService/*": time.Hour,
-	}
-}
+// Policy's defaults.
+const (
+	DefaultStaleWhileRevalidate = time.Hour
+	DefaultStaleIfError         = 24 * time.Hour
+	DefaultStaleTimeout         = 2 * time.Second
+)
 
 func (p Policy) maxAge(c s360.Call) time.Duration {
 	if d, ok := p.MaxAge[c.Name()]; ok {
@@ -85,7 +78,7 @@ func (p Policy) maxAge(c s360.Call) time.Duration {
 	if d, ok := p.MaxAge[c.Service+"/*"]; ok {
 		return d
 	}
-	return DefaultMaxAge()[c.Service+"/*"]
+	return s360.DefaultMaxAge(c)
 }
 
 // Options configures an Edge.

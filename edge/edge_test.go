@@ -307,17 +307,6 @@ func waitCalls(t *testing.T, f *fakeS360, n int32) {
 	eventually(t, fmt.Sprintf("%d upstream calls", n), func() bool { return f.calls.Load() >= n })
 }
 
-func TestTags(t *testing.T) {
-	c, _ := s360.Canonical([]byte(`{"pointOfSalesId":9,"productIds":[1,2],"performanceIds":[3],"eventIds":[4],"performanceId":5}`))
-	got := strings.Join(Tags(avail, c), ",")
-	if got != "product:1,product:2,performance:3,performance:5,event:4" {
-		t.Fatalf("tags %s", got)
-	}
-	if Tags(catalog, c) != nil {
-		t.Fatal("catalog entries tagged")
-	}
-}
-
 // Concurrent Closes all wait for the store to close and report the same
 // result; run with -race, this is the regression test of the closeErr race.
 func TestConcurrentClose(t *testing.T) {

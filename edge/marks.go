@@ -71,7 +71,7 @@ func (req PurgeRequest) concerns(a *asking) bool {
 	case req.Key != "":
 		return a.key == req.Key
 	case req.Tag != "":
-		return slices.Contains(Tags(a.call, a.canonical), req.Tag)
+		return slices.Contains(s360.Tags(a.call, a.canonical), req.Tag)
 	case req.Class != 0:
 		return storeClass(a.call.Class) == req.Class
 	}
@@ -80,7 +80,7 @@ func (req PurgeRequest) concerns(a *asking) bool {
 
 // taggedAny says whether a fetch's answer will carry one of tags.
 func taggedAny(a *asking, tags []string) bool {
-	return slices.ContainsFunc(Tags(a.call, a.canonical), func(t string) bool { return slices.Contains(tags, t) })
+	return slices.ContainsFunc(s360.Tags(a.call, a.canonical), func(t string) bool { return slices.Contains(tags, t) })
 }
 
 // keep stores ent locally, and returns the entry kept and whether it is

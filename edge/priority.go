@@ -79,9 +79,16 @@ func PriorityOf(ctx context.Context) Priority {
 // a buyer waits a little, an order longer, background work until its
 // context ends.
 type Waits struct {
-	Foreground time.Duration // default 3s
-	Order      time.Duration // default 30s
+	Foreground time.Duration // default DefaultForegroundWait
+	Order      time.Duration // default DefaultOrderWait
 }
+
+// The defaults of Waits: how long a buyer's call, and an order, may wait
+// for a slot of the budget (max_wait, max_wait_order).
+const (
+	DefaultForegroundWait = 3 * time.Second
+	DefaultOrderWait      = 30 * time.Second
+)
 
 // Wait is the upstream client's Wait hook: every upstream call, token
 // calls included, takes a slot of the budget first. A call under a key's

@@ -10,10 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 
-	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
@@ -141,9 +139,11 @@ var errStaleTimeout = errors.New("stale_timeout reached")
 // string.
 var feeds = func() map[[2]string]bool {
 	m := make(map[[2]string]bool)
-	for name := range budget.FeedFloors() {
-		service, method, _ := strings.Cut(name, "/")
-		m[[2]string{service, method}] = true
+	for name, meth := range s360.Methods {
+		if meth.Feed {
+			service, method, _ := strings.Cut(name, "/")
+			m[[2]string{service, method}] = true
+		}
 	}
 	return m
 }()
@@ -457,42 +457,10 @@ func storeClass(c s360.Class) cachestore.Class {
 	return cachestore.Other
 }
 
-// UntaggedTag marks availability entries whose request names no product,
-// performance or event id (passes, time slots, package lines): the
-// availability watcher invalidates them on any reported change.
-const UntaggedTag = "availability:untagged"
-
-// Tags are the invalidation handles of an availability entry: the
-// products, performances and events its request names, else UntaggedTag.
-func Tags(call s360.Call, canonical []byte) []string {
-	if call.Class != s360.Availability {
-		return nil
-	}
-	var tags []string
-	for _, f := range [...]struct{ field, prefix string }{
-		{"productIds", "product:"}, {"productId", "product:"}, {"composedProductId", "product:"},
-		{"performanceIds", "performance:"}, {"performanceId", "performance:"},
-		{"eventIds", "event:"},
-	} {
-		v := gjson.GetBytes(canonical, f.field)
-		if v.IsArray() {
-			for _, id := range v.Array() {
-				tags = append(tags, f.prefix+id.Raw)
-			}
-		} else if v.Exists() {
-			tags = append(tags, f.prefix+v.Raw)
-		}
-	}
-	if tags == nil {
-		return []string{UntaggedTag}
-	}
-	return tags
-}
-
-// tags is Tags, logging at DEBUG what could not be tagged.
+// tags is s360.Tags, logging at DEBUG what could not be tagged.
 func (e *Edge) tags(call s360.Call, canonical []byte) []string {
-	tags := Tags(call, canonical)
-	if len(tags) == 1 && tags[0] == UntaggedTag {
+	tags := s360.Tags(call, canonical)
+	if len(tags) == 1 && tags[0] == s360.UntaggedTag {
 		e.opts.Logger.Debug("availability request names no product, performance or event id: its entry is invalidated on any reported change", zap.String("method", call.Name()))
 	}
 	return tags

@@ -36,16 +36,16 @@ func withDefaults(timeout time.Duration, w Waits, p Policy) (time.Duration, Wait
 		timeout = upstream.DefaultTimeout
 	}
 	if w.Foreground <= 0 {
-		w.Foreground = 3 * time.Second
+		w.Foreground = DefaultForegroundWait
 	}
 	if w.Order <= 0 {
-		w.Order = 30 * time.Second
+		w.Order = DefaultOrderWait
 	}
 	if p.StaleWhileRevalidate == 0 {
-		p.StaleWhileRevalidate = time.Hour
+		p.StaleWhileRevalidate = DefaultStaleWhileRevalidate
 	}
 	if p.StaleIfError == 0 {
-		p.StaleIfError = 24 * time.Hour
+		p.StaleIfError = DefaultStaleIfError
 	}
 	if p.StaleTimeout <= 0 {
 		p.StaleTimeout = DefaultStaleTimeout

@@ -34,13 +34,13 @@ var propKeys = []propKey{
 	{productAva, `{"productIds":[101]}`, cachestore.Availability, []string{"product:101"}},
 	{productAva, `{"productIds":[102]}`, cachestore.Availability, []string{"product:102"}},
 	{avail, `{"performanceIds":[1011]}`, cachestore.Availability, []string{"performance:1011"}},
-	{productAva, `{"passId":7}`, cachestore.Availability, []string{UntaggedTag}},
+	{productAva, `{"passId":7}`, cachestore.Availability, []string{s360.UntaggedTag}},
 	{catalog, `{}`, cachestore.Catalog, nil},
 	{posConfig, `{}`, cachestore.Catalog, nil},
 }
 
 // propTags are the tags the availability watcher invalidates for each
-// product of propStub's catalog (besides UntaggedTag).
+// product of propStub's catalog (besides s360.UntaggedTag).
 var propTags = map[int][]string{
 	101: {"product:101", "event:101", "event:5101", "performance:1011"},
 	102: {"product:102", "event:102"},
@@ -238,7 +238,7 @@ func propRun(t *testing.T, seed uint64, counts *propCounts) {
 				k := propKeys[rng.IntN(len(propKeys))]
 				purge(PurgeRequest{Key: keyOf(k), Hard: hard}, func(x propKey) bool { return keyOf(x) == keyOf(k) })
 			case 1:
-				tag := []string{"product:101", "product:102", "performance:1011", UntaggedTag}[rng.IntN(4)]
+				tag := []string{"product:101", "product:102", "performance:1011", s360.UntaggedTag}[rng.IntN(4)]
 				purge(PurgeRequest{Tag: tag, Hard: hard}, func(x propKey) bool { return slices.Contains(x.tags, tag) })
 			case 2:
 				c := []cachestore.Class{cachestore.Catalog, cachestore.Availability}[rng.IntN(2)]
@@ -248,7 +248,7 @@ func propRun(t *testing.T, seed uint64, counts *propCounts) {
 			}
 		case op < 94: // S-360's feed reports products changed
 			products := [][]int{{101}, {102}, {101, 102}}[rng.IntN(3)]
-			tags := []string{UntaggedTag}
+			tags := []string{s360.UntaggedTag}
 			for _, p := range products {
 				tags = append(tags, propTags[p]...)
 			}

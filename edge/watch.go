@@ -521,7 +521,7 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 		if len(changed) == 0 {
 			continue
 		}
-		tags := []string{UntaggedTag}
+		tags := []string{s360.UntaggedTag}
 		for _, v := range changed {
 			if id := v.String(); id != "" { // the digits, whether S-360 sent a number or a string
 				tags = append(tags, productTags(id, products[id])...)

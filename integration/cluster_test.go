@@ -111,7 +111,7 @@ func waitLeader(t *testing.T, nodes []*edge) int {
 // lastingKeys are the only Redis keys without a TTL (decision 6 of the
 // design): the generation and the setup answer it stands for, the event
 // stream (trimmed) and the leader's token counter.
-var lastingKeys = map[string]bool{clusterPrefix + ":gen": true, clusterPrefix + ":setup": true, clusterPrefix + ":events": true, clusterPrefix + ":leader:token": true}
+var lastingKeys = map[string]bool{clusterPrefix + ":gen": true, clusterPrefix + ":setup": true, clusterPrefix + ":ref": true, clusterPrefix + ":events": true, clusterPrefix + ":leader:token": true}
 
 // checkKeys checks what the nodes left in Redis: every key under the
 // prefix, and none without a TTL but lastingKeys.

@@ -55,37 +55,11 @@ func (c Call) Path() string {
 	return APIPrefix + c.Service + "/" + c.Version + "/" + c.Method
 }
 
-// defaultClasses is the built-in allow-list. It names each known read method
-// (docs/S360.md, "Methods": catalog, setupService and availability reads)
-// and the one write
-// a website needs; a method S-360 adds, or one it has that we never named
-// (deleteEverything, setStock...), stays denied until the operator's allow
-// opens it.
-var defaultClasses = map[string]Class{
-	"catalogService/getCatalog":                        Catalog,
-	"catalogService/getCatalogDetailed":                Catalog,
-	"catalogService/getPOSConfig":                      Catalog,
-	"catalogService/getLastSetupUpdate":                Uncached,
-	"catalogService/isCatalogServiceAlive":             Uncached,
-	"setupService/listSeasons":                         Catalog,
-	"setupService/listAudienceSubCategories":           Catalog,
-	"setupService/listPriceLevels":                     Catalog,
-	"setupService/listVatCodes":                        Catalog,
-	"setupService/searchProductsByCriteria":            Catalog,
-	"availabilityService/getEventAvailability":         Availability,
-	"availabilityService/getPerformanceAvailability":   Availability,
-	"availabilityService/getProductAvailability":       Availability,
-	"availabilityService/getSeatsAvailability":         Availability,
-	"availabilityService/getAvailableThemeAndLanguage": Availability,
-	"availabilityService/getUpdatedAvailabilities":     Uncached,
-	"externalOrderFacade/createOrUpdateOrder":          Order,
-}
-
 // DefaultMethods returns the built-in allow-list, "service/method" → class.
 func DefaultMethods() map[string]Class {
-	m := make(map[string]Class, len(defaultClasses))
-	for k, v := range defaultClasses {
-		m[k] = v
+	m := make(map[string]Class, len(Methods))
+	for k, v := range Methods {
+		m[k] = v.Class
 	}
 	return m
 }
@@ -129,8 +103,8 @@ func (cl Classifier) Classify(p string) (Call, bool) {
 }
 
 func (cl Classifier) classOf(service, method string) Class {
-	if class, ok := defaultClasses[service+"/"+method]; ok {
-		return class
+	if m, ok := Methods[service+"/"+method]; ok {
+		return m.Class
 	}
 	for _, pat := range cl.Extra {
 		if MatchName(pat, service, method) {

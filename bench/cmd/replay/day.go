@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -161,7 +162,8 @@ type rec struct {
 	class    string // upstream, hit, stale, 429, 509, error, ...
 	upstream bool   // this request caused an upstream call
 	ok       bool   // 200 with a success envelope (orders: and a redirect for s360edge)
-	reason   string // why an order failed
+	reason   string // why the call failed: errorKind
+	what     string // the call's class: catalog, availability or order
 	catVer   int    // product 0's setup version in a catalog answer (0: not product 0)
 	obs      []obs  // tracked stock seen in an availability answer
 }
@@ -436,13 +438,8 @@ func (c *client) order(e event, fx *fixtures, ip string, t0 time.Time) rec {
 	if c.design == "s360edge" && r.ok && !bytes.Contains(r.body, []byte("redirectUrl")) {
 		r.ok = false
 	}
-	if !r.ok {
-		var env struct {
-			StatusDetail string `json:"statusDetail"`
-			Error        string `json:"error"`
-		}
-		json.Unmarshal(r.body, &env)
-		r.reason = strings.TrimSpace(fmt.Sprintf("%s %s%s", r.class, env.Error, env.StatusDetail))
+	if !r.ok && r.reason == "" {
+		r.reason = r.class + " no redirect"
 	}
 	return r.rec
 }
@@ -491,7 +488,29 @@ func (c *client) call(k kind, method, body, ip string, t0 time.Time) answer {
 	a.lat, a.status = time.Since(start), resp.StatusCode
 	a.ok = resp.StatusCode == 200 && bytes.Contains(a.body, []byte(`"statusCode":"success"`))
 	a.class, a.upstream = classify(c.design, resp)
+	a.what, _, _ = strings.Cut(method, "Service/")
+	if strings.HasPrefix(method, "externalOrderFacade/") {
+		a.what = "order"
+	}
+	if !a.ok {
+		a.reason = errorKind(a.class, a.body)
+	}
 	return a
+}
+
+// errorKind names a failed answer by its class (its status, or hit, stale,
+// upstream) and what the body says: the sidecar's JSON error
+// (budget_exhausted, min_interval, client_quota...) or S-360's statusDetail
+// (or statusCode when it has none).
+func errorKind(class string, body []byte) string {
+	var env struct {
+		Error        string `json:"error"`
+		StatusCode   string `json:"statusCode"`
+		StatusDetail string `json:"statusDetail"`
+	}
+	json.Unmarshal(body, &env)
+	why := cmp.Or(env.Error, env.StatusDetail, env.StatusCode, "(no JSON error)")
+	return class + " " + why
 }
 
 func classify(design string, resp *http.Response) (class string, upstream bool) {

@@ -159,3 +159,18 @@ func TestLimitsFromCaddyfile(t *testing.T) {
 		})
 	}
 }
+
+// Failed answers are named by class and by what their body says, the
+// sidecar's error or S-360's status detail.
+func TestErrorKind(t *testing.T) {
+	for _, tc := range []struct{ class, body, want string }{
+		{"429", `{"error":"min_interval","message":"..."}`, "429 min_interval"},
+		{"509", `{"statusCode":"failed","statusDetail":"rate_limited"}`, "509 rate_limited"},
+		{"upstream", `{"statusCode":"invalid_parameter"}`, "upstream invalid_parameter"},
+		{"502", `<html>bad gateway</html>`, "502 (no JSON error)"},
+	} {
+		if got := errorKind(tc.class, []byte(tc.body)); got != tc.want {
+			t.Errorf("errorKind(%q, %s) = %q, want %q", tc.class, tc.body, got, tc.want)
+		}
+	}
+}

@@ -86,6 +86,7 @@ type summary struct {
 	abuse, abuseUp, abuseMaxMin   int
 	classes                       map[string]int
 	reasons                       map[string]int
+	errs                          map[string]int // buyers' failed calls: "<class of call>: <errorKind>"
 }
 
 func summarize(r *result) summary {
@@ -104,7 +105,7 @@ func summarize(r *result) summary {
 	s.catN, s.catStale, s.catMax, s.avN, s.avStale, s.avMax = r.staleness()
 	var lat []time.Duration
 	abusePerMin := map[int]int{}
-	s.classes, s.reasons = map[string]int{}, map[string]int{}
+	s.classes, s.reasons, s.errs = map[string]int{}, map[string]int{}, map[string]int{}
 	for _, x := range r.recs {
 		switch x.kind {
 		case kAbuse:
@@ -125,6 +126,8 @@ func summarize(r *result) summary {
 			s.buyerN++
 			if x.ok {
 				s.buyerOK++
+			} else {
+				s.errs[x.what+": "+x.reason]++
 			}
 			s.classes[x.class]++
 		}
@@ -231,6 +234,18 @@ func writeReport(w io.Writer, results []*result) {
 	})
 	row("buyer calls answered with data", func(_ *result, s summary) string {
 		return fmt.Sprintf("%.1f %% (%d of %d)", 100*float64(s.buyerOK)/float64(max(1, s.buyerN)), s.buyerOK, s.buyerN)
+	})
+	row("buyer calls failed, by kind (call: status and error)", func(_ *result, s summary) string {
+		if len(s.errs) == 0 {
+			return "none"
+		}
+		return strings.ReplaceAll(classList(s.errs), ", ", "<br>")
+	})
+	row("orders failed, by kind (status and error)", func(_ *result, s summary) string {
+		if len(s.reasons) == 0 {
+			return "none"
+		}
+		return strings.ReplaceAll(classList(s.reasons), ", ", "<br>")
 	})
 	row("buyer latency p50 / p99", func(_ *result, s summary) string { return ms(s.p50) + " / " + ms(s.p99) })
 	row(fmt.Sprintf("abusive client: upstream calls caused, total / max a scaled minute (quota %s)", quotaText()), func(_ *result, s summary) string {
