@@ -14,6 +14,7 @@ import (
 
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/s360"
 )
 
 func entry(body []byte, class cachestore.Class, staleIn time.Duration, tags ...string) *cachestore.Entry {
@@ -294,7 +295,7 @@ func TestTierPutAfterAnInvalidation(t *testing.T) {
 		{"no invalidation, a call of 59 minutes", avail, []string{"product:59"}, nil, nil, markLife - time.Minute, false},
 		{"its tag invalidated during the call", avail, []string{"product:1"}, nil, invalidate("product:1"), 0, true},
 		{"one of its tags invalidated", avail, []string{"product:1", "performance:12"}, nil, invalidate("performance:12", "product:9"), 0, true},
-		{"the untagged tag invalidated", avail, []string{edge.UntaggedTag}, nil, invalidate(edge.UntaggedTag, "product:9"), 0, true},
+		{"the untagged tag invalidated", avail, []string{s360.UntaggedTag}, nil, invalidate(s360.UntaggedTag, "product:9"), 0, true},
 		{"another tag invalidated", avail, []string{"product:1"}, nil, invalidate("product:2"), 0, false},
 		{"its tag invalidated before the call", avail, []string{"product:1"}, invalidate("product:1"), nil, 0, false},
 		{"its tag purged softly", avail, []string{"product:1"}, nil, purge(edge.Event{Tags: []string{"product:1"}, Soft: true}), 0, true},
@@ -315,7 +316,7 @@ func TestTierPutAfterAnInvalidation(t *testing.T) {
 		{"a catalog entry after the catalog class was purged", cachestore.Catalog, nil, nil, purge(edge.Event{Class: "catalog", Soft: true}), 0, true},
 		{"a catalog entry after its key was purged", cachestore.Catalog, nil, nil, purge(edge.Event{Key: "a catalog entry after its key was purged"}), 0, true},
 		{"a catalog entry after the availability class was purged", cachestore.Catalog, nil, nil, purge(edge.Event{Class: "availability"}), 0, false},
-		{"a catalog entry after an invalidation", cachestore.Catalog, nil, nil, invalidate("product:1", edge.UntaggedTag), 0, false},
+		{"a catalog entry after an invalidation", cachestore.Catalog, nil, nil, invalidate("product:1", s360.UntaggedTag), 0, false},
 		{"a catalog entry after another key was purged", cachestore.Catalog, nil, nil, purge(edge.Event{Key: "another"}), 0, false},
 		{"a catalog entry after the catalog class was purged before the call", cachestore.Catalog, nil, purge(edge.Event{Class: "catalog"}), nil, 0, false},
 		{"another class's entry after everything was purged", cachestore.Other, nil, nil, purge(edge.Event{}), 0, true},
