@@ -106,6 +106,7 @@ func (e *Edge) syncQuota(ctx context.Context) {
 				e.sharedFailed("counting the month's calls", err)
 				break
 			}
+			e.sharedDown.Store(0)
 			m.Sent(u, total)
 		}
 	}
