@@ -66,6 +66,8 @@ type statsView struct {
 	CatalogErr string          `json:"catalog_error,omitempty"`
 	// Cluster is absent without cluster mode.
 	Cluster *cluster.Status `json:"cluster,omitempty"`
+	// Quota is absent without a monthly quota.
+	Quota *edge.QuotaStats `json:"quota,omitempty"`
 }
 
 func budgetStats(e *edge.Edge) budget.Stats {

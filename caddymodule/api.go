@@ -212,6 +212,8 @@ func (h *Handler) upstreamError(call s360.Call, err error) *apiError {
 		switch {
 		case errors.Is(err, budget.ErrClientQuota):
 			return &apiError{Status: http.StatusTooManyRequests, Code: "client_quota", Message: "this client has caused its quota or, while other clients need theirs, its share of S-360 calls for now; try again later", RetryAfter: retry}
+		case errors.Is(err, budget.ErrMonthQuota):
+			return &apiError{Status: http.StatusTooManyRequests, Code: "quota", Message: "at this pace the institution's monthly quota of S-360 calls would not last the month: the sidecar holds calls back for now; try again later", RetryAfter: retry}
 		case errors.Is(err, budget.ErrPaused):
 			return &apiError{Status: http.StatusTooManyRequests, Code: "upstream_paused", Message: "S-360 refused recent calls like this one; the sidecar holds them back for now; try again later", RetryAfter: retry}
 		}

@@ -35,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		storage      <dir>
 //		rate_limit   <calls> <window>
 //		client_quota <calls> <window> | off
+//		quota        <calls> month
 //		adaptive     on|off
 //		local_token  on|off
 //		max_wait     <duration>
@@ -122,6 +123,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.RateLimit = &RateLimit{Calls: n, Window: caddy.Duration(w)}
 		case "client_quota":
 			h.ClientQuota, err = parseClientQuota(d)
+		case "quota":
+			h.Quota, err = parseQuota(d)
 		case "adaptive":
 			h.Adaptive, err = onOffArg(d)
 		case "local_token":

@@ -20,6 +20,7 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 		shop         https://pfx-myinstit.shop.secutix.com
 		storage      /var/lib/s360edge
 		rate_limit   150 1m
+		quota        10000 month
 		setup_poll   1m
 		updates_poll 0
 		min_interval catalogService/getCatalogDetailed 10m
@@ -57,7 +58,7 @@ func TestUnmarshalCaddyfileFull(t *testing.T) {
 	got, _ := json.Marshal(h)
 	want := `{"upstream":"https://myinstit.ws.secutix.com","operator":"{env.S360_OPERATOR}","secret":"{env.S360_SECRET}",` +
 		`"partner":"my-website","shop":"https://pfx-myinstit.shop.secutix.com","storage":"/var/lib/s360edge",` +
-		`"rate_limit":{"calls":150,"window":60000000000},"setup_poll":60000000000,"updates_poll":0,` +
+		`"rate_limit":{"calls":150,"window":60000000000},"quota":{"calls":10000,"per":"month"},"setup_poll":60000000000,"updates_poll":0,` +
 		`"min_interval":{"availabilityService/*":60000000000,"catalogService/getCatalogDetailed":600000000000},` +
 		`"timeout":90000000000,"max_body_size":64000,"max_response_size":33554432,"allow":["setupService/listSeasons","setupService/listPriceLevels"],` +
 		`"max_age":{"catalogService/getPOSConfig":43200000000000},"stale_while_revalidate":600000000000,"stale_if_error":172800000000000,"stale_timeout":1500000000,"max_size":2000000000,` +
@@ -112,6 +113,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"rate_limit zero calls", "s360 {\n rate_limit 0 1m\n}", "s360: rate_limit: calls must be a positive integer"},
 		{"rate_limit bad window", "s360 {\n rate_limit 10 soon\n}", `s360: rate_limit: window must be a positive duration, got "soon"`},
 		{"client_quota one value", "s360 {\n client_quota 5\n}", "s360: client_quota: want <calls> <window>, or off; write e.g. client_quota 30 1m"},
+		{"quota without period", "s360 {\n quota 10000\n}", "s360: quota: want <calls> month; write e.g. quota 10000 month"},
+		{"quota calls not a number", "s360 {\n quota lots month\n}", `s360: quota: calls must be a positive integer, got "lots"; write e.g. quota 10000 month`},
+		{"quota zero", "s360 {\n quota 0 month\n}", `s360: quota: calls must be a positive integer, got "0"`},
+		{"quota per day", "s360 {\n quota 300 day\n}", `s360: quota: the quota is counted per calendar month: write month, got "day"; write e.g. quota 10000 month`},
+		{"quota twice", "s360 {\n quota 10000 month\n quota 20000 month\n}", "s360: quota: given twice; keep one"},
 		{"adaptive maybe", "s360 {\n adaptive maybe\n}", `s360: adaptive: want on or off, got "maybe"; write e.g. adaptive on`},
 		{"setup_poll not a duration", "s360 {\n setup_poll often\n}", `s360: setup_poll: "often" is not a duration >= 0; write e.g. setup_poll 1m`},
 		{"updates_poll negative", "s360 {\n updates_poll -1m\n}", `s360: updates_poll: "-1m" is not a duration >= 0`},
@@ -232,10 +238,12 @@ func TestCheckRejectsUnusableConfig(t *testing.T) {
 		"client_quota: 0 calls per 1m0s; write a positive number of calls per window, or off, e.g. client_quota 30 1m": func(h *Handler) {
 			h.ClientQuota = &ClientQuota{Window: caddy.Duration(time.Minute)}
 		},
-		"setup_poll: -1s is negative; write a duration >= 0, e.g. setup_poll 1m":                                        func(h *Handler) { *h.SetupPoll = caddy.Duration(-time.Second) },
-		"stale_timeout: -1s is negative":                                                                                func(h *Handler) { h.StaleTimeout = caddy.Duration(-time.Second) },
-		"max_body_size: -1 is negative; write a size, e.g. max_body_size 1MiB":                                          func(h *Handler) { h.MaxBodySize = -1 },
-		"max_size: -1 is negative":                                                                                      func(h *Handler) { h.MaxSize = -1 },
+		"setup_poll: -1s is negative; write a duration >= 0, e.g. setup_poll 1m":                            func(h *Handler) { *h.SetupPoll = caddy.Duration(-time.Second) },
+		`quota: 0 calls per "month"; write a positive number of calls per month, e.g. quota 10000 month`:    func(h *Handler) { h.Quota = &Quota{Per: "month"} },
+		`quota: 10000 calls per "week"; write a positive number of calls per month, e.g. quota 10000 month`: func(h *Handler) { h.Quota = &Quota{Calls: 10000, Per: "week"} },
+		"stale_timeout: -1s is negative":                                       func(h *Handler) { h.StaleTimeout = caddy.Duration(-time.Second) },
+		"max_body_size: -1 is negative; write a size, e.g. max_body_size 1MiB": func(h *Handler) { h.MaxBodySize = -1 },
+		"max_size: -1 is negative":                                             func(h *Handler) { h.MaxSize = -1 },
 		"max_response_size: 314572800 bytes; write a size up to 268435456 bytes (256MiB), e.g. max_response_size 64MiB": func(h *Handler) { h.MaxResponseSize = 300 << 20 },
 		"cluster: the Redis URL is missing (is its environment variable set?); write redis://":                          func(h *Handler) { h.Cluster = &Cluster{} },
 		`cluster: "http://u:xxxxx@r:6379" is not a Redis URL; write redis://[user:password@]host:port/db, or rediss:// for TLS, e.g. cluster {env.REDIS_URL}`: func(h *Handler) {

@@ -26,6 +26,7 @@ var examples = map[string]string{
 	"storage":                "storage /var/lib/s360edge",
 	"rate_limit":             "rate_limit 150 1m",
 	"client_quota":           "client_quota 30 1m",
+	"quota":                  "quota 10000 month",
 	"adaptive":               "adaptive on",
 	"local_token":            "local_token off",
 	"max_wait":               "max_wait 3s",

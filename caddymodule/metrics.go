@@ -43,6 +43,18 @@ var (
 	descSharedErrors = prometheus.NewDesc("caddy_s360_shared_errors_total",
 		"Calls of the cluster's shared state that failed (the node then acts alone).", nil, nil)
 
+	// With a monthly quota only; absent without it.
+	descQuotaLimit = prometheus.NewDesc("caddy_s360_quota_limit",
+		"Calls allowed in a calendar month (quota).", nil, nil)
+	descQuotaUsed = prometheus.NewDesc("caddy_s360_quota_used",
+		"Calls counted in this calendar month (UTC).", nil, nil)
+	descQuotaProjected = prometheus.NewDesc("caddy_s360_quota_projected",
+		"Calls the month will end with at the pace of the last hour.", nil, nil)
+	descQuotaRunsOut = prometheus.NewDesc("caddy_s360_quota_runs_out_timestamp_seconds",
+		"When the monthly quota runs out at the pace of the last hour (Unix time); 0 when it lasts the month.", nil, nil)
+	descQuotaRefusals = prometheus.NewDesc("caddy_s360_quota_refusals_total",
+		"Buyers' misses and refreshes refused because the monthly quota would not last the month at this pace.", nil, nil)
+
 	descLocalTokenRefused = prometheus.NewDesc("caddy_s360_local_token_refused_total",
 		"Attempts at the local token endpoint refused without a check (429), their address having sent 10 wrong credentials within a minute.", nil, nil)
 )
@@ -127,6 +139,9 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSharedWaits
 	ch <- descSharedErrors
 	ch <- descLocalTokenRefused
+	for _, d := range []*prometheus.Desc{descQuotaLimit, descQuotaUsed, descQuotaProjected, descQuotaRunsOut, descQuotaRefusals} {
+		ch <- d
+	}
 	for _, s := range scalars {
 		ch <- s.desc
 	}
@@ -192,6 +207,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sc.desc, sc.kind, sums[i])
 	}
 	ch <- prometheus.MustNewConstMetric(descLocalTokenRefused, prometheus.CounterValue, float64(tokenRefused))
+	collectQuota(ch)
 	if clustered {
 		ch <- prometheus.MustNewConstMetric(descClusterNodes, prometheus.GaugeValue, float64(nodes))
 		ch <- prometheus.MustNewConstMetric(descClusterLeader, prometheus.GaugeValue, float64(leader))
@@ -220,6 +236,34 @@ func methodLabel(method string) string {
 		return method
 	}
 	return "other"
+}
+
+// collectQuota exports the monthly quotas, when an edge has one. The
+// quotas of a process's edges (one in practice) add up; the earliest
+// run-out date is the one to act on.
+func collectQuota(ch chan<- prometheus.Metric) {
+	var quotas []*edge.QuotaStats
+	eachEdge(func(e *edge.Edge) {
+		if q := e.Quota(); q != nil {
+			quotas = append(quotas, q)
+		}
+	})
+	if len(quotas) == 0 {
+		return
+	}
+	var limit, used, projected, runsOut float64
+	var refusals uint64
+	for _, q := range quotas {
+		limit, used, projected, refusals = limit+float64(q.Quota), used+float64(q.Used), projected+float64(q.Projected), refusals+q.Refusals
+		if at := float64(q.RunsOut.Unix()); !q.RunsOut.IsZero() && (runsOut == 0 || at < runsOut) {
+			runsOut = at
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descQuotaLimit, prometheus.GaugeValue, limit)
+	ch <- prometheus.MustNewConstMetric(descQuotaUsed, prometheus.GaugeValue, used)
+	ch <- prometheus.MustNewConstMetric(descQuotaProjected, prometheus.GaugeValue, projected)
+	ch <- prometheus.MustNewConstMetric(descQuotaRunsOut, prometheus.GaugeValue, runsOut)
+	ch <- prometheus.MustNewConstMetric(descQuotaRefusals, prometheus.CounterValue, float64(refusals))
 }
 
 // registerMetrics adds the collector to a config's registry once.

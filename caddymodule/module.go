@@ -88,6 +88,12 @@ type Handler struct {
 	// {"calls": 30, "window": "1m"} caps each client besides; "off"
 	// turns both off. Orders and the sidecar's own calls are outside.
 	ClientQuota *ClientQuota `json:"client_quota,omitempty"`
+	// Quota is the institution's monthly quota of S-360 calls, e.g.
+	// {"calls": 10000, "per": "month"}: every call is counted in the
+	// calendar month (UTC), the watchers' polls are spread over it, a
+	// reserve is kept for orders, and buyers' misses get stale answers (or
+	// 429 quota) while the pace would overrun it. Default: none.
+	Quota *Quota `json:"quota,omitempty"`
 	// Adaptive lowers the effective limit below rate_limit when S-360
 	// refuses calls at institution scope, and raises it back by one call
 	// per window without refusal. Default true.
@@ -361,6 +367,7 @@ func (h *Handler) settings() edge.Settings {
 		MaxBytes:    h.MaxSize,
 		Budget:      &limits,
 		Nodes:       h.Cluster.nodes(),
+		Quota:       h.Quota.calls(),
 	}
 }
 
@@ -422,6 +429,7 @@ func (h *Handler) check() error {
 			h.RateLimit.Calls, time.Duration(h.RateLimit.Window), example("", "rate_limit")))
 	}
 	add(h.checkClientQuota())
+	add(h.checkQuota())
 	for _, d := range []struct {
 		name string
 		v    caddy.Duration

@@ -88,6 +88,33 @@ func TestStatusPageRenders(t *testing.T) {
 		if strings.Contains(page, "<h3>Cluster</h3>") || strings.Contains(page, "Redis") {
 			t.Error("the page of a single node shows a cluster panel")
 		}
+		if strings.Contains(page, "Monthly quota") {
+			t.Error("the page shows a quota panel without a quota")
+		}
+	})
+	t.Run("monthly quota held", func(t *testing.T) {
+		q := &edge.QuotaStats{MonthPlan: budget.MonthPlan{Quota: 10000, Month: "2026-11", Used: 9400, Remaining: 600, LastHour: 40,
+			Projected: 10360, RunsOut: time.Date(2026, 11, 30, 3, 30, 20, 0, time.UTC), OrderReserve: 19, Holding: true, Refusals: 7},
+			SetupInterval: time.Hour, UpdatesInterval: time.Hour}
+		page := render(t, statsView{Snapshot: edge.Snapshot{Dir: "/d"}, PerMinute: hour, Quota: q}, now)
+		for name, want := range map[string]string{"quota.used": "9400", "quota.quota": "10000", "quota.last_hour": "40",
+			"quota.projected": "10360", "quota.runs_out": "2026-11-30 03:30 UTC", "quota.order_reserve": "19",
+			"quota.holding": "held: stale answers, or 429 quota", "quota.refusals": "7", "quota.setup_interval": "1h0m0s",
+			"quota.badge": "monthly quota: buyers' misses held"} {
+			if got := stat(t, page, name); got != want {
+				t.Errorf("%s: %q, want %q", name, got, want)
+			}
+		}
+		q.Holding, q.RunsOut, q.UpdatesInterval = false, time.Time{}, 0
+		page = render(t, statsView{Snapshot: edge.Snapshot{Dir: "/d"}, PerMinute: hour, Quota: q}, now)
+		for name, want := range map[string]string{"quota.runs_out": "not this month", "quota.holding": "let through", "quota.updates_interval": "off"} {
+			if got := stat(t, page, name); got != want {
+				t.Errorf("%s: %q, want %q", name, got, want)
+			}
+		}
+		if strings.Contains(page, `data-stat="quota.badge"`) {
+			t.Error("the holding badge without a hold")
+		}
 	})
 	for _, tc := range []struct {
 		name   string

@@ -22,6 +22,8 @@
 //	l:<key>          a fetch lease, node/token
 //	revoked:<id>     a logged-out session, until its cookie expires
 //	saml:<id>        a SAML assertion id accepted by a node, until the assertion expires
+//	quota:<month>    the calls of every node in a calendar month (quota, "2026-05"),
+//	                 kept 62 days after its last change
 //
 // and the pub/sub channel released, where a fetch lease's release names
 // its key.

@@ -132,6 +132,7 @@ type Edge struct {
 	waiting atomic.Int64
 	watch   watchState
 	history history // budget use per minute, for the status page
+	quota   quotaState
 
 	mu        sync.Mutex
 	clients   []*upstream.Client // attached handlers' clients, newest last
@@ -161,6 +162,8 @@ func Open(opts Options) (*Edge, error) {
 	}
 	e := &Edge{opts: opts, store: store, flights: map[string]*flight{}, refreshing: map[string]bool{}, asking: map[*asking]struct{}{}, opened: opts.Now()}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	_, shared := opts.Shared.(QuotaCounter)
+	e.quota.month = budget.NewMonth(shared)
 	if b, err := store.GetMeta(metaGeneration); err == nil && len(b) == 8 {
 		e.gen.Store(binary.BigEndian.Uint64(b))
 	} else if err != nil && !errors.Is(err, cachestore.ErrNotFound) {

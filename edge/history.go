@@ -54,12 +54,16 @@ func (h *history) last(now time.Time) []Minute {
 	return out
 }
 
-// granter is a gate that tells its grants (budget.Budget).
+// granter is a gate that tells its grants (budget.Budget): they make the
+// status page's history and the monthly quota's count.
 type granter interface{ OnGrant(func(time.Time, int)) }
 
 func (e *Edge) keepHistory() {
 	if g, ok := e.opts.Gate.(granter); ok {
-		g.OnGrant(e.history.grant)
+		g.OnGrant(func(at time.Time, n int) {
+			e.history.grant(at, n)
+			e.countGrant(at, n)
+		})
 	}
 }
 

@@ -124,6 +124,9 @@ func (e *Edge) waitBudget(ctx context.Context, path string) error {
 			// Every call needs the token: renewing it goes first.
 			p = PriorityOrder
 		}
+		if err := e.quotaRefusal(p); err != nil {
+			return err
+		}
 		err := e.acquire(ctx, raised, budgetCall(ctx, path, p))
 		if raised != nil && raised.Err() != nil && ctx.Err() == nil && err != nil {
 			// A buyer joined this flight while it queued: queue again

@@ -21,6 +21,8 @@ type Settings struct {
 	// Nodes is the number of sidecars deployed, for a Shared that splits
 	// the budget by it while it is out of reach (a NodeCounter); 0: unknown.
 	Nodes int
+	// Quota is the calls allowed a calendar month (quota.go); 0: none.
+	Quota int
 }
 
 // NodeCounter is a Shared told how many nodes are deployed
@@ -65,6 +67,7 @@ func (e *Edge) Reconfigure(s Settings) {
 	e.mu.Lock()
 	e.opts.Institution, e.opts.Policy, e.opts.Waits, e.opts.Timeout, e.opts.MaxBytes = s.Institution, policy, waits, timeout, s.MaxBytes
 	e.mu.Unlock()
+	e.setQuota(s.Quota)
 	e.SetWatch(s.Watch)
 }
 
@@ -80,5 +83,6 @@ func (e *Edge) timeout() time.Duration {
 func (e *Edge) Settings() Settings {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Settings{Institution: e.opts.Institution, Policy: e.opts.Policy, Waits: e.opts.Waits, Watch: e.watch.cfg, Timeout: e.opts.Timeout, MaxBytes: e.opts.MaxBytes}
+	return Settings{Institution: e.opts.Institution, Policy: e.opts.Policy, Waits: e.opts.Waits, Watch: e.watch.cfg, Timeout: e.opts.Timeout, MaxBytes: e.opts.MaxBytes,
+		Quota: e.quota.month.Quota()}
 }

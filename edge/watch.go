@@ -92,10 +92,10 @@ func (e *Edge) SetWatch(w Watch) {
 	e.watch.cfg, e.watch.cancel = w, cancel
 	e.watch.starts++
 	if w.SetupPoll > 0 {
-		e.pollLoop(ctx, w.SetupPoll, e.pollSetup)
+		e.pollLoop(ctx, w.SetupPoll, func() int { return 1 }, e.pollSetup)
 	}
 	if w.UpdatesPoll > 0 {
-		e.pollLoop(ctx, w.UpdatesPoll, e.pollUpdates)
+		e.pollLoop(ctx, w.UpdatesPoll, e.updatesCost, e.pollUpdates)
 	}
 }
 
@@ -118,9 +118,12 @@ func (e *Edge) watchConfig() Watch {
 }
 
 // pollLoop runs poll now and then every interval, doubling the interval
-// after each consecutive failure up to maxBackoff times. Called with e.mu
-// held and the edge open, so Close's bg.Wait sees the Add.
-func (e *Edge) pollLoop(ctx context.Context, every time.Duration, poll func(context.Context) error) {
+// after each consecutive failure up to maxBackoff times. A monthly quota's
+// plan may stretch the interval (each poll costing cost() calls); it is
+// asked again at least every `every`, so that a reload or a new month
+// applies without waiting out a long stretch. Called with e.mu held and
+// the edge open, so Close's bg.Wait sees the Add.
+func (e *Edge) pollLoop(ctx context.Context, every time.Duration, cost func() int, poll func(context.Context) error) {
 	e.bg.Add(1)
 	go func() {
 		defer e.bg.Done()
@@ -137,12 +140,18 @@ func (e *Edge) pollLoop(ctx context.Context, every time.Duration, poll func(cont
 			default:
 				failures = 0
 			}
-			t := time.NewTimer(backoff(every, failures) * time.Duration(factor))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
+			for last := time.Now(); ; {
+				wait := max(backoff(every, failures), e.pollInterval(every, cost()))*time.Duration(factor) - time.Since(last)
+				if wait <= 0 {
+					break
+				}
+				t := time.NewTimer(min(wait, every))
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
 			}
 		}
 	}()
@@ -472,6 +481,7 @@ func (e *Edge) pollUpdates(ctx context.Context) error {
 		ids = append(ids, json.RawMessage(id))
 	}
 	slices.SortFunc(ids, func(a, b json.RawMessage) int { return bytes.Compare(a, b) })
+	e.quota.updatesCalls.Store(int64((len(ids) + w.BatchSize - 1) / w.BatchSize))
 	// The next reference date is S-360's clock at this poll's start: the
 	// Date of its first answer less the time the call took, so that a
 	// skewed local clock cannot hide changes.
@@ -621,12 +631,13 @@ func (e *Edge) scanCatalog() (products map[string][]string, pos string) {
 }
 
 // fetchPOS gets the point of sales id when no getPOSConfig is cached; the
-// answer is stored, so this happens once per catalog lifetime.
+// answer is stored, so this happens once per catalog lifetime. It is the
+// watcher's call: a monthly quota's plan never refuses it.
 func (e *Edge) fetchPOS(ctx context.Context, version string) (string, error) {
 	_, inst := e.policy()
 	call := s360.Call{Service: "catalogService", Version: version, Method: "getPOSConfig", Class: s360.Catalog}
 	body := []byte("{}")
-	f, _, err := e.fetch(ctx, e.Client(), call, s360.Key(inst, call, body), body, PriorityBackground, 0)
+	f, _, err := e.fetch(ctx, e.Client(), call, s360.Key(inst, call, body), body, PriorityWatch, 0)
 	switch {
 	case err != nil:
 		return "", err
