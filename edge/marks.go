@@ -2,6 +2,7 @@ package edge
 
 import (
 	"slices"
+	"sync"
 
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/s360"
@@ -17,7 +18,12 @@ type asking struct {
 	key       string
 	call      s360.Call
 	canonical []byte
-	mark      string // guarded by Edge.amu: cachestore.PurgedTag or InvalidatedTag since the fetch began; "" none
+	// mu guards mark, and keep holds it from its look at the mark to the
+	// end of its Put, so that a purge's mark (markAsking) comes either
+	// before that look or after the Put, which the purge then finds in
+	// the store.
+	mu   sync.Mutex
+	mark string // cachestore.PurgedTag or InvalidatedTag since the fetch began; "" none
 }
 
 // beginAsking registers a fetch of key; endAsking ends it.
@@ -38,30 +44,28 @@ func (e *Edge) endAsking(a *asking) {
 // restart forgets the marks so far: the upstream call begins now, and its
 // answer tells what is true after them.
 func (e *Edge) restart(a *asking) {
-	e.amu.Lock()
+	a.mu.Lock()
 	a.mark = ""
-	e.amu.Unlock()
-}
-
-// marked is the mark of the purges and invalidations that concerned a
-// since it began (or restarted); "" when none did.
-func (e *Edge) marked(a *asking) string {
-	e.amu.Lock()
-	defer e.amu.Unlock()
-	return a.mark
+	a.mu.Unlock()
 }
 
 // markAsking marks, with mark, the fetches in progress that hit says a
-// purge or an invalidation concerns. It runs before the store is purged, so
-// that a fetch that stores its answer after the purge's look at the store
-// finds the mark when it checks (keep, after its Put).
+// purge or an invalidation concerns. It runs before the store is purged,
+// and waits for a keep under way: a fetch that stores its answer after
+// the purge's look at the store has found the mark first (keep).
 func (e *Edge) markAsking(mark string, hit func(*asking) bool) {
 	e.amu.Lock()
-	defer e.amu.Unlock()
+	var hits []*asking
 	for a := range e.asking {
 		if hit(a) {
-			a.mark = mark
+			hits = append(hits, a)
 		}
+	}
+	e.amu.Unlock()
+	for _, a := range hits {
+		a.mu.Lock()
+		a.mark = mark
+		a.mu.Unlock()
 	}
 }
 
@@ -85,16 +89,20 @@ func taggedAny(a *asking, tags []string) bool {
 
 // keep stores ent locally, and returns the entry kept and whether it is
 // fresh. A purge or an invalidation that concerned the fetch a since it
-// began may have run before the Put and missed ent: a stale copy carrying
-// its mark is kept then. The check does not depend on the Put's success,
-// so that an answer the local store failed to keep does not go fresh to
-// the shared tier either. A feed's copy is not a cached answer: no mark
-// concerns it.
+// began has missed ent (it was not stored yet): a stale copy carrying its
+// mark is kept instead, and ent is never stored, so that no buyer gets it
+// as a fresh hit, not even for a moment. One that comes during the Put
+// waits for it (markAsking), and then finds ent in the store. The check
+// does not depend on the Put's success, so that an answer the local store
+// failed to keep does not go fresh to the shared tier either. A feed's
+// copy is not a cached answer: no mark concerns it.
 func (e *Edge) keep(call s360.Call, key string, ent *cachestore.Entry, a *asking) (*cachestore.Entry, bool) {
-	e.put(call, key, ent)
-	if mark := e.marked(a); mark != "" && !Feed(call) {
-		return e.keepStale(call, key, ent, mark), false
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.mark != "" && !Feed(call) {
+		return e.keepStale(call, key, ent, a.mark), false
 	}
+	e.put(call, key, ent)
 	return ent, true
 }
 

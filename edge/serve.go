@@ -375,9 +375,9 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			Canonical:  canonical,
 		}
 	}
-	// An invalidation or a purge that ran while the call was out may have
-	// missed this entry (it was not stored yet): it is kept stale. Checked
-	// after the Put, as invalidations and purges mark before they purge.
+	// An invalidation or a purge that ran while the call was out missed
+	// this entry (it was not stored yet): it is kept stale, never stored
+	// fresh first (keep).
 	ent, fresh := e.keep(call, key, ent, a)
 	if shared && fresh { // other nodes take only fresh copies from the tier
 		err := e.opts.Shared.PutEntry(ctx, key, ent, mark)
