@@ -71,8 +71,8 @@ type statsView struct {
 }
 
 func budgetStats(e *edge.Edge) budget.Stats {
-	if b, ok := e.Gate().(interface{ Stats() budget.Stats }); ok {
-		return b.Stats()
+	if g := e.Gate(); g != nil {
+		return g.Stats()
 	}
 	return budget.Stats{}
 }

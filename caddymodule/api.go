@@ -47,20 +47,21 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Fair shares and the client quota count the upstream calls each
 	// client causes.
-	ctx := edge.WithClient(r.Context(), clientIP(r))
+	from := clientIP(r)
 	if call.Class.Cacheable() || edge.Feed(call) {
 		// What goes upstream is the canonical body, so every request
 		// sharing an entry asked S-360 the same question.
 		start := time.Now()
-		res := h.edge.Serve(ctx, h.client, call, canonical)
+		res := h.edge.Serve(r.Context(), h.client, call, canonical, from)
 		ph.setUpstream(calledFor(res, time.Since(start)))
 		return h.writeResult(w, call, res)
 	}
+	p := edge.PriorityForeground
 	if call.Class == s360.Order {
-		ctx = edge.WithPriority(ctx, edge.PriorityOrder)
+		p = edge.PriorityOrder
 	}
 	start := time.Now()
-	resp, err := h.client.Do(ctx, call.Path(), body)
+	resp, err := h.client.Do(r.Context(), upstream.CallOf(call, from, p), body)
 	ph.setUpstream(time.Since(start))
 	h.edge.CountUpstream(call.Class, resp, err)
 	w.Header().Set("Cache-Status", "s360edge; fwd=bypass")

@@ -437,7 +437,7 @@ func openNodeWith(t *testing.T, dir string, hub *sharedHub, name string, f *watc
 	t.Cleanup(func() { e.Close() })
 	fs := &fakeS360{}
 	fs.answer.Store(f.serve)
-	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: fs, Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: fs, Gate: e})
 	e.Attach(c)
 	f.set(func(f *watchFake) {
 		if f.date == nil {

@@ -77,7 +77,12 @@ func (g *fakeGate) AcquireCall(context.Context, budget.Call) error { return nil 
 func (g *fakeGate) PushbackCall(budget.Call, time.Duration) budget.Scope {
 	return budget.ScopeInstitution
 }
-func (g *fakeGate) SuccessCall(budget.Call) {}
+func (g *fakeGate) SuccessCall(budget.Call)           {}
+func (g *fakeGate) Update(budget.Config)              {}
+func (g *fakeGate) Stats() budget.Stats               { return budget.Stats{} }
+func (g *fakeGate) Restore(budget.Learned)            {}
+func (g *fakeGate) OnAdjust(func(budget.Learned))     {}
+func (g *fakeGate) OnGrant(func(at time.Time, n int)) {}
 func (g *fakeGate) FloorWait(key, name string) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -126,7 +131,7 @@ func newEnvPolicy(t *testing.T, f *fakeS360, dir string, p Policy) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: f, Wait: e.Wait, Observe: e.Observe})
+	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: f, Gate: e})
 	e.Attach(c)
 	return &env{e: e, f: f, client: c, dir: dir, gate: gate}
 }
@@ -142,7 +147,7 @@ func (v *env) serve(t *testing.T, call s360.Call, body string) Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v.e.Serve(context.Background(), v.client, call, c)
+	return v.e.Serve(context.Background(), v.client, call, c, "")
 }
 
 func expect(t *testing.T, r Result, status string, body string) {
@@ -273,12 +278,12 @@ func TestCoalescingAndLeaderLeaving(t *testing.T) {
 		body, _ := s360.Canonical([]byte(`{"x":1}`))
 		leaderCtx, leave := context.WithCancel(context.Background())
 		leaderDone := make(chan Result)
-		go func() { leaderDone <- v.e.Serve(leaderCtx, v.client, catalog, body) }()
+		go func() { leaderDone <- v.e.Serve(leaderCtx, v.client, catalog, body, "") }()
 		waitCalls(t, f, 1)
 		const n = 50
 		results := make(chan Result, n)
 		for range n {
-			go func() { results <- v.e.Serve(context.Background(), v.client, catalog, body) }()
+			go func() { results <- v.e.Serve(context.Background(), v.client, catalog, body, "") }()
 		}
 		// Let the followers join the flight, then the leader leaves.
 		eventually(t, fmt.Sprintf("%d waiters on the flight", n+1), func() bool { return v.e.flightWaiters() >= n+1 })

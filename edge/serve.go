@@ -41,9 +41,11 @@ func (f *FloorError) Error() string {
 
 // Serve answers a cacheable call: from the store when fresh, else with one
 // upstream call per key at a time. canonical is the canonical body
-// (s360.Canonical), which is also what goes upstream. It also answers the
-// feeds (Feed), from a short-lived copy of their last answer.
-func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Call, canonical []byte) Result {
+// (s360.Canonical), which is also what goes upstream; from is the client
+// (IP) whose request it is, for the budget's fair shares and client quota.
+// It also answers the feeds (Feed), from a short-lived copy of their last
+// answer.
+func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Call, canonical []byte, from string) Result {
 	policy, inst := e.policy()
 	key := s360.Key(inst, call, canonical)
 	now := e.opts.Now()
@@ -85,7 +87,7 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	if servable {
 		staleAfter = policy.StaleTimeout
 	}
-	f, leader, err := e.fetch(ctx, client, call, key, canonical, PriorityForeground, staleAfter)
+	f, leader, err := e.fetch(ctx, client, &flight{call: call, key: key, canonical: canonical, from: from, p: PriorityForeground}, staleAfter)
 	if errors.Is(err, errStaleTimeout) {
 		e.stats.count(call.Class, outcomeStale)
 		return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, e.opts.Now(), "stale-timeout")}
@@ -273,7 +275,10 @@ func (e *Edge) restoreFloors() error {
 	return nil
 }
 
-func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte) *fetched {
+// fetchAndStore is fl's work: the store, in a cluster the shared tier and
+// the key's lease, the floor, then S-360; a success is stored.
+func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, fl *flight) *fetched {
+	call, key, canonical := fl.call, fl.key, fl.canonical
 	// Every caller fetches only what it found missing or not fresh; a
 	// flight that ended between its lookup and this one may have stored
 	// the answer since.
@@ -307,11 +312,15 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			if f := e.sharedEntry(ctx, call, key, canonical, false, a); f != nil {
 				return f
 			}
-			h, f := e.leaseKey(ctx, call, key, canonical, a)
+			h, f := e.leaseKey(ctx, fl, a)
 			if f != nil {
 				return f
 			}
 			held = h
+		}
+		uc := upstream.Call{Path: call.Path(), Method: call.Name(), Class: call.Class, Key: key, Client: fl.from, Flight: fl}
+		if held != nil {
+			uc.Lease = held
 		}
 		if client == nil {
 			return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
@@ -333,7 +342,7 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 				e.sharedFailed("reading the shared clock", err)
 			}
 		}
-		resp, err = client.Do(withLease(WithCallKey(ctx, key), held), call.Path(), canonical)
+		resp, err = client.Do(ctx, uc, canonical)
 		if errors.Is(err, errLeaseLost) && lost < leaseRounds {
 			// The lease expired while the call waited (Redis paused past
 			// it): another node may have called since. The shared tier,
@@ -443,7 +452,7 @@ func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string,
 		}
 		// A fresh answer another refresh stored since this request looked
 		// is found by the flight's leader, which reads the store first.
-		e.fetch(ctx, client, call, key, canonical, PriorityBackground, 0)
+		e.fetch(ctx, client, &flight{call: call, key: key, canonical: canonical, p: PriorityBackground}, 0)
 	})
 }
 
