@@ -8,9 +8,25 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/upstream"
 )
+
+// serveOrder passes an order (createOrUpdateOrder) to S-360 as the
+// buyer's page sent it, never cached nor coalesced, with order priority
+// through the edge's gate like every call, and hands the buyer on to the
+// shop's cart (writeOrder).
+func (h *Handler) serveOrder(w http.ResponseWriter, r *http.Request, call s360.Call, body []byte, ph *placeholders) error {
+	if err := s360.Check(body); err != nil {
+		return writeError(w, bodyError(err))
+	}
+	resp, err := h.forward(w, r, upstream.CallOf(call, clientIP(r), edge.PriorityOrder), body, ph)
+	if err != nil {
+		return h.writeOrderFailure(w, r, call, err)
+	}
+	return h.writeOrder(w, r, call, resp)
+}
 
 // writeOrder turns a createOrUpdateOrder answer into the hand-off to the
 // ticket shop: a 303 to the cart for a browser navigation, the upstream
