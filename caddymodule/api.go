@@ -27,11 +27,11 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	call, ok := h.classifier.Classify(r.URL.Path)
 	ph.setCall(call)
 	if aerr := checkCall(w, r, call, ok); aerr != nil {
-		return writeError(w, aerr)
+		return writeError(w, r, aerr)
 	}
 	body, aerr := h.readBody(w, r)
 	if aerr != nil {
-		return writeError(w, aerr)
+		return writeError(w, r, aerr)
 	}
 	switch {
 	case call.Class == s360.Order:
@@ -68,27 +68,31 @@ func checkCall(w http.ResponseWriter, r *http.Request, call s360.Call, ok bool) 
 func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, call s360.Call, body []byte, ph *placeholders) error {
 	canonical, err := h.canon.Canonical(body)
 	if err != nil {
-		return writeError(w, bodyError(err))
+		return writeError(w, r, bodyError(err))
 	}
 	start := time.Now()
 	// Fair shares and the client quota count the upstream calls each
 	// client causes.
 	res := h.edge.Serve(r.Context(), h.client, call, canonical, clientIP(r))
-	ph.setUpstream(calledFor(res, time.Since(start)))
-	return h.writeResult(w, call, res)
+	waited := time.Since(start)
+	if !res.Waited() {
+		waited = 0 // the store answered
+	}
+	ph.setUpstream(waited)
+	return h.writeResult(w, r, call, res)
 }
 
 // servePass passes an allowed uncached call to S-360 as the website sent
 // it.
 func (h *Handler) servePass(w http.ResponseWriter, r *http.Request, call s360.Call, body []byte, ph *placeholders) error {
 	if err := s360.Check(body); err != nil {
-		return writeError(w, bodyError(err))
+		return writeError(w, r, bodyError(err))
 	}
 	resp, err := h.forward(w, r, upstream.CallOf(call, clientIP(r), edge.PriorityForeground), body, ph)
 	if err != nil {
-		return writeError(w, h.upstreamError(call, err))
+		return writeError(w, r, h.upstreamError(call, err))
 	}
-	return h.writeUpstream(w, call, resp)
+	return h.writeUpstream(w, r, call, resp)
 }
 
 // forward sends an uncached call's body to S-360 as it is, through the
@@ -103,7 +107,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, c upstream.Cal
 }
 
 // writeResult writes what the edge answered for a cacheable call.
-func (h *Handler) writeResult(w http.ResponseWriter, call s360.Call, res edge.Result) error {
+func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, call s360.Call, res edge.Result) error {
 	if res.CacheStatus != "" {
 		w.Header().Set("Cache-Status", res.CacheStatus)
 	}
@@ -124,13 +128,13 @@ func (h *Handler) writeResult(w http.ResponseWriter, call s360.Call, res edge.Re
 		writeBody(w, res.Entry.Body)
 		return nil
 	case res.Resp != nil:
-		return h.writeUpstream(w, call, res.Resp)
+		return h.writeUpstream(w, r, call, res.Resp)
 	}
 	var fe *edge.FloorError
 	if errors.As(res.Err, &fe) {
-		return writeError(w, &apiError{Status: http.StatusTooManyRequests, Code: "min_interval", Message: fe.Error(), RetryAfter: fe.Wait})
+		return writeError(w, r, &apiError{Status: http.StatusTooManyRequests, Code: "min_interval", Message: fe.Error(), RetryAfter: fe.Wait})
 	}
-	return writeError(w, h.upstreamError(call, res.Err))
+	return writeError(w, r, h.upstreamError(call, res.Err))
 }
 
 // readBody reads the request's body, which must not be empty: S-360
@@ -192,15 +196,15 @@ func checkContentType(ct string) *apiError {
 
 // writeUpstream relays an upstream answer, mapping S-360's failure statuses
 // to the sidecar's JSON errors.
-func (h *Handler) writeUpstream(w http.ResponseWriter, call s360.Call, resp *upstream.Response) error {
+func (h *Handler) writeUpstream(w http.ResponseWriter, r *http.Request, call s360.Call, resp *upstream.Response) error {
 	switch {
 	case resp.Status == 509 || resp.Status == http.StatusTooManyRequests:
-		return writeError(w, &apiError{Status: http.StatusTooManyRequests, Code: "upstream_rate_limited", Message: "S-360 refused the call: the institution's rate limit is reached", RetryAfter: h.retryAfter(resp)})
+		return writeError(w, r, &apiError{Status: http.StatusTooManyRequests, Code: "upstream_rate_limited", Message: "S-360 refused the call: the institution's rate limit is reached", RetryAfter: h.retryAfter(resp)})
 	case resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
 		h.logger.Error("S-360 refused the operator's token", zap.String("method", call.Name()), zap.Int("status", resp.Status))
-		return writeError(w, &apiError{Status: http.StatusBadGateway, Code: "upstream_auth_failed", Message: "S-360 refused the sidecar's credentials"})
+		return writeError(w, r, &apiError{Status: http.StatusBadGateway, Code: "upstream_auth_failed", Message: "S-360 refused the sidecar's credentials"})
 	case resp.Status >= 500:
-		return writeError(w, &apiError{Status: http.StatusBadGateway, Code: "upstream_error", Message: fmt.Sprintf("S-360 answered HTTP %d", resp.Status)})
+		return writeError(w, r, &apiError{Status: http.StatusBadGateway, Code: "upstream_error", Message: fmt.Sprintf("S-360 answered HTTP %d", resp.Status)})
 	}
 	ct := resp.Header.Get("Content-Type")
 	if ct == "" {

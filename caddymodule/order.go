@@ -10,6 +10,7 @@ import (
 
 	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/session"
 	"github.com/s360edge/s360edge/upstream"
 )
 
@@ -19,7 +20,7 @@ import (
 // shop's cart (writeOrder).
 func (h *Handler) serveOrder(w http.ResponseWriter, r *http.Request, call s360.Call, body []byte, ph *placeholders) error {
 	if err := s360.Check(body); err != nil {
-		return writeError(w, bodyError(err))
+		return writeError(w, r, bodyError(err))
 	}
 	resp, err := h.forward(w, r, upstream.CallOf(call, clientIP(r), edge.PriorityOrder), body, ph)
 	if err != nil {
@@ -45,7 +46,7 @@ func (h *Handler) writeOrder(w http.ResponseWriter, r *http.Request, call s360.C
 			c.Body = body
 			resp = &c
 		}
-		return h.writeUpstream(w, call, resp)
+		return h.writeUpstream(w, r, call, resp)
 	}
 	res, err := s360.ParseOrder(resp.Body)
 	if err != nil {
@@ -90,7 +91,7 @@ func (h *Handler) writeOrderFailure(w http.ResponseWriter, r *http.Request, call
 	if e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout {
 		e.Message += "; the order was not sent, so it was not created"
 	}
-	return writeError(w, e)
+	return writeError(w, r, e)
 }
 
 // orderUnknown is the answer when an order may or may not exist.
@@ -125,10 +126,8 @@ type orderError struct {
 }
 
 func writeOrderError(w http.ResponseWriter, e interface{ status() int }) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(e.status())
-	return jsonEncode(w, e)
+	session.WriteJSON(w, e.status(), e)
+	return nil
 }
 
 func (e *apiError) status() int { return e.Status }

@@ -502,7 +502,7 @@ func TestClusterOneCallPerKeyAndSharedHits(t *testing.T) {
 
 		fourth := openNode(t, hub, "d", f)
 		r := fourth.serve(t, catalog, `{}`)
-		if !strings.Contains(r.CacheStatus, "hit") || !strings.HasSuffix(r.CacheStatus, "detail=shared") {
+		if !strings.Contains(r.CacheStatus, "hit") || !strings.HasSuffix(r.CacheStatus, "detail=shared") || r.Fetch != Found {
 			t.Errorf("a fourth node answered with Cache-Status %q, want a hit from the shared tier", r.CacheStatus)
 		}
 		if got := len(f.calls("getCatalogDetailed")); got != 1 {

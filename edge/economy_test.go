@@ -318,13 +318,15 @@ func TestStaleTimeoutServesStaleWhileTheFetchGoesOn(t *testing.T) {
 			io.WriteString(w, `{"statusCode":"success","new":true}`)
 		})
 		start := time.Now()
-		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-62; detail=stale-timeout", "echo")
+		r := v.serve(t, avail, `{"performanceIds":[1]}`)
+		expect(t, r, "s360edge; hit; ttl=-62; detail=stale-timeout", "echo")
+		expectFetch(t, r, Late)
 		if d := time.Since(start); d != DefaultStaleTimeout {
 			t.Fatalf("the stale answer came after %v, want %v", d, DefaultStaleTimeout)
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		r := v.serve(t, avail, `{"performanceIds":[1]}`)
+		r = v.serve(t, avail, `{"performanceIds":[1]}`)
 		if !strings.Contains(string(r.Entry.Body), `"new":true`) || !r.Hit {
 			t.Fatalf("the background fetch did not store its answer: %q %s", r.CacheStatus, r.Entry.Body)
 		}

@@ -75,32 +75,26 @@ func (e *Edge) Acquire(ctx context.Context, c upstream.Call) error {
 	if c.Lease != nil && c.Lease.Lost() {
 		return errLeaseLost // no slot taken for a call that will not leave
 	}
-	if err := e.waitBudget(ctx, c); err != nil {
-		return err
-	}
-	if c.Lease != nil {
-		return c.Lease.Confirm(ctx)
-	}
-	return nil
-}
-
-func (e *Edge) waitBudget(ctx context.Context, c upstream.Call) error {
-	if e.opts.Gate == nil {
-		return nil
-	}
-	for {
+	for e.opts.Gate != nil {
 		p, raised := priorityOf(c)
 		if err := e.quotaRefusal(p); err != nil {
 			return err
 		}
-		err := e.acquire(ctx, raised, budgetCall(c, p))
+		err := acquire(ctx, raised, e.opts.Gate, e.waitLimit(p), budgetCall(c, p))
 		if raised != nil && raised.Err() != nil && ctx.Err() == nil && err != nil {
 			// A buyer joined this flight while it queued: queue again
 			// with the buyer's priority and max_wait.
 			continue
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		break
 	}
+	if c.Lease != nil {
+		return c.Lease.Confirm(ctx)
+	}
+	return nil
 }
 
 // priorityOf is c's priority now: its flight's, with a context that ends
@@ -117,19 +111,19 @@ func budgetCall(c upstream.Call, p Priority) budget.Call {
 	return budget.Call{Priority: p, Method: c.Method, Key: c.Key, Client: c.Client}
 }
 
-// acquire takes a budget slot for c, waiting at most c's wait limit, and
-// giving up when raised is canceled.
-func (e *Edge) acquire(ctx, raised context.Context, c budget.Call) error {
+// acquire takes a slot of g for c, waiting at most limit (0: until ctx
+// ends), and giving up when raised is canceled.
+func acquire(ctx, raised context.Context, g Gate, limit time.Duration, c budget.Call) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if raised != nil {
 		defer context.AfterFunc(raised, cancel)()
 	}
-	if limit := e.waitLimit(c.Priority); limit > 0 {
+	if limit > 0 {
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
-	return e.opts.Gate.AcquireCall(ctx, c)
+	return g.AcquireCall(ctx, c)
 }
 
 // MaxWait bounds a call's wait for a token being renewed: no longer than
