@@ -8,11 +8,13 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/session"
 )
 
 func init() {
@@ -52,7 +54,7 @@ func (Admin) Routes() []caddy.AdminRoute {
 
 func handleStats(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
-		return apiErr(http.StatusMethodNotAllowed, "use GET")
+		return adminError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 	}
 	return writeJSON(w, map[string]any{"edges": allStats()})
 }
@@ -71,15 +73,15 @@ type statsView struct {
 }
 
 func budgetStats(e *edge.Edge) budget.Stats {
-	if b, ok := e.Gate().(interface{ Stats() budget.Stats }); ok {
-		return b.Stats()
+	if g := e.Gate(); g != nil {
+		return g.Stats()
 	}
 	return budget.Stats{}
 }
 
 func handleGeneration(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
-		return apiErr(http.StatusMethodNotAllowed, "use GET")
+		return adminError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 	}
 	out := map[string]uint64{}
 	eachEdge(func(e *edge.Edge) { out[e.Store().Dir()] = e.Generation() })
@@ -98,13 +100,13 @@ type purgeRequest struct {
 
 func handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
-		return apiErr(http.StatusMethodNotAllowed, "use POST")
+		return adminError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
 	}
 	var req purgeRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		return apiErr(http.StatusBadRequest, "want a JSON object with optional storage, class, key, tag and hard: "+err.Error())
+		return adminError(w, http.StatusBadRequest, "invalid_request", "want a JSON object with optional storage, class, key, tag and hard: "+err.Error())
 	}
 	set := 0
 	for _, s := range []string{req.Class, req.Key, req.Tag} {
@@ -113,13 +115,13 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if set > 1 {
-		return apiErr(http.StatusBadRequest, "give at most one of class, key and tag")
+		return adminError(w, http.StatusBadRequest, "invalid_request", "give at most one of class, key and tag")
 	}
 	var class cachestore.Class
 	if req.Class != "" {
 		c, err := cachestore.ParseClass(req.Class)
 		if err != nil || c == cachestore.Other {
-			return apiErr(http.StatusBadRequest, fmt.Sprintf("class %q: want catalog or availability", req.Class))
+			return adminError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("class %q: want catalog or availability", req.Class))
 		}
 		class = c
 	}
@@ -136,16 +138,20 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 		failed = errors.Join(failed, err)
 	})
 	if failed != nil {
-		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: failed, Message: "purge failed: " + failed.Error()}
+		caddy.Log().Named("admin.api.s360").Error("purge failed", zap.Error(failed))
+		return adminError(w, http.StatusInternalServerError, "purge_failed", "purge failed: "+failed.Error())
 	}
 	if req.Storage != "" && matched == 0 {
-		return apiErr(http.StatusNotFound, fmt.Sprintf("no s360 cache open in %q", req.Storage))
+		return adminError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no s360 cache open in %q", req.Storage))
 	}
 	return writeJSON(w, map[string]any{"purged": purged, "hard": req.Hard})
 }
 
-func apiErr(status int, msg string) error {
-	return caddy.APIError{HTTPStatus: status, Err: errors.New(msg), Message: msg}
+// adminError answers an admin request's error as s360edge answers all of
+// its errors (session.WriteError).
+func adminError(w http.ResponseWriter, status int, code, msg string) error {
+	session.WriteError(w, status, code, msg)
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

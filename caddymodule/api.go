@@ -19,65 +19,95 @@ import (
 )
 
 // serveAPI answers one S-360 REST-RPC call. Nothing reaches the upstream
-// before the request is known to be allowed and well-formed.
+// before the request is known to be allowed and well-formed. Orders take
+// their own path (serveOrder); the edge answers cacheable calls and the
+// feeds (serveCached); the other allowed calls pass through (servePass).
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) error {
 	ph := placeholdersOf(w, r)
 	call, ok := h.classifier.Classify(r.URL.Path)
 	ph.setCall(call)
+	if aerr := checkCall(w, r, call, ok); aerr != nil {
+		return writeError(w, r, aerr)
+	}
+	body, aerr := h.readBody(w, r)
+	if aerr != nil {
+		return writeError(w, r, aerr)
+	}
+	switch {
+	case call.Class == s360.Order:
+		return h.serveOrder(w, r, call, body, ph)
+	case call.Class.Cacheable() || edge.Feed(call):
+		return h.serveCached(w, r, call, body, ph)
+	}
+	return h.servePass(w, r, call, body, ph)
+}
+
+// checkCall refuses what is not an allowed S-360 call (ok: the path is
+// one), or not sent as S-360 takes it.
+func checkCall(w http.ResponseWriter, r *http.Request, call s360.Call, ok bool) *apiError {
 	if !ok {
-		return writeError(w, &apiError{Status: http.StatusNotFound, Code: "not_found", Message: "not an S-360 web service path: want /tnseb/backend-apis/<service>/<version>/<method>"})
+		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: "not an S-360 web service path: want /tnseb/backend-apis/<service>/<version>/<method>"}
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "S-360 web services take POST only"})
+		return &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "S-360 web services take POST only"}
 	}
 	if call.Class == s360.Denied {
 		msg := fmt.Sprintf("%s is not on this sidecar's allow-list", call.Name())
 		if !s360.ValidVersion(call.Version) {
 			msg = fmt.Sprintf("%s is not an S-360 version: want v<digits>_<digits>, such as v1_33", call.Version)
 		}
-		return writeError(w, &apiError{Status: http.StatusForbidden, Code: "method_denied", Message: msg})
+		return &apiError{Status: http.StatusForbidden, Code: "method_denied", Message: msg}
 	}
-	if aerr := checkContentType(r.Header.Get("Content-Type")); aerr != nil {
-		return writeError(w, aerr)
-	}
-	body, canonical, aerr := h.readBody(w, r)
-	if aerr != nil {
-		return writeError(w, aerr)
-	}
-	// Fair shares and the client quota count the upstream calls each
-	// client causes.
-	ctx := edge.WithClient(r.Context(), clientIP(r))
-	if call.Class.Cacheable() || edge.Feed(call) {
-		// What goes upstream is the canonical body, so every request
-		// sharing an entry asked S-360 the same question.
-		start := time.Now()
-		res := h.edge.Serve(ctx, h.client, call, canonical)
-		ph.setUpstream(calledFor(res, time.Since(start)))
-		return h.writeResult(w, call, res)
-	}
-	if call.Class == s360.Order {
-		ctx = edge.WithPriority(ctx, edge.PriorityOrder)
+	return checkContentType(r.Header.Get("Content-Type"))
+}
+
+// serveCached answers a cacheable call or a feed from the edge. What goes
+// upstream is the canonical body, so every request sharing an entry asked
+// S-360 the same question.
+func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, call s360.Call, body []byte, ph *placeholders) error {
+	canonical, err := h.canon.Canonical(body)
+	if err != nil {
+		return writeError(w, r, bodyError(err))
 	}
 	start := time.Now()
-	resp, err := h.client.Do(ctx, call.Path(), body)
-	ph.setUpstream(time.Since(start))
-	h.edge.CountUpstream(call.Class, resp, err)
-	w.Header().Set("Cache-Status", "s360edge; fwd=bypass")
-	if err != nil && call.Class == s360.Order {
-		return h.writeOrderFailure(w, r, call, err)
+	// Fair shares and the client quota count the upstream calls each
+	// client causes.
+	res := h.edge.Serve(r.Context(), h.client, call, canonical, clientIP(r))
+	waited := time.Since(start)
+	if !res.Waited() {
+		waited = 0 // the store answered
 	}
+	ph.setUpstream(waited)
+	return h.writeResult(w, r, call, res)
+}
+
+// servePass passes an allowed uncached call to S-360 as the website sent
+// it.
+func (h *Handler) servePass(w http.ResponseWriter, r *http.Request, call s360.Call, body []byte, ph *placeholders) error {
+	if err := s360.Check(body); err != nil {
+		return writeError(w, r, bodyError(err))
+	}
+	resp, err := h.forward(w, r, upstream.CallOf(call, clientIP(r), edge.PriorityForeground), body, ph)
 	if err != nil {
-		return writeError(w, h.upstreamError(call, err))
+		return writeError(w, r, h.upstreamError(call, err))
 	}
-	if call.Class == s360.Order {
-		return h.writeOrder(w, r, call, resp)
-	}
-	return h.writeUpstream(w, call, resp)
+	return h.writeUpstream(w, r, call, resp)
+}
+
+// forward sends an uncached call's body to S-360 as it is, through the
+// edge (its gate, its statistics), for the placeholders' timing; the
+// answer bypasses the cache.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, c upstream.Call, body []byte, ph *placeholders) (*upstream.Response, error) {
+	start := time.Now()
+	resp, err := h.edge.Forward(r.Context(), h.client, c, body)
+	ph.setUpstream(time.Since(start))
+	w.Header().Set("Cache-Status", "s360edge; fwd=bypass")
+	return resp, err
 }
 
 // writeResult writes what the edge answered for a cacheable call.
-func (h *Handler) writeResult(w http.ResponseWriter, call s360.Call, res edge.Result) error {
+func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, call s360.Call, res edge.Result) error {
 	if res.CacheStatus != "" {
 		w.Header().Set("Cache-Status", res.CacheStatus)
 	}
@@ -98,36 +128,38 @@ func (h *Handler) writeResult(w http.ResponseWriter, call s360.Call, res edge.Re
 		writeBody(w, res.Entry.Body)
 		return nil
 	case res.Resp != nil:
-		return h.writeUpstream(w, call, res.Resp)
+		return h.writeUpstream(w, r, call, res.Resp)
 	}
 	var fe *edge.FloorError
 	if errors.As(res.Err, &fe) {
-		return writeError(w, &apiError{Status: http.StatusTooManyRequests, Code: "min_interval", Message: fe.Error(), RetryAfter: fe.Wait})
+		return writeError(w, r, &apiError{Status: http.StatusTooManyRequests, Code: "min_interval", Message: fe.Error(), RetryAfter: fe.Wait})
 	}
-	return writeError(w, h.upstreamError(call, res.Err))
+	return writeError(w, r, h.upstreamError(call, res.Err))
 }
 
-// readBody reads and validates the JSON body, returning it with its
-// canonical form.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, []byte, *apiError) {
+// readBody reads the request's body, which must not be empty: S-360
+// methods take a JSON object (Canonical or Check tell whether it is one).
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	body, err := readAtMost(w, r, h.MaxBodySize)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return nil, nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: fmt.Sprintf("the request body exceeds %d bytes", h.MaxBodySize)}
+		return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: fmt.Sprintf("the request body exceeds %d bytes", h.MaxBodySize)}
 	case err != nil:
-		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "bad_body", Message: "the request body could not be read"}
+		return nil, &apiError{Status: http.StatusBadRequest, Code: "bad_body", Message: "the request body could not be read"}
 	case len(body) == 0:
-		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body is empty: S-360 methods take a JSON object, {} when they have no parameter"}
+		return nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body is empty: S-360 methods take a JSON object, {} when they have no parameter"}
 	}
-	canonical, err := h.canon.Canonical(body)
+	return body, nil
+}
+
+// bodyError is the answer to a body that s360.Canonical or s360.Check
+// refused.
+func bodyError(err error) *apiError {
 	if errors.Is(err, s360.ErrShape) {
-		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: fmt.Sprintf("%v; the sidecar accepts at most %d levels of nesting, %d digits in a number and %d members or items in an object or array", err, s360.MaxDepth, s360.MaxDigits, s360.MaxContainer)}
+		return &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: fmt.Sprintf("%v; the sidecar accepts at most %d levels of nesting, %d digits in a number and %d members or items in an object or array", err, s360.MaxDepth, s360.MaxDigits, s360.MaxContainer)}
 	}
-	if err != nil {
-		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body must be a JSON object: " + err.Error()}
-	}
-	return body, canonical, nil
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the request body must be a JSON object: " + err.Error()}
 }
 
 // readAtMost reads r's body, failing with *http.MaxBytesError beyond limit.
@@ -164,15 +196,15 @@ func checkContentType(ct string) *apiError {
 
 // writeUpstream relays an upstream answer, mapping S-360's failure statuses
 // to the sidecar's JSON errors.
-func (h *Handler) writeUpstream(w http.ResponseWriter, call s360.Call, resp *upstream.Response) error {
+func (h *Handler) writeUpstream(w http.ResponseWriter, r *http.Request, call s360.Call, resp *upstream.Response) error {
 	switch {
 	case resp.Status == 509 || resp.Status == http.StatusTooManyRequests:
-		return writeError(w, &apiError{Status: http.StatusTooManyRequests, Code: "upstream_rate_limited", Message: "S-360 refused the call: the institution's rate limit is reached", RetryAfter: h.retryAfter(resp)})
+		return writeError(w, r, &apiError{Status: http.StatusTooManyRequests, Code: "upstream_rate_limited", Message: "S-360 refused the call: the institution's rate limit is reached", RetryAfter: h.retryAfter(resp)})
 	case resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
 		h.logger.Error("S-360 refused the operator's token", zap.String("method", call.Name()), zap.Int("status", resp.Status))
-		return writeError(w, &apiError{Status: http.StatusBadGateway, Code: "upstream_auth_failed", Message: "S-360 refused the sidecar's credentials"})
+		return writeError(w, r, &apiError{Status: http.StatusBadGateway, Code: "upstream_auth_failed", Message: "S-360 refused the sidecar's credentials"})
 	case resp.Status >= 500:
-		return writeError(w, &apiError{Status: http.StatusBadGateway, Code: "upstream_error", Message: fmt.Sprintf("S-360 answered HTTP %d", resp.Status)})
+		return writeError(w, r, &apiError{Status: http.StatusBadGateway, Code: "upstream_error", Message: fmt.Sprintf("S-360 answered HTTP %d", resp.Status)})
 	}
 	ct := resp.Header.Get("Content-Type")
 	if ct == "" {

@@ -43,7 +43,7 @@ func (f *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, `{"statusCode":"success","ok":true}`)
 }
 
-func newTestHandler(t *testing.T, f *fakeUpstream, timeout time.Duration) *Handler {
+func newTestHandler(t testing.TB, f *fakeUpstream, timeout time.Duration) *Handler {
 	t.Helper()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)

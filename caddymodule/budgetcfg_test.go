@@ -66,7 +66,7 @@ func newBudgetHandler(t *testing.T, f *fakeUpstream, cfg budget.Config) *Handler
 	t.Cleanup(func() { e.Close() })
 	h.edge = e
 	h.MaxBodySize = 1000
-	h.client = upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+	h.client = upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Gate: e})
 	return h
 }
 

@@ -28,8 +28,14 @@ func freePort(t *testing.T) int {
 }
 
 // s360Caddyfile is a site whose s360 handler never calls S-360 on its own (no polls), with
-// the given rate limit; anything it passes on gets a plain 200 from respond.
+// the given rate limit; anything it passes on gets a plain 200 from respond. Its S-360
+// cannot be reached (a miss is a 502).
 func s360Caddyfile(adminPort, httpPort int, dir string, calls int) string {
+	return s360CaddyfileWith(adminPort, httpPort, dir, calls, "")
+}
+
+// s360CaddyfileWith is s360Caddyfile with siteExtra in the site block, before respond.
+func s360CaddyfileWith(adminPort, httpPort int, dir string, calls int, siteExtra string) string {
 	return fmt.Sprintf(`{
 	skip_install_trust
 	admin localhost:%d
@@ -49,9 +55,10 @@ http://127.0.0.1:%d {
 		updates_poll 0
 		rate_limit %d 1m
 	}
+	%s
 	respond "site" 200
 }
-`, adminPort, httpPort, httpPort, dir, calls)
+`, adminPort, httpPort, httpPort, dir, calls, siteExtra)
 }
 
 // TestCaddyProvisionReloadCleanup runs the handler in an in-process Caddy through its admin

@@ -1,14 +1,11 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/s360"
 )
 
@@ -68,28 +65,4 @@ func (p *placeholders) setUpstream(d time.Duration) {
 	if p != nil {
 		p.upstream, p.called = d, true
 	}
-}
-
-// calledFor is how long a request answered by the edge waited for S-360:
-// took, unless the store answered without a call (a fresh or
-// stale-while-revalidate hit, a feed copy, a generation or purged hit).
-func calledFor(res edge.Result, took time.Duration) time.Duration {
-	for _, d := range []string{"stale-timeout", "stale-if-error", "stale-throttled"} {
-		if strings.HasSuffix(res.CacheStatus, "detail="+d) {
-			return took
-		}
-	}
-	if res.Hit {
-		return 0
-	}
-	return took
-}
-
-func jsonEncode(w http.ResponseWriter, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	writeBody(w, append(b, '\n'))
-	return nil
 }

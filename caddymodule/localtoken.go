@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/session"
 )
 
 // localTokens answers a website that still calls the S-360 token endpoint
@@ -79,20 +81,20 @@ const maxTokenRequest = 64 << 10
 func (h *Handler) serveLocalToken(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "the token endpoint takes POST"})
+		return writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "the token endpoint takes POST"})
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequest))
 	if tooBig := new(http.MaxBytesError); errors.As(err, &tooBig) {
-		return writeError(w, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: "the token request body is too large"})
+		return writeError(w, r, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: "the token request body is too large"})
 	} else if err != nil {
-		return writeError(w, &apiError{Status: http.StatusBadRequest, Code: "bad_body", Message: "the request body could not be read"})
+		return writeError(w, r, &apiError{Status: http.StatusBadRequest, Code: "bad_body", Message: "the request body could not be read"})
 	}
 	var creds struct {
 		Operator *string `json:"operator"`
 		Secret   *string `json:"secret"`
 	}
 	if len(body) > 0 && json.Unmarshal(body, &creds) != nil {
-		return writeError(w, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the token request body must be a JSON object such as {\"operator\":…,\"secret\":…}, or empty"})
+		return writeError(w, r, &apiError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the token request body must be a JSON object such as {\"operator\":…,\"secret\":…}, or empty"})
 	}
 	if creds.Operator != nil || creds.Secret != nil {
 		var op, sec string
@@ -104,19 +106,18 @@ func (h *Handler) serveLocalToken(w http.ResponseWriter, r *http.Request) error 
 		}
 		try, wait := h.tokenGuard.admit(clientIP(r))
 		if try == nil {
-			return writeError(w, &apiError{Status: http.StatusTooManyRequests, Code: "too_many_attempts", RetryAfter: wait,
+			return writeError(w, r, &apiError{Status: http.StatusTooManyRequests, Code: "too_many_attempts", RetryAfter: wait,
 				Message: "too many wrong credentials from this address; try again after Retry-After seconds"})
 		}
 		ok := h.localToken.match(op, sec)
 		h.tokenGuard.settle(try, ok)
 		if !ok {
 			// What the S-360 token endpoint answers a wrong secret.
-			return writeError(w, &apiError{Status: http.StatusUnauthorized, Code: "invalid_credentials", Message: "unknown operator or wrong secret"})
+			return writeError(w, r, &apiError{Status: http.StatusUnauthorized, Code: "invalid_credentials", Message: "unknown operator or wrong secret"})
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	return json.NewEncoder(w).Encode(map[string]string{"token": h.localToken.issue()})
+	session.WriteJSON(w, http.StatusOK, map[string]string{"token": h.localToken.issue()})
+	return nil
 }
 
 // The local token endpoint checks the operator's secret, so it limits the

@@ -341,9 +341,7 @@ func (h *Handler) provision(ctx caddy.Context) error {
 		Timeout:  time.Duration(h.Timeout),
 		// 0 is upstream.DefaultMaxResponseBytes.
 		MaxResponseBytes: h.MaxResponseSize,
-		Wait:             h.edge.Wait,
-		MaxWait:          h.edge.MaxWait,
-		Observe:          h.edge.Observe,
+		Gate:             h.edge,
 		Context:          h.edge.Context(),
 	})
 	// The settings and the client apply to the shared edge only when the

@@ -8,9 +8,26 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/session"
 	"github.com/s360edge/s360edge/upstream"
 )
+
+// serveOrder passes an order (createOrUpdateOrder) to S-360 as the
+// buyer's page sent it, never cached nor coalesced, with order priority
+// through the edge's gate like every call, and hands the buyer on to the
+// shop's cart (writeOrder).
+func (h *Handler) serveOrder(w http.ResponseWriter, r *http.Request, call s360.Call, body []byte, ph *placeholders) error {
+	if err := s360.Check(body); err != nil {
+		return writeError(w, r, bodyError(err))
+	}
+	resp, err := h.forward(w, r, upstream.CallOf(call, clientIP(r), edge.PriorityOrder), body, ph)
+	if err != nil {
+		return h.writeOrderFailure(w, r, call, err)
+	}
+	return h.writeOrder(w, r, call, resp)
+}
 
 // writeOrder turns a createOrUpdateOrder answer into the hand-off to the
 // ticket shop: a 303 to the cart for a browser navigation, the upstream
@@ -29,7 +46,7 @@ func (h *Handler) writeOrder(w http.ResponseWriter, r *http.Request, call s360.C
 			c.Body = body
 			resp = &c
 		}
-		return h.writeUpstream(w, call, resp)
+		return h.writeUpstream(w, r, call, resp)
 	}
 	res, err := s360.ParseOrder(resp.Body)
 	if err != nil {
@@ -74,7 +91,7 @@ func (h *Handler) writeOrderFailure(w http.ResponseWriter, r *http.Request, call
 	if e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout {
 		e.Message += "; the order was not sent, so it was not created"
 	}
-	return writeError(w, e)
+	return writeError(w, r, e)
 }
 
 // orderUnknown is the answer when an order may or may not exist.
@@ -109,10 +126,8 @@ type orderError struct {
 }
 
 func writeOrderError(w http.ResponseWriter, e interface{ status() int }) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(e.status())
-	return jsonEncode(w, e)
+	session.WriteJSON(w, e.status(), e)
+	return nil
 }
 
 func (e *apiError) status() int { return e.Status }

@@ -1,14 +1,19 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/upstream"
 )
 
@@ -164,5 +169,58 @@ func TestPrefersHTML(t *testing.T) {
 		if got := prefersHTML(accept); got != want {
 			t.Errorf("prefersHTML(%q) = %v, want %v", accept, got, want)
 		}
+	}
+}
+
+// recordingGate is a budget that records the calls it is asked for.
+type recordingGate struct {
+	*budget.Budget
+	mu    sync.Mutex
+	calls []budget.Call
+}
+
+func (g *recordingGate) AcquireCall(ctx context.Context, c budget.Call) error {
+	g.mu.Lock()
+	g.calls = append(g.calls, c)
+	g.mu.Unlock()
+	return g.Budget.AcquireCall(ctx, c)
+}
+
+// An order goes to S-360 as the page sent it (no canonical form: key order,
+// spaces and requestId kept), through the edge's gate at order priority
+// for the buyer's address, after the token's own call; nothing is cached.
+func TestOrderPassesTheGateAsSent(t *testing.T) {
+	f := &fakeUpstream{answer: func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"statusCode":"success","orderUpdateData":{"orderId":7}}`)
+	}}
+	h := newTestHandler(t, f, time.Second)
+	h.Shop, h.CartTarget = "https://pfx-x.shop.secutix.com", "cart"
+	g := &recordingGate{Budget: budget.New(budget.Config{})}
+	e, err := edge.Open(edge.Options{Dir: t.TempDir(), Institution: "x", Gate: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	h.edge = e
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	h.client = upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Gate: e})
+	const body = `{ "requestId":"r1", "b":1,"a":2 }`
+	for range 2 {
+		w, _ := serve(h, "POST", orderPath, body, map[string]string{"Accept": "application/json"})
+		if w.Code != 200 || w.Header().Get("Cache-Status") != "s360edge; fwd=bypass" {
+			t.Fatalf("got %d %q %s", w.Code, w.Header().Get("Cache-Status"), w.Body)
+		}
+		if got := f.lastReq.Load().(string); got != "Bearer operator-token "+body {
+			t.Fatalf("S-360 got %q, want the body as sent", got)
+		}
+	}
+	want := []budget.Call{
+		{Priority: budget.Order, Method: "auth"},
+		{Priority: budget.Order, Method: "externalOrderFacade/createOrUpdateOrder", Client: "192.0.2.1"},
+		{Priority: budget.Order, Method: "externalOrderFacade/createOrUpdateOrder", Client: "192.0.2.1"},
+	}
+	if !slices.Equal(g.calls, want) || f.calls.Load() != 2 {
+		t.Fatalf("the gate saw %+v (%d calls), want %+v", g.calls, f.calls.Load(), want)
 	}
 }

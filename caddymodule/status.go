@@ -186,10 +186,10 @@ func wantsHTML(r *http.Request) bool {
 // s360_status handler; curl and API clients get the JSON here.
 func handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.Path != "/s360/" {
-		return apiErr(http.StatusNotFound, "no such s360 admin route: "+r.URL.Path)
+		return adminError(w, http.StatusNotFound, "not_found", "no such s360 admin route: "+r.URL.Path)
 	}
 	if r.Method != http.MethodGet {
-		return apiErr(http.StatusMethodNotAllowed, "use GET")
+		return adminError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 	}
 	return serveStatus(w, r)
 }

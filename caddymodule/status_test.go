@@ -2,7 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
-	"errors"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
@@ -193,29 +192,29 @@ func TestStatusRoute(t *testing.T) {
 		name, method, path, accept string
 		status                     int
 		contentType                string
+		code                       string // of an error's JSON body
 	}{
-		{"html for a browser", http.MethodGet, "/s360/", "text/html", 200, "text/html; charset=utf-8"},
-		{"json otherwise", http.MethodGet, "/s360/", "*/*", 200, "application/json"},
-		{"unknown subpath", http.MethodGet, "/s360/nope", "text/html", 404, ""},
-		{"post", http.MethodPost, "/s360/", "text/html", 405, ""},
+		{"html for a browser", http.MethodGet, "/s360/", "text/html", 200, "text/html; charset=utf-8", ""},
+		{"json otherwise", http.MethodGet, "/s360/", "*/*", 200, "application/json", ""},
+		{"unknown subpath", http.MethodGet, "/s360/nope", "text/html", 404, "application/json", "not_found"},
+		{"post", http.MethodPost, "/s360/", "text/html", 405, "application/json", "method_not_allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(tc.method, tc.path, nil)
 			r.Header.Set("Accept", tc.accept)
 			w := httptest.NewRecorder()
-			err := handleStatus(w, r)
-			if tc.status != 200 {
-				var ae caddy.APIError
-				if !errors.As(err, &ae) || ae.HTTPStatus != tc.status {
-					t.Fatalf("error %v, want an API error with status %d", err, tc.status)
-				}
-				return
-			}
-			if err != nil {
+			if err := handleStatus(w, r); err != nil {
 				t.Fatal(err)
+			}
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want %d", w.Code, tc.status)
 			}
 			if got := w.Header().Get("Content-Type"); got != tc.contentType {
 				t.Fatalf("Content-Type %q, want %q", got, tc.contentType)
+			}
+			var e apiError
+			if tc.code != "" && (json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Code != tc.code || e.Message == "") {
+				t.Fatalf("error body %s, want error %q and a message", w.Body, tc.code)
 			}
 		})
 	}

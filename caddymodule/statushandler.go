@@ -33,7 +33,7 @@ func (StatusHandler) CaddyModule() caddy.ModuleInfo {
 func (StatusHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		return writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "the status page answers GET"})
+		return writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "the status page answers GET"})
 	}
 	return serveStatus(w, r)
 }

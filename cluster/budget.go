@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/edge"
 )
 
 //go:embed budget.lua
@@ -40,6 +41,8 @@ const (
 // probePoll is how often a caller waiting for the probe's answer asks
 // again: the answer ends the wait on whichever node it arrives.
 const probePoll = 250 * time.Millisecond
+
+var _ edge.Gate = (*Budget)(nil)
 
 // Budget is the institution's one budget across the nodes of a cluster
 // (an edge.Gate). Every decision is one script call in Redis; when Redis

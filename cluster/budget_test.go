@@ -18,19 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/s360edge/s360edge/budget"
-	"github.com/s360edge/s360edge/edge"
 )
-
-// The edge takes the cluster's budget as its gate; Update, Stats, OnGrant,
-// Restore and OnAdjust are what it and caddymodule look for besides.
-var _ interface {
-	edge.Gate
-	Update(budget.Config)
-	Stats() budget.Stats
-	OnGrant(func(time.Time, int))
-	Restore(budget.Learned)
-	OnAdjust(func(budget.Learned))
-} = (*Budget)(nil)
 
 // testNode is one node of a test cluster: its own Cluster (own client,
 // own name) and budget, against the test's redis-server.

@@ -15,17 +15,11 @@ import (
 // through 509s.
 const metaLimit = "budget.limit"
 
-// learner is a gate with an adaptive limit (budget.Budget).
-type learner interface {
-	Restore(budget.Learned)
-	OnAdjust(func(budget.Learned))
-}
-
 // keepLearnedLimit restores the gate's learned limit from the store and
 // persists every later adjustment.
 func (e *Edge) keepLearnedLimit() {
-	g, ok := e.opts.Gate.(learner)
-	if !ok {
+	g := e.opts.Gate
+	if g == nil {
 		return
 	}
 	var l budget.Learned

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/upstream"
 )
 
 // The learned limit survives a restart: it is in the store (Badger on
@@ -96,23 +97,25 @@ func TestLearnedMethodLimitPersists(t *testing.T) {
 	}
 }
 
-// Observe pauses what was called: the key from the context and the method
-// from the path.
+// Observe pauses what was called: the call's key and method.
 func TestObservePausesTheCalledKey(t *testing.T) {
 	g := budget.New(budget.Config{Calls: 100, Window: time.Minute})
 	e := &Edge{opts: Options{Gate: g}}
-	path := "/tnseb/backend-apis/availabilityService/v1_33/getEventAvailability"
-	ctx := WithCallKey(context.Background(), "k1")
-	e.Observe(ctx, path, 509, nil)
-	quick := func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, time.Millisecond)
-		defer cancel()
-		return e.Wait(ctx, path)
+	call := func(key string) upstream.Call {
+		c := upstream.CallOf(avail, "", PriorityForeground)
+		c.Key = key
+		return c
 	}
-	if err := quick(ctx); err == nil {
+	e.Observe(call("k1"), 509, nil)
+	quick := func(c upstream.Call) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		defer cancel()
+		return e.Acquire(ctx, c)
+	}
+	if err := quick(call("k1")); err == nil {
 		t.Fatal("the refused key was not paused")
 	}
-	if err := quick(WithCallKey(context.Background(), "k2")); err != nil {
+	if err := quick(call("k2")); err != nil {
 		t.Fatalf("another key of the method: %v", err)
 	}
 	s := g.Stats()

@@ -25,10 +25,10 @@ func benchServeEnv(b *testing.B, size int) (*Edge, *upstream.Client, []byte) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if r := e.Serve(context.Background(), c, avail, canonical); r.Entry == nil || len(r.Entry.Body) != len(answer) {
+	if r := e.Serve(context.Background(), c, avail, canonical, ""); r.Entry == nil || len(r.Entry.Body) != len(answer) {
 		b.Fatalf("warming the key: %+v", r)
 	}
-	if r := e.Serve(context.Background(), c, avail, canonical); !r.Hit {
+	if r := e.Serve(context.Background(), c, avail, canonical, ""); !r.Hit {
 		b.Fatalf("second call not a hit: %q", r.CacheStatus)
 	}
 	return e, c, canonical
@@ -55,7 +55,7 @@ func benchEdge(b *testing.B, answer []byte, encoding string) (*Edge, *upstream.C
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { e.Close() })
-	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Wait: e.Wait, Observe: e.Observe})
+	c := upstream.New(upstream.Config{BaseURL: srv.URL, Secret: "s", Gate: e})
 	e.Attach(c)
 	return e, c
 }
@@ -72,7 +72,7 @@ func BenchmarkServeHit(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if r := e.Serve(ctx, c, avail, canonical); !r.Hit {
+				if r := e.Serve(ctx, c, avail, canonical, ""); !r.Hit {
 					b.Fatalf("not a hit: %q", r.CacheStatus)
 				}
 			}
@@ -88,7 +88,7 @@ func BenchmarkServeHitParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if r := e.Serve(ctx, c, avail, canonical); !r.Hit {
+			if r := e.Serve(ctx, c, avail, canonical, ""); !r.Hit {
 				b.Errorf("not a hit: %q", r.CacheStatus)
 				return
 			}
@@ -120,10 +120,10 @@ func BenchmarkServeMissLarge(b *testing.B) {
 	for b.Loop() {
 		i++
 		canonical := []byte(`{"pointOfSalesId":` + strconv.Itoa(i) + `}`)
-		if r := e.Serve(ctx, c, catalog, canonical); r.Entry == nil || len(r.Entry.Body) != size {
+		if r := e.Serve(ctx, c, catalog, canonical, ""); r.Entry == nil || len(r.Entry.Body) != size {
 			b.Fatalf("miss: %+v", r.CacheStatus)
 		}
-		if r := e.Serve(ctx, c, catalog, canonical); !r.Hit || len(r.Entry.Body) != size {
+		if r := e.Serve(ctx, c, catalog, canonical, ""); !r.Hit || len(r.Entry.Body) != size {
 			b.Fatalf("next reader: %q", r.CacheStatus)
 		}
 	}

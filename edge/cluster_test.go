@@ -437,7 +437,7 @@ func openNodeWith(t *testing.T, dir string, hub *sharedHub, name string, f *watc
 	t.Cleanup(func() { e.Close() })
 	fs := &fakeS360{}
 	fs.answer.Store(f.serve)
-	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: fs, Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: fs, Gate: e})
 	e.Attach(c)
 	f.set(func(f *watchFake) {
 		if f.date == nil {
@@ -502,7 +502,7 @@ func TestClusterOneCallPerKeyAndSharedHits(t *testing.T) {
 
 		fourth := openNode(t, hub, "d", f)
 		r := fourth.serve(t, catalog, `{}`)
-		if !strings.Contains(r.CacheStatus, "hit") || !strings.HasSuffix(r.CacheStatus, "detail=shared") {
+		if !strings.Contains(r.CacheStatus, "hit") || !strings.HasSuffix(r.CacheStatus, "detail=shared") || r.Fetch != Found {
 			t.Errorf("a fourth node answered with Cache-Status %q, want a hit from the shared tier", r.CacheStatus)
 		}
 		if got := len(f.calls("getCatalogDetailed")); got != 1 {

@@ -104,7 +104,7 @@ func openEconomy(t *testing.T, dir string, stub *s360Stub, refused *bool) *econo
 		t.Fatal(err)
 	}
 	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Timeout: 5 * time.Second,
-		Transport: stub.transport(refused), Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+		Transport: stub.transport(refused), Gate: e})
 	e.Attach(c)
 	return &economy{e: e, client: c, stub: stub}
 }
@@ -115,7 +115,7 @@ func (v *economy) serve(t *testing.T, call s360.Call, body string) Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v.e.Serve(context.Background(), v.client, call, c)
+	return v.e.Serve(context.Background(), v.client, call, c, "")
 }
 
 func floorWait(t *testing.T, r Result) time.Duration {
@@ -318,13 +318,15 @@ func TestStaleTimeoutServesStaleWhileTheFetchGoesOn(t *testing.T) {
 			io.WriteString(w, `{"statusCode":"success","new":true}`)
 		})
 		start := time.Now()
-		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-62; detail=stale-timeout", "echo")
+		r := v.serve(t, avail, `{"performanceIds":[1]}`)
+		expect(t, r, "s360edge; hit; ttl=-62; detail=stale-timeout", "echo")
+		expectFetch(t, r, Late)
 		if d := time.Since(start); d != DefaultStaleTimeout {
 			t.Fatalf("the stale answer came after %v, want %v", d, DefaultStaleTimeout)
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		r := v.serve(t, avail, `{"performanceIds":[1]}`)
+		r = v.serve(t, avail, `{"performanceIds":[1]}`)
 		if !strings.Contains(string(r.Entry.Body), `"new":true`) || !r.Hit {
 			t.Fatalf("the background fetch did not store its answer: %q %s", r.CacheStatus, r.Entry.Body)
 		}
@@ -471,7 +473,7 @@ func TestFairShareKeepsABuyerServedThroughAFlood(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return v.e.Serve(WithClient(context.Background(), ip), v.client, call, c)
+			return v.e.Serve(context.Background(), v.client, call, c, ip)
 		}
 		const buyer, abuser = "198.51.100.7", "203.0.113.66"
 		browse := func(visit int) string {

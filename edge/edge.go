@@ -24,27 +24,6 @@ import (
 	"github.com/s360edge/s360edge/upstream"
 )
 
-// Priority orders upstream calls in the budget: orders first, then
-// requests a buyer waits for, then background work.
-type Priority = budget.Priority
-
-const (
-	PriorityOrder      = budget.Order
-	PriorityForeground = budget.Foreground
-	PriorityBackground = budget.Background
-)
-
-// Gate is the upstream budget as the edge sees it (package budget).
-type Gate interface {
-	AcquireCall(ctx context.Context, c budget.Call) error
-	Floor(name string) time.Duration
-	FloorWait(key, name string) time.Duration
-	MarkFetched(key, name string)
-	RestoreFetched(key, name string, at time.Time)
-	PushbackCall(c budget.Call, retryAfter time.Duration) budget.Scope
-	SuccessCall(c budget.Call)
-}
-
 // Policy is the freshness policy. Durations are per "service/method"
 // pattern ("service/*" allowed; the exact name wins).
 type Policy struct {

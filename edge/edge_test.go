@@ -77,7 +77,12 @@ func (g *fakeGate) AcquireCall(context.Context, budget.Call) error { return nil 
 func (g *fakeGate) PushbackCall(budget.Call, time.Duration) budget.Scope {
 	return budget.ScopeInstitution
 }
-func (g *fakeGate) SuccessCall(budget.Call) {}
+func (g *fakeGate) SuccessCall(budget.Call)           {}
+func (g *fakeGate) Update(budget.Config)              {}
+func (g *fakeGate) Stats() budget.Stats               { return budget.Stats{} }
+func (g *fakeGate) Restore(budget.Learned)            {}
+func (g *fakeGate) OnAdjust(func(budget.Learned))     {}
+func (g *fakeGate) OnGrant(func(at time.Time, n int)) {}
 func (g *fakeGate) FloorWait(key, name string) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -126,7 +131,7 @@ func newEnvPolicy(t *testing.T, f *fakeS360, dir string, p Policy) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: f, Wait: e.Wait, Observe: e.Observe})
+	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Transport: f, Gate: e})
 	e.Attach(c)
 	return &env{e: e, f: f, client: c, dir: dir, gate: gate}
 }
@@ -142,7 +147,7 @@ func (v *env) serve(t *testing.T, call s360.Call, body string) Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v.e.Serve(context.Background(), v.client, call, c)
+	return v.e.Serve(context.Background(), v.client, call, c, "")
 }
 
 func expect(t *testing.T, r Result, status string, body string) {
@@ -162,15 +167,26 @@ func expect(t *testing.T, r Result, status string, body string) {
 	}
 }
 
+// expectFetch checks what r says became of S-360.
+func expectFetch(t *testing.T, r Result, want Fetch) {
+	t.Helper()
+	if r.Fetch != want {
+		t.Errorf("Fetch = %d, want %d (%q)", r.Fetch, want, r.CacheStatus)
+	}
+}
+
 func TestMissThenHitAcrossKeyOrderAndRestart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v := newEnv(t, nil, "")
-		expect(t, v.serve(t, catalog, `{"b":1,"a":2}`), "s360edge; fwd=miss; stored", `"echo":{"a":2,"b":1}`)
+		r := v.serve(t, catalog, `{"b":1,"a":2}`)
+		expect(t, r, "s360edge; fwd=miss; stored", `"echo":{"a":2,"b":1}`)
+		expectFetch(t, r, Called)
 		time.Sleep(10 * time.Second)
-		r := v.serve(t, catalog, "{ \"a\":2, \"b\":1, \"requestId\": 3 }")
+		r = v.serve(t, catalog, "{ \"a\":2, \"b\":1, \"requestId\": 3 }")
 		expect(t, r, "s360edge; hit; ttl=86390", `"echo"`)
-		if !r.Hit {
-			t.Error("hit not flagged")
+		expectFetch(t, r, Stored)
+		if !r.Hit || r.Waited() {
+			t.Error("hit not flagged, or waited for")
 		}
 		expect(t, v.serve(t, catalog, `{"a":3,"b":1}`), "s360edge; fwd=miss; stored", `"a":3`)
 		if n := v.f.calls.Load(); n != 2 {
@@ -215,6 +231,7 @@ func TestStaleWhileRevalidateAndStaleIfError(t *testing.T) {
 		time.Sleep(time.Minute + time.Second) // fresh for 1m, SWR for 1m after
 		r := v.serve(t, avail, `{"performanceIds":[1]}`)
 		expect(t, r, "s360edge; hit; ttl=-1; detail=stale-while-revalidate", "echo")
+		expectFetch(t, r, Stored)
 		waitCalls(t, v.f, 2)
 		v.e.bg.Wait()
 		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=60", "echo")
@@ -223,7 +240,9 @@ func TestStaleWhileRevalidateAndStaleIfError(t *testing.T) {
 		// entry is served within StaleIfError.
 		time.Sleep(3 * time.Minute)
 		v.f.set(503, "down")
-		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-120; detail=stale-if-error", "echo")
+		r = v.serve(t, avail, `{"performanceIds":[1]}`)
+		expect(t, r, "s360edge; hit; ttl=-120; detail=stale-if-error", "echo")
+		expectFetch(t, r, Called)
 		v.f.set(200, `{"statusCode":"in_progress"}`)
 		expect(t, v.serve(t, avail, `{"performanceIds":[1]}`), "s360edge; hit; ttl=-120; detail=stale-if-error", "echo")
 		v.f.set(509, `{}`)
@@ -246,6 +265,7 @@ func TestFloorServesStaleOrRefuses(t *testing.T) {
 		if !errors.As(r.Err, &fe) || fe.Wait != 10*time.Minute {
 			t.Fatalf("want a FloorError of 10m, got %+v", r)
 		}
+		expectFetch(t, r, Refused)
 		if n := v.f.calls.Load(); n != 1 {
 			t.Fatalf("floor let a call through: %d calls", n)
 		}
@@ -273,23 +293,23 @@ func TestCoalescingAndLeaderLeaving(t *testing.T) {
 		body, _ := s360.Canonical([]byte(`{"x":1}`))
 		leaderCtx, leave := context.WithCancel(context.Background())
 		leaderDone := make(chan Result)
-		go func() { leaderDone <- v.e.Serve(leaderCtx, v.client, catalog, body) }()
+		go func() { leaderDone <- v.e.Serve(leaderCtx, v.client, catalog, body, "") }()
 		waitCalls(t, f, 1)
 		const n = 50
 		results := make(chan Result, n)
 		for range n {
-			go func() { results <- v.e.Serve(context.Background(), v.client, catalog, body) }()
+			go func() { results <- v.e.Serve(context.Background(), v.client, catalog, body, "") }()
 		}
 		// Let the followers join the flight, then the leader leaves.
 		eventually(t, fmt.Sprintf("%d waiters on the flight", n+1), func() bool { return v.e.flightWaiters() >= n+1 })
 		leave()
-		if r := <-leaderDone; r.Err == nil {
+		if r := <-leaderDone; r.Err == nil || r.Fetch != Called {
 			t.Fatalf("leader that left got an answer: %+v", r)
 		}
 		close(f.gate)
 		for range n {
 			r := <-results
-			if r.Entry == nil || r.CacheStatus != "s360edge; fwd=miss; stored; detail=coalesced" {
+			if r.Entry == nil || r.CacheStatus != "s360edge; fwd=miss; stored; detail=coalesced" || r.Fetch != Coalesced {
 				t.Fatalf("follower got %+v", r)
 			}
 		}

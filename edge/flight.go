@@ -13,18 +13,22 @@ import (
 
 // flight is the one upstream call in progress for a cache key, shared by
 // every caller that wants that key's answer. Its priority is the highest
-// of its callers': a buyer who joins a background refresh raises it.
+// of its callers': a buyer who joins a background refresh raises it. It is
+// the upstream.Flight of its call.
 type flight struct {
+	call      s360.Call
+	key       string
+	canonical []byte
+	from      string // the client whose request started it, for the budget; "" for the sidecar's own
+
 	done chan struct{}
 	f    *fetched
 
 	mu     sync.Mutex
 	p      Priority
-	raised context.Context // canceled when p rises, so a waiting Wait re-queues
+	raised context.Context // canceled when p rises, so a waiting Acquire re-queues
 	raise  context.CancelFunc
 }
-
-type flightKey struct{}
 
 // join raises the flight's priority to p if p comes first (a lower value).
 func (fl *flight) join(p Priority) {
@@ -37,17 +41,12 @@ func (fl *flight) join(p Priority) {
 	}
 }
 
-// priority is the flight's priority now, and a context canceled when it
+// Priority is the flight's priority now, and a context canceled when it
 // rises.
-func (fl *flight) priority() (Priority, context.Context) {
+func (fl *flight) Priority() (Priority, context.Context) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	return fl.p, fl.raised
-}
-
-func flightOf(ctx context.Context) *flight {
-	fl, _ := ctx.Value(flightKey{}).(*flight)
-	return fl
 }
 
 // inFlight reports whether a call for key is in progress.
@@ -57,15 +56,17 @@ func (e *Edge) inFlight(key string) bool {
 	return e.flights[key] != nil
 }
 
-// fetch makes (or joins) the one upstream call for key. The call is owned
-// by the edge, not the caller: it runs under the edge's context (canceled
-// by Close), carrying only the caller's client for the budget's quota; if
-// the caller that started it goes away, the others still get the answer,
-// and it is still stored. err is set only when this caller's own context
-// ended first, or, with staleAfter > 0, when the answer took longer than
-// that (errStaleTimeout).
-func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte, p Priority, staleAfter time.Duration) (*fetched, bool, error) {
-	fl, led := e.startFlight(ctx, client, call, key, canonical, p)
+// fetch makes (or joins) the one upstream call for a key: want is the
+// fetch asked for (call, key, canonical body, client and priority), which
+// becomes the key's flight unless one is under way, then joined at want's
+// priority. The call is owned by the edge, not the caller: it runs under
+// the edge's context (canceled by Close); if the caller that started it
+// goes away, the others still get the answer, and it is still stored. led
+// says whether this caller started it. err is set only when this caller's
+// own context ended first, or, with staleAfter > 0, when the answer took
+// longer than that (errStaleTimeout).
+func (e *Edge) fetch(ctx context.Context, client *upstream.Client, want *flight, staleAfter time.Duration) (f *fetched, led bool, err error) {
+	fl, led := e.startFlight(client, want)
 	if fl == nil {
 		return &fetched{err: &upstream.Error{Kind: upstream.Canceled, Err: errors.New("the cache is closing")}}, true, nil
 	}
@@ -81,35 +82,35 @@ func (e *Edge) fetch(ctx context.Context, client *upstream.Client, call s360.Cal
 	case <-fl.done:
 		return fl.f, led, nil
 	case <-stale:
-		return nil, false, errStaleTimeout
+		return nil, led, errStaleTimeout
 	case <-ctx.Done():
-		return nil, false, &upstream.Error{Kind: upstream.Canceled, Err: fmt.Errorf("waiting for %s: %w", call.Name(), ctx.Err())}
+		return nil, led, &upstream.Error{Kind: upstream.Canceled, Err: fmt.Errorf("waiting for %s: %w", want.call.Name(), ctx.Err())}
 	}
 }
 
-// startFlight joins key's flight at priority p, or starts it (led); nil
-// when the edge is closing.
-func (e *Edge) startFlight(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte, p Priority) (fl *flight, led bool) {
+// startFlight joins want.key's flight at want's priority, or starts want
+// as that flight (led); nil when the edge is closing.
+func (e *Edge) startFlight(client *upstream.Client, want *flight) (fl *flight, led bool) {
 	e.fmu.Lock()
 	defer e.fmu.Unlock()
-	if fl := e.flights[key]; fl != nil {
-		fl.join(p)
+	if fl := e.flights[want.key]; fl != nil {
+		fl.join(want.p)
 		return fl, false
 	}
 	if !e.hold() {
 		return nil, false
 	}
-	fl = &flight{done: make(chan struct{}), p: p}
+	fl = want
+	fl.done = make(chan struct{})
 	fl.raised, fl.raise = context.WithCancel(context.Background())
-	e.flights[key] = fl
+	e.flights[fl.key] = fl
 	fctx, cancel := context.WithTimeout(e.ctx, e.timeout()+time.Minute)
-	fctx = context.WithValue(WithClient(fctx, ClientOf(ctx)), flightKey{}, fl)
 	go func() {
 		defer e.bg.Done()
 		defer cancel()
-		f := e.fetchAndStore(fctx, client, call, key, canonical)
+		f := e.fetchAndStore(fctx, client, fl)
 		e.fmu.Lock()
-		delete(e.flights, key)
+		delete(e.flights, fl.key)
 		e.fmu.Unlock()
 		fl.f = f
 		fl.mu.Lock()

@@ -54,12 +54,10 @@ func (h *history) last(now time.Time) []Minute {
 	return out
 }
 
-// granter is a gate that tells its grants (budget.Budget): they make the
-// status page's history and the monthly quota's count.
-type granter interface{ OnGrant(func(time.Time, int)) }
-
+// keepHistory counts the gate's grants: they make the status page's
+// history and the monthly quota's count.
 func (e *Edge) keepHistory() {
-	if g, ok := e.opts.Gate.(granter); ok {
+	if g := e.opts.Gate; g != nil {
 		g.OnGrant(func(at time.Time, n int) {
 			e.history.grant(at, n)
 			e.countGrant(at, n)

@@ -23,7 +23,7 @@ import (
 // A holder that dies leaves it to expire: the waiters take over within it.
 const leaseTTL = 10 * time.Second
 
-// errLeaseLost is the Wait hook's refusal of a call whose lease another
+// errLeaseLost is Acquire's refusal of a call whose lease another
 // node may hold now: fetchAndStore goes back to the shared tier.
 var errLeaseLost = errors.New("this node's lease of the key expired before the call")
 
@@ -33,19 +33,19 @@ var errLeaseLost = errors.New("this node's lease of the key expired before the c
 var errLeaseBusy = &upstream.Error{Kind: upstream.Refused, Err: errors.New("other nodes' calls of this key are still out")}
 
 // heldLease keeps a key's lease alive while its holder waits and calls.
+// It is the upstream.Lease of the holder's call.
 type heldLease struct {
 	l    KeyLease
+	e    *Edge
 	lost atomic.Bool // a renewal found it expired
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
 }
 
-type heldLeaseKey struct{}
-
 // keepLease renews l every third of ttl until release.
 func (e *Edge) keepLease(l KeyLease, ttl time.Duration) *heldLease {
-	h := &heldLease{l: l, stop: make(chan struct{}), done: make(chan struct{})}
+	h := &heldLease{l: l, e: e, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		t := time.NewTicker(ttl / 3)
@@ -79,16 +79,19 @@ func (h *heldLease) release() {
 	})
 }
 
-// confirm renews the lease right before the call leaves: errLeaseLost
+// Lost reports that a renewal found the lease expired.
+func (h *heldLease) Lost() bool { return h.lost.Load() }
+
+// Confirm renews the lease right before the call leaves: errLeaseLost
 // when it is no longer this node's. When the shared state does not
 // answer, the node goes on as a single node would.
-func (h *heldLease) confirm(ctx context.Context, e *Edge) error {
+func (h *heldLease) Confirm(ctx context.Context) error {
 	if h.lost.Load() {
 		return errLeaseLost
 	}
 	held, err := h.l.Renew(ctx)
 	if err != nil {
-		e.sharedFailed("renewing a key's fetch lease before the call", err)
+		h.e.sharedFailed("renewing a key's fetch lease before the call", err)
 		return nil
 	}
 	if !held {
@@ -96,16 +99,4 @@ func (h *heldLease) confirm(ctx context.Context, e *Edge) error {
 		return errLeaseLost
 	}
 	return nil
-}
-
-func withLease(ctx context.Context, h *heldLease) context.Context {
-	if h == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, heldLeaseKey{}, h)
-}
-
-func leaseOf(ctx context.Context) *heldLease {
-	h, _ := ctx.Value(heldLeaseKey{}).(*heldLease)
-	return h
 }

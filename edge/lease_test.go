@@ -82,7 +82,7 @@ func refreshInBackground(n *clusterNode) chan *fetched {
 	done := make(chan *fetched, 1)
 	key := s360.Key("mosa", catalog, []byte(`{}`))
 	go func() {
-		f, _, _ := n.e.fetch(context.Background(), n.client, catalog, key, []byte(`{}`), PriorityBackground, 0)
+		f, _, _ := n.e.fetch(context.Background(), n.client, &flight{call: catalog, key: key, canonical: []byte(`{}`), p: PriorityBackground}, 0)
 		done <- f
 	}()
 	return done

@@ -25,7 +25,7 @@ func openLifetime(t *testing.T, stub *s360Stub, cfg budget.Config) (*economy, *b
 		t.Fatal(err)
 	}
 	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Timeout: 10 * time.Second,
-		Transport: stub.transport(nil), Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+		Transport: stub.transport(nil), Gate: e})
 	e.Attach(c)
 	return &economy{e: e, client: c, stub: stub}, b
 }
@@ -109,13 +109,13 @@ func TestBuyerJoiningABackgroundFlight(t *testing.T) {
 					t.Fatal(err)
 				}
 				key := s360.Key("mosa", avail, body)
-				go v.e.fetch(context.Background(), v.client, avail, key, body, PriorityBackground, 0)
+				go v.e.fetch(context.Background(), v.client, &flight{call: avail, key: key, canonical: body, p: PriorityBackground}, 0)
 				synctest.Wait()
 				if w := b.Stats().Waiting; w != 1 {
 					t.Fatalf("%d calls queued in the budget, want the background one", w)
 				}
 				start := time.Now()
-				r := v.e.Serve(context.Background(), v.client, avail, body)
+				r := v.e.Serve(context.Background(), v.client, avail, body, "")
 				if took := time.Since(start); took > tc.within {
 					t.Errorf("the buyer waited %s, want at most %s", took, tc.within)
 				}
@@ -146,8 +146,8 @@ func TestFlightBelongsToTheEdge(t *testing.T) {
 		})
 		v, _ := openLifetime(t, stub, budget.Config{})
 		body, _ := s360.Canonical([]byte(`{"performanceIds":[3]}`))
-		ctx, cancel := context.WithCancel(context.WithValue(WithClient(context.Background(), "192.0.2.1"), requestValue{}, "request"))
-		go v.e.Serve(ctx, v.client, avail, body)
+		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), requestValue{}, "request"))
+		go v.e.Serve(ctx, v.client, avail, body, "192.0.2.1")
 		synctest.Wait()
 		if stub.count(avail.Method) != 1 {
 			t.Fatal("the call did not go out")

@@ -28,7 +28,7 @@ func openQuota(t *testing.T, dir string, stub *s360Stub, p Policy, quota int, w 
 	}
 	t.Cleanup(func() { e.Close() })
 	c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Timeout: 5 * time.Second,
-		Transport: stub.transport(nil), Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+		Transport: stub.transport(nil), Gate: e})
 	e.Attach(c)
 	e.Reconfigure(Settings{Institution: "mosa", Policy: p, Quota: quota, Watch: w})
 	return &economy{e: e, client: c, stub: stub}
@@ -40,7 +40,7 @@ var order = s360.Call{Service: "externalOrderFacade", Version: "v1_33", Method: 
 // calls, at priority p.
 func (v *economy) do(t *testing.T, call s360.Call, p Priority) error {
 	t.Helper()
-	resp, err := v.client.Do(WithPriority(context.Background(), p), call.Path(), []byte(`{}`))
+	resp, err := v.client.Do(context.Background(), upstream.CallOf(call, "", p), []byte(`{}`))
 	if err == nil && resp.Status != http.StatusOK {
 		t.Fatalf("%s: HTTP %d", call.Name(), resp.Status)
 	}

@@ -26,7 +26,37 @@ type Result struct {
 	Err         error
 	CacheStatus string // RFC 9211 Cache-Status value
 	Hit         bool   // Entry was served from the store: send Age
+	Fetch       Fetch  // whether S-360 was called for this answer, and why not
 }
+
+// Fetch says what Serve did about S-360 for one answer: whether it was
+// called and, when it was not, why.
+type Fetch uint8
+
+const (
+	// Stored: not called, the store answered at once: fresh, or stale
+	// while a refresh runs (Cache-Status says which).
+	Stored Fetch = iota
+	// Found: not called, the answer came while the request waited for
+	// its turn: another fetch stored it, or the cluster's shared tier had
+	// it.
+	Found
+	// Called: this request's fetch called S-360, whatever came of it.
+	Called
+	// Coalesced: another request's call of the same key, which this one
+	// waited for.
+	Coalesced
+	// Refused: not called, held back by the budget, the monthly quota,
+	// the key's floor (min_interval) or other nodes' calls of the key.
+	Refused
+	// Late: S-360 had not answered within stale_timeout; the stale
+	// answer was given and the call goes on.
+	Late
+)
+
+// Waited reports whether the request waited for S-360, or for the budget
+// to let it call: the store did not answer it at once.
+func (r Result) Waited() bool { return r.Fetch != Stored && r.Fetch != Found }
 
 // FloorError says a call was not made because the method's per-key floor
 // (min_interval) has not elapsed since the last call.
@@ -41,9 +71,11 @@ func (f *FloorError) Error() string {
 
 // Serve answers a cacheable call: from the store when fresh, else with one
 // upstream call per key at a time. canonical is the canonical body
-// (s360.Canonical), which is also what goes upstream. It also answers the
-// feeds (Feed), from a short-lived copy of their last answer.
-func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Call, canonical []byte) Result {
+// (s360.Canonical), which is also what goes upstream; from is the client
+// (IP) whose request it is, for the budget's fair shares and client quota.
+// It also answers the feeds (Feed), from a short-lived copy of their last
+// answer.
+func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Call, canonical []byte, from string) Result {
 	policy, inst := e.policy()
 	key := s360.Key(inst, call, canonical)
 	now := e.opts.Now()
@@ -65,7 +97,7 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 			if Feed(call) {
 				detail = "feed-copy"
 			}
-			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, detail)}
+			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, detail), Fetch: Stored}
 		case reason == "invalidated" && e.floorWait(call, key) <= 0:
 			// Known to be outdated, and S-360 may be asked: the buyer
 			// gets the new answer (within stale_timeout, else this one).
@@ -74,7 +106,7 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 			// once, and refreshed when the key's floor allows.
 			e.stats.count(call.Class, outcomeStale)
 			e.refreshLater(client, call, key, canonical, reason)
-			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, reason)}
+			return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, reason), Fetch: Stored}
 		}
 	}
 
@@ -85,13 +117,13 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 	if servable {
 		staleAfter = policy.StaleTimeout
 	}
-	f, leader, err := e.fetch(ctx, client, call, key, canonical, PriorityForeground, staleAfter)
+	f, leader, err := e.fetch(ctx, client, &flight{call: call, key: key, canonical: canonical, from: from, p: PriorityForeground}, staleAfter)
 	if errors.Is(err, errStaleTimeout) {
 		e.stats.count(call.Class, outcomeStale)
-		return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, e.opts.Now(), "stale-timeout")}
+		return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, e.opts.Now(), "stale-timeout"), Fetch: Late}
 	}
 	if err != nil { // this caller went away
-		return Result{Err: err}
+		return Result{Err: err, Fetch: f.fetch(leader)}
 	}
 	if f.hit {
 		e.stats.count(call.Class, outcomeHit)
@@ -99,8 +131,9 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 		if f.shared {
 			detail = "shared"
 		}
-		return Result{Entry: f.entry, Hit: true, CacheStatus: hitStatus(f.entry, e.opts.Now(), detail)}
+		return Result{Entry: f.entry, Hit: true, CacheStatus: hitStatus(f.entry, e.opts.Now(), detail), Fetch: Found}
 	}
+	fetch := f.fetch(leader)
 	fwd := "miss"
 	if ent != nil {
 		fwd = "stale"
@@ -113,17 +146,17 @@ func (e *Edge) Serve(ctx context.Context, client *upstream.Client, call s360.Cal
 		e.stats.count(call.Class, outcomeMiss)
 	}
 	if f.entry != nil {
-		return Result{Entry: f.entry, CacheStatus: "s360edge; fwd=" + fwd + "; stored" + detail}
+		return Result{Entry: f.entry, CacheStatus: "s360edge; fwd=" + fwd + "; stored" + detail, Fetch: fetch}
 	}
 	// Nothing new to store: an old answer beats an error, within bounds.
 	if servable {
 		e.stats.count(call.Class, outcomeStale)
-		return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, f.staleReason())}
+		return Result{Entry: ent, Hit: true, CacheStatus: hitStatus(ent, now, f.staleReason()), Fetch: fetch}
 	}
 	if f.resp != nil {
-		return Result{Resp: f.resp, CacheStatus: "s360edge; fwd=" + fwd + detail}
+		return Result{Resp: f.resp, CacheStatus: "s360edge; fwd=" + fwd + detail, Fetch: fetch}
 	}
-	return Result{Err: f.err, CacheStatus: "s360edge; fwd=" + fwd + detail}
+	return Result{Err: f.err, CacheStatus: "s360edge; fwd=" + fwd + detail, Fetch: fetch}
 }
 
 // errStaleTimeout ends a buyer's wait for a fetch when a stale answer is at
@@ -205,14 +238,34 @@ type fetched struct {
 }
 
 func (f *fetched) staleReason() string {
-	var ue *upstream.Error
 	switch {
 	case f.resp != nil && (f.resp.Status == 509 || f.resp.Status == http.StatusTooManyRequests):
 		return "stale-throttled"
-	case errors.As(f.err, new(*FloorError)), errors.As(f.err, &ue) && ue.Kind == upstream.Refused:
+	case f.refused():
 		return "stale-throttled"
 	}
 	return "stale-if-error"
+}
+
+// refused says the fetch did not call S-360 because the key's floor, the
+// budget, the quota or another node's lease held it back.
+func (f *fetched) refused() bool {
+	var ue *upstream.Error
+	return errors.As(f.err, new(*FloorError)) || errors.As(f.err, &ue) && ue.Kind == upstream.Refused
+}
+
+// fetch is what the fetch did about S-360, for a caller that led it or
+// joined it; f is nil when the caller stopped waiting for it.
+func (f *fetched) fetch(led bool) Fetch {
+	switch {
+	case f != nil && f.hit:
+		return Found
+	case f != nil && f.refused():
+		return Refused
+	case led:
+		return Called
+	}
+	return Coalesced
 }
 
 // reachedS360 says whether a call may have reached S-360, which counts
@@ -273,7 +326,10 @@ func (e *Edge) restoreFloors() error {
 	return nil
 }
 
-func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call s360.Call, key string, canonical []byte) *fetched {
+// fetchAndStore is fl's work: the store, in a cluster the shared tier and
+// the key's lease, the floor, then S-360; a success is stored.
+func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, fl *flight) *fetched {
+	call, key, canonical := fl.call, fl.key, fl.canonical
 	// Every caller fetches only what it found missing or not fresh; a
 	// flight that ended between its lookup and this one may have stored
 	// the answer since.
@@ -307,11 +363,15 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 			if f := e.sharedEntry(ctx, call, key, canonical, false, a); f != nil {
 				return f
 			}
-			h, f := e.leaseKey(ctx, call, key, canonical, a)
+			h, f := e.leaseKey(ctx, fl, a)
 			if f != nil {
 				return f
 			}
 			held = h
+		}
+		uc := upstream.Call{Path: call.Path(), Method: call.Name(), Class: call.Class, Key: key, Client: fl.from, Flight: fl}
+		if held != nil {
+			uc.Lease = held
 		}
 		if client == nil {
 			return &fetched{err: &upstream.Error{Kind: upstream.Unreachable, Err: errors.New("no upstream client attached")}}
@@ -333,7 +393,7 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, call 
 				e.sharedFailed("reading the shared clock", err)
 			}
 		}
-		resp, err = client.Do(withLease(WithCallKey(ctx, key), held), call.Path(), canonical)
+		resp, err = client.Do(ctx, uc, canonical)
 		if errors.Is(err, errLeaseLost) && lost < leaseRounds {
 			// The lease expired while the call waited (Redis paused past
 			// it): another node may have called since. The shared tier,
@@ -443,7 +503,7 @@ func (e *Edge) refreshLater(client *upstream.Client, call s360.Call, key string,
 		}
 		// A fresh answer another refresh stored since this request looked
 		// is found by the flight's leader, which reads the store first.
-		e.fetch(ctx, client, call, key, canonical, PriorityBackground, 0)
+		e.fetch(ctx, client, &flight{call: call, key: key, canonical: canonical, p: PriorityBackground}, 0)
 	})
 }
 

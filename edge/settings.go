@@ -16,7 +16,7 @@ type Settings struct {
 	Watch       Watch
 	Timeout     time.Duration
 	MaxBytes    int64
-	// Budget, when set, replaces the gate's limits (a *budget.Budget's).
+	// Budget, when set, replaces the gate's limits.
 	Budget *budget.Config
 	// Nodes is the number of sidecars deployed, for a Shared that splits
 	// the budget by it while it is out of reach (a NodeCounter); 0: unknown.
@@ -60,8 +60,8 @@ func (e *Edge) Reconfigure(s Settings) {
 	if nc, ok := e.opts.Shared.(NodeCounter); ok {
 		nc.SetNodes(s.Nodes)
 	}
-	if b, ok := e.opts.Gate.(interface{ Update(budget.Config) }); ok && s.Budget != nil {
-		b.Update(*s.Budget)
+	if e.opts.Gate != nil && s.Budget != nil {
+		e.opts.Gate.Update(*s.Budget)
 	}
 	e.store.SetMaxBytes(s.MaxBytes)
 	e.mu.Lock()

@@ -45,13 +45,14 @@ const (
 // (errLeaseBusy): it does not call while another node may. When the shared
 // state fails (past a short retry for a background fetch, retryLease), or
 // when ctx ends, it returns neither: the node calls as a single node would.
-func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonical []byte, a *asking) (*heldLease, *fetched) {
+func (e *Edge) leaseKey(ctx context.Context, fl *flight, a *asking) (*heldLease, *fetched) {
+	call, key, canonical := fl.call, fl.key, fl.canonical
 	delay := leaseRetryFirst
 	for round := 0; round < leaseRounds; {
 		l, ok, err := e.opts.Shared.Lease(ctx, key, leaseTTL)
 		if err != nil {
 			e.sharedFailed("taking a key's fetch lease", err)
-			if !e.retryLease(ctx) || !sleepCtx(ctx, delay) {
+			if !e.retryLease(fl) || !sleepCtx(ctx, delay) {
 				return nil, nil
 			}
 			delay = min(2*delay, leaseRetryMax)
@@ -81,11 +82,8 @@ func (e *Edge) leaseKey(ctx context.Context, call s360.Call, key string, canonic
 // retryLease says whether a fetch whose lease could not be taken (the
 // shared state failed) tries again rather than call alone: a background
 // one, while the shared state has failed for less than sharedBlip.
-func (e *Edge) retryLease(ctx context.Context) bool {
-	p := PriorityOf(ctx)
-	if fl := flightOf(ctx); fl != nil {
-		p, _ = fl.priority()
-	}
+func (e *Edge) retryLease(fl *flight) bool {
+	p, _ := fl.Priority()
 	since := e.sharedDown.Load()
 	return p == PriorityBackground && since != 0 && time.Since(time.Unix(0, since)) < sharedBlip
 }

@@ -142,7 +142,7 @@ func propRun(t *testing.T, seed uint64, counts *propCounts) {
 	}
 	defer e.Close()
 	client := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Timeout: 10 * time.Second,
-		Transport: stub.transport(nil), Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+		Transport: stub.transport(nil), Gate: e})
 	e.Attach(client)
 	var background sync.WaitGroup
 	defer background.Wait()
@@ -199,7 +199,7 @@ func propRun(t *testing.T, seed uint64, counts *propCounts) {
 			key := keyOf(k)
 			_, err := e.Store().Get(key)
 			had := err == nil
-			r := e.Serve(context.Background(), client, k.call, []byte(k.body))
+			r := e.Serve(context.Background(), client, k.call, []byte(k.body), "")
 			log = append(log, fmt.Sprintf("%s %s %s: had %v, answered %v: %q, err %v", time.Now().Format("15:04:05"), k.call.Method, k.body, had, answered[key], r.CacheStatus, r.Err))
 			counts.mu.Lock()
 			counts.checked++
@@ -227,7 +227,7 @@ func propRun(t *testing.T, seed uint64, counts *propCounts) {
 		case op < 47: // a request nobody checks: a call out while the next steps run
 			k := propKeys[rng.IntN(len(propKeys))]
 			log = append(log, fmt.Sprintf("%s background %s %s", time.Now().Format("15:04:05"), k.call.Method, k.body))
-			background.Go(func() { e.Serve(context.Background(), client, k.call, []byte(k.body)) })
+			background.Go(func() { e.Serve(context.Background(), client, k.call, []byte(k.body), "") })
 		case op < 62:
 			time.Sleep(pick(time.Second, 3*time.Second, 10*time.Second, 30*time.Second, 70*time.Second, 4*time.Minute))
 			log = append(log, fmt.Sprintf("%s slept", time.Now().Format("15:04:05")))

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"sync/atomic"
@@ -136,10 +137,13 @@ type Snapshot struct {
 	SharedErrors uint64 `json:"shared_errors"`
 }
 
-// CountUpstream records an upstream call made outside Serve (orders and
-// pass-through calls), so metrics cover every call.
-func (e *Edge) CountUpstream(c s360.Class, resp *upstream.Response, err error) {
-	e.stats.upstream(c, resp, err)
+// Forward makes an uncached call (an order, a call passed through) with
+// client, whose gate is the edge's, and counts it, so that metrics cover
+// every call.
+func (e *Edge) Forward(ctx context.Context, client *upstream.Client, c upstream.Call, body []byte) (*upstream.Response, error) {
+	resp, err := client.Do(ctx, c, body)
+	e.stats.upstream(c.Class, resp, err)
+	return resp, err
 }
 
 // Stats returns a snapshot; counters that are zero are left out.

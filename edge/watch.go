@@ -18,6 +18,7 @@ import (
 
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/s360"
+	"github.com/s360edge/s360edge/upstream"
 )
 
 // Watch configures the edge's S-360-aware invalidation: the setup watcher
@@ -177,9 +178,9 @@ func (e *Edge) watchCall(ctx context.Context, call s360.Call, body []byte) (answ
 	if client == nil {
 		return nil, time.Time{}, errNoClient
 	}
-	ctx, cancel := context.WithTimeout(WithPriority(ctx, PriorityWatch), e.timeout()+time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, e.timeout()+time.Minute)
 	defer cancel()
-	resp, err := client.Do(ctx, call.Path(), body)
+	resp, err := client.Do(ctx, upstream.CallOf(call, "", PriorityWatch), body)
 	e.stats.upstream(call.Class, resp, err)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("calling %s: %w", call.Name(), err)
@@ -388,7 +389,7 @@ func (e *Edge) refreshKey(ctx context.Context, key string, failures int) {
 	if fresh, _ := e.freshness(policy, call, ent, e.opts.Now()); fresh {
 		return // a buyer's request already refreshed it
 	}
-	f, _, err := e.fetch(ctx, e.Client(), call, key, ent.Canonical, PriorityBackground, 0)
+	f, _, err := e.fetch(ctx, e.Client(), &flight{call: call, key: key, canonical: ent.Canonical, p: PriorityBackground}, 0)
 	if err != nil {
 		return // closing
 	}
@@ -637,7 +638,7 @@ func (e *Edge) fetchPOS(ctx context.Context, version string) (string, error) {
 	_, inst := e.policy()
 	call := s360.Call{Service: "catalogService", Version: version, Method: "getPOSConfig", Class: s360.Catalog}
 	body := []byte("{}")
-	f, _, err := e.fetch(ctx, e.Client(), call, s360.Key(inst, call, body), body, PriorityWatch, 0)
+	f, _, err := e.fetch(ctx, e.Client(), &flight{call: call, key: s360.Key(inst, call, body), canonical: body, p: PriorityWatch}, 0)
 	switch {
 	case err != nil:
 		return "", err

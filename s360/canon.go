@@ -39,8 +39,33 @@ func Canonical(body []byte) ([]byte, error) {
 	return canonicalRef(body)
 }
 
+// Check refuses what Canonical refuses, with the same errors, without
+// building the canonical form: for a body passed on as it is (orders).
+func Check(body []byte) error {
+	_, err := decodeObject(body)
+	return err
+}
+
 // canonicalRef is the reference: encoding/json's own decode and encode.
 func canonicalRef(body []byte) ([]byte, error) {
+	obj, err := decodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	delete(obj, "requestId")
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	// encoding/json writes map keys sorted, which is the canonical order.
+	if err := enc.Encode(obj); err != nil {
+		return nil, fmt.Errorf("encoding canonical JSON: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// decodeObject decodes a request body, which must be one JSON object
+// within the shape limits.
+func decodeObject(body []byte) (map[string]any, error) {
 	if err := checkShape(body); err != nil {
 		return nil, err
 	}
@@ -57,15 +82,7 @@ func canonicalRef(body []byte) ([]byte, error) {
 	if !ok {
 		return nil, ErrNotObject
 	}
-	delete(obj, "requestId")
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	// encoding/json writes map keys sorted, which is the canonical order.
-	if err := enc.Encode(obj); err != nil {
-		return nil, fmt.Errorf("encoding canonical JSON: %w", err)
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return obj, nil
 }
 
 // checkShape enforces the shape limits with json.Decoder's tokens, which see

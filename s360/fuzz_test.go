@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -71,6 +72,9 @@ func FuzzCanonical(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		ca, errA := Canonical(a)
 		va, okA := decodeRef(a)
+		if errC := Check(a); fmt.Sprint(errC) != fmt.Sprint(errA) {
+			t.Fatalf("Check(%q) = %v, Canonical's error %v", a, errC, errA)
+		}
 		if errors.Is(errA, ErrShape) {
 			// Refused for its shape: it must be beyond a limit, unless
 			// decoding hid duplicate keys that counted as members.

@@ -304,7 +304,8 @@ func TestCanonicalShapeLimits(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			for name, f := range map[string]func([]byte) ([]byte, error){"Canonical": Canonical, "reference": canonicalRef} {
+			check := func(b []byte) ([]byte, error) { return nil, Check(b) }
+			for name, f := range map[string]func([]byte) ([]byte, error){"Canonical": Canonical, "reference": canonicalRef, "Check": check} {
 				_, err := f([]byte(c.body))
 				if c.ok && err != nil {
 					t.Errorf("%s: %v", name, err)

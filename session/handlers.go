@@ -11,7 +11,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// ErrorBody is the JSON error body shared with the rest of s360edge.
+// ErrorBody is the JSON error body of all of s360edge: its handler, the
+// logins and the admin API.
 type ErrorBody struct {
 	Error         string `json:"error"`
 	Message       string `json:"message"`
@@ -19,14 +20,20 @@ type ErrorBody struct {
 	ProviderError string `json:"provider_error,omitempty"`
 }
 
-// WriteJSON answers v as JSON, uncached.
+// WriteJSON answers v as JSON, uncached: the one writer of s360edge's JSON
+// errors (WriteError, ErrorBody) and of the other JSON answers of its
+// handlers. A failed write means the client is gone: it aborts the
+// handler (http.ErrAbortHandler), as Caddy's reverse_proxy does, rather
+// than let Caddy log a 500 and write again on the same response.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // WriteError answers {"error":code,"message":message}, uncached.

@@ -57,17 +57,10 @@ type Config struct {
 	// since memory is the process's.
 	Reading   *Reading
 	Transport http.RoundTripper
-	// Wait, when set, is called before every upstream call (token calls
-	// included) and may block or refuse: it is the rate budget's hook.
-	Wait func(ctx context.Context, path string) error
-	// MaxWait, when set, bounds how long a caller waits for a token
-	// fetch that another call started (0: until the caller's context
-	// ends), so that a buyer's max_wait holds while the token is renewed.
-	MaxWait func(ctx context.Context) time.Duration
-	// Observe, when set, sees the status and headers of every upstream
-	// answer, with the call's context and path: the budget's pushback
-	// hook (509/429), which pauses what was called.
-	Observe func(ctx context.Context, path string, status int, header http.Header)
+	// Gate, when set, admits every call (token calls included), bounds
+	// a caller's wait for a token another call fetches, and sees every
+	// answer (S-360's 509/429 pause what was called); nil admits all.
+	Gate Gate
 	// Context is what work shared by callers (the token fetch) runs
 	// under, rather than the first caller's context and its values: the
 	// edge's, canceled when it closes. Default context.Background().
@@ -83,7 +76,7 @@ const (
 	Canceled                // the caller went away
 	AuthFailed              // the token endpoint refused the operator's credentials
 	TooLarge                // the answer exceeded MaxResponseBytes, or the Reading bound could not take it
-	Refused                 // the Wait hook refused the call (budget)
+	Refused                 // the Gate refused the call (budget)
 	Invalid                 // the answer was cut, or is not an S-360 answer (s360.Valid)
 )
 
@@ -94,8 +87,8 @@ type Error struct {
 	// Sent is true when the request may have reached S-360: its headers
 	// were written to a connection. Then S-360 may have run the call
 	// (an order may exist) even though no usable answer came back. It is
-	// false only when the call failed before that: refused by the Wait
-	// hook, no token, DNS, connection refused, TLS.
+	// false only when the call failed before that: refused by the Gate,
+	// no token, DNS, connection refused, TLS.
 	Sent bool
 }
 
@@ -170,24 +163,24 @@ func New(cfg Config) *Client {
 
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-// Do POSTs body to path (an S-360 REST-RPC path) with the operator's token.
-// A 401 answer refreshes the token and retries once: S-360 rejected the
-// call before running it, so the retry is safe even for orders. An answer
-// whose body the website would get (see relayed) must be a valid S-360
-// answer (s360.Valid), else the call fails with Kind Invalid.
-func (c *Client) Do(ctx context.Context, path string, body []byte) (*Response, error) {
-	tok, err := c.Token(ctx)
+// Do POSTs body to call.Path with the operator's token, once the Gate
+// admitted call. A 401 answer refreshes the token and retries once: S-360
+// rejected the call before running it, so the retry is safe even for
+// orders. An answer whose body the website would get (see relayed) must be
+// a valid S-360 answer (s360.Valid), else the call fails with Kind Invalid.
+func (c *Client) Do(ctx context.Context, call Call, body []byte) (*Response, error) {
+	tok, err := c.Token(ctx, call)
 	if err != nil {
 		return nil, notSent(err)
 	}
-	resp, err := c.post(ctx, path, body, tok)
+	resp, err := c.post(ctx, call, body, tok)
 	if err == nil && resp.Status == http.StatusUnauthorized {
 		resp.free()
 		c.invalidate(tok)
-		if tok, err = c.Token(ctx); err != nil {
+		if tok, err = c.Token(ctx, call); err != nil {
 			return nil, notSent(err)
 		}
-		resp, err = c.post(ctx, path, body, tok)
+		resp, err = c.post(ctx, call, body, tok)
 	}
 	if err != nil {
 		return nil, err
@@ -195,7 +188,7 @@ func (c *Client) Do(ctx context.Context, path string, body []byte) (*Response, e
 	// Checking a huge body takes a while: it stays charged until then.
 	defer resp.free()
 	if relayed(resp.Status) && !s360.Valid(resp.Body) {
-		return nil, &Error{Kind: Invalid, Sent: true, Err: fmt.Errorf("calling %s: HTTP %d answer of %d bytes is not one JSON object with a statusCode", path, resp.Status, len(resp.Body))}
+		return nil, &Error{Kind: Invalid, Sent: true, Err: fmt.Errorf("calling %s: HTTP %d answer of %d bytes is not one JSON object with a statusCode", call.Path, resp.Status, len(resp.Body))}
 	}
 	return resp, nil
 }
@@ -223,9 +216,10 @@ func notSent(err error) error {
 	return err
 }
 
-// Token returns a valid token, fetching one when the cached token is within
-// its refresh margin. Concurrent callers share one fetch.
-func (c *Client) Token(ctx context.Context) (string, error) {
+// Token returns a valid token for call, fetching one when the cached token
+// is within its refresh margin. Concurrent callers share one fetch, which
+// call waits for no longer than the Gate's MaxWait.
+func (c *Client) Token(ctx context.Context, call Call) (string, error) {
 	c.mu.Lock()
 	tok, exp := c.token, c.expiry
 	c.mu.Unlock()
@@ -240,8 +234,8 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 		return c.fetchToken(ctx)
 	})
 	var timeout <-chan time.Time
-	if c.cfg.MaxWait != nil {
-		if d := c.cfg.MaxWait(ctx); d > 0 {
+	if c.cfg.Gate != nil {
+		if d := c.cfg.Gate.MaxWait(call); d > 0 {
 			t := time.NewTimer(d)
 			defer t.Stop()
 			timeout = t.C
@@ -270,7 +264,7 @@ func (c *Client) invalidate(tok string) {
 
 func (c *Client) fetchToken(ctx context.Context) (string, error) {
 	creds, _ := json.Marshal(map[string]string{"operator": c.cfg.Operator, "partner": c.cfg.Partner, "secret": c.cfg.Secret})
-	resp, err := c.post(ctx, AuthPath, creds, "")
+	resp, err := c.post(ctx, tokenCall, creds, "")
 	if err != nil {
 		return "", err
 	}
@@ -327,12 +321,13 @@ func expiry(tok string) (time.Time, bool) {
 	return time.Unix(int64(sec), 0), true
 }
 
-func (c *Client) post(ctx context.Context, path string, body []byte, tok string) (*Response, error) {
-	if c.cfg.Wait != nil {
-		if err := c.cfg.Wait(ctx, path); err != nil {
+func (c *Client) post(ctx context.Context, call Call, body []byte, tok string) (*Response, error) {
+	if c.cfg.Gate != nil {
+		if err := c.cfg.Gate.Acquire(ctx, call); err != nil {
 			return nil, &Error{Kind: Refused, Err: err}
 		}
 	}
+	path := call.Path
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.Timeout, errUpstreamTimeout)
 	defer cancel()
 	// Headers on a connection are the first point S-360 could act on.
@@ -353,8 +348,8 @@ func (c *Client) post(ctx context.Context, path string, body []byte, tok string)
 		return nil, c.classify(ctx, path, err, sent.Load())
 	}
 	defer resp.Body.Close()
-	if c.cfg.Observe != nil {
-		c.cfg.Observe(ctx, path, resp.StatusCode, resp.Header)
+	if c.cfg.Gate != nil {
+		c.cfg.Gate.Observe(call, resp.StatusCode, resp.Header)
 	}
 	data, free, err := c.read(ctx, path, resp.Body, resp.ContentLength, 64<<10)
 	if err == nil && strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/s360edge/s360edge/budget"
 )
 
 // fakeS360 is a minimal token endpoint plus one method, counting calls.
@@ -96,6 +98,29 @@ func (m memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 const path = "/tnseb/backend-apis/catalogService/v1_33/getPOSConfig"
 
+// posCall is a buyer's call of path.
+var posCall = callTo(path)
+
+func callTo(p string) Call {
+	return Call{Path: p, Method: "catalogService/getPOSConfig", Priority: budget.Foreground}
+}
+
+// funcGate is a Gate whose Acquire is acquire (nil admits every call) and
+// whose MaxWait is maxWait.
+type funcGate struct {
+	acquire func(ctx context.Context, c Call) error
+	maxWait time.Duration
+}
+
+func (g funcGate) Acquire(ctx context.Context, c Call) error {
+	if g.acquire == nil {
+		return nil
+	}
+	return g.acquire(ctx, c)
+}
+func (funcGate) Observe(Call, int, http.Header) {}
+func (g funcGate) MaxWait(Call) time.Duration   { return g.maxWait }
+
 func TestTokenReusedThenRefreshedBeforeExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, f := setup(t, func(cfg *Config, f *fakeS360) {
@@ -103,7 +128,7 @@ func TestTokenReusedThenRefreshedBeforeExpiry(t *testing.T) {
 		})
 		ctx := context.Background()
 		for range 3 {
-			if r, err := c.Do(ctx, path, []byte(`{}`)); err != nil || r.Status != 200 {
+			if r, err := c.Do(ctx, posCall, []byte(`{}`)); err != nil || r.Status != 200 {
 				t.Fatalf("Do: %v %v", r, err)
 			}
 		}
@@ -111,12 +136,12 @@ func TestTokenReusedThenRefreshedBeforeExpiry(t *testing.T) {
 			t.Fatalf("token fetched %d times for 3 calls, want 1", f.auths.Load())
 		}
 		time.Sleep(29 * time.Second) // 40 s token: refresh margin is 10 s
-		c.Do(ctx, path, []byte(`{}`))
+		c.Do(ctx, posCall, []byte(`{}`))
 		if f.auths.Load() != 1 {
 			t.Fatalf("token refreshed too early")
 		}
 		time.Sleep(2 * time.Second)
-		c.Do(ctx, path, []byte(`{}`))
+		c.Do(ctx, posCall, []byte(`{}`))
 		if f.auths.Load() != 2 {
 			t.Fatalf("token not refreshed within its margin: %d fetches", f.auths.Load())
 		}
@@ -126,9 +151,9 @@ func TestTokenReusedThenRefreshedBeforeExpiry(t *testing.T) {
 func TestUnauthorizedRefreshesOnceAndRetriesOnce(t *testing.T) {
 	c, f := setup(t, nil)
 	ctx := context.Background()
-	c.Do(ctx, path, []byte(`{}`))
+	c.Do(ctx, posCall, []byte(`{}`))
 	f.reject.Store(1)
-	r, err := c.Do(ctx, path, []byte(`{}`))
+	r, err := c.Do(ctx, posCall, []byte(`{}`))
 	if err != nil || r.Status != 200 {
 		t.Fatalf("after one 401: %v %v", r, err)
 	}
@@ -136,7 +161,7 @@ func TestUnauthorizedRefreshesOnceAndRetriesOnce(t *testing.T) {
 		t.Fatalf("auths=%d calls=%d, want 2 and 3", f.auths.Load(), f.calls.Load())
 	}
 	f.reject.Store(5)
-	r, err = c.Do(ctx, path, []byte(`{}`))
+	r, err = c.Do(ctx, posCall, []byte(`{}`))
 	if err != nil || r.Status != 401 {
 		t.Fatalf("persistent 401 should come back as the answer: %v %v", r, err)
 	}
@@ -147,7 +172,7 @@ func TestUnauthorizedRefreshesOnceAndRetriesOnce(t *testing.T) {
 
 func TestBadCredentialsNeverLeakTheSecret(t *testing.T) {
 	c, _ := setup(t, func(cfg *Config, _ *fakeS360) { cfg.Secret = "wrong-secret-xyz" })
-	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	_, err := c.Do(context.Background(), posCall, []byte(`{}`))
 	var ue *Error
 	if !errors.As(err, &ue) || ue.Kind != AuthFailed {
 		t.Fatalf("want AuthFailed, got %v", err)
@@ -166,7 +191,7 @@ func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := c.Do(context.Background(), path, []byte(`{}`))
+			_, err := c.Do(context.Background(), posCall, []byte(`{}`))
 			errs <- err
 		}()
 	}
@@ -203,21 +228,21 @@ func TestFailureKinds(t *testing.T) {
 			}
 		}
 	})
-	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	_, err := c.Do(context.Background(), posCall, []byte(`{}`))
 	var ue *Error
 	if !errors.As(err, &ue) || ue.Kind != Timeout {
 		t.Fatalf("want Timeout, got %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := c.Do(ctx, path, []byte(`{}`)); !errors.As(err, &ue) || ue.Kind != Canceled {
+	if _, err := c.Do(ctx, posCall, []byte(`{}`)); !errors.As(err, &ue) || ue.Kind != Canceled {
 		t.Fatalf("want Canceled, got %v", err)
 	}
 
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
 	c2 := New(Config{BaseURL: dead.URL, Secret: "s3cret"})
-	if _, err := c2.Do(context.Background(), path, []byte(`{}`)); !errors.As(err, &ue) || ue.Kind != Unreachable {
+	if _, err := c2.Do(context.Background(), posCall, []byte(`{}`)); !errors.As(err, &ue) || ue.Kind != Unreachable {
 		t.Fatalf("want Unreachable, got %v", err)
 	}
 }
@@ -240,34 +265,73 @@ func TestGzipAndSizeLimit(t *testing.T) {
 			gz.Close()
 		}
 	})
-	r, err := c.Do(context.Background(), path, []byte(`{}`))
+	r, err := c.Do(context.Background(), posCall, []byte(`{}`))
 	if err != nil || string(r.Body) != big {
 		t.Fatalf("gzip body not decoded: %v %.40q", err, r.Body)
 	}
-	_, err = c.Do(context.Background(), path+"big", []byte(`{}`))
+	_, err = c.Do(context.Background(), callTo(path+"big"), []byte(`{}`))
 	var ue *Error
 	if !errors.As(err, &ue) || ue.Kind != TooLarge {
 		t.Fatalf("want TooLarge, got %v", err)
 	}
 }
 
-func TestWaitHookGuardsEveryCall(t *testing.T) {
+func TestGateGuardsEveryCall(t *testing.T) {
 	var waits atomic.Int32
 	c, _ := setup(t, func(cfg *Config, _ *fakeS360) {
-		cfg.Wait = func(ctx context.Context, p string) error {
+		cfg.Gate = funcGate{acquire: func(context.Context, Call) error {
 			if waits.Add(1) > 2 {
 				return errors.New("budget spent")
 			}
 			return nil
-		}
+		}}
 	})
-	if _, err := c.Do(context.Background(), path, []byte(`{}`)); err != nil {
+	if _, err := c.Do(context.Background(), posCall, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	_, err := c.Do(context.Background(), posCall, []byte(`{}`))
 	var ue *Error
 	if !errors.As(err, &ue) || ue.Kind != Refused || waits.Load() != 3 {
 		t.Fatalf("want Refused after token+call, got %v (waits %d)", err, waits.Load())
+	}
+}
+
+// recordGate records the calls it admits and observes.
+type recordGate struct {
+	mu                 sync.Mutex
+	acquired, observed []Call
+}
+
+func (g *recordGate) Acquire(_ context.Context, c Call) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.acquired = append(g.acquired, c)
+	return nil
+}
+
+func (g *recordGate) Observe(c Call, _ int, _ http.Header) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.observed = append(g.observed, c)
+}
+
+func (*recordGate) MaxWait(Call) time.Duration { return 0 }
+
+// The Gate sees the token's own call (order priority, nobody's) and then
+// the call as the caller made it, before and after each is sent.
+func TestGateSeesTheTokenCallThenTheCall(t *testing.T) {
+	g := &recordGate{}
+	c, _ := setup(t, func(cfg *Config, _ *fakeS360) { cfg.Gate = g })
+	call := posCall
+	call.Key, call.Client = "k", "192.0.2.1"
+	if _, err := c.Do(context.Background(), call, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	want := []Call{{Path: AuthPath, Method: "auth", Priority: budget.Order}, call}
+	for _, got := range [][]Call{g.acquired, g.observed} {
+		if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+			t.Errorf("the gate saw %+v, want %+v", got, want)
+		}
 	}
 }
 
@@ -296,9 +360,9 @@ func TestTokenWaitIsBoundedByMaxWait(t *testing.T) {
 	defer close(gate)
 	c, f := setup(t, func(cfg *Config, f *fakeS360) {
 		f.authGate = gate
-		cfg.MaxWait = func(context.Context) time.Duration { return 50 * time.Millisecond }
+		cfg.Gate = funcGate{maxWait: 50 * time.Millisecond}
 	})
-	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	_, err := c.Do(context.Background(), posCall, []byte(`{}`))
 	var ue *Error
 	if !errors.As(err, &ue) || ue.Kind != Refused {
 		t.Fatalf("want Refused while the token is stuck, got %v", err)
@@ -349,7 +413,7 @@ func TestGzipAnswers(t *testing.T) {
 					w.Write(tc.answer)
 				}
 			})
-			r, err := c.Do(context.Background(), path, []byte(`{}`))
+			r, err := c.Do(context.Background(), posCall, []byte(`{}`))
 			if tc.want == "" {
 				var ue *Error
 				if !errors.As(err, &ue) || ue.Kind != Invalid {
@@ -403,13 +467,13 @@ func TestConcurrentGzipAnswersDoNotHoldAndWait(t *testing.T) {
 			w.Write(zb.Bytes())
 		}
 	})
-	if _, err := cl.Token(context.Background()); err != nil {
+	if _, err := cl.Token(context.Background(), posCall); err != nil {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() {
-			resp, err := cl.Do(context.Background(), path, []byte(`{}`))
+			resp, err := cl.Do(context.Background(), posCall, []byte(`{}`))
 			if err == nil && string(resp.Body) != body {
 				err = errors.New("body not decoded")
 			}

@@ -14,15 +14,15 @@ func TestTokenFetchRunsUnderTheClientsContext(t *testing.T) {
 	var sawCaller []any
 	c, _ := setup(t, func(cfg *Config, _ *fakeS360) {
 		cfg.Context = base
-		cfg.Wait = func(ctx context.Context, path string) error {
-			if path == AuthPath {
+		cfg.Gate = funcGate{acquire: func(ctx context.Context, c Call) error {
+			if c.Path == AuthPath {
 				sawCaller = append(sawCaller, ctx.Value(callerValue{}))
 			}
 			return nil
-		}
+		}}
 	})
 	caller := context.WithValue(context.Background(), callerValue{}, "request")
-	if _, err := c.Do(caller, path, []byte(`{}`)); err != nil {
+	if _, err := c.Do(caller, posCall, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 	if len(sawCaller) != 1 || sawCaller[0] != nil {
@@ -30,7 +30,7 @@ func TestTokenFetchRunsUnderTheClientsContext(t *testing.T) {
 	}
 	c.invalidate(c.token)
 	cancel()
-	if _, err := c.Do(caller, path, []byte(`{}`)); err == nil {
+	if _, err := c.Do(caller, posCall, []byte(`{}`)); err == nil {
 		t.Fatal("a token fetch ran after the client's context ended")
 	}
 }

@@ -68,7 +68,7 @@ func TestSentTellsWhetherTheRequestLeft(t *testing.T) {
 					f.handler = c.answer
 				})
 			}
-			_, err := cl.Do(context.Background(), path, []byte(`{}`))
+			_, err := cl.Do(context.Background(), posCall, []byte(`{}`))
 			var ue *Error
 			if !errors.As(err, &ue) || ue.Kind != c.kind || ue.Sent != c.sent || Sent(err) != c.sent {
 				t.Fatalf("got %#v (%v), want kind %d sent %v", ue, err, c.kind, c.sent)
@@ -84,7 +84,7 @@ func TestTokenFailureIsNotSent(t *testing.T) {
 	c, _ := setup(t, func(cfg *Config, f *fakeS360) {
 		cfg.Secret = "wrong"
 	})
-	_, err := c.Do(context.Background(), path, []byte(`{}`))
+	_, err := c.Do(context.Background(), posCall, []byte(`{}`))
 	var ue *Error
 	if !errors.As(err, &ue) || ue.Kind != AuthFailed || Sent(err) {
 		t.Fatalf("got %v (sent %v), want AuthFailed, not sent", err, Sent(err))
@@ -118,7 +118,7 @@ func TestRelayedAnswersMustBeValid(t *testing.T) {
 					io.WriteString(w, c.body)
 				}
 			})
-			resp, err := cl.Do(context.Background(), path, []byte(`{}`))
+			resp, err := cl.Do(context.Background(), posCall, []byte(`{}`))
 			var ue *Error
 			switch {
 			case c.valid && (err != nil || resp.Status != c.status || string(resp.Body) != c.body):
@@ -208,7 +208,7 @@ func TestReadingBoundHoldsUnderHugeAnswers(t *testing.T) {
 			var ok, refused atomic.Int32
 			for range 8 {
 				wg.Go(func() {
-					resp, err := cl.Do(context.Background(), path, []byte(`{}`))
+					resp, err := cl.Do(context.Background(), posCall, []byte(`{}`))
 					var ue *Error
 					switch {
 					case err == nil && len(resp.Body) == answer:
@@ -241,7 +241,7 @@ func TestReadingWaitEndsWithTheCaller(t *testing.T) {
 		cfg.Reading = NewReading(1 << 20)
 		f.handler = hugeAnswers(1<<19, true)
 	})
-	if _, err := cl.Token(context.Background()); err != nil {
+	if _, err := cl.Token(context.Background(), posCall); err != nil {
 		t.Fatal(err)
 	}
 	// Someone else holds the whole bound.
@@ -251,7 +251,7 @@ func TestReadingWaitEndsWithTheCaller(t *testing.T) {
 	defer cl.cfg.Reading.sem.Release(1 << 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err := cl.Do(ctx, path, []byte(`{}`))
+	_, err := cl.Do(ctx, posCall, []byte(`{}`))
 	var ue *Error
 	if !errors.As(err, &ue) || ue.Kind != Canceled || !ue.Sent {
 		t.Fatalf("got %v, want Canceled (sent) once the caller's context ends", err)
