@@ -337,7 +337,7 @@ func TestChangeDuringACallNeverLeavesItsAnswerFresh(t *testing.T) {
 				}
 				defer e.Close()
 				c := upstream.New(upstream.Config{BaseURL: "http://s360.invalid", Secret: "s", Timeout: 5 * time.Second,
-					Transport: stub.transport(nil), Wait: e.Wait, MaxWait: e.MaxWait, Observe: e.Observe})
+					Transport: stub.transport(nil), Gate: e})
 				e.Attach(c)
 				v := &economy{e: e, client: c, stub: stub.s360Stub}
 				v.serve(t, posConfig, `{}`)
