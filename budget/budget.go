@@ -120,24 +120,8 @@ func (c Config) withDefaults() Config {
 	if c.Window <= 0 {
 		c.Window = DefaultWindow
 	}
-	switch {
-	case c.Reserve < 0:
-		c.Reserve = 0
-	case c.Reserve == 0:
-		c.Reserve = c.Calls / 10
-		if c.Reserve < 1 && c.Calls >= 2 {
-			c.Reserve = 1
-		}
-	}
-	switch {
-	case c.OrderReserve < 0:
-		c.OrderReserve = 0
-	case c.OrderReserve == 0:
-		c.OrderReserve = c.Calls / 20
-		if c.OrderReserve < 1 && c.Calls >= 3 {
-			c.OrderReserve = 1
-		}
-	}
+	c.Reserve = reserveOf(c.Reserve, c.Calls, 10, 2)
+	c.OrderReserve = reserveOf(c.OrderReserve, c.Calls, 20, 3)
 	switch {
 	case c.WatchReserve < 0:
 		c.WatchReserve = 0
@@ -169,6 +153,20 @@ func (c Config) withDefaults() Config {
 		c.ProbeTimeout = DefaultProbeTimeout
 	}
 	return c
+}
+
+// reserveOf is a reserve as configured: negative is none, 0 the default
+// of calls/div, at least 1 once there are from calls; else as given.
+func reserveOf(v, calls, div, from int) int {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0 && calls/div < 1 && calls >= from:
+		return 1
+	case v == 0:
+		return calls / div
+	}
+	return v
 }
 
 // ErrPaused says S-360 pushed back and the pause is still in force.

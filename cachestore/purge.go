@@ -37,13 +37,11 @@ func (s *Store) PurgeClass(c Class) (int, error) {
 }
 
 func (s *Store) purge(match func(string, indexRecord) bool) (int, error) {
-	done, err := s.open()
+	unlock, err := s.lock()
 	if err != nil {
 		return 0, err
 	}
-	defer done()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer unlock()
 	var vs []victim
 	bad, err := s.scanIndex(func(key string, r indexRecord) {
 		if match(key, r) {
@@ -66,13 +64,11 @@ func (s *Store) PurgeTag(tag string) (int, error) {
 	if tag == "" || strings.IndexByte(tag, 0) >= 0 {
 		return 0, fmt.Errorf("purging tag %q: empty or containing NUL", tag)
 	}
-	done, err := s.open()
+	unlock, err := s.lock()
 	if err != nil {
 		return 0, err
 	}
-	defer done()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer unlock()
 
 	prefix := tagKey(tag, "")
 	var keys []string
@@ -120,13 +116,11 @@ func (s *Store) PurgeTag(tag string) (int, error) {
 // index records. The GC goroutine runs it every GCInterval; it is exported for the admin API and
 // tests.
 func (s *Store) Sweep() (int, error) {
-	done, err := s.open()
+	unlock, err := s.lock()
 	if err != nil {
 		return 0, err
 	}
-	defer done()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer unlock()
 	n, err := s.sweepLocked()
 	if err != nil {
 		return n, fmt.Errorf("sweeping expired entries: %w", err)

@@ -1,6 +1,7 @@
 package cachestore
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -126,12 +127,8 @@ func Open(opts Options) (*Store, error) {
 	if opts.MaxBytes < 0 {
 		return nil, fmt.Errorf("opening cache store at %s: negative MaxBytes %d", dir, opts.MaxBytes)
 	}
-	if opts.MaxBytes == 0 {
-		opts.MaxBytes = DefaultMaxBytes
-	}
-	if opts.MemoryBytes == 0 {
-		opts.MemoryBytes = DefaultMemoryBytes
-	}
+	opts.MaxBytes = cmp.Or(opts.MaxBytes, DefaultMaxBytes)
+	opts.MemoryBytes = cmp.Or(opts.MemoryBytes, DefaultMemoryBytes)
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = DefaultGCInterval
 	}
@@ -222,6 +219,20 @@ func (s *Store) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// lock opens the store for one operation (open) and takes its lock; the
+// func it returns undoes both.
+func (s *Store) lock() (unlock func(), err error) {
+	done, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	return func() {
+		s.mu.Unlock()
+		done()
+	}, nil
 }
 
 // open takes the read side of closeMu; the caller must call the returned function.
@@ -409,13 +420,11 @@ func (s *Store) Put(key string, e *Entry) error {
 		Tags: uniqueTags(e.Tags)}
 	ttl := badgerTTL(e.StaleUntil, now)
 
-	done, err := s.open()
+	unlock, err := s.lock()
 	if err != nil {
 		return err
 	}
-	defer done()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer unlock()
 
 	old, hadOld, err := s.readIndex(key)
 	if err != nil {
@@ -559,13 +568,11 @@ func (s *Store) readIndex(key string) (indexRecord, bool, error) {
 
 // Delete removes the entry at key, if any.
 func (s *Store) Delete(key string) error {
-	done, err := s.open()
+	unlock, err := s.lock()
 	if err != nil {
 		return err
 	}
-	defer done()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer unlock()
 	if _, err := s.removeLocked([]string{key}); err != nil {
 		return fmt.Errorf("deleting entry: %w", err)
 	}
@@ -700,13 +707,11 @@ func (s *Store) gcLoop(every time.Duration) {
 }
 
 func (s *Store) removeOrphanBodies() error {
-	done, err := s.open()
+	unlock, err := s.lock()
 	if err != nil {
 		return err
 	}
-	defer done()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer unlock()
 	return s.removeOrphanBodiesLocked()
 }
 

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/s360edge/s360edge/budget"
@@ -41,12 +42,8 @@ func withDefaults(timeout time.Duration, w Waits, p Policy) (time.Duration, Wait
 	if w.Order <= 0 {
 		w.Order = DefaultOrderWait
 	}
-	if p.StaleWhileRevalidate == 0 {
-		p.StaleWhileRevalidate = DefaultStaleWhileRevalidate
-	}
-	if p.StaleIfError == 0 {
-		p.StaleIfError = DefaultStaleIfError
-	}
+	p.StaleWhileRevalidate = cmp.Or(p.StaleWhileRevalidate, DefaultStaleWhileRevalidate)
+	p.StaleIfError = cmp.Or(p.StaleIfError, DefaultStaleIfError)
 	if p.StaleTimeout <= 0 {
 		p.StaleTimeout = DefaultStaleTimeout
 	}

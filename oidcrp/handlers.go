@@ -39,7 +39,7 @@ func (rp *RP) serveLogin(w http.ResponseWriter, r *http.Request) {
 		RedirectURI: rp.redirectURL(r),
 	}
 	payload, _ := json.Marshal(st)
-	value, err := rp.state.Seal(payload, time.Now().Add(stateTTL))
+	value, err := rp.state.Seal(payload, time.Now().Add(session.LoginTTL))
 	if err != nil {
 		rp.log.Error("sealing login state", zap.Error(err))
 		session.WriteError(w, http.StatusInternalServerError, "internal_error", "could not start the login")
@@ -49,7 +49,7 @@ func (rp *RP) serveLogin(w http.ResponseWriter, r *http.Request) {
 	// SameSite=Lax still sends it on the provider's top-level redirect back.
 	http.SetCookie(w, &http.Cookie{
 		Name: rp.stateCookieName(), Value: value, Path: rp.callbackPath(),
-		MaxAge: int(stateTTL / time.Second), HttpOnly: true, Secure: rp.sessions.Secure(r), SameSite: http.SameSiteLaxMode,
+		MaxAge: int(session.LoginTTL / time.Second), HttpOnly: true, Secure: rp.sessions.Secure(r), SameSite: http.SameSiteLaxMode,
 	})
 	session.Redirect(w, http.StatusFound, p.oauth.AuthCodeURL(st.State,
 		oidc.Nonce(st.Nonce),

@@ -33,8 +33,6 @@ const (
 	// (session.ErrProviderUnavailable), and the call goes on in the
 	// background for the requests after it.
 	identifyTimeout = 2 * time.Second
-	// stateTTL is how long a buyer may stay at the provider during login.
-	stateTTL = 10 * time.Minute
 )
 
 // RP is the relying party. It is safe for concurrent use. Its only

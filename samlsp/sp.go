@@ -41,8 +41,6 @@ const (
 	metadataRetry = 5 * time.Second
 	// fetchTimeout bounds one metadata fetch.
 	fetchTimeout = 10 * time.Second
-	// stateTTL is how long a buyer may stay at the IdP during login.
-	stateTTL = 10 * time.Minute
 	// maxResponse bounds the POSTed SAMLResponse form.
 	maxResponse = 256 << 10
 	// maxMetadata bounds the IdP metadata read.
@@ -391,14 +389,14 @@ func (s *SP) ServeLogin(w http.ResponseWriter, r *http.Request) {
 	var value string
 	if err == nil {
 		payload, _ := json.Marshal(loginState{RequestID: req.ID, ReturnTo: session.SanitizeReturnTo(r.URL.Query().Get("return_to"))})
-		value, err = s.state.Seal(payload, s.cfg.Now().Add(stateTTL))
+		value, err = s.state.Seal(payload, s.cfg.Now().Add(session.LoginTTL))
 	}
 	if err != nil {
 		s.log.Error("starting a saml login", zap.Error(err))
 		session.WriteError(w, http.StatusInternalServerError, "internal_error", "could not start the login")
 		return
 	}
-	http.SetCookie(w, s.stateCookie(r, value, int(stateTTL/time.Second)))
+	http.SetCookie(w, s.stateCookie(r, value, int(session.LoginTTL/time.Second)))
 	session.Redirect(w, http.StatusFound, to.String())
 }
 

@@ -34,6 +34,10 @@ const (
 	DefaultSessionTTL = 12 * time.Hour
 )
 
+// LoginTTL is how long a buyer may stay at the identity provider during
+// a login (OIDC or SAML): the life of the login's state cookie.
+const LoginTTL = 10 * time.Minute
+
 const (
 	// refreshMargin: a session's tokens are refreshed this long before
 	// TokExp, so requests in flight never carry an expired ID token.
