@@ -63,6 +63,8 @@ type sharedNode struct {
 	down  atomic.Bool // this node is cut off from the shared state
 	// onGet, when set, runs during GetEntry, after the entry was read.
 	onGet func()
+	// onPut, when set, runs at the start of PutEntry.
+	onPut func(key string)
 }
 
 var errRedisDown = errors.New("redis: connection refused")
@@ -104,6 +106,9 @@ func (n *sharedNode) Mark(ctx context.Context) (int64, error) {
 // PutEntry refuses, as the cluster's script does, an entry whose tags,
 // class or key were marked since mark.
 func (n *sharedNode) PutEntry(ctx context.Context, key string, ent *cachestore.Entry, mark int64) error {
+	if n.onPut != nil {
+		n.onPut(key)
+	}
 	if err := n.call(); err != nil {
 		return err
 	}
@@ -917,12 +922,23 @@ func TestClusterInvalidationDuringAnotherNodesCall(t *testing.T) {
 		f.set(func(f *watchFake) { f.updated["101"] = true })
 		mustPoll(t, a.e.pollUpdates)
 		landed(t, a)
+		// While the shared tier decides, b's store must not hold the
+		// answer fresh: a reader there would take it for current.
+		var freshMeanwhile atomic.Bool
+		b.shared.onPut = func(k string) {
+			if ent, err := b.e.store.Get(k); err == nil && time.Now().Before(ent.FreshUntil) && strings.Contains(string(ent.Body), `"seats":10`) {
+				freshMeanwhile.Store(true)
+			}
+		}
 		close(b.f.gate)
 		if r := <-done; r.Entry == nil || !strings.Contains(string(r.Entry.Body), `"seats":10`) {
 			t.Fatalf("node b answered %+v, want S-360's answer to its call", r)
 		}
 		if hub.has(key) {
 			t.Error("node b's answer, asked for before the invalidation, is in the shared tier")
+		}
+		if freshMeanwhile.Load() {
+			t.Error("node b's store held its answer fresh while the shared tier refused it")
 		}
 		if ent, err := b.e.store.Get(key); err != nil || time.Now().Before(ent.FreshUntil) {
 			t.Errorf("node b keeps its answer (err %v) fresh; want it stale", err)

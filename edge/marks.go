@@ -41,6 +41,13 @@ func (e *Edge) endAsking(a *asking) {
 	e.amu.Unlock()
 }
 
+// marked is a's mark so far; "" when none.
+func (a *asking) marked() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.mark
+}
+
 // restart forgets the marks so far: the upstream call begins now, and its
 // answer tells what is true after them.
 func (e *Edge) restart(a *asking) {

@@ -435,21 +435,26 @@ func (e *Edge) fetchAndStore(ctx context.Context, client *upstream.Client, fl *f
 			Canonical:  canonical,
 		}
 	}
-	// An invalidation or a purge that ran while the call was out missed
-	// this entry (it was not stored yet): it is kept stale, never stored
-	// fresh first (keep).
-	ent, fresh := e.keep(call, key, ent, a)
-	if shared && fresh { // other nodes take only fresh copies from the tier
+	// In a cluster the shared tier first (other nodes take only fresh
+	// copies from it): when it refuses the answer, another node
+	// invalidated or purged it since the call began, and this node may not
+	// have applied that event yet; the answer is then kept stale here
+	// without being stored fresh first. Every purge and invalidation works
+	// on the shared tier before the local stores, so a put that lands
+	// first is dropped by it.
+	if shared && a.marked() == "" {
 		err := e.opts.Shared.PutEntry(ctx, key, ent, mark)
 		switch {
 		case errors.Is(err, ErrInvalidated):
-			// Another node invalidated or purged it; this node may not
-			// have applied that event yet.
-			ent = e.keepStale(call, key, ent, refusedMark(call))
+			return &fetched{entry: e.keepStale(call, key, ent, refusedMark(call))}
 		case err != nil:
 			e.sharedFailed("storing an answer in the shared tier", err)
 		}
 	}
+	// An invalidation or a purge that ran while the call was out missed
+	// this entry (it was not stored yet): it is kept stale, never stored
+	// fresh first (keep).
+	ent, _ = e.keep(call, key, ent, a)
 	return &fetched{entry: ent}
 }
 
