@@ -129,6 +129,9 @@ func TestStatusPageRenders(t *testing.T) {
 		{"cluster, Redis down", cluster.Status{Mode: "local", Node: "web-1", Nodes: 3, RedisOK: false},
 			map[string]string{"cluster.redis_ok": "down", "cluster.mode": "local", "cluster.nodes": "3", "cluster.leader": "unknown",
 				"cluster.badge": "Redis down: serving alone", "shared_hits": "12", "shared_waits": "4", "shared_errors": "7"}, true},
+		{"cluster, Redis answers but is a Redis Cluster", cluster.Status{Mode: "local", Node: "web-1", Nodes: 3, RedisOK: false, Error: "the Redis URL leads to a Redis Cluster"},
+			map[string]string{"cluster.redis_ok": "down", "cluster.mode": "local", "cluster.error": "the Redis URL leads to a Redis Cluster",
+				"cluster.badge": "Redis not used: serving alone"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := tc.status
@@ -141,6 +144,9 @@ func TestStatusPageRenders(t *testing.T) {
 			}
 			if got := strings.Contains(page, `data-stat="cluster.badge"`); got != tc.badge {
 				t.Errorf("Redis-down badge shown: %v, want %v", got, tc.badge)
+			}
+			if got := strings.Contains(page, `data-stat="cluster.error"`); got != (tc.status.Error != "") {
+				t.Errorf("why Redis is not used shown: %v, want %v", got, tc.status.Error != "")
 			}
 		})
 	}
