@@ -215,6 +215,24 @@ local function methodEffective(method)
   return eff
 end
 
+-- appendMethodLimits appends to out each method's learned limit in force:
+-- method, limit, and with withCalls its grants in the window.
+local function appendMethodLimits(out, withCalls)
+  local h = redis.call('HGETALL', KEYS[17])
+  for i = 1, #h, 2 do
+    if string.sub(h[i], -2) == '|e' then
+      local m = string.sub(h[i], 1, -3)
+      local l = methodEffective(m)
+      if l then
+        out[#out + 1] = m
+        out[#out + 1] = l
+        if withCalls then out[#out + 1] = #grantsOf(m) end
+      end
+    end
+  end
+  return out
+end
+
 -- Fair sharing, as budget/quota.go: a client is active from each call it
 -- asks for until a window later; its use is its grants in the window.
 -- pruneFair forgets what left the window.
@@ -560,19 +578,7 @@ elseif op == 'restore' then
       redis.call('PEXPIRE', KEYS[17], limitTTL)
     end
   end
-  local out = {used(), effective()}
-  local h = redis.call('HGETALL', KEYS[17])
-  for i = 1, #h, 2 do
-    if string.sub(h[i], -2) == '|e' then
-      local m = string.sub(h[i], 1, -3)
-      local l = methodEffective(m)
-      if l then
-        out[#out + 1] = m
-        out[#out + 1] = l
-      end
-    end
-  end
-  return out
+  return appendMethodLimits({used(), effective()}, false)
 
 elseif op == 'stats' then
   pruneFair()
@@ -586,18 +592,6 @@ elseif op == 'stats' then
       out[7] = out[7] + 1
     end
   end
-  local h = redis.call('HGETALL', KEYS[17])
-  for i = 1, #h, 2 do
-    if string.sub(h[i], -2) == '|e' then
-      local m = string.sub(h[i], 1, -3)
-      local l = methodEffective(m)
-      if l then
-        out[#out + 1] = m
-        out[#out + 1] = l
-        out[#out + 1] = #grantsOf(m)
-      end
-    end
-  end
-  return out
+  return appendMethodLimits(out, true)
 end
 return redis.error_reply('budget.lua: unknown operation ' .. tostring(op))
