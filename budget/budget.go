@@ -15,17 +15,20 @@ import (
 // Priority orders the callers competing for upstream slots.
 type Priority int
 
-// The queue order is also the order of allowances: each priority may use
-// at most what the one before it may, which keeps dispatch strict.
+// The queue order is also the order of allowances, but for Queued: each
+// other priority may use at most what the one before it may. Queued may
+// use the order reserve but not the watch reserve, so a Watch waiter may
+// be served while a Queued one waits for the window (dispatchLocked).
 const (
 	Order      Priority = iota // order creation: a buyer is paying
+	Queued                     // an order admitted from the order queue: like Order, but never the watch reserve, and held by pauses
 	Watch                      // the watchers' polls: they alone share the watch reserve with orders
 	Foreground                 // a website request that missed the cache
 	Background                 // refresh-ahead: may not use any reserve
 	numPriorities
 )
 
-var priorityNames = [...]string{"order", "watch", "foreground", "background"}
+var priorityNames = [...]string{"order", "queued", "watch", "foreground", "background"}
 
 func (p Priority) String() string {
 	if p >= 0 && p < numPriorities {
@@ -669,6 +672,8 @@ func (l limits) allowance(p Priority) int {
 	switch p {
 	case Order:
 		return l.calls
+	case Queued:
+		return l.calls - l.watch
 	case Watch:
 		return l.calls - l.order
 	case Foreground:
@@ -821,36 +826,52 @@ func (b *Budget) refundLocked(w *waiter) {
 	}
 }
 
-// aheadLocked reports whether a waiter of p's priority or a higher one is
-// queued: a newcomer must not overtake it.
+// aheadLocked reports whether a waiter a newcomer of p must not overtake
+// is queued: one of p's priority or a higher one whose allowance is not
+// smaller (a smaller one waits for slots p may take anyway).
 func (b *Budget) aheadLocked(p Priority) bool {
 	for q := Order; q <= p; q++ {
-		if b.queues[q].Len() > 0 {
+		if b.queues[q].Len() > 0 && b.allowance(q) >= b.allowance(p) {
 			return true
 		}
 	}
 	return false
 }
 
-func (b *Budget) headLocked() *waiter {
+// nextWaiterLocked is the waiter to serve now: the first head, in
+// priority order, that can be granted or is held to its fair share; a
+// head that cannot be served holds up every priority after it whose
+// allowance is not larger (nobody there could be served either). nil when
+// none can be served now.
+func (b *Budget) nextWaiterLocked(now time.Time) *waiter {
+	blocked := -1 // the largest allowance of a head that cannot be served
 	for q := range b.queues {
-		if e := b.queues[q].Front(); e != nil {
-			return e.Value.(*waiter)
+		e := b.queues[q].Front()
+		if e == nil || (blocked >= 0 && b.allowance(Priority(q)) <= blocked) {
+			continue
 		}
+		w := e.Value.(*waiter)
+		if w.fc != nil {
+			if _, held := b.heldLocked(w.fc, now); held {
+				return w
+			}
+		}
+		if b.canGrantLocked(w.p, now) {
+			return w
+		}
+		blocked = max(blocked, b.allowance(w.p))
 	}
 	return nil
 }
 
-// dispatchLocked grants slots to waiters in order for as long as the head
-// waiter can be served. Stopping at the first one that cannot keeps the
-// order strict: every lower priority has the same or a smaller allowance,
-// so nobody behind it could be served either.
+// dispatchLocked grants slots to waiters in order for as long as one can
+// be served (nextWaiterLocked).
 //
 // A waiter whose client is held to its fair share is refused on the way:
 // the slots it waits for are owed to other clients.
 func (b *Budget) dispatchLocked(now time.Time) {
 	for {
-		w := b.headLocked()
+		w := b.nextWaiterLocked(now)
 		if w == nil {
 			break
 		}
@@ -860,9 +881,6 @@ func (b *Budget) dispatchLocked(now time.Time) {
 			if retry, held = b.heldLocked(w.fc, now); held {
 				w.err = b.quotaRefusedLocked(retry)
 			}
-		}
-		if !held && !b.canGrantLocked(w.p, now) {
-			break
 		}
 		b.queues[w.p].Remove(w.elem)
 		b.waiting--
@@ -884,18 +902,24 @@ func (b *Budget) dispatchLocked(now time.Time) {
 	b.armLocked(now)
 }
 
-// armLocked keeps the timer set for the next instant the head waiter could
+// armLocked keeps the timer set for the next instant a head waiter could
 // be served, or stopped when nobody waits.
 func (b *Budget) armLocked(now time.Time) {
-	w := b.headLocked()
-	if w == nil {
+	var at time.Time
+	for q := range b.queues {
+		if e := b.queues[q].Front(); e != nil {
+			if t := b.nextLocked(e.Value.(*waiter).p, now, true); at.IsZero() || t.Before(at) {
+				at = t
+			}
+		}
+	}
+	if at.IsZero() {
 		if b.timer != nil {
 			b.timer.Stop()
 			b.timer = nil
 		}
 		return
 	}
-	at := b.nextLocked(w.p, now, true)
 	if b.timer != nil && b.timerAt.Equal(at) {
 		return
 	}

@@ -534,3 +534,39 @@ func TestRefundedProbe(t *testing.T) {
 		mustRefuse(t, b, Watch, DefaultProbeTimeout)
 	})
 }
+
+// A queued order may use the order reserve but never the watch reserve:
+// while it waits for the window, a watcher's poll behind it is served, and
+// an order posted directly (Order) still passes both.
+func TestQueuedLeavesTheWatchReserve(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, clock := newTest(Config{Calls: 10, Window: time.Minute, OrderReserve: 1, WatchReserve: 3})
+		ctx := context.Background()
+		for range 7 { // the allowance of Queued: 10 - 3
+			mustTry(t, b, Queued)
+		}
+		queued := acquireAsync(t, ctx, b, Queued)
+		watch := acquireAsync(t, ctx, b, Watch)
+		select {
+		case err := <-watch:
+			if err != nil {
+				t.Fatalf("watch behind a queued order: %v", err)
+			}
+		default:
+			t.Fatal("the watcher's poll waits behind a queued order, inside the watch reserve")
+		}
+		if len(queued) != 0 {
+			t.Fatal("a queued order was granted a slot of the watch reserve")
+		}
+		mustTry(t, b, Watch)
+		mustTry(t, b, Order) // the 10th: orders posted directly keep every slot
+		mustRefuse(t, b, Watch, time.Minute)
+		if len(queued) != 0 {
+			t.Fatal("a queued order was granted beyond its allowance")
+		}
+		clock.Advance(time.Minute)
+		if err := <-queued; err != nil {
+			t.Fatalf("queued order once the window moved: %v", err)
+		}
+	})
+}

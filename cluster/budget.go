@@ -597,7 +597,9 @@ func (b *Budget) leave(tk *ticket) {
 // priority, the longest waiting) asks Redis. The others would be refused
 // for the same reason, since each priority's allowance is within the one
 // before it; one caller per node retrying keeps Redis's load to one call
-// per slot, not one per waiter.
+// per slot, not one per waiter. The exception is budget.Queued, which
+// may not use the watch reserve: a watcher behind queued orders only asks
+// too (myTurn).
 func (b *Budget) sleep(ctx context.Context, tk *ticket, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -608,7 +610,7 @@ func (b *Budget) sleep(ctx context.Context, tk *ticket, d time.Duration) error {
 	}
 	for {
 		b.mu.Lock()
-		first := b.queue[0] == tk
+		first := b.myTurnLocked(tk)
 		turn := b.turn
 		b.mu.Unlock()
 		if first {
@@ -620,6 +622,20 @@ func (b *Budget) sleep(ctx context.Context, tk *ticket, d time.Duration) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// myTurnLocked reports whether tk may ask Redis now: it is first, or a
+// watcher's poll behind queued orders only.
+func (b *Budget) myTurnLocked(tk *ticket) bool {
+	for _, o := range b.queue {
+		switch {
+		case o == tk:
+			return true
+		case tk.p != budget.Watch || o.p != budget.Queued:
+			return false
+		}
+	}
+	return false
 }
 
 // PushbackCall is budget.Budget's PushbackCall on the cluster's counts:

@@ -47,7 +47,7 @@
 --   6 adaptive step      7 lowest adaptive limit      8 probe timeout (ms)
 --   9 first pause (ms)   10 longest pause (ms)
 -- ARGV from 11, by operation:
---   acquire:  11 priority (0 order, 1 watch, 2 foreground, 3 background)
+--   acquire:  11 priority (0 order, 1 queued order, 2 watch, 3 foreground, 4 background)
 --             12 the effective limit the caller computed its numbers for
 --             13 the priority's allowance   14 client quota (0: none)
 --             15 client window (µs)          16 1 when the call has a key
