@@ -145,8 +145,8 @@ type Stats struct {
 	Failed    uint64    `json:"failed"`
 	Withdrawn uint64    `json:"withdrawn"` // by order_wait or a client gone
 	Abandoned uint64    `json:"abandoned"`
-	Refused   uint64    `json:"refused"`          // Enqueue refusals: full or per client
-	Oldest    time.Time `json:"oldest,omitzero"`  // arrival of the head of the line
+	Refused   uint64    `json:"refused"`         // Enqueue refusals: full or per client
+	Oldest    time.Time `json:"oldest,omitzero"` // arrival of the head of the line
 	PerMinute int       `json:"admitted_last_minute"`
 }
 
