@@ -14,6 +14,7 @@ import (
 	"github.com/s360edge/s360edge/cachestore"
 	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/orderq"
 	"github.com/s360edge/s360edge/session"
 )
 
@@ -70,6 +71,8 @@ type statsView struct {
 	Cluster *cluster.Status `json:"cluster,omitempty"`
 	// Quota is absent without a monthly quota.
 	Quota *edge.QuotaStats `json:"quota,omitempty"`
+	// Queue is the order queue's counts.
+	Queue orderq.Stats `json:"order_queue"`
 }
 
 func budgetStats(e *edge.Edge) budget.Stats {

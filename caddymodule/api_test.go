@@ -47,13 +47,7 @@ func newTestHandler(t testing.TB, f *fakeUpstream, timeout time.Duration) *Handl
 	t.Helper()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	e, err := edge.Open(edge.Options{Dir: t.TempDir(), Institution: "x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	return &Handler{
-		edge:        e,
+	h := &Handler{
 		MaxBodySize: 100,
 		RateLimit:   &RateLimit{Calls: 60, Window: caddy.Duration(time.Minute)},
 		logger:      zap.NewNop(),
@@ -63,6 +57,26 @@ func newTestHandler(t testing.TB, f *fakeUpstream, timeout time.Duration) *Handl
 		tokenGuard:  newTokenGuard(time.Now, zap.NewNop()),
 		client:      upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Timeout: timeout}),
 	}
+	useEdge(t, h, edge.Options{Dir: t.TempDir(), Institution: "x"})
+	return h
+}
+
+// useEdge gives h an edge opened with opts, and its order queue, started
+// with h's config; both close at the test's end.
+func useEdge(t testing.TB, h *Handler, opts edge.Options) {
+	t.Helper()
+	e, err := edge.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	q, err := openQueue(e, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Close) // before the edge's
+	h.edge, h.queue = e, q
+	h.startQueue(q)()
 }
 
 type nextHandler struct{ called bool }

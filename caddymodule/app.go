@@ -29,6 +29,7 @@ type pendingSettings struct {
 	edge     *edge.Edge
 	settings edge.Settings
 	client   *upstream.Client
+	start    func() // what else starts with the config: the order queue's sender
 }
 
 type appliedSettings struct {
@@ -56,10 +57,10 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 }
 
 // add records a handler's settings for its edge, applied at Start.
-func (a *App) add(e *edge.Edge, s edge.Settings, c *upstream.Client) {
+func (a *App) add(p pendingSettings) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.pending = append(a.pending, pendingSettings{e, s, c})
+	a.pending = append(a.pending, p)
 }
 
 // Start applies the settings: the config is now the running one.
@@ -79,6 +80,7 @@ func (a *App) Start() error {
 		a.applied = append(a.applied, appliedSettings{p.edge, prev})
 		p.edge.Reconfigure(p.settings)
 		p.edge.Attach(p.client)
+		p.start()
 	}
 	a.pending = nil
 	return nil

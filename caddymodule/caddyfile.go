@@ -39,6 +39,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		adaptive     on|off
 //		local_token  on|off
 //		max_wait     <duration>
+//		order_queue  on|off
+//		order_hold   <duration>
+//		order_wait   <duration>
+//		order_queue_per_client <n>
+//		order_queue_max <n>
+//		abandon_after <duration>
 //		setup_poll   <duration>
 //		updates_poll <duration>
 //		min_interval <service/method> <duration>
@@ -130,19 +136,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "local_token":
 			h.LocalToken, err = onOffArg(d)
 		case "max_wait":
-			var t *caddy.Duration
-			if t, err = durationArg(d); err == nil {
-				h.MaxWait = *t
-			}
+			err = durationInto(d, &h.MaxWait)
+		case "order_queue":
+			h.OrderQueue, err = onOffArg(d)
+		case "order_hold":
+			err = durationInto(d, &h.OrderHold)
+		case "order_wait":
+			err = durationInto(d, &h.OrderWait)
+		case "abandon_after":
+			err = durationInto(d, &h.AbandonAfter)
+		case "order_queue_per_client":
+			h.OrderQueuePerClient, err = positiveArg(d)
+		case "order_queue_max":
+			h.OrderQueueMax, err = positiveArg(d)
 		case "setup_poll":
 			h.SetupPoll, err = durationArg(d)
 		case "updates_poll":
 			h.UpdatesPoll, err = durationArg(d)
 		case "timeout":
-			var t *caddy.Duration
-			if t, err = durationArg(d); err == nil {
-				h.Timeout = *t
-			}
+			err = durationInto(d, &h.Timeout)
 		case "min_interval":
 			err = patternDuration(d, &h.MinInterval)
 		case "max_age":
@@ -246,6 +258,28 @@ func onOffArg(d *caddyfile.Dispenser) (*bool, error) {
 	}
 	on := v == "on"
 	return &on, nil
+}
+
+// positiveArg parses one positive integer, such as `order_queue_max 1000`.
+func positiveArg(d *caddyfile.Dispenser) (int, error) {
+	name, v := d.Val(), ""
+	if err := oneArg(d, "", &v); err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, parseErr(d, "", name, "want a positive whole number, got %q", v)
+	}
+	return n, nil
+}
+
+// durationInto parses one duration >= 0 into dst.
+func durationInto(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	t, err := durationArg(d)
+	if err == nil {
+		*dst = *t
+	}
+	return err
 }
 
 func durationArg(d *caddyfile.Dispenser) (*caddy.Duration, error) {

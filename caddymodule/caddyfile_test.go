@@ -104,7 +104,7 @@ func caddyfileJSON(t *testing.T, lines string) (string, *Handler) {
 func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"argument after s360", "s360 extra {\n}", "s360: takes no value, only a block of subdirectives: s360 { … }"},
-		{"unknown subdirective", "s360 {\n bogus 1\n}", `s360: unknown subdirective "bogus"; the s360 block takes adaptive, allow, cart_target, client_quota, cluster, `},
+		{"unknown subdirective", "s360 {\n bogus 1\n}", `s360: unknown subdirective "bogus"; the s360 block takes abandon_after, adaptive, allow, cart_target, client_quota, cluster, `},
 		{"upstream without value", "s360 {\n upstream\n}", "s360: upstream: wrong number of values; write e.g. upstream https://myinstit.ws.secutix.com"},
 		{"upstream with two values", "s360 {\n upstream a b\n}", "s360: upstream: wrong number of values"},
 		{"upstream twice", "s360 {\n upstream a\n upstream b\n}", "s360: upstream: given twice; keep one"},

@@ -158,6 +158,14 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 		}
 		return pooledEdge{}, fmt.Errorf("storage: opening the cache in %s: %w", dir, err)
 	}
-	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id(),
+	q, err := openQueue(e, caddy.Log().Named("s360.orderq"))
+	if err != nil {
+		e.Close()
+		if cl != nil {
+			cl.Close()
+		}
+		return pooledEdge{}, fmt.Errorf("storage: opening the order queue in %s: %w", dir, err)
+	}
+	return pooledEdge{Edge: e, cluster: cl, clusterID: cc.id(), queue: q,
 		tokenGuard: newTokenGuard(time.Now, caddy.Log().Named("s360.local_token"))}, nil
 }

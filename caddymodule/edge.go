@@ -7,6 +7,7 @@ import (
 
 	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/orderq"
 )
 
 // edges holds one edge per storage directory. Caddy provisions a new config
@@ -23,12 +24,14 @@ type pooledEdge struct {
 	cluster    *cluster.Cluster
 	clusterID  string // Cluster.id of the config that opened it
 	tokenGuard *tokenGuard
+	queue      *orderq.Queue // persisted in the edge's store
 }
 
 func (p pooledEdge) Destruct() error {
 	inForce.Lock()
 	delete(inForce.m, p.Edge)
 	inForce.Unlock()
+	p.queue.Close() // its calls under way end before the edge that makes them
 	err := p.Close()
 	if p.cluster != nil {
 		err = errors.Join(err, p.cluster.Close())

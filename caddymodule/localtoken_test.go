@@ -235,7 +235,7 @@ func TestLocalTokenRefusalsMetric(t *testing.T) {
 	// The collector reads the pooled edges at scrape time.
 	key := t.Name()
 	if _, _, err := edges.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledEdge{Edge: e, tokenGuard: h.tokenGuard}, nil
+		return pooledEdge{Edge: e, tokenGuard: h.tokenGuard, queue: h.queue}, nil
 	}); err != nil {
 		t.Fatal(err)
 	}

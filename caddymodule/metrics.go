@@ -55,6 +55,16 @@ var (
 	descQuotaRefusals = prometheus.NewDesc("caddy_s360_quota_refusals_total",
 		"Buyers' misses and refreshes refused because the monthly quota would not last the month at this pace.", nil, nil)
 
+	descQueueLength = prometheus.NewDesc("caddy_s360_order_queue_length",
+		"Orders waiting in the order queue now.", nil, nil)
+	descQueueOrders = prometheus.NewDesc("caddy_s360_order_queue_orders_total",
+		"Orders of the order queue by outcome: admitted (sent in their turn), placed, failed, withdrawn (their client stopped waiting), abandoned (nobody followed their ticket), refused (queue full or the client's bound).", []string{"outcome"}, nil)
+	// queueWaits is every admitted order's wait in the line, process-wide
+	// (it survives reloads like the edges).
+	queueWaits = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "caddy_s360_order_queue_wait_seconds",
+		Help:    "How long each order admitted from the order queue waited in the line.",
+		Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600}})
+
 	descLocalTokenRefused = prometheus.NewDesc("caddy_s360_local_token_refused_total",
 		"Attempts at the local token endpoint refused without a check (429), their address having sent 10 wrong credentials within a minute.", nil, nil)
 )
@@ -139,6 +149,9 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSharedWaits
 	ch <- descSharedErrors
 	ch <- descLocalTokenRefused
+	ch <- descQueueLength
+	ch <- descQueueOrders
+	queueWaits.Describe(ch)
 	for _, d := range []*prometheus.Desc{descQuotaLimit, descQuotaUsed, descQuotaProjected, descQuotaRunsOut, descQuotaRefusals} {
 		ch <- d
 	}
@@ -208,6 +221,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descLocalTokenRefused, prometheus.CounterValue, float64(tokenRefused))
 	collectQuota(ch)
+	collectQueue(ch)
 	if clustered {
 		ch <- prometheus.MustNewConstMetric(descClusterNodes, prometheus.GaugeValue, float64(nodes))
 		ch <- prometheus.MustNewConstMetric(descClusterLeader, prometheus.GaugeValue, float64(leader))
@@ -264,6 +278,25 @@ func collectQuota(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descQuotaProjected, prometheus.GaugeValue, projected)
 	ch <- prometheus.MustNewConstMetric(descQuotaRunsOut, prometheus.GaugeValue, runsOut)
 	ch <- prometheus.MustNewConstMetric(descQuotaRefusals, prometheus.CounterValue, float64(refusals))
+}
+
+// collectQueue exports the order queues of the process's edges.
+func collectQueue(ch chan<- prometheus.Metric) {
+	var length int
+	outcomes := map[string]uint64{}
+	eachPooled(func(p pooledEdge) {
+		st := p.queue.Stats()
+		length += st.Length
+		for k, v := range map[string]uint64{"admitted": st.Admitted, "placed": st.Placed, "failed": st.Failed,
+			"withdrawn": st.Withdrawn, "abandoned": st.Abandoned, "refused": st.Refused} {
+			outcomes[k] += v
+		}
+	})
+	ch <- prometheus.MustNewConstMetric(descQueueLength, prometheus.GaugeValue, float64(length))
+	for k, v := range outcomes {
+		ch <- prometheus.MustNewConstMetric(descQueueOrders, prometheus.CounterValue, float64(v), k)
+	}
+	queueWaits.Collect(ch)
 }
 
 // registerMetrics adds the collector to a config's registry once.

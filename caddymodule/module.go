@@ -21,6 +21,7 @@ import (
 	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/oidcrp"
+	"github.com/s360edge/s360edge/orderq"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/session"
 	"github.com/s360edge/s360edge/upstream"
@@ -101,6 +102,30 @@ type Handler struct {
 	// MaxWait is how long a request that has no stale answer waits for a
 	// budget slot before it gets 429. Default 3s. Orders wait up to 30s.
 	MaxWait caddy.Duration `json:"max_wait,omitempty"`
+	// OrderQueue turns the order queue off (order_queue off): an order
+	// past the budget then waits up to order_wait for a slot, then gets
+	// 429. Default on: an order not sent within order_hold joins one FIFO
+	// line of the institution, admitted as fast as the budget allows
+	// orders (docs/ORDERS.md).
+	OrderQueue *bool `json:"order_queue,omitempty"`
+	// OrderHold is how long an order waits in person before its answer
+	// depends on the client: 202 and a ticket (Prefer: respond-async), the
+	// waiting page (a browser), or more waiting (any other API client).
+	// Default 2s (orderHoldDefault).
+	OrderHold caddy.Duration `json:"order_hold,omitempty"`
+	// OrderWait is the longest an API client's order waits in person;
+	// then it is withdrawn, never sent, and answered 429. Default 30s
+	// (edge.DefaultOrderWait).
+	OrderWait caddy.Duration `json:"order_wait,omitempty"`
+	// OrderQueuePerClient bounds the orders one client address has queued.
+	// Default 2 (orderq.DefaultPerClient).
+	OrderQueuePerClient int `json:"order_queue_per_client,omitempty"`
+	// OrderQueueMax bounds the line; past it an order gets 503. Default
+	// 100000 (orderq.DefaultMax).
+	OrderQueueMax int `json:"order_queue_max,omitempty"`
+	// AbandonAfter withdraws a queued order whose ticket nobody polled or
+	// streamed this long. Default 2m (orderq.DefaultAbandonAfter).
+	AbandonAfter caddy.Duration `json:"abandon_after,omitempty"`
 	// SetupPoll is the getLastSetupUpdate interval; 0 turns it off.
 	// Default 1m.
 	SetupPoll *caddy.Duration `json:"setup_poll,omitempty"`
@@ -166,6 +191,7 @@ type Handler struct {
 	logger      *zap.Logger
 	classifier  s360.Classifier
 	client      *upstream.Client
+	queue       *orderq.Queue // the edge's
 	institution string
 	edge        *edge.Edge
 	edgeKey     string
@@ -332,7 +358,7 @@ func (h *Handler) provision(ctx caddy.Context) error {
 		_, _ = edges.Delete(dir)
 		return errClusterChanged(dir)
 	}
-	h.edge, h.edgeKey, h.cluster, h.tokenGuard = pe.Edge, dir, pe.cluster, pe.tokenGuard
+	h.edge, h.edgeKey, h.cluster, h.tokenGuard, h.queue = pe.Edge, dir, pe.cluster, pe.tokenGuard, pe.queue
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -346,7 +372,7 @@ func (h *Handler) provision(ctx caddy.Context) error {
 	})
 	// The settings and the client apply to the shared edge only when the
 	// whole config has provisioned and starts (App.Start).
-	app.(*App).add(h.edge, settings, h.client)
+	app.(*App).add(pendingSettings{h.edge, settings, h.client, h.startQueue(pe.queue)})
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -359,7 +385,7 @@ func (h *Handler) settings() edge.Settings {
 	return edge.Settings{
 		Institution: h.institution,
 		Policy:      h.policy(),
-		Waits:       edge.Waits{Foreground: time.Duration(h.MaxWait)},
+		Waits:       edge.Waits{Foreground: time.Duration(h.MaxWait), Order: time.Duration(h.OrderWait)},
 		Watch:       edge.Watch{SetupPoll: time.Duration(*h.SetupPoll), UpdatesPoll: time.Duration(*h.UpdatesPoll)},
 		Timeout:     time.Duration(h.Timeout),
 		MaxBytes:    h.MaxSize,
@@ -433,6 +459,7 @@ func (h *Handler) check() error {
 		v    caddy.Duration
 	}{
 		{"setup_poll", *h.SetupPoll}, {"updates_poll", *h.UpdatesPoll}, {"timeout", h.Timeout}, {"max_wait", h.MaxWait},
+		{"order_hold", h.OrderHold}, {"order_wait", h.OrderWait}, {"abandon_after", h.AbandonAfter},
 		{"stale_while_revalidate", h.StaleWhileRevalidate}, {"stale_if_error", h.StaleIfError}, {"stale_timeout", h.StaleTimeout},
 	} {
 		if d.v < 0 {
@@ -442,7 +469,8 @@ func (h *Handler) check() error {
 	for _, n := range []struct {
 		name string
 		v    int64
-	}{{"max_body_size", h.MaxBodySize}, {"max_size", h.MaxSize}} {
+	}{{"max_body_size", h.MaxBodySize}, {"max_size", h.MaxSize},
+		{"order_queue_per_client", int64(h.OrderQueuePerClient)}, {"order_queue_max", int64(h.OrderQueueMax)}} {
 		if n.v < 0 {
 			add(fmt.Errorf("%s: %d is negative; write a size, e.g. %s", n.name, n.v, example("", n.name)))
 		}
@@ -539,6 +567,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.sessions != nil && h.sessions.Handles(p) {
 		h.sessions.ServeHTTP(w, r)
 		return nil
+	}
+	if strings.HasPrefix(p, TicketPrefix) {
+		return h.serveTicket(w, r)
 	}
 	// Identity headers come from the sidecar only, never from the client.
 	session.SetIdentityHeaders(r.Header, nil)

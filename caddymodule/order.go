@@ -15,12 +15,16 @@ import (
 )
 
 // serveOrder passes an order (createOrUpdateOrder) to S-360 as the
-// buyer's page sent it, never cached nor coalesced, with order priority
-// through the edge's gate like every call, and hands the buyer on to the
-// shop's cart (writeOrder).
+// buyer's page sent it, never cached nor coalesced, and hands the buyer on
+// to the shop's cart (writeOrder). With the order queue on (the default)
+// it waits its turn in the line (queueOrder); else it goes with order
+// priority through the edge's gate like every call.
 func (h *Handler) serveOrder(w http.ResponseWriter, r *http.Request, call s360.Call, body []byte, ph *placeholders) error {
 	if err := s360.Check(body); err != nil {
 		return writeError(w, r, bodyError(err))
+	}
+	if h.queueOn() {
+		return h.queueOrder(w, r, call, body)
 	}
 	resp, err := h.forward(w, r, upstream.CallOf(call, clientIP(r), edge.PriorityOrder), body, ph)
 	if err != nil {

@@ -187,40 +187,51 @@ func (g *recordingGate) AcquireCall(ctx context.Context, c budget.Call) error {
 }
 
 // An order goes to S-360 as the page sent it (no canonical form: key order,
-// spaces and requestId kept), through the edge's gate at order priority
-// for the buyer's address, after the token's own call; nothing is cached.
+// spaces and requestId kept), through the edge's gate for the buyer's
+// address; nothing is cached. Through the order queue (the default) its
+// slot is taken in its turn at queued priority, before the token's own
+// call; with order_queue off it goes at order priority after it.
 func TestOrderPassesTheGateAsSent(t *testing.T) {
-	f := &fakeUpstream{answer: func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"statusCode":"success","orderUpdateData":{"orderId":7}}`)
-	}}
-	h := newTestHandler(t, f, time.Second)
-	h.Shop, h.CartTarget = "https://pfx-x.shop.secutix.com", "cart"
-	g := &recordingGate{Budget: budget.New(budget.Config{})}
-	e, err := edge.Open(edge.Options{Dir: t.TempDir(), Institution: "x", Gate: g})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	h.edge = e
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	h.client = upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Gate: e})
-	const body = `{ "requestId":"r1", "b":1,"a":2 }`
-	for range 2 {
-		w, _ := serve(h, "POST", orderPath, body, map[string]string{"Accept": "application/json"})
-		if w.Code != 200 || w.Header().Get("Cache-Status") != "s360edge; fwd=bypass" {
-			t.Fatalf("got %d %q %s", w.Code, w.Header().Get("Cache-Status"), w.Body)
+	const method = "externalOrderFacade/createOrUpdateOrder"
+	for _, tc := range []struct {
+		queue bool
+		want  []budget.Call
+	}{
+		{true, []budget.Call{
+			{Priority: budget.Queued, Method: method, Client: "192.0.2.1"},
+			{Priority: budget.Order, Method: "auth"},
+			{Priority: budget.Queued, Method: method, Client: "192.0.2.1"},
+		}},
+		{false, []budget.Call{
+			{Priority: budget.Order, Method: "auth"},
+			{Priority: budget.Order, Method: method, Client: "192.0.2.1"},
+			{Priority: budget.Order, Method: method, Client: "192.0.2.1"},
+		}},
+	} {
+		f := &fakeUpstream{answer: func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"statusCode":"success","orderUpdateData":{"orderId":7}}`)
+		}}
+		h := newTestHandler(t, f, time.Second)
+		h.Shop, h.CartTarget, h.OrderQueue = "https://pfx-x.shop.secutix.com", "cart", &tc.queue
+		g := &recordingGate{Budget: budget.New(budget.Config{})}
+		useEdge(t, h, edge.Options{Dir: t.TempDir(), Institution: "x", Gate: g})
+		srv := httptest.NewServer(f)
+		t.Cleanup(srv.Close)
+		h.client = upstream.New(upstream.Config{BaseURL: srv.URL, Operator: "X_WEB", Secret: "s", Gate: h.edge})
+		const body = `{ "requestId":"r1", "b":1,"a":2 }`
+		for range 2 {
+			w, _ := serve(h, "POST", orderPath, body, map[string]string{"Accept": "application/json"})
+			if w.Code != 200 || w.Header().Get("Cache-Status") != "s360edge; fwd=bypass" {
+				t.Fatalf("queue %v: got %d %q %s", tc.queue, w.Code, w.Header().Get("Cache-Status"), w.Body)
+			}
+			if got := f.lastReq.Load().(string); got != "Bearer operator-token "+body {
+				t.Fatalf("S-360 got %q, want the body as sent", got)
+			}
 		}
-		if got := f.lastReq.Load().(string); got != "Bearer operator-token "+body {
-			t.Fatalf("S-360 got %q, want the body as sent", got)
+		g.mu.Lock()
+		if !slices.Equal(g.calls, tc.want) || f.calls.Load() != 2 {
+			t.Fatalf("queue %v: the gate saw %+v (%d calls), want %+v", tc.queue, g.calls, f.calls.Load(), tc.want)
 		}
-	}
-	want := []budget.Call{
-		{Priority: budget.Order, Method: "auth"},
-		{Priority: budget.Order, Method: "externalOrderFacade/createOrUpdateOrder", Client: "192.0.2.1"},
-		{Priority: budget.Order, Method: "externalOrderFacade/createOrUpdateOrder", Client: "192.0.2.1"},
-	}
-	if !slices.Equal(g.calls, want) || f.calls.Load() != 2 {
-		t.Fatalf("the gate saw %+v (%d calls), want %+v", g.calls, f.calls.Load(), want)
+		g.mu.Unlock()
 	}
 }

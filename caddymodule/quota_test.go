@@ -56,7 +56,7 @@ func TestQuotaRefusalIs429AndMetrics(t *testing.T) {
 
 	key := t.Name()
 	if _, _, err := edges.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledEdge{Edge: h.edge, tokenGuard: h.tokenGuard}, nil
+		return pooledEdge{Edge: h.edge, tokenGuard: h.tokenGuard, queue: h.queue}, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ caddy_s360_quota_used 4
 	for _, p := range problems {
 		t.Errorf("metric %s: %s", p.Metric, p.Text)
 	}
-	v := edgeStats(pooledEdge{Edge: h.edge})
+	v := edgeStats(pooledEdge{Edge: h.edge, queue: h.queue})
 	if q := v.Quota; q == nil || q.Used != 4 || !q.Holding || q.RunsOut.IsZero() {
 		t.Fatalf("/s360/stats quota %+v", q)
 	}

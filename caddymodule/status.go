@@ -22,7 +22,7 @@ import (
 func edgeStats(p pooledEdge) statsView {
 	e := p.Edge
 	ages, err := e.Store().ClassAges(cachestore.Catalog)
-	v := statsView{Snapshot: e.Stats(), Budget: budgetStats(e), PerMinute: e.BudgetHistory(), Catalog: ages, Quota: e.Quota()}
+	v := statsView{Snapshot: e.Stats(), Budget: budgetStats(e), PerMinute: e.BudgetHistory(), Catalog: ages, Quota: e.Quota(), Queue: p.queue.Stats()}
 	if err != nil {
 		v.CatalogErr = err.Error()
 	}

@@ -21,6 +21,9 @@ const (
 	// PriorityWatch is the watchers' polls: they alone (with orders) may
 	// use the budget's watch reserve.
 	PriorityWatch = budget.Watch
+	// PriorityQueued is an order admitted from the order queue: after
+	// orders posted directly, and never with the watch reserve.
+	PriorityQueued = budget.Queued
 )
 
 // Gate is the institution's upstream budget as the edge sees it: a local
@@ -67,7 +70,9 @@ const (
 var _ upstream.Gate = (*Edge)(nil)
 
 // Acquire admits an upstream call: every call, token calls included, takes
-// a slot of the budget first, unless the monthly quota's plan refuses it.
+// a slot of the budget first, unless the monthly quota's plan refuses it
+// or the call was admitted already (an order the order queue admitted in
+// its turn, through Acquire).
 // A call under a key's fetch lease (a cluster) leaves only while that
 // lease is still this node's: it is renewed right after the slot is
 // granted.
@@ -75,7 +80,7 @@ func (e *Edge) Acquire(ctx context.Context, c upstream.Call) error {
 	if c.Lease != nil && c.Lease.Lost() {
 		return errLeaseLost // no slot taken for a call that will not leave
 	}
-	for e.opts.Gate != nil {
+	for e.opts.Gate != nil && !c.Admitted {
 		p, raised := priorityOf(c)
 		if err := e.quotaRefusal(p); err != nil {
 			return err

@@ -115,20 +115,25 @@ type Store interface {
 // SendFunc makes o's call, once; the queue has taken its slot already.
 type SendFunc func(ctx context.Context, o *Order) *Answer
 
+// Limits are the bounds of the queue that a config sets (Start).
+type Limits struct {
+	Max          int           // most orders queued; DefaultMax
+	PerClient    int           // most orders queued per client; DefaultPerClient
+	AbandonAfter time.Duration // an order nobody followed this long is withdrawn; DefaultAbandonAfter
+}
+
 // Config configures a Queue. Zero fields take the defaults.
 type Config struct {
 	Store Store
 	// Admit waits for a slot of the budget for the order at the head of
 	// the line, until ctx ends. On a refusal it returns the error and
 	// when to try again.
-	Admit func(ctx context.Context) (retryIn time.Duration, err error)
+	Admit func(ctx context.Context, o *Order) (retryIn time.Duration, err error)
 	// Rate is how many orders per second the budget admits now, for
 	// estimated waits; nil or 0: none given.
-	Rate         func() float64
-	Max          int           // most orders queued; DefaultMax
-	PerClient    int           // most orders queued per client; DefaultPerClient
-	AbandonAfter time.Duration // an order nobody followed this long is withdrawn; DefaultAbandonAfter
-	Keep         time.Duration // how long a ticket answers after its outcome; DefaultKeep
+	Rate func() float64
+	Limits
+	Keep time.Duration // how long a ticket answers after its outcome; DefaultKeep
 	// OnAdmit sees each admitted order's wait in the line (metrics).
 	OnAdmit func(wait time.Duration)
 	Logger  *zap.Logger
@@ -178,9 +183,7 @@ const prefix = "orderq/"
 // places; an order found sending failed with ReasonUnknown. Orders are not
 // admitted before Start.
 func New(cfg Config) (*Queue, error) {
-	cfg.Max = cmpOr(cfg.Max, DefaultMax)
-	cfg.PerClient = cmpOr(cfg.PerClient, DefaultPerClient)
-	cfg.AbandonAfter = cmpOr(cfg.AbandonAfter, DefaultAbandonAfter)
+	cfg.Limits = cfg.Limits.withDefaults()
 	cfg.Keep = cmpOr(cfg.Keep, DefaultKeep)
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -222,6 +225,10 @@ func New(cfg Config) (*Queue, error) {
 	return q, nil
 }
 
+func (l Limits) withDefaults() Limits {
+	return Limits{cmpOr(l.Max, DefaultMax), cmpOr(l.PerClient, DefaultPerClient), cmpOr(l.AbandonAfter, DefaultAbandonAfter)}
+}
+
 func cmpOr[T int | time.Duration](v, def T) T {
 	if v <= 0 {
 		return def
@@ -232,12 +239,17 @@ func cmpOr[T int | time.Duration](v, def T) T {
 // short is a ticket's prefix for logs: the ticket is a credential.
 func short(t string) string { return t[:min(len(t), 6)] + "…" }
 
-// Start admits orders, sending each with send; a later call only replaces
-// send (a reload's new config).
-func (q *Queue) Start(send SendFunc) {
+// Start admits orders, sending each with send, within l (zero fields take
+// the defaults); a later call only replaces send and l (a reload's new
+// config). A nil send stops admitting: the line waits (order_queue off).
+func (q *Queue) Start(send SendFunc, l Limits) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.send = send
+	q.send, q.cfg.Limits = send, l.withDefaults()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 	if q.started || q.closed {
 		return
 	}
@@ -431,7 +443,7 @@ func (q *Queue) run() {
 	for {
 		q.mu.Lock()
 		var o *Order
-		if len(q.line) > 0 {
+		if len(q.line) > 0 && q.send != nil {
 			o = q.line[0]
 		}
 		var ctx context.Context
@@ -450,7 +462,7 @@ func (q *Queue) run() {
 			}
 		}
 		if !slot {
-			retry, err := q.cfg.Admit(ctx)
+			retry, err := q.cfg.Admit(ctx, o)
 			q.mu.Lock()
 			o.admitting()
 			o.admitting = nil
@@ -523,10 +535,14 @@ func (q *Queue) sendOne(send SendFunc, o *Order) {
 	q.changedLocked()
 }
 
+// sweepEvery is how often the janitor looks: an abandoned order goes at
+// most this long after AbandonAfter.
+const sweepEvery = 5 * time.Second
+
 // janitor withdraws abandoned orders and forgets outcomes past Keep.
 func (q *Queue) janitor() {
 	defer q.wg.Done()
-	t := time.NewTicker(min(q.cfg.AbandonAfter/4, 5*time.Second))
+	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
 	for {
 		select {

@@ -77,8 +77,8 @@ func (s *sent) list() []uint64 {
 }
 
 // admitWith admits through a real budget, as the edge does.
-func admitWith(b *budget.Budget) func(ctx context.Context) (time.Duration, error) {
-	return func(ctx context.Context) (time.Duration, error) {
+func admitWith(b *budget.Budget) func(ctx context.Context, _ *Order) (time.Duration, error) {
+	return func(ctx context.Context, _ *Order) (time.Duration, error) {
 		err := b.AcquireCall(ctx, budget.Call{Priority: budget.Queued, Method: "order"})
 		var we *budget.WaitError
 		if errors.As(err, &we) {
@@ -130,7 +130,7 @@ func TestFIFOWithinTheBudget(t *testing.T) {
 		for i := range views { // followed, so none is abandoned
 			defer q.Hold(views[i].Ticket)()
 		}
-		q.Start(s.send)
+		q.Start(s.send, Limits{})
 		synctest.Wait()
 		if got := s.list(); len(got) != 3 {
 			t.Fatalf("sent at once %v, want the 3 the budget allows", got)
@@ -140,13 +140,24 @@ func TestFIFOWithinTheBudget(t *testing.T) {
 		}
 		time.Sleep(4 * time.Minute)
 		synctest.Wait()
-		got := s.list()
-		if !slices.Equal(got, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
-			t.Fatalf("sent %v, want each once in arrival order", got)
+		// Calls admitted at one instant leave side by side, in any order;
+		// no order leaves before one that arrived earlier.
+		at := map[uint64]time.Time{}
+		for i, seq := range s.list() {
+			if _, twice := at[seq]; twice {
+				t.Fatalf("order %d sent twice", seq)
+			}
+			at[seq] = s.at[i]
 		}
-		for i := 3; i < len(s.at); i++ {
-			if d := s.at[i].Sub(s.at[i-3]); d < time.Minute {
-				t.Fatalf("order %d sent %v after order %d: over the budget", i+1, d, i-2)
+		for seq := uint64(1); seq <= 10; seq++ {
+			if _, ok := at[seq]; !ok {
+				t.Fatalf("order %d never sent: %v", seq, s.list())
+			}
+			if seq > 1 && at[seq].Before(at[seq-1]) {
+				t.Fatalf("order %d left before order %d", seq, seq-1)
+			}
+			if seq > 3 && at[seq].Sub(at[seq-3]) < time.Minute {
+				t.Fatalf("order %d sent %v after order %d: over the budget", seq, at[seq].Sub(at[seq-3]), seq-3)
 			}
 		}
 		v, _, _ := q.Get(views[9].Ticket)
@@ -170,7 +181,7 @@ func TestWithdrawnOrdersAreNeverSent(t *testing.T) {
 		for _, v := range []View{a, bb, c} {
 			defer q.Hold(v.Ticket)()
 		}
-		q.Start(s.send)
+		q.Start(s.send, Limits{})
 		synctest.Wait()
 		if _, ok := q.Withdraw(a.Ticket, ReasonWait); ok {
 			t.Fatal("withdrew an order already sent")
@@ -197,12 +208,12 @@ func TestWithdrawnOrdersAreNeverSent(t *testing.T) {
 // or an open follow keeps it.
 func TestAbandonedOrdersAreWithdrawn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		admit := func(ctx context.Context) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }
+		admit := func(ctx context.Context, _ *Order) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }
 		var s sent
-		q := newQueue(t, Config{Admit: admit, AbandonAfter: time.Minute})
+		q := newQueue(t, Config{Admit: admit, Limits: Limits{AbandonAfter: time.Minute}})
 		left, polled, held := enqueue(t, q, "a"), enqueue(t, q, "b"), enqueue(t, q, "c")
 		release := q.Hold(held.Ticket)
-		q.Start(s.send)
+		q.Start(s.send, Limits{AbandonAfter: time.Minute})
 		for range 4 {
 			time.Sleep(20 * time.Second)
 			q.Get(polled.Ticket)
@@ -225,8 +236,8 @@ func TestAbandonedOrdersAreWithdrawn(t *testing.T) {
 
 func TestBoundsPerClientAndLength(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		admit := func(ctx context.Context) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }
-		q := newQueue(t, Config{Admit: admit, Max: 3})
+		admit := func(ctx context.Context, _ *Order) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }
+		q := newQueue(t, Config{Admit: admit, Limits: Limits{Max: 3}})
 		enqueue(t, q, "a")
 		first := enqueue(t, q, "a")
 		if _, err := q.Enqueue(Order{Client: "a"}); !errors.Is(err, ErrClientLimit) {
@@ -246,7 +257,7 @@ func TestBoundsPerClientAndLength(t *testing.T) {
 
 // Tickets are 128 random bits, hex.
 func TestTicketsAreUnguessable(t *testing.T) {
-	q := newQueue(t, Config{Admit: func(ctx context.Context) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }, PerClient: 1000})
+	q := newQueue(t, Config{Admit: func(ctx context.Context, _ *Order) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }, Limits: Limits{PerClient: 1000}})
 	seen := map[string]bool{}
 	for range 200 {
 		v := enqueue(t, q, "a")
@@ -269,7 +280,7 @@ func TestRestartKeepsTheLine(t *testing.T) {
 	}
 	defer store.Close()
 	admitted := make(chan struct{}, 1)
-	admitOne := func(ctx context.Context) (time.Duration, error) {
+	admitOne := func(ctx context.Context, _ *Order) (time.Duration, error) {
 		select {
 		case admitted <- struct{}{}:
 			return 0, nil
@@ -287,16 +298,16 @@ func TestRestartKeepsTheLine(t *testing.T) {
 		close(sending)
 		<-unblock
 		return &Answer{Placed: true}
-	})
+	}, Limits{})
 	<-sending // the first is marked sending in the store; the sidecar "dies" now
 
 	var s sent
-	q2, err := New(Config{Store: store, Admit: func(ctx context.Context) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }})
+	q2, err := New(Config{Store: store, Admit: func(ctx context.Context, _ *Order) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q2.Close()
-	q2.Start(s.send)
+	q2.Start(s.send, Limits{})
 	if v, _, ok := q2.Get(views[0].Ticket); !ok || v.State != Failed || v.Reason != ReasonUnknown {
 		t.Fatalf("order being sent at the crash: %+v %v", v, ok)
 	}

@@ -25,6 +25,10 @@ type Call struct {
 	Flight Flight
 	// Lease, when set, must still be held when the call leaves.
 	Lease Lease
+	// Admitted is set on a call that holds its slot of the budget already:
+	// an order the order queue admitted in its turn. The Gate lets it leave
+	// at once.
+	Admitted bool
 }
 
 // CallOf is the call of the S-360 method c at priority p, caused by client
