@@ -190,14 +190,14 @@ func (h *Handler) queueOrder(w http.ResponseWriter, r *http.Request, call s360.C
 		if ctx.Err() != nil {
 			reason = orderq.ReasonGone
 		}
-		if wv, ok := h.queue.Withdraw(v.Ticket, reason); ok {
+		if _, ok := h.queue.Withdraw(v.Ticket, reason); ok {
 			if reason == orderq.ReasonGone {
 				return nil
 			}
 			w.Header().Set("Retry-After", strconv.Itoa(max(ticketStatus(v).ETA, 1)))
 			return writeOrderError(w, &queueWait{apiError: apiError{Status: http.StatusTooManyRequests, Code: "order_queued",
 				Message: "the order waited its turn longer than this client waits, so it was withdrawn and will not be sent; try again, or send Prefer: respond-async to get a ticket"},
-				Position: wv.Position})
+				Position: v.Position})
 		}
 	}
 	// Admitted: its call is under way, with its own timeout.
