@@ -275,10 +275,11 @@ type ticketBody struct {
 	ETA      int          `json:"eta_s,omitempty"`
 	Reason   string       `json:"reason,omitempty"`
 	Message  string       `json:"message,omitempty"`
+	QueuedAt time.Time    `json:"queued_at"` // when the order joined the line: its place
 }
 
 func ticketStatus(v orderq.View) ticketBody {
-	b := ticketBody{Status: v.State, Ticket: v.Ticket, Position: v.Position, Reason: v.Reason}
+	b := ticketBody{Status: v.State, Ticket: v.Ticket, Position: v.Position, Reason: v.Reason, QueuedAt: v.At}
 	if v.State == orderq.Queued {
 		b.ETA = int(math.Ceil(v.ETA.Seconds()))
 	}

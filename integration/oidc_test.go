@@ -257,7 +257,8 @@ func orderBody(fx fixtures, pi, qi int) string {
 }
 
 type simOrder struct {
-	OrderID int64 `json:"orderId"`
+	OrderID int64  `json:"orderId"`
+	Ref     string `json:"externalReference"`
 	Lines   []struct {
 		PerformanceID int64 `json:"performanceId"`
 		Quantity      int   `json:"quantity"`

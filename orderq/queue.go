@@ -435,8 +435,7 @@ func (q *Queue) persistErr(o *Order) error {
 }
 
 // run admits the head of the line whenever the budget gives a slot, marks
-// it sending in the store, and sends it. Calls run side by side: only the
-// admissions are in line.
+// it sending in the store, and sends it.
 func (q *Queue) run() {
 	defer q.wg.Done()
 	slot := false // a slot taken for an order withdrawn meanwhile, kept for the next
@@ -488,9 +487,23 @@ func (q *Queue) run() {
 		send := q.send
 		q.mu.Unlock()
 		q.wg.Add(1)
-		go q.sendOne(send, o)
+		done := make(chan struct{})
+		go q.sendOne(send, o, done)
+		// The next call leaves once this one is answered, or sendGap
+		// after it left: calls reach S-360 in the line's order, and a slow
+		// S-360 does not slow admissions below 1/sendGap.
+		gap := time.NewTimer(sendGap)
+		select {
+		case <-done:
+		case <-gap.C:
+		case <-q.ctx.Done():
+		}
+		gap.Stop()
 	}
 }
+
+// sendGap is the longest an admitted order's call holds up the next one.
+const sendGap = 250 * time.Millisecond
 
 // pause waits d (at least a second's tenth), or until the queue closes.
 func (q *Queue) pause(d time.Duration) {
@@ -516,8 +529,9 @@ func (q *Queue) admitLocked(o *Order) {
 	q.changedLocked()
 }
 
-func (q *Queue) sendOne(send SendFunc, o *Order) {
+func (q *Queue) sendOne(send SendFunc, o *Order, done chan<- struct{}) {
 	defer q.wg.Done()
+	defer close(done)
 	a := send(context.WithoutCancel(q.ctx), o)
 	q.mu.Lock()
 	defer q.mu.Unlock()
