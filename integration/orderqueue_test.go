@@ -224,3 +224,48 @@ func TestRestartWithAQueue(t *testing.T) {
 		t.Fatalf("orders created: %v, want %v", refs, want)
 	}
 }
+
+// An order being sent when the sidecar is killed (kill -9) may exist or
+// not: after the restart its ticket answers order_unknown with the cart,
+// and the order is never sent again.
+func TestKilledWhileSendingIsUnknown(t *testing.T) {
+	s := startSim(t)
+	on := caddyfile(s, "rate_limit 30 1m\n\t\tclient_quota off\n\t\torder_hold 100ms\n\t\ttimeout 60s")
+	e := startEdge(t, on)
+	fx := s.Fixtures(t)
+	s.Control(t, "/_sim/faults", `{"latency":"20s"}`)
+	status, hdr, body := post(t, e.URL+orderPath, buyerOrder(fx, 0), "Accept", "application/json", "Prefer", "respond-async")
+	if status != http.StatusAccepted {
+		t.Fatalf("order: %d %s", status, body)
+	}
+	loc := hdr.Get("Location")
+	waitFor(t, "the order's call under way", 10*time.Second, func() bool {
+		var m map[string]any
+		getJSON(t, e.URL+loc, &m)
+		return m["status"] == "sending"
+	})
+	e.cmd.Process.Kill()
+	<-e.done
+	s.Control(t, "/_sim/faults", `{"latency":"0s"}`)
+	e = restartEdge(t, e)
+	resp, err := http.Get(e.URL + loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	if resp.StatusCode != http.StatusBadGateway || m["error"] != "order_unknown" || m["status"] != "failed" ||
+		!strings.Contains(fmt.Sprint(m["redirectUrl"]), "/api/1/redirect/cart") {
+		t.Fatalf("ticket after the kill: %d %s", resp.StatusCode, b)
+	}
+	// The line is in order: a new order placed now went after anything
+	// the restarted sidecar would have sent again.
+	if status, _, body := post(t, e.URL+orderPath, buyerOrder(fx, 1), "Accept", "application/json"); status != 200 {
+		t.Fatalf("order after the restart: %d %s", status, body)
+	}
+	if n := s.Counters(t).Calls["externalOrderFacade/createOrUpdateOrder"]; n != 2 {
+		t.Fatalf("the simulator got %d order calls, want 2: the killed one once, and the new one", n)
+	}
+}
