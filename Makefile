@@ -9,6 +9,14 @@ export S360_SECRET   ?= sim-secret
 # Demo only: encrypts the buyer session cookie of `make run`.
 export S360_COOKIE_KEY ?= make-run-demo-cookie-key-not-for-production
 S360SIM_ADDR ?= 127.0.0.1:8081
+# make run RATE_LIMIT=6: the simulator allows 6 calls a minute and the
+# sidecar makes 5, so that a few bookings on the demo page show the order
+# queue's waiting page.
+RATE_LIMIT ?=
+ifneq ($(RATE_LIMIT),)
+SIM_LIMIT := -rate-limit $(RATE_LIMIT)
+export S360_RATE_LIMIT := $(shell expr $(RATE_LIMIT) - 1) 1m
+endif
 
 .PHONY: all build run cluster test unit integration xcaddy fuzz bench clean
 
@@ -24,7 +32,7 @@ run: build
 	@mkdir -p tmp
 	@test -f tmp/saml-sp.key || openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=s360edge-demo-sp -keyout tmp/saml-sp.key -out tmp/saml-sp.crt 2>/dev/null
 	@echo "starting s360sim on $(S360SIM_ADDR) and s360edge on 127.0.0.1:8080 only (open http://localhost:8080/ or http://127.0.0.1:8080/; admin API on localhost:2019)"
-	@$(BIN)/s360sim -addr $(S360SIM_ADDR) -institution MOSA -operator $$S360_OPERATOR -secret $$S360_SECRET -saml-sp-metadata http://127.0.0.1:8080/auth/saml/metadata 2>tmp/s360sim.log & \
+	@$(BIN)/s360sim -addr $(S360SIM_ADDR) -institution MOSA -operator $$S360_OPERATOR -secret $$S360_SECRET -saml-sp-metadata http://127.0.0.1:8080/auth/saml/metadata $(SIM_LIMIT) 2>tmp/s360sim.log & \
 	sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	for i in $$(seq 1 50); do curl -fs http://$(S360SIM_ADDR)/_sim/fixtures >/dev/null 2>&1 && break; sleep 0.1; done; \
 	echo; echo "try:"; \
