@@ -12,7 +12,6 @@ import (
 	"time"
 )
 
-
 // buyerOrder is stormOrder with the buyer's number as its external
 // reference, which the simulator's order list shows.
 func buyerOrder(fx fixtures, i int) string {
