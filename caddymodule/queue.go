@@ -99,9 +99,9 @@ type queuedResult struct {
 // sendQueued makes an admitted order's call and keeps the answer an API
 // client gets (writeOrder), to be read on its ticket; the buyer still
 // waiting in person gets the call's own result.
-func (h *Handler) sendQueued(ctx context.Context, o *orderq.Order) *orderq.Answer {
+func (h *Handler) sendQueued(ctx context.Context, o *orderq.Order, body []byte) *orderq.Answer {
 	call, _ := s360.Parse(o.Path)
-	resp, err := h.edge.Forward(ctx, h.client, queuedCall(o, true), o.Body)
+	resp, err := h.edge.Forward(ctx, h.client, queuedCall(o, true), body)
 	rec := newRecorder()
 	r := apiRequest(o.Meta["lang"])
 	if err != nil {

@@ -41,6 +41,7 @@ const (
 	ReasonAbandoned = "abandoned"     // nobody followed its ticket for AbandonAfter
 	ReasonGone      = "client_gone"   // its client went away before it was sent
 	ReasonUnknown   = "order_unknown" // the sidecar stopped while it was being sent
+	ReasonStore     = "store_failed"  // the store could not give its body back: not sent
 )
 
 // Defaults of Config.
@@ -106,14 +107,16 @@ func (v View) Final() bool { return v.State != Queued && v.State != Sending }
 
 // Store persists orders: the edge's store (cachestore.Store).
 type Store interface {
+	GetMeta(name string) ([]byte, error)
 	PutMeta(name string, v []byte) error
 	PutMetaTTL(name string, v []byte, ttl time.Duration) error
 	DeleteMeta(name string) error
 	ScanMeta(prefix string, fn func(name string, v []byte) bool) error
 }
 
-// SendFunc makes o's call, once; the queue has taken its slot already.
-type SendFunc func(ctx context.Context, o *Order) *Answer
+// SendFunc makes o's call with body, once; the queue has taken its slot
+// already.
+type SendFunc func(ctx context.Context, o *Order, body []byte) *Answer
 
 // Limits are the bounds of the queue that a config sets (Start).
 type Limits struct {
@@ -202,6 +205,7 @@ func New(cfg Config) (*Queue, error) {
 		o.seen = now
 		switch o.State {
 		case Queued:
+			o.Body = nil // read back when it is sent
 			q.line = append(q.line, o)
 			q.perClient[o.Client]++
 		case Sending:
@@ -292,6 +296,7 @@ func (q *Queue) Enqueue(o Order) (View, error) {
 	if err := q.persistErr(n); err != nil {
 		return View{}, err // not queued: the buyer gets an error, nothing is lost
 	}
+	n.Body = nil // in the store only, read back when it is sent: the line's memory does not grow with bodies
 	q.orders[n.Ticket] = n
 	q.line = append(q.line, n)
 	q.perClient[n.Client]++
@@ -483,12 +488,19 @@ func (q *Queue) run() {
 			continue
 		}
 		slot = false
+		body, err := q.body(o)
+		if err != nil {
+			q.failLocked(o, err)
+			q.mu.Unlock()
+			slot = true // not sent: the next one has its slot
+			continue
+		}
 		q.admitLocked(o)
 		send := q.send
 		q.mu.Unlock()
 		q.wg.Add(1)
 		done := make(chan struct{})
-		go q.sendOne(send, o, done)
+		go q.sendOne(send, o, body, done)
 		// The next call leaves once this one is answered, or sendGap
 		// after it left: calls reach S-360 in the line's order, and a slow
 		// S-360 does not slow admissions below 1/sendGap.
@@ -515,6 +527,30 @@ func (q *Queue) pause(d time.Duration) {
 	}
 }
 
+// body reads o's body back from the store.
+func (q *Queue) body(o *Order) ([]byte, error) {
+	v, err := q.cfg.Store.GetMeta(prefix + o.Ticket)
+	if err != nil {
+		return nil, err
+	}
+	var stored Order
+	if err := json.Unmarshal(v, &stored); err != nil {
+		return nil, err
+	}
+	return stored.Body, nil
+}
+
+// failLocked ends o, not sent, when its body cannot be read back: the
+// store failed it.
+func (q *Queue) failLocked(o *Order, err error) {
+	q.cfg.Logger.Error("reading a queued order back from the store: it fails, not sent", zap.String("ticket", short(o.Ticket)), zap.Error(err))
+	q.unlineLocked(o)
+	o.State, o.Reason, o.Done = Failed, ReasonStore, time.Now()
+	q.stats.Failed++
+	q.persist(o)
+	q.changedLocked()
+}
+
 func (q *Queue) admitLocked(o *Order) {
 	now := time.Now()
 	q.unlineLocked(o)
@@ -529,13 +565,13 @@ func (q *Queue) admitLocked(o *Order) {
 	q.changedLocked()
 }
 
-func (q *Queue) sendOne(send SendFunc, o *Order, done chan<- struct{}) {
+func (q *Queue) sendOne(send SendFunc, o *Order, body []byte, done chan<- struct{}) {
 	defer q.wg.Done()
 	defer close(done)
-	a := send(context.WithoutCancel(q.ctx), o)
+	a := send(context.WithoutCancel(q.ctx), o, body)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	o.Answer, o.Done, o.Body = a, time.Now(), nil
+	o.Answer, o.Done = a, time.Now()
 	q.stats.Sending--
 	switch {
 	case a != nil && a.Placed:

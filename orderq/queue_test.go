@@ -33,6 +33,16 @@ func (s *memStore) PutMeta(name string, v []byte) error {
 	return nil
 }
 
+func (s *memStore) GetMeta(name string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[name]
+	if !ok {
+		return nil, errors.New("not found")
+	}
+	return slices.Clone(v), nil
+}
+
 func (s *memStore) PutMetaTTL(name string, v []byte, _ time.Duration) error {
 	return s.PutMeta(name, v)
 }
@@ -62,7 +72,10 @@ type sent struct {
 	at   []time.Time
 }
 
-func (s *sent) send(_ context.Context, o *Order) *Answer {
+func (s *sent) send(_ context.Context, o *Order, body []byte) *Answer {
+	if string(body) != `{}` {
+		panic("sent without its body: " + string(body))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seqs = append(s.seqs, o.Seq)
@@ -294,7 +307,7 @@ func TestRestartKeepsTheLine(t *testing.T) {
 	}
 	views := []View{enqueue(t, q1, "a"), enqueue(t, q1, "b"), enqueue(t, q1, "c")}
 	sending, unblock := make(chan struct{}), make(chan struct{})
-	q1.Start(func(context.Context, *Order) *Answer {
+	q1.Start(func(context.Context, *Order, []byte) *Answer {
 		close(sending)
 		<-unblock
 		return &Answer{Placed: true}
