@@ -7,7 +7,6 @@ import (
 
 	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
-	"github.com/s360edge/s360edge/orderq"
 )
 
 // edges holds one edge per storage directory. Caddy provisions a new config
@@ -24,7 +23,7 @@ type pooledEdge struct {
 	cluster    *cluster.Cluster
 	clusterID  string // Cluster.id of the config that opened it
 	tokenGuard *tokenGuard
-	queue      *orderq.Queue // persisted in the edge's store
+	queue      orderQueue
 }
 
 func (p pooledEdge) Destruct() error {

@@ -21,7 +21,6 @@ import (
 	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
 	"github.com/s360edge/s360edge/oidcrp"
-	"github.com/s360edge/s360edge/orderq"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/session"
 	"github.com/s360edge/s360edge/upstream"
@@ -191,7 +190,7 @@ type Handler struct {
 	logger      *zap.Logger
 	classifier  s360.Classifier
 	client      *upstream.Client
-	queue       *orderq.Queue // the edge's
+	queue       orderQueue // the edge's
 	institution string
 	edge        *edge.Edge
 	edgeKey     string

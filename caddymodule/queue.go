@@ -38,6 +38,21 @@ const orderHoldDefault = 2 * time.Second
 // that proxies do not close it.
 const heartbeat = 15 * time.Second
 
+// orderQueue is an edge's order queue: an orderq.Queue, persisted in the
+// edge's store.
+type orderQueue interface {
+	Enqueue(orderq.Order) (orderq.View, error)
+	// Get is the ticket's view and a channel closed at its next change.
+	Get(ticket string) (orderq.View, <-chan struct{}, bool)
+	Hold(ticket string) (release func())
+	Withdraw(ticket, reason string) (orderq.View, bool)
+	Stats() orderq.Stats
+	Start(orderq.SendFunc, orderq.Limits)
+	Close()
+}
+
+var _ orderQueue = (*orderq.Queue)(nil)
+
 // openQueue opens the order queue persisted in e's store. It admits an
 // order at its turn through e's gate (Edge.Acquire, budget.Queued), which
 // never gives it the watch reserve; its estimated waits come from the
@@ -81,7 +96,7 @@ func (h *Handler) queueOn() bool { return h.OrderQueue == nil || *h.OrderQueue }
 // startQueue is what this config does to the edge's queue when it starts:
 // send with this config's client and answers, within its bounds; or stop
 // admitting (order_queue off), the line then waiting, abandoned in time.
-func (h *Handler) startQueue(q *orderq.Queue) func() {
+func (h *Handler) startQueue(q orderQueue) func() {
 	l := orderq.Limits{Max: h.OrderQueueMax, PerClient: h.OrderQueuePerClient, AbandonAfter: time.Duration(h.AbandonAfter)}
 	if !h.queueOn() {
 		return func() { q.Start(nil, l) }
