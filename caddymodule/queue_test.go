@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/edge"
@@ -222,4 +223,40 @@ func TestPrefersAsync(t *testing.T) {
 
 func orderqView(state, ticket string) orderq.View {
 	return orderq.View{State: orderq.State(state), Ticket: ticket}
+}
+
+func TestUnmarshalOrderQueue(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`s360 {
+		order_queue off
+		order_hold 500ms
+		order_wait 10s
+		order_queue_per_client 3
+		order_queue_max 500
+		abandon_after 1m
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if h.OrderQueue == nil || *h.OrderQueue || h.OrderHold != caddy.Duration(500*time.Millisecond) || h.OrderWait != caddy.Duration(10*time.Second) ||
+		h.OrderQueuePerClient != 3 || h.OrderQueueMax != 500 || h.AbandonAfter != caddy.Duration(time.Minute) {
+		t.Fatalf("parsed %+v", h)
+	}
+	h.RateLimit, h.SetupPoll, h.UpdatesPoll = &RateLimit{Calls: 150, Window: caddy.Duration(time.Minute)}, new(caddy.Duration), new(caddy.Duration)
+	if s := h.settings(); s.Waits.Order != 10*time.Second {
+		t.Fatalf("order_wait is not the edge's order wait: %v", s.Waits.Order)
+	}
+	for in, want := range map[string]string{
+		"order_queue maybe":        `order_queue: want on or off, got "maybe"`,
+		"order_queue_max 0":        `order_queue_max: want a positive whole number, got "0"`,
+		"order_queue_per_client x": `order_queue_per_client: want a positive whole number, got "x"`,
+		"order_hold soon":          `order_hold: "soon" is not a duration >= 0`,
+		"abandon_after":            `abandon_after: wrong number of values`,
+	} {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("s360 {\n" + in + "\n}"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%q: got %v, want %q", in, err, want)
+		}
+	}
 }

@@ -146,10 +146,11 @@ func TestOnSaleQueue(t *testing.T) {
 }
 
 // An API client without Prefer waits up to order_wait; its order, still
-// queued then, is withdrawn and never sent, even once the budget frees.
+// queued then, is withdrawn and never sent, even once the budget frees; so
+// is an order whose ticket nobody follows for abandon_after.
 func TestWithdrawnOrderIsNeverSent(t *testing.T) {
 	s := startSim(t)
-	e := startEdge(t, caddyfile(s, "rate_limit 3 20s\n\t\tclient_quota off\n\t\torder_wait 1s\n\t\torder_hold 200ms"))
+	e := startEdge(t, caddyfile(s, "rate_limit 3 20s\n\t\tclient_quota off\n\t\torder_wait 1s\n\t\torder_hold 200ms\n\t\tabandon_after 1s"))
 	fx := s.Fixtures(t)
 	// The token and two orders spend the queue's share of the window (4
 	// less the watch reserve).
@@ -164,15 +165,21 @@ func TestWithdrawnOrderIsNeverSent(t *testing.T) {
 	if status != http.StatusTooManyRequests || m["error"] != "order_queued" || m["position"] != 1.0 || hdr.Get("Retry-After") == "" {
 		t.Fatalf("order past order_wait: %d %v %s", status, hdr, body)
 	}
-	// Past the window the budget has room again: the withdrawn order stays
-	// unsent, and the next one goes.
+	// A buyer who got a ticket and left: nobody follows it, so it is
+	// withdrawn (abandoned) before the budget has room again.
+	if status, _, body := post(t, e.URL+orderPath, buyerOrder(fx, 4), "Accept", "application/json", "Prefer", "respond-async"); status != http.StatusAccepted {
+		t.Fatalf("order with a ticket: %d %s", status, body)
+	}
+	waitFor(t, "the unfollowed order abandoned", 15*time.Second, func() bool { return queueStats(t, e).Abandoned == 1 })
+	// Past the window the budget has room again: the withdrawn and the
+	// abandoned orders stay unsent, and the next one goes.
 	waitFor(t, "a new window", 30*time.Second, func() bool {
 		st, _, _ := post(t, e.URL+orderPath, buyerOrder(fx, 3), "Accept", "application/json")
 		return st == 200
 	})
 	refs := orderRefs(t, s)
-	if slices.Contains(refs, "buyer-02") || !slices.Contains(refs, "buyer-03") {
-		t.Fatalf("orders created: %v; buyer-02 was withdrawn", refs)
+	if slices.Contains(refs, "buyer-02") || slices.Contains(refs, "buyer-04") || !slices.Contains(refs, "buyer-03") {
+		t.Fatalf("orders created: %v; buyer-02 was withdrawn, buyer-04 abandoned", refs)
 	}
 	if q := queueStats(t, e); q.Withdrawn < 1 {
 		t.Fatalf("queue stats %+v", q)
