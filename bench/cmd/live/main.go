@@ -267,7 +267,11 @@ func idle(pid int, admin, phase string) row {
 	time.Sleep(*window)
 	r := row{phase: phase, cpu: cpuTime(pid) - c0, span: time.Since(t0)}
 	r.rssMiB, r.anonMiB = memory(pid)
-	profile := heapProfile(admin) // after a GC: the heap in use is what is live
+	// After two GCs the heap in use is what is live: net/http's pools of
+	// connection buffers keep their content through one (sync.Pool's
+	// victim cache).
+	heapProfile(admin)
+	profile := heapProfile(admin)
 	r.goroutines, r.heapMiB = metric(admin, "go_goroutines"), metric(admin, "go_memstats_heap_inuse_bytes")/(1<<20)
 	name := strings.NewReplacer(" ", "-", ",", "").Replace(phase)
 	must(os.WriteFile(filepath.Join(work, "heap-"+name+".pb.gz"), profile, 0o644))
@@ -328,7 +332,7 @@ func report(out io.Writer, rows []row, opened time.Duration, heard, eventBytes i
 		"Each idle phase is %s of the process doing nothing but its polls and the heartbeats (every 15 s); "+
 		"a fan-out phase runs from the stock change (or the refetch) until the last subscriber has the event. "+
 		"RSS is /proc's VmRSS (RssAnon: its anonymous part); CPU is the process's utime + stime over the phase, "+
-		"in clock ticks of 10 ms; goroutines and heap (go_memstats_heap_inuse_bytes, after a forced GC in the idle phases) come from Caddy's /metrics at the phase's end.\n\n",
+		"in clock ticks of 10 ms; goroutines and heap (go_memstats_heap_inuse_bytes, after two forced GCs in the idle phases) come from Caddy's /metrics at the phase's end.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), strings.TrimSpace(string(commit)), runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "),
 		*n, *n, opened.Round(100*time.Millisecond), *window)
 	fmt.Fprintln(out, "| phase | VmRSS MiB | RssAnon MiB | CPU over the phase | CPU, % of one core | goroutines | Go heap in use MiB | first / last subscriber after the trigger |")
@@ -349,7 +353,7 @@ func report(out io.Writer, rows []row, opened time.Duration, heard, eventBytes i
 		(full.rssMiB-base.rssMiB)*1024/float64(*n), full.rssMiB, base.rssMiB, *n, (full.goroutines-base.goroutines)/float64(*n),
 		heard, *n, eventBytes, dropped)
 	if top := pprofTop(base.profile, full.profile); top != "" {
-		fmt.Fprintf(out, "\nWhere the heap of the %d subscribers goes (`go tool pprof -top -diff_base` of the heap profiles taken after a GC at the end of the two idle phases, the 12 largest by flat size):\n\n```\n%s```\n", *n, top)
+		fmt.Fprintf(out, "\nWhere the heap of the %d subscribers goes (`go tool pprof -top -diff_base` of the heap profiles taken after two GCs at the end of the two idle phases, the 12 largest by flat size):\n\n```\n%s```\n", *n, top)
 	}
 }
 
@@ -365,13 +369,20 @@ func pprofTop(base, profile string) string {
 		fmt.Fprintf(os.Stderr, "go tool pprof: %v\n", err)
 		return ""
 	}
-	lines := strings.Split(string(out), "\n")
-	for i, l := range lines {
-		if strings.Contains(l, "flat%") {
-			return strings.Join(lines[i:], "\n")
+	// flat and the function: the percentages are of the base's total.
+	var top strings.Builder
+	rows := false
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) > 0 && f[0] == "flat":
+			rows = true
+			fmt.Fprintf(&top, "%10s  %s\n", "flat", "function")
+		case rows && len(f) >= 6:
+			fmt.Fprintf(&top, "%10s  %s\n", f[0], strings.Join(f[5:], " "))
 		}
 	}
-	return ""
+	return top.String()
 }
 
 // cpuTime is the process's utime + stime.
