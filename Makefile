@@ -172,4 +172,15 @@ storm-cluster:
 cluster-faults:
 	bench/cluster-faults.sh
 
-.PHONY: storm storm-adaptive storm-cluster bench-cluster replay cluster-faults
+# What the live availability streams (/s360/live) cost: one s360edge with
+# no subscriber, then 10,000 (idle, a change fanning out, the fresh answer
+# fanning out), then none again, in one run: RSS, CPU, goroutines. About 3
+# minutes; needs a file descriptor limit above 10,000 (ulimit -n). Rewrites
+# the "live" section of BENCHMARKS.md.
+bench-live:
+	cd bench && $(GO) build -o bin/live ./cmd/live
+	$(GO) build -o bench/bin/s360edge ./cmd/s360edge
+	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
+	bench/bin/live -bin bench/bin -caddyfile bench/Caddyfile.live -md BENCHMARKS.md
+
+.PHONY: storm storm-adaptive storm-cluster bench-cluster bench-live replay cluster-faults

@@ -57,6 +57,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_body_size <size>
 //		max_response_size <size>
 //		allow        <service/method>...
+//		live_max     <subscribers>
 //		oidc {
 //			issuer        <url>
 //			client_id     <id>
@@ -191,6 +192,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SAML, err = parseSAML(d)
 		case "cluster":
 			h.Cluster, err = parseCluster(d)
+		case "live_max":
+			h.LiveMax, err = liveMaxArg(d)
 		default:
 			return unknownErr(d, "")
 		}

@@ -51,6 +51,7 @@ var examples = map[string]string{
 	"oidc":                   "",
 	"saml":                   "",
 	"cluster":                "cluster {env.REDIS_URL}",
+	"live_max":               "live_max 10000",
 
 	"oidc issuer":        "issuer https://idp.example.com",
 	"oidc client_id":     "client_id website",

@@ -152,6 +152,7 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descQueueLength
 	ch <- descQueueOrders
 	queueWaits.Describe(ch)
+	describeLive(ch)
 	for _, d := range []*prometheus.Desc{descQuotaLimit, descQuotaUsed, descQuotaProjected, descQuotaRunsOut, descQuotaRefusals} {
 		ch <- d
 	}
@@ -222,6 +223,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLocalTokenRefused, prometheus.CounterValue, float64(tokenRefused))
 	collectQuota(ch)
 	collectQueue(ch)
+	collectLive(ch)
 	if clustered {
 		ch <- prometheus.MustNewConstMetric(descClusterNodes, prometheus.GaugeValue, float64(nodes))
 		ch <- prometheus.MustNewConstMetric(descClusterLeader, prometheus.GaugeValue, float64(leader))

@@ -20,6 +20,7 @@ import (
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cluster"
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/live"
 	"github.com/s360edge/s360edge/oidcrp"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/session"
@@ -182,6 +183,12 @@ type Handler struct {
 	// minute; false passes these paths on to the next handler like any
 	// other path, for websites that never call them. Default true.
 	LocalToken *bool `json:"local_token,omitempty"`
+	// LiveMax bounds the pages that follow availability at once on
+	// GET /s360/live?products=<id>,… (server-sent events, at most 100
+	// products each): one more gets 503 live_full with Retry-After 30.
+	// 0 turns the endpoint off (the path goes to the next handler).
+	// Default 10000.
+	LiveMax *int `json:"live_max,omitempty"`
 	// Cluster shares the budget, the cache, the polling and the logouts
 	// with the institution's other sidecars through Redis. Default: off
 	// (this sidecar alone; Redis is never needed).
@@ -199,6 +206,8 @@ type Handler struct {
 	tokenGuard  *tokenGuard // the edge's
 	rp          *oidcrp.RP
 	canon       *s360.CanonicalMemo
+	// live is /s360/live (live.go); nil with live_max 0.
+	live *liveEndpoint
 
 	// sessions are the oidc block's, else the saml block's; protect is
 	// both blocks' protect.
@@ -372,6 +381,7 @@ func (h *Handler) provision(ctx caddy.Context) error {
 	// The settings and the client apply to the shared edge only when the
 	// whole config has provisioned and starts (App.Start).
 	app.(*App).add(pendingSettings{h.edge, settings, h.client, h.startQueue(pe.queue)})
+	h.provisionLive()
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -453,6 +463,7 @@ func (h *Handler) check() error {
 	}
 	add(h.checkClientQuota())
 	add(h.checkQuota())
+	add(h.checkLive())
 	for _, d := range []struct {
 		name string
 		v    caddy.Duration
@@ -546,6 +557,7 @@ func (h *Handler) Cleanup() error {
 	if h.edgeKey == "" {
 		return nil
 	}
+	h.cleanupLive()
 	h.edge.Detach(h.client)
 	h.client.CloseIdleConnections()
 	_, err := edges.Delete(h.edgeKey)
@@ -575,6 +587,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// With local_token off, the token endpoint's path goes to the website.
 	token := (p == upstream.AuthPath || p == "/tnco/backend-apis/v1/auth") && (h.LocalToken == nil || *h.LocalToken)
 	api := strings.HasPrefix(p, s360.APIPrefix)
+	stream := h.live != nil && p == live.Path
 	// The buyer is worked out only where it is used: a protected path, and
 	// a request the website gets with the identity headers. S-360 calls and
 	// the token endpoint need none, so their answers never wait for the
@@ -587,7 +600,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if id, ok = h.sessions.Require(w, r); !ok {
 				return nil
 			}
-		case !token && !api:
+		case !token && !api && !stream:
 			id, _ = h.sessions.Identify(w, r)
 		}
 		if id != nil {
@@ -599,6 +612,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveLocalToken(w, r)
 	case api:
 		return h.serveAPI(w, r)
+	case stream:
+		return h.serveLive(w, r)
 	}
 	return next.ServeHTTP(w, r)
 }

@@ -112,6 +112,7 @@ type Edge struct {
 	watch   watchState
 	history history // budget use per minute, for the status page
 	quota   quotaState
+	live    liveState // live.go: the live streams told of changes
 
 	mu        sync.Mutex
 	clients   []*upstream.Client // attached handlers' clients, newest last

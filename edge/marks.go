@@ -110,6 +110,7 @@ func (e *Edge) keep(call s360.Call, key string, ent *cachestore.Entry, a *asking
 		return e.keepStale(call, key, ent, a.mark), false
 	}
 	e.put(call, key, ent)
+	e.liveStored(call, ent)
 	return ent, true
 }
 

@@ -678,5 +678,6 @@ func (e *Edge) invalidateLocal(tags []string) error {
 		}
 		e.stats.invalidated.Add(uint64(n))
 	}
+	e.liveChanged(tags)
 	return nil
 }

@@ -51,6 +51,9 @@ func (p *Proc) Stop() {
 	}
 }
 
+// PID is the process's id, for reading /proc/<pid>.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
 // FreePort is a loopback port that was free a moment ago.
 func FreePort() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
