@@ -75,7 +75,7 @@ func useEdge(t testing.TB, h *Handler, opts edge.Options) {
 		t.Fatal(err)
 	}
 	t.Cleanup(q.Close) // before the edge's
-	h.edge, h.queue = e, q
+	h.edge, h.queue, h.ticketStreams = e, q, newStreamsEnd()
 	h.startQueue(q)()
 }
 

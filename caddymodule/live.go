@@ -116,11 +116,33 @@ func (h *Handler) serveLive(w http.ResponseWriter, r *http.Request) error {
 	defer sub.Close()
 	// Caddy's graceful shutdown (a reload, a stop) waits for the requests
 	// being served: the streams end when it begins.
-	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok {
-		if _, seen := h.live.servers.LoadOrStore(srv, struct{}{}); !seen {
-			srv.RegisterOnShutdown(h.live.hub.Close)
-		}
-	}
+	onShutdown(r, &h.live.servers, h.live.hub.Close)
 	live.Serve(w, r, sub)
 	return nil
 }
+
+// onShutdown has fn called when the server serving r shuts down, once per
+// server seen.
+func onShutdown(r *http.Request, seen *sync.Map, fn func()) {
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok {
+		if _, dup := seen.LoadOrStore(srv, struct{}{}); !dup {
+			srv.RegisterOnShutdown(fn)
+		}
+	}
+}
+
+// streamsEnd ends a handler's ticket streams: at its Cleanup (a reload, a
+// stop), and when a server that served one shuts down, since Caddy's
+// graceful shutdown waits for the requests being served.
+type streamsEnd struct {
+	once    sync.Once
+	done    chan struct{}
+	servers sync.Map // *http.Server → struct{}
+}
+
+func newStreamsEnd() *streamsEnd { return &streamsEnd{done: make(chan struct{})} }
+
+func (s *streamsEnd) end() { s.once.Do(func() { close(s.done) }) }
+
+// watch ends the streams when r's server shuts down.
+func (s *streamsEnd) watch(r *http.Request) { onShutdown(r, &s.servers, s.end) }

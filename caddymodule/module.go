@@ -194,18 +194,20 @@ type Handler struct {
 	// (this sidecar alone; Redis is never needed).
 	Cluster *Cluster `json:"cluster,omitempty"`
 
-	logger      *zap.Logger
-	classifier  s360.Classifier
-	client      *upstream.Client
-	queue       orderQueue // the edge's
-	institution string
-	edge        *edge.Edge
-	edgeKey     string
-	cluster     *cluster.Cluster // the edge's; nil without cluster
-	localToken  *localTokens
-	tokenGuard  *tokenGuard // the edge's
-	rp          *oidcrp.RP
-	canon       *s360.CanonicalMemo
+	logger     *zap.Logger
+	classifier s360.Classifier
+	client     *upstream.Client
+	queue      orderQueue // the edge's
+	// ticketStreams ends the event streams of tickets at Cleanup.
+	ticketStreams *streamsEnd
+	institution   string
+	edge          *edge.Edge
+	edgeKey       string
+	cluster       *cluster.Cluster // the edge's; nil without cluster
+	localToken    *localTokens
+	tokenGuard    *tokenGuard // the edge's
+	rp            *oidcrp.RP
+	canon         *s360.CanonicalMemo
 	// live is /s360/live (live.go); nil with live_max 0.
 	live *liveEndpoint
 
@@ -367,6 +369,7 @@ func (h *Handler) provision(ctx caddy.Context) error {
 		return errClusterChanged(dir)
 	}
 	h.edge, h.edgeKey, h.cluster, h.tokenGuard, h.queue = pe.Edge, dir, pe.cluster, pe.tokenGuard, pe.queue
+	h.ticketStreams = newStreamsEnd()
 	h.client = upstream.New(upstream.Config{
 		BaseURL:  h.Upstream,
 		Operator: h.Operator,
@@ -558,6 +561,7 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	h.cleanupLive()
+	h.ticketStreams.end()
 	h.edge.Detach(h.client)
 	h.client.CloseIdleConnections()
 	_, err := edges.Delete(h.edgeKey)

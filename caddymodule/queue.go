@@ -20,6 +20,7 @@ import (
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/live"
 	"github.com/s360edge/s360edge/orderq"
 	"github.com/s360edge/s360edge/s360"
 	"github.com/s360edge/s360edge/session"
@@ -33,10 +34,6 @@ const TicketPrefix = "/s360/queue/"
 // orderHoldDefault is order_hold's default: how long an order waits in
 // person before the answer depends on the client.
 const orderHoldDefault = 2 * time.Second
-
-// heartbeat is the interval of comment lines on an idle event stream, so
-// that proxies do not close it.
-const heartbeat = 15 * time.Second
 
 // orderQueue is an edge's order queue: an orderq.Queue, persisted in the
 // edge's store.
@@ -379,13 +376,10 @@ func withTicket(body []byte, v orderq.View) []byte {
 // ticket's JSON) at the end.
 func (h *Handler) streamTicket(w http.ResponseWriter, r *http.Request, ticket string) {
 	defer h.queue.Hold(ticket)()
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	tick := time.NewTicker(heartbeat)
+	h.ticketStreams.watch(r)
+	rc := live.StartStream(w)
+	defer rc.SetWriteDeadline(time.Time{})
+	tick := time.NewTicker(live.Heartbeat)
 	defer tick.Stop()
 	last := ticketBody{Position: -1}
 	for {
@@ -409,19 +403,20 @@ func (h *Handler) streamTicket(w http.ResponseWriter, r *http.Request, ticket st
 		select {
 		case <-changed:
 		case <-tick.C:
-			if _, err := w.Write([]byte(": heartbeat\n\n")); err != nil || rc.Flush() != nil {
+			if live.Write(rc, w, live.HeartbeatLine()) != nil {
 				return
 			}
 		case <-r.Context().Done():
 			return
+		case <-h.ticketStreams.done:
+			return // EventSource reconnects, to the running config
 		}
 	}
 }
 
 // writeEvent writes one server-sent event whose data is one JSON line.
 func writeEvent(w http.ResponseWriter, rc *http.ResponseController, name string, data []byte) bool {
-	_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data)
-	return err == nil && rc.Flush() == nil
+	return live.Write(rc, w, fmt.Appendf(nil, "event: %s\ndata: %s\n\n", name, data)) == nil
 }
 
 //go:embed waiting.html

@@ -260,3 +260,37 @@ func TestUnmarshalOrderQueue(t *testing.T) {
 		}
 	}
 }
+
+// A ticket's event stream ends when its config is cleaned up (a reload, a
+// stop): Caddy's graceful shutdown would otherwise wait for it.
+func TestTicketStreamEndsAtCleanup(t *testing.T) {
+	h, _ := queueHandler(t, time.Minute)
+	w, _ := serve(h, "POST", orderPath, `{"a":2}`, map[string]string{"Prefer": "respond-async"})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r, &nextHandler{})
+	}))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+w.Header().Get("Location"), nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	if !sc.Scan() || sc.Text() != "event: position" {
+		t.Fatalf("first line %q", sc.Text())
+	}
+	h.ticketStreams.end()
+	ended := make(chan struct{})
+	go func() {
+		for sc.Scan() {
+		}
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream is still open after cleanup")
+	}
+}

@@ -19,15 +19,10 @@ var (
 // (closed, dropped, or its hub closed) or when a write fails; a write that
 // takes WriteTimeout drops s as a slow reader. The caller closes s.
 func Serve(w http.ResponseWriter, r *http.Request, s *Sub) {
-	rc := http.NewResponseController(w)
+	rc := StartStream(w)
 	// A connection the client keeps for its next request must not keep
 	// the last write's deadline.
 	defer rc.SetWriteDeadline(time.Time{})
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("X-Accel-Buffering", "no") // nginx in front: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
 	if !write(rc, w, s, opening) {
 		return
 	}
@@ -60,9 +55,21 @@ func Serve(w http.ResponseWriter, r *http.Request, s *Sub) {
 	}
 }
 
-// write writes b and flushes it within WriteTimeout; false when the stream
-// is over. A writer without deadlines (HTTP/3, tests) writes without one.
-func write(rc *http.ResponseController, w http.ResponseWriter, s *Sub, b []byte) bool {
+// StartStream answers 200 text/event-stream, unbuffered by proxies, and
+// returns w's controller for Write.
+func StartStream(w http.ResponseWriter) *http.ResponseController {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("X-Accel-Buffering", "no") // nginx in front: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	return http.NewResponseController(w)
+}
+
+// Write writes b to a stream and flushes it within WriteTimeout. A writer
+// without deadlines (HTTP/3, tests) writes without one. The caller resets
+// the deadline when the stream ends.
+func Write(rc *http.ResponseController, w http.ResponseWriter, b []byte) error {
 	_ = rc.SetWriteDeadline(time.Now().Add(WriteTimeout))
 	_, err := w.Write(b)
 	if err == nil {
@@ -70,6 +77,16 @@ func write(rc *http.ResponseController, w http.ResponseWriter, s *Sub, b []byte)
 			err = nil
 		}
 	}
+	return err
+}
+
+// HeartbeatLine is the comment line written to an idle stream.
+func HeartbeatLine() []byte { return heartbeat }
+
+// write is Write for s's stream: false when the stream is over; a write
+// that took WriteTimeout drops s as a slow reader.
+func write(rc *http.ResponseController, w http.ResponseWriter, s *Sub, b []byte) bool {
+	err := Write(rc, w, b)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		s.drop()
 	}
