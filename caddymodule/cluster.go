@@ -124,6 +124,8 @@ func errClusterChanged(dir string) error {
 		"they apply at a restart of the process, not at a reload; restart, or keep the running cluster settings", dir)
 }
 
+var _ orderQueue = (*cluster.OrderQueue)(nil)
+
 // openEdge opens the edge of dir, with its cluster when cc is set: the
 // cluster's budget is the edge's gate, and the cluster its shared state.
 func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
@@ -158,7 +160,16 @@ func openEdge(dir string, s edge.Settings, cc *Cluster) (pooledEdge, error) {
 		}
 		return pooledEdge{}, fmt.Errorf("storage: opening the cache in %s: %w", dir, err)
 	}
-	q, err := openQueue(e, caddy.Log().Named("s360.orderq"))
+	qlog := caddy.Log().Named("s360.orderq")
+	lq, err := openQueue(e, qlog)
+	var q orderQueue = lq
+	if err == nil && cl != nil {
+		// The institution's line is in Redis; lq is this node's while
+		// Redis is out of reach.
+		if q, err = cluster.NewOrderQueue(cl, lq, queueConfig(e, qlog)); err != nil {
+			lq.Close()
+		}
+	}
 	if err != nil {
 		e.Close()
 		if cl != nil {

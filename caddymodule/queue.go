@@ -55,9 +55,15 @@ var _ orderQueue = (*orderq.Queue)(nil)
 // never gives it the watch reserve; its estimated waits come from the
 // budget's rate now.
 func openQueue(e *edge.Edge, logger *zap.Logger) (*orderq.Queue, error) {
+	return orderq.New(queueConfig(e, logger))
+}
+
+// queueConfig is the config of e's order queue (openQueue), and of its
+// cluster's (cluster.NewOrderQueue).
+func queueConfig(e *edge.Edge, logger *zap.Logger) orderq.Config {
 	var rate atomic.Uint64 // math.Float64bits of orders per second; refreshed at most each second
 	var rateAt atomic.Int64
-	return orderq.New(orderq.Config{
+	return orderq.Config{
 		Store: e.Store(),
 		Admit: func(ctx context.Context, o *orderq.Order) (time.Duration, error) {
 			err := e.Acquire(ctx, queuedCall(o, false))
@@ -78,7 +84,7 @@ func openQueue(e *edge.Edge, logger *zap.Logger) (*orderq.Queue, error) {
 		},
 		OnAdmit: func(wait time.Duration) { queueWaits.Observe(wait.Seconds()) },
 		Logger:  logger,
-	})
+	}
 }
 
 // queuedCall is the upstream call of queued order o.

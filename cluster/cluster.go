@@ -24,6 +24,9 @@
 //	saml:<id>        a SAML assertion id accepted by a node, until the assertion expires
 //	quota:<month>    the calls of every node in a calendar month (quota, "2026-05"),
 //	                 kept 62 days after its last change
+//	q:*              the order queue (orderqueue.go): the line and its records,
+//	                 q:o:<ticket> kept Keep after its outcome, the rest a day
+//	                 after its last change
 //
 // and the pub/sub channel released, where a fetch lease's release names
 // its key.
