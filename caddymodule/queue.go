@@ -35,8 +35,9 @@ const TicketPrefix = "/s360/queue/"
 // person before the answer depends on the client.
 const orderHoldDefault = 2 * time.Second
 
-// orderQueue is an edge's order queue: an orderq.Queue, persisted in the
-// edge's store.
+// orderQueue is an edge's order queue: an orderq.Queue persisted in the
+// edge's store, or in cluster mode a cluster.OrderQueue, one line for the
+// institution in Redis over that local queue.
 type orderQueue interface {
 	Enqueue(orderq.Order) (orderq.View, error)
 	// Get is the ticket's view and a channel closed at its next change.
