@@ -58,7 +58,7 @@ var (
 	settle    = flag.Duration("settle", 3*time.Second, "wait after the sidecar is up before the spike (its first token and polls)")
 	maxPhase  = flag.Duration("max-phase", 8*time.Minute, "a phase's buyers give up after this")
 	seed      = flag.Uint64("seed", 1, "which buyers are plain API clients and which leave (the same in both phases)")
-	keep      = flag.Bool("keep", false, "keep each phase's directory (logs, buyers.tsv) and print its path")
+	keep      = flag.Bool("keep", false, "keep each phase's directory (logs, buyers.tsv, orders.json) and print its path")
 )
 
 const (
@@ -280,12 +280,14 @@ func runPhase(queue string) (*phaseResult, error) {
 	res.loadAfter = machine.LoadAvg()
 	if *keep {
 		var tsv bytes.Buffer
-		fmt.Fprintf(&tsv, "buyer\tkind\tsent_ms\tdone_ms\tattempts\toutcome\tdetail\tqueued_at\tposition\n")
+		fmt.Fprintf(&tsv, "buyer\tkind\tsent_ms\tdone_ms\tattempts\toutcome\tdetail\torder_id\tqueued_at\tposition\n")
 		for _, b := range res.buyers {
-			fmt.Fprintf(&tsv, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%d\n", b.ref(), b.kind, b.sent.Sub(res.t0).Milliseconds(),
-				b.done.Sub(res.t0).Milliseconds(), b.attempts, b.outcome, b.detail, b.queuedAt.Format(time.RFC3339Nano), b.position)
+			fmt.Fprintf(&tsv, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d\t%s\t%d\n", b.ref(), b.kind, b.sent.Sub(res.t0).Milliseconds(),
+				b.done.Sub(res.t0).Milliseconds(), b.attempts, b.outcome, b.detail, b.orderID, b.queuedAt.Format(time.RFC3339Nano), b.position)
 		}
 		os.WriteFile(filepath.Join(work, "buyers.tsv"), tsv.Bytes(), 0o644)
+		orders, _ := json.MarshalIndent(res.orders, "", "\t")
+		os.WriteFile(filepath.Join(work, "orders.json"), orders, 0o644)
 	}
 	return res, nil
 }

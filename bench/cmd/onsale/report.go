@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -62,7 +63,6 @@ type summary struct {
 	waits                  []time.Duration
 	lastPlaced             time.Duration
 	inv, pairs, ahead      int
-	firstPlaced            int // of the first placedOrders arrivals, how many were placed
 	arrivalPairs, arrivalX int // pairs of tickets compared, and how many disagree (send order vs queued_at)
 	failures               []string
 }
@@ -116,11 +116,6 @@ func summarize(r *phaseResult) summary {
 		}
 	}
 	s.placedOrders = len(ids)
-	for _, b := range arrival[:min(s.placedOrders, len(arrival))] {
-		if _, ok := idOf[b.ref()]; ok {
-			s.firstPlaced++
-		}
-	}
 	slices.Sort(s.waits)
 	s.inv, s.pairs, s.ahead = fifo(ids)
 	// Does the sidecar see the buyers in the order they sent? Compared
@@ -151,8 +146,9 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 	fmt.Fprintf(w, "Setup: for each phase a fresh `s360sim -rate-limit %d` (S-360's default: %d calls a minute for the institution, fixed windows on the minute, 509 beyond) "+
 		"and a fresh `s360edge` with `%s`: `rate_limit %d 1m` (the sidecar's share of the institution's calls), `client_quota off`, `order_queue on|off` (one phase each), "+
 		"`order_queue_per_client 100000` (every buyer comes from 127.0.0.1), **`abandon_after 30s`** (the default is 2m; lowered so that a run stays short), "+
-		"and the defaults `order_hold 2s`, `order_wait 30s`, setup and updates polls every minute. The spike starts %s after the sidecar answers.\n\n",
-		*simLimit, *simLimit, *caddyfile, *limit, *settle)
+		"and the defaults `order_hold 2s`, `order_wait 30s`, setup and updates polls every minute (the updates poll makes no call here: no catalog is cached). "+
+		"Queued orders never use the watchers' reserve (docs/ORDERS.md); orders sent without the queue may. The spike starts %s after the sidecar answers. Command: `%s`.\n\n",
+		*simLimit, *simLimit, *caddyfile, *limit, *settle, command())
 	fmt.Fprintf(w, "Buyers: %d, each posting one order (createOrUpdateOrder, `Accept: application/json`, one ticket of the same performance, whose stock is set to %d, "+
 		"`externalReference` \"buyer-NNNN\"). Buyer i sends its first POST at i × %s/%d after the spike starts: the arrival order is known, and is the order of the recorded send times. "+
 		"Mix (seed %d, the same buyers in both phases): %d plain API clients without `Prefer` (%.0f %%: they wait in person; past `order_wait` the answer is `429 order_queued` and the order is withdrawn, final for the buyer); "+
@@ -164,7 +160,7 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		"*Wait*: from a buyer's first POST to the moment it learns its order is placed (the `200`, or the poll that reads `placed`, so up to %s late), for the buyers who stayed. "+
 		"*FIFO inversions*: the placed orders taken in arrival order; an inversion is a pair i < j (i arrived first) whose simulator orderIds are in the other order (orderId_i > orderId_j), "+
 		"counted out of all n(n-1)/2 pairs (the fraction is the normalised Kendall distance; Kendall's τ = 1 − 2 × fraction); "+
-		"*placed ahead of an earlier arrival*: orders j whose orderId is below that of some buyer i < j. *First n arrivals placed*: with n orders placed, how many of them went to the n buyers who arrived first.\n\n",
+		"*placed ahead of an earlier arrival*: orders j whose orderId is below that of some buyer i < j.\n\n",
 		*pollMax)
 
 	var ok []*phaseResult
@@ -219,7 +215,7 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		return fmt.Sprintf("**%d**%s", s.byOutcome[outWithdrawn], codes(s.withdrawnHow))
 	})
 	row("**abandoned** (/s360/stats order_queue.abandoned)", func(r *phaseResult, _ summary) string { return fmt.Sprintf("**%d**", r.stats.Edges[0].Queue.Abandoned) })
-	row("buyers who left: order placed / not", func(_ *phaseResult, s summary) string {
+	row("buyers who left after a 202: their order placed / not", func(_ *phaseResult, s summary) string {
 		return fmt.Sprintf("%d / %d%s", s.leftPlaced, s.leftOther, codes(s.leftHow))
 	})
 	row("failed or errors", func(_ *phaseResult, s summary) string {
@@ -240,7 +236,6 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		return fmt.Sprintf("**%d** of %d (%.3f; τ = %.3f)", s.inv, s.pairs, f, 1-2*f)
 	})
 	row("placed ahead of an earlier arrival", func(_ *phaseResult, s summary) string { return fmt.Sprintf("%d of %d", s.ahead, s.placedOrders) })
-	row("first n arrivals placed", func(_ *phaseResult, s summary) string { return fmt.Sprintf("%d of %d", s.firstPlaced, s.placedOrders) })
 	row("last buyer learned its order placed", func(_ *phaseResult, s summary) string {
 		return fmt.Sprintf("%s s after the spike began", secs(s.lastPlaced))
 	})
@@ -284,6 +279,20 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		}
 		fmt.Fprintf(w, "\n\n")
 	}
+}
+
+// command is this run's command line with every flag's value, the
+// output's and the binaries' places left out.
+func command() string {
+	out := []string{"bench/bin/onsale"}
+	flag.VisitAll(func(f *flag.Flag) {
+		switch f.Name {
+		case "bin", "md", "section", "keep":
+			return
+		}
+		out = append(out, "-"+f.Name+" "+f.Value.String())
+	})
+	return strings.Join(out, " ")
 }
 
 // codes is " (a 3, b 1)" for the counts in m, sorted, or "".
