@@ -183,9 +183,9 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "| | ")
+	fmt.Fprintf(w, "| |")
 	for _, r := range ok {
-		fmt.Fprintf(w, "order_queue %s | ", r.queue)
+		fmt.Fprintf(w, " order_queue %s |", r.queue)
 	}
 	fmt.Fprintf(w, "\n| --- |%s\n", strings.Repeat(" --- |", len(ok)))
 	row("buyers: async / plain / leaving", func(_ *phaseResult, s summary) string {
@@ -273,9 +273,9 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 			}
 		}
 		slices.Sort(methods)
-		fmt.Fprintf(w, "Simulator: %d calls (%d rate-limited): %s. ", r.counters.Total, r.counters.RateLimited, strings.Join(methods, ", "))
+		fmt.Fprintf(w, "Simulator: %d calls (%d rate-limited): %s.", r.counters.Total, r.counters.RateLimited, strings.Join(methods, ", "))
 		if s.arrivalPairs > 0 {
-			fmt.Fprintf(w, "Arrival at the sidecar (the `202`s' `queued_at`) against the send order: %d of %d pairs of tickets disagree.", s.arrivalX, s.arrivalPairs)
+			fmt.Fprintf(w, " Arrival at the sidecar (the `202`s' `queued_at`) against the send order: %d of %d pairs of tickets disagree.", s.arrivalX, s.arrivalPairs)
 		}
 		fmt.Fprintf(w, "\n\n")
 	}
