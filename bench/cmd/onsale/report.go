@@ -63,7 +63,9 @@ type summary struct {
 	waits                  []time.Duration
 	lastPlaced             time.Duration
 	inv, pairs, ahead      int
-	arrivalPairs, arrivalX int // pairs of tickets compared, and how many disagree (send order vs queued_at)
+	arrivalPairs, arrivalX int      // pairs of tickets compared, and how many disagree (send order vs queued_at)
+	qInv, qPairs           int      // FIFO inversions by the sidecar's arrival order (queued_at), orders with a ticket
+	inverted               []string // the first inverted pairs, described
 	failures               []string
 }
 
@@ -85,6 +87,7 @@ func summarize(r *phaseResult) summary {
 	arrival := slices.Clone(r.buyers)
 	slices.SortStableFunc(arrival, func(a, b *buyer) int { return a.sent.Compare(b.sent) })
 	var ids []int64
+	var placed []*buyer // in arrival order, as ids
 	for _, b := range arrival {
 		s.kinds[b.kind]++
 		s.posts += b.attempts
@@ -108,6 +111,7 @@ func summarize(r *phaseResult) summary {
 		}
 		if id, ok := idOf[b.ref()]; ok {
 			ids = append(ids, id)
+			placed = append(placed, b)
 			if b.outcome == outLeft {
 				s.leftPlaced++
 			}
@@ -118,6 +122,34 @@ func summarize(r *phaseResult) summary {
 	s.placedOrders = len(ids)
 	slices.Sort(s.waits)
 	s.inv, s.pairs, s.ahead = fifo(ids)
+	at := func(b *buyer) string {
+		q := "no ticket"
+		if !b.queuedAt.IsZero() {
+			q = fmt.Sprintf("queued_at +%.3f s", b.queuedAt.Sub(r.t0).Seconds())
+		}
+		return fmt.Sprintf("%s (sent +%.3f s, %s, orderId %d)", b.ref(), b.sent.Sub(r.t0).Seconds(), q, idOf[b.ref()])
+	}
+	for j := range ids {
+		for i := range j {
+			if ids[i] > ids[j] && len(s.inverted) < 5 {
+				s.inverted = append(s.inverted, at(placed[i])+" then "+at(placed[j]))
+			}
+		}
+	}
+	// The same, in the order the sidecar saw the orders arrive: the
+	// queue's own FIFO, whatever the buyers' sending.
+	var byQueue []*buyer
+	for _, b := range placed {
+		if !b.queuedAt.IsZero() {
+			byQueue = append(byQueue, b)
+		}
+	}
+	slices.SortStableFunc(byQueue, func(a, b *buyer) int { return a.queuedAt.Compare(b.queuedAt) })
+	var qids []int64
+	for _, b := range byQueue {
+		qids = append(qids, idOf[b.ref()])
+	}
+	s.qInv, s.qPairs, _ = fifo(qids)
 	// Does the sidecar see the buyers in the order they sent? Compared
 	// on the tickets' queued_at (a 202's), pair by pair.
 	var tickets []*buyer
@@ -160,7 +192,7 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		"*Wait*: from a buyer's first POST to the moment it learns its order is placed (the `200`, or the poll that reads `placed`, so up to %s late), for the buyers who stayed. "+
 		"*FIFO inversions*: the placed orders taken in arrival order; an inversion is a pair i < j (i arrived first) whose simulator orderIds are in the other order (orderId_i > orderId_j), "+
 		"counted out of all n(n-1)/2 pairs (the fraction is the normalised Kendall distance; Kendall's τ = 1 − 2 × fraction); "+
-		"*placed ahead of an earlier arrival*: orders j whose orderId is below that of some buyer i < j.\n\n",
+		"*placed ahead of an earlier arrival*: orders j whose orderId is below that of some buyer i < j. The same inversions are also counted in the order the sidecar saw the orders arrive (the `queued_at` of each `202`, so only orders placed after a `202`): the queue's own FIFO, apart from the buyers' sending.\n\n",
 		*pollMax)
 
 	var ok []*phaseResult
@@ -235,6 +267,12 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		f := float64(s.inv) / float64(s.pairs)
 		return fmt.Sprintf("**%d** of %d (%.3f; τ = %.3f)", s.inv, s.pairs, f, 1-2*f)
 	})
+	row("FIFO inversions by the sidecar's arrival (`queued_at` of the orders placed after a 202)", func(_ *phaseResult, s summary) string {
+		if s.qPairs == 0 {
+			return "no tickets"
+		}
+		return fmt.Sprintf("%d of %d", s.qInv, s.qPairs)
+	})
 	row("placed ahead of an earlier arrival", func(_ *phaseResult, s summary) string { return fmt.Sprintf("%d of %d", s.ahead, s.placedOrders) })
 	row("last buyer learned its order placed", func(_ *phaseResult, s summary) string {
 		return fmt.Sprintf("%s s after the spike began", secs(s.lastPlaced))
@@ -276,6 +314,9 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		fmt.Fprintf(w, "Simulator: %d calls (%d rate-limited): %s.", r.counters.Total, r.counters.RateLimited, strings.Join(methods, ", "))
 		if s.arrivalPairs > 0 {
 			fmt.Fprintf(w, " Arrival at the sidecar (the `202`s' `queued_at`) against the send order: %d of %d pairs of tickets disagree.", s.arrivalX, s.arrivalPairs)
+		}
+		if len(s.inverted) > 0 {
+			fmt.Fprintf(w, " Inverted pairs (arrival order, first %d of %d): %s.", len(s.inverted), s.inv, strings.Join(s.inverted, "; "))
 		}
 		fmt.Fprintf(w, "\n\n")
 	}
