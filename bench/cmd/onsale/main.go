@@ -57,6 +57,7 @@ var (
 	pollMax   = flag.Duration("poll-max", 2*time.Second, "longest interval between a buyer's polls of its ticket")
 	settle    = flag.Duration("settle", 3*time.Second, "wait after the sidecar is up before the spike (its first token and polls)")
 	maxPhase  = flag.Duration("max-phase", 8*time.Minute, "a phase's buyers give up after this")
+	tie       = flag.Duration("tie", 5*time.Millisecond, "two buyers whose first POSTs are less than this apart are not compared for FIFO: neither came first")
 	seed      = flag.Uint64("seed", 1, "which buyers are plain API clients and which leave (the same in both phases)")
 	keep      = flag.Bool("keep", false, "keep each phase's directory (logs, buyers.tsv, orders.json) and print its path")
 )
@@ -233,13 +234,14 @@ func runPhase(queue string) (*phaseResult, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	res.t0 = time.Now()
+	// One loop starts the buyers, each at its time: late under load,
+	// never before the one ahead of it.
 	var wg sync.WaitGroup
 	for i, b := range res.buyers {
-		at := res.t0.Add(time.Duration(i) * *spike / time.Duration(*buyers))
+		time.Sleep(time.Until(res.t0.Add(time.Duration(i) * *spike / time.Duration(*buyers))))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			time.Sleep(time.Until(at))
 			b.run(ctx, client, edgeURL, strings.Replace(body, "{", fmt.Sprintf(`{"externalReference":%q,`, b.ref()), 1))
 		}()
 	}

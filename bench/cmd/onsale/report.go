@@ -12,28 +12,42 @@ import (
 	"github.com/s360edge/s360edge/bench/internal/machine"
 )
 
-// fifo measures how far the simulator's order ids stray from arrival
-// order. ids are the orderIds of the placed orders, by arrival. An
-// inversion is a pair i < j with ids[i] > ids[j]: the later arrival got
-// the lower orderId. pairs is n(n-1)/2; ahead is the number of orders j
-// placed ahead of at least one earlier arrival (ids[j] below some ids[i],
-// i < j).
-func fifo(ids []int64) (inv, pairs, ahead int) {
-	n := len(ids)
-	pairs = n * (n - 1) / 2
-	var top int64 = math.MinInt64
-	for j := range ids {
+// placement is a placed order: when its buyer arrived, and the orderId
+// the simulator gave it.
+type placement struct {
+	at time.Time
+	id int64
+}
+
+// fifo measures how far the simulator's orderIds stray from arrival
+// order. ps are the placed orders sorted by arrival. An inversion is a
+// pair i < j with ps[i].id > ps[j].id: the later arrival got the lower
+// orderId. Pairs that arrived less than tie apart are ties, not compared:
+// neither buyer came first. pairs counts the pairs compared; ahead the
+// orders j placed ahead of at least one earlier arrival (an inversion of
+// theirs); inverted lists the inverted pairs (i, j), at most max.
+func fifo(ps []placement, tie time.Duration, maxListed int) (inv, pairs, ties, ahead int, inverted [][2]int) {
+	for j := range ps {
+		isAhead := false
 		for i := range j {
-			if ids[i] > ids[j] {
+			if ps[j].at.Sub(ps[i].at) < tie {
+				ties++
+				continue
+			}
+			pairs++
+			if ps[i].id > ps[j].id {
 				inv++
+				isAhead = true
+				if len(inverted) < maxListed {
+					inverted = append(inverted, [2]int{i, j})
+				}
 			}
 		}
-		if ids[j] < top {
+		if isAhead {
 			ahead++
 		}
-		top = max(top, ids[j])
 	}
-	return inv, pairs, ahead
+	return inv, pairs, ties, ahead, inverted
 }
 
 // pct is the nearest-rank percentile p (0-1] of sorted d.
@@ -49,24 +63,24 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.1f", d.Seconds()) }
 
 // summary is what a phase comes to.
 type summary struct {
-	kinds                  map[string]int
-	posts                  int
-	retried                int // buyers who posted more than once
-	placedOrders           int // distinct buyer references in /_sim/orders
-	orders                 int // all orders in /_sim/orders
-	dupes                  []string
-	byOutcome              map[string]int
-	refusals               map[string]int // code → buyers
-	withdrawnHow           map[string]int
-	leftPlaced, leftOther  int
-	leftHow                map[string]int
-	waits                  []time.Duration
-	lastPlaced             time.Duration
-	inv, pairs, ahead      int
-	arrivalPairs, arrivalX int      // pairs of tickets compared, and how many disagree (send order vs queued_at)
-	qInv, qPairs           int      // FIFO inversions by the sidecar's arrival order (queued_at), orders with a ticket
-	inverted               []string // the first inverted pairs, described
-	failures               []string
+	kinds                   map[string]int
+	posts                   int
+	retried                 int // buyers who posted more than once
+	placedOrders            int // distinct buyer references in /_sim/orders
+	orders                  int // all orders in /_sim/orders
+	dupes                   []string
+	byOutcome               map[string]int
+	refusals                map[string]int // code → buyers
+	withdrawnHow            map[string]int
+	leftPlaced, leftOther   int
+	leftHow                 map[string]int
+	waits                   []time.Duration
+	lastPlaced              time.Duration
+	inv, pairs, ties, ahead int
+	arrivalPairs, arrivalX  int      // pairs of tickets compared, and how many disagree (send order vs queued_at)
+	qInv, qPairs            int      // FIFO inversions by the sidecar's arrival order (queued_at), orders with a ticket
+	inverted                []string // the first inverted pairs, described
+	failures                []string
 }
 
 func summarize(r *phaseResult) summary {
@@ -86,8 +100,7 @@ func summarize(r *phaseResult) summary {
 	}
 	arrival := slices.Clone(r.buyers)
 	slices.SortStableFunc(arrival, func(a, b *buyer) int { return a.sent.Compare(b.sent) })
-	var ids []int64
-	var placed []*buyer // in arrival order, as ids
+	var placed []*buyer // in arrival order
 	for _, b := range arrival {
 		s.kinds[b.kind]++
 		s.posts += b.attempts
@@ -109,8 +122,7 @@ func summarize(r *phaseResult) summary {
 		case outFailed, outError:
 			s.failures = append(s.failures, b.ref()+": "+b.detail)
 		}
-		if id, ok := idOf[b.ref()]; ok {
-			ids = append(ids, id)
+		if _, ok := idOf[b.ref()]; ok {
 			placed = append(placed, b)
 			if b.outcome == outLeft {
 				s.leftPlaced++
@@ -119,37 +131,34 @@ func summarize(r *phaseResult) summary {
 			s.leftOther++
 		}
 	}
-	s.placedOrders = len(ids)
+	s.placedOrders = len(placed)
 	slices.Sort(s.waits)
-	s.inv, s.pairs, s.ahead = fifo(ids)
+	ps := make([]placement, len(placed))
+	for k, b := range placed {
+		ps[k] = placement{b.sent, idOf[b.ref()]}
+	}
+	var inverted [][2]int
+	s.inv, s.pairs, s.ties, s.ahead, inverted = fifo(ps, *tie, 5)
 	at := func(b *buyer) string {
 		q := "no ticket"
 		if !b.queuedAt.IsZero() {
-			q = fmt.Sprintf("queued_at +%.3f s", b.queuedAt.Sub(r.t0).Seconds())
+			q = fmt.Sprintf("queued_at +%.4f s", b.queuedAt.Sub(r.t0).Seconds())
 		}
-		return fmt.Sprintf("%s (sent +%.3f s, %s, orderId %d)", b.ref(), b.sent.Sub(r.t0).Seconds(), q, idOf[b.ref()])
+		return fmt.Sprintf("%s (sent +%.4f s, %s, orderId %d)", b.ref(), b.sent.Sub(r.t0).Seconds(), q, idOf[b.ref()])
 	}
-	for j := range ids {
-		for i := range j {
-			if ids[i] > ids[j] && len(s.inverted) < 5 {
-				s.inverted = append(s.inverted, at(placed[i])+" then "+at(placed[j]))
-			}
-		}
+	for _, p := range inverted {
+		s.inverted = append(s.inverted, at(placed[p[0]])+" then "+at(placed[p[1]]))
 	}
 	// The same, in the order the sidecar saw the orders arrive: the
 	// queue's own FIFO, whatever the buyers' sending.
-	var byQueue []*buyer
+	var qs []placement
 	for _, b := range placed {
 		if !b.queuedAt.IsZero() {
-			byQueue = append(byQueue, b)
+			qs = append(qs, placement{b.queuedAt, idOf[b.ref()]})
 		}
 	}
-	slices.SortStableFunc(byQueue, func(a, b *buyer) int { return a.queuedAt.Compare(b.queuedAt) })
-	var qids []int64
-	for _, b := range byQueue {
-		qids = append(qids, idOf[b.ref()])
-	}
-	s.qInv, s.qPairs, _ = fifo(qids)
+	slices.SortStableFunc(qs, func(a, b placement) int { return a.at.Compare(b.at) })
+	s.qInv, s.qPairs, _, _, _ = fifo(qs, 0, 0)
 	// Does the sidecar see the buyers in the order they sent? Compared
 	// on the tickets' queued_at (a 202's), pair by pair.
 	var tickets []*buyer
@@ -182,7 +191,7 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		"Queued orders never use the watchers' reserve (docs/ORDERS.md); orders sent without the queue may. The spike starts %s after the sidecar answers. Command: `%s`.\n\n",
 		*simLimit, *simLimit, *caddyfile, *limit, *settle, command())
 	fmt.Fprintf(w, "Buyers: %d, each posting one order (createOrUpdateOrder, `Accept: application/json`, one ticket of the same performance, whose stock is set to %d, "+
-		"`externalReference` \"buyer-NNNN\"). Buyer i sends its first POST at i × %s/%d after the spike starts: the arrival order is known, and is the order of the recorded send times. "+
+		"`externalReference` \"buyer-NNNN\"). Buyer i sends its first POST at i × %s/%d after the spike starts (one loop starts the buyers in turn: later under load, never out of turn); the arrival order is known, and is the order of the recorded send times. "+
 		"Mix (seed %d, the same buyers in both phases): %d plain API clients without `Prefer` (%.0f %%: they wait in person; past `order_wait` the answer is `429 order_queued` and the order is withdrawn, final for the buyer); "+
 		"%d async buyers sending `Prefer: respond-async` who, on `202`, poll `Location` every %s-%s until the outcome; "+
 		"%d of the async buyers (%.0f %%) leave right after their `202` and never poll (without the queue, where there is no `202`, they leave after their first refusal). "+
@@ -191,9 +200,10 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 	fmt.Fprintf(w, "Definitions. *Orders placed*: distinct `externalReference`s in the simulator's `/_sim/orders`; *placed once*: no reference there twice. "+
 		"*Wait*: from a buyer's first POST to the moment it learns its order is placed (the `200`, or the poll that reads `placed`, so up to %s late), for the buyers who stayed. "+
 		"*FIFO inversions*: the placed orders taken in arrival order; an inversion is a pair i < j (i arrived first) whose simulator orderIds are in the other order (orderId_i > orderId_j), "+
-		"counted out of all n(n-1)/2 pairs (the fraction is the normalised Kendall distance; Kendall's τ = 1 − 2 × fraction); "+
-		"*placed ahead of an earlier arrival*: orders j whose orderId is below that of some buyer i < j. The same inversions are also counted in the order the sidecar saw the orders arrive (the `queued_at` of each `202`, so only orders placed after a `202`): the queue's own FIFO, apart from the buyers' sending.\n\n",
-		*pollMax)
+		"counted out of the pairs compared: all n(n-1)/2 pairs but the *ties*, two buyers whose first POSTs were less than %s apart (neither came first: the loop that starts the buyers may run late under load and start several at once). "+
+		"The fraction inverted is the normalised Kendall distance; Kendall's τ = 1 − 2 × fraction. "+
+		"*placed ahead of an earlier arrival*: orders j that make an inversion with some buyer i < j. The same inversions are also counted in the order the sidecar saw the orders arrive (the `queued_at` of each `202`, so only orders placed after a `202`): the queue's own FIFO, apart from the buyers' sending.\n\n",
+		*pollMax, *tie)
 
 	var ok []*phaseResult
 	var sums []summary
@@ -260,12 +270,12 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 	row("wait to placed, p50 / p90 / p99 / max (s)", func(_ *phaseResult, s summary) string {
 		return fmt.Sprintf("%s / %s / %s / %s (%d buyers)", secs(pct(s.waits, 0.5)), secs(pct(s.waits, 0.9)), secs(pct(s.waits, 0.99)), secs(pct(s.waits, 1)), len(s.waits))
 	})
-	row("**FIFO inversions** (pairs)", func(_ *phaseResult, s summary) string {
+	row("**FIFO inversions** (of the pairs compared; ties)", func(_ *phaseResult, s summary) string {
 		if s.pairs == 0 {
 			return "no pairs"
 		}
 		f := float64(s.inv) / float64(s.pairs)
-		return fmt.Sprintf("**%d** of %d (%.3f; τ = %.3f)", s.inv, s.pairs, f, 1-2*f)
+		return fmt.Sprintf("**%d** of %d (%.3f; τ = %.3f); %d ties", s.inv, s.pairs, f, 1-2*f, s.ties)
 	})
 	row("FIFO inversions by the sidecar's arrival (`queued_at` of the orders placed after a 202)", func(_ *phaseResult, s summary) string {
 		if s.qPairs == 0 {

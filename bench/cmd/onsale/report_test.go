@@ -6,19 +6,29 @@ import (
 )
 
 func TestFIFO(t *testing.T) {
+	t0 := time.Now()
+	arrivals := func(ids ...int64) []placement {
+		ps := make([]placement, len(ids))
+		for i, id := range ids {
+			ps[i] = placement{t0.Add(time.Duration(i) * 40 * time.Millisecond), id}
+		}
+		return ps
+	}
 	for _, c := range []struct {
-		ids               []int64
-		inv, pairs, ahead int
+		ps                      []placement
+		inv, pairs, ties, ahead int
 	}{
-		{nil, 0, 0, 0},
-		{[]int64{1, 2, 3, 4}, 0, 6, 0},
-		{[]int64{4, 3, 2, 1}, 6, 6, 3},
-		{[]int64{1, 3, 2, 4}, 1, 6, 1},
-		{[]int64{5, 1, 2, 3}, 3, 6, 3}, // the first arrival placed last: three pairs, three orders ahead of it
+		{nil, 0, 0, 0, 0},
+		{arrivals(1, 2, 3, 4), 0, 6, 0, 0},
+		{arrivals(4, 3, 2, 1), 6, 6, 0, 3},
+		{arrivals(1, 3, 2, 4), 1, 6, 0, 1},
+		{arrivals(5, 1, 2, 3), 3, 6, 0, 3}, // the first arrival placed last: three pairs, three orders ahead of it
+		// The second and third buyers sent 1 ms apart: a tie, not an inversion.
+		{[]placement{{t0, 1}, {t0.Add(40 * time.Millisecond), 3}, {t0.Add(41 * time.Millisecond), 2}, {t0.Add(80 * time.Millisecond), 4}}, 0, 5, 1, 0},
 	} {
-		inv, pairs, ahead := fifo(c.ids)
-		if inv != c.inv || pairs != c.pairs || ahead != c.ahead {
-			t.Errorf("fifo(%v) = %d, %d, %d; want %d, %d, %d", c.ids, inv, pairs, ahead, c.inv, c.pairs, c.ahead)
+		inv, pairs, ties, ahead, listed := fifo(c.ps, 5*time.Millisecond, 2)
+		if inv != c.inv || pairs != c.pairs || ties != c.ties || ahead != c.ahead || len(listed) != min(inv, 2) {
+			t.Errorf("fifo(%v) = %d, %d, %d, %d, %v; want %d, %d, %d, %d", c.ps, inv, pairs, ties, ahead, listed, c.inv, c.pairs, c.ties, c.ahead)
 		}
 	}
 }
