@@ -233,6 +233,20 @@ func runPhase(queue string) (*phaseResult, error) {
 		Timeout:       2 * time.Minute,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	// The buyers are on the site already: one idle connection each, so
+	// that no POST of the spike waits for a connection.
+	var warm sync.WaitGroup
+	for range *buyers {
+		warm.Add(1)
+		go func() {
+			defer warm.Done()
+			if resp, err := client.Get(edgeURL + "/"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	warm.Wait()
 	res.t0 = time.Now()
 	// One loop starts the buyers, each at its time: late under load,
 	// never before the one ahead of it.

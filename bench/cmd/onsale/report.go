@@ -25,8 +25,8 @@ type placement struct {
 // orderId. Pairs that arrived less than tie apart are ties, not compared:
 // neither buyer came first. pairs counts the pairs compared; ahead the
 // orders j placed ahead of at least one earlier arrival (an inversion of
-// theirs); inverted lists the inverted pairs (i, j), at most max.
-func fifo(ps []placement, tie time.Duration, maxListed int) (inv, pairs, ties, ahead int, inverted [][2]int) {
+// theirs); inverted lists the inverted pairs (i, j).
+func fifo(ps []placement, tie time.Duration) (inv, pairs, ties, ahead int, inverted [][2]int) {
 	for j := range ps {
 		isAhead := false
 		for i := range j {
@@ -38,9 +38,7 @@ func fifo(ps []placement, tie time.Duration, maxListed int) (inv, pairs, ties, a
 			if ps[i].id > ps[j].id {
 				inv++
 				isAhead = true
-				if len(inverted) < maxListed {
-					inverted = append(inverted, [2]int{i, j})
-				}
+				inverted = append(inverted, [2]int{i, j})
 			}
 		}
 		if isAhead {
@@ -80,6 +78,7 @@ type summary struct {
 	arrivalPairs, arrivalX  int      // pairs of tickets compared, and how many disagree (send order vs queued_at)
 	qInv, qPairs            int      // FIFO inversions by the sidecar's arrival order (queued_at), orders with a ticket
 	inverted                []string // the first inverted pairs, described
+	invLate                 int      // inverted pairs whose later sender was queued first at the sidecar (queued_at)
 	failures                []string
 }
 
@@ -138,7 +137,7 @@ func summarize(r *phaseResult) summary {
 		ps[k] = placement{b.sent, idOf[b.ref()]}
 	}
 	var inverted [][2]int
-	s.inv, s.pairs, s.ties, s.ahead, inverted = fifo(ps, *tie, 5)
+	s.inv, s.pairs, s.ties, s.ahead, inverted = fifo(ps, *tie)
 	at := func(b *buyer) string {
 		q := "no ticket"
 		if !b.queuedAt.IsZero() {
@@ -147,7 +146,13 @@ func summarize(r *phaseResult) summary {
 		return fmt.Sprintf("%s (sent +%.4f s, %s, orderId %d)", b.ref(), b.sent.Sub(r.t0).Seconds(), q, idOf[b.ref()])
 	}
 	for _, p := range inverted {
-		s.inverted = append(s.inverted, at(placed[p[0]])+" then "+at(placed[p[1]]))
+		a, b := placed[p[0]], placed[p[1]]
+		if len(s.inverted) < 5 {
+			s.inverted = append(s.inverted, at(a)+" then "+at(b))
+		}
+		if !a.queuedAt.IsZero() && !b.queuedAt.IsZero() && b.queuedAt.Before(a.queuedAt) {
+			s.invLate++ // the later sender reached the sidecar first
+		}
 	}
 	// The same, in the order the sidecar saw the orders arrive: the
 	// queue's own FIFO, whatever the buyers' sending.
@@ -158,7 +163,7 @@ func summarize(r *phaseResult) summary {
 		}
 	}
 	slices.SortStableFunc(qs, func(a, b placement) int { return a.at.Compare(b.at) })
-	s.qInv, s.qPairs, _, _, _ = fifo(qs, 0, 0)
+	s.qInv, s.qPairs, _, _, _ = fifo(qs, 0)
 	// Does the sidecar see the buyers in the order they sent? Compared
 	// on the tickets' queued_at (a 202's), pair by pair.
 	var tickets []*buyer
@@ -191,7 +196,7 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		"Queued orders never use the watchers' reserve (docs/ORDERS.md); orders sent without the queue may. The spike starts %s after the sidecar answers. Command: `%s`.\n\n",
 		*simLimit, *simLimit, *caddyfile, *limit, *settle, command())
 	fmt.Fprintf(w, "Buyers: %d, each posting one order (createOrUpdateOrder, `Accept: application/json`, one ticket of the same performance, whose stock is set to %d, "+
-		"`externalReference` \"buyer-NNNN\"). Buyer i sends its first POST at i × %s/%d after the spike starts (one loop starts the buyers in turn: later under load, never out of turn); the arrival order is known, and is the order of the recorded send times. "+
+		"`externalReference` \"buyer-NNNN\"). Buyer i sends its first POST at i × %s/%d after the spike starts (one loop starts the buyers in turn: later under load, never out of turn; each buyer's keep-alive connection is opened before the spike, with a `GET /`); the arrival order is known, and is the order of the recorded send times. "+
 		"Mix (seed %d, the same buyers in both phases): %d plain API clients without `Prefer` (%.0f %%: they wait in person; past `order_wait` the answer is `429 order_queued` and the order is withdrawn, final for the buyer); "+
 		"%d async buyers sending `Prefer: respond-async` who, on `202`, poll `Location` every %s-%s until the outcome; "+
 		"%d of the async buyers (%.0f %%) leave right after their `202` and never poll (without the queue, where there is no `202`, they leave after their first refusal). "+
@@ -275,7 +280,11 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 			return "no pairs"
 		}
 		f := float64(s.inv) / float64(s.pairs)
-		return fmt.Sprintf("**%d** of %d (%.3f; τ = %.3f); %d ties", s.inv, s.pairs, f, 1-2*f, s.ties)
+		late := ""
+		if s.inv > 0 {
+			late = fmt.Sprintf("; in %d of the %d inverted pairs the later sender reached the sidecar first (`queued_at`)", s.invLate, s.inv)
+		}
+		return fmt.Sprintf("**%d** of %d (%.3f; τ = %.3f); %d ties%s", s.inv, s.pairs, f, 1-2*f, s.ties, late)
 	})
 	row("FIFO inversions by the sidecar's arrival (`queued_at` of the orders placed after a 202)", func(_ *phaseResult, s summary) string {
 		if s.qPairs == 0 {

@@ -26,8 +26,8 @@ func TestFIFO(t *testing.T) {
 		// The second and third buyers sent 1 ms apart: a tie, not an inversion.
 		{[]placement{{t0, 1}, {t0.Add(40 * time.Millisecond), 3}, {t0.Add(41 * time.Millisecond), 2}, {t0.Add(80 * time.Millisecond), 4}}, 0, 5, 1, 0},
 	} {
-		inv, pairs, ties, ahead, listed := fifo(c.ps, 5*time.Millisecond, 2)
-		if inv != c.inv || pairs != c.pairs || ties != c.ties || ahead != c.ahead || len(listed) != min(inv, 2) {
+		inv, pairs, ties, ahead, listed := fifo(c.ps, 5*time.Millisecond)
+		if inv != c.inv || pairs != c.pairs || ties != c.ties || ahead != c.ahead || len(listed) != inv {
 			t.Errorf("fifo(%v) = %d, %d, %d, %d, %v; want %d, %d, %d, %d", c.ps, inv, pairs, ties, ahead, listed, c.inv, c.pairs, c.ties, c.ahead)
 		}
 	}
