@@ -78,7 +78,7 @@ type summary struct {
 	arrivalPairs, arrivalX  int      // pairs of tickets compared, and how many disagree (send order vs queued_at)
 	qInv, qPairs            int      // FIFO inversions by the sidecar's arrival order (queued_at), orders with a ticket
 	inverted                []string // the first inverted pairs, described
-	invLate                 int      // inverted pairs whose later sender was queued first at the sidecar (queued_at)
+	invTickets, invLate     int      // inverted pairs of two orders with a ticket; of those, the later sender queued first (queued_at)
 	failures                []string
 }
 
@@ -150,8 +150,11 @@ func summarize(r *phaseResult) summary {
 		if len(s.inverted) < 5 {
 			s.inverted = append(s.inverted, at(a)+" then "+at(b))
 		}
-		if !a.queuedAt.IsZero() && !b.queuedAt.IsZero() && b.queuedAt.Before(a.queuedAt) {
-			s.invLate++ // the later sender reached the sidecar first
+		if !a.queuedAt.IsZero() && !b.queuedAt.IsZero() {
+			s.invTickets++
+			if b.queuedAt.Before(a.queuedAt) {
+				s.invLate++ // the later sender reached the sidecar first
+			}
 		}
 	}
 	// The same, in the order the sidecar saw the orders arrive: the
@@ -281,8 +284,8 @@ func writeReport(w io.Writer, results []*phaseResult, loadStart string) {
 		}
 		f := float64(s.inv) / float64(s.pairs)
 		late := ""
-		if s.inv > 0 {
-			late = fmt.Sprintf("; in %d of the %d inverted pairs the later sender reached the sidecar first (`queued_at`)", s.invLate, s.inv)
+		if s.invTickets > 0 {
+			late = fmt.Sprintf("; of the %d inverted pairs of two orders with a ticket, in %d the later sender reached the sidecar first (`queued_at`)", s.invTickets, s.invLate)
 		}
 		return fmt.Sprintf("**%d** of %d (%.3f; τ = %.3f); %d ties%s", s.inv, s.pairs, f, 1-2*f, s.ties, late)
 	})
