@@ -175,7 +175,7 @@ cluster-faults:
 # An on-sale spike: 120 buyers' orders within 5 s through s360edge
 # (rate_limit 40 1m) in front of the simulator (180/min), with the order
 # queue and without it, each phase against a fresh simulator and storage;
-# about 6 minutes. Rewrites the "onsale" section of BENCHMARKS.md.
+# about 4 minutes (two phases of 2 and 1.5 minutes, plus start-up). Rewrites the "onsale" section of BENCHMARKS.md.
 # ONSALE_FLAGS adds flags, e.g. -buyers or -keep.
 onsale:
 	cd bench && $(GO) build -o bin/onsale ./cmd/onsale
