@@ -183,4 +183,16 @@ bench-live:
 	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
 	bench/bin/live -bin bench/bin -caddyfile bench/Caddyfile.live -md BENCHMARKS.md
 
-.PHONY: storm storm-adaptive storm-cluster bench-cluster bench-live replay cluster-faults
+
+# An on-sale spike: 120 buyers' orders within 5 s through s360edge
+# (rate_limit 40 1m) in front of the simulator (180/min), with the order
+# queue and without it, each phase against a fresh simulator and storage;
+# about 4 minutes (two phases of 2 and 1.5 minutes, plus start-up). Rewrites the "onsale" section of BENCHMARKS.md.
+# ONSALE_FLAGS adds flags, e.g. -buyers or -keep.
+onsale:
+	cd bench && $(GO) build -o bin/onsale ./cmd/onsale
+	$(GO) build -o bench/bin/s360edge ./cmd/s360edge
+	$(GO) build -o bench/bin/s360sim ./cmd/s360sim
+	bench/bin/onsale -bin bench/bin -caddyfile bench/Caddyfile.onsale -md BENCHMARKS.md $(ONSALE_FLAGS)
+
+.PHONY: storm storm-adaptive storm-cluster bench-cluster bench-live replay cluster-faults onsale

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/s360edge/s360edge/bench/internal/machine"
 	"github.com/s360edge/s360edge/bench/internal/proc"
 )
 
@@ -283,7 +284,7 @@ func runDesign(name string) (*result, error) {
 	// that the scaled minutes sampled here are its windows.
 	t0 := time.Now().Truncate(*minute).Add(*minute)
 	time.Sleep(time.Until(t0))
-	res.loadBefore = loadavg()
+	res.loadBefore = machine.LoadAvg()
 	var mu sync.Mutex
 	var wg, sampler sync.WaitGroup
 	var first simCounters
@@ -363,7 +364,7 @@ func runDesign(name string) (*result, error) {
 		return nil, err
 	}
 	res.setupSnap = append(res.setupSnap, last.Calls[catalogMethod])
-	res.loadAfter = loadavg()
+	res.loadAfter = machine.LoadAvg()
 	return res, nil
 }
 
@@ -585,12 +586,4 @@ func postJSON(url string, in, out any) error {
 func readTail(path string) string {
 	b, _ := os.ReadFile(path)
 	return tail(b, 400)
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
