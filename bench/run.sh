@@ -165,7 +165,11 @@ SIM_BEFORE=$(sim_total "$SIM")
 PATH_2kr=$PATH_2k BODY_2kr=$BODY_2k SIZE_2kr=$SIZE_2k
 TARGETS_2k=$TARGETS TARGETS_1m=$TARGETS TARGETS_2kr="static s360$BEFORE_TARGETS"
 RID_2k=0 RID_2kr=1 RID_1m=0
-declare -A RPS P50 P99
+# The server's CPU time (utime + stime of its process) per request in each
+# round: less sensitive than req/s to what else runs on the cores.
+declare -A RPS P50 P99 CPU PID_OF=([static]=$BC_PID [s360]=$BC_PID [cachehandler]=${CH_PID:-} [before_static]=${BB_PID:-} [before_s360]=${BB_PID:-})
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # PID -> utime + stime, in clock ticks
 ROWS=""
 for s in 2k 2kr 1m; do
 	p=PATH_$s b=BODY_$s tg=TARGETS_$s rid=RID_$s
@@ -176,12 +180,17 @@ for s in 2k 2kr 1m; do
 			u=URL_$t
 			l=$(load)
 			echo "   $s round $r $t (load $l)"
+			ticks=$(cpu_ticks "${PID_OF[$t]}")
 			res=$(WRK_BODY=${!b} WRK_RID=${!rid} wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 10s --latency -s wrk.lua "${!u}${!p}" | tee "$WORK/wrk-$s-$t-$r.txt" | grep '^RESULT')
+			ticks=$(($(cpu_ticks "${PID_OF[$t]}") - ticks))
+			reqs=$(awk '/ requests in / {print $1}' "$WORK/wrk-$s-$t-$r.txt")
+			cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", (n > 0 ? 1e6 * t / hz / n : 0)}')
 			read -r _ rps p50 p99 mx non2xx sockerr <<<"$res"
 			RPS[$s,$t]+="$rps "
 			P50[$s,$t]+="$p50 "
 			P99[$s,$t]+="$p99 "
-			ROWS+="| $s | $t | $r | $rps | $p50 | $p99 | $mx | $non2xx | $sockerr | $l |"$'\n'
+			CPU[$s,$t]+="$cpu "
+			ROWS+="| $s | $t | $r | $rps | $p50 | $p99 | $mx | $non2xx | $sockerr | $cpu | $l |"$'\n'
 		done
 	done
 done
@@ -220,7 +229,8 @@ if [ -n "$BEFORE" ]; then
 			[ $b = before ] && st=before_static sh=before_s360
 			ratio=$(awk -v a="${MED[$s,$sh]}" -v b="${MED[$s,$st]}" 'BEGIN {printf "%.1f", 100*a/b}')
 			met=$(awk -v a="${MED[$s,$sh]}" -v b="${MED[$s,$st]}" 'BEGIN {print (a >= 0.9*b) ? "met" : "**missed**"}')
-			BA_SUMMARY+="| $s (${!size} B) | $b | ${MED[$s,$st]} | $(median ${P50[$s,$st]}) / $(median ${P99[$s,$st]}) | ${MED[$s,$sh]} | $(median ${P50[$s,$sh]}) / $(median ${P99[$s,$sh]}) | **$ratio %** ($met) |"
+			cst=$(median ${CPU[$s,$st]}) csh=$(median ${CPU[$s,$sh]})
+			BA_SUMMARY+="| $s (${!size} B) | $b | ${MED[$s,$st]} | $(median ${P50[$s,$st]}) / $(median ${P99[$s,$st]}) | ${MED[$s,$sh]} | $(median ${P50[$s,$sh]}) / $(median ${P99[$s,$sh]}) | **$ratio %** ($met) | $cst / $csh ($(awk -v a="$cst" -v b="$csh" 'BEGIN {printf "%.1f %%", 100*a/b}')) |"
 			if [ $b = after ]; then
 				BA_SUMMARY+=" $(awk -v a="${MED[$s,s360]}" -v b="${MED[$s,before_s360]}" 'BEGIN {printf "%.1f %%", 100*a/b}') |"$'\n'
 			else
@@ -384,15 +394,15 @@ CAT_MIB=$(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", b/1048576}')
 	if [ -n "$BEFORE" ]; then
 		echo "Before and after in the same rounds: *before* is \`bench/bin/benchcaddy-before\`, built from commit $BEFORE_DESC (a git worktree of it, its bench module against its own tree), a second process with its own admin port and store (\`store-hit-before\`), the same \`bench/Caddyfile.hit\` and simulator, its static site serving the same saved bodies; *after* is this tree's \`bench/bin/benchcaddy\` (the rows above). Targets \`before_static\` and \`before_s360\` in the rounds below. Medians (req/s; p50 / p99 ms):"
 		echo
-		echo "| body | build | static req/s | static p50/p99 | s360 hit req/s | s360 p50/p99 | hit / static of the same build (target ≥ 90 %) | hit after / hit before |"
-		echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+		echo "| body | build | static req/s | static p50/p99 | s360 hit req/s | s360 p50/p99 | hit / static of the same build (target ≥ 90 %) | server CPU µs per request, static / hit (static over hit) | hit after / hit before |"
+		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 		printf '%s' "$BA_SUMMARY"
 		echo
 	fi
-	echo "All rounds:"
+	echo "All rounds (server CPU µs/req: the utime + stime of the serving process, from /proc/PID/stat, during the round, over the requests wrk completed; static and s360 are one process, the other site idle meanwhile):"
 	echo
-	echo "| body | target | round | req/s | p50 ms | p99 ms | max ms | non-2xx | socket errors | load before |"
-	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	echo "| body | target | round | req/s | p50 ms | p99 ms | max ms | non-2xx | socket errors | server CPU µs/req | load before |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 	printf '%s' "$ROWS"
 	echo
 	echo "<details><summary>CPU profiles (Caddy admin /debug/pprof/profile?seconds=10 during a 12 s wrk run, 2 KB; s360-rid = with a unique requestId per request)</summary>"
