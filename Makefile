@@ -119,9 +119,11 @@ clean:
 # stays clean). `make bench` runs bench/run.sh (hit vs baselines, coalescing,
 # 10 MB catalog, restart, Go benchmarks; about 7 minutes); `make storm` the
 # rate-limit storm at full size (about 4 minutes). Each rewrites its own section
-# of BENCHMARKS.md.
+# of BENCHMARKS.md. `make bench BEFORE=<commit>` also builds that commit's
+# benchcaddy and measures its hit and static sites in the same rounds as
+# this tree's (each build's hit / static in the report).
 bench:
-	cd bench && GO=$(GO) ./run.sh
+	cd bench && GO=$(GO) BEFORE=$(BEFORE) ./run.sh
 
 storm:
 	cd bench && $(GO) build -o bin/storm ./cmd/storm

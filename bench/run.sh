@@ -5,7 +5,13 @@
 # ports, drives them with wrk and small Go clients, stops every process by
 # its PID and rewrites the "bench" section of ../BENCHMARKS.md.
 #
-#   ROUNDS=3 DURATION=10s CONNS=50 THREADS=2 ./run.sh
+# With BEFORE=<commit>, benchcaddy is also built from that commit (a git
+# worktree in a temporary directory, removed at exit) and run beside this
+# tree's: the hit rounds (1-2) measure both builds' hit and static sites in
+# the same rounds, order alternated, and report each build's hit / static;
+# item 6 runs the Go benchmarks in both trees.
+#
+#   ROUNDS=3 DURATION=10s CONNS=50 THREADS=2 [BEFORE=<commit>] ./run.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 BENCH=$PWD
@@ -17,6 +23,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
 GO=${GO:-go}
+BEFORE=${BEFORE:-}
 OUT=$WORK/report.md
 
 rm -rf "$WORK"
@@ -34,14 +41,32 @@ if ! (cd cmd/cachehandler && $GO build -o "$BIN/cachehandler" .) >"$WORK/cacheha
 	CH_BUILD="FAILED: $(tail -5 "$WORK/cachehandler-build.log" | tr '\n' ' ')"
 	rm -f "$BIN/cachehandler"
 fi
+# BEFORE: the older tree's benchcaddy (its bench module builds against that
+# tree through its own `replace => ../`).
+BEFORE_SRC=
+remove_before() {
+	[ -n "$BEFORE_SRC" ] || return 0
+	git -C "$ROOT" worktree remove --force "$BEFORE_SRC" 2>/dev/null || true
+	rm -rf "$(dirname "$BEFORE_SRC")"
+}
+if [ -n "$BEFORE" ]; then
+	echo "== building benchcaddy at $BEFORE"
+	git -C "$ROOT" cat-file -e "$BEFORE:bench/cmd/benchcaddy/main.go" 2>/dev/null || { echo "BEFORE=$BEFORE: no bench/cmd/benchcaddy in that commit" >&2; exit 1; }
+	BEFORE_SRC=$(mktemp -d)/src
+	trap remove_before EXIT
+	git -C "$ROOT" worktree add --detach "$BEFORE_SRC" "$BEFORE" >/dev/null
+	(cd "$BEFORE_SRC/bench" && $GO build -o "$BIN/benchcaddy-before" ./cmd/benchcaddy)
+	BEFORE_DESC=$(git -C "$ROOT" log -1 --format='%h (%cs)' "$BEFORE")
+fi
 
 # ---------------------------------------------------------------- processes
 source ./lib.sh
+trap 'cleanup; remove_before' EXIT
 sim_total() { curl -s "$1/_sim/counters" | jq .total; }
 rss() { grep -E "^$2:" "/proc/$1/status" | awk '{printf "%.1f", $2/1024}'; } # PID VmRSS|VmHWM -> MiB
 
-mapfile -t PORTS < <("$BIN/freeport" 12)
-read -r P_SIM P_ADMIN P_S360 P_STATIC P_CHADMIN P_CH P_SIM2 P_EDGE P_EADMIN P_SIM3 P_STATIC2 P_SADMIN2 <<<"${PORTS[*]}"
+mapfile -t PORTS < <("$BIN/freeport" 15)
+read -r P_SIM P_ADMIN P_S360 P_STATIC P_CHADMIN P_CH P_SIM2 P_EDGE P_EADMIN P_SIM3 P_STATIC2 P_SADMIN2 P_BADMIN P_BS360 P_BSTATIC <<<"${PORTS[*]}"
 API=/tnseb/backend-apis
 AVAIL=$API/availabilityService/v1_33/getEventAvailability
 CATALOG=$API/catalogService/v1_33/getCatalogDetailed
@@ -89,6 +114,24 @@ if [ -x "$BIN/cachehandler" ]; then
 	wait_up "$URL_cachehandler/"
 	TARGETS="static s360 cachehandler"
 fi
+# The older build: its own process, admin and store, the same Caddyfile and
+# simulator, its static site serving the same saved bodies (read at start).
+# Its cache is warmed by the first request of the checks below, for which
+# the simulator's per-request floors are turned off (this tree's sidecar has
+# just made the same calls; no call reaches it during the measured rounds).
+URL_before_static=http://127.0.0.1:$P_BSTATIC
+URL_before_s360=http://127.0.0.1:$P_BS360
+BEFORE_TARGETS=
+if [ -n "$BEFORE" ]; then
+	curl -fs -X POST -d '{"catalogFloor":"0s","availabilityFloor":"0s"}' "$SIM/_sim/faults" >/dev/null
+	start benchcaddy-before env ADMIN_PORT="$P_BADMIN" S360_PORT="$P_BS360" STATIC_PORT="$P_BSTATIC" \
+		HIT_STORE=store-hit-before XDG_DATA_HOME="$WORK/data-before" \
+		"$BIN/benchcaddy-before" run --config Caddyfile.hit --adapter caddyfile
+	BB_PID=$LAST_PID
+	wait_up "$URL_before_s360/"
+	BEFORE_TARGETS=" before_static before_s360"
+	TARGETS+=$BEFORE_TARGETS
+fi
 
 # Every target must answer the same bytes, and the caches must hit.
 CHECKS=""
@@ -101,25 +144,32 @@ for s in 2k 1m; do
 		cmp -s "$WORK/check-$t-$s.json" "$WORK/body-$s.json" || { echo "$t $s: body differs" >&2; exit 1; }
 		cs=$(hdr Cache-Status "$WORK/check-$t-$s.hdr")
 		case $t in
-		s360) [[ $cs == "s360edge; hit"* ]] || { echo "s360 $s not a hit: $cs" >&2; exit 1; } ;;
+		s360 | before_s360) [[ $cs == "s360edge; hit"* ]] || { echo "$t $s not a hit: $cs" >&2; exit 1; } ;;
 		cachehandler) [[ $cs == *hit* ]] || { echo "cache-handler $s not a hit: $cs" >&2; exit 1; } ;;
 		esac
 		CHECKS+="| $s | $t | $(hdr Content-Type "$WORK/check-$t-$s.hdr") | $(hdr Content-Length "$WORK/check-$t-$s.hdr") | ${cs:--} |"$'\n'
 	done
 done
 RID_BODY="{\"requestId\":\"check-1\",${BODY_2k:1}"
-post "$URL_s360$PATH_2k" "$RID_BODY" "$WORK/check-s360-2kr.json" "$WORK/check-s360-2kr.hdr" >/dev/null
-cmp -s "$WORK/check-s360-2kr.json" "$WORK/body-2k.json" || { echo "s360 2kr: body differs" >&2; exit 1; }
-cs=$(hdr Cache-Status "$WORK/check-s360-2kr.hdr")
-[[ $cs == "s360edge; hit"* ]] || { echo "s360 2kr not a hit: $cs" >&2; exit 1; }
-CHECKS+="| 2kr | s360 | $(hdr Content-Type "$WORK/check-s360-2kr.hdr") | $(hdr Content-Length "$WORK/check-s360-2kr.hdr") | $cs |"$'\n'
+for t in s360${BEFORE:+ before_s360}; do
+	u=URL_$t
+	post "${!u}$PATH_2k" "$RID_BODY" "$WORK/check-$t-2kr.json" "$WORK/check-$t-2kr.hdr" >/dev/null
+	cmp -s "$WORK/check-$t-2kr.json" "$WORK/body-2k.json" || { echo "$t 2kr: body differs" >&2; exit 1; }
+	cs=$(hdr Cache-Status "$WORK/check-$t-2kr.hdr")
+	[[ $cs == "s360edge; hit"* ]] || { echo "$t 2kr not a hit: $cs" >&2; exit 1; }
+	CHECKS+="| 2kr | $t | $(hdr Content-Type "$WORK/check-$t-2kr.hdr") | $(hdr Content-Length "$WORK/check-$t-2kr.hdr") | $cs |"$'\n'
+done
 SIM_BEFORE=$(sim_total "$SIM")
 
 # 2kr: the 2k request with a unique requestId in every body (WRK_RID=1).
 PATH_2kr=$PATH_2k BODY_2kr=$BODY_2k SIZE_2kr=$SIZE_2k
-TARGETS_2k=$TARGETS TARGETS_1m=$TARGETS TARGETS_2kr="static s360"
+TARGETS_2k=$TARGETS TARGETS_1m=$TARGETS TARGETS_2kr="static s360$BEFORE_TARGETS"
 RID_2k=0 RID_2kr=1 RID_1m=0
-declare -A RPS P50 P99
+# The server's CPU time (utime + stime of its process) per request in each
+# round: less sensitive than req/s to what else runs on the cores.
+declare -A RPS P50 P99 CPU PID_OF=([static]=$BC_PID [s360]=$BC_PID [cachehandler]=${CH_PID:-} [before_static]=${BB_PID:-} [before_s360]=${BB_PID:-})
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # PID -> utime + stime, in clock ticks
 ROWS=""
 for s in 2k 2kr 1m; do
 	p=PATH_$s b=BODY_$s tg=TARGETS_$s rid=RID_$s
@@ -130,12 +180,17 @@ for s in 2k 2kr 1m; do
 			u=URL_$t
 			l=$(load)
 			echo "   $s round $r $t (load $l)"
+			ticks=$(cpu_ticks "${PID_OF[$t]}")
 			res=$(WRK_BODY=${!b} WRK_RID=${!rid} wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 10s --latency -s wrk.lua "${!u}${!p}" | tee "$WORK/wrk-$s-$t-$r.txt" | grep '^RESULT')
+			ticks=$(($(cpu_ticks "${PID_OF[$t]}") - ticks))
+			reqs=$(awk '/ requests in / {print $1}' "$WORK/wrk-$s-$t-$r.txt")
+			cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", (n > 0 ? 1e6 * t / hz / n : 0)}')
 			read -r _ rps p50 p99 mx non2xx sockerr <<<"$res"
 			RPS[$s,$t]+="$rps "
 			P50[$s,$t]+="$p50 "
 			P99[$s,$t]+="$p99 "
-			ROWS+="| $s | $t | $r | $rps | $p50 | $p99 | $mx | $non2xx | $sockerr | $l |"$'\n'
+			CPU[$s,$t]+="$cpu "
+			ROWS+="| $s | $t | $r | $rps | $p50 | $p99 | $mx | $non2xx | $sockerr | $cpu | $l |"$'\n'
 		done
 	done
 done
@@ -164,11 +219,31 @@ for s in 2k 2kr 1m; do
 	fi
 	SUMMARY+="$line |"$'\n'
 done
+# Each build's hit over its own static site, and the hit of after over before.
+BA_SUMMARY=""
+if [ -n "$BEFORE" ]; then
+	for s in 2k 2kr 1m; do
+		size=SIZE_$s
+		for b in before after; do
+			st=static sh=s360
+			[ $b = before ] && st=before_static sh=before_s360
+			ratio=$(awk -v a="${MED[$s,$sh]}" -v b="${MED[$s,$st]}" 'BEGIN {printf "%.1f", 100*a/b}')
+			met=$(awk -v a="${MED[$s,$sh]}" -v b="${MED[$s,$st]}" 'BEGIN {print (a >= 0.9*b) ? "met" : "**missed**"}')
+			cst=$(median ${CPU[$s,$st]}) csh=$(median ${CPU[$s,$sh]})
+			BA_SUMMARY+="| $s (${!size} B) | $b | ${MED[$s,$st]} | $(median ${P50[$s,$st]}) / $(median ${P99[$s,$st]}) | ${MED[$s,$sh]} | $(median ${P50[$s,$sh]}) / $(median ${P99[$s,$sh]}) | **$ratio %** ($met) | $cst / $csh ($(awk -v a="$cst" -v b="$csh" 'BEGIN {printf "%.1f %%", 100*a/b}')) |"
+			if [ $b = after ]; then
+				BA_SUMMARY+=" $(awk -v a="${MED[$s,s360]}" -v b="${MED[$s,before_s360]}" 'BEGIN {printf "%.1f %%", 100*a/b}') |"$'\n'
+			else
+				BA_SUMMARY+=" |"$'\n'
+			fi
+		done
+	done
+fi
 
 # Where the time goes: CPU profiles of the hit and of the baseline, 2 KB.
 echo "== profiles"
 PROFILES=""
-for prof in $TARGETS s360-rid; do
+for prof in ${TARGETS%"$BEFORE_TARGETS"} s360-rid; do
 	t=${prof%-rid} rid=0
 	[ "$prof" = s360-rid ] && rid=1
 	u=URL_$t
@@ -186,6 +261,7 @@ for prof in $TARGETS s360-rid; do
 done
 stop "$BC_PID"
 [ -n "${CH_PID:-}" ] && stop "$CH_PID"
+[ -n "${BB_PID:-}" ] && stop "$BB_PID"
 stop "$SIM1_PID"
 
 # ======================================================= 3. 1,000 identical misses
@@ -284,6 +360,10 @@ stop "$SIM3_PID"
 # ======================================================= 6. Go benchmarks
 echo "== 6: go test -bench"
 GOBENCH=$(cd "$ROOT" && $GO test -run '^$' -bench . -benchmem -count 1 ./s360/ ./edge/ ./cachestore/ 2>&1) || true
+GOBENCH_BEFORE=
+if [ -n "$BEFORE" ]; then
+	GOBENCH_BEFORE=$(cd "$BEFORE_SRC" && $GO test -run '^$' -bench . -benchmem -count 1 ./s360/ ./edge/ ./cachestore/ 2>&1) || true
+fi
 LOAD_END=$(load)
 
 # ======================================================= report
@@ -291,7 +371,7 @@ CAT_MIB=$(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", b/1048576}')
 {
 	echo "## make bench — results"
 	echo
-	echo "Generated by \`make bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), $(uname -sr). $($GO version | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). Commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') ($(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths). Load average (1/5/15 min) at start $LOAD_START, at end $LOAD_END; other builds may share the 2 cores, so compare columns of one run only."
+	echo "Generated by \`make bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), $(uname -sr). $($GO version | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). Commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') ($(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths)${BEFORE:+; before: commit $BEFORE_DESC, in the hit rounds (1-2) and the Go benchmarks (6)}. Load average (1/5/15 min) at start $LOAD_START, at end $LOAD_END; other builds may share the 2 cores, so compare columns of one run only."
 	echo
 	echo "### 1-2. Cache hit vs static bytes from memory vs cache-handler"
 	echo
@@ -311,10 +391,18 @@ CAT_MIB=$(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", b/1048576}')
 	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 	printf '%s' "$SUMMARY"
 	echo
-	echo "All rounds:"
+	if [ -n "$BEFORE" ]; then
+		echo "Before and after in the same rounds: *before* is \`bench/bin/benchcaddy-before\`, built from commit $BEFORE_DESC (a git worktree of it, its bench module against its own tree), a second process with its own admin port and store (\`store-hit-before\`), the same \`bench/Caddyfile.hit\` and simulator, its static site serving the same saved bodies; *after* is this tree's \`bench/bin/benchcaddy\` (the rows above). Targets \`before_static\` and \`before_s360\` in the rounds below. Medians (req/s; p50 / p99 ms):"
+		echo
+		echo "| body | build | static req/s | static p50/p99 | s360 hit req/s | s360 p50/p99 | hit / static of the same build (target ≥ 90 %) | server CPU µs per request, static / hit (static over hit) | hit after / hit before |"
+		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+		printf '%s' "$BA_SUMMARY"
+		echo
+	fi
+	echo "All rounds (server CPU µs/req: the utime + stime of the serving process, from /proc/PID/stat, during the round, over the requests wrk completed; static and s360 are one process, the other site idle meanwhile):"
 	echo
-	echo "| body | target | round | req/s | p50 ms | p99 ms | max ms | non-2xx | socket errors | load before |"
-	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	echo "| body | target | round | req/s | p50 ms | p99 ms | max ms | non-2xx | socket errors | server CPU µs/req | load before |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 	printf '%s' "$ROWS"
 	echo
 	echo "<details><summary>CPU profiles (Caddy admin /debug/pprof/profile?seconds=10 during a 12 s wrk run, 2 KB; s360-rid = with a unique requestId per request)</summary>"
@@ -370,6 +458,14 @@ CAT_MIB=$(awk -v b="$CAT_SIZE" 'BEGIN {printf "%.1f", b/1048576}')
 	echo '```'
 	echo "$GOBENCH"
 	echo '```'
+	if [ -n "$BEFORE" ]; then
+		echo
+		echo "The same in the tree of commit $BEFORE_DESC, run after the above:"
+		echo
+		echo '```'
+		echo "$GOBENCH_BEFORE"
+		echo '```'
+	fi
 } >"$OUT"
 
 "$BIN/mdsection" "$ROOT/BENCHMARKS.md" bench <"$OUT"

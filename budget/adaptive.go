@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/internal/wait"
 )
 
 // Adjustment is a change of a learned limit.
@@ -453,12 +455,8 @@ func (b *Budget) methodRoomLocked(ctx context.Context, method string, now time.T
 // awaitMethodSlot waits until at, when the call's method may have a slot
 // again.
 func (b *Budget) awaitMethodSlot(ctx context.Context, at time.Time) error {
-	t := time.NewTimer(time.Until(at))
-	defer t.Stop()
 	var err error
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+	if !wait.Sleep(ctx, time.Until(at)) {
 		err = &WaitError{Reason: ErrLimited, Cause: ctx.Err(), RetryIn: max(time.Until(at), 0), Scope: ScopeMethod}
 	}
 	b.mu.Lock()

@@ -17,6 +17,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/s360edge/s360edge/internal/wait"
 )
 
 // Defaults for the zero values of Options.
@@ -687,14 +689,7 @@ func (s *Store) Stats() Stats {
 // gcLoop runs the expiry sweep and value-log GC every interval until Close.
 func (s *Store) gcLoop(every time.Duration) {
 	defer close(s.gcDone)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
+	wait.Every(s.stop, every, func() bool {
 		// Sweep first: the deletions it makes are what value-log GC can reclaim.
 		if _, err := s.Sweep(); err != nil {
 			s.log.Warn("sweeping expired cache entries", zap.Error(err))
@@ -703,7 +698,8 @@ func (s *Store) gcLoop(every time.Duration) {
 			s.log.Warn("deleting orphan body files", zap.Error(err))
 		}
 		s.runValueLogGC()
-	}
+		return true
+	})
 }
 
 func (s *Store) removeOrphanBodies() error {

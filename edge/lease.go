@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/s360edge/s360edge/internal/wait"
 	"github.com/s360edge/s360edge/upstream"
 )
 
@@ -48,24 +49,17 @@ func (e *Edge) keepLease(l KeyLease, ttl time.Duration) *heldLease {
 	h := &heldLease{l: l, e: e, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(h.done)
-		t := time.NewTicker(ttl / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-h.stop:
-				return
-			case <-t.C:
-			}
+		wait.Every(h.stop, ttl/3, func() bool {
 			held, err := l.Renew(context.Background())
 			if err != nil {
 				e.sharedFailed("renewing a key's fetch lease", err)
-				continue // Redis out of reach: the lease may outlive the outage
+				return true // Redis out of reach: the lease may outlive the outage
 			}
 			if !held {
 				h.lost.Store(true)
-				return
 			}
-		}
+			return held
+		})
 	}()
 	return h
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/internal/wait"
 )
 
 // The monthly quota (budget.Month): with Settings.Quota set, the edge
@@ -78,19 +79,13 @@ func (e *Edge) restoreQuota() {
 // closes (before its store does).
 func (e *Edge) quotaLoop() {
 	defer e.bg.Done()
-	t := time.NewTicker(quotaSync)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.ctx.Done():
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			e.syncQuota(ctx)
-			return
-		case <-t.C:
-			e.syncQuota(e.ctx)
-		}
-	}
+	wait.Every(e.ctx.Done(), quotaSync, func() bool {
+		e.syncQuota(e.ctx)
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	e.syncQuota(ctx)
 }
 
 // syncQuota sends the calls counted here to the shared count (in a

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/cachestore"
+	"github.com/s360edge/s360edge/internal/wait"
 	"github.com/s360edge/s360edge/s360"
 )
 
@@ -52,7 +53,7 @@ func (e *Edge) leaseKey(ctx context.Context, fl *flight, a *asking) (*heldLease,
 		l, ok, err := e.opts.Shared.Lease(ctx, key, leaseTTL)
 		if err != nil {
 			e.sharedFailed("taking a key's fetch lease", err)
-			if !e.retryLease(fl) || !sleepCtx(ctx, delay) {
+			if !e.retryLease(fl) || !wait.Sleep(ctx, delay) {
 				return nil, nil
 			}
 			delay = min(2*delay, leaseRetryMax)
@@ -86,18 +87,6 @@ func (e *Edge) retryLease(fl *flight) bool {
 	p, _ := fl.Priority()
 	since := e.sharedDown.Load()
 	return p == PriorityBackground && since != 0 && time.Since(time.Unix(0, since)) < sharedBlip
-}
-
-// sleepCtx waits d; false when ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // sharedEntry reads key from the shared tier, after waiting for another

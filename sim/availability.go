@@ -17,8 +17,10 @@ type availabilityRequest struct {
 }
 
 // decodeAvailability parses the request and checks the mandatory point of
-// sales. A non-nil envelope is a business error to return as is.
-func (s *Server) decodeAvailability(body []byte) (*availabilityRequest, envelope, error) {
+// sales, then the mandatory list of ids named by list ("performanceIds" or
+// "productIds"; "" for none). A non-nil envelope is a business error to
+// return as is.
+func (s *Server) decodeAvailability(body []byte, list string) (*availabilityRequest, envelope, error) {
 	var req availabilityRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, nil, err
@@ -28,6 +30,10 @@ func (s *Server) decodeAvailability(body []byte) (*availabilityRequest, envelope
 	}
 	if *req.PointOfSalesID != s.posID {
 		return nil, s.failure("error.pointofsales.unknown", fmt.Sprintf("unknown point of sales %d", *req.PointOfSalesID)), nil
+	}
+	ids := map[string][]int64{"performanceIds": req.PerformanceIDs, "productIds": req.ProductIDs}
+	if list != "" && len(ids[list]) == 0 {
+		return nil, s.failure("error.parameter.mandatory", list+" is mandatory"), nil
 	}
 	return &req, nil, nil
 }
@@ -60,6 +66,15 @@ func (p *performance) total() (available, capacity int) {
 	return available, capacity
 }
 
+// total sums the seats of every performance of p.
+func (p *product) total() (available, capacity int) {
+	for _, perf := range p.Event.Performances {
+		a, c := perf.total()
+		available, capacity = available+a, capacity+c
+	}
+	return available, capacity
+}
+
 type eventAvailability struct {
 	PerformanceID  int64  `json:"performanceId"`
 	SeatCategoryID *int64 `json:"seatCategoryId,omitempty"`
@@ -70,12 +85,9 @@ type eventAvailability struct {
 // sums the categories, [-1] lists each, explicit ids filter.
 // contingentIds are not simulated.
 func (s *Server) getEventAvailability(body []byte) (envelope, error) {
-	req, fail, err := s.decodeAvailability(body)
+	req, fail, err := s.decodeAvailability(body, "performanceIds")
 	if req == nil {
 		return fail, err
-	}
-	if len(req.PerformanceIDs) == 0 {
-		return s.failure("error.parameter.mandatory", "performanceIds is mandatory"), nil
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -110,12 +122,9 @@ func contains(ids []int64, id int64) bool {
 }
 
 func (s *Server) getPerformanceAvailability(body []byte) (envelope, error) {
-	req, fail, err := s.decodeAvailability(body)
+	req, fail, err := s.decodeAvailability(body, "performanceIds")
 	if req == nil {
 		return fail, err
-	}
-	if len(req.PerformanceIDs) == 0 {
-		return s.failure("error.parameter.mandatory", "performanceIds is mandatory"), nil
 	}
 	type row struct {
 		PerformanceID int64 `json:"performanceId"`
@@ -134,12 +143,9 @@ func (s *Server) getPerformanceAvailability(body []byte) (envelope, error) {
 }
 
 func (s *Server) getProductAvailability(body []byte) (envelope, error) {
-	req, fail, err := s.decodeAvailability(body)
+	req, fail, err := s.decodeAvailability(body, "productIds")
 	if req == nil {
 		return fail, err
-	}
-	if len(req.ProductIDs) == 0 {
-		return s.failure("error.parameter.mandatory", "productIds is mandatory"), nil
 	}
 	type row struct {
 		ProductID int64 `json:"productId"`
@@ -149,16 +155,9 @@ func (s *Server) getProductAvailability(body []byte) (envelope, error) {
 	defer s.mu.RUnlock()
 	rows := []row{}
 	for _, id := range req.ProductIDs {
-		p := s.cat.prodByID[id]
-		if p == nil {
-			continue
+		if p := s.cat.prodByID[id]; p != nil {
+			rows = append(rows, row{id, qty(p.total())})
 		}
-		var available, capacity int
-		for _, perf := range p.Event.Performances {
-			a, c := perf.total()
-			available, capacity = available+a, capacity+c
-		}
-		rows = append(rows, row{id, qty(available, capacity)})
 	}
 	return success("productAvailabilityData", map[string]any{"productAvailabilities": rows}), nil
 }
@@ -173,7 +172,7 @@ type seat struct {
 // getSeatsAvailability lists free seats of one category: a made-up plan of
 // rows of 20, sold from the front.
 func (s *Server) getSeatsAvailability(body []byte) (envelope, error) {
-	req, fail, err := s.decodeAvailability(body)
+	req, fail, err := s.decodeAvailability(body, "")
 	if req == nil {
 		return fail, err
 	}
@@ -199,12 +198,9 @@ func (s *Server) getSeatsAvailability(body []byte) (envelope, error) {
 // getUpdatedAvailabilities lists the given products whose stock changed
 // strictly after referenceDate (docs/S360.md, "Change detection").
 func (s *Server) getUpdatedAvailabilities(body []byte) (envelope, error) {
-	req, fail, err := s.decodeAvailability(body)
+	req, fail, err := s.decodeAvailability(body, "productIds")
 	if req == nil {
 		return fail, err
-	}
-	if len(req.ProductIDs) == 0 {
-		return s.failure("error.parameter.mandatory", "productIds is mandatory"), nil
 	}
 	ref, err := time.Parse(time.RFC3339Nano, req.ReferenceDate)
 	if err != nil {

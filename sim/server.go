@@ -3,7 +3,6 @@ package sim
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"mime"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/s360edge/s360edge/internal/wait"
 )
 
 // Server is one simulated S-360 institution: web services, ticket shop and
@@ -240,7 +241,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(sw, r, http.StatusBadRequest, "bad_request", "invalid parameters: "+err.Error())
 		return
 	}
-	if !sleep(r.Context(), delay) {
+	if delay > 0 && !wait.Sleep(r.Context(), delay) {
 		return
 	}
 	env["requestId"] = nil
@@ -254,20 +255,6 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	var buf bytes.Buffer
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, 1<<20))
 	return buf.Bytes(), err
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // abort closes the connection without an answer, like a host that is down.

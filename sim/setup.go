@@ -16,22 +16,25 @@ type seasonRequest struct {
 	SeasonID *int64 `json:"seasonId"`
 }
 
-// season finds the season a request names. A non-nil envelope is a
-// business error. Called under s.mu.
-func (s *Server) season(body []byte) (*season, envelope, error) {
+// forSeason answers a request naming a season (listAudienceSubCategories,
+// listPriceLevels) with answer's envelope for that season, called under
+// s.mu; a missing or unknown season is a business error.
+func (s *Server) forSeason(body []byte, answer func(*season) envelope) (envelope, error) {
 	var req seasonRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if req.SeasonID == nil {
-		return nil, s.failure("error.parameter.mandatory", "seasonId is mandatory"), nil
+		return s.failure("error.parameter.mandatory", "seasonId is mandatory"), nil
 	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	for _, se := range s.cat.Seasons {
 		if se.ID == *req.SeasonID {
-			return se, nil, nil
+			return answer(se), nil
 		}
 	}
-	return nil, s.failure("error.season.unknown", fmt.Sprintf("unknown season %d", *req.SeasonID)), nil
+	return s.failure("error.season.unknown", fmt.Sprintf("unknown season %d", *req.SeasonID)), nil
 }
 
 // listSeasons answers every season; like S-360 it leaves the priceLevels and
@@ -49,31 +52,21 @@ func (s *Server) listSeasons([]byte) (envelope, error) {
 }
 
 func (s *Server) listAudienceSubCategories(body []byte) (envelope, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	se, fail, err := s.season(body)
-	if fail != nil || err != nil {
-		return fail, err
-	}
-	out := []map[string]any{}
-	for _, ac := range se.AudienceCategories {
-		for _, sub := range ac.AudienceSubCategories {
-			out = append(out, map[string]any{"id": sub.ID, "code": sub.Code, "externalName": sub.ExternalName,
-				"audienceCategoryKind": sub.AudienceCategoryKind, "requiredAudienceSubCategoryIds": []int64{},
-				"crossSeatCategory": false})
+	return s.forSeason(body, func(se *season) envelope {
+		out := []map[string]any{}
+		for _, ac := range se.AudienceCategories {
+			for _, sub := range ac.AudienceSubCategories {
+				out = append(out, map[string]any{"id": sub.ID, "code": sub.Code, "externalName": sub.ExternalName,
+					"audienceCategoryKind": sub.AudienceCategoryKind, "requiredAudienceSubCategoryIds": []int64{},
+					"crossSeatCategory": false})
+			}
 		}
-	}
-	return success("audienceSubCategories", out), nil
+		return success("audienceSubCategories", out)
+	})
 }
 
 func (s *Server) listPriceLevels(body []byte) (envelope, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	se, fail, err := s.season(body)
-	if fail != nil || err != nil {
-		return fail, err
-	}
-	return success("priceLevels", se.PriceLevels), nil
+	return s.forSeason(body, func(se *season) envelope { return success("priceLevels", se.PriceLevels) })
 }
 
 // listVatCodes answers the one VAT code every product uses. currentRate is
@@ -108,12 +101,11 @@ type searchedEvent struct {
 	Performances []searchedPerformance `json:"performances"`
 }
 
+// searchedPerformance is a performance without its state: the outer State,
+// always empty, hides the embedded performance's.
 type searchedPerformance struct {
-	ID             int64          `json:"id"`
-	Start          string         `json:"start"`
-	Duration       int            `json:"duration"`
-	SeatCategories []seatCategory `json:"seatCategories"`
-	Prices         []price        `json:"prices"`
+	performance
+	State string `json:"state,omitempty"`
 }
 
 // searchMaxResults is S-360's page size limit for searchProductsByCriteria.
@@ -149,7 +141,7 @@ func (s *Server) searchProductsByCriteria(body []byte) (envelope, error) {
 	for _, p := range matched[start:min(start+limit, len(matched))] {
 		ev := &searchedEvent{ID: p.Event.ID, Performances: []searchedPerformance{}}
 		for _, perf := range p.Event.Performances {
-			ev.Performances = append(ev.Performances, searchedPerformance{perf.ID, perf.Start, perf.Duration, perf.SeatCategories, perf.Prices})
+			ev.Performances = append(ev.Performances, searchedPerformance{performance: *perf})
 		}
 		out = append(out, searchedProduct{product: *p, Event: ev})
 	}
