@@ -18,6 +18,7 @@ import (
 
 	"github.com/s360edge/s360edge/budget"
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/internal/wait"
 )
 
 //go:embed budget.lua
@@ -533,11 +534,11 @@ func (b *Budget) AcquireCall(ctx context.Context, c budget.Call) error {
 				return &budget.WaitError{Reason: budget.ErrLimited, RetryIn: a.wait, Scope: budget.ScopeMethod}
 			}
 			b.methodWaiting.Add(1)
-			err := sleepCtx(ctx, a.wait)
+			slept := wait.Sleep(ctx, a.wait)
 			b.methodWaiting.Add(-1)
-			if err != nil {
+			if !slept {
 				b.rejections.Add(1)
-				return &budget.WaitError{Reason: budget.ErrLimited, Cause: err, Scope: budget.ScopeMethod}
+				return &budget.WaitError{Reason: budget.ErrLimited, Cause: ctx.Err(), Scope: budget.ScopeMethod}
 			}
 			continue
 		}
@@ -946,16 +947,4 @@ func (b *Budget) Stats() budget.Stats {
 		b.notifyLocked(time.Now())
 	}
 	return s
-}
-
-// sleepCtx waits d, or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

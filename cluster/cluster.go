@@ -47,6 +47,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/budget"
+	"github.com/s360edge/s360edge/internal/wait"
 )
 
 // DefaultPrefix is the default prefix of every Redis key.
@@ -217,16 +218,7 @@ func Open(cfg Config) (*Cluster, error) {
 // every runs fn every d until the cluster closes.
 func (c *Cluster) every(d time.Duration, fn func()) {
 	defer c.wg.Done()
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-			fn()
-		}
-	}
+	wait.Every(c.ctx.Done(), d, func() bool { fn(); return true })
 }
 
 // Node is this node's name.

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/s360edge/s360edge/internal/wait"
 	"github.com/s360edge/s360edge/orderq"
 )
 
@@ -492,14 +493,7 @@ func (q *OrderQueue) run() {
 }
 
 // pause waits d, or until the queue closes.
-func (q *OrderQueue) pause(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-q.ctx.Done():
-	}
-}
+func (q *OrderQueue) pause(d time.Duration) { wait.Sleep(q.ctx, d) }
 
 // head is the order at the head of the line, for its admission; nil when
 // the line is empty.

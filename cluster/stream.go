@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/s360edge/s360edge/edge"
+	"github.com/s360edge/s360edge/internal/wait"
 )
 
 // ErrNotPoller: Publish was refused because this node does not hold the
@@ -240,14 +241,7 @@ func (c *Cluster) readLoop() {
 }
 
 // pause waits d, or less when the node closes.
-func (c *Cluster) pause(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-c.ctx.Done():
-	case <-t.C:
-	}
-}
+func (c *Cluster) pause(d time.Duration) { wait.Sleep(c.ctx, d) }
 
 // join delivers what this node missed since last: the events still in the
 // stream when there is no gap, then an EventSync with the cluster's

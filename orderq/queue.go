@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/s360edge/s360edge/internal/wait"
 )
 
 // State is where an order is.
@@ -518,14 +520,7 @@ func (q *Queue) run() {
 const sendGap = 250 * time.Millisecond
 
 // pause waits d (at least a second's tenth), or until the queue closes.
-func (q *Queue) pause(d time.Duration) {
-	t := time.NewTimer(max(d, 100*time.Millisecond))
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-q.ctx.Done():
-	}
-}
+func (q *Queue) pause(d time.Duration) { wait.Sleep(q.ctx, max(d, 100*time.Millisecond)) }
 
 // body reads o's body back from the store.
 func (q *Queue) body(o *Order) ([]byte, error) {
@@ -592,16 +587,7 @@ const sweepEvery = 5 * time.Second
 // janitor withdraws abandoned orders and forgets outcomes past Keep.
 func (q *Queue) janitor() {
 	defer q.wg.Done()
-	t := time.NewTicker(sweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-q.ctx.Done():
-			return
-		}
-		q.sweep(time.Now())
-	}
+	wait.Every(q.ctx.Done(), sweepEvery, func() bool { q.sweep(time.Now()); return true })
 }
 
 func (q *Queue) sweep(now time.Time) {
