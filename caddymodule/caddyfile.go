@@ -265,13 +265,18 @@ func onOffArg(d *caddyfile.Dispenser) (*bool, error) {
 
 // positiveArg parses one positive integer, such as `order_queue_max 1000`.
 func positiveArg(d *caddyfile.Dispenser) (int, error) {
+	return intArg(d, 1, "a positive whole number")
+}
+
+// intArg parses one integer of at least least, which want describes.
+func intArg(d *caddyfile.Dispenser, least int, want string) (int, error) {
 	name, v := d.Val(), ""
 	if err := oneArg(d, "", &v); err != nil {
 		return 0, err
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		return 0, parseErr(d, "", name, "want a positive whole number, got %q", v)
+	if err != nil || n < least {
+		return 0, parseErr(d, "", name, "want %s, got %q", want, v)
 	}
 	return n, nil
 }

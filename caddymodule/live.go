@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -50,13 +49,9 @@ type liveEndpoint struct {
 
 // liveMaxArg parses `live_max <n>`, n >= 0.
 func liveMaxArg(d *caddyfile.Dispenser) (*int, error) {
-	name, v := d.Val(), ""
-	if err := oneArg(d, "", &v); err != nil {
+	n, err := intArg(d, 0, "the most pages that may follow availability at once, an integer >= 0 (0 turns /s360/live off)")
+	if err != nil {
 		return nil, err
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return nil, parseErr(d, "", name, "want the most pages that may follow availability at once, an integer >= 0 (0 turns /s360/live off), got %q", v)
 	}
 	return &n, nil
 }
