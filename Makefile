@@ -89,7 +89,7 @@ cluster: build
 # with CI set that test fails instead of skipping).
 CHROMIUM ?= /usr/bin/chromium
 test:
-	@$(GO) test -race -count=1 -timeout 15m ./...; rc=$$?; \
+	@$(GO) test -race -count=1 -timeout 18m ./...; rc=$$?; \
 	if [ ! -e $(CHROMIUM) ] && [ -z "$$CI" ]; then \
 		echo "make test: SKIPPED the browser journey (TestBrowserJourney): $(CHROMIUM) not found; apt-get install chromium to run it"; \
 	fi; exit $$rc
