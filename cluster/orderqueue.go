@@ -2,14 +2,11 @@ package cluster
 
 import (
 	"context"
-	"crypto/rand"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math"
 	"net"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -106,13 +103,8 @@ type known struct {
 // Rate, Keep, OnAdmit and Logger, and Store to keep the orders Redis may
 // not have queued. Orders are not admitted before Start.
 func NewOrderQueue(c *Cluster, local *orderq.Queue, cfg orderq.Config) (*OrderQueue, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
-	if cfg.Keep <= 0 {
-		cfg.Keep = orderq.DefaultKeep
-	}
-	q := &OrderQueue{c: c, cfg: cfg, local: local, lim: queueLimits(cfg.Limits), changed: make(chan struct{}),
+	cfg = cfg.WithDefaults()
+	q := &OrderQueue{c: c, cfg: cfg, local: local, lim: cfg.Limits, changed: make(chan struct{}),
 		known: map[string]*known{}, held: map[string]int{}, touched: map[string]time.Time{}, sending: map[string]bool{},
 		wake: make(chan struct{}, 1)}
 	if cfg.Store != nil {
@@ -133,19 +125,6 @@ func NewOrderQueue(c *Cluster, local *orderq.Queue, cfg orderq.Config) (*OrderQu
 	return q, nil
 }
 
-func queueLimits(l orderq.Limits) orderq.Limits {
-	if l.Max <= 0 {
-		l.Max = orderq.DefaultMax
-	}
-	if l.PerClient <= 0 {
-		l.PerClient = orderq.DefaultPerClient
-	}
-	if l.AbandonAfter <= 0 {
-		l.AbandonAfter = orderq.DefaultAbandonAfter
-	}
-	return l
-}
-
 func queuedView(o *orderq.Order) orderq.View {
 	return orderq.View{Ticket: o.Ticket, State: orderq.Queued, Client: o.Client, Meta: o.Meta, At: o.At}
 }
@@ -156,7 +135,7 @@ func (q *OrderQueue) Start(send orderq.SendFunc, l orderq.Limits) {
 	q.local.Start(send, l)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.send, q.lim = send, queueLimits(l)
+	q.send, q.lim = send, l.WithDefaults()
 	q.poke()
 	if q.started || q.closed {
 		return
@@ -193,9 +172,7 @@ func (q *OrderQueue) Enqueue(o orderq.Order) (orderq.View, error) {
 	if !q.c.redisOK.Load() {
 		return q.local.Enqueue(o)
 	}
-	var b [16]byte
-	rand.Read(b[:])
-	n := &orderq.Order{Ticket: hex.EncodeToString(b[:]), Path: o.Path, Body: o.Body, Client: o.Client, Meta: o.Meta,
+	n := &orderq.Order{Ticket: orderq.NewTicket(), Path: o.Path, Body: o.Body, Client: o.Client, Meta: o.Meta,
 		At: time.Now(), State: orderq.Queued}
 	r, err := q.enqueue(q.c.rdb, q.c.cfg.OpTimeout, n, l)
 	if err != nil && unsent(err) {
@@ -229,7 +206,7 @@ func (q *OrderQueue) Enqueue(o orderq.Order) (orderq.View, error) {
 	}
 	v := queuedView(n)
 	v.At = time.UnixMilli(r[2])
-	v.Position, v.ETA = int(r[1]), q.eta(int(r[1]))
+	v.Position, v.ETA = int(r[1]), q.cfg.ETA(int(r[1]))
 	q.mu.Lock()
 	q.known[n.Ticket] = &known{v: v, used: time.Now()}
 	q.mu.Unlock()
@@ -248,12 +225,12 @@ func (q *OrderQueue) enqueue(rdb *redis.Client, d time.Duration, n *orderq.Order
 // again until Redis answers.
 func (q *OrderQueue) maybe(n *orderq.Order, err error) orderq.View {
 	q.cfg.Logger.Warn("Redis did not say whether it queued an order: this node queues it again, under the same ticket, until Redis answers",
-		zap.String("ticket", short(n.Ticket)), zap.Error(redactURL(err)))
+		zap.String("ticket", orderq.Short(n.Ticket)), zap.Error(redactURL(err)))
 	if q.cfg.Store != nil {
 		b, _ := json.Marshal(n)
 		if err := q.cfg.Store.PutMeta(maybeQueued+n.Ticket, b); err != nil {
 			q.cfg.Logger.Error("storing an order Redis may not have queued: a restart before Redis answers would lose it",
-				zap.String("ticket", short(n.Ticket)), zap.Error(err))
+				zap.String("ticket", orderq.Short(n.Ticket)), zap.Error(err))
 		}
 	}
 	v := queuedView(n)
@@ -327,7 +304,7 @@ func (q *OrderQueue) view(ticket string, touch bool) (v orderq.View, found bool,
 	}
 	if rank, _ := a[7].(int64); rank >= 0 && v.State == orderq.Queued {
 		v.Position = int(rank) + 1
-		v.ETA = q.eta(v.Position)
+		v.ETA = q.cfg.ETA(v.Position)
 	}
 	return v, true, nil
 }
@@ -400,7 +377,7 @@ func (q *OrderQueue) Stats() orderq.Stats {
 	}
 	s := q.stats
 	s.Max = q.lim.Max
-	q.admits = trimAdmits(q.admits, time.Now())
+	q.admits = orderq.LastMinute(q.admits, time.Now())
 	s.PerMinute = len(q.admits)
 	q.mu.Unlock()
 	l := q.local.Stats()
@@ -540,7 +517,7 @@ func (q *OrderQueue) claim(back bool) (o *orderq.Order, body []byte, wait time.D
 	q.sending[o.Ticket] = true
 	q.stats.Admitted++
 	q.stats.Sending++
-	q.admits = append(trimAdmits(q.admits, now), now)
+	q.admits = append(orderq.LastMinute(q.admits, now), now)
 	q.known[o.Ticket] = &known{v: orderq.View{Ticket: o.Ticket, State: orderq.Sending, Client: o.Client, Meta: o.Meta, At: o.At}, used: now}
 	q.mu.Unlock()
 	if q.cfg.OnAdmit != nil {
@@ -581,7 +558,7 @@ func (q *OrderQueue) saveOutcome(ticket string, v orderq.View) {
 		return // the janitor tries again
 	}
 	if r != int64(1) {
-		q.cfg.Logger.Error("the outcome of an order this node sent was not written: another node has it", zap.String("ticket", short(ticket)))
+		q.cfg.Logger.Error("the outcome of an order this node sent was not written: another node has it", zap.String("ticket", orderq.Short(ticket)))
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -653,7 +630,7 @@ func (q *OrderQueue) retry() {
 		if time.Since(o.At) >= q.cfg.Keep {
 			// Redis may have queued, sent and forgotten it meanwhile.
 			q.cfg.Logger.Error("an order Redis may have queued was not confirmed within the time an outcome is kept: its outcome is unknown, and it is not queued again",
-				zap.String("ticket", short(o.Ticket)))
+				zap.String("ticket", orderq.Short(o.Ticket)))
 			q.settle(o, &orderq.View{Ticket: o.Ticket, State: orderq.Failed, Reason: orderq.ReasonUnknown, Client: o.Client,
 				Meta: o.Meta, At: o.At, Done: time.Now()})
 			continue
@@ -792,28 +769,6 @@ func (q *OrderQueue) poke() {
 	default:
 	}
 }
-
-// eta estimates the wait of the position'th order from the rate the
-// budget admits orders now.
-func (q *OrderQueue) eta(position int) time.Duration {
-	if q.cfg.Rate == nil {
-		return 0
-	}
-	if r := q.cfg.Rate(); r > 0 {
-		return time.Duration(float64(position) / r * float64(time.Second))
-	}
-	return 0
-}
-
-// trimAdmits forgets admissions older than a minute.
-func trimAdmits(admits []time.Time, now time.Time) []time.Time {
-	i, _ := slices.BinarySearchFunc(admits, now.Add(-time.Minute), time.Time.Compare)
-	return admits[i:]
-}
-
-// short is a ticket's prefix for logs: the ticket is a credential.
-func short(t string) string { return t[:min(len(t), 6)] + "…" }
-
 func str(v any) string {
 	s, _ := v.(string)
 	return s

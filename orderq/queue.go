@@ -188,11 +188,7 @@ const prefix = "orderq/"
 // places; an order found sending failed with ReasonUnknown. Orders are not
 // admitted before Start.
 func New(cfg Config) (*Queue, error) {
-	cfg.Limits = cfg.Limits.withDefaults()
-	cfg.Keep = cmpOr(cfg.Keep, DefaultKeep)
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
+	cfg = cfg.WithDefaults()
 	q := &Queue{cfg: cfg, orders: map[string]*Order{}, perClient: map[string]int{},
 		changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
@@ -222,7 +218,7 @@ func New(cfg Config) (*Queue, error) {
 	}
 	sort.Slice(q.line, func(i, j int) bool { return q.line[i].Seq < q.line[j].Seq })
 	for _, o := range unknown {
-		cfg.Logger.Error("an order was being sent when the sidecar stopped: its outcome is unknown, and it is not sent again", zap.String("ticket", short(o.Ticket)))
+		cfg.Logger.Error("an order was being sent when the sidecar stopped: its outcome is unknown, and it is not sent again", zap.String("ticket", Short(o.Ticket)))
 		q.persist(o)
 	}
 	q.stats.Failed += uint64(len(unknown))
@@ -231,7 +227,18 @@ func New(cfg Config) (*Queue, error) {
 	return q, nil
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults is cfg with its zero fields set to the defaults.
+func (cfg Config) WithDefaults() Config {
+	cfg.Limits = cfg.Limits.WithDefaults()
+	cfg.Keep = cmpOr(cfg.Keep, DefaultKeep)
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	return cfg
+}
+
+// WithDefaults is l with its zero fields set to the defaults.
+func (l Limits) WithDefaults() Limits {
 	return Limits{cmpOr(l.Max, DefaultMax), cmpOr(l.PerClient, DefaultPerClient), cmpOr(l.AbandonAfter, DefaultAbandonAfter)}
 }
 
@@ -242,8 +249,15 @@ func cmpOr[T int | time.Duration](v, def T) T {
 	return v
 }
 
-// short is a ticket's prefix for logs: the ticket is a credential.
-func short(t string) string { return t[:min(len(t), 6)] + "…" }
+// Short is a ticket's prefix for logs: the ticket is a credential.
+func Short(t string) string { return t[:min(len(t), 6)] + "…" }
+
+// NewTicket is a new order's ticket: 128 random bits, in hex.
+func NewTicket() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
 
 // Start admits orders, sending each with send, within l (zero fields take
 // the defaults); a later call only replaces send and l (a reload's new
@@ -251,7 +265,7 @@ func short(t string) string { return t[:min(len(t), 6)] + "…" }
 func (q *Queue) Start(send SendFunc, l Limits) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.send, q.cfg.Limits = send, l.withDefaults()
+	q.send, q.cfg.Limits = send, l.WithDefaults()
 	select {
 	case q.wake <- struct{}{}:
 	default:
@@ -277,8 +291,7 @@ func (q *Queue) Close() {
 // Enqueue puts o at the end of the line and returns its view: o's Path,
 // Body, Client and Meta are kept; the rest is set here.
 func (q *Queue) Enqueue(o Order) (View, error) {
-	var b [16]byte
-	rand.Read(b[:])
+	ticket := NewTicket()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	switch {
@@ -293,7 +306,7 @@ func (q *Queue) Enqueue(o Order) (View, error) {
 	}
 	q.seq++
 	now := time.Now()
-	n := &Order{Ticket: hex.EncodeToString(b[:]), Seq: q.seq, Path: o.Path, Body: o.Body, Client: o.Client,
+	n := &Order{Ticket: ticket, Seq: q.seq, Path: o.Path, Body: o.Body, Client: o.Client,
 		Meta: o.Meta, At: now, State: Queued, seen: now}
 	if err := q.persistErr(n); err != nil {
 		return View{}, err // not queued: the buyer gets an error, nothing is lost
@@ -398,22 +411,21 @@ func (q *Queue) viewLocked(o *Order) View {
 		At: o.At, Done: o.Done, Answer: o.Answer}
 	if o.State == Queued {
 		v.Position = q.posLocked(o) + 1
-		v.ETA = q.etaLocked(v.Position)
+		v.ETA = q.cfg.ETA(v.Position)
 	}
 	return v
 }
 
-// etaLocked estimates the wait of the position'th order from the rate the
-// budget admits orders now.
-func (q *Queue) etaLocked(position int) time.Duration {
-	if q.cfg.Rate == nil {
+// ETA estimates the wait of the position'th order in line from the rate
+// the budget admits orders now (Config.Rate); 0 when none is given.
+func (cfg Config) ETA(position int) time.Duration {
+	if cfg.Rate == nil {
 		return 0
 	}
-	r := q.cfg.Rate()
-	if r <= 0 {
-		return 0
+	if r := cfg.Rate(); r > 0 {
+		return time.Duration(float64(position) / r * float64(time.Second))
 	}
-	return time.Duration(float64(position) / r * float64(time.Second))
+	return 0
 }
 
 // changedLocked wakes everyone following a ticket.
@@ -426,7 +438,7 @@ func (q *Queue) changedLocked() {
 // A failure is logged: the order goes on in memory.
 func (q *Queue) persist(o *Order) {
 	if err := q.persistErr(o); err != nil {
-		q.cfg.Logger.Error("storing an order of the queue", zap.String("ticket", short(o.Ticket)), zap.Error(err))
+		q.cfg.Logger.Error("storing an order of the queue", zap.String("ticket", Short(o.Ticket)), zap.Error(err))
 	}
 }
 
@@ -538,7 +550,7 @@ func (q *Queue) body(o *Order) ([]byte, error) {
 // failLocked ends o, not sent, when its body cannot be read back: the
 // store failed it.
 func (q *Queue) failLocked(o *Order, err error) {
-	q.cfg.Logger.Error("reading a queued order back from the store: it fails, not sent", zap.String("ticket", short(o.Ticket)), zap.Error(err))
+	q.cfg.Logger.Error("reading a queued order back from the store: it fails, not sent", zap.String("ticket", Short(o.Ticket)), zap.Error(err))
 	q.unlineLocked(o)
 	o.State, o.Reason, o.Done = Failed, ReasonStore, time.Now()
 	q.stats.Failed++
@@ -553,7 +565,7 @@ func (q *Queue) admitLocked(o *Order) {
 	q.persist(o) // before the call: after a crash it is unknown, never sent again
 	q.stats.Admitted++
 	q.stats.Sending++
-	q.admits = append(q.trimAdmitsLocked(now), now)
+	q.admits = append(LastMinute(q.admits, now), now)
 	if q.cfg.OnAdmit != nil {
 		q.cfg.OnAdmit(now.Sub(o.At))
 	}
@@ -595,7 +607,7 @@ func (q *Queue) sweep(now time.Time) {
 	defer q.mu.Unlock()
 	for _, o := range slices.Clone(q.line) {
 		if o.followers == 0 && now.Sub(o.seen) >= q.cfg.AbandonAfter {
-			q.cfg.Logger.Info("withdrawing a queued order nobody followed", zap.String("ticket", short(o.Ticket)), zap.Duration("after", now.Sub(o.seen)))
+			q.cfg.Logger.Info("withdrawing a queued order nobody followed", zap.String("ticket", Short(o.Ticket)), zap.Duration("after", now.Sub(o.seen)))
 			q.withdrawLocked(o, ReasonAbandoned)
 		}
 	}
@@ -615,14 +627,15 @@ func (q *Queue) Stats() Stats {
 	if len(q.line) > 0 {
 		s.Oldest = q.line[0].At
 	}
-	q.admits = q.trimAdmitsLocked(time.Now())
+	q.admits = LastMinute(q.admits, time.Now())
 	s.PerMinute = len(q.admits)
 	return s
 }
 
-// trimAdmitsLocked forgets admissions older than a minute.
-func (q *Queue) trimAdmitsLocked(now time.Time) []time.Time {
+// LastMinute is what admits (in time order) holds of the minute ending at
+// now: Stats.PerMinute.
+func LastMinute(admits []time.Time, now time.Time) []time.Time {
 	cut := now.Add(-time.Minute)
-	i := sort.Search(len(q.admits), func(i int) bool { return q.admits[i].After(cut) })
-	return q.admits[i:]
+	i := sort.Search(len(admits), func(i int) bool { return admits[i].After(cut) })
+	return admits[i:]
 }
