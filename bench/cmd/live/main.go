@@ -66,14 +66,11 @@ func main() {
 		fail("the file descriptor limit is %d: %d subscribers need more (ulimit -n)", lim.Cur, *n)
 	}
 
-	simPort, edgePort, adminPort := proc.FreePort(), proc.FreePort(), proc.FreePort()
-	simURL := "http://127.0.0.1:" + simPort
-	sim, err := proc.Start(filepath.Join(work, "sim.log"), nil, filepath.Join(*binDir, "s360sim"),
-		"-addr", "127.0.0.1:"+simPort, "-catalog-floor", "0", "-availability-floor", "0", "-rate-limit", "0")
+	edgePort, adminPort := proc.FreePort(), proc.FreePort()
+	sim, simURL, err := proc.StartSim(work, *binDir, 30*time.Second, "-catalog-floor", "0", "-availability-floor", "0", "-rate-limit", "0")
 	must(err)
 	stops = append(stops, sim.Stop)
 	defer sim.Stop()
-	must(proc.WaitUp(simURL+"/_sim/fixtures", sim, 30*time.Second))
 	simUp := time.Now()
 	env := []string{"SIM_URL=" + simURL, "EDGE_PORT=" + edgePort, "ADMIN_PORT=" + adminPort, "STORE=" + filepath.Join(work, "store"),
 		"LIVE_MAX=" + strconv.Itoa(*n), "HOME=" + work, "XDG_DATA_HOME=" + filepath.Join(work, "data"), "XDG_CONFIG_HOME=" + filepath.Join(work, "config")}

@@ -193,17 +193,12 @@ func runPhase(queue string) (*phaseResult, error) {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	simAddr := "127.0.0.1:" + proc.FreePort()
-	simURL := "http://" + simAddr
-	sim, err := proc.Start(filepath.Join(work, "sim.log"), nil, filepath.Join(*binDir, "s360sim"),
-		"-addr", simAddr, "-operator", operator, "-secret", secret, "-rate-limit", fmt.Sprint(*simLimit))
+	sim, simURL, err := proc.StartSim(work, *binDir, 30*time.Second,
+		"-operator", operator, "-secret", secret, "-rate-limit", fmt.Sprint(*simLimit))
 	if err != nil {
 		return nil, err
 	}
 	defer sim.Stop()
-	if err := proc.WaitUp(simURL+"/_sim/fixtures", sim, 30*time.Second); err != nil {
-		return nil, err
-	}
 	body, err := onSaleOrder(simURL)
 	if err != nil {
 		return nil, err

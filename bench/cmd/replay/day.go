@@ -215,10 +215,8 @@ func runDesign(name string) (*result, error) {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	simAddr := "127.0.0.1:" + proc.FreePort()
-	simURL := "http://" + simAddr
-	sim, err := proc.Start(filepath.Join(work, "sim.log"), nil, filepath.Join(*binDir, "s360sim"),
-		"-addr", simAddr, "-operator", operator, "-secret", secret, "-products", fmt.Sprint(*products),
+	sim, simURL, err := proc.StartSim(work, *binDir, time.Minute,
+		"-operator", operator, "-secret", secret, "-products", fmt.Sprint(*products),
 		"-rate-limit", fmt.Sprint(*simLimit), "-rate-window", minute.String(),
 		"-catalog-floor", scaled(10*time.Minute).String(), "-availability-floor", scaled(time.Minute).String(),
 		"-latency", latency.String(), "-catalog-latency", catLatency.String())
@@ -226,9 +224,6 @@ func runDesign(name string) (*result, error) {
 		return nil, err
 	}
 	defer sim.Stop()
-	if err := proc.WaitUp(simURL+"/_sim/fixtures", sim, time.Minute); err != nil {
-		return nil, err
-	}
 	var fx fixtures
 	if err := proc.GetJSON(simURL+"/_sim/fixtures", &fx); err != nil {
 		return nil, err
@@ -270,7 +265,7 @@ func runDesign(name string) (*result, error) {
 	case "nginx":
 		port := proc.FreePort()
 		c.base = "http://127.0.0.1:" + port
-		ng, err := startNginx(work, port, simAddr)
+		ng, err := startNginx(work, port, strings.TrimPrefix(simURL, "http://"))
 		if err != nil {
 			return nil, err
 		}

@@ -92,3 +92,20 @@ func GetJSON(url string, v any) error {
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(v)
 }
+
+// StartSim runs binDir's s360sim with args on a free loopback port, its
+// output in work/sim.log, and waits up to wait for it to answer; it
+// returns the process and its base URL.
+func StartSim(work, binDir string, wait time.Duration, args ...string) (*Proc, string, error) {
+	addr := "127.0.0.1:" + FreePort()
+	sim, err := Start(filepath.Join(work, "sim.log"), nil, filepath.Join(binDir, "s360sim"), append([]string{"-addr", addr}, args...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	url := "http://" + addr
+	if err := WaitUp(url+"/_sim/fixtures", sim, wait); err != nil {
+		sim.Stop()
+		return nil, "", err
+	}
+	return sim, url, nil
+}
