@@ -102,10 +102,11 @@ func (h *Handler) queueOn() bool { return h.OrderQueue == nil || *h.OrderQueue }
 // admitting (order_queue off), the line then waiting, abandoned in time.
 func (h *Handler) startQueue(q orderQueue) func() {
 	l := orderq.Limits{Max: h.OrderQueueMax, PerClient: h.OrderQueuePerClient, AbandonAfter: time.Duration(h.AbandonAfter)}
-	if !h.queueOn() {
-		return func() { q.Start(nil, l) }
+	var send orderq.SendFunc
+	if h.queueOn() {
+		send = h.sendQueued
 	}
-	return func() { q.Start(h.sendQueued, l) }
+	return func() { q.Start(send, l) }
 }
 
 // queuedResult is what a queued order's call gave, in memory for a buyer
